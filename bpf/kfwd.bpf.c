@@ -1,0 +1,218 @@
+// SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause)
+/*
+ * kfwd sockmap data path: bounded, lossless in-kernel TCP splicing.
+ *
+ * Build: clang -target bpf -g -O2 -D__TARGET_ARCH_x86 \
+ *	-Ivmlinux/$(arch) -Iinclude -c bpf/kfwd.bpf.c -o build/kfwd.bpf.o
+ *
+ * One stream verdict program (SEC("sk_skb"), attached to kfwd_socks as
+ * BPF_SK_SKB_VERDICT, no stream parser) runs for every skb a forwarded
+ * socket receives.  See include/kfwd/sockmap.h for the protocol.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include "kfwd/sockmap.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Socket cookie -> socket.  No BTF for key/value: sockhash rejects it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, KFWD_MAX_SOCKS);
+	__uint(key_size, sizeof(__u64));
+	__uint(value_size, sizeof(__u64));
+} kfwd_socks SEC(".maps");
+
+/* Source socket cookie -> per-direction state and counters. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KFWD_MAX_SOCKS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct kfwd_dir);
+} kfwd_dirs SEC(".maps");
+
+/* Source socket cookie -> resume request from user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KFWD_MAX_SOCKS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct kfwd_ctl);
+} kfwd_ctl SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, KFWD_EVENTS_BYTES);
+} kfwd_events SEC(".maps");
+
+/* Events lost because the ring was full: user space then pumps every flow. */
+__u64 kfwd_events_lost;
+
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+static __always_inline void notify(struct kfwd_dir *d, __u32 type)
+{
+	struct kfwd_event ev = {
+		.flow_id = d->flow_id,
+		.src_cookie = d->src_cookie,
+		.position = d->redirected + d->passed,
+		.type = type,
+		.pause_count = d->pause_count,
+	};
+
+	if (bpf_ringbuf_output(&kfwd_events, &ev, sizeof(ev), 0))
+		__sync_fetch_and_add(&kfwd_events_lost, 1);
+}
+
+/*
+ * Sample the destination: bytes that entered its send queue (write_seq)
+ * and bytes its peer acked, both relative to dst_base.  Read without the
+ * destination's lock, bytes_acked before snd_una, so the result never
+ * exceeds the truth: the cap errs on the safe side.
+ */
+static __always_inline int dst_sample(struct kfwd_dir *d, __u64 *written,
+				      __u64 *acked)
+{
+	__u64 key = d->dst_cookie;
+	struct bpf_sock *sk;
+	struct tcp_sock *tp;
+	__u64 bytes_acked;
+	__u32 una, wseq;
+
+	sk = bpf_map_lookup_elem(&kfwd_socks, &key);
+	if (!sk)
+		return -1;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp) {
+		bpf_sk_release(sk);
+		return -1;
+	}
+	bytes_acked = BPF_CORE_READ(tp, bytes_acked);
+	asm volatile("" ::: "memory");
+	una = BPF_CORE_READ(tp, snd_una);
+	wseq = BPF_CORE_READ(tp, write_seq);
+	bpf_sk_release(sk);
+
+	*written = bytes_acked + (__u32)(wseq - una) - d->dst_base;
+	*acked = bytes_acked + 0;
+	return 0;
+}
+
+/*
+ * Stream position of the skb's first byte, counted like tcpi_bytes_received
+ * (0 = first byte after the SYN).  The verdict runs with the source locked,
+ * so rcv_nxt and bytes_received are consistent; tcp_read_skb() hands over
+ * whole skbs whose control block still holds the TCP sequence.
+ */
+static __always_inline int src_position(struct __sk_buff *skb, __u64 cookie,
+					__u64 *pos)
+{
+	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
+	struct tcp_skb_cb *cb = (struct tcp_skb_cb *)kskb->cb;
+	struct bpf_sock *sk;
+	struct tcp_sock *tp;
+	__u64 received;
+	__u32 seq, nxt;
+
+	seq = cb->seq;
+	sk = bpf_map_lookup_elem(&kfwd_socks, &cookie);
+	if (!sk)
+		return -1;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp) {
+		bpf_sk_release(sk);
+		return -1;
+	}
+	nxt = BPF_CORE_READ(tp, rcv_nxt);
+	received = BPF_CORE_READ(tp, bytes_received);
+	bpf_sk_release(sk);
+	/* rcv_nxt - bytes_received == first data sequence */
+	*pos = received - (__u32)(nxt - seq);
+	return 0;
+}
+
+SEC("sk_skb")
+int kfwd_verdict(struct __sk_buff *skb)
+{
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	__u64 written, acked, inflight, key, pos, want;
+	struct kfwd_dir *d;
+	struct kfwd_ctl *c;
+	__u32 len = skb->len;
+	long ret;
+
+	d = bpf_map_lookup_elem(&kfwd_dirs, &cookie);
+	if (!d)
+		return SK_PASS;	/* not ours: leave it to user space */
+
+	if (d->state == KFWD_PASS) {
+		c = bpf_map_lookup_elem(&kfwd_ctl, &cookie);
+		if (!c || c->pause_gen != d->pause_count)
+			goto pass;
+		if (src_position(skb, cookie, &pos) < 0) {
+			d->errors++;
+			goto pass;
+		}
+		d->last_pos = pos;
+		want = d->rx_base + d->redirected + c->user_read;
+		if (pos != want) {
+			/* bytes before this skb are still in the kernel */
+			if ((__s64)(pos - want) < 0)
+				d->overlaps++;
+			d->resume_rejects++;
+			notify(d, KFWD_EV_RESUME_REJECTED);
+			goto pass;
+		}
+		d->user_written = c->user_written;
+		d->resume_count++;
+		d->state = KFWD_REDIRECT;
+	}
+
+	if (d->flags & KFWD_F_UNBOUNDED)
+		goto redirect;
+
+	if (dst_sample(d, &written, &acked) < 0) {
+		d->errors++;
+		goto pause;
+	}
+	d->dst_written = written;
+	d->dst_acked = acked;
+	if (d->flags & KFWD_F_CAP_UNACKED)
+		written = acked - d->dst_base;
+	inflight = d->redirected + d->user_written - written;
+	if ((__s64)inflight < 0)
+		inflight = 0;
+	if (inflight > d->inflight_max)
+		d->inflight_max = inflight;
+	if (inflight >= d->cap)
+		goto pause;
+
+redirect:
+	key = d->dst_cookie;
+	ret = bpf_sk_redirect_hash(skb, &kfwd_socks, &key, 0);
+	if (ret != SK_PASS) {
+		/* dst gone from the map: hand the bytes to user space */
+		d->errors++;
+		d->state = KFWD_PASS;
+		d->pause_count++;
+		d->passed += len;
+		notify(d, KFWD_EV_REDIRECT_FAILED);
+		return SK_PASS;
+	}
+	d->redirected += len;
+	return SK_PASS;
+
+pause:
+	d->pause_count++;
+	asm volatile("" ::: "memory");
+	d->state = KFWD_PASS;
+	d->passed += len;
+	notify(d, KFWD_EV_PAUSE);
+	return SK_PASS;
+
+pass:
+	d->passed += len;
+	return SK_PASS;
+}

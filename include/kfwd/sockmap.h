@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause) */
+/*
+ * Map values shared by bpf/kfwd.bpf.c and user/sockmap.c.
+ *
+ * The BPF side includes this after vmlinux.h, user space after
+ * <linux/types.h>; only __u32/__u64 and plain enums are used so the layout
+ * is identical in both.  Every map is keyed by the socket cookie
+ * (SO_COOKIE) of the *source* socket of one direction of a flow.
+ *
+ * Protocol between the verdict program and user space (one direction):
+ *
+ *   KFWD_REDIRECT: every skb of the source is redirected to the destination
+ *	socket (bpf_sk_redirect_hash) and counted in @redirected, as long as
+ *	the bytes redirected but not yet in the destination's TCP send queue
+ *	(or not yet acked, KFWD_F_CAP_UNACKED) stay below @cap.
+ *   Over the cap the program flips to KFWD_PASS, bumps @pause_count and
+ *	sends a KFWD_EV_PAUSE event on the ring buffer.
+ *   KFWD_PASS: every skb is returned SK_PASS and counted in @passed; it
+ *	lands in the source's psock ingress queue, charged to the source's
+ *	receive buffer, so the source's TCP window closes.  User space
+ *	recv()s it, waits until the destination took every redirected byte,
+ *	writes it, and then asks to resume by writing kfwd_ctl with
+ *	@pause_gen == @pause_count and @user_read == bytes it recv()d from
+ *	the source since the flow was added.  The program resumes
+ *	redirecting only when the next skb starts exactly at stream position
+ *	@rx_base + @redirected + @user_read (TCP sequence of the skb minus
+ *	the source's initial sequence), i.e. user space holds every byte
+ *	before it; otherwise it passes the skb and sends
+ *	KFWD_EV_RESUME_REJECTED.
+ *
+ * A direction starts in KFWD_PASS with @pause_count 1, so bytes the daemon
+ * had buffered or that were queued before the socket entered the map are
+ * written by user space first.
+ */
+#ifndef KFWD_SOCKMAP_H
+#define KFWD_SOCKMAP_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#define KFWD_PIN_DIR_DEFAULT	"/sys/fs/bpf/kfwd"
+#define KFWD_MAX_SOCKS		65536
+#define KFWD_EVENTS_BYTES	(256 * 1024)
+
+enum kfwd_state {
+	KFWD_REDIRECT = 0,
+	KFWD_PASS = 1,
+};
+
+enum kfwd_dir_flags {
+	KFWD_F_UNBOUNDED = 1,	/* always redirect, no cap (sockmap-unbounded) */
+	KFWD_F_CAP_UNACKED = 2,	/* cap counts the dst's unacked bytes too */
+};
+
+enum kfwd_event_type {
+	KFWD_EV_PAUSE = 1,
+	KFWD_EV_RESUME_REJECTED = 2,
+	KFWD_EV_REDIRECT_FAILED = 3,
+};
+
+/* kfwd_dirs value: written by user space only before the source socket is
+ * in kfwd_socks; afterwards only by the verdict program. */
+struct kfwd_dir {
+	__u64 flow_id;
+	__u64 src_cookie;
+	__u64 dst_cookie;
+	__u64 cap;		/* max bytes in flight in the kernel */
+	__u64 rx_base;		/* src bytes consumed (received - inq) at add */
+	__u64 dst_base;		/* dst bytes_acked + unacked when added */
+	__u64 redirected;	/* bytes redirected by the program */
+	__u64 passed;		/* bytes returned SK_PASS (to user space) */
+	__u64 user_written;	/* bytes user space wrote to dst (at resume) */
+	__u64 dst_written;	/* last sample: bytes in/through dst's sndq */
+	__u64 dst_acked;	/* last sample: bytes acked by dst's peer */
+	__u64 inflight_max;	/* high-water mark of in-kernel bytes */
+	__u64 last_pos;		/* stream position of the last skb seen */
+	enum kfwd_state state;
+	__u32 flags;		/* enum kfwd_dir_flags */
+	__u32 pause_count;
+	__u32 resume_count;
+	__u32 resume_rejects;
+	__u32 errors;		/* peer lookup / redirect failures */
+	__u32 overlaps;		/* skb started before the expected position */
+	__u32 pad;
+};
+
+/* kfwd_ctl value: written by user space only (resume request). */
+struct kfwd_ctl {
+	__u64 user_read;	/* bytes user space recv()d from src so far */
+	__u64 user_written;	/* bytes user space wrote to dst so far */
+	__u32 pause_gen;	/* kfwd_dir.pause_count being resumed */
+	__u32 pad;
+};
+
+struct kfwd_event {
+	__u64 flow_id;
+	__u64 src_cookie;
+	__u64 position;		/* redirected + passed */
+	__u32 type;		/* enum kfwd_event_type */
+	__u32 pause_count;
+};
+
+#endif /* KFWD_SOCKMAP_H */

@@ -1,0 +1,501 @@
+"""pytest harness for kfwd.
+
+Fixtures
+  free_port()              -> a free 127.0.0.1 TCP port (function)
+  kfwd(config, ...)        -> start build/kfwd with a config written to tmp_path; returns a Kfwd
+  nginx                    -> session nginx serving generated files of known sha256
+  upload_file              -> session 100 MiB file of known sha256 (for uploads)
+  peer(PeerInstance)       -> starts a tests/peers.py server, stopped at teardown
+
+Per-test time limit: SIGALRM, 120 s by default, @pytest.mark.timeout(N) to change it.
+Strict mode: KFWD_TEST_STRICT=1 turns every skipped test into a failure.
+"""
+
+import faulthandler
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+KFWD_BIN = Path(os.environ.get("KFWD_BIN") or ROOT / "build" / "kfwd")  # override: env KFWD_BIN
+STRICT = os.environ.get("KFWD_TEST_STRICT") == "1"
+
+DEFAULT_TIMEOUT = 120.0
+SETUP_TIMEOUT = 300.0  # setup may generate the session's files
+TEARDOWN_TIMEOUT = 60.0
+
+MiB = 1 << 20
+KiB = 1 << 10
+
+
+# --------------------------------------------------------------------------- markers, timeout, strict
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "timeout(seconds): per-test time limit for the call phase (SIGALRM)")
+    config.addinivalue_line("markers", "slow(reason): a test that is long on purpose")
+
+
+class TestTimeout(Exception):
+    __test__ = False
+
+
+def _timeout_for(item):
+    m = item.get_closest_marker("timeout")
+    if m and m.args:
+        return float(m.args[0])
+    return DEFAULT_TIMEOUT
+
+
+class _Alarm:
+    def __init__(self, seconds, what):
+        self.seconds = seconds
+        self.what = what
+
+    def _fire(self, signum, frame):
+        sys.stderr.write(f"\n*** {self.what}: time limit of {self.seconds:g} s reached; thread stacks:\n")
+        faulthandler.dump_traceback(all_threads=True)
+        raise TestTimeout(f"{self.what} exceeded its time limit of {self.seconds:g} s")
+
+    def __enter__(self):
+        self.old = signal.signal(signal.SIGALRM, self._fire)
+        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def __exit__(self, *a):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self.old)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    with _Alarm(SETUP_TIMEOUT, f"setup of {item.nodeid}"):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    with _Alarm(_timeout_for(item), item.nodeid):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item):
+    with _Alarm(TEARDOWN_TIMEOUT, f"teardown of {item.nodeid}"):
+        yield
+
+
+def _skip_reason(longrepr):
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if STRICT and rep.skipped and not hasattr(rep, "wasxfail"):
+        rep.outcome = "failed"
+        rep.longrepr = f"KFWD_TEST_STRICT=1: a skipped test is a failure. {_skip_reason(rep.longrepr)}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    rep = outcome.get_result()
+    if STRICT and rep.skipped:
+        rep.outcome = "failed"
+        rep.longrepr = f"KFWD_TEST_STRICT=1: a skipped module is a failure. {_skip_reason(rep.longrepr)}"
+
+
+@pytest.fixture(autouse=True)
+def _close_clients():
+    yield
+    peers.close_all_clients()
+
+
+# --------------------------------------------------------------------------- small fixtures
+
+
+@pytest.fixture
+def free_port():
+    return peers.free_port
+
+
+@pytest.fixture
+def peer():
+    """peer(peers.EchoUpload(...)) starts it and stops it at teardown."""
+    started = []
+
+    def start(p):
+        p.start()
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+# --------------------------------------------------------------------------- kfwd
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\S+)?$")
+_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
+
+
+def parse_metrics(text):
+    """Prometheus text exposition -> {'name{l1="v1",l2="v2"}': number}, labels in the order
+    they appear, no spaces; samples without labels keyed by bare name."""
+    out = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if not m:
+            raise ValueError(f"unparsable metrics line: {line!r}")
+        name, _, labels, value = m.group(1), m.group(2), m.group(3), m.group(4)
+        key = name
+        if labels is not None and labels.strip():
+            pairs = _LABEL.findall(labels)
+            key = name + "{" + ",".join(f'{k}="{v}"' for k, v in pairs) + "}"
+        v = float(value)
+        out[key] = int(v) if v.is_integer() else v
+    return out
+
+
+class Kfwd:
+    """A running build/kfwd."""
+
+    def __init__(self, argv, log_path, port, metrics_port=None, config_path=None, listen_ports=()):
+        self.argv = argv
+        self.log_path = log_path
+        self.port = port
+        self.metrics_port = metrics_port
+        self.config_path = config_path
+        self.listen_ports = list(listen_ports) or [port]
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
+        self.stopped_by_test = False
+        self.exit_status = None
+
+    # ---- state
+    @property
+    def stderr(self):
+        self._log.flush()
+        return Path(self.log_path).read_text(errors="replace")
+
+    @property
+    def returncode(self):
+        return self.proc.poll()
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def rss_kb(self):
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def fd_count(self):
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    # ---- metrics
+    def metrics_text(self):
+        assert self.metrics_port, "this kfwd has no metrics-listen"
+        with peers.HttpConn(self.metrics_port, timeout=10) as c:
+            c.request("GET", "/metrics", [("Connection", "close")])
+            r = c.read_response(keep_body=True)
+        assert r.status == 200, f"metrics endpoint answered {r.status}"
+        return r.body.decode()
+
+    def metrics(self):
+        return parse_metrics(self.metrics_text())
+
+    def metric(self, key, default=None):
+        return self.metrics().get(key, default)
+
+    # ---- lifecycle
+    def wait_ready(self, timeout=10.0):
+        ports = list(self.listen_ports) + ([self.metrics_port] if self.metrics_port else [])
+        deadline = time.monotonic() + timeout
+        pending = list(ports)
+        while pending:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"kfwd exited with {self.proc.returncode} during start-up:\n{self.stderr}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"kfwd not accepting on {pending} after {timeout} s:\n{self.stderr}")
+            try:
+                socket.create_connection(("127.0.0.1", pending[0]), timeout=0.5).close()
+                pending.pop(0)
+            except OSError:
+                time.sleep(0.02)
+        return self
+
+    def send_signal(self, sig):
+        self.stopped_by_test = True
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout):
+        try:
+            self.exit_status = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        return self.exit_status
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        """Signal by PID, wait up to timeout, then SIGKILL. Returns the exit status
+        (negative = killed by that signal) and whether SIGKILL was needed."""
+        killed = False
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+                killed = True
+        self.exit_status = self.proc.returncode
+        self._log.close()
+        return self.exit_status, killed
+
+
+@pytest.fixture
+def kfwd(tmp_path, request):
+    """Factory: kfwd(config_text=None, *, args=(), metrics=True, defaults=True, wait=True).
+
+    config_text: directives (dedented). Unless it already has them, `listen 127.0.0.1:<free>`,
+    `metrics-listen 127.0.0.1:<free>` (metrics=True) and `drain-timeout 5s` are added.
+    config_text=None runs kfwd without -c (embedded default config) with `-l 127.0.0.1:<free>`
+    unless args has -l (or auto_listen=False: no -l, expects 127.0.0.1:8080).
+    Returns a Kfwd that accepts connections (wait=False: just started).
+    At teardown: client sockets closed, SIGTERM, 10 s, SIGKILL. The test errors if kfwd died
+    on its own during the test, or did not exit 0 on SIGTERM."""
+    started = []
+    counter = [0]
+
+    def start(config_text=None, *, args=(), metrics=True, defaults=True, wait=True, auto_listen=True):
+        if not KFWD_BIN.exists():
+            pytest.fail(f"{KFWD_BIN} does not exist (run `make`)")
+        counter[0] += 1
+        n = counter[0]
+        argv = [str(KFWD_BIN)]
+        port = metrics_port = config_path = None
+        listen_ports = []
+        if config_text is not None:
+            text = textwrap.dedent(config_text).strip("\n") + "\n"
+            directives = {ln.split()[0] for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")}
+            head = []
+            if "listen" not in directives:
+                port = peers.free_port()
+                head.append(f"listen 127.0.0.1:{port}")
+            if metrics and "metrics-listen" not in directives:
+                metrics_port = peers.free_port()
+                head.append(f"metrics-listen 127.0.0.1:{metrics_port}")
+            if defaults and "drain-timeout" not in directives:
+                head.append("drain-timeout 5s")
+            text = "\n".join(head) + ("\n" if head else "") + text
+            for ln in text.splitlines():
+                f = ln.split()
+                if f and f[0] == "listen":
+                    listen_ports.append(int(f[1].rsplit(":", 1)[1]))
+                if f and f[0] == "metrics-listen":
+                    metrics_port = int(f[1].rsplit(":", 1)[1])
+            port = port or listen_ports[0]
+            config_path = tmp_path / f"kfwd{n}.conf"
+            config_path.write_text(text)
+            argv += ["-c", str(config_path)]
+        elif not auto_listen:
+            listen_ports = [8080]  # the embedded default
+            port = 8080
+        else:
+            if "-l" not in args:
+                port = peers.free_port()
+                argv += ["-l", f"127.0.0.1:{port}"]
+                listen_ports.append(port)
+            else:
+                a = list(args)
+                for i, x in enumerate(a):
+                    if x == "-l":
+                        listen_ports.append(int(a[i + 1].rsplit(":", 1)[1]))
+                port = listen_ports[0]
+        argv += list(args)
+        k = Kfwd(argv, tmp_path / f"kfwd{n}.log", port, metrics_port, config_path, listen_ports)
+        started.append(k)
+        if wait:
+            k.wait_ready()
+        return k
+
+    yield start
+
+    peers.close_all_clients()
+    problems = []
+    for k in started:
+        died = k.proc.poll() is not None and not k.stopped_by_test
+        status, killed = k.stop()
+        log = k.stderr
+        tail = "\n".join(log.splitlines()[-60:])
+        print(f"---- kfwd pid {k.pid} argv {k.argv} exit {status} (stderr tail) ----\n{tail}")
+        if k.config_path:
+            print(f"---- config ----\n{Path(k.config_path).read_text()}")
+        if died:
+            problems.append(f"kfwd pid {k.pid} died during the test with status {status}")
+        elif killed:
+            problems.append(f"kfwd pid {k.pid} did not exit within 10 s of SIGTERM (SIGKILLed)")
+        elif not k.stopped_by_test and status != 0:
+            problems.append(f"kfwd pid {k.pid} exited {status} on SIGTERM (expected 0)")
+    if problems:
+        pytest.fail("; ".join(problems), pytrace=False)
+
+
+# --------------------------------------------------------------------------- generated files, nginx
+
+
+class FileInfo:
+    def __init__(self, name, path, size, sha256):
+        self.name = name
+        self.path = Path(path)
+        self.size = size
+        self.sha256 = sha256
+        self.url = f"/files/{name}"
+
+    def read(self):
+        return self.path.read_bytes()
+
+    def __repr__(self):
+        return f"<file {self.name} {self.size} {self.sha256[:12]}>"
+
+
+def make_file(path, size):
+    """Random file of `size` bytes written in 1 MiB blocks; returns sha256 hex."""
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            b = os.urandom(min(MiB, left))
+            f.write(b)
+            h.update(b)
+            left -= len(b)
+    return h.hexdigest()
+
+
+FILES = {
+    "256m": 256 * MiB,
+    "30m": 30_000_000,
+    "8m": 8 * MiB,
+    "100k": 100 * KiB,
+    "1k": 1 * KiB,
+}
+
+
+@pytest.fixture(scope="session")
+def files_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("files")
+    out = {}
+    for name, size in FILES.items():
+        p = d / name
+        out[name] = FileInfo(name, p, size, make_file(p, size))
+    return out
+
+
+@pytest.fixture(scope="session")
+def upload_file(tmp_path_factory):
+    d = tmp_path_factory.mktemp("upload")
+    p = d / "upload.bin"
+    return FileInfo("upload", p, 100 * MiB, make_file(p, 100 * MiB))
+
+
+class Nginx:
+    def __init__(self, prefix, files):
+        self.prefix = Path(prefix)
+        self.files = files
+        self.port = peers.free_port()
+        self.port_small_sndbuf = peers.free_port()  # same content, sndbuf=256k on accepted sockets
+        self.addr = f"127.0.0.1:{self.port}"
+        self.addr_small_sndbuf = f"127.0.0.1:{self.port_small_sndbuf}"
+        for sub in ("logs", "tmp"):
+            (self.prefix / sub).mkdir(parents=True, exist_ok=True)
+        root = files["1k"].path.parent
+        conf = f"""
+daemon off;
+master_process off;
+worker_processes 1;
+pid {self.prefix}/nginx.pid;
+error_log {self.prefix}/logs/error.log warn;
+worker_rlimit_nofile 16384;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {self.prefix}/tmp/body;
+    proxy_temp_path {self.prefix}/tmp/proxy;
+    fastcgi_temp_path {self.prefix}/tmp/fastcgi;
+    uwsgi_temp_path {self.prefix}/tmp/uwsgi;
+    scgi_temp_path {self.prefix}/tmp/scgi;
+    types {{ }}
+    default_type application/octet-stream;
+    sendfile on;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    server {{
+        listen 127.0.0.1:{self.port} backlog=4096;
+        listen 127.0.0.1:{self.port_small_sndbuf} backlog=4096 sndbuf=256k;
+        location /files/ {{ alias {root}/; etag on; }}
+        location = /204 {{ return 204; }}
+        location = /304 {{ return 304; }}
+        location = /ok {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
+        self.conf_path = self.prefix / "nginx.conf"
+        self.conf_path.write_text(conf)
+        self.log = open(self.prefix / "logs" / "stderr.log", "wb")
+        self.proc = subprocess.Popen(
+            ["/usr/sbin/nginx", "-p", str(self.prefix), "-c", str(self.conf_path)],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        self.pid = self.proc.pid
+        deadline = time.monotonic() + 10
+        for p in (self.port, self.port_small_sndbuf):
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"nginx exited {self.proc.returncode}: {(self.prefix / 'logs' / 'stderr.log').read_text()}")
+                try:
+                    socket.create_connection(("127.0.0.1", p), timeout=0.5).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("nginx did not start")
+                    time.sleep(0.02)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)  # graceful
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def nginx(tmp_path_factory, files_dir):
+    n = Nginx(tmp_path_factory.mktemp("nginx"), files_dir)
+    yield n
+    n.stop()

@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Listening sockets: accept, enforce max-connections, hand each client to a session. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "accept.h"
+#include "log.h"
+#include "loop.h"
+#include "session.h"
+#include "stats.h"
+
+#define ACCEPT_BATCH 64
+/* Rejected clients still get a 503 and a clean close, up to this many at once. */
+#define REJECT_SLACK 256
+
+struct listener {
+	struct loop_handler h;
+	int fd;
+	const struct config *cfg;
+};
+
+static struct listener *listeners;
+static size_t n_listeners;
+
+int listen_socket(const struct sockaddr_any *addr, const char *text)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&addr->ss;
+	int fd, one = 1;
+
+	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		log_err("listen %s: socket: %m", text);
+		return -1;
+	}
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) {
+		log_err("listen %s: SO_REUSEADDR: %m", text);
+		goto fail;
+	}
+	if (sa->sa_family == AF_INET6 &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) {
+		log_err("listen %s: IPV6_V6ONLY: %m", text);
+		goto fail;
+	}
+	if (bind(fd, sa, addr->len) < 0) {
+		log_err("listen %s: bind: %m", text);
+		goto fail;
+	}
+	if (listen(fd, 1024) < 0) {
+		log_err("listen %s: %m", text);
+		goto fail;
+	}
+	return fd;
+fail:
+	close(fd);
+	return -1;
+}
+
+static void on_accept(struct loop_handler *h, uint32_t events)
+{
+	struct listener *l = (struct listener *)h;
+
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		unsigned int active;
+
+		if (fd < 0) {
+			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+				return;
+			/* EMFILE/ENFILE/ENOBUFS: leave the backlog queued, try on the next event. */
+			log_warn("accept: %m");
+			return;
+		}
+		stats.connections_accepted++;
+		active = session_count();
+		if (active >= l->cfg->max_connections + REJECT_SLACK) {
+			close(fd);
+			stats.connections_rejected++;
+			continue;
+		}
+		session_create(fd, l->cfg, active >= l->cfg->max_connections);
+	}
+}
+
+int listeners_open(const struct config *cfg)
+{
+	listeners = calloc(cfg->n_listens, sizeof(*listeners));
+	if (!listeners)
+		return -1;
+	for (size_t i = 0; i < cfg->n_listens; i++) {
+		struct listener *l = &listeners[i];
+
+		l->fd = listen_socket(&cfg->listens[i].addr, cfg->listens[i].text);
+		if (l->fd < 0)
+			goto fail;
+		n_listeners++;
+		l->h.on_event = on_accept;
+		l->cfg = cfg;
+		if (loop_add(l->fd, EPOLLIN, &l->h) < 0)
+			goto fail;
+		log_info("listening on %s", cfg->listens[i].text);
+	}
+	return 0;
+fail:
+	listeners_close();
+	return -1;
+}
+
+void listeners_close(void)
+{
+	for (size_t i = 0; i < n_listeners; i++) {
+		loop_del(listeners[i].fd);
+		close(listeners[i].fd);
+	}
+	free(listeners);
+	listeners = NULL;
+	n_listeners = 0;
+}

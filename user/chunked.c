@@ -1,0 +1,140 @@
+// SPDX-License-Identifier: GPL-2.0
+#include <string.h>
+
+#include "chunked.h"
+
+#define CHUNK_LINE_MAX 4096
+#define CHUNK_TRAILERS_MAX (64 * 1024)
+#define CHUNK_SIZE_DIGITS_MAX 15 /* keeps the size below 2^60 */
+
+void chunk_scan_init(struct chunk_scan *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->state = CHUNK_SIZE;
+}
+
+static int hexval(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+void chunk_data_moved(struct chunk_scan *c, uint64_t n)
+{
+	c->remaining -= n;
+	if (c->remaining == 0)
+		c->state = CHUNK_DATA_CR;
+}
+
+size_t chunk_scan(struct chunk_scan *c, const char *p, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len && c->state != CHUNK_DONE && c->state != CHUNK_ERROR) {
+		char ch = p[i];
+		int v;
+
+		switch (c->state) {
+		case CHUNK_SIZE:
+			v = hexval(ch);
+			if (v >= 0 && c->digits < CHUNK_SIZE_DIGITS_MAX) {
+				c->size = c->size * 16 + (uint64_t)v;
+				c->digits++;
+			} else if (c->digits && (ch == ';' || ch == ' ' || ch == '\t')) {
+				c->state = CHUNK_EXT;
+			} else if (c->digits && ch == '\r') {
+				c->state = CHUNK_SIZE_LF;
+			} else {
+				c->state = CHUNK_ERROR;
+				continue;
+			}
+			break;
+		case CHUNK_EXT:
+			/* Extensions pass through unchanged; only their length is bounded. */
+			if (ch == '\r')
+				c->state = CHUNK_SIZE_LF;
+			else if (ch == '\n' || ++c->line_len > CHUNK_LINE_MAX) {
+				c->state = CHUNK_ERROR;
+				continue;
+			}
+			break;
+		case CHUNK_SIZE_LF:
+			if (ch != '\n') {
+				c->state = CHUNK_ERROR;
+				continue;
+			}
+			c->line_len = 0;
+			c->digits = 0;
+			if (c->size == 0) {
+				c->state = CHUNK_TRAILER_START;
+			} else {
+				c->remaining = c->size;
+				c->size = 0;
+				c->state = CHUNK_DATA;
+			}
+			break;
+		case CHUNK_DATA: {
+			size_t take = len - i;
+
+			if (take > c->remaining)
+				take = (size_t)c->remaining;
+			chunk_data_moved(c, take);
+			i += take;
+			continue;
+		}
+		case CHUNK_DATA_CR:
+			if (ch != '\r') {
+				c->state = CHUNK_ERROR;
+				continue;
+			}
+			c->state = CHUNK_DATA_LF;
+			break;
+		case CHUNK_DATA_LF:
+			if (ch != '\n') {
+				c->state = CHUNK_ERROR;
+				continue;
+			}
+			c->state = CHUNK_SIZE;
+			break;
+		case CHUNK_TRAILER_START:
+			if (ch == '\r') {
+				c->state = CHUNK_END_LF;
+				break;
+			}
+			c->state = CHUNK_TRAILER_LINE;
+			continue;
+		case CHUNK_TRAILER_LINE:
+			if (++c->trailer_len > CHUNK_TRAILERS_MAX || ch == '\n') {
+				c->state = CHUNK_ERROR;
+				continue;
+			}
+			if (ch == '\r')
+				c->state = CHUNK_TRAILER_LF;
+			break;
+		case CHUNK_TRAILER_LF:
+			if (ch != '\n') {
+				c->state = CHUNK_ERROR;
+				continue;
+			}
+			c->state = CHUNK_TRAILER_START;
+			break;
+		case CHUNK_END_LF:
+			if (ch != '\n') {
+				c->state = CHUNK_ERROR;
+				continue;
+			}
+			c->state = CHUNK_DONE;
+			break;
+		case CHUNK_DONE:
+		case CHUNK_ERROR:
+			break;
+		}
+		i++;
+	}
+	return i;
+}

@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+#ifndef KFWD_CHUNKED_H
+#define KFWD_CHUNKED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Chunked transfer coding (RFC 9112 §7.1) tracked byte by byte so kfwd always knows where the
+ * message ends, while forwarding the coding verbatim: size lines and trailers pass through user
+ * space, chunk data is spliced.
+ */
+enum chunk_state {
+	CHUNK_SIZE,
+	CHUNK_EXT,
+	CHUNK_SIZE_LF,
+	CHUNK_DATA,
+	CHUNK_DATA_CR,
+	CHUNK_DATA_LF,
+	CHUNK_TRAILER_START,
+	CHUNK_TRAILER_LINE,
+	CHUNK_TRAILER_LF,
+	CHUNK_END_LF,
+	CHUNK_DONE,
+	CHUNK_ERROR,
+};
+
+struct chunk_scan {
+	enum chunk_state state;
+	uint64_t size;      /* of the chunk whose size line is being read */
+	uint64_t remaining; /* data bytes left in the current chunk */
+	unsigned int digits;
+	size_t line_len;
+	size_t trailer_len;
+};
+
+void chunk_scan_init(struct chunk_scan *c);
+/* Advance over up to @len bytes; returns how many were valid (stops at DONE or at an error). */
+size_t chunk_scan(struct chunk_scan *c, const char *p, size_t len);
+/* @n data bytes of the current chunk moved without being scanned (spliced). */
+void chunk_data_moved(struct chunk_scan *c, uint64_t n);
+
+static inline bool chunk_in_data(const struct chunk_scan *c)
+{
+	return c->state == CHUNK_DATA && c->remaining > 0;
+}
+
+#endif

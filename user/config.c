@@ -1,0 +1,537 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Configuration: line directives, '#' comments, the embedded default. */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+
+#define MAX_TOKENS 64
+
+static const char embedded_default[] = "listen 127.0.0.1:8080\n"
+				       "route /http/ url-embedded\n";
+
+struct parse_ctx {
+	const char *file;
+	int line;
+	char *err;
+	size_t errlen;
+	struct config *cfg;
+};
+
+static int fail(struct parse_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int fail(struct parse_ctx *ctx, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	n = snprintf(ctx->err, ctx->errlen, "%s:%d: ", ctx->file, ctx->line);
+	if (n < 0 || (size_t)n >= ctx->errlen)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(ctx->err + n, ctx->errlen - n, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+const char *data_path_name(enum data_path dp)
+{
+	return dp == DATA_PATH_COPY ? "copy" : "splice";
+}
+
+int parse_size(const char *text, size_t *out)
+{
+	unsigned long long v, mult = 1;
+	char *end;
+
+	if (!isdigit((unsigned char)text[0]))
+		return -1;
+	errno = 0;
+	v = strtoull(text, &end, 10);
+	if (errno)
+		return -1;
+	if (!strcasecmp(end, "k"))
+		mult = 1024;
+	else if (!strcasecmp(end, "m"))
+		mult = 1024 * 1024;
+	else if (!strcasecmp(end, "g"))
+		mult = 1024ULL * 1024 * 1024;
+	else if (*end)
+		return -1;
+	if (v > SIZE_MAX / mult)
+		return -1;
+	*out = (size_t)(v * mult);
+	return 0;
+}
+
+/* HAProxy convention: a bare number is milliseconds. */
+int parse_duration_ms(const char *text, uint64_t *out)
+{
+	unsigned long long v, mult;
+	char *end;
+
+	if (!isdigit((unsigned char)text[0]))
+		return -1;
+	errno = 0;
+	v = strtoull(text, &end, 10);
+	if (errno)
+		return -1;
+	if (!*end || !strcmp(end, "ms"))
+		mult = 1;
+	else if (!strcmp(end, "s"))
+		mult = 1000;
+	else if (!strcmp(end, "m"))
+		mult = 60000;
+	else if (!strcmp(end, "h"))
+		mult = 3600000;
+	else
+		return -1;
+	if (v > UINT64_MAX / mult)
+		return -1;
+	*out = v * mult;
+	return 0;
+}
+
+/*
+ * "ADDR:PORT", "[V6]:PORT", "*:PORT". Names (resolved now, blocking) only where @allow_names:
+ * upstream servers are resolved once when the config is loaded, before the event loop runs.
+ */
+int parse_addr_port(const char *text, struct sockaddr_any *out, bool allow_names)
+{
+	char host[256];
+	const char *colon, *port_text;
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res;
+	size_t hlen;
+	char *end;
+	long port;
+
+	if (text[0] == '[') {
+		const char *close = strchr(text, ']');
+
+		if (!close || close[1] != ':')
+			return -1;
+		hlen = (size_t)(close - text - 1);
+		if (hlen >= sizeof(host))
+			return -1;
+		memcpy(host, text + 1, hlen);
+		host[hlen] = '\0';
+		port_text = close + 2;
+	} else {
+		colon = strrchr(text, ':');
+		if (!colon)
+			return -1;
+		hlen = (size_t)(colon - text);
+		if (hlen == 0 || hlen >= sizeof(host))
+			return -1;
+		memcpy(host, text, hlen);
+		host[hlen] = '\0';
+		port_text = colon + 1;
+	}
+	errno = 0;
+	port = strtol(port_text, &end, 10);
+	if (errno || *end || port <= 0 || port > 65535 || !isdigit((unsigned char)*port_text))
+		return -1;
+
+	memset(out, 0, sizeof(*out));
+	if (!strcmp(host, "*")) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
+
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+		sin->sin_addr.s_addr = htonl(INADDR_ANY);
+		out->len = sizeof(*sin);
+		return 0;
+	}
+	hints.ai_flags = AI_NUMERICSERV | (allow_names ? 0 : AI_NUMERICHOST);
+	if (getaddrinfo(host, port_text, &hints, &res) != 0)
+		return -1;
+	memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
+	out->len = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+static void *grow(void *arr, size_t n, size_t elem)
+{
+	/* Arrays grow one element at a time: configs are small and parsed once. */
+	return realloc(arr, (n + 1) * elem);
+}
+
+static struct upstream *find_upstream(struct config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->n_upstreams; i++)
+		if (!strcmp(cfg->upstreams[i].name, name))
+			return &cfg->upstreams[i];
+	return NULL;
+}
+
+static int add_listen(struct parse_ctx *ctx, struct listen_addr **arr, size_t *n, const char *text)
+{
+	struct listen_addr *a = grow(*arr, *n, sizeof(**arr));
+
+	if (!a)
+		return fail(ctx, "out of memory");
+	*arr = a;
+	if (parse_addr_port(text, &a[*n].addr, false) < 0)
+		return fail(ctx, "bad listen address '%s' (want ADDR:PORT or [V6]:PORT)", text);
+	snprintf(a[*n].text, sizeof(a[*n].text), "%s", text);
+	(*n)++;
+	return 0;
+}
+
+static int parse_upstream(struct parse_ctx *ctx, char **tok, int ntok)
+{
+	struct config *cfg = ctx->cfg;
+	struct upstream *u;
+
+	if (ntok < 3)
+		return fail(ctx, "usage: upstream NAME ADDR:PORT [ADDR:PORT ...]");
+	if (strlen(tok[1]) >= CONFIG_NAME_MAX)
+		return fail(ctx, "upstream name too long");
+	if (find_upstream(cfg, tok[1]))
+		return fail(ctx, "upstream '%s' defined twice", tok[1]);
+	/* Routes keep pointers into this array, so upstreams must come before routes. */
+	if (cfg->n_routes)
+		return fail(ctx, "upstream '%s' must be defined before the first route", tok[1]);
+	u = grow(cfg->upstreams, cfg->n_upstreams, sizeof(*u));
+	if (!u)
+		return fail(ctx, "out of memory");
+	cfg->upstreams = u;
+	u = &cfg->upstreams[cfg->n_upstreams++];
+	memset(u, 0, sizeof(*u));
+	snprintf(u->name, sizeof(u->name), "%s", tok[1]);
+	u->servers = calloc((size_t)ntok - 2, sizeof(*u->servers));
+	if (!u->servers)
+		return fail(ctx, "out of memory");
+	for (int i = 2; i < ntok; i++) {
+		struct upstream_server *s = &u->servers[u->n_servers];
+
+		if (parse_addr_port(tok[i], &s->addr, true) < 0)
+			return fail(ctx, "bad upstream server '%s' (want ADDR:PORT)", tok[i]);
+		snprintf(s->text, sizeof(s->text), "%s", tok[i]);
+		u->n_servers++;
+	}
+	return 0;
+}
+
+static int parse_route(struct parse_ctx *ctx, char **tok, int ntok)
+{
+	struct config *cfg = ctx->cfg;
+	struct route *r;
+
+	if (ntok < 3)
+		return fail(ctx, "usage: route PREFIX NAME [strip-prefix] | route PREFIX url-embedded");
+	if (tok[1][0] != '/')
+		return fail(ctx, "route prefix '%s' must start with '/'", tok[1]);
+	r = grow(cfg->routes, cfg->n_routes, sizeof(*r));
+	if (!r)
+		return fail(ctx, "out of memory");
+	cfg->routes = r;
+	r = &cfg->routes[cfg->n_routes];
+	memset(r, 0, sizeof(*r));
+	r->line = ctx->line;
+	r->prefix = strdup(tok[1]);
+	if (!r->prefix)
+		return fail(ctx, "out of memory");
+	r->prefix_len = strlen(r->prefix);
+	cfg->n_routes++;
+	if (!strcmp(tok[2], "url-embedded")) {
+		r->kind = ROUTE_URL_EMBEDDED;
+		if (ntok > 3)
+			return fail(ctx, "unexpected '%s' after url-embedded", tok[3]);
+		return 0;
+	}
+	r->kind = ROUTE_UPSTREAM;
+	r->upstream = find_upstream(cfg, tok[2]);
+	if (!r->upstream)
+		return fail(ctx, "unknown upstream '%s'", tok[2]);
+	for (int i = 3; i < ntok; i++) {
+		if (!strcmp(tok[i], "strip-prefix"))
+			r->strip_prefix = true;
+		else
+			return fail(ctx, "unknown route option '%s'", tok[i]);
+	}
+	return 0;
+}
+
+struct size_directive {
+	const char *name;
+	size_t offset;
+	size_t min, max;
+};
+
+struct duration_directive {
+	const char *name;
+	size_t offset;
+};
+
+#define CFG_OFF(field) offsetof(struct config, field)
+
+static const struct size_directive size_directives[] = {
+	{ "pipe-size", CFG_OFF(pipe_size), 4096, 1 << 30 },
+	{ "pipe-high-water", CFG_OFF(pipe_high_water), 1, 1 << 30 },
+	{ "pipe-low-water", CFG_OFF(pipe_low_water), 0, 1 << 30 },
+	{ "copy-buffer-size", CFG_OFF(copy_buffer_size), 4096, 1 << 30 },
+	{ "max-request-line", CFG_OFF(max_request_line), 64, 1 << 20 },
+	{ "max-header-size", CFG_OFF(max_header_size), 256, 1 << 20 },
+};
+
+static const struct duration_directive duration_directives[] = {
+	{ "connect-timeout", CFG_OFF(connect_timeout_ms) },
+	{ "response-timeout", CFG_OFF(response_timeout_ms) },
+	{ "client-timeout", CFG_OFF(client_timeout_ms) },
+	{ "transfer-timeout", CFG_OFF(transfer_timeout_ms) },
+	{ "drain-timeout", CFG_OFF(drain_timeout_ms) },
+	{ "upstream-idle-timeout", CFG_OFF(upstream_idle_timeout_ms) },
+};
+
+static int parse_uint(const char *text, unsigned long max, unsigned long *out)
+{
+	char *end;
+
+	if (!isdigit((unsigned char)text[0]))
+		return -1;
+	errno = 0;
+	*out = strtoul(text, &end, 10);
+	if (errno || *end || *out > max)
+		return -1;
+	return 0;
+}
+
+static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *high_set,
+			   bool *low_set)
+{
+	struct config *cfg = ctx->cfg;
+	const char *d = tok[0];
+	unsigned long v;
+	size_t size;
+
+	if (!strcmp(d, "listen")) {
+		if (ntok != 2)
+			return fail(ctx, "usage: listen ADDR:PORT");
+		return add_listen(ctx, &cfg->listens, &cfg->n_listens, tok[1]);
+	}
+	if (!strcmp(d, "upstream"))
+		return parse_upstream(ctx, tok, ntok);
+	if (!strcmp(d, "route"))
+		return parse_route(ctx, tok, ntok);
+	for (size_t i = 0; i < sizeof(size_directives) / sizeof(size_directives[0]); i++) {
+		const struct size_directive *sd = &size_directives[i];
+
+		if (strcmp(d, sd->name))
+			continue;
+		if (ntok != 2 || parse_size(tok[1], &size) < 0)
+			return fail(ctx, "usage: %s BYTES (suffix k, m allowed)", d);
+		if (size < sd->min || size > sd->max)
+			return fail(ctx, "%s must be between %zu and %zu", d, sd->min, sd->max);
+		*(size_t *)((char *)cfg + sd->offset) = size;
+		if (!strcmp(d, "pipe-high-water"))
+			*high_set = true;
+		if (!strcmp(d, "pipe-low-water"))
+			*low_set = true;
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(duration_directives) / sizeof(duration_directives[0]); i++) {
+		const struct duration_directive *dd = &duration_directives[i];
+
+		if (strcmp(d, dd->name))
+			continue;
+		if (ntok != 2 || parse_duration_ms(tok[1], (uint64_t *)((char *)cfg + dd->offset)) < 0)
+			return fail(ctx, "usage: %s DURATION (e.g. 500ms, 5s, 2m; bare = ms)", d);
+		return 0;
+	}
+	if (!strcmp(d, "client-sndbuf") || !strcmp(d, "upstream-rcvbuf")) {
+		if (ntok != 2 || parse_size(tok[1], &size) < 0 || size > INT_MAX / 2)
+			return fail(ctx, "usage: %s BYTES (0 = kernel autotuning)", d);
+		*(d[0] == 'c' ? &cfg->client_sndbuf : &cfg->upstream_rcvbuf) = (int)size;
+		return 0;
+	}
+	if (!strcmp(d, "data-path")) {
+		if (ntok == 2 && !strcmp(tok[1], "splice"))
+			cfg->data_path = DATA_PATH_SPLICE;
+		else if (ntok == 2 && !strcmp(tok[1], "copy"))
+			cfg->data_path = DATA_PATH_COPY;
+		else
+			return fail(ctx, "usage: data-path splice|copy");
+		return 0;
+	}
+	if (!strcmp(d, "max-connections") || !strcmp(d, "upstream-max-idle")) {
+		if (ntok != 2 || parse_uint(tok[1], 1000000, &v) < 0)
+			return fail(ctx, "usage: %s N", d);
+		if (d[0] == 'm' && v == 0)
+			return fail(ctx, "max-connections must be at least 1");
+		*(d[0] == 'm' ? &cfg->max_connections : &cfg->upstream_max_idle) = (unsigned int)v;
+		return 0;
+	}
+	if (!strcmp(d, "metrics-listen")) {
+		if (ntok != 2 || parse_addr_port(tok[1], &cfg->metrics.addr, false) < 0)
+			return fail(ctx, "usage: metrics-listen ADDR:PORT");
+		snprintf(cfg->metrics.text, sizeof(cfg->metrics.text), "%s", tok[1]);
+		cfg->has_metrics = true;
+		return 0;
+	}
+	if (!strcmp(d, "log-level")) {
+		if (ntok != 2 || (cfg->log_level = klog_level_parse(tok[1])) < 0)
+			return fail(ctx, "usage: log-level error|warn|info|debug");
+		return 0;
+	}
+	return fail(ctx, "unknown directive '%s'", d);
+}
+
+static int tokenize(char *line, char **tok)
+{
+	int n = 0;
+	char *save = NULL;
+
+	for (char *t = strtok_r(line, " \t\r\n", &save); t; t = strtok_r(NULL, " \t\r\n", &save)) {
+		if (t[0] == '#')
+			break;
+		if (n == MAX_TOKENS)
+			return -1;
+		tok[n++] = t;
+	}
+	return n;
+}
+
+static void set_defaults(struct config *cfg)
+{
+	cfg->data_path = DATA_PATH_SPLICE;
+	cfg->pipe_size = 1 << 20;
+	cfg->copy_buffer_size = 256 << 10;
+	cfg->client_sndbuf = 256 << 10;
+	cfg->upstream_rcvbuf = 256 << 10;
+	cfg->max_connections = 4096;
+	cfg->max_request_line = 8 << 10;
+	cfg->max_header_size = 32 << 10;
+	cfg->connect_timeout_ms = 5000;
+	cfg->response_timeout_ms = 60000;
+	cfg->client_timeout_ms = 60000;
+	cfg->transfer_timeout_ms = 300000;
+	cfg->drain_timeout_ms = 30000;
+	cfg->upstream_idle_timeout_ms = 60000;
+	cfg->upstream_max_idle = 32;
+	cfg->log_level = KLOG_INFO;
+}
+
+static int check_config(struct parse_ctx *ctx, bool high_set, bool low_set)
+{
+	struct config *cfg = ctx->cfg;
+
+	if (!high_set)
+		cfg->pipe_high_water = cfg->pipe_size;
+	if (!low_set)
+		cfg->pipe_low_water = cfg->pipe_size / 4;
+	if (cfg->pipe_high_water > cfg->pipe_size)
+		return fail(ctx, "pipe-high-water (%zu) exceeds pipe-size (%zu)",
+			    cfg->pipe_high_water, cfg->pipe_size);
+	if (cfg->pipe_low_water >= cfg->pipe_high_water)
+		return fail(ctx, "pipe-low-water (%zu) must be below pipe-high-water (%zu)",
+			    cfg->pipe_low_water, cfg->pipe_high_water);
+	if (cfg->max_request_line > cfg->max_header_size)
+		return fail(ctx, "max-request-line exceeds max-header-size");
+	if (!cfg->n_listens)
+		return fail(ctx, "no listen address");
+	if (!cfg->n_routes)
+		return fail(ctx, "no route");
+	for (size_t i = 0; i < cfg->n_upstreams; i++)
+		for (size_t j = 0; j < cfg->upstreams[i].n_servers; j++)
+			cfg->upstreams[i].servers[j].upstream = &cfg->upstreams[i];
+	return 0;
+}
+
+struct config *config_load(const char *path, char *const *extra_listens, size_t n_extra,
+			   char *err, size_t errlen)
+{
+	struct parse_ctx ctx = { .file = path ? path : "<embedded>", .err = err, .errlen = errlen };
+	bool high_set = false, low_set = false;
+	char *line = NULL, *tok[MAX_TOKENS];
+	size_t linecap = 0;
+	struct config *cfg;
+	FILE *f;
+	int ntok;
+
+	cfg = calloc(1, sizeof(*cfg));
+	if (!cfg) {
+		snprintf(err, errlen, "%s: out of memory", ctx.file);
+		return NULL;
+	}
+	ctx.cfg = cfg;
+	set_defaults(cfg);
+	if (path) {
+		cfg->path = strdup(path);
+		f = fopen(path, "re");
+		if (!cfg->path || !f) {
+			snprintf(err, errlen, "%s:0: cannot open: %s", path, strerror(errno));
+			goto fail;
+		}
+	} else {
+		f = fmemopen((void *)embedded_default, sizeof(embedded_default) - 1, "r");
+		if (!f) {
+			snprintf(err, errlen, "<embedded>: %s", strerror(errno));
+			goto fail;
+		}
+	}
+	while (getline(&line, &linecap, f) >= 0) {
+		ctx.line++;
+		ntok = tokenize(line, tok);
+		if (ntok < 0) {
+			fail(&ctx, "too many words");
+			goto fail_file;
+		}
+		if (ntok == 0)
+			continue;
+		/* -l replaces the config's listen lines. */
+		if (n_extra && !strcmp(tok[0], "listen"))
+			continue;
+		if (parse_directive(&ctx, tok, ntok, &high_set, &low_set) < 0)
+			goto fail_file;
+	}
+	if (ferror(f)) {
+		fail(&ctx, "read error: %s", strerror(errno));
+		goto fail_file;
+	}
+	fclose(f);
+	free(line);
+	line = NULL;
+	for (size_t i = 0; i < n_extra; i++) {
+		ctx.file = "-l";
+		ctx.line = (int)i + 1;
+		if (add_listen(&ctx, &cfg->listens, &cfg->n_listens, extra_listens[i]) < 0)
+			goto fail;
+	}
+	ctx.file = path ? path : "<embedded>";
+	if (check_config(&ctx, high_set, low_set) < 0)
+		goto fail;
+	return cfg;
+
+fail_file:
+	fclose(f);
+fail:
+	free(line);
+	config_free(cfg);
+	return NULL;
+}
+
+void config_free(struct config *cfg)
+{
+	if (!cfg)
+		return;
+	for (size_t i = 0; i < cfg->n_upstreams; i++)
+		free(cfg->upstreams[i].servers);
+	for (size_t i = 0; i < cfg->n_routes; i++)
+		free(cfg->routes[i].prefix);
+	free(cfg->upstreams);
+	free(cfg->routes);
+	free(cfg->listens);
+	free(cfg->path);
+	free(cfg);
+}

@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+#ifndef KFWD_CONFIG_H
+#define KFWD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define CONFIG_NAME_MAX 64
+
+struct sockaddr_any {
+	struct sockaddr_storage ss;
+	socklen_t len;
+};
+
+struct upstream_server {
+	struct sockaddr_any addr;
+	char text[80]; /* as written in the config, for logs and kfwdctl */
+	struct upstream *upstream;
+};
+
+struct upstream {
+	char name[CONFIG_NAME_MAX];
+	struct upstream_server *servers;
+	size_t n_servers;
+	size_t next_server; /* round-robin cursor */
+};
+
+enum route_kind {
+	ROUTE_UPSTREAM,
+	ROUTE_URL_EMBEDDED,
+};
+
+struct route {
+	char *prefix;
+	size_t prefix_len;
+	enum route_kind kind;
+	struct upstream *upstream; /* ROUTE_UPSTREAM */
+	bool strip_prefix;
+	int line; /* where it was defined, for messages */
+};
+
+enum data_path {
+	DATA_PATH_SPLICE,
+	DATA_PATH_COPY,
+};
+
+struct listen_addr {
+	struct sockaddr_any addr;
+	char text[80];
+};
+
+struct config {
+	char *path; /* NULL for the embedded default */
+
+	struct listen_addr *listens;
+	size_t n_listens;
+	struct upstream *upstreams;
+	size_t n_upstreams;
+	struct route *routes;
+	size_t n_routes;
+
+	enum data_path data_path;
+	size_t pipe_size;
+	size_t pipe_high_water;
+	size_t pipe_low_water;
+	size_t copy_buffer_size;
+	int client_sndbuf;
+	int upstream_rcvbuf;
+	unsigned int max_connections;
+	size_t max_request_line;
+	size_t max_header_size;
+	uint64_t connect_timeout_ms;
+	uint64_t response_timeout_ms;
+	uint64_t client_timeout_ms;
+	uint64_t transfer_timeout_ms;
+	uint64_t drain_timeout_ms;
+	uint64_t upstream_idle_timeout_ms;
+	unsigned int upstream_max_idle;
+	bool has_metrics;
+	struct listen_addr metrics;
+	int log_level;
+};
+
+/*
+ * Parse @path (or the embedded default when @path is NULL). @extra_listens (from -l) replace the
+ * config's listen lines when given. On error returns NULL after writing "FILE:LINE: what" into @err.
+ */
+struct config *config_load(const char *path, char *const *extra_listens, size_t n_extra,
+			   char *err, size_t errlen);
+void config_free(struct config *cfg);
+
+int parse_addr_port(const char *text, struct sockaddr_any *out, bool allow_names);
+int parse_size(const char *text, size_t *out);
+int parse_duration_ms(const char *text, uint64_t *out);
+const char *data_path_name(enum data_path dp);
+
+#endif

@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+#ifndef KFWD_ENDPOINT_H
+#define KFWD_ENDPOINT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "loop.h"
+
+struct session;
+
+/* One socket of a session (the client's or the upstream's). */
+struct endpoint {
+	struct loop_handler h;
+	struct session *s;
+	int fd;              /* -1 when closed */
+	uint32_t registered; /* epoll mask in force; meaningful while in_epoll */
+	bool in_epoll;
+	/*
+	 * Readiness hints: set by epoll events, cleared when a syscall returns EAGAIN, so the data
+	 * path only tries syscalls that can make progress.
+	 */
+	bool readable;
+	bool writable;
+	bool rd_eof; /* a read returned 0 */
+	bool hup;    /* EPOLLHUP/EPOLLERR seen */
+	struct buf in; /* bytes read and not yet consumed (heads, chunk size lines) */
+};
+
+#endif

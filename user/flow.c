@@ -1,0 +1,331 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Moving the bytes of one direction: body framing (length, chunked, close-delimited), the
+ * three-stage FIFO described in flow.h, and backpressure. When the bytes held reach the
+ * high-water mark the flow pauses: its source loses EPOLLIN, so the kernel stops ACKing and the
+ * sender's TCP window closes. It resumes once dst has taken the level below the low-water mark.
+ */
+#include <string.h>
+
+#include "flow.h"
+#include "log.h"
+#include "loop.h"
+
+void flow_init(struct flow *f, enum flow_dir dir, struct endpoint *src, struct endpoint *dst,
+	       const struct config *cfg)
+{
+	memset(f, 0, sizeof(*f));
+	f->dir = dir;
+	f->src = src;
+	f->dst = dst;
+	f->cfg = cfg;
+	f->pipe.rd = f->pipe.wr = -1;
+	f->use_splice = cfg->data_path == DATA_PATH_SPLICE;
+}
+
+size_t flow_level(const struct flow *f)
+{
+	return buf_len(&f->out) + f->pipe_level + buf_len(&f->pending);
+}
+
+size_t flow_high_water(const struct flow *f)
+{
+	return f->use_splice ? f->cfg->pipe_high_water : f->cfg->copy_buffer_size;
+}
+
+static size_t low_water(const struct flow *f)
+{
+	return f->use_splice ? f->cfg->pipe_low_water : f->cfg->copy_buffer_size / 4;
+}
+
+/* The buffer user bytes must go to now to stay in order. */
+static struct buf *user_stage(struct flow *f)
+{
+	return (f->pipe_level > 0 || buf_len(&f->pending)) ? &f->pending : &f->out;
+}
+
+static void count_copied(struct flow *f, size_t n)
+{
+	f->bytes_copied += n;
+	stats.bytes_copied[f->dir] += n;
+}
+
+int flow_push(struct flow *f, const char *data, size_t len)
+{
+	if (buf_append(user_stage(f), data, len) < 0)
+		return -1;
+	count_copied(f, len);
+	return 0;
+}
+
+void flow_start_body(struct flow *f, enum body_framing framing, uint64_t length)
+{
+	f->framing = framing;
+	f->remaining = length;
+	f->active = true;
+	f->body_done = framing == FRAMING_NONE || (framing == FRAMING_LENGTH && length == 0);
+	chunk_scan_init(&f->chunk);
+	f->last_progress_ms = now_ms();
+}
+
+static void pause_flow(struct flow *f, size_t level)
+{
+	size_t low = low_water(f);
+
+	if (f->paused)
+		return;
+	f->paused = true;
+	f->pauses++;
+	stats.pauses++;
+	stats.paused_flows++;
+	/* A pipe can run out of slots below its byte capacity; resume at half of that level. */
+	f->resume_level = level / 2 < low ? level / 2 : low;
+	log_debug("flow %p paused at %zu bytes", (void *)f, level);
+}
+
+static void resume_flow(struct flow *f)
+{
+	f->paused = false;
+	f->resumes++;
+	stats.resumes++;
+	stats.paused_flows--;
+}
+
+bool flow_wants_read(const struct flow *f)
+{
+	return f->active && !f->body_done && !f->paused && !f->src->rd_eof && f->src->fd >= 0;
+}
+
+bool flow_wants_write(const struct flow *f)
+{
+	return flow_level(f) > 0 && !f->dst->writable;
+}
+
+/* Returns 1 when everything held went to dst, 0 if dst would block, -1 on a dst error. */
+static int drain(struct flow *f)
+{
+	int r;
+
+	if (f->dst->fd < 0)
+		return flow_level(f) ? -1 : 1;
+	for (;;) {
+		r = copy_drain(f, &f->out);
+		if (r <= 0)
+			return r;
+		if (f->pipe_level) {
+			r = splice_drain(f);
+			if (r <= 0)
+				return r;
+		}
+		if (!buf_len(&f->pending))
+			return 1;
+		/* The pipe is empty: bytes that queued behind it go next. */
+		struct buf tmp = f->out;
+
+		f->out = f->pending;
+		f->pending = tmp;
+	}
+}
+
+static bool body_complete(const struct flow *f)
+{
+	switch (f->framing) {
+	case FRAMING_NONE:
+		return true;
+	case FRAMING_LENGTH:
+		return f->remaining == 0;
+	case FRAMING_CHUNKED:
+		return f->chunk.state == CHUNK_DONE;
+	case FRAMING_CLOSE:
+		return false;
+	}
+	return false;
+}
+
+/* Body bytes already read into src->in (with a head, or chunk framing) go first. */
+static int take_buffered(struct flow *f, size_t room)
+{
+	struct buf *in = &f->src->in;
+	size_t avail = buf_len(in), n;
+
+	if (avail > room)
+		avail = room;
+	switch (f->framing) {
+	case FRAMING_LENGTH:
+		n = avail < f->remaining ? avail : (size_t)f->remaining;
+		break;
+	case FRAMING_CHUNKED: {
+		struct chunk_scan probe = f->chunk;
+
+		n = chunk_scan(&probe, buf_start(in), avail);
+		break;
+	}
+	default:
+		n = avail;
+		break;
+	}
+	if (n && flow_push(f, buf_start(in), n) < 0)
+		return FLOW_SRC_ERROR;
+	if (f->framing == FRAMING_LENGTH)
+		f->remaining -= n;
+	else if (f->framing == FRAMING_CHUNKED)
+		chunk_scan(&f->chunk, buf_start(in), n);
+	buf_consume(in, n);
+	buf_release(in);
+	if (f->framing == FRAMING_CHUNKED && f->chunk.state == CHUNK_ERROR) {
+		log_debug("bad chunked framing");
+		return FLOW_SRC_ERROR;
+	}
+	f->body_done = body_complete(f);
+	return n > 0;
+}
+
+/*
+ * One step of src -> FIFO. Returns 1 on progress, 0 when nothing more can move now, or a
+ * negative flow_status.
+ */
+static int fill_step(struct flow *f)
+{
+	size_t level = flow_level(f), high = flow_high_water(f), room, moved = 0;
+	enum fill_result r;
+	uint64_t want;
+
+	if (level >= high) {
+		pause_flow(f, level);
+		return 0;
+	}
+	room = high - level;
+	if (buf_len(&f->src->in))
+		return take_buffered(f, room);
+	if (f->src->rd_eof) {
+		if (f->framing == FRAMING_CLOSE) {
+			f->body_done = true;
+			return 1;
+		}
+		log_debug("peer closed inside a framed body");
+		return FLOW_SRC_ERROR;
+	}
+	if (!f->src->readable)
+		return 0;
+
+	want = room;
+	if (f->framing == FRAMING_LENGTH && want > f->remaining)
+		want = f->remaining;
+	if (f->framing == FRAMING_CHUNKED) {
+		if (!chunk_in_data(&f->chunk)) {
+			/* Size lines and trailers are parsed in user space. */
+			r = copy_fill(f, &f->src->in, room < 65536 ? room : 65536, &moved);
+			goto done;
+		}
+		if (want > f->chunk.remaining)
+			want = f->chunk.remaining;
+	}
+	if (f->use_splice && !f->splice_failed && !buf_len(&f->pending)) {
+		r = splice_fill(f, (size_t)want, &moved);
+		if (r == FILL_UNSUPPORTED) {
+			/* Stays spliced-if-possible for later bodies when it was only the pipe. */
+			if (f->pipe.rd >= 0)
+				f->splice_failed = true;
+			r = copy_fill(f, user_stage(f), (size_t)want, &moved);
+			if (r == FILL_BYTES)
+				count_copied(f, moved);
+		}
+	} else {
+		r = copy_fill(f, user_stage(f), (size_t)want, &moved);
+		if (r == FILL_BYTES)
+			count_copied(f, moved);
+	}
+	if (r == FILL_BYTES) {
+		if (f->framing == FRAMING_LENGTH)
+			f->remaining -= moved;
+		else if (f->framing == FRAMING_CHUNKED)
+			chunk_data_moved(&f->chunk, moved);
+		f->body_done = body_complete(f);
+	}
+done:
+	switch (r) {
+	case FILL_BYTES:
+		f->last_progress_ms = now_ms();
+		return 1;
+	case FILL_EOF:
+		f->src->rd_eof = true;
+		return 1;
+	case FILL_AGAIN:
+		f->src->readable = false;
+		return 0;
+	case FILL_FULL:
+		pause_flow(f, flow_level(f));
+		return 0;
+	case FILL_ERROR:
+	case FILL_UNSUPPORTED:
+		break;
+	}
+	return FLOW_SRC_ERROR;
+}
+
+/*
+ * Bounded so one fast transfer cannot starve the other connections: level-triggered epoll
+ * brings us back while either side is still ready.
+ */
+#define PUMP_BUDGET 32
+
+enum flow_status flow_pump(struct flow *f)
+{
+	for (int round = 0; round < PUMP_BUDGET; round++) {
+		bool progress = false;
+
+		if (flow_level(f) > 0 && f->dst->writable) {
+			uint64_t before = f->bytes_out;
+
+			if (drain(f) < 0)
+				return FLOW_DST_ERROR;
+			if (f->bytes_out != before) {
+				f->last_progress_ms = now_ms();
+				progress = true;
+			}
+		}
+		if (f->paused && flow_level(f) <= f->resume_level)
+			resume_flow(f);
+		if (f->active && !f->body_done && !f->paused) {
+			int moved = fill_step(f);
+
+			if (moved < 0)
+				return (enum flow_status)moved;
+			if (moved > 0)
+				progress = true;
+		}
+		if (!progress)
+			break;
+	}
+	return FLOW_OK;
+}
+
+static void release(struct flow *f, bool empty)
+{
+	if (f->paused) {
+		f->paused = false;
+		stats.paused_flows--;
+	}
+	if (f->pipe.rd >= 0)
+		pipe_pool_put(&f->pipe, empty);
+	f->pipe.rd = f->pipe.wr = -1;
+	f->pipe_level = 0;
+	buf_free(&f->out);
+	buf_free(&f->pending);
+}
+
+void flow_reset(struct flow *f)
+{
+	release(f, false);
+	f->active = false;
+	f->body_done = false;
+}
+
+void flow_finish(struct flow *f)
+{
+	release(f, f->pipe_level == 0);
+	f->active = false;
+	f->body_done = false;
+	f->splice_failed = false;
+	f->use_splice = f->cfg->data_path == DATA_PATH_SPLICE;
+}

@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+#ifndef KFWD_FLOW_H
+#define KFWD_FLOW_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "chunked.h"
+#include "config.h"
+#include "endpoint.h"
+#include "http.h"
+#include "pipe_pool.h"
+#include "stats.h"
+
+/*
+ * One direction of a session: bytes from src go to dst in order, never more than the high-water
+ * mark held at once. The bytes held form one FIFO in three parts, drained in this order:
+ *
+ *   out      user-space bytes (heads, chunk size lines, bytes read with a head, copy path)
+ *   pipe     spliced body bytes, never in user space
+ *   pending  user-space bytes that arrived while the pipe held bytes
+ *
+ * User bytes go to 'out' while the pipe is empty and to 'pending' otherwise; nothing is spliced
+ * into the pipe while 'pending' holds bytes; when the pipe empties, 'pending' becomes 'out'.
+ * So no byte is ever reordered, and no write into the pipe can be partial.
+ */
+struct flow {
+	enum flow_dir dir;
+	struct endpoint *src;
+	struct endpoint *dst;
+	const struct config *cfg;
+
+	struct buf out;
+	struct kpipe pipe; /* rd == -1 when none */
+	size_t pipe_level;
+	struct buf pending;
+	bool use_splice;    /* body bytes are spliced (else copied) */
+	bool splice_failed; /* splice from src failed (EINVAL...): copy from now on */
+
+	/* Framing of the body being moved */
+	bool active; /* a message body is being moved */
+	bool body_done; /* every body byte has been taken from src */
+	enum body_framing framing;
+	uint64_t remaining; /* FRAMING_LENGTH */
+	struct chunk_scan chunk;
+
+	/* Backpressure */
+	bool paused; /* src EPOLLIN is off because too many bytes are held */
+	size_t resume_level;
+	uint64_t pauses;
+	uint64_t resumes;
+
+	/* Counters */
+	uint64_t bytes_spliced;
+	uint64_t bytes_copied;
+	uint64_t bytes_out; /* delivered to dst */
+	uint64_t last_progress_ms;
+};
+
+enum flow_status {
+	FLOW_OK = 0,
+	FLOW_SRC_ERROR = -1, /* src failed or ended inside a framed body, or bad chunk syntax */
+	FLOW_DST_ERROR = -2, /* dst refused bytes (reset, broken pipe) */
+};
+
+void flow_init(struct flow *f, enum flow_dir dir, struct endpoint *src, struct endpoint *dst,
+	       const struct config *cfg);
+/* Queue user-space bytes (a head) for dst. */
+int flow_push(struct flow *f, const char *data, size_t len);
+/* Start moving a body of the given framing; @length for FRAMING_LENGTH. */
+void flow_start_body(struct flow *f, enum body_framing framing, uint64_t length);
+/* Move everything that can move now in both stages. */
+enum flow_status flow_pump(struct flow *f);
+/* Drop everything held and release the pipe (closed, since it may hold bytes). */
+void flow_reset(struct flow *f);
+/* Message finished and drained: return the pipe to the pool and free buffers. */
+void flow_finish(struct flow *f);
+
+size_t flow_level(const struct flow *f);
+size_t flow_high_water(const struct flow *f);
+bool flow_wants_read(const struct flow *f);
+bool flow_wants_write(const struct flow *f);
+
+static inline bool flow_drained(const struct flow *f)
+{
+	return flow_level(f) == 0;
+}
+
+static inline bool flow_complete(const struct flow *f)
+{
+	return f->body_done && flow_drained(f);
+}
+
+/* splice.c: socket -> pipe and pipe -> socket */
+enum fill_result {
+	FILL_BYTES, /* n > 0 bytes moved */
+	FILL_EOF,
+	FILL_AGAIN, /* source has nothing now */
+	FILL_FULL,  /* destination stage is full (pipe slots) */
+	FILL_ERROR,
+	FILL_UNSUPPORTED, /* splice not possible on this fd: use copy */
+};
+enum fill_result splice_fill(struct flow *f, size_t want, size_t *moved);
+int splice_drain(struct flow *f);
+
+/* copy.c: socket -> user buffer and user buffer -> socket */
+enum fill_result copy_fill(struct flow *f, struct buf *into, size_t want, size_t *moved);
+int copy_drain(struct flow *f, struct buf *from);
+
+#endif

@@ -1,0 +1,163 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Header rewriting between client and upstream (RFC 9110 §7.6.1: hop-by-hop fields). */
+#include <stdio.h>
+#include <string.h>
+
+#include "http_rewrite.h"
+
+static const char *const hop_by_hop[] = {
+	"Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Upgrade",
+};
+
+/* A header the next hop must not see: fixed hop-by-hop names and names listed in Connection. */
+static bool is_hop_by_hop(const struct http_head *h, const char *base, struct http_span name)
+{
+	for (size_t i = 0; i < sizeof(hop_by_hop) / sizeof(hop_by_hop[0]); i++)
+		if (http_span_eq(base, name, hop_by_hop[i]))
+			return true;
+	for (unsigned int i = 0; i < h->n_headers; i++) {
+		const struct http_header *c = &h->headers[i];
+		char lname[256];
+
+		if (!http_span_eq(base, c->name, "Connection") || name.len >= sizeof(lname))
+			continue;
+		memcpy(lname, base + name.off, name.len);
+		lname[name.len] = '\0';
+		if (http_list_has_token(base + c->value.off, c->value.len, lname))
+			return true;
+	}
+	return false;
+}
+
+static int append_str(struct buf *out, const char *s)
+{
+	return buf_append(out, s, strlen(s));
+}
+
+static int append_header(struct buf *out, const char *base, const struct http_header *hdr)
+{
+	if (buf_append(out, base + hdr->name.off, hdr->name.len) < 0 || append_str(out, ": ") < 0 ||
+	    buf_append(out, base + hdr->value.off, hdr->value.len) < 0 || append_str(out, "\r\n") < 0)
+		return -1;
+	return 0;
+}
+
+int http_build_request(struct buf *out, const struct http_head *h, const char *base,
+		       const struct request_rewrite *rw)
+{
+	bool have_xff = false;
+	char version[16];
+
+	snprintf(version, sizeof(version), " HTTP/%u.%u\r\n", h->http_major, h->http_minor);
+	if (buf_append(out, base + h->method.off, h->method.len) < 0 || append_str(out, " ") < 0 ||
+	    buf_append(out, rw->target, rw->target_len) < 0 || append_str(out, version) < 0)
+		return -1;
+	if (rw->host && (append_str(out, "Host: ") < 0 || append_str(out, rw->host) < 0 ||
+			 append_str(out, "\r\n") < 0))
+		return -1;
+	for (unsigned int i = 0; i < h->n_headers; i++) {
+		const struct http_header *hdr = &h->headers[i];
+
+		if (is_hop_by_hop(h, base, hdr->name))
+			continue;
+		if (rw->host && http_span_eq(base, hdr->name, "Host"))
+			continue;
+		if (http_span_eq(base, hdr->name, "X-Forwarded-For")) {
+			/* Earlier hops' values are kept, in order, in one combined field. */
+			if (append_str(out, have_xff ? ", " : "X-Forwarded-For: ") < 0 ||
+			    buf_append(out, base + hdr->value.off, hdr->value.len) < 0)
+				return -1;
+			have_xff = true;
+			continue;
+		}
+		if (append_header(out, base, hdr) < 0)
+			return -1;
+	}
+	if (have_xff) {
+		if (append_str(out, ", ") < 0 || append_str(out, rw->client_addr) < 0 ||
+		    append_str(out, "\r\n") < 0)
+			return -1;
+	} else if (append_str(out, "X-Forwarded-For: ") < 0 ||
+		   append_str(out, rw->client_addr) < 0 || append_str(out, "\r\n") < 0) {
+		return -1;
+	}
+	/* HTTP/1.0 is not persistent by default; ask so the connection can be pooled. */
+	if (h->http_major == 1 && h->http_minor == 0 && append_str(out, "Connection: keep-alive\r\n") < 0)
+		return -1;
+	return append_str(out, "\r\n");
+}
+
+/*
+ * X-Forwarded-For values are combined above while other headers are copied in place; the
+ * combined field is emitted last, which RFC 9110 §5.3 allows (field order matters only within
+ * one field name).
+ */
+
+int http_build_response(struct buf *out, const struct http_head *h, const char *base, bool close,
+			bool client_http10)
+{
+	if (buf_append(out, base + h->status_line.off, h->status_line.len) < 0 ||
+	    append_str(out, "\r\n") < 0)
+		return -1;
+	for (unsigned int i = 0; i < h->n_headers; i++) {
+		const struct http_header *hdr = &h->headers[i];
+
+		if (is_hop_by_hop(h, base, hdr->name))
+			continue;
+		if (append_header(out, base, hdr) < 0)
+			return -1;
+	}
+	if (close && !client_http10 && append_str(out, "Connection: close\r\n") < 0)
+		return -1;
+	if (!close && client_http10 && append_str(out, "Connection: keep-alive\r\n") < 0)
+		return -1;
+	return append_str(out, "\r\n");
+}
+
+const char *http_reason(int status)
+{
+	switch (status) {
+	case 400:
+		return "Bad Request";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 408:
+		return "Request Timeout";
+	case 413:
+		return "Content Too Large";
+	case 414:
+		return "URI Too Long";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 500:
+		return "Internal Server Error";
+	case 501:
+		return "Not Implemented";
+	case 502:
+		return "Bad Gateway";
+	case 503:
+		return "Service Unavailable";
+	case 504:
+		return "Gateway Timeout";
+	default:
+		return "Error";
+	}
+}
+
+int http_build_error(struct buf *out, int status, const char *extra_headers)
+{
+	char text[512];
+	char body[128];
+	int blen, n;
+
+	blen = snprintf(body, sizeof(body), "%d %s\n", status, http_reason(status));
+	n = snprintf(text, sizeof(text),
+		     "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+		     "Cache-Control: no-cache\r\n%sConnection: close\r\n\r\n%s",
+		     status, http_reason(status), blen, extra_headers ? extra_headers : "", body);
+	if (n < 0 || (size_t)n >= sizeof(text))
+		return -1;
+	return buf_append(out, text, (size_t)n);
+}

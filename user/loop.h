@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+#ifndef KFWD_LOOP_H
+#define KFWD_LOOP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * The one epoll event loop. Every fd registers a handler; the loop calls it with the epoll event
+ * mask. Level-triggered throughout: interest masks are changed explicitly (backpressure turns
+ * EPOLLIN off and on), and a handler that leaves readable data unread must drop EPOLLIN.
+ */
+struct loop_handler {
+	void (*on_event)(struct loop_handler *h, uint32_t events);
+};
+
+struct timer {
+	uint64_t deadline_ms;
+	size_t heap_index; /* 0 when not armed */
+	void (*on_expire)(struct timer *t);
+};
+
+int loop_init(void);
+void loop_fini(void);
+int loop_add(int fd, uint32_t events, struct loop_handler *h);
+int loop_mod(int fd, uint32_t events, struct loop_handler *h);
+void loop_del(int fd);
+
+/* Run until loop_stop(); returns 0, or -1 if epoll_wait failed. */
+int loop_run(void);
+void loop_stop(void);
+
+uint64_t now_ms(void);
+void timer_arm(struct timer *t, uint64_t delay_ms);
+void timer_cancel(struct timer *t);
+static inline bool timer_armed(const struct timer *t)
+{
+	return t->heap_index != 0;
+}
+
+/*
+ * Free @ptr with @fn once the current batch of events is dispatched: epoll may still hold an
+ * event for an object closed earlier in the same batch.
+ */
+void loop_defer_free(void *ptr, void (*fn)(void *));
+
+#endif

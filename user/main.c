@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: GPL-2.0
+/* kfwd: forwards HTTP/1.1 while body bytes stay in the kernel. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "accept.h"
+#include "config.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+#include "pipe_pool.h"
+#include "resolve.h"
+#include "session.h"
+#include "upstream_pool.h"
+
+#define MAX_LISTEN_ARGS 16
+#define PIPE_POOL_MAX 64
+
+static const char usage[] =
+	"usage: kfwd [-c FILE] [-l ADDR:PORT]... [-t] [-v]\n"
+	"  -c FILE       configuration file (default: embedded, url-embedded route on 127.0.0.1:8080)\n"
+	"  -l ADDR:PORT  listen address, replaces the config's listen lines (repeatable)\n"
+	"  -t            check the configuration and exit\n"
+	"  -v            verbose: log level debug\n";
+
+static struct loop_handler signal_handler;
+static int signal_fd = -1;
+static struct timer drain_timer;
+static const struct config *running_cfg;
+static bool stopping;
+
+static void on_drain_timeout(struct timer *t)
+{
+	log_warn("drain timeout: closing %u connections still open", session_count());
+	loop_stop();
+}
+
+static void begin_shutdown(int sig)
+{
+	if (stopping) {
+		log_warn("second signal %d: exiting now", sig);
+		loop_stop();
+		return;
+	}
+	stopping = true;
+	log_info("signal %d: no longer accepting; finishing %u connections (up to %lu ms)", sig,
+		 session_count(), (unsigned long)running_cfg->drain_timeout_ms);
+	listeners_close();
+	metrics_close();
+	drain_timer.on_expire = on_drain_timeout;
+	timer_arm(&drain_timer, running_cfg->drain_timeout_ms);
+	session_drain_all();
+}
+
+static void on_signal(struct loop_handler *h, uint32_t events)
+{
+	struct signalfd_siginfo si;
+
+	while (read(signal_fd, &si, sizeof(si)) == sizeof(si)) {
+		switch (si.ssi_signo) {
+		case SIGTERM:
+		case SIGINT:
+			begin_shutdown((int)si.ssi_signo);
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+static int setup_signals(void)
+{
+	sigset_t set;
+
+	/* Broken connections are reported by EPIPE, never by a signal. */
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		return -1;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		return -1;
+	signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (signal_fd < 0)
+		return -1;
+	signal_handler.on_event = on_signal;
+	return loop_add(signal_fd, EPOLLIN, &signal_handler);
+}
+
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	/* Two sockets and a pipe (two fds) per connection. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warn("RLIMIT_NOFILE: %m");
+	}
+}
+
+int main(int argc, char **argv)
+{
+	char *listen_args[MAX_LISTEN_ARGS];
+	size_t n_listen = 0;
+	const char *config_path = NULL;
+	bool check_only = false, verbose = false;
+	struct config *cfg;
+	char err[512];
+	int opt, rc = 1;
+
+	while ((opt = getopt(argc, argv, "c:l:tvh")) != -1) {
+		switch (opt) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 'l':
+			if (n_listen == MAX_LISTEN_ARGS) {
+				fprintf(stderr, "kfwd: at most %d -l options\n", MAX_LISTEN_ARGS);
+				return 1;
+			}
+			listen_args[n_listen++] = optarg;
+			break;
+		case 't':
+			check_only = true;
+			break;
+		case 'v':
+			verbose = true;
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			return 0;
+		default:
+			fputs(usage, stderr);
+			return 1;
+		}
+	}
+	if (optind != argc) {
+		fputs(usage, stderr);
+		return 1;
+	}
+
+	cfg = config_load(config_path, listen_args, n_listen, err, sizeof(err));
+	if (!cfg) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	if (check_only) {
+		fprintf(stderr, "%s: configuration ok\n", config_path ? config_path : "<embedded>");
+		config_free(cfg);
+		return 0;
+	}
+	klog_level = verbose ? KLOG_DEBUG : cfg->log_level;
+	running_cfg = cfg;
+
+	raise_fd_limit();
+	if (loop_init() < 0)
+		goto out_cfg;
+	if (setup_signals() < 0) {
+		log_err("signals: %m");
+		goto out_loop;
+	}
+	if (resolve_init() < 0)
+		goto out_loop;
+	pipe_pool_configure(cfg->pipe_size, PIPE_POOL_MAX);
+	upstream_pool_configure(cfg->upstream_max_idle, cfg->upstream_idle_timeout_ms);
+	if (listeners_open(cfg) < 0)
+		goto out_resolve;
+	if (metrics_open(cfg) < 0)
+		goto out_listeners;
+	log_info("kfwd running: data path %s, pipe-size %zu, watermarks %zu/%zu",
+		 data_path_name(cfg->data_path), cfg->pipe_size, cfg->pipe_high_water,
+		 cfg->pipe_low_water);
+
+	rc = loop_run() < 0 ? 1 : 0;
+
+	while (session_first())
+		session_kill(session_first());
+	log_info("kfwd stopped");
+	metrics_close();
+out_listeners:
+	listeners_close();
+out_resolve:
+	upstream_pool_flush();
+	pipe_pool_flush();
+	resolve_fini();
+out_loop:
+	if (signal_fd >= 0)
+		close(signal_fd);
+	loop_fini();
+out_cfg:
+	config_free(cfg);
+	return rc;
+}

@@ -1,0 +1,13 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+#ifndef KFWD_METRICS_H
+#define KFWD_METRICS_H
+
+#include "config.h"
+
+/* The counters in Prometheus text format, answered to any request on metrics-listen. */
+int metrics_open(const struct config *cfg);
+void metrics_close(void);
+/* Render the exposition text into @out (also used by tests); returns its length. */
+size_t metrics_render(char *out, size_t len);
+
+#endif

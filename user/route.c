@@ -1,0 +1,162 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Route selection: longest path prefix wins; url-embedded routes name their destination. */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "route.h"
+
+static size_t path_len(const char *url, size_t len)
+{
+	const char *q = memchr(url, '?', len);
+
+	return q ? (size_t)(q - url) : len;
+}
+
+const struct route *route_match(const struct config *cfg, const char *url, size_t url_len)
+{
+	size_t plen = path_len(url, url_len);
+	const struct route *best = NULL;
+
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		const struct route *r = &cfg->routes[i];
+
+		if (r->prefix_len > plen || memcmp(url, r->prefix, r->prefix_len))
+			continue;
+		if (!best || r->prefix_len > best->prefix_len)
+			best = r;
+	}
+	return best;
+}
+
+static int set_target(struct route_target *t, const char *rest, size_t len)
+{
+	bool need_slash = len == 0 || rest[0] != '/';
+
+	t->target = malloc(len + 2);
+	if (!t->target)
+		return -1;
+	t->target_len = 0;
+	if (need_slash)
+		t->target[t->target_len++] = '/';
+	memcpy(t->target + t->target_len, rest, len);
+	t->target_len += len;
+	t->target[t->target_len] = '\0';
+	return 0;
+}
+
+static bool valid_hostname(const char *h, size_t len)
+{
+	if (len == 0 || len >= ROUTE_HOST_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)h[i]) && h[i] != '-' && h[i] != '.' && h[i] != '_')
+			return false;
+	return true;
+}
+
+/* "<host>[:<port>]/<path>[?query]" after the route prefix; IPv6 literals in brackets. */
+static int parse_embedded(struct route_target *t, const char *s, size_t len)
+{
+	size_t auth_len = 0, host_len;
+	const char *host = s, *port_text = NULL;
+	size_t port_len = 0;
+	bool bracketed = false;
+
+	while (auth_len < len && s[auth_len] != '/' && s[auth_len] != '?')
+		auth_len++;
+	if (auth_len && s[0] == '[') {
+		const char *close = memchr(s, ']', auth_len);
+
+		if (!close)
+			return -1;
+		bracketed = true;
+		host = s + 1;
+		host_len = (size_t)(close - host);
+		if (close + 1 < s + auth_len) {
+			if (close[1] != ':')
+				return -1;
+			port_text = close + 2;
+			port_len = (size_t)(s + auth_len - port_text);
+		}
+	} else {
+		const char *colon = memchr(s, ':', auth_len);
+
+		host_len = colon ? (size_t)(colon - s) : auth_len;
+		if (colon) {
+			port_text = colon + 1;
+			port_len = (size_t)(s + auth_len - port_text);
+		}
+	}
+	if (host_len == 0 || host_len >= ROUTE_HOST_MAX)
+		return -1;
+	memcpy(t->host, host, host_len);
+	t->host[host_len] = '\0';
+	t->port = 80;
+	if (port_text) {
+		unsigned long port = 0;
+
+		if (port_len == 0 || port_len > 5)
+			return -1;
+		for (size_t i = 0; i < port_len; i++) {
+			if (!isdigit((unsigned char)port_text[i]))
+				return -1;
+			port = port * 10 + (unsigned long)(port_text[i] - '0');
+		}
+		if (port == 0 || port > 65535)
+			return -1;
+		t->port = (uint16_t)port;
+	}
+
+	memset(&t->addr, 0, sizeof(t->addr));
+	if (bracketed) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&t->addr.ss;
+
+		if (inet_pton(AF_INET6, t->host, &sin6->sin6_addr) != 1)
+			return -1;
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(t->port);
+		t->addr.len = sizeof(*sin6);
+		t->host_is_literal = true;
+	} else {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&t->addr.ss;
+
+		if (inet_pton(AF_INET, t->host, &sin->sin_addr) == 1) {
+			sin->sin_family = AF_INET;
+			sin->sin_port = htons(t->port);
+			t->addr.len = sizeof(*sin);
+			t->host_is_literal = true;
+		} else if (!valid_hostname(t->host, host_len)) {
+			return -1;
+		}
+	}
+	snprintf(t->host_header, sizeof(t->host_header), "%s%s%s", bracketed ? "[" : "", t->host,
+		 bracketed ? "]" : "");
+	if (t->port != 80) {
+		size_t n = strlen(t->host_header);
+
+		snprintf(t->host_header + n, sizeof(t->host_header) - n, ":%u", t->port);
+	}
+	return set_target(t, s + auth_len, len - auth_len);
+}
+
+int route_target_build(const struct route *r, const char *url, size_t url_len,
+		       struct route_target *t)
+{
+	memset(t, 0, sizeof(*t));
+	t->route = r;
+	if (r->kind == ROUTE_URL_EMBEDDED)
+		return parse_embedded(t, url + r->prefix_len, url_len - r->prefix_len);
+	if (r->strip_prefix)
+		return set_target(t, url + r->prefix_len, url_len - r->prefix_len);
+	return set_target(t, url, url_len);
+}
+
+void route_target_free(struct route_target *t)
+{
+	free(t->target);
+	t->target = NULL;
+}

@@ -1,0 +1,966 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * One client connection and the transactions on it, in the order data flows:
+ * request head (parse) -> route -> resolve/connect (or a pooled connection) -> exchange (both
+ * flows move bytes) -> next request, or close.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "http_rewrite.h"
+#include "log.h"
+#include "resolve.h"
+#include "session.h"
+#include "stats.h"
+#include "upstream_pool.h"
+
+#define LINGER_MS 2000
+#define SESSION_MAX_TRANSITIONS 64
+
+static struct session *sessions;
+static unsigned int n_sessions;
+static uint64_t next_id = 1;
+static bool draining;
+
+static void session_run(struct session *s);
+static void connect_upstream(struct session *s, bool allow_pool);
+
+const char *session_state_name(enum session_state st)
+{
+	static const char *const names[] = { "request-head", "resolving", "connecting",
+					      "exchange", "replying", "linger" };
+
+	return st <= S_LINGER ? names[st] : "?";
+}
+
+unsigned int session_count(void)
+{
+	return n_sessions;
+}
+
+struct session *session_first(void)
+{
+	return sessions;
+}
+
+static void endpoint_watch(struct endpoint *e, uint32_t mask)
+{
+	if (e->fd < 0)
+		return;
+	/* HUP/ERR are reported whatever the mask: keep a hung-up fd we cannot act on out. */
+	if (e->hup && !(mask & (EPOLLIN | EPOLLOUT))) {
+		if (e->in_epoll) {
+			loop_del(e->fd);
+			e->in_epoll = false;
+		}
+		return;
+	}
+	if (!e->in_epoll) {
+		if (loop_add(e->fd, mask, &e->h) == 0) {
+			e->in_epoll = true;
+			e->registered = mask;
+		}
+		return;
+	}
+	if (mask != e->registered && loop_mod(e->fd, mask, &e->h) == 0)
+		e->registered = mask;
+}
+
+static void endpoint_close(struct endpoint *e)
+{
+	if (e->fd >= 0) {
+		if (e->in_epoll)
+			loop_del(e->fd);
+		close(e->fd);
+	}
+	e->fd = -1;
+	e->in_epoll = false;
+	e->registered = 0;
+	buf_free(&e->in);
+}
+
+static void endpoint_attach(struct endpoint *e, int fd)
+{
+	e->fd = fd;
+	e->in_epoll = false;
+	e->registered = 0;
+	e->readable = false;
+	e->writable = true;
+	e->rd_eof = false;
+	e->hup = false;
+}
+
+static void update_events(struct session *s)
+{
+	uint32_t cmask = 0, umask = 0;
+
+	switch (s->state) {
+	case S_REQUEST_HEAD:
+	case S_LINGER:
+		cmask = EPOLLIN | EPOLLRDHUP;
+		break;
+	case S_RESOLVING:
+		break;
+	case S_CONNECTING:
+		umask = EPOLLOUT;
+		break;
+	case S_EXCHANGE:
+		if (flow_wants_read(&s->req))
+			cmask |= EPOLLIN | EPOLLRDHUP;
+		if (flow_wants_write(&s->resp))
+			cmask |= EPOLLOUT;
+		if (!s->final_response || flow_wants_read(&s->resp))
+			umask |= EPOLLIN | EPOLLRDHUP;
+		if (flow_wants_write(&s->req))
+			umask |= EPOLLOUT;
+		break;
+	case S_REPLYING:
+		if (flow_wants_write(&s->resp))
+			cmask |= EPOLLOUT;
+		break;
+	}
+	endpoint_watch(&s->client, cmask);
+	endpoint_watch(&s->upstream, umask);
+}
+
+static void close_upstream(struct session *s)
+{
+	endpoint_close(&s->upstream);
+}
+
+static void session_close(struct session *s)
+{
+	if (s->client.fd < 0)
+		return;
+	timer_cancel(&s->timer);
+	resolve_cancel(&s->resolve);
+	flow_reset(&s->req);
+	flow_reset(&s->resp);
+	close_upstream(s);
+	endpoint_close(&s->client);
+	route_target_free(&s->target);
+	buf_free(&s->req_head);
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	n_sessions--;
+	stats.connections_active--;
+	loop_defer_free(s, free);
+	if (draining && n_sessions == 0)
+		loop_stop();
+}
+
+void session_kill(struct session *s)
+{
+	session_close(s);
+}
+
+static void count_status(int status)
+{
+	if (status >= 100 && status < 600)
+		stats.responses[status / 100 - 1]++;
+}
+
+/* kfwd's own answer; the connection closes after it. Only before any final response byte. */
+static void reply_error(struct session *s, int status)
+{
+	struct buf text = { 0 };
+
+	resolve_cancel(&s->resolve);
+	close_upstream(s);
+	flow_reset(&s->req);
+	if (s->resp.active)
+		flow_reset(&s->resp);
+	if (status >= 400 && status < 500)
+		stats.client_errors++;
+	else if (status == 502)
+		stats.upstream_errors++;
+	else if (status == 504)
+		stats.timeouts++;
+	count_status(status);
+	s->last_status = status;
+	if (http_build_error(&text, status, NULL) < 0 ||
+	    flow_push(&s->resp, buf_start(&text), buf_len(&text)) < 0) {
+		buf_free(&text);
+		session_close(s);
+		return;
+	}
+	buf_free(&text);
+	s->resp.active = false;
+	s->close_after = true;
+	s->state = S_REPLYING;
+	timer_arm(&s->timer, s->cfg->client_timeout_ms);
+}
+
+static void begin_linger(struct session *s)
+{
+	/* FIN after the last byte; reading on until the client closes avoids an RST that could
+	 * destroy response bytes still in flight. */
+	if (shutdown(s->client.fd, SHUT_WR) < 0) {
+		session_close(s);
+		return;
+	}
+	s->state = S_LINGER;
+	timer_arm(&s->timer, s->cfg->client_timeout_ms < LINGER_MS ? s->cfg->client_timeout_ms :
+								       LINGER_MS);
+}
+
+static int status_for_parse_error(enum http_error e)
+{
+	switch (e) {
+	case HTTP_ERR_URI_TOO_LONG:
+		return 414;
+	case HTTP_ERR_TOO_LARGE:
+		return 431;
+	case HTTP_ERR_TRANSFER_CODING:
+		return 501;
+	default:
+		return 400;
+	}
+}
+
+static void start_exchange(struct session *s)
+{
+	s->state = S_EXCHANGE;
+	if (flow_push(&s->req, buf_start(&s->req_head), buf_len(&s->req_head)) < 0) {
+		reply_error(s, 500);
+		return;
+	}
+	flow_start_body(&s->req, s->req_framing, s->req_length);
+	http_head_init(&s->rs, false);
+	s->final_response = false;
+	s->req_failed = false;
+	s->req_sent = false;
+	/* Until the request is sent, the transfer timeout bounds inactivity. */
+	timer_arm(&s->timer, s->cfg->transfer_timeout_ms < s->cfg->response_timeout_ms ?
+				     s->cfg->transfer_timeout_ms :
+				     s->cfg->response_timeout_ms);
+}
+
+static void sockaddr_text(const struct sockaddr_any *a, char *out, size_t len)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&a->ss;
+	char ip[INET6_ADDRSTRLEN] = "?";
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const void *)sa;
+
+		inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
+		snprintf(out, len, "%s:%u", ip, ntohs(sin->sin_port));
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const void *)sa;
+
+		inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip));
+		snprintf(out, len, "[%s]:%u", ip, ntohs(sin6->sin6_port));
+	} else {
+		snprintf(out, len, "?");
+	}
+}
+
+static void connect_failed(struct session *s, int err)
+{
+	const struct route *r = s->target.route;
+
+	log_info("session %lu: upstream %s: %s", (unsigned long)s->id, s->up_addr_text,
+		 strerror(err));
+	stats.upstream_connect_errors++;
+	close_upstream(s);
+	if (r->kind == ROUTE_UPSTREAM && s->servers_tried < r->upstream->n_servers) {
+		struct upstream *u = r->upstream;
+
+		s->server = &u->servers[u->next_server++ % u->n_servers];
+		s->servers_tried++;
+		s->up_addr = s->server->addr;
+		snprintf(s->up_addr_text, sizeof(s->up_addr_text), "%s", s->server->text);
+		connect_upstream(s, true);
+		return;
+	}
+	reply_error(s, err == ETIMEDOUT ? 504 : 502);
+}
+
+static void connect_upstream(struct session *s, bool allow_pool)
+{
+	const struct config *cfg = s->cfg;
+	const struct sockaddr *sa = (const struct sockaddr *)&s->up_addr.ss;
+	int fd = allow_pool ? upstream_pool_take(&s->up_addr) : -1;
+	int one = 1;
+
+	if (fd >= 0) {
+		s->upstream_reused = true;
+		stats.upstream_reuses++;
+		endpoint_attach(&s->upstream, fd);
+		start_exchange(s);
+		return;
+	}
+	s->upstream_reused = false;
+	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		log_warn("upstream socket: %m");
+		reply_error(s, 503);
+		return;
+	}
+	/* Before connect, so the window scale matches: bounds what a stalled client can pile up
+	 * in our receive queue (autotuning alone let 27 MB queue on one connection). */
+	if (cfg->upstream_rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &cfg->upstream_rcvbuf,
+						   sizeof(cfg->upstream_rcvbuf)) < 0)
+		log_warn("SO_RCVBUF: %m");
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+		log_debug("TCP_NODELAY: %m");
+	stats.upstream_connects++;
+	endpoint_attach(&s->upstream, fd);
+	if (connect(fd, sa, s->up_addr.len) == 0) {
+		start_exchange(s);
+		return;
+	}
+	if (errno != EINPROGRESS) {
+		connect_failed(s, errno);
+		return;
+	}
+	s->upstream.writable = false;
+	s->state = S_CONNECTING;
+	timer_arm(&s->timer, cfg->connect_timeout_ms);
+}
+
+static void on_connected(struct session *s)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (getsockopt(s->upstream.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	if (err) {
+		connect_failed(s, err);
+		return;
+	}
+	s->upstream.writable = true;
+	start_exchange(s);
+}
+
+static void on_resolved(void *arg, int status, const struct sockaddr_any *addr)
+{
+	struct session *s = arg;
+
+	if (!addr) {
+		log_info("session %lu: resolve %s: %s", (unsigned long)s->id, s->target.host,
+			 resolve_strerror(status));
+		reply_error(s, 502);
+	} else {
+		s->up_addr = *addr;
+		sockaddr_text(&s->up_addr, s->up_addr_text, sizeof(s->up_addr_text));
+		connect_upstream(s, true);
+	}
+	/* May run inside resolve_start() (names from /etc/hosts): session_run updates events. */
+	if (s->client.fd >= 0 && s->state != S_RESOLVING)
+		session_run(s);
+}
+
+static void handle_request(struct session *s)
+{
+	const struct config *cfg = s->cfg;
+	struct http_head *h = &s->rq;
+	const char *base = buf_start(&s->client.in);
+	const char *url = base + h->url.off;
+	struct request_rewrite rw = { 0 };
+	const struct route *r;
+	int hosts = 0;
+
+	stats.requests++;
+	s->requests++;
+	s->interim_sent = s->response_started = s->final_response = false;
+	s->retried = false;
+	s->close_after = false;
+	for (unsigned int i = 0; i < h->n_headers; i++)
+		if (http_span_eq(base, h->headers[i].name, "Host"))
+			hosts++;
+	/* RFC 9112 §3.2: exactly one Host in HTTP/1.1. */
+	if (h->http_major != 1 || (h->http_minor >= 1 && hosts != 1) || hosts > 1) {
+		reply_error(s, 400);
+		return;
+	}
+	if (h->parser.method == HTTP_CONNECT) {
+		reply_error(s, 501);
+		return;
+	}
+	if (h->url.len == 0 || url[0] != '/') {
+		reply_error(s, 400);
+		return;
+	}
+	r = route_match(cfg, url, h->url.len);
+	if (!r) {
+		reply_error(s, 404);
+		return;
+	}
+	route_target_free(&s->target);
+	if (route_target_build(r, url, h->url.len, &s->target) < 0) {
+		reply_error(s, 400);
+		return;
+	}
+	s->req_framing = h->chunked ? FRAMING_CHUNKED :
+			 h->has_content_length ? FRAMING_LENGTH : FRAMING_NONE;
+	s->req_length = h->content_length;
+	s->req_is_head = h->parser.method == HTTP_HEAD;
+	s->req_keep_alive = h->keep_alive && !draining;
+	s->client_http10 = h->http_minor == 0;
+
+	rw.target = s->target.target;
+	rw.target_len = s->target.target_len;
+	rw.host = s->target.host_header[0] ? s->target.host_header : NULL;
+	rw.client_addr = s->client_addr;
+	buf_free(&s->req_head);
+	if (http_build_request(&s->req_head, h, base, &rw) < 0) {
+		reply_error(s, 500);
+		return;
+	}
+	buf_consume(&s->client.in, h->head_len);
+
+	if (r->kind == ROUTE_UPSTREAM) {
+		struct upstream *u = r->upstream;
+
+		s->server = &u->servers[u->next_server++ % u->n_servers];
+		s->servers_tried = 1;
+		s->up_addr = s->server->addr;
+		snprintf(s->up_addr_text, sizeof(s->up_addr_text), "%s", s->server->text);
+		connect_upstream(s, true);
+		return;
+	}
+	s->server = NULL;
+	if (s->target.host_is_literal) {
+		s->up_addr = s->target.addr;
+		sockaddr_text(&s->up_addr, s->up_addr_text, sizeof(s->up_addr_text));
+		connect_upstream(s, true);
+		return;
+	}
+	s->state = S_RESOLVING;
+	snprintf(s->up_addr_text, sizeof(s->up_addr_text), "%s:%u", s->target.host,
+		 s->target.port);
+	timer_arm(&s->timer, cfg->connect_timeout_ms);
+	if (resolve_start(&s->resolve, s->target.host, s->target.port, on_resolved, s) < 0)
+		reply_error(s, 502);
+}
+
+static void step_request_head(struct session *s)
+{
+	const struct config *cfg = s->cfg;
+	struct endpoint *c = &s->client;
+
+	for (;;) {
+		ssize_t n;
+
+		if (buf_len(&c->in)) {
+			enum http_parse_status st =
+				http_head_feed(&s->rq, buf_start(&c->in), buf_len(&c->in),
+					       cfg->max_request_line, cfg->max_header_size);
+
+			if (st == HTTP_PARSE_DONE) {
+				handle_request(s);
+				return;
+			}
+			if (st == HTTP_PARSE_ERROR) {
+				log_debug("session %lu: bad request: %s", (unsigned long)s->id,
+					  s->rq.error_reason ? s->rq.error_reason : "limits");
+				reply_error(s, status_for_parse_error(s->rq.error));
+				return;
+			}
+		}
+		if (!c->readable)
+			return;
+		if (buf_reserve(&c->in, 4096, cfg->max_header_size + 4096) < 0) {
+			reply_error(s, 431);
+			return;
+		}
+		n = buf_recv(&c->in, c->fd, cfg->max_header_size + 1);
+		if (n > 0) {
+			/* Data on an idle keep-alive connection starts the request timer. */
+			timer_arm(&s->timer, cfg->client_timeout_ms);
+			continue;
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+			c->readable = false;
+			return;
+		}
+		/* Closed (or reset) between requests or inside a head: nothing to answer. */
+		session_close(s);
+		return;
+	}
+}
+
+static bool may_retry(struct session *s)
+{
+	/* A pooled connection the server had already closed: resend once on a fresh one, only
+	 * when no byte of the body was consumed and nothing of a response arrived. */
+	return s->upstream_reused && !s->retried && s->req_framing == FRAMING_NONE &&
+	       !s->interim_sent && !s->response_started && buf_len(&s->req_head) > 0 &&
+	       buf_len(&s->upstream.in) == 0;
+}
+
+static void upstream_failed(struct session *s, int status, const char *why)
+{
+	log_info("session %lu: upstream %s: %s", (unsigned long)s->id, s->up_addr_text, why);
+	if (may_retry(s)) {
+		s->retried = true;
+		stats.upstream_retries++;
+		close_upstream(s);
+		flow_reset(&s->req);
+		connect_upstream(s, false);
+		return;
+	}
+	if (!s->response_started) {
+		reply_error(s, status);
+		return;
+	}
+	stats.aborted_transfers++;
+	session_close(s);
+}
+
+/* Returns 1 when a final response head was taken, 0 when more is needed, -1 on failure. */
+static int handle_response_head(struct session *s)
+{
+	struct http_head *h = &s->rs;
+	const char *base = buf_start(&s->upstream.in);
+	enum body_framing framing;
+	struct buf head = { 0 };
+	int rc;
+
+	if (h->status < 100 || h->status > 999) {
+		upstream_failed(s, 502, "bad status");
+		return -1;
+	}
+	if (h->status < 200) {
+		if (h->status == 101) {
+			/* Upgrade is not forwarded, so a 101 is a protocol violation here. */
+			upstream_failed(s, 502, "unexpected 101");
+			return -1;
+		}
+		/* Interim responses (100 Continue, 103 Early Hints) are relayed as they are. */
+		if (flow_push(&s->resp, base, h->head_len) < 0) {
+			upstream_failed(s, 502, "out of memory");
+			return -1;
+		}
+		count_status(h->status);
+		s->interim_sent = true;
+		buf_consume(&s->upstream.in, h->head_len);
+		http_head_init(&s->rs, false);
+		return 0;
+	}
+	if (s->req_is_head || h->status == 204 || h->status == 304)
+		framing = FRAMING_NONE;
+	else if (h->has_transfer_encoding)
+		framing = h->chunked ? FRAMING_CHUNKED : FRAMING_CLOSE;
+	else if (h->has_content_length)
+		framing = FRAMING_LENGTH;
+	else
+		framing = FRAMING_CLOSE;
+
+	s->upstream_reusable = h->keep_alive && framing != FRAMING_CLOSE && !s->req_failed;
+	/* An answer before the request body was fully sent poisons the upstream connection, and
+	 * the client connection cannot find its next request: both close after this response. */
+	if (!flow_complete(&s->req) || s->req_failed) {
+		s->upstream_reusable = false;
+		s->close_after = true;
+	}
+	if (!s->req_keep_alive || framing == FRAMING_CLOSE || draining)
+		s->close_after = true;
+
+	rc = http_build_response(&head, h, base, s->close_after, s->client_http10);
+	if (rc == 0)
+		rc = flow_push(&s->resp, buf_start(&head), buf_len(&head));
+	buf_free(&head);
+	if (rc < 0) {
+		upstream_failed(s, 502, "out of memory");
+		return -1;
+	}
+	count_status(h->status);
+	s->last_status = h->status;
+	s->final_response = true;
+	s->response_started = true;
+	buf_free(&s->req_head);
+	buf_consume(&s->upstream.in, h->head_len);
+	flow_start_body(&s->resp, framing, h->content_length);
+	timer_arm(&s->timer, s->cfg->transfer_timeout_ms);
+	return 1;
+}
+
+static int read_response_head(struct session *s)
+{
+	const struct config *cfg = s->cfg;
+	struct endpoint *u = &s->upstream;
+
+	for (;;) {
+		ssize_t n;
+
+		if (buf_len(&u->in)) {
+			enum http_parse_status st =
+				http_head_feed(&s->rs, buf_start(&u->in), buf_len(&u->in),
+					       cfg->max_header_size, cfg->max_header_size);
+
+			if (st == HTTP_PARSE_DONE) {
+				int r = handle_response_head(s);
+
+				if (r != 0)
+					return r;
+				continue;
+			}
+			if (st == HTTP_PARSE_ERROR) {
+				upstream_failed(s, 502, "malformed response head");
+				return -1;
+			}
+		}
+		if (u->rd_eof) {
+			upstream_failed(s, 502, "closed before the response head");
+			return -1;
+		}
+		if (!u->readable)
+			return 0;
+		if (buf_reserve(&u->in, 4096, cfg->max_header_size + 4096) < 0) {
+			upstream_failed(s, 502, "response head too large");
+			return -1;
+		}
+		n = buf_recv(&u->in, u->fd, cfg->max_header_size + 1);
+		if (n > 0)
+			continue;
+		if (n == 0) {
+			u->rd_eof = true;
+			continue;
+		}
+		if (errno == EAGAIN || errno == EINTR) {
+			u->readable = false;
+			return 0;
+		}
+		upstream_failed(s, 502, strerror(errno));
+		return -1;
+	}
+}
+
+static bool upstream_clean(struct session *s)
+{
+	struct endpoint *u = &s->upstream;
+	int unread = 0;
+
+	if (!s->upstream_reusable || buf_len(&u->in) || u->rd_eof || u->hup || s->resp.paused)
+		return false;
+	/* Bytes past the end of the response mean the framing was not what it said. */
+	if (ioctl(u->fd, SIOCINQ, &unread) < 0 || unread > 0)
+		return false;
+	return true;
+}
+
+static void finish_transaction(struct session *s)
+{
+	if (!flow_complete(&s->req) || s->req_failed) {
+		s->close_after = true;
+		s->upstream_reusable = false;
+	}
+	if (s->upstream.fd >= 0) {
+		if (upstream_clean(s)) {
+			int fd = s->upstream.fd;
+
+			if (s->upstream.in_epoll)
+				loop_del(fd);
+			s->upstream.in_epoll = false;
+			s->upstream.fd = -1;
+			buf_free(&s->upstream.in);
+			upstream_pool_put(fd, &s->up_addr);
+		} else {
+			close_upstream(s);
+		}
+	}
+	flow_finish(&s->req);
+	flow_finish(&s->resp);
+	route_target_free(&s->target);
+	buf_free(&s->req_head);
+	if (s->close_after || draining) {
+		begin_linger(s);
+		return;
+	}
+	s->state = S_REQUEST_HEAD;
+	http_head_init(&s->rq, true);
+	buf_release(&s->client.in);
+	timer_arm(&s->timer, s->cfg->client_timeout_ms);
+}
+
+static void step_exchange(struct session *s)
+{
+	enum flow_status st;
+
+	if (s->client.hup) {
+		/* Client gone: the upstream connection is closed, not reused; pipes discarded. */
+		log_debug("session %lu: client gone", (unsigned long)s->id);
+		if (s->final_response && !flow_complete(&s->resp))
+			stats.aborted_transfers++;
+		session_close(s);
+		return;
+	}
+	if (!s->req_failed && s->upstream.fd >= 0) {
+		st = flow_pump(&s->req);
+		if (st == FLOW_SRC_ERROR) {
+			/* The client's body ended early or was malformed: nothing sane to answer. */
+			log_info("session %lu: request body from client failed", (unsigned long)s->id);
+			session_close(s);
+			return;
+		}
+		if (st == FLOW_DST_ERROR) {
+			s->req_failed = true;
+			flow_reset(&s->req);
+			if (may_retry(s)) {
+				upstream_failed(s, 502, "request refused by a pooled connection");
+				return;
+			}
+			/* The server may still have answered (e.g. 413): read on. */
+		}
+		if (!s->req_sent && flow_complete(&s->req)) {
+			s->req_sent = true;
+			if (!s->final_response)
+				timer_arm(&s->timer, s->cfg->response_timeout_ms);
+		}
+	}
+	if (!s->final_response && s->upstream.fd >= 0 && read_response_head(s) < 0)
+		return;
+	if (s->state != S_EXCHANGE)
+		return;
+	st = flow_pump(&s->resp);
+	if (st == FLOW_SRC_ERROR) {
+		log_info("session %lu: upstream %s failed inside the response body",
+			 (unsigned long)s->id, s->up_addr_text);
+		stats.aborted_transfers++;
+		session_close(s);
+		return;
+	}
+	if (st == FLOW_DST_ERROR) {
+		if (!flow_complete(&s->resp))
+			stats.aborted_transfers++;
+		session_close(s);
+		return;
+	}
+	if (s->final_response && flow_complete(&s->resp))
+		finish_transaction(s);
+}
+
+static void step_replying(struct session *s)
+{
+	if (s->client.hup || flow_pump(&s->resp) != FLOW_OK) {
+		session_close(s);
+		return;
+	}
+	if (flow_drained(&s->resp))
+		begin_linger(s);
+}
+
+static void step_linger(struct session *s)
+{
+	char sink[16384];
+
+	while (s->client.readable) {
+		ssize_t n = recv(s->client.fd, sink, sizeof(sink), 0);
+
+		if (n > 0)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+			s->client.readable = false;
+			return;
+		}
+		session_close(s);
+		return;
+	}
+}
+
+static void session_run(struct session *s)
+{
+	for (int i = 0; i < SESSION_MAX_TRANSITIONS && s->client.fd >= 0; i++) {
+		enum session_state before = s->state;
+
+		switch (s->state) {
+		case S_REQUEST_HEAD:
+			step_request_head(s);
+			break;
+		case S_RESOLVING:
+		case S_CONNECTING:
+			if (s->client.hup)
+				session_close(s);
+			break;
+		case S_EXCHANGE:
+			step_exchange(s);
+			break;
+		case S_REPLYING:
+			step_replying(s);
+			break;
+		case S_LINGER:
+			step_linger(s);
+			break;
+		}
+		if (s->state == before)
+			break;
+	}
+	if (s->client.fd >= 0)
+		update_events(s);
+}
+
+static void on_endpoint_event(struct loop_handler *h, uint32_t events)
+{
+	struct endpoint *e = (struct endpoint *)h;
+	struct session *s = e->s;
+
+	if (e->fd < 0 || s->client.fd < 0)
+		return; /* closed earlier in this batch */
+	if (events & EPOLLIN)
+		e->readable = true;
+	if (events & EPOLLOUT)
+		e->writable = true;
+	if (events & (EPOLLERR | EPOLLHUP)) {
+		/* Let the next read or write report what happened. */
+		e->hup = true;
+		e->readable = e->writable = true;
+	}
+	if (e == &s->upstream && s->state == S_CONNECTING) {
+		on_connected(s);
+		if (s->client.fd < 0)
+			return;
+	}
+	session_run(s);
+}
+
+static void on_session_timer(struct timer *t)
+{
+	struct session *s = (struct session *)((char *)t - offsetof(struct session, timer));
+	const struct config *cfg = s->cfg;
+	uint64_t last, now;
+
+	switch (s->state) {
+	case S_REQUEST_HEAD:
+		if (buf_len(&s->client.in))
+			reply_error(s, 408);
+		else
+			session_close(s);
+		break;
+	case S_RESOLVING:
+	case S_CONNECTING:
+		log_info("session %lu: connect to %s timed out", (unsigned long)s->id,
+			 s->up_addr_text);
+		reply_error(s, 504);
+		break;
+	case S_EXCHANGE:
+		if (s->req_sent && !s->final_response) {
+			log_info("session %lu: no response from %s in time", (unsigned long)s->id,
+				 s->up_addr_text);
+			reply_error(s, 504);
+			break;
+		}
+		last = s->req.last_progress_ms > s->resp.last_progress_ms ? s->req.last_progress_ms :
+									  s->resp.last_progress_ms;
+		now = now_ms();
+		if (now - last < cfg->transfer_timeout_ms) {
+			timer_arm(&s->timer, cfg->transfer_timeout_ms - (now - last));
+			return;
+		}
+		log_info("session %lu: transfer idle for %lu ms, closing", (unsigned long)s->id,
+			 (unsigned long)(now - last));
+		stats.timeouts++;
+		if (!s->response_started) {
+			reply_error(s, 504);
+			break;
+		}
+		stats.aborted_transfers++;
+		session_close(s);
+		return;
+	case S_REPLYING:
+	case S_LINGER:
+		session_close(s);
+		return;
+	}
+	if (s->client.fd >= 0)
+		session_run(s);
+}
+
+struct session *session_create(int fd, const struct config *cfg, bool reject)
+{
+	struct sockaddr_any peer = { .len = sizeof(peer.ss) };
+	struct session *s = calloc(1, sizeof(*s));
+	int one = 1;
+
+	if (!s) {
+		close(fd);
+		return NULL;
+	}
+	s->id = next_id++;
+	s->cfg = cfg;
+	s->created_ms = now_ms();
+	s->timer.on_expire = on_session_timer;
+	if (getpeername(fd, (struct sockaddr *)&peer.ss, &peer.len) == 0) {
+		char text[INET6_ADDRSTRLEN + 16], *colon;
+
+		sockaddr_text(&peer, text, sizeof(text));
+		/* X-Forwarded-For carries the address without the port. */
+		colon = strrchr(text, ':');
+		if (colon)
+			*colon = '\0';
+		if (text[0] == '[') {
+			text[strlen(text) - 1] = '\0';
+			snprintf(s->client_addr, sizeof(s->client_addr), "%s", text + 1);
+		} else {
+			snprintf(s->client_addr, sizeof(s->client_addr), "%s", text);
+		}
+	} else {
+		snprintf(s->client_addr, sizeof(s->client_addr), "unknown");
+	}
+	/* Bounds what a slow client lets pile up in kernel memory on our side. */
+	if (cfg->client_sndbuf > 0 &&
+	    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cfg->client_sndbuf, sizeof(cfg->client_sndbuf)) < 0)
+		log_warn("SO_SNDBUF: %m");
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+		log_debug("TCP_NODELAY: %m");
+
+	s->client.h.on_event = on_endpoint_event;
+	s->client.s = s;
+	endpoint_attach(&s->client, fd);
+	s->upstream.h.on_event = on_endpoint_event;
+	s->upstream.s = s;
+	s->upstream.fd = -1;
+	flow_init(&s->req, DIR_REQUEST, &s->client, &s->upstream, cfg);
+	flow_init(&s->resp, DIR_RESPONSE, &s->upstream, &s->client, cfg);
+	http_head_init(&s->rq, true);
+
+	s->next = sessions;
+	if (sessions)
+		sessions->prev = s;
+	sessions = s;
+	n_sessions++;
+	stats.connections_active++;
+
+	if (reject) {
+		stats.connections_rejected++;
+		reply_error(s, 503);
+	} else {
+		s->state = S_REQUEST_HEAD;
+		timer_arm(&s->timer, cfg->client_timeout_ms);
+	}
+	session_run(s);
+	return s;
+}
+
+void session_drain_all(void)
+{
+	struct session *s, *next;
+
+	draining = true;
+	for (s = sessions; s; s = next) {
+		next = s->next;
+		if (s->state == S_REQUEST_HEAD && !buf_len(&s->client.in))
+			session_close(s);
+		else
+			s->close_after = true;
+	}
+	if (n_sessions == 0)
+		loop_stop();
+}

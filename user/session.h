@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+#ifndef KFWD_SESSION_H
+#define KFWD_SESSION_H
+
+#include <stdbool.h>
+#include <netinet/in.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "endpoint.h"
+#include "flow.h"
+#include "http.h"
+#include "loop.h"
+#include "route.h"
+
+enum session_state {
+	S_REQUEST_HEAD, /* waiting for / reading a request head (idle keep-alive included) */
+	S_RESOLVING,    /* url-embedded host name lookup */
+	S_CONNECTING,   /* upstream connect in progress */
+	S_EXCHANGE,     /* request forwarded, response awaited or forwarded */
+	S_REPLYING,     /* kfwd's own response (an error) going out, then close */
+	S_LINGER,       /* client write side shut; reading until the client closes */
+};
+
+struct session {
+	uint64_t id;
+	struct session *prev, *next;
+	const struct config *cfg;
+	enum session_state state;
+	struct timer timer;
+	uint64_t created_ms;
+	char client_addr[INET6_ADDRSTRLEN + 16];
+
+	struct endpoint client;
+	struct endpoint upstream;
+	struct flow req;  /* client -> upstream */
+	struct flow resp; /* upstream -> client */
+
+	/* The transaction in progress */
+	struct http_head rq;
+	struct http_head rs;
+	struct route_target target;
+	struct upstream_server *server;
+	size_t servers_tried;
+	struct sockaddr_any up_addr;
+	char up_addr_text[ROUTE_HOST_MAX + 16];
+	struct resolve_req *resolve;
+	struct buf req_head; /* forwarded request head, kept for one retry */
+	enum body_framing req_framing;
+	uint64_t req_length;
+	bool req_is_head;
+	bool req_keep_alive;
+	bool client_http10;
+	bool upstream_reused;
+	bool retried;
+	bool interim_sent;     /* a 1xx went toward the client */
+	bool response_started; /* the final response head went toward the client */
+	bool req_failed;       /* upstream refused request bytes */
+	bool req_sent;         /* request fully forwarded: the response timeout runs */
+	bool final_response;   /* final response head parsed */
+	bool upstream_reusable;
+	bool close_after;
+	uint64_t requests;
+	int last_status;
+};
+
+/* Take over an accepted client socket. @reject: answer 503 and close (over the limit). */
+struct session *session_create(int fd, const struct config *cfg, bool reject);
+/* SIGTERM: idle connections close now, the others after their current transaction. */
+void session_drain_all(void);
+unsigned int session_count(void);
+struct session *session_first(void);
+void session_kill(struct session *s);
+const char *session_state_name(enum session_state st);
+
+#endif

@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * sockmap.h - bounded, lossless in-kernel forwarding of a TCP socket pair
+ * through a BPF sockmap (bpf/kfwd.bpf.c).
+ *
+ * Non-blocking, single-threaded: nothing here sleeps.  The event loop
+ *
+ *   1. calls sockmap_init() once (root; mounts bpffs if needed, removes
+ *	pins and attachments left by a crashed run, loads and pins);
+ *   2. adds sockmap_event_fd() to its epoll set (EPOLLIN) and calls
+ *	sockmap_handle_events() when it is readable;
+ *   3. per connection pair, calls sockmap_flow_add*() after it parsed the
+ *	heads, then sockmap_flow_pump() right away and again whenever
+ *	- fd_a or fd_b reports any event it asked for,
+ *	- sockmap_handle_events() names the flow,
+ *	- the timeout it asked for expires;
+ *	after each pump it arms exactly the events of struct sockmap_want
+ *	(EPOLL_CTL_MOD; 0 means "none", keep the fd registered with 0);
+ *   4. when sockmap_flow_pump() returns SOCKMAP_DONE (both directions got
+ *	EOF, every byte reached the other side's send queue and SHUT_WR was
+ *	sent), or on error, calls sockmap_flow_del() and closes the fds.
+ *
+ * While a flow is in the map the daemon must neither read from nor write
+ * to its sockets: every byte goes through this module.  Bytes the daemon
+ * already read past the heads are handed over with sockmap_flow_add_ex().
+ */
+#ifndef KFWD_USER_SOCKMAP_H
+#define KFWD_USER_SOCKMAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SOCKMAP_CAP_DEFAULT	(1024 * 1024)	/* bytes in flight per direction */
+
+enum sockmap_flow_flags {
+	SOCKMAP_UNBOUNDED = 1,		/* "sockmap-unbounded": never pause */
+	SOCKMAP_CAP_UNACKED = 2,	/* cap also counts dst's unacked bytes */
+};
+
+enum sockmap_dir {
+	SOCKMAP_A_TO_B = 0,
+	SOCKMAP_B_TO_A = 1,
+};
+
+enum sockmap_pump_result {
+	SOCKMAP_RUNNING = 0,
+	SOCKMAP_DONE = 1,
+};
+
+/* What the loop must wait for before the next sockmap_flow_pump(). */
+struct sockmap_want {
+	uint32_t events_a;	/* EPOLL* mask for fd_a */
+	uint32_t events_b;	/* EPOLL* mask for fd_b */
+	int timeout_ms;		/* pump again after this; -1: no timer */
+};
+
+struct sockmap_flow_args {
+	int fd_a;
+	int fd_b;
+	uint64_t cap_bytes;		/* 0: SOCKMAP_CAP_DEFAULT */
+	unsigned int flags;		/* enum sockmap_flow_flags */
+	const void *pending_a_to_b;	/* bytes read from fd_a, not yet sent */
+	size_t pending_a_to_b_len;
+	const void *pending_b_to_a;
+	size_t pending_b_to_a_len;
+};
+
+struct sockmap_dir_stats {
+	uint64_t redirected;	/* bytes forwarded in the kernel */
+	uint64_t passed;	/* bytes the program handed to user space */
+	uint64_t user_read;	/* bytes this module recv()d from the source */
+	uint64_t user_written;	/* bytes this module wrote to the destination */
+	uint64_t inflight_max;	/* largest in-kernel backlog seen by the program */
+	uint32_t pause_count;	/* includes the initial pause */
+	uint32_t resume_count;
+	uint32_t resume_rejects;
+	uint32_t errors;
+	uint32_t overlaps;	/* must stay 0 */
+	bool paused;		/* currently in pass-to-user-space mode */
+	bool eof;		/* source sent FIN */
+	bool done;		/* everything delivered, SHUT_WR sent */
+};
+
+struct sockmap_stats {
+	struct sockmap_dir_stats dir[2];	/* enum sockmap_dir */
+};
+
+typedef void (*sockmap_event_cb)(void *ctx, uint64_t flow_id);
+
+/* 0, or -1 with a reason in why: BPF, BTF, bpffs or sockmap unavailable. */
+int sockmap_init(const char *pin_dir, char *why, size_t whylen);
+/* Detach the program, unpin, free everything (flows still open are cut). */
+void sockmap_shutdown(void);
+bool sockmap_ready(void);
+
+/* Epoll-able fd, readable when the program paused a flow. */
+int sockmap_event_fd(void);
+/* Drain the event ring; cb once per event (a flow may come more than once).
+ * Returns the number of callbacks, -1 on error. */
+int sockmap_handle_events(sockmap_event_cb cb, void *ctx);
+
+int sockmap_flow_add(int fd_a, int fd_b, uint64_t cap_bytes,
+		     uint64_t *flow_id);
+int sockmap_flow_add_ex(const struct sockmap_flow_args *args,
+			uint64_t *flow_id);
+/* SOCKMAP_RUNNING, SOCKMAP_DONE, or -1 with errno (flow is broken). */
+int sockmap_flow_pump(uint64_t flow_id, struct sockmap_want *want);
+int sockmap_flow_stats(uint64_t flow_id, struct sockmap_stats *st);
+/* Remove both sockets from the map; bytes still queued in the kernel for
+ * this flow are dropped, so call it after SOCKMAP_DONE or to abort. */
+int sockmap_flow_del(uint64_t flow_id);
+
+#endif /* KFWD_USER_SOCKMAP_H */

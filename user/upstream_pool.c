@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: GPL-2.0
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "loop.h"
+#include "upstream_pool.h"
+
+struct idle_conn {
+	struct loop_handler h;
+	struct timer timer;
+	int fd;
+	struct sockaddr_any addr;
+	struct idle_conn *prev, *next;
+};
+
+static struct idle_conn *idle_head; /* most recently used first */
+static unsigned int idle_count;
+static unsigned int max_idle = 32;
+static uint64_t idle_timeout_ms = 60000;
+
+bool sockaddr_equal(const struct sockaddr_any *a, const struct sockaddr_any *b)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&a->ss;
+	const struct sockaddr *sb = (const struct sockaddr *)&b->ss;
+
+	if (sa->sa_family != sb->sa_family)
+		return false;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)sa, *y = (const void *)sb;
+
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const void *)sa, *y = (const void *)sb;
+
+		return x->sin6_port == y->sin6_port &&
+		       !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr));
+	}
+	return false;
+}
+
+void upstream_pool_configure(unsigned int max_idle_per_server, uint64_t timeout_ms)
+{
+	max_idle = max_idle_per_server;
+	idle_timeout_ms = timeout_ms;
+}
+
+static void unlink_conn(struct idle_conn *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		idle_head = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	idle_count--;
+	timer_cancel(&c->timer);
+}
+
+static void discard(struct idle_conn *c)
+{
+	unlink_conn(c);
+	loop_del(c->fd);
+	close(c->fd);
+	c->fd = -1;
+	loop_defer_free(c, free);
+}
+
+static void on_idle_event(struct loop_handler *h, uint32_t events)
+{
+	struct idle_conn *c = (struct idle_conn *)h;
+
+	/* An idle server sends nothing: any event is a close, an error or a protocol violation. */
+	if (c->fd >= 0) {
+		log_debug("pooled upstream fd %d closed by server", c->fd);
+		discard(c);
+	}
+}
+
+static void on_idle_timeout(struct timer *t)
+{
+	struct idle_conn *c = (struct idle_conn *)((char *)t - offsetof(struct idle_conn, timer));
+
+	discard(c);
+}
+
+void upstream_pool_put(int fd, const struct sockaddr_any *addr)
+{
+	unsigned int same = 0;
+	struct idle_conn *c, *oldest = NULL;
+
+	for (c = idle_head; c; c = c->next) {
+		if (sockaddr_equal(&c->addr, addr)) {
+			same++;
+			oldest = c;
+		}
+	}
+	if (max_idle == 0) {
+		close(fd);
+		return;
+	}
+	if (same >= max_idle)
+		discard(oldest);
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return;
+	}
+	c->h.on_event = on_idle_event;
+	c->timer.on_expire = on_idle_timeout;
+	c->fd = fd;
+	c->addr = *addr;
+	if (loop_add(fd, EPOLLIN | EPOLLRDHUP, &c->h) < 0) {
+		close(fd);
+		free(c);
+		return;
+	}
+	c->next = idle_head;
+	if (idle_head)
+		idle_head->prev = c;
+	idle_head = c;
+	idle_count++;
+	timer_arm(&c->timer, idle_timeout_ms);
+}
+
+int upstream_pool_take(const struct sockaddr_any *addr)
+{
+	for (struct idle_conn *c = idle_head; c; c = c->next) {
+		int fd = c->fd;
+
+		if (!sockaddr_equal(&c->addr, addr))
+			continue;
+		unlink_conn(c);
+		loop_del(fd);
+		c->fd = -1;
+		loop_defer_free(c, free);
+		return fd;
+	}
+	return -1;
+}
+
+void upstream_pool_flush(void)
+{
+	while (idle_head)
+		discard(idle_head);
+}
+
+unsigned int upstream_pool_idle_count(void)
+{
+	return idle_count;
+}
