@@ -11,13 +11,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <llhttp.h>
+
 #include "config.h"
 #include "log.h"
 
 #define MAX_TOKENS 64
 
+/* Loopback only, so the open url-embedded route is reachable from this host alone. */
 static const char embedded_default[] = "listen 127.0.0.1:8080\n"
-				       "route /http/ url-embedded\n";
+				       "route /http/ url-embedded\n"
+				       "allow *\n";
 
 struct parse_ctx {
 	const char *file;
@@ -28,6 +32,7 @@ struct parse_ctx {
 };
 
 static int fail(struct parse_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int parse_uint(const char *text, unsigned long max, unsigned long *out);
 
 static int fail(struct parse_ctx *ctx, const char *fmt, ...)
 {
@@ -223,6 +228,165 @@ static int parse_upstream(struct parse_ctx *ctx, char **tok, int ntok)
 	return 0;
 }
 
+static int parse_methods(const char *list, uint64_t *out)
+{
+	char copy[512], *save = NULL;
+
+	if (strlen(list) >= sizeof(copy))
+		return -1;
+	strcpy(copy, list);
+	*out = 0;
+	for (char *m = strtok_r(copy, ",", &save); m; m = strtok_r(NULL, ",", &save)) {
+		int found = -1;
+
+		for (int i = 0; i < 64; i++) {
+			const char *name = llhttp_method_name((llhttp_method_t)i);
+
+			if (name && !strcmp(name, m)) {
+				found = i;
+				break;
+			}
+		}
+		if (found < 0)
+			return -1;
+		*out |= 1ULL << found;
+	}
+	return *out ? 0 : -1;
+}
+
+static int parse_retry_on(const char *list, unsigned int *out)
+{
+	char copy[128], *save = NULL;
+
+	if (strlen(list) >= sizeof(copy))
+		return -1;
+	strcpy(copy, list);
+	*out = 0;
+	for (char *w = strtok_r(copy, ",", &save); w; w = strtok_r(NULL, ",", &save)) {
+		if (!strcmp(w, "connect"))
+			*out |= RETRY_ON_CONNECT;
+		else if (!strcmp(w, "5xx"))
+			*out |= RETRY_ON_5XX;
+		else if (!strcmp(w, "timeout"))
+			*out |= RETRY_ON_TIMEOUT;
+		else if (strcmp(w, "none"))
+			return -1;
+	}
+	return 0;
+}
+
+static bool valid_host_pattern(const char *p)
+{
+	if (!strcmp(p, "*"))
+		return true;
+	if (!strncmp(p, "*.", 2))
+		p += 2;
+	if (!*p)
+		return false;
+	for (; *p; p++)
+		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.' && *p != '_' && *p != ':' &&
+		    *p != '[' && *p != ']')
+			return false;
+	return true;
+}
+
+static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **opt, int nopt)
+{
+	for (int i = 0; i < nopt; i++) {
+		const char *o = opt[i], *v = strchr(o, '=');
+		unsigned long n;
+
+		v = v ? v + 1 : NULL;
+		if (!strcmp(o, "strip-prefix")) {
+			r->strip_prefix = true;
+		} else if (!strncmp(o, "host=", 5)) {
+			if (!valid_host_pattern(v))
+				return fail(ctx, "bad host pattern '%s' (name or *.suffix)", v);
+			r->host = strdup(v);
+			if (!r->host)
+				return fail(ctx, "out of memory");
+		} else if (!strncmp(o, "methods=", 8)) {
+			if (parse_methods(v, &r->methods) < 0)
+				return fail(ctx, "bad method list '%s' (e.g. GET,HEAD)", v);
+		} else if (!strcmp(o, "host-rewrite") || !strncmp(o, "host-rewrite=", 13)) {
+			if (r->kind == ROUTE_URL_EMBEDDED)
+				return fail(ctx, "host-rewrite does not apply to url-embedded routes");
+			r->host_rewrite = strdup(v ? v : "");
+			if (!r->host_rewrite)
+				return fail(ctx, "out of memory");
+		} else if (!strcmp(o, "forwarded")) {
+			r->forwarded = true;
+		} else if (!strncmp(o, "retries=", 8)) {
+			if (parse_uint(v, 10, &n) < 0)
+				return fail(ctx, "retries must be 0..10");
+			r->retries = (unsigned int)n;
+		} else if (!strncmp(o, "retry-on=", 9)) {
+			if (parse_retry_on(v, &r->retry_on) < 0)
+				return fail(ctx, "bad retry-on '%s' (connect,5xx,timeout or none)", v);
+		} else if (!strcmp(o, "retry-non-idempotent")) {
+			r->retry_non_idempotent = true;
+		} else if (!strncmp(o, "retry-backoff=", 14)) {
+			if (parse_duration_ms(v, &r->retry_backoff_ms) < 0)
+				return fail(ctx, "bad retry-backoff '%s'", v);
+		} else if (!strncmp(o, "retry-backoff-max=", 18)) {
+			if (parse_duration_ms(v, &r->retry_backoff_max_ms) < 0)
+				return fail(ctx, "bad retry-backoff-max '%s'", v);
+		} else if (!strncmp(o, "connect-timeout=", 16)) {
+			if (parse_duration_ms(v, &r->connect_timeout_ms) < 0 || !r->connect_timeout_ms)
+				return fail(ctx, "bad connect-timeout '%s'", v);
+		} else if (!strncmp(o, "response-timeout=", 17)) {
+			if (parse_duration_ms(v, &r->response_timeout_ms) < 0 || !r->response_timeout_ms)
+				return fail(ctx, "bad response-timeout '%s'", v);
+		} else if (!strncmp(o, "idle-timeout=", 13)) {
+			if (parse_duration_ms(v, &r->idle_timeout_ms) < 0 || !r->idle_timeout_ms)
+				return fail(ctx, "bad idle-timeout '%s'", v);
+		} else {
+			return fail(ctx, "unknown route option '%s'", o);
+		}
+	}
+	if (r->retry_backoff_max_ms < r->retry_backoff_ms)
+		return fail(ctx, "retry-backoff-max is below retry-backoff");
+	return 0;
+}
+
+static int parse_access_rule(struct parse_ctx *ctx, char **tok, int ntok)
+{
+	struct config *cfg = ctx->cfg;
+	struct access_rule *rule;
+	char text[128], *slash;
+
+	if (ntok != 2)
+		return fail(ctx, "usage: %s CIDR|HOST-PATTERN", tok[0]);
+	rule = grow(cfg->rules, cfg->n_rules, sizeof(*rule));
+	if (!rule)
+		return fail(ctx, "out of memory");
+	cfg->rules = rule;
+	rule = &cfg->rules[cfg->n_rules++];
+	memset(rule, 0, sizeof(*rule));
+	rule->allow = !strcmp(tok[0], "allow");
+	if (strlen(tok[1]) >= sizeof(text))
+		return fail(ctx, "pattern too long");
+	strcpy(text, tok[1]);
+	slash = strchr(text, '/');
+	if (slash)
+		*slash = '\0';
+	if (inet_pton(AF_INET, text, rule->addr) == 1 || inet_pton(AF_INET6, text, rule->addr) == 1) {
+		unsigned long bits;
+
+		rule->is_cidr = true;
+		rule->family = strchr(text, ':') ? AF_INET6 : AF_INET;
+		bits = rule->family == AF_INET ? 32 : 128;
+		if (slash && parse_uint(slash + 1, bits, &bits) < 0)
+			return fail(ctx, "bad prefix length in '%s'", tok[1]);
+		rule->prefix_len = (unsigned int)bits;
+		return 0;
+	}
+	if (slash || !valid_host_pattern(tok[1]))
+		return fail(ctx, "'%s' is neither a CIDR nor a host pattern", tok[1]);
+	rule->host = strdup(tok[1]);
+	return rule->host ? 0 : fail(ctx, "out of memory");
+}
+
 static int parse_route(struct parse_ctx *ctx, char **tok, int ntok)
 {
 	struct config *cfg = ctx->cfg;
@@ -244,23 +408,19 @@ static int parse_route(struct parse_ctx *ctx, char **tok, int ntok)
 		return fail(ctx, "out of memory");
 	r->prefix_len = strlen(r->prefix);
 	cfg->n_routes++;
+	r->retries = 1;
+	r->retry_on = RETRY_ON_CONNECT;
+	r->retry_backoff_ms = 20;
+	r->retry_backoff_max_ms = 1000;
 	if (!strcmp(tok[2], "url-embedded")) {
 		r->kind = ROUTE_URL_EMBEDDED;
-		if (ntok > 3)
-			return fail(ctx, "unexpected '%s' after url-embedded", tok[3]);
-		return 0;
+		return parse_route_options(ctx, r, tok + 3, ntok - 3);
 	}
 	r->kind = ROUTE_UPSTREAM;
 	r->upstream = find_upstream(cfg, tok[2]);
 	if (!r->upstream)
 		return fail(ctx, "unknown upstream '%s'", tok[2]);
-	for (int i = 3; i < ntok; i++) {
-		if (!strcmp(tok[i], "strip-prefix"))
-			r->strip_prefix = true;
-		else
-			return fail(ctx, "unknown route option '%s'", tok[i]);
-	}
-	return 0;
+	return parse_route_options(ctx, r, tok + 3, ntok - 3);
 }
 
 struct size_directive {
@@ -292,6 +452,7 @@ static const struct duration_directive duration_directives[] = {
 	{ "transfer-timeout", CFG_OFF(transfer_timeout_ms) },
 	{ "drain-timeout", CFG_OFF(drain_timeout_ms) },
 	{ "upstream-idle-timeout", CFG_OFF(upstream_idle_timeout_ms) },
+	{ "upstream-down-time", CFG_OFF(upstream_down_time_ms) },
 };
 
 static int parse_uint(const char *text, unsigned long max, unsigned long *out)
@@ -324,6 +485,8 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 		return parse_upstream(ctx, tok, ntok);
 	if (!strcmp(d, "route"))
 		return parse_route(ctx, tok, ntok);
+	if (!strcmp(d, "allow") || !strcmp(d, "deny"))
+		return parse_access_rule(ctx, tok, ntok);
 	for (size_t i = 0; i < sizeof(size_directives) / sizeof(size_directives[0]); i++) {
 		const struct size_directive *sd = &size_directives[i];
 
@@ -364,12 +527,19 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 			return fail(ctx, "usage: data-path splice|copy");
 		return 0;
 	}
-	if (!strcmp(d, "max-connections") || !strcmp(d, "upstream-max-idle")) {
+	if (!strcmp(d, "max-connections") || !strcmp(d, "upstream-max-idle") ||
+	    !strcmp(d, "upstream-max-conns")) {
 		if (ntok != 2 || parse_uint(tok[1], 1000000, &v) < 0)
 			return fail(ctx, "usage: %s N", d);
-		if (d[0] == 'm' && v == 0)
-			return fail(ctx, "max-connections must be at least 1");
-		*(d[0] == 'm' ? &cfg->max_connections : &cfg->upstream_max_idle) = (unsigned int)v;
+		if (!strcmp(d, "max-connections")) {
+			if (v == 0)
+				return fail(ctx, "max-connections must be at least 1");
+			cfg->max_connections = (unsigned int)v;
+		} else if (!strcmp(d, "upstream-max-idle")) {
+			cfg->upstream_max_idle = (unsigned int)v;
+		} else {
+			cfg->upstream_max_conns = (unsigned int)v;
+		}
 		return 0;
 	}
 	if (!strcmp(d, "metrics-listen")) {
@@ -419,6 +589,8 @@ static void set_defaults(struct config *cfg)
 	cfg->drain_timeout_ms = 30000;
 	cfg->upstream_idle_timeout_ms = 60000;
 	cfg->upstream_max_idle = 32;
+	cfg->upstream_max_conns = 0;
+	cfg->upstream_down_time_ms = 10000;
 	cfg->log_level = KLOG_INFO;
 }
 
@@ -527,8 +699,14 @@ void config_free(struct config *cfg)
 		return;
 	for (size_t i = 0; i < cfg->n_upstreams; i++)
 		free(cfg->upstreams[i].servers);
-	for (size_t i = 0; i < cfg->n_routes; i++)
+	for (size_t i = 0; i < cfg->n_routes; i++) {
 		free(cfg->routes[i].prefix);
+		free(cfg->routes[i].host);
+		free(cfg->routes[i].host_rewrite);
+	}
+	for (size_t i = 0; i < cfg->n_rules; i++)
+		free(cfg->rules[i].host);
+	free(cfg->rules);
 	free(cfg->upstreams);
 	free(cfg->routes);
 	free(cfg->listens);

@@ -18,6 +18,13 @@ struct upstream_server {
 	struct sockaddr_any addr;
 	char text[80]; /* as written in the config, for logs and kfwdctl */
 	struct upstream *upstream;
+	/* Passive health: a server that fails is skipped until down_until_ms. */
+	uint64_t down_until_ms;
+	uint64_t failures;
+	bool admin_down; /* kfwdctl upstream drain */
+	unsigned int conns; /* open connections: in use and pooled */
+	struct session *waiters; /* sessions queued for a connection slot (FIFO) */
+	struct session *waiters_tail;
 };
 
 struct upstream {
@@ -32,13 +39,41 @@ enum route_kind {
 	ROUTE_URL_EMBEDDED,
 };
 
+enum retry_on {
+	RETRY_ON_CONNECT = 1 << 0, /* connect refused / timed out: nothing was sent */
+	RETRY_ON_5XX = 1 << 1,
+	RETRY_ON_TIMEOUT = 1 << 2, /* no response head in time */
+};
+
 struct route {
 	char *prefix;
 	size_t prefix_len;
 	enum route_kind kind;
 	struct upstream *upstream; /* ROUTE_UPSTREAM */
 	bool strip_prefix;
+	char *host;        /* host=: exact name or "*.suffix"; NULL matches any */
+	uint64_t methods;  /* methods=: bit per llhttp method; 0 allows all */
+	char *host_rewrite; /* host-rewrite=VALUE; "" means the upstream server's ADDR:PORT */
+	bool forwarded;     /* forwarded: add an RFC 7239 Forwarded header */
+	unsigned int retries;
+	unsigned int retry_on; /* enum retry_on */
+	bool retry_non_idempotent;
+	uint64_t retry_backoff_ms;
+	uint64_t retry_backoff_max_ms;
+	uint64_t connect_timeout_ms; /* 0: the global value */
+	uint64_t response_timeout_ms;
+	uint64_t idle_timeout_ms;
 	int line; /* where it was defined, for messages */
+};
+
+/* allow/deny for url-embedded destinations, in order; first match wins; default deny. */
+struct access_rule {
+	bool allow;
+	bool is_cidr;
+	int family;
+	unsigned char addr[16];
+	unsigned int prefix_len;
+	char *host; /* host pattern: exact, "*.suffix" or "*" */
 };
 
 enum data_path {
@@ -60,6 +95,8 @@ struct config {
 	size_t n_upstreams;
 	struct route *routes;
 	size_t n_routes;
+	struct access_rule *rules;
+	size_t n_rules;
 
 	enum data_path data_path;
 	size_t pipe_size;
@@ -78,6 +115,8 @@ struct config {
 	uint64_t drain_timeout_ms;
 	uint64_t upstream_idle_timeout_ms;
 	unsigned int upstream_max_idle;
+	unsigned int upstream_max_conns; /* per server; 0 = unlimited */
+	uint64_t upstream_down_time_ms;
 	bool has_metrics;
 	struct listen_addr metrics;
 	int log_level;

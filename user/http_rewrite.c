@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Header rewriting between client and upstream (RFC 9110 §7.6.1: hop-by-hop fields). */
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "http_rewrite.h"
 
@@ -42,9 +44,26 @@ static int append_header(struct buf *out, const char *base, const struct http_he
 	return 0;
 }
 
+static int append_forwarded(struct buf *out, const struct http_head *h, const char *base,
+			    const struct request_rewrite *rw, const struct http_header *client_host)
+{
+	bool v6 = strchr(rw->client_addr, ':') != NULL;
+
+	/* RFC 7239 §6: IPv6 "for" values are bracketed and quoted. */
+	if (append_str(out, v6 ? "Forwarded: for=\"[" : "Forwarded: for=") < 0 ||
+	    append_str(out, rw->client_addr) < 0 || append_str(out, v6 ? "]\"" : "") < 0)
+		return -1;
+	if (client_host && (append_str(out, ";host=\"") < 0 ||
+			    buf_append(out, base + client_host->value.off, client_host->value.len) < 0 ||
+			    append_str(out, "\"") < 0))
+		return -1;
+	return append_str(out, ";proto=http\r\n");
+}
+
 int http_build_request(struct buf *out, const struct http_head *h, const char *base,
 		       const struct request_rewrite *rw)
 {
+	const struct http_header *client_host = NULL;
 	bool have_xff = false;
 	char version[16];
 
@@ -60,7 +79,14 @@ int http_build_request(struct buf *out, const struct http_head *h, const char *b
 
 		if (is_hop_by_hop(h, base, hdr->name))
 			continue;
-		if (rw->host && http_span_eq(base, hdr->name, "Host"))
+		if (http_span_eq(base, hdr->name, "Host")) {
+			client_host = hdr;
+			if (rw->host)
+				continue;
+		}
+		/* Set by kfwd, never taken from the client. */
+		if (http_span_eq(base, hdr->name, "X-Forwarded-Proto") ||
+		    http_span_eq(base, hdr->name, "X-Forwarded-Host"))
 			continue;
 		if (http_span_eq(base, hdr->name, "X-Forwarded-For")) {
 			/* Earlier hops' values are kept, in order, in one combined field. */
@@ -81,6 +107,17 @@ int http_build_request(struct buf *out, const struct http_head *h, const char *b
 		   append_str(out, rw->client_addr) < 0 || append_str(out, "\r\n") < 0) {
 		return -1;
 	}
+	if (append_str(out, "X-Forwarded-Proto: http\r\n") < 0)
+		return -1;
+	if (client_host && (append_str(out, "X-Forwarded-Host: ") < 0 ||
+			    buf_append(out, base + client_host->value.off, client_host->value.len) < 0 ||
+			    append_str(out, "\r\n") < 0))
+		return -1;
+	if (rw->forwarded && append_forwarded(out, h, base, rw, client_host) < 0)
+		return -1;
+	/* A Via field of our own after any earlier ones: together they list the hops in order. */
+	if (append_str(out, "Via: 1.1 kfwd\r\n") < 0)
+		return -1;
 	/* HTTP/1.0 is not persistent by default; ask so the connection can be pooled. */
 	if (h->http_major == 1 && h->http_minor == 0 && append_str(out, "Connection: keep-alive\r\n") < 0)
 		return -1;
@@ -93,8 +130,79 @@ int http_build_request(struct buf *out, const struct http_head *h, const char *b
  * one field name).
  */
 
+static bool is_redirect(int status)
+{
+	return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
+
+/* Does @v start with a URI scheme ("name:")? */
+static bool has_scheme(const char *v, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		char c = v[i];
+
+		if (c == ':')
+			return i > 0;
+		if (!isalnum((unsigned char)c) && c != '+' && c != '-' && c != '.')
+			return false;
+	}
+	return false;
+}
+
+static int append_embedded(struct buf *out, const struct location_rewrite *loc, const char *auth,
+			   size_t auth_len, const char *path, size_t path_len)
+{
+	size_t plen = strlen(loc->prefix);
+
+	if (buf_append(out, loc->prefix, plen) < 0)
+		return -1;
+	if ((plen == 0 || loc->prefix[plen - 1] != '/') && append_str(out, "/") < 0)
+		return -1;
+	if (buf_append(out, auth, auth_len) < 0)
+		return -1;
+	if ((path_len == 0 || path[0] != '/') && append_str(out, "/") < 0)
+		return -1;
+	return buf_append(out, path, path_len);
+}
+
+int http_rewrite_location(struct buf *out, const char *v, size_t len,
+			  const struct location_rewrite *loc)
+{
+	size_t auth_len = 0;
+	const char *auth;
+
+	if (len >= 7 && !strncasecmp(v, "http://", 7)) {
+		v += 7;
+		len -= 7;
+	} else if (len >= 2 && v[0] == '/' && v[1] == '/') {
+		/* Network-path reference: same scheme, http. */
+		v += 2;
+		len -= 2;
+	} else if (has_scheme(v, len)) {
+		return 1; /* https and every other scheme stay as they are */
+	} else if (len && v[0] == '/') {
+		return append_embedded(out, loc, loc->authority, strlen(loc->authority), v, len);
+	} else {
+		/* Relative path: resolve against the directory of the request path. */
+		const char *rp = loc->req_path, *q = strchr(rp, '?');
+		size_t rlen = q ? (size_t)(q - rp) : strlen(rp);
+
+		while (rlen && rp[rlen - 1] != '/')
+			rlen--;
+		if (append_embedded(out, loc, loc->authority, strlen(loc->authority), rp, rlen) < 0)
+			return -1;
+		return buf_append(out, v, len);
+	}
+	auth = v;
+	while (auth_len < len && v[auth_len] != '/' && v[auth_len] != '?' && v[auth_len] != '#')
+		auth_len++;
+	if (auth_len == 0)
+		return 1;
+	return append_embedded(out, loc, auth, auth_len, v + auth_len, len - auth_len);
+}
+
 int http_build_response(struct buf *out, const struct http_head *h, const char *base, bool close,
-			bool client_http10)
+			bool client_http10, const struct location_rewrite *loc)
 {
 	if (buf_append(out, base + h->status_line.off, h->status_line.len) < 0 ||
 	    append_str(out, "\r\n") < 0)
@@ -104,9 +212,27 @@ int http_build_response(struct buf *out, const struct http_head *h, const char *
 
 		if (is_hop_by_hop(h, base, hdr->name))
 			continue;
+		if (loc && is_redirect(h->status) && http_span_eq(base, hdr->name, "Location")) {
+			size_t mark = out->tail;
+			int r;
+
+			if (append_str(out, "Location: ") < 0)
+				return -1;
+			r = http_rewrite_location(out, base + hdr->value.off, hdr->value.len, loc);
+			if (r < 0)
+				return -1;
+			if (r == 0) {
+				if (append_str(out, "\r\n") < 0)
+					return -1;
+				continue;
+			}
+			out->tail = mark; /* left as it is */
+		}
 		if (append_header(out, base, hdr) < 0)
 			return -1;
 	}
+	if (append_str(out, "Via: 1.1 kfwd\r\n") < 0)
+		return -1;
 	if (close && !client_http10 && append_str(out, "Connection: close\r\n") < 0)
 		return -1;
 	if (!close && client_http10 && append_str(out, "Connection: keep-alive\r\n") < 0)

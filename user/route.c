@@ -6,6 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#include <llhttp.h>
 
 #include "route.h"
 
@@ -16,20 +19,110 @@ static size_t path_len(const char *url, size_t len)
 	return q ? (size_t)(q - url) : len;
 }
 
-const struct route *route_match(const struct config *cfg, const char *url, size_t url_len)
+bool host_pattern_match(const char *pattern, const char *host, size_t host_len)
+{
+	size_t plen;
+
+	if (!strcmp(pattern, "*"))
+		return true;
+	if (!strncmp(pattern, "*.", 2)) {
+		/* "*.example.com" matches "a.example.com", not "example.com". */
+		plen = strlen(pattern + 1);
+		return host_len > plen &&
+		       !strncasecmp(host + host_len - plen, pattern + 1, plen);
+	}
+	plen = strlen(pattern);
+	return plen == host_len && !strncasecmp(pattern, host, host_len);
+}
+
+/* The host part of a Host header value: "[v6]:port" -> "[v6]", "name:port" -> "name". */
+static size_t host_without_port(const char *host, size_t len)
+{
+	if (len && host[0] == '[') {
+		const char *close = memchr(host, ']', len);
+
+		return close ? (size_t)(close - host + 1) : len;
+	}
+	for (size_t i = 0; i < len; i++)
+		if (host[i] == ':')
+			return i;
+	return len;
+}
+
+const struct route *route_match(const struct config *cfg, const char *url, size_t url_len,
+				const char *host, size_t host_len)
 {
 	size_t plen = path_len(url, url_len);
 	const struct route *best = NULL;
 
+	host_len = host ? host_without_port(host, host_len) : 0;
 	for (size_t i = 0; i < cfg->n_routes; i++) {
 		const struct route *r = &cfg->routes[i];
 
 		if (r->prefix_len > plen || memcmp(url, r->prefix, r->prefix_len))
 			continue;
-		if (!best || r->prefix_len > best->prefix_len)
+		if (r->host && (!host || !host_pattern_match(r->host, host, host_len)))
+			continue;
+		if (!best || r->prefix_len > best->prefix_len ||
+		    (r->prefix_len == best->prefix_len && r->host && !best->host))
 			best = r;
 	}
 	return best;
+}
+
+bool route_allows_method(const struct route *r, unsigned int method)
+{
+	return !r->methods || (method < 64 && (r->methods & (1ULL << method)));
+}
+
+void route_allow_header(const struct route *r, char *out, size_t len)
+{
+	size_t used = 0;
+
+	out[0] = '\0';
+	for (unsigned int i = 0; i < 64 && used < len; i++) {
+		if (!(r->methods & (1ULL << i)))
+			continue;
+		used += (size_t)snprintf(out + used, len - used, "%s%s", used ? ", " : "",
+					 llhttp_method_name((llhttp_method_t)i));
+	}
+}
+
+static bool cidr_match(const struct access_rule *rule, const struct sockaddr_any *addr)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&addr->ss;
+	const unsigned char *bytes;
+	unsigned int full, rest;
+
+	if (sa->sa_family != rule->family)
+		return false;
+	bytes = sa->sa_family == AF_INET ?
+			(const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr :
+			(const unsigned char *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+	full = rule->prefix_len / 8;
+	rest = rule->prefix_len % 8;
+	if (memcmp(bytes, rule->addr, full))
+		return false;
+	if (rest) {
+		unsigned char mask = (unsigned char)(0xff << (8 - rest));
+
+		return (bytes[full] & mask) == (rule->addr[full] & mask);
+	}
+	return true;
+}
+
+bool route_destination_allowed(const struct config *cfg, const char *host,
+			       const struct sockaddr_any *addr)
+{
+	for (size_t i = 0; i < cfg->n_rules; i++) {
+		const struct access_rule *rule = &cfg->rules[i];
+		bool match = rule->is_cidr ? cidr_match(rule, addr) :
+					     host_pattern_match(rule->host, host, strlen(host));
+
+		if (match)
+			return rule->allow;
+	}
+	return false;
 }
 
 static int set_target(struct route_target *t, const char *rest, size_t len)
@@ -148,8 +241,14 @@ int route_target_build(const struct route *r, const char *url, size_t url_len,
 {
 	memset(t, 0, sizeof(*t));
 	t->route = r;
-	if (r->kind == ROUTE_URL_EMBEDDED)
-		return parse_embedded(t, url + r->prefix_len, url_len - r->prefix_len);
+	if (r->kind == ROUTE_URL_EMBEDDED) {
+		size_t skip = r->prefix_len;
+
+		/* "route /http url-embedded" reads "/http/host/..." too. */
+		if (skip < url_len && url[skip] == '/' && r->prefix[r->prefix_len - 1] != '/')
+			skip++;
+		return parse_embedded(t, url + skip, url_len - skip);
+	}
 	if (r->strip_prefix)
 		return set_target(t, url + r->prefix_len, url_len - r->prefix_len);
 	return set_target(t, url, url_len);

@@ -24,8 +24,23 @@ struct route_target {
 	size_t target_len;
 };
 
-/* Longest matching prefix of the request-target's path, or NULL. */
-const struct route *route_match(const struct config *cfg, const char *url, size_t url_len);
+/*
+ * The route for a request: the longest prefix of the request-target's path among routes whose
+ * host= matches @host (the Host header, port ignored); on a tie a host-specific route beats a
+ * host-less one, then the first defined wins. NULL if none.
+ */
+const struct route *route_match(const struct config *cfg, const char *url, size_t url_len,
+				const char *host, size_t host_len);
+bool route_allows_method(const struct route *r, unsigned int method);
+/* "GET, HEAD" for an Allow header. */
+void route_allow_header(const struct route *r, char *out, size_t len);
+/*
+ * allow/deny for url-embedded destinations: rules in order, first match wins, default deny.
+ * Host patterns see the name in the URL, CIDR rules the address it resolved to.
+ */
+bool route_destination_allowed(const struct config *cfg, const char *host,
+			       const struct sockaddr_any *addr);
+bool host_pattern_match(const char *pattern, const char *host, size_t host_len);
 /* Fill @t for @url on @r. Returns 0, or -1 when the URL does not name a valid destination. */
 int route_target_build(const struct route *r, const char *url, size_t url_len,
 		       struct route_target *t);

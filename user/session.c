@@ -22,6 +22,7 @@
 #include "resolve.h"
 #include "session.h"
 #include "stats.h"
+#include "upstream.h"
 #include "upstream_pool.h"
 
 #define LINGER_MS 2000
@@ -37,8 +38,8 @@ static void connect_upstream(struct session *s, bool allow_pool);
 
 const char *session_state_name(enum session_state st)
 {
-	static const char *const names[] = { "request-head", "resolving", "connecting",
-					      "exchange", "replying", "linger" };
+	static const char *const names[] = { "request-head", "resolving", "queued", "backoff",
+					      "connecting", "exchange", "replying", "linger" };
 
 	return st <= S_LINGER ? names[st] : "?";
 }
@@ -110,6 +111,8 @@ static void update_events(struct session *s)
 		cmask = EPOLLIN | EPOLLRDHUP;
 		break;
 	case S_RESOLVING:
+	case S_QUEUED:
+	case S_BACKOFF:
 		break;
 	case S_CONNECTING:
 		umask = EPOLLOUT;
@@ -135,7 +138,35 @@ static void update_events(struct session *s)
 
 static void close_upstream(struct session *s)
 {
+	struct upstream_server *srv = s->conn_server;
+
+	if (s->upstream.fd < 0)
+		return;
 	endpoint_close(&s->upstream);
+	s->conn_server = NULL;
+	/* Last: it may hand the freed slot to a queued session. */
+	upstream_conn_closed(srv);
+}
+
+static uint64_t connect_timeout(const struct session *s)
+{
+	const struct route *r = s->target.route;
+
+	return r && r->connect_timeout_ms ? r->connect_timeout_ms : s->cfg->connect_timeout_ms;
+}
+
+static uint64_t response_timeout(const struct session *s)
+{
+	const struct route *r = s->target.route;
+
+	return r && r->response_timeout_ms ? r->response_timeout_ms : s->cfg->response_timeout_ms;
+}
+
+static uint64_t idle_timeout(const struct session *s)
+{
+	const struct route *r = s->target.route;
+
+	return r && r->idle_timeout_ms ? r->idle_timeout_ms : s->cfg->transfer_timeout_ms;
 }
 
 static void session_close(struct session *s)
@@ -144,6 +175,7 @@ static void session_close(struct session *s)
 		return;
 	timer_cancel(&s->timer);
 	resolve_cancel(&s->resolve);
+	upstream_unwait(s);
 	flow_reset(&s->req);
 	flow_reset(&s->resp);
 	close_upstream(s);
@@ -175,11 +207,12 @@ static void count_status(int status)
 }
 
 /* kfwd's own answer; the connection closes after it. Only before any final response byte. */
-static void reply_error(struct session *s, int status)
+static void reply_error_headers(struct session *s, int status, const char *extra_headers)
 {
 	struct buf text = { 0 };
 
 	resolve_cancel(&s->resolve);
+	upstream_unwait(s);
 	close_upstream(s);
 	flow_reset(&s->req);
 	if (s->resp.active)
@@ -192,7 +225,7 @@ static void reply_error(struct session *s, int status)
 		stats.timeouts++;
 	count_status(status);
 	s->last_status = status;
-	if (http_build_error(&text, status, NULL) < 0 ||
+	if (http_build_error(&text, status, extra_headers) < 0 ||
 	    flow_push(&s->resp, buf_start(&text), buf_len(&text)) < 0) {
 		buf_free(&text);
 		session_close(s);
@@ -203,6 +236,11 @@ static void reply_error(struct session *s, int status)
 	s->close_after = true;
 	s->state = S_REPLYING;
 	timer_arm(&s->timer, s->cfg->client_timeout_ms);
+}
+
+static void reply_error(struct session *s, int status)
+{
+	reply_error_headers(s, status, NULL);
 }
 
 static void begin_linger(struct session *s)
@@ -244,10 +282,9 @@ static void start_exchange(struct session *s)
 	s->final_response = false;
 	s->req_failed = false;
 	s->req_sent = false;
-	/* Until the request is sent, the transfer timeout bounds inactivity. */
-	timer_arm(&s->timer, s->cfg->transfer_timeout_ms < s->cfg->response_timeout_ms ?
-				     s->cfg->transfer_timeout_ms :
-				     s->cfg->response_timeout_ms);
+	/* Until the request is sent, the idle timeout bounds inactivity. */
+	timer_arm(&s->timer, idle_timeout(s) < response_timeout(s) ? idle_timeout(s) :
+								      response_timeout(s));
 }
 
 static void sockaddr_text(const struct sockaddr_any *a, char *out, size_t len)
@@ -270,39 +307,122 @@ static void sockaddr_text(const struct sockaddr_any *a, char *out, size_t len)
 	}
 }
 
-static void connect_failed(struct session *s, int err)
+enum retry_trigger {
+	TRIGGER_CONNECT, /* refused or timed out: nothing reached the server */
+	TRIGGER_EMPTY,   /* closed or reset before any response byte */
+	TRIGGER_5XX,
+	TRIGGER_TIMEOUT, /* no response head in time */
+};
+
+static bool method_idempotent(unsigned int method)
+{
+	switch (method) {
+	case HTTP_GET:
+	case HTTP_HEAD:
+	case HTTP_OPTIONS:
+	case HTTP_TRACE:
+	case HTTP_PUT:
+	case HTTP_DELETE:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static bool can_retry(const struct session *s, enum retry_trigger trigger)
 {
 	const struct route *r = s->target.route;
+	static const unsigned int needs[] = { RETRY_ON_CONNECT, RETRY_ON_CONNECT, RETRY_ON_5XX,
+					      RETRY_ON_TIMEOUT };
 
+	if (!r || !(r->retry_on & needs[trigger]) || s->attempts >= r->retries)
+		return false;
+	/* Never once anything of a response went to the client. */
+	if (s->response_started || s->interim_sent || draining)
+		return false;
+	if (trigger == TRIGGER_CONNECT)
+		return true; /* the request never left: safe for every method */
+	/* The server may have acted on it; and a body already forwarded cannot be sent again. */
+	if (!method_idempotent(s->rq.parser.method) && !r->retry_non_idempotent)
+		return false;
+	return s->req_framing == FRAMING_NONE;
+}
+
+/* Full jitter (uniform in [0, min(cap, base * 2^attempt)]): retries from many clients spread. */
+static uint64_t backoff_ms(const struct session *s)
+{
+	const struct route *r = s->target.route;
+	uint64_t ceiling = r->retry_backoff_ms;
+
+	for (unsigned int i = 1; i < s->attempts && ceiling < r->retry_backoff_max_ms; i++)
+		ceiling *= 2;
+	if (ceiling > r->retry_backoff_max_ms)
+		ceiling = r->retry_backoff_max_ms;
+	return ceiling ? (uint64_t)random() % (ceiling + 1) : 0;
+}
+
+static void schedule_retry(struct session *s)
+{
+	uint64_t delay;
+
+	s->attempts++;
+	stats.upstream_retries++;
+	close_upstream(s);
+	flow_reset(&s->req);
+	delay = backoff_ms(s);
+	log_info("session %lu: retry %u of %s %s in %lu ms", (unsigned long)s->id, s->attempts,
+		 llhttp_method_name((llhttp_method_t)s->rq.parser.method), s->target.target,
+		 (unsigned long)delay);
+	s->state = S_BACKOFF;
+	timer_arm(&s->timer, delay);
+}
+
+/* A failure before any final response byte: retry if allowed, else answer @status. */
+static void retry_or_fail(struct session *s, enum retry_trigger trigger, int status)
+{
+	if (can_retry(s, trigger)) {
+		schedule_retry(s);
+		return;
+	}
+	if (!s->response_started) {
+		reply_error(s, status);
+		return;
+	}
+	stats.aborted_transfers++;
+	session_close(s);
+}
+
+static void connect_failed(struct session *s, int err)
+{
 	log_info("session %lu: upstream %s: %s", (unsigned long)s->id, s->up_addr_text,
 		 strerror(err));
 	stats.upstream_connect_errors++;
+	upstream_mark_failed(s->server, s->cfg->upstream_down_time_ms);
 	close_upstream(s);
-	if (r->kind == ROUTE_UPSTREAM && s->servers_tried < r->upstream->n_servers) {
-		struct upstream *u = r->upstream;
-
-		s->server = &u->servers[u->next_server++ % u->n_servers];
-		s->servers_tried++;
-		s->up_addr = s->server->addr;
-		snprintf(s->up_addr_text, sizeof(s->up_addr_text), "%s", s->server->text);
-		connect_upstream(s, true);
-		return;
-	}
-	reply_error(s, err == ETIMEDOUT ? 504 : 502);
+	retry_or_fail(s, TRIGGER_CONNECT, err == ETIMEDOUT ? 504 : 502);
 }
 
 static void connect_upstream(struct session *s, bool allow_pool)
 {
 	const struct config *cfg = s->cfg;
 	const struct sockaddr *sa = (const struct sockaddr *)&s->up_addr.ss;
-	int fd = allow_pool ? upstream_pool_take(&s->up_addr) : -1;
+	struct upstream_server *pooled_srv = NULL;
+	int fd = allow_pool ? upstream_pool_take(&s->up_addr, &pooled_srv) : -1;
 	int one = 1;
 
 	if (fd >= 0) {
 		s->upstream_reused = true;
 		stats.upstream_reuses++;
 		endpoint_attach(&s->upstream, fd);
+		s->conn_server = pooled_srv;
 		start_exchange(s);
+		return;
+	}
+	if (!upstream_slot_free(s->server, cfg->upstream_max_conns)) {
+		/* Wait for a connection to this server to close or become idle. */
+		s->state = S_QUEUED;
+		upstream_wait(s->server, s);
+		timer_arm(&s->timer, connect_timeout(s));
 		return;
 	}
 	s->upstream_reused = false;
@@ -321,6 +441,8 @@ static void connect_upstream(struct session *s, bool allow_pool)
 		log_debug("TCP_NODELAY: %m");
 	stats.upstream_connects++;
 	endpoint_attach(&s->upstream, fd);
+	s->conn_server = s->server;
+	upstream_conn_opened(s->server);
 	if (connect(fd, sa, s->up_addr.len) == 0) {
 		start_exchange(s);
 		return;
@@ -331,7 +453,43 @@ static void connect_upstream(struct session *s, bool allow_pool)
 	}
 	s->upstream.writable = false;
 	s->state = S_CONNECTING;
-	timer_arm(&s->timer, cfg->connect_timeout_ms);
+	timer_arm(&s->timer, connect_timeout(s));
+}
+
+/* Pick a server of the route's upstream (round-robin, healthy ones) and connect. */
+static void choose_server(struct session *s)
+{
+	struct upstream *u = s->target.route->upstream;
+	struct upstream_server *srv = upstream_pick(u);
+
+	if (!srv) {
+		/* Fast: no connect attempt, no backoff. */
+		log_info("session %lu: every server of upstream %s is down", (unsigned long)s->id,
+			 u->name);
+		reply_error(s, 502);
+		return;
+	}
+	s->server = srv;
+	s->up_addr = srv->addr;
+	snprintf(s->up_addr_text, sizeof(s->up_addr_text), "%s", srv->text);
+	connect_upstream(s, true);
+}
+
+void session_slot_available(struct session *s)
+{
+	if (s->state != S_QUEUED || s->client.fd < 0)
+		return;
+	connect_upstream(s, true);
+	if (s->client.fd >= 0 && s->state != S_QUEUED)
+		session_run(s);
+}
+
+static void retry_now(struct session *s)
+{
+	if (s->target.route->kind == ROUTE_UPSTREAM)
+		choose_server(s);
+	else
+		connect_upstream(s, false);
 }
 
 static void on_connected(struct session *s)
@@ -357,6 +515,9 @@ static void on_resolved(void *arg, int status, const struct sockaddr_any *addr)
 		log_info("session %lu: resolve %s: %s", (unsigned long)s->id, s->target.host,
 			 resolve_strerror(status));
 		reply_error(s, 502);
+	} else if (!route_destination_allowed(s->cfg, s->target.host, addr)) {
+		log_info("session %lu: destination %s denied", (unsigned long)s->id, s->target.host);
+		reply_error(s, 403);
 	} else {
 		s->up_addr = *addr;
 		sockaddr_text(&s->up_addr, s->up_addr_text, sizeof(s->up_addr_text));
@@ -374,6 +535,7 @@ static void handle_request(struct session *s)
 	const char *base = buf_start(&s->client.in);
 	const char *url = base + h->url.off;
 	struct request_rewrite rw = { 0 };
+	const struct http_header *host = NULL;
 	const struct route *r;
 	int hosts = 0;
 
@@ -382,9 +544,13 @@ static void handle_request(struct session *s)
 	s->interim_sent = s->response_started = s->final_response = false;
 	s->retried = false;
 	s->close_after = false;
-	for (unsigned int i = 0; i < h->n_headers; i++)
-		if (http_span_eq(base, h->headers[i].name, "Host"))
+	s->attempts = 0;
+	for (unsigned int i = 0; i < h->n_headers; i++) {
+		if (http_span_eq(base, h->headers[i].name, "Host")) {
+			host = &h->headers[i];
 			hosts++;
+		}
+	}
 	/* RFC 9112 §3.2: exactly one Host in HTTP/1.1. */
 	if (h->http_major != 1 || (h->http_minor >= 1 && hosts != 1) || hosts > 1) {
 		reply_error(s, 400);
@@ -398,14 +564,29 @@ static void handle_request(struct session *s)
 		reply_error(s, 400);
 		return;
 	}
-	r = route_match(cfg, url, h->url.len);
+	r = route_match(cfg, url, h->url.len, host ? base + host->value.off : NULL,
+			host ? host->value.len : 0);
 	if (!r) {
 		reply_error(s, 404);
+		return;
+	}
+	if (!route_allows_method(r, h->parser.method)) {
+		char allow[512], extra[560];
+
+		route_allow_header(r, allow, sizeof(allow));
+		snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
+		reply_error_headers(s, 405, extra);
 		return;
 	}
 	route_target_free(&s->target);
 	if (route_target_build(r, url, h->url.len, &s->target) < 0) {
 		reply_error(s, 400);
+		return;
+	}
+	if (r->kind == ROUTE_URL_EMBEDDED && s->target.host_is_literal &&
+	    !route_destination_allowed(cfg, s->target.host, &s->target.addr)) {
+		log_info("session %lu: destination %s denied", (unsigned long)s->id, s->target.host);
+		reply_error(s, 403);
 		return;
 	}
 	s->req_framing = h->chunked ? FRAMING_CHUNKED :
@@ -417,8 +598,12 @@ static void handle_request(struct session *s)
 
 	rw.target = s->target.target;
 	rw.target_len = s->target.target_len;
-	rw.host = s->target.host_header[0] ? s->target.host_header : NULL;
+	if (s->target.host_header[0])
+		rw.host = s->target.host_header;
+	else if (r->host_rewrite)
+		rw.host = r->host_rewrite;
 	rw.client_addr = s->client_addr;
+	rw.forwarded = r->forwarded;
 	buf_free(&s->req_head);
 	if (http_build_request(&s->req_head, h, base, &rw) < 0) {
 		reply_error(s, 500);
@@ -427,13 +612,7 @@ static void handle_request(struct session *s)
 	buf_consume(&s->client.in, h->head_len);
 
 	if (r->kind == ROUTE_UPSTREAM) {
-		struct upstream *u = r->upstream;
-
-		s->server = &u->servers[u->next_server++ % u->n_servers];
-		s->servers_tried = 1;
-		s->up_addr = s->server->addr;
-		snprintf(s->up_addr_text, sizeof(s->up_addr_text), "%s", s->server->text);
-		connect_upstream(s, true);
+		choose_server(s);
 		return;
 	}
 	s->server = NULL;
@@ -446,7 +625,7 @@ static void handle_request(struct session *s)
 	s->state = S_RESOLVING;
 	snprintf(s->up_addr_text, sizeof(s->up_addr_text), "%s:%u", s->target.host,
 		 s->target.port);
-	timer_arm(&s->timer, cfg->connect_timeout_ms);
+	timer_arm(&s->timer, connect_timeout(s));
 	if (resolve_start(&s->resolve, s->target.host, s->target.port, on_resolved, s) < 0)
 		reply_error(s, 502);
 }
@@ -497,19 +676,20 @@ static void step_request_head(struct session *s)
 	}
 }
 
-static bool may_retry(struct session *s)
+static bool may_replace_pooled(struct session *s)
 {
-	/* A pooled connection the server had already closed: resend once on a fresh one, only
-	 * when no byte of the body was consumed and nothing of a response arrived. */
+	/* A pooled connection the server had already closed: resend once on a fresh one, when
+	 * no byte of a body was consumed and nothing of a response arrived. */
 	return s->upstream_reused && !s->retried && s->req_framing == FRAMING_NONE &&
-	       !s->interim_sent && !s->response_started && buf_len(&s->req_head) > 0 &&
-	       buf_len(&s->upstream.in) == 0;
+	       method_idempotent(s->rq.parser.method) && !s->interim_sent &&
+	       !s->response_started && buf_len(&s->req_head) > 0 && buf_len(&s->upstream.in) == 0;
 }
 
+/* The upstream closed, reset or misbehaved before a final response head. */
 static void upstream_failed(struct session *s, int status, const char *why)
 {
 	log_info("session %lu: upstream %s: %s", (unsigned long)s->id, s->up_addr_text, why);
-	if (may_retry(s)) {
+	if (may_replace_pooled(s)) {
 		s->retried = true;
 		stats.upstream_retries++;
 		close_upstream(s);
@@ -517,12 +697,10 @@ static void upstream_failed(struct session *s, int status, const char *why)
 		connect_upstream(s, false);
 		return;
 	}
-	if (!s->response_started) {
-		reply_error(s, status);
-		return;
-	}
-	stats.aborted_transfers++;
-	session_close(s);
+	if (!s->upstream_reused)
+		upstream_mark_failed(s->server, s->cfg->upstream_down_time_ms);
+	close_upstream(s);
+	retry_or_fail(s, TRIGGER_EMPTY, status);
 }
 
 /* Returns 1 when a final response head was taken, 0 when more is needed, -1 on failure. */
@@ -530,6 +708,7 @@ static int handle_response_head(struct session *s)
 {
 	struct http_head *h = &s->rs;
 	const char *base = buf_start(&s->upstream.in);
+	struct location_rewrite loc = { 0 };
 	enum body_framing framing;
 	struct buf head = { 0 };
 	int rc;
@@ -555,6 +734,13 @@ static int handle_response_head(struct session *s)
 		http_head_init(&s->rs, false);
 		return 0;
 	}
+	upstream_mark_ok(s->server);
+	if (h->status >= 500 && can_retry(s, TRIGGER_5XX)) {
+		log_info("session %lu: upstream %s answered %d", (unsigned long)s->id,
+			 s->up_addr_text, h->status);
+		schedule_retry(s);
+		return -1;
+	}
 	if (s->req_is_head || h->status == 204 || h->status == 304)
 		framing = FRAMING_NONE;
 	else if (h->has_transfer_encoding)
@@ -574,7 +760,13 @@ static int handle_response_head(struct session *s)
 	if (!s->req_keep_alive || framing == FRAMING_CLOSE || draining)
 		s->close_after = true;
 
-	rc = http_build_response(&head, h, base, s->close_after, s->client_http10);
+	if (s->target.route->kind == ROUTE_URL_EMBEDDED) {
+		loc.prefix = s->target.route->prefix;
+		loc.authority = s->target.host_header;
+		loc.req_path = s->target.target;
+	}
+	rc = http_build_response(&head, h, base, s->close_after, s->client_http10,
+				 loc.prefix ? &loc : NULL);
 	if (rc == 0)
 		rc = flow_push(&s->resp, buf_start(&head), buf_len(&head));
 	buf_free(&head);
@@ -589,7 +781,7 @@ static int handle_response_head(struct session *s)
 	buf_free(&s->req_head);
 	buf_consume(&s->upstream.in, h->head_len);
 	flow_start_body(&s->resp, framing, h->content_length);
-	timer_arm(&s->timer, s->cfg->transfer_timeout_ms);
+	timer_arm(&s->timer, idle_timeout(s));
 	return 1;
 }
 
@@ -672,7 +864,10 @@ static void finish_transaction(struct session *s)
 			s->upstream.in_epoll = false;
 			s->upstream.fd = -1;
 			buf_free(&s->upstream.in);
-			upstream_pool_put(fd, &s->up_addr);
+			struct upstream_server *srv = s->conn_server;
+
+			s->conn_server = NULL;
+			upstream_pool_put(fd, &s->up_addr, srv);
 		} else {
 			close_upstream(s);
 		}
@@ -714,7 +909,7 @@ static void step_exchange(struct session *s)
 		if (st == FLOW_DST_ERROR) {
 			s->req_failed = true;
 			flow_reset(&s->req);
-			if (may_retry(s)) {
+			if (may_replace_pooled(s)) {
 				upstream_failed(s, 502, "request refused by a pooled connection");
 				return;
 			}
@@ -723,7 +918,7 @@ static void step_exchange(struct session *s)
 		if (!s->req_sent && flow_complete(&s->req)) {
 			s->req_sent = true;
 			if (!s->final_response)
-				timer_arm(&s->timer, s->cfg->response_timeout_ms);
+				timer_arm(&s->timer, response_timeout(s));
 		}
 	}
 	if (!s->final_response && s->upstream.fd >= 0 && read_response_head(s) < 0)
@@ -786,6 +981,8 @@ static void session_run(struct session *s)
 			step_request_head(s);
 			break;
 		case S_RESOLVING:
+		case S_QUEUED:
+		case S_BACKOFF:
 		case S_CONNECTING:
 			if (s->client.hup)
 				session_close(s);
@@ -845,23 +1042,40 @@ static void on_session_timer(struct timer *t)
 			session_close(s);
 		break;
 	case S_RESOLVING:
+		log_info("session %lu: resolving %s timed out", (unsigned long)s->id,
+			 s->up_addr_text);
+		reply_error(s, 504);
+		break;
+	case S_QUEUED:
+		log_info("session %lu: no connection slot on %s in time", (unsigned long)s->id,
+			 s->up_addr_text);
+		reply_error(s, 503);
+		break;
+	case S_BACKOFF:
+		retry_now(s);
+		break;
 	case S_CONNECTING:
 		log_info("session %lu: connect to %s timed out", (unsigned long)s->id,
 			 s->up_addr_text);
-		reply_error(s, 504);
+		stats.upstream_connect_errors++;
+		upstream_mark_failed(s->server, cfg->upstream_down_time_ms);
+		close_upstream(s);
+		retry_or_fail(s, TRIGGER_CONNECT, 504);
 		break;
 	case S_EXCHANGE:
 		if (s->req_sent && !s->final_response) {
 			log_info("session %lu: no response from %s in time", (unsigned long)s->id,
 				 s->up_addr_text);
-			reply_error(s, 504);
+			upstream_mark_failed(s->server, cfg->upstream_down_time_ms);
+			close_upstream(s);
+			retry_or_fail(s, TRIGGER_TIMEOUT, 504);
 			break;
 		}
 		last = s->req.last_progress_ms > s->resp.last_progress_ms ? s->req.last_progress_ms :
 									  s->resp.last_progress_ms;
 		now = now_ms();
-		if (now - last < cfg->transfer_timeout_ms) {
-			timer_arm(&s->timer, cfg->transfer_timeout_ms - (now - last));
+		if (now - last < idle_timeout(s)) {
+			timer_arm(&s->timer, idle_timeout(s) - (now - last));
 			return;
 		}
 		log_info("session %lu: transfer idle for %lu ms, closing", (unsigned long)s->id,

@@ -16,6 +16,8 @@
 enum session_state {
 	S_REQUEST_HEAD, /* waiting for / reading a request head (idle keep-alive included) */
 	S_RESOLVING,    /* url-embedded host name lookup */
+	S_QUEUED,       /* waiting for a connection slot on the chosen server */
+	S_BACKOFF,      /* waiting before a retry */
 	S_CONNECTING,   /* upstream connect in progress */
 	S_EXCHANGE,     /* request forwarded, response awaited or forwarded */
 	S_REPLYING,     /* kfwd's own response (an error) going out, then close */
@@ -40,8 +42,11 @@ struct session {
 	struct http_head rq;
 	struct http_head rs;
 	struct route_target target;
-	struct upstream_server *server;
-	size_t servers_tried;
+	struct upstream_server *server;      /* chosen for this attempt (NULL: url-embedded) */
+	struct upstream_server *conn_server; /* whose connection slot the upstream fd holds */
+	struct session *wait_next;           /* S_QUEUED: FIFO link */
+	struct upstream_server *wait_server;
+	unsigned int attempts; /* retries done for this request */
 	struct sockaddr_any up_addr;
 	char up_addr_text[ROUTE_HOST_MAX + 16];
 	struct resolve_req *resolve;

@@ -7,6 +7,7 @@
 
 #include "log.h"
 #include "loop.h"
+#include "upstream.h"
 #include "upstream_pool.h"
 
 struct idle_conn {
@@ -14,6 +15,7 @@ struct idle_conn {
 	struct timer timer;
 	int fd;
 	struct sockaddr_any addr;
+	struct upstream_server *srv;
 	struct idle_conn *prev, *next;
 };
 
@@ -68,6 +70,7 @@ static void discard(struct idle_conn *c)
 	close(c->fd);
 	c->fd = -1;
 	loop_defer_free(c, free);
+	upstream_conn_closed(c->srv);
 }
 
 static void on_idle_event(struct loop_handler *h, uint32_t events)
@@ -88,7 +91,7 @@ static void on_idle_timeout(struct timer *t)
 	discard(c);
 }
 
-void upstream_pool_put(int fd, const struct sockaddr_any *addr)
+void upstream_pool_put(int fd, const struct sockaddr_any *addr, struct upstream_server *srv)
 {
 	unsigned int same = 0;
 	struct idle_conn *c, *oldest = NULL;
@@ -101,6 +104,7 @@ void upstream_pool_put(int fd, const struct sockaddr_any *addr)
 	}
 	if (max_idle == 0) {
 		close(fd);
+		upstream_conn_closed(srv);
 		return;
 	}
 	if (same >= max_idle)
@@ -108,8 +112,10 @@ void upstream_pool_put(int fd, const struct sockaddr_any *addr)
 	c = calloc(1, sizeof(*c));
 	if (!c) {
 		close(fd);
+		upstream_conn_closed(srv);
 		return;
 	}
+	c->srv = srv;
 	c->h.on_event = on_idle_event;
 	c->timer.on_expire = on_idle_timeout;
 	c->fd = fd;
@@ -117,6 +123,7 @@ void upstream_pool_put(int fd, const struct sockaddr_any *addr)
 	if (loop_add(fd, EPOLLIN | EPOLLRDHUP, &c->h) < 0) {
 		close(fd);
 		free(c);
+		upstream_conn_closed(srv);
 		return;
 	}
 	c->next = idle_head;
@@ -125,9 +132,10 @@ void upstream_pool_put(int fd, const struct sockaddr_any *addr)
 	idle_head = c;
 	idle_count++;
 	timer_arm(&c->timer, idle_timeout_ms);
+	upstream_conn_idle(srv);
 }
 
-int upstream_pool_take(const struct sockaddr_any *addr)
+int upstream_pool_take(const struct sockaddr_any *addr, struct upstream_server **srv)
 {
 	for (struct idle_conn *c = idle_head; c; c = c->next) {
 		int fd = c->fd;
@@ -137,6 +145,7 @@ int upstream_pool_take(const struct sockaddr_any *addr)
 		unlink_conn(c);
 		loop_del(fd);
 		c->fd = -1;
+		*srv = c->srv;
 		loop_defer_free(c, free);
 		return fd;
 	}

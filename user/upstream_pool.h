@@ -11,9 +11,13 @@
  * discards it.
  */
 void upstream_pool_configure(unsigned int max_idle_per_server, uint64_t idle_timeout_ms);
-void upstream_pool_put(int fd, const struct sockaddr_any *addr);
-/* An idle connection to @addr, or -1. The caller owns the fd (already out of epoll). */
-int upstream_pool_take(const struct sockaddr_any *addr);
+/* @srv (may be NULL) is the server whose connection count this connection holds. */
+void upstream_pool_put(int fd, const struct sockaddr_any *addr, struct upstream_server *srv);
+/*
+ * An idle connection to @addr, or -1. The caller owns the fd (already out of epoll) and the
+ * connection slot of *@srv.
+ */
+int upstream_pool_take(const struct sockaddr_any *addr, struct upstream_server **srv);
 void upstream_pool_flush(void);
 unsigned int upstream_pool_idle_count(void);
 

@@ -1,0 +1,1143 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * sockmap.c - bounded, lossless sockmap forwarding (see sockmap.h and
+ * include/kfwd/sockmap.h for the protocol with bpf/kfwd.bpf.c).
+ */
+#include "sockmap.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <linux/magic.h>
+#include <linux/sockios.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
+
+#if __has_include("kfwd.skel.h")
+#define SOCKMAP_HAVE_SKEL 1
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "kfwd/sockmap.h"
+#include "kfwd.skel.h"
+#else
+#define SOCKMAP_HAVE_SKEL 0
+#endif
+
+static void set_why(char *why, size_t whylen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void set_why(char *why, size_t whylen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!why || !whylen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(why, whylen, fmt, ap);
+	va_end(ap);
+}
+
+#if !SOCKMAP_HAVE_SKEL
+
+int sockmap_init(const char *pin_dir, char *why, size_t whylen)
+{
+	(void)pin_dir;
+	set_why(why, whylen, "built without the BPF skeleton (kfwd.skel.h)");
+	errno = ENOSYS;
+	return -1;
+}
+
+void sockmap_shutdown(void)
+{
+}
+
+bool sockmap_ready(void)
+{
+	return false;
+}
+
+int sockmap_event_fd(void)
+{
+	errno = ENOSYS;
+	return -1;
+}
+
+int sockmap_handle_events(sockmap_event_cb cb, void *ctx)
+{
+	(void)cb;
+	(void)ctx;
+	errno = ENOSYS;
+	return -1;
+}
+
+int sockmap_flow_add(int fd_a, int fd_b, uint64_t cap_bytes, uint64_t *flow_id)
+{
+	(void)fd_a;
+	(void)fd_b;
+	(void)cap_bytes;
+	(void)flow_id;
+	errno = ENOSYS;
+	return -1;
+}
+
+int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
+{
+	(void)args;
+	(void)flow_id;
+	errno = ENOSYS;
+	return -1;
+}
+
+int sockmap_flow_pump(uint64_t flow_id, struct sockmap_want *want)
+{
+	(void)flow_id;
+	(void)want;
+	errno = ENOSYS;
+	return -1;
+}
+
+int sockmap_flow_stats(uint64_t flow_id, struct sockmap_stats *st)
+{
+	(void)flow_id;
+	(void)st;
+	errno = ENOSYS;
+	return -1;
+}
+
+int sockmap_flow_del(uint64_t flow_id)
+{
+	(void)flow_id;
+	errno = ENOSYS;
+	return -1;
+}
+
+#else /* SOCKMAP_HAVE_SKEL */
+
+#define SM_BUF_SIZE		(128 * 1024)
+#define SM_DRAIN_MAX		(64 * 1024 * 1024)
+#define SM_STABLE_TRIES		64
+#define SM_RETRY_MS		1	/* dst still has redirected bytes queued */
+
+/* tcpi_state values (include/net/tcp_states.h), not in the uapi headers */
+enum {
+	SM_TCP_TIME_WAIT = 6,
+	SM_TCP_CLOSE = 7,
+	SM_TCP_CLOSE_WAIT = 8,
+	SM_TCP_LAST_ACK = 9,
+	SM_TCP_CLOSING = 11,
+};
+
+static const char *const sm_pin_names[] = {
+	"kfwd_socks", "kfwd_dirs", "kfwd_ctl", "kfwd_events", "kfwd_verdict",
+};
+
+struct sm_dir {
+	int src;
+	int dst;
+	uint64_t src_cookie;
+	uint64_t dst_cookie;
+	uint64_t user_read;	/* recv()d from src since add */
+	uint64_t user_written;	/* written to dst since add */
+	uint64_t rx_base;	/* src data bytes consumed before add */
+	uint64_t dst_base;	/* dst bytes_acked + outq at add */
+	char *buf;
+	size_t bufsize;
+	size_t head;
+	size_t tail;
+	uint32_t synced_gen;	/* pause generation dst was seen drained in */
+	struct kfwd_ctl ctl;	/* last resume request written */
+	bool ctl_written;
+	bool eof;
+	bool done;
+	struct kfwd_dir kd;	/* last snapshot of the program's state */
+};
+
+struct sm_flow {
+	uint64_t id;
+	int fd_a;
+	int fd_b;
+	unsigned int flags;
+	struct sm_dir dir[2];
+};
+
+static struct {
+	struct kfwd *skel;
+	struct ring_buffer *rb;
+	int socks_fd;
+	int dirs_fd;
+	int ctl_fd;
+	int prog_fd;
+	bool attached;
+	char pin_dir[PATH_MAX];
+	struct sm_flow **flows;		/* slot -> flow */
+	uint32_t *gens;			/* slot -> generation */
+	uint32_t nslots;
+	uint64_t lost_seen;
+	sockmap_event_cb cb;
+	void *cb_ctx;
+	int ncb;
+} sm = {
+	.socks_fd = -1,
+	.dirs_fd = -1,
+	.ctl_fd = -1,
+	.prog_fd = -1,
+};
+
+bool sockmap_ready(void)
+{
+	return sm.skel != NULL;
+}
+
+/* ---- small socket helpers ------------------------------------------- */
+
+static int tcp_info_get(int fd, struct tcp_info *ti)
+{
+	socklen_t len = sizeof(*ti);
+
+	memset(ti, 0, sizeof(*ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, ti, &len) < 0)
+		return -1;
+	if (len < offsetof(struct tcp_info, tcpi_bytes_received) +
+			  sizeof(ti->tcpi_bytes_received)) {
+		errno = EOPNOTSUPP;
+		return -1;
+	}
+	return 0;
+}
+
+static bool state_fin_received(uint8_t state)
+{
+	switch (state) {
+	case SM_TCP_CLOSE_WAIT:
+	case SM_TCP_LAST_ACK:
+	case SM_TCP_CLOSING:
+	case SM_TCP_TIME_WAIT:
+	case SM_TCP_CLOSE:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Data bytes received by fd (tcpi_bytes_received counts the FIN too). */
+static int rx_data(int fd, uint64_t *bytes, bool *fin)
+{
+	struct tcp_info ti;
+	bool f;
+
+	if (tcp_info_get(fd, &ti) < 0)
+		return -1;
+	f = state_fin_received(ti.tcpi_state) && ti.tcpi_bytes_received;
+	*bytes = ti.tcpi_bytes_received - (f ? 1 : 0);
+	if (fin)
+		*fin = f;
+	return 0;
+}
+
+/*
+ * Bytes that ever entered fd's send queue: bytes_acked + (write_seq -
+ * snd_una).  Consistent when bytes_acked did not move across SIOCOUTQ,
+ * i.e. snd_una was stable; the value is then exact at the ioctl.
+ */
+static int tx_written(int fd, uint64_t *bytes)
+{
+	struct tcp_info t1, t2;
+	int outq, i;
+
+	for (i = 0; i < SM_STABLE_TRIES; i++) {
+		if (tcp_info_get(fd, &t1) < 0)
+			return -1;
+		if (ioctl(fd, SIOCOUTQ, &outq) < 0)
+			return -1;
+		if (tcp_info_get(fd, &t2) < 0)
+			return -1;
+		if (t1.tcpi_bytes_acked == t2.tcpi_bytes_acked) {
+			*bytes = t1.tcpi_bytes_acked + (uint64_t)outq;
+			return 0;
+		}
+	}
+	errno = EAGAIN;
+	return -1;
+}
+
+static int sock_cookie(int fd, uint64_t *cookie)
+{
+	socklen_t len = sizeof(*cookie);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, cookie, &len) < 0)
+		return -1;
+	return 0;
+}
+
+/* ---- init / shutdown ------------------------------------------------- */
+
+static int pin_path(char *buf, size_t len, const char *dir, const char *name)
+{
+	int n = snprintf(buf, len, "%s/%s", dir, name);
+
+	if (n < 0 || (size_t)n >= len) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return 0;
+}
+
+static int ensure_bpffs(const char *pin_dir, char *why, size_t whylen)
+{
+	char parent[PATH_MAX];
+	struct statfs sfs;
+	char *slash;
+
+	if (strlen(pin_dir) >= sizeof(parent)) {
+		set_why(why, whylen, "pin dir too long");
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	strcpy(parent, pin_dir);
+	slash = strrchr(parent, '/');
+	if (!slash || slash == parent) {
+		set_why(why, whylen, "pin dir %s must be below a bpffs mount",
+			pin_dir);
+		errno = EINVAL;
+		return -1;
+	}
+	*slash = '\0';
+	if (statfs(parent, &sfs) < 0) {
+		set_why(why, whylen, "statfs %s: %s", parent, strerror(errno));
+		return -1;
+	}
+	if (sfs.f_type != BPF_FS_MAGIC) {
+		if (mount("bpf", parent, "bpf", 0, "mode=0700") < 0) {
+			set_why(why, whylen, "mount bpffs on %s: %s", parent,
+				strerror(errno));
+			return -1;
+		}
+	}
+	if (mkdir(pin_dir, 0700) < 0 && errno != EEXIST) {
+		set_why(why, whylen, "mkdir %s: %s", pin_dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Detach every verdict program from a pinned sockmap of a previous run. */
+static void detach_all(int map_fd)
+{
+	static const enum bpf_attach_type types[] = {
+		BPF_SK_SKB_VERDICT, BPF_SK_SKB_STREAM_VERDICT,
+		BPF_SK_SKB_STREAM_PARSER, BPF_SK_MSG_VERDICT,
+	};
+	__u32 ids[64], cnt, i, t;
+	int fd;
+
+	for (t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
+		cnt = sizeof(ids) / sizeof(ids[0]);
+		if (bpf_prog_query(map_fd, types[t], 0, NULL, ids, &cnt) < 0)
+			continue;
+		for (i = 0; i < cnt; i++) {
+			fd = bpf_prog_get_fd_by_id(ids[i]);
+			if (fd < 0)
+				continue;
+			bpf_prog_detach2(fd, map_fd, types[t]);
+			close(fd);
+		}
+	}
+}
+
+/* Remove what a crashed run left: attachments on its sockhash, all pins. */
+static int cleanup_stale(const char *dir, char *why, size_t whylen)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	int map_fd, prog_fd;
+	DIR *d;
+
+	if (pin_path(path, sizeof(path), dir, "kfwd_socks") == 0) {
+		map_fd = bpf_obj_get(path);
+		if (map_fd >= 0) {
+			detach_all(map_fd);
+			if (pin_path(path, sizeof(path), dir,
+				     "kfwd_verdict") == 0) {
+				prog_fd = bpf_obj_get(path);
+				if (prog_fd >= 0) {
+					bpf_prog_detach2(prog_fd, map_fd,
+							 BPF_SK_SKB_VERDICT);
+					close(prog_fd);
+				}
+			}
+			close(map_fd);
+		}
+	}
+
+	d = opendir(dir);
+	if (!d) {
+		set_why(why, whylen, "opendir %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (pin_path(path, sizeof(path), dir, de->d_name) < 0)
+			continue;
+		if (unlink(path) < 0 && errno != ENOENT) {
+			set_why(why, whylen, "unlink stale pin %s: %s", path,
+				strerror(errno));
+			closedir(d);
+			return -1;
+		}
+	}
+	closedir(d);
+	return 0;
+}
+
+static void unpin_all(void)
+{
+	char path[PATH_MAX];
+	size_t i;
+
+	for (i = 0; i < sizeof(sm_pin_names) / sizeof(sm_pin_names[0]); i++) {
+		if (pin_path(path, sizeof(path), sm.pin_dir,
+			     sm_pin_names[i]) == 0)
+			unlink(path);
+	}
+}
+
+static int pin_all(char *why, size_t whylen)
+{
+	struct bpf_map *maps[] = {
+		sm.skel->maps.kfwd_socks, sm.skel->maps.kfwd_dirs,
+		sm.skel->maps.kfwd_ctl, sm.skel->maps.kfwd_events,
+	};
+	char path[PATH_MAX];
+	size_t i;
+	int err;
+
+	for (i = 0; i < sizeof(maps) / sizeof(maps[0]); i++) {
+		if (pin_path(path, sizeof(path), sm.pin_dir,
+			     bpf_map__name(maps[i])) < 0)
+			goto fail_errno;
+		err = bpf_map__pin(maps[i], path);
+		if (err) {
+			errno = -err;
+			goto fail_errno;
+		}
+	}
+	if (pin_path(path, sizeof(path), sm.pin_dir, "kfwd_verdict") < 0)
+		goto fail_errno;
+	err = bpf_program__pin(sm.skel->progs.kfwd_verdict, path);
+	if (err) {
+		errno = -err;
+		goto fail_errno;
+	}
+	return 0;
+
+fail_errno:
+	set_why(why, whylen, "pin %s: %s", path, strerror(errno));
+	unpin_all();
+	return -1;
+}
+
+static int on_event(void *ctx, void *data, size_t size)
+{
+	const struct kfwd_event *ev = data;
+
+	(void)ctx;
+	if (size < sizeof(*ev))
+		return 0;
+	if (sm.cb) {
+		sm.cb(sm.cb_ctx, ev->flow_id);
+		sm.ncb++;
+	}
+	return 0;
+}
+
+static int silent_print(enum libbpf_print_level level, const char *fmt,
+			va_list ap) __attribute__((format(printf, 2, 0)));
+
+/* libbpf is silent unless KFWD_BPF_DEBUG is set (verifier log etc.). */
+static int silent_print(enum libbpf_print_level level, const char *fmt,
+			va_list ap)
+{
+	(void)level;
+	if (!getenv("KFWD_BPF_DEBUG"))
+		return 0;
+	return vfprintf(stderr, fmt, ap);
+}
+
+int sockmap_init(const char *pin_dir, char *why, size_t whylen)
+{
+	int err;
+
+	if (sm.skel) {
+		set_why(why, whylen, "already initialised");
+		errno = EALREADY;
+		return -1;
+	}
+	if (!pin_dir)
+		pin_dir = KFWD_PIN_DIR_DEFAULT;
+	if (strlen(pin_dir) >= sizeof(sm.pin_dir)) {
+		set_why(why, whylen, "pin dir too long");
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if (access("/sys/kernel/btf/vmlinux", R_OK) < 0) {
+		set_why(why, whylen, "no kernel BTF (/sys/kernel/btf/vmlinux)");
+		return -1;
+	}
+	if (ensure_bpffs(pin_dir, why, whylen) < 0)
+		return -1;
+	if (cleanup_stale(pin_dir, why, whylen) < 0)
+		return -1;
+	strcpy(sm.pin_dir, pin_dir);
+
+	libbpf_set_print(silent_print);
+	sm.skel = kfwd__open();
+	if (!sm.skel) {
+		set_why(why, whylen, "open BPF object: %s", strerror(errno));
+		return -1;
+	}
+	err = kfwd__load(sm.skel);
+	if (err) {
+		set_why(why, whylen,
+			"load BPF program: %s (needs sockmap, BTF, CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON; KFWD_BPF_DEBUG=1 for the verifier log)",
+			strerror(-err));
+		errno = -err;
+		goto err_destroy;
+	}
+	sm.socks_fd = bpf_map__fd(sm.skel->maps.kfwd_socks);
+	sm.dirs_fd = bpf_map__fd(sm.skel->maps.kfwd_dirs);
+	sm.ctl_fd = bpf_map__fd(sm.skel->maps.kfwd_ctl);
+	sm.prog_fd = bpf_program__fd(sm.skel->progs.kfwd_verdict);
+
+	/* libbpf 1.1 has no sockmap link: classic attach, detached at
+	 * shutdown or by cleanup_stale() of the next run. */
+	if (bpf_prog_attach(sm.prog_fd, sm.socks_fd, BPF_SK_SKB_VERDICT, 0)) {
+		set_why(why, whylen, "attach verdict to sockhash: %s",
+			strerror(errno));
+		goto err_destroy;
+	}
+	sm.attached = true;
+
+	sm.rb = ring_buffer__new(bpf_map__fd(sm.skel->maps.kfwd_events),
+				 on_event, NULL, NULL);
+	if (!sm.rb) {
+		set_why(why, whylen, "ring buffer: %s", strerror(errno));
+		goto err_detach;
+	}
+	if (pin_all(why, whylen) < 0)
+		goto err_rb;
+	sm.lost_seen = sm.skel->bss->kfwd_events_lost;
+	return 0;
+
+err_rb:
+	ring_buffer__free(sm.rb);
+	sm.rb = NULL;
+err_detach:
+	bpf_prog_detach2(sm.prog_fd, sm.socks_fd, BPF_SK_SKB_VERDICT);
+	sm.attached = false;
+err_destroy:
+	err = errno;
+	kfwd__destroy(sm.skel);
+	sm.skel = NULL;
+	sm.socks_fd = sm.dirs_fd = sm.ctl_fd = sm.prog_fd = -1;
+	errno = err;
+	return -1;
+}
+
+static void flow_free(struct sm_flow *f)
+{
+	free(f->dir[0].buf);
+	free(f->dir[1].buf);
+	free(f);
+}
+
+static void flow_unmap(struct sm_flow *f)
+{
+	int i;
+
+	for (i = 0; i < 2; i++) {
+		bpf_map_delete_elem(sm.socks_fd, &f->dir[i].src_cookie);
+		bpf_map_delete_elem(sm.dirs_fd, &f->dir[i].src_cookie);
+		bpf_map_delete_elem(sm.ctl_fd, &f->dir[i].src_cookie);
+	}
+}
+
+void sockmap_shutdown(void)
+{
+	uint32_t i;
+
+	if (!sm.skel)
+		return;
+	for (i = 0; i < sm.nslots; i++) {
+		if (sm.flows[i]) {
+			flow_unmap(sm.flows[i]);
+			flow_free(sm.flows[i]);
+		}
+	}
+	free(sm.flows);
+	free(sm.gens);
+	sm.flows = NULL;
+	sm.gens = NULL;
+	sm.nslots = 0;
+	if (sm.attached)
+		bpf_prog_detach2(sm.prog_fd, sm.socks_fd, BPF_SK_SKB_VERDICT);
+	sm.attached = false;
+	unpin_all();
+	rmdir(sm.pin_dir);
+	ring_buffer__free(sm.rb);
+	sm.rb = NULL;
+	kfwd__destroy(sm.skel);
+	sm.skel = NULL;
+	sm.socks_fd = sm.dirs_fd = sm.ctl_fd = sm.prog_fd = -1;
+}
+
+int sockmap_event_fd(void)
+{
+	if (!sm.rb) {
+		errno = ENODEV;
+		return -1;
+	}
+	return ring_buffer__epoll_fd(sm.rb);
+}
+
+int sockmap_handle_events(sockmap_event_cb cb, void *ctx)
+{
+	uint64_t lost;
+	uint32_t i;
+	int err;
+
+	if (!sm.rb) {
+		errno = ENODEV;
+		return -1;
+	}
+	sm.cb = cb;
+	sm.cb_ctx = ctx;
+	sm.ncb = 0;
+	err = ring_buffer__consume(sm.rb);
+	if (err < 0) {
+		errno = -err;
+		return -1;
+	}
+	lost = sm.skel->bss->kfwd_events_lost;
+	if (lost != sm.lost_seen) {
+		/* the ring overflowed: any flow may be waiting */
+		sm.lost_seen = lost;
+		for (i = 0; i < sm.nslots; i++) {
+			if (sm.flows[i] && cb) {
+				cb(ctx, sm.flows[i]->id);
+				sm.ncb++;
+			}
+		}
+	}
+	sm.cb = NULL;
+	return sm.ncb;
+}
+
+/* ---- flows ----------------------------------------------------------- */
+
+static struct sm_flow *flow_get(uint64_t id)
+{
+	uint32_t slot = (uint32_t)id;
+
+	if (!sm.skel || slot >= sm.nslots || !sm.flows[slot] ||
+	    sm.gens[slot] != (uint32_t)(id >> 32)) {
+		errno = ENOENT;
+		return NULL;
+	}
+	return sm.flows[slot];
+}
+
+static int slot_alloc(uint32_t *slot)
+{
+	struct sm_flow **nf;
+	uint32_t *ng;
+	uint32_t i, n;
+
+	for (i = 0; i < sm.nslots; i++) {
+		if (!sm.flows[i]) {
+			*slot = i;
+			return 0;
+		}
+	}
+	n = sm.nslots ? sm.nslots * 2 : 64;
+	if (n > KFWD_MAX_SOCKS / 2) {
+		errno = ENOSPC;
+		return -1;
+	}
+	nf = realloc(sm.flows, n * sizeof(*nf));
+	if (!nf)
+		return -1;
+	sm.flows = nf;
+	ng = realloc(sm.gens, n * sizeof(*ng));
+	if (!ng)
+		return -1;
+	sm.gens = ng;
+	for (i = sm.nslots; i < n; i++) {
+		sm.flows[i] = NULL;
+		sm.gens[i] = 0;
+	}
+	*slot = sm.nslots;
+	sm.nslots = n;
+	return 0;
+}
+
+static int buf_append(struct sm_dir *d, const void *p, size_t len)
+{
+	size_t need = d->tail + len;
+	char *nb;
+
+	if (!len)
+		return 0;
+	if (need > d->bufsize) {
+		nb = realloc(d->buf, need);
+		if (!nb)
+			return -1;
+		d->buf = nb;
+		d->bufsize = need;
+	}
+	memcpy(d->buf + d->tail, p, len);
+	d->tail += len;
+	return 0;
+}
+
+/*
+ * Read everything queued on src into the buffer and return the number of
+ * data bytes src received so far, all of them now consumed.  Consistent
+ * only when no byte arrived between the two TCP_INFO reads around the
+ * EAGAIN; retried until so.
+ */
+static int drain_src(struct sm_dir *d, uint64_t *consumed)
+{
+	uint64_t r1, r2;
+	ssize_t n;
+	int i;
+
+	for (i = 0; i < SM_STABLE_TRIES; i++) {
+		if (rx_data(d->src, &r1, NULL) < 0)
+			return -1;
+		for (;;) {
+			if (d->tail + SM_BUF_SIZE / 2 > d->bufsize) {
+				char *nb;
+
+				if (d->bufsize >= SM_DRAIN_MAX) {
+					errno = ENOBUFS;
+					return -1;
+				}
+				nb = realloc(d->buf, d->bufsize * 2);
+				if (!nb)
+					return -1;
+				d->buf = nb;
+				d->bufsize *= 2;
+			}
+			n = recv(d->src, d->buf + d->tail,
+				 d->bufsize - d->tail, MSG_DONTWAIT);
+			if (n > 0) {
+				d->tail += (size_t)n;
+				continue;
+			}
+			if (n == 0) {
+				d->eof = true;
+				break;
+			}
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			return -1;
+		}
+		if (rx_data(d->src, &r2, NULL) < 0)
+			return -1;
+		if (r1 == r2) {
+			*consumed = r2;
+			return 0;
+		}
+	}
+	errno = EAGAIN;
+	return -1;
+}
+
+/* Bytes that reached src between drain_src() and the sockhash insert sit
+ * in its receive queue, unseen by the program until more data comes: read
+ * them whole (a partial read would let the program see the rest again). */
+static int read_leftover(struct sm_dir *d)
+{
+	uint64_t now;
+	size_t want;
+	ssize_t n;
+	char *nb;
+
+	if (d->eof)
+		return 0;
+	if (rx_data(d->src, &now, NULL) < 0)
+		return -1;
+	if (now == d->rx_base)
+		return 0;
+	want = (size_t)(now - d->rx_base) + SM_BUF_SIZE;
+	if (want > SM_DRAIN_MAX) {
+		errno = ENOBUFS;
+		return -1;
+	}
+	if (d->tail + want > d->bufsize) {
+		nb = realloc(d->buf, d->tail + want);
+		if (!nb)
+			return -1;
+		d->buf = nb;
+		d->bufsize = d->tail + want;
+	}
+	n = recv(d->src, d->buf + d->tail, want, MSG_DONTWAIT);
+	if (n > 0) {
+		d->tail += (size_t)n;
+		d->user_read += (uint64_t)n;
+		return 0;
+	}
+	if (n == 0) {
+		d->eof = true;
+		return 0;
+	}
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+		return 0;
+	return -1;
+}
+
+int sockmap_flow_add(int fd_a, int fd_b, uint64_t cap_bytes, uint64_t *flow_id)
+{
+	struct sockmap_flow_args a = {
+		.fd_a = fd_a,
+		.fd_b = fd_b,
+		.cap_bytes = cap_bytes,
+	};
+
+	return sockmap_flow_add_ex(&a, flow_id);
+}
+
+int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
+{
+	const void *pend[2] = { args->pending_a_to_b, args->pending_b_to_a };
+	size_t pend_len[2] = { args->pending_a_to_b_len,
+			       args->pending_b_to_a_len };
+	struct kfwd_dir kd;
+	struct sm_flow *f;
+	int inserted_dirs = 0, inserted_socks = 0;
+	uint64_t fdval;
+	uint32_t slot;
+	int i, err;
+
+	if (!sm.skel) {
+		errno = ENODEV;
+		return -1;
+	}
+	if (args->fd_a < 0 || args->fd_b < 0 || args->fd_a == args->fd_b) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (slot_alloc(&slot) < 0)
+		return -1;
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return -1;
+	f->fd_a = args->fd_a;
+	f->fd_b = args->fd_b;
+	f->flags = args->flags;
+	sm.gens[slot]++;
+	if (!sm.gens[slot])
+		sm.gens[slot] = 1;
+	f->id = ((uint64_t)sm.gens[slot] << 32) | slot;
+
+	for (i = 0; i < 2; i++) {
+		struct sm_dir *d = &f->dir[i];
+
+		d->src = i ? args->fd_b : args->fd_a;
+		d->dst = i ? args->fd_a : args->fd_b;
+		d->bufsize = SM_BUF_SIZE;
+		d->buf = malloc(d->bufsize);
+		if (!d->buf)
+			goto err_free;
+		if (pend_len[i] && buf_append(d, pend[i], pend_len[i]) < 0)
+			goto err_free;
+	}
+	for (i = 0; i < 2; i++) {
+		struct sm_dir *d = &f->dir[i];
+
+		if (sock_cookie(d->src, &d->src_cookie) < 0)
+			goto err_free;
+	}
+	f->dir[0].dst_cookie = f->dir[1].src_cookie;
+	f->dir[1].dst_cookie = f->dir[0].src_cookie;
+
+	for (i = 0; i < 2; i++) {
+		struct sm_dir *d = &f->dir[i];
+
+		if (drain_src(d, &d->rx_base) < 0)
+			goto err_free;
+		if (tx_written(d->dst, &d->dst_base) < 0)
+			goto err_free;
+	}
+
+	for (i = 0; i < 2; i++) {
+		struct sm_dir *d = &f->dir[i];
+
+		memset(&kd, 0, sizeof(kd));
+		kd.flow_id = f->id;
+		kd.src_cookie = d->src_cookie;
+		kd.dst_cookie = d->dst_cookie;
+		kd.cap = args->cap_bytes ? args->cap_bytes : SOCKMAP_CAP_DEFAULT;
+		kd.rx_base = d->rx_base;
+		kd.dst_base = d->dst_base;
+		kd.state = KFWD_PASS;
+		kd.pause_count = 1;
+		if (args->flags & SOCKMAP_UNBOUNDED)
+			kd.flags |= KFWD_F_UNBOUNDED;
+		if (args->flags & SOCKMAP_CAP_UNACKED)
+			kd.flags |= KFWD_F_CAP_UNACKED;
+		bpf_map_delete_elem(sm.ctl_fd, &d->src_cookie);
+		if (bpf_map_update_elem(sm.dirs_fd, &d->src_cookie, &kd,
+					BPF_NOEXIST) < 0)
+			goto err_unmap;
+		inserted_dirs++;
+	}
+	for (i = 0; i < 2; i++) {
+		struct sm_dir *d = &f->dir[i];
+
+		fdval = (uint64_t)d->src;
+		if (bpf_map_update_elem(sm.socks_fd, &d->src_cookie, &fdval,
+					BPF_NOEXIST) < 0)
+			goto err_unmap;
+		inserted_socks++;
+	}
+	for (i = 0; i < 2; i++) {
+		if (read_leftover(&f->dir[i]) < 0)
+			goto err_unmap;
+	}
+
+	sm.flows[slot] = f;
+	*flow_id = f->id;
+	return 0;
+
+err_unmap:
+	err = errno;
+	for (i = 0; i < inserted_socks; i++)
+		bpf_map_delete_elem(sm.socks_fd, &f->dir[i].src_cookie);
+	for (i = 0; i < inserted_dirs; i++)
+		bpf_map_delete_elem(sm.dirs_fd, &f->dir[i].src_cookie);
+	errno = err;
+err_free:
+	err = errno;
+	flow_free(f);
+	errno = err;
+	return -1;
+}
+
+static void set_timeout(int *tmo, int ms)
+{
+	if (*tmo < 0 || ms < *tmo)
+		*tmo = ms;
+}
+
+/* Ask the program to resume redirecting after every byte we hold. */
+static int request_resume(struct sm_dir *d)
+{
+	struct kfwd_ctl c = {
+		.user_read = d->user_read,
+		.user_written = d->user_written,
+		.pause_gen = d->kd.pause_count,
+	};
+
+	if (d->ctl_written && !memcmp(&c, &d->ctl, sizeof(c)))
+		return 0;
+	if (bpf_map_update_elem(sm.ctl_fd, &d->src_cookie, &c, BPF_ANY) < 0)
+		return -1;
+	d->ctl = c;
+	d->ctl_written = true;
+	return 0;
+}
+
+/* EOF: shut dst down once every byte src sent is in dst's send queue. */
+static int try_finish(struct sm_dir *d, int *tmo)
+{
+	uint64_t rx, tx;
+	bool fin;
+
+	if (rx_data(d->src, &rx, &fin) < 0)
+		return -1;
+	if (!fin && !d->eof)
+		return 0;
+	d->eof = true;
+	if (d->head != d->tail)
+		return 0;
+	if (rx - d->rx_base != d->kd.redirected + d->user_read) {
+		set_timeout(tmo, SM_RETRY_MS);
+		return 0;
+	}
+	if (tx_written(d->dst, &tx) < 0)
+		return -1;
+	if (tx - d->dst_base != d->kd.redirected + d->user_written) {
+		set_timeout(tmo, SM_RETRY_MS);
+		return 0;
+	}
+	if (shutdown(d->dst, SHUT_WR) < 0 && errno != ENOTCONN)
+		return -1;
+	d->done = true;
+	return 0;
+}
+
+static int dir_pump(struct sm_dir *d, uint32_t *ev_src, uint32_t *ev_dst,
+		    int *tmo)
+{
+	uint64_t tx;
+	ssize_t n;
+
+	if (d->done)
+		return 0;
+	if (bpf_map_lookup_elem(sm.dirs_fd, &d->src_cookie, &d->kd) < 0)
+		return -1;
+
+	for (;;) {
+		if (d->head != d->tail) {
+			if (d->synced_gen != d->kd.pause_count) {
+				/* redirected bytes must leave the dst psock
+				 * before ours enter dst's send queue */
+				if (tx_written(d->dst, &tx) < 0)
+					return -1;
+				if (tx - d->dst_base !=
+				    d->kd.redirected + d->user_written) {
+					set_timeout(tmo, SM_RETRY_MS);
+					break;
+				}
+				d->synced_gen = d->kd.pause_count;
+			}
+			n = send(d->dst, d->buf + d->head, d->tail - d->head,
+				 MSG_DONTWAIT | MSG_NOSIGNAL);
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				if (errno == EAGAIN || errno == EWOULDBLOCK) {
+					*ev_dst |= EPOLLOUT;
+					break;
+				}
+				return -1;
+			}
+			d->head += (size_t)n;
+			d->user_written += (uint64_t)n;
+			if (d->head == d->tail) {
+				d->head = 0;
+				d->tail = 0;
+				if (d->bufsize > SM_BUF_SIZE) {
+					char *nb = realloc(d->buf, SM_BUF_SIZE);
+
+					if (nb) {
+						d->buf = nb;
+						d->bufsize = SM_BUF_SIZE;
+					}
+				}
+			}
+			continue;
+		}
+		if (d->kd.state != KFWD_PASS || d->eof)
+			break;
+		n = recv(d->src, d->buf, d->bufsize, MSG_DONTWAIT);
+		if (n > 0) {
+			d->tail = (size_t)n;
+			d->user_read += (uint64_t)n;
+			continue;
+		}
+		if (n == 0) {
+			d->eof = true;
+			break;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -1;
+		if (request_resume(d) < 0)
+			return -1;
+		break;
+	}
+
+	*ev_src |= EPOLLRDHUP;
+	if (d->kd.state == KFWD_PASS && !d->eof && d->head == d->tail)
+		*ev_src |= EPOLLIN;
+	return try_finish(d, tmo);
+}
+
+int sockmap_flow_pump(uint64_t flow_id, struct sockmap_want *want)
+{
+	struct sm_flow *f = flow_get(flow_id);
+	uint32_t ev[2] = { 0, 0 };
+	int tmo = -1;
+
+	if (!f)
+		return -1;
+	if (dir_pump(&f->dir[0], &ev[0], &ev[1], &tmo) < 0)
+		return -1;
+	if (dir_pump(&f->dir[1], &ev[1], &ev[0], &tmo) < 0)
+		return -1;
+	if (want) {
+		want->events_a = ev[0];
+		want->events_b = ev[1];
+		want->timeout_ms = tmo;
+	}
+	if (f->dir[0].done && f->dir[1].done)
+		return SOCKMAP_DONE;
+	return SOCKMAP_RUNNING;
+}
+
+int sockmap_flow_stats(uint64_t flow_id, struct sockmap_stats *st)
+{
+	struct sm_flow *f = flow_get(flow_id);
+	int i;
+
+	if (!f)
+		return -1;
+	memset(st, 0, sizeof(*st));
+	for (i = 0; i < 2; i++) {
+		struct sm_dir *d = &f->dir[i];
+		struct sockmap_dir_stats *s = &st->dir[i];
+
+		if (bpf_map_lookup_elem(sm.dirs_fd, &d->src_cookie, &d->kd) < 0)
+			return -1;
+		s->redirected = d->kd.redirected;
+		s->passed = d->kd.passed;
+		s->user_read = d->user_read;
+		s->user_written = d->user_written;
+		s->inflight_max = d->kd.inflight_max;
+		s->pause_count = d->kd.pause_count;
+		s->resume_count = d->kd.resume_count;
+		s->resume_rejects = d->kd.resume_rejects;
+		s->errors = d->kd.errors;
+		s->overlaps = d->kd.overlaps;
+		s->paused = d->kd.state == KFWD_PASS;
+		s->eof = d->eof;
+		s->done = d->done;
+	}
+	return 0;
+}
+
+int sockmap_flow_del(uint64_t flow_id)
+{
+	struct sm_flow *f = flow_get(flow_id);
+	uint32_t slot = (uint32_t)flow_id;
+
+	if (!f)
+		return -1;
+	flow_unmap(f);
+	flow_free(f);
+	sm.flows[slot] = NULL;
+	return 0;
+}
+
+#endif /* SOCKMAP_HAVE_SKEL */

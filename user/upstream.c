@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: GPL-2.0
+#include "log.h"
+#include "loop.h"
+#include "session.h"
+#include "upstream.h"
+
+bool upstream_server_up(const struct upstream_server *srv)
+{
+	return !srv->admin_down && srv->down_until_ms <= now_ms();
+}
+
+struct upstream_server *upstream_pick(struct upstream *u)
+{
+	for (size_t i = 0; i < u->n_servers; i++) {
+		struct upstream_server *srv = &u->servers[u->next_server++ % u->n_servers];
+
+		if (upstream_server_up(srv))
+			return srv;
+	}
+	return NULL;
+}
+
+void upstream_mark_failed(struct upstream_server *srv, uint64_t down_ms)
+{
+	if (!srv)
+		return;
+	srv->failures++;
+	if (down_ms && srv->down_until_ms <= now_ms())
+		log_warn("upstream %s/%s marked down for %lu ms", srv->upstream->name, srv->text,
+			 (unsigned long)down_ms);
+	srv->down_until_ms = now_ms() + down_ms;
+}
+
+void upstream_mark_ok(struct upstream_server *srv)
+{
+	if (srv)
+		srv->down_until_ms = 0;
+}
+
+bool upstream_slot_free(const struct upstream_server *srv, unsigned int max_conns)
+{
+	return !srv || !max_conns || srv->conns < max_conns;
+}
+
+void upstream_conn_opened(struct upstream_server *srv)
+{
+	if (srv)
+		srv->conns++;
+}
+
+static void wake_first(struct upstream_server *srv)
+{
+	struct session *s = srv->waiters;
+
+	if (!s)
+		return;
+	upstream_unwait(s);
+	session_slot_available(s);
+}
+
+void upstream_conn_closed(struct upstream_server *srv)
+{
+	if (!srv)
+		return;
+	srv->conns--;
+	wake_first(srv);
+}
+
+void upstream_conn_idle(struct upstream_server *srv)
+{
+	if (srv)
+		wake_first(srv);
+}
+
+void upstream_wait(struct upstream_server *srv, struct session *s)
+{
+	s->wait_server = srv;
+	s->wait_next = NULL;
+	if (srv->waiters_tail)
+		srv->waiters_tail->wait_next = s;
+	else
+		srv->waiters = s;
+	srv->waiters_tail = s;
+}
+
+void upstream_unwait(struct session *s)
+{
+	struct upstream_server *srv = s->wait_server;
+	struct session **pp, *prev = NULL;
+
+	if (!srv)
+		return;
+	for (pp = &srv->waiters; *pp; prev = *pp, pp = &(*pp)->wait_next) {
+		if (*pp != s)
+			continue;
+		*pp = s->wait_next;
+		if (srv->waiters_tail == s)
+			srv->waiters_tail = prev;
+		break;
+	}
+	s->wait_server = NULL;
+	s->wait_next = NULL;
+}
