@@ -1,0 +1,331 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * C unit tests for kfwd's pure parsers and rewriters: chunked framing, head limits, routes,
+ * allow/deny, Location rewriting, config errors. Prints "N passed, N failed".
+ */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "chunked.h"
+#include "config.h"
+#include "http.h"
+#include "http_rewrite.h"
+#include "route.h"
+
+static int passed, failed;
+
+#define CHECK(cond)                                                                                \
+	do {                                                                                       \
+		if (cond) {                                                                        \
+			passed++;                                                                  \
+		} else {                                                                           \
+			failed++;                                                                  \
+			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);            \
+		}                                                                                  \
+	} while (0)
+
+static void test_chunked_whole(void)
+{
+	const char *msg = "4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nX-Trailer: yes\r\n\r\nNEXT";
+	struct chunk_scan c;
+	size_t n;
+
+	chunk_scan_init(&c);
+	n = chunk_scan(&c, msg, strlen(msg));
+	CHECK(c.state == CHUNK_DONE);
+	CHECK(n == strlen(msg) - 4); /* stops at the end of the message */
+}
+
+static void test_chunked_bytewise(void)
+{
+	const char *msg = "1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n";
+	struct chunk_scan c;
+	size_t total = 0;
+
+	chunk_scan_init(&c);
+	for (size_t i = 0; i < strlen(msg); i++)
+		total += chunk_scan(&c, msg + i, 1);
+	CHECK(c.state == CHUNK_DONE);
+	CHECK(total == strlen(msg));
+}
+
+static void test_chunked_data_moved(void)
+{
+	struct chunk_scan c;
+
+	chunk_scan_init(&c);
+	CHECK(chunk_scan(&c, "100000\r\n", 8) == 8);
+	CHECK(chunk_in_data(&c) && c.remaining == 0x100000);
+	chunk_data_moved(&c, 0x100000); /* spliced */
+	CHECK(c.state == CHUNK_DATA_CR);
+	CHECK(chunk_scan(&c, "\r\n0\r\n\r\n", 7) == 7);
+	CHECK(c.state == CHUNK_DONE);
+}
+
+static void test_chunked_errors(void)
+{
+	const char *bad[] = { "x\r\n", "4\nWiki", "4\r\nWikiX", "\r\n", "10000000000000000\r\n",
+			      "0\r\nTrailer\n" };
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct chunk_scan c;
+
+		chunk_scan_init(&c);
+		chunk_scan(&c, bad[i], strlen(bad[i]));
+		CHECK(c.state == CHUNK_ERROR);
+	}
+}
+
+static enum http_parse_status feed_all(struct http_head *h, const char *text, bool request,
+				       size_t max_line, size_t max_head)
+{
+	http_head_init(h, request);
+	return http_head_feed(h, text, strlen(text), max_line, max_head);
+}
+
+static void test_head_parse(void)
+{
+	struct http_head h;
+	const char *req = "GET /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc";
+	enum http_parse_status st;
+
+	st = feed_all(&h, req, true, 8192, 32768);
+	CHECK(st == HTTP_PARSE_DONE);
+	CHECK(h.head_len == strlen(req) - 3);
+	CHECK(http_span_eq(req, h.url, "/a?b=1"));
+	CHECK(h.has_content_length && h.content_length == 3);
+	CHECK(h.n_headers == 2 && http_header_find(&h, req, "host") == 0);
+
+	/* Incremental: one byte at a time gives the same head. */
+	http_head_init(&h, true);
+	st = HTTP_PARSE_MORE;
+	for (size_t i = 1; i <= strlen(req) && st == HTTP_PARSE_MORE; i++)
+		st = http_head_feed(&h, req, i, 8192, 32768);
+	CHECK(st == HTTP_PARSE_DONE && h.head_len == strlen(req) - 3);
+}
+
+static void test_head_limits(void)
+{
+	struct http_head h;
+	char *big = malloc(20000);
+
+	memset(big, 'a', 20000);
+	memcpy(big, "GET /", 5);
+	big[19999] = '\0';
+	CHECK(feed_all(&h, big, true, 8192, 32768) == HTTP_PARSE_ERROR);
+	CHECK(h.error == HTTP_ERR_URI_TOO_LONG);
+
+	snprintf(big, 20000, "GET / HTTP/1.1\r\nX: %0*d", 15000, 0);
+	CHECK(feed_all(&h, big, true, 8192, 8192) == HTTP_PARSE_ERROR);
+	CHECK(h.error == HTTP_ERR_TOO_LARGE);
+	free(big);
+
+	CHECK(feed_all(&h, "GET / HTTP/1.1\nHost: x\n\n", true, 8192, 32768) == HTTP_PARSE_ERROR);
+	CHECK(feed_all(&h, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", true,
+			8192, 32768) == HTTP_PARSE_ERROR &&
+	      h.error == HTTP_ERR_TRANSFER_CODING);
+	CHECK(feed_all(&h,
+		       "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+		       "Transfer-Encoding: chunked\r\n\r\n",
+		       true, 8192, 32768) == HTTP_PARSE_ERROR);
+	CHECK(feed_all(&h, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+		       false, 8192, 32768) == HTTP_PARSE_ERROR);
+}
+
+static struct config *load_text(const char *text, char *err, size_t errlen)
+{
+	char path[] = "/tmp/kfwd-unit-XXXXXX";
+	int fd = mkstemp(path);
+	struct config *cfg;
+	FILE *f;
+
+	if (fd < 0)
+		return NULL;
+	f = fdopen(fd, "w");
+	fputs(text, f);
+	fclose(f);
+	cfg = config_load(path, NULL, 0, err, errlen);
+	unlink(path);
+	return cfg;
+}
+
+static void test_routes(void)
+{
+	char err[256];
+	struct config *cfg = load_text("listen 127.0.0.1:1\n"
+				       "upstream a 127.0.0.1:10\n"
+				       "upstream b 127.0.0.1:11\n"
+				       "route / a\n"
+				       "route /api/ b strip-prefix methods=GET,HEAD\n"
+				       "route /api/ a host=*.example.com\n"
+				       "route /api/v2/ b\n",
+				       err, sizeof(err));
+	const struct route *r;
+	struct route_target t;
+
+	CHECK(cfg != NULL);
+	if (!cfg)
+		return;
+	r = route_match(cfg, "/x", 2, "h", 1);
+	CHECK(r == &cfg->routes[0]);
+	r = route_match(cfg, "/api/v2/q?z", 11, "h", 1);
+	CHECK(r == &cfg->routes[3]);
+	r = route_match(cfg, "/api/q", 6, "h:80", 4);
+	CHECK(r == &cfg->routes[1]);
+	r = route_match(cfg, "/api/q", 6, "w.example.com:8080", 18);
+	CHECK(r == &cfg->routes[2]);
+	r = route_match(cfg, "/api/q", 6, "example.com", 11);
+	CHECK(r == &cfg->routes[1]);
+	CHECK(route_allows_method(&cfg->routes[1], HTTP_GET));
+	CHECK(!route_allows_method(&cfg->routes[1], HTTP_POST));
+	CHECK(route_target_build(&cfg->routes[1], "/api/q?x=1", 10, &t) == 0);
+	CHECK(!strcmp(t.target, "/q?x=1"));
+	route_target_free(&t);
+	CHECK(route_target_build(&cfg->routes[1], "/api/", 5, &t) == 0);
+	CHECK(!strcmp(t.target, "/"));
+	route_target_free(&t);
+	config_free(cfg);
+}
+
+static void test_url_embedded(void)
+{
+	struct route r = { .prefix = "/http/", .prefix_len = 6, .kind = ROUTE_URL_EMBEDDED };
+	struct route_target t;
+	const char *u;
+
+	u = "/http/example.com:8080/a/b?c=d";
+	CHECK(route_target_build(&r, u, strlen(u), &t) == 0);
+	CHECK(!strcmp(t.host, "example.com") && t.port == 8080 && !t.host_is_literal);
+	CHECK(!strcmp(t.target, "/a/b?c=d") && !strcmp(t.host_header, "example.com:8080"));
+	route_target_free(&t);
+	u = "/http/[::1]/x";
+	CHECK(route_target_build(&r, u, strlen(u), &t) == 0);
+	CHECK(t.host_is_literal && t.port == 80 && !strcmp(t.host_header, "[::1]"));
+	route_target_free(&t);
+	u = "/http/127.0.0.1";
+	CHECK(route_target_build(&r, u, strlen(u), &t) == 0 && !strcmp(t.target, "/"));
+	route_target_free(&t);
+	u = "/http/bad host/x";
+	CHECK(route_target_build(&r, u, strlen(u), &t) < 0);
+	route_target_free(&t);
+	u = "/http/h:99999/x";
+	CHECK(route_target_build(&r, u, strlen(u), &t) < 0);
+	route_target_free(&t);
+}
+
+static void test_access_rules(void)
+{
+	char err[256];
+	struct config *cfg = load_text("listen 127.0.0.1:1\n"
+				       "route /http/ url-embedded\n"
+				       "deny 192.168.1.1\n"
+				       "allow 192.168.0.0/16\n"
+				       "allow *.example.com\n",
+				       err, sizeof(err));
+	struct sockaddr_any a = { .len = sizeof(struct sockaddr_in) };
+	struct sockaddr_in *sin = (struct sockaddr_in *)&a.ss;
+
+	CHECK(cfg != NULL);
+	if (!cfg)
+		return;
+	sin->sin_family = AF_INET;
+	inet_pton(AF_INET, "192.168.1.1", &sin->sin_addr);
+	CHECK(!route_destination_allowed(cfg, "192.168.1.1", &a));
+	inet_pton(AF_INET, "192.168.7.9", &sin->sin_addr);
+	CHECK(route_destination_allowed(cfg, "192.168.7.9", &a));
+	inet_pton(AF_INET, "10.0.0.1", &sin->sin_addr);
+	CHECK(route_destination_allowed(cfg, "www.example.com", &a));
+	CHECK(!route_destination_allowed(cfg, "example.com", &a)); /* default deny */
+	config_free(cfg);
+}
+
+static void check_location(const char *in, const char *want)
+{
+	struct location_rewrite loc = { "/http/", "up:8080", "/dir/page?q=1" };
+	struct buf out = { 0 };
+	int r = http_rewrite_location(&out, in, strlen(in), &loc);
+
+	if (!want) {
+		CHECK(r == 1);
+	} else {
+		CHECK(r == 0 && buf_len(&out) == strlen(want) &&
+		      !memcmp(buf_start(&out), want, strlen(want)));
+		if (r == 0 && (buf_len(&out) != strlen(want) ||
+			       memcmp(buf_start(&out), want, strlen(want))))
+			fprintf(stderr, "  got '%.*s' want '%s'\n", (int)buf_len(&out),
+				buf_start(&out), want);
+	}
+	buf_free(&out);
+}
+
+static void test_location(void)
+{
+	check_location("http://other.com/x?y=1", "/http/other.com/x?y=1");
+	check_location("http://other.com:81", "/http/other.com:81/");
+	check_location("/abs/path?k=v", "/http/up:8080/abs/path?k=v");
+	check_location("rel/file", "/http/up:8080/dir/rel/file");
+	check_location("//cdn.net/a", "/http/cdn.net/a");
+	check_location("https://secure.com/x", NULL);
+	check_location("mailto:x@y", NULL);
+}
+
+static void test_config_errors(void)
+{
+	static const struct {
+		const char *text;
+		const char *want;
+	} cases[] = {
+		{ "listen 127.0.0.1:1\nroute / nowhere\n", ":2: unknown upstream" },
+		{ "listen 127.0.0.1:99999\nroute /http/ url-embedded\n", ":1: bad listen" },
+		{ "listen 127.0.0.1:1\nroute /http/ url-embedded\nbogus 1\n", ":3: unknown directive" },
+		{ "listen 127.0.0.1:1\nroute /http/ url-embedded\npipe-size 64k\npipe-low-water 64k\n",
+		  "pipe-low-water" },
+		{ "listen 127.0.0.1:1\nupstream a 127.0.0.1:2\nroute / a retries=99\n", ":3: retries" },
+		{ "listen 127.0.0.1:1\nroute /http/ url-embedded\nallow 10.0.0.0/40\n", ":3: bad prefix" },
+	};
+	char err[256];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config *cfg = load_text(cases[i].text, err, sizeof(err));
+
+		CHECK(cfg == NULL && strstr(err, cases[i].want));
+		if (cfg || !strstr(err, cases[i].want))
+			fprintf(stderr, "  case %zu: '%s'\n", i, cfg ? "(accepted)" : err);
+		config_free(cfg);
+	}
+}
+
+static void test_sizes(void)
+{
+	size_t sz;
+	uint64_t ms;
+
+	CHECK(parse_size("256k", &sz) == 0 && sz == 262144);
+	CHECK(parse_size("1m", &sz) == 0 && sz == 1048576);
+	CHECK(parse_size("12x", &sz) < 0);
+	CHECK(parse_duration_ms("5s", &ms) == 0 && ms == 5000);
+	CHECK(parse_duration_ms("250", &ms) == 0 && ms == 250);
+	CHECK(parse_duration_ms("2m", &ms) == 0 && ms == 120000);
+	CHECK(parse_duration_ms("s", &ms) < 0);
+}
+
+int main(void)
+{
+	test_chunked_whole();
+	test_chunked_bytewise();
+	test_chunked_data_moved();
+	test_chunked_errors();
+	test_head_parse();
+	test_head_limits();
+	test_routes();
+	test_url_embedded();
+	test_access_rules();
+	test_location();
+	test_config_errors();
+	test_sizes();
+	printf("%d passed, %d failed\n", passed, failed);
+	return failed ? 1 : 0;
+}
