@@ -57,7 +57,7 @@ $(BUILD)/unit_tests: $(UNIT_SRCS) $(filter-out $(BUILD)/user/main.o,$(DAEMON_OBJ
 
 run: deps
 	@$(MAKE) --no-print-directory all
-	./$(BUILD)/kfwd -v
+	./$(BUILD)/kfwd
 
 unit: $(BUILD)/unit_tests
 	./$(BUILD)/unit_tests

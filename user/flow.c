@@ -223,9 +223,8 @@ static int fill_step(struct flow *f)
 	if (f->use_splice && !f->splice_failed && !buf_len(&f->pending)) {
 		r = splice_fill(f, (size_t)want, &moved);
 		if (r == FILL_UNSUPPORTED) {
-			/* Stays spliced-if-possible for later bodies when it was only the pipe. */
-			if (f->pipe.rd >= 0)
-				f->splice_failed = true;
+			/* No pipe, or a socket splice refuses: copy the rest of this body. */
+			f->splice_failed = true;
 			r = copy_fill(f, user_stage(f), (size_t)want, &moved);
 			if (r == FILL_BYTES)
 				count_copied(f, moved);

@@ -636,6 +636,7 @@ static void step_request_head(struct session *s)
 	struct endpoint *c = &s->client;
 
 	for (;;) {
+		size_t had;
 		ssize_t n;
 
 		if (buf_len(&c->in)) {
@@ -660,10 +661,13 @@ static void step_request_head(struct session *s)
 			reply_error(s, 431);
 			return;
 		}
+		had = buf_len(&c->in);
 		n = buf_recv(&c->in, c->fd, cfg->max_header_size + 1);
 		if (n > 0) {
-			/* Data on an idle keep-alive connection starts the request timer. */
-			timer_arm(&s->timer, cfg->client_timeout_ms);
+			/* The first byte of a head starts its clock; later bytes do not extend it,
+			 * so a client trickling a head cannot hold the connection forever. */
+			if (!had)
+				timer_arm(&s->timer, cfg->client_timeout_ms);
 			continue;
 		}
 		if (n < 0 && (errno == EAGAIN || errno == EINTR)) {

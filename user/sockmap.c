@@ -966,7 +966,12 @@ static int request_resume(struct sm_dir *d)
 	return 0;
 }
 
-/* EOF: shut dst down once every byte src sent is in dst's send queue. */
+/*
+ * EOF: shut dst down once src's FIN arrived and every data byte before it
+ * is in dst's send queue.  d->eof only means recv() returned 0; passed
+ * bytes may still wait in src's psock queue after the FIN, so in KFWD_PASS
+ * the recv loop (EPOLLIN) has to reach that 0 first.
+ */
 static int try_finish(struct sm_dir *d, int *tmo)
 {
 	uint64_t rx, tx;
@@ -974,10 +979,7 @@ static int try_finish(struct sm_dir *d, int *tmo)
 
 	if (rx_data(d->src, &rx, &fin) < 0)
 		return -1;
-	if (!fin && !d->eof)
-		return 0;
-	d->eof = true;
-	if (d->head != d->tail)
+	if (!fin || d->head != d->tail)
 		return 0;
 	if (rx - d->rx_base != d->kd.redirected + d->user_read) {
 		set_timeout(tmo, SM_RETRY_MS);
@@ -991,6 +993,7 @@ static int try_finish(struct sm_dir *d, int *tmo)
 	}
 	if (shutdown(d->dst, SHUT_WR) < 0 && errno != ENOTCONN)
 		return -1;
+	d->eof = true;
 	d->done = true;
 	return 0;
 }
