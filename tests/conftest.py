@@ -196,7 +196,8 @@ class Kfwd:
     # ---- state
     @property
     def stderr(self):
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return Path(self.log_path).read_text(errors="replace")
 
     @property

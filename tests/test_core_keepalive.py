@@ -13,7 +13,7 @@ REUSES = "kfwd_upstream_reuses_total"
 
 
 def origin(addr, *extra):
-    return "\n".join([f"upstream origin {addr}", "route / origin", *extra])
+    return "\n".join([f"upstream origin {addr}", *extra, "route / origin"])
 
 
 @pytest.mark.timeout(180)

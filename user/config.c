@@ -204,9 +204,6 @@ static int parse_upstream(struct parse_ctx *ctx, char **tok, int ntok)
 		return fail(ctx, "upstream name too long");
 	if (find_upstream(cfg, tok[1]))
 		return fail(ctx, "upstream '%s' defined twice", tok[1]);
-	/* Routes keep pointers into this array, so upstreams must come before routes. */
-	if (cfg->n_routes)
-		return fail(ctx, "upstream '%s' must be defined before the first route", tok[1]);
 	u = grow(cfg->upstreams, cfg->n_upstreams, sizeof(*u));
 	if (!u)
 		return fail(ctx, "out of memory");
@@ -417,9 +414,10 @@ static int parse_route(struct parse_ctx *ctx, char **tok, int ntok)
 		return parse_route_options(ctx, r, tok + 3, ntok - 3);
 	}
 	r->kind = ROUTE_UPSTREAM;
-	r->upstream = find_upstream(cfg, tok[2]);
-	if (!r->upstream)
-		return fail(ctx, "unknown upstream '%s'", tok[2]);
+	/* Looked up once the file is read: upstreams may come after the routes using them. */
+	if (strlen(tok[2]) >= CONFIG_NAME_MAX)
+		return fail(ctx, "upstream name too long");
+	strcpy(r->upstream_name, tok[2]);
 	return parse_route_options(ctx, r, tok + 3, ntok - 3);
 }
 
@@ -617,6 +615,17 @@ static int check_config(struct parse_ctx *ctx, bool high_set, bool low_set)
 	for (size_t i = 0; i < cfg->n_upstreams; i++)
 		for (size_t j = 0; j < cfg->upstreams[i].n_servers; j++)
 			cfg->upstreams[i].servers[j].upstream = &cfg->upstreams[i];
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		struct route *r = &cfg->routes[i];
+
+		if (r->kind != ROUTE_UPSTREAM)
+			continue;
+		r->upstream = find_upstream(cfg, r->upstream_name);
+		if (!r->upstream) {
+			ctx->line = r->line;
+			return fail(ctx, "unknown upstream '%s'", r->upstream_name);
+		}
+	}
 	return 0;
 }
 

@@ -49,7 +49,8 @@ struct route {
 	char *prefix;
 	size_t prefix_len;
 	enum route_kind kind;
-	struct upstream *upstream; /* ROUTE_UPSTREAM */
+	struct upstream *upstream; /* ROUTE_UPSTREAM: set once the whole file is read */
+	char upstream_name[CONFIG_NAME_MAX];
 	bool strip_prefix;
 	char *host;        /* host=: exact name or "*.suffix"; NULL matches any */
 	uint64_t methods;  /* methods=: bit per llhttp method; 0 allows all */

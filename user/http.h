@@ -56,6 +56,7 @@ struct http_head {
 	struct http_header headers[HTTP_MAX_HEADERS];
 	unsigned int n_headers;
 	bool too_many_headers;
+	bool empty_name;
 
 	/* Set when HTTP_PARSE_DONE */
 	size_t head_len;

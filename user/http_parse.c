@@ -62,10 +62,20 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
 	struct http_head *h = head_of(p);
-	struct http_header *hdr = &h->headers[h->n_headers - 1];
 
+	/* A value with no name before it (a line starting with ':'): llhttp 8.1 lets it by. */
+	if (h->last_cb == 0) {
+		h->empty_name = true;
+		return -1;
+	}
 	h->last_cb = 2;
-	span_extend(h, &hdr->value, at, len);
+	span_extend(h, &h->headers[h->n_headers - 1].value, at, len);
+	return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+	head_of(p)->last_cb = 0;
 	return 0;
 }
 
@@ -80,6 +90,7 @@ static const llhttp_settings_t settings = {
 	.on_url = on_url,
 	.on_header_field = on_header_field,
 	.on_header_value = on_header_value,
+	.on_header_value_complete = on_header_value_complete,
 	.on_headers_complete = on_headers_complete,
 };
 
@@ -127,6 +138,14 @@ enum http_parse_status http_head_feed(struct http_head *h, const char *base, siz
 		if (lf && (size_t)(lf - base) > max_line) {
 			h->error = HTTP_ERR_URI_TOO_LONG;
 			return HTTP_PARSE_ERROR;
+		}
+		/* Defensive: every header must have a name. */
+		for (unsigned int i = 0; i < h->n_headers; i++) {
+			if (h->headers[i].name.len == 0) {
+				h->error = HTTP_ERR_MALFORMED;
+				h->error_reason = "empty header name";
+				return HTTP_PARSE_ERROR;
+			}
 		}
 		finish(h, base);
 		if (h->is_request && h->has_transfer_encoding && !h->chunked) {

@@ -380,6 +380,7 @@ static void schedule_retry(struct session *s)
 /* A failure before any final response byte: retry if allowed, else answer @status. */
 static void retry_or_fail(struct session *s, enum retry_trigger trigger, int status)
 {
+	s->last_failure_status = status;
 	if (can_retry(s, trigger)) {
 		schedule_retry(s);
 		return;
@@ -463,10 +464,11 @@ static void choose_server(struct session *s)
 	struct upstream_server *srv = upstream_pick(u);
 
 	if (!srv) {
-		/* Fast: no connect attempt, no backoff. */
+		/* Fast: no connect attempt, no backoff. During a retry the answer is the one the
+		 * last failure earned (504 after a timeout), not a generic 502. */
 		log_info("session %lu: every server of upstream %s is down", (unsigned long)s->id,
 			 u->name);
-		reply_error(s, 502);
+		reply_error(s, s->attempts && s->last_failure_status ? s->last_failure_status : 502);
 		return;
 	}
 	s->server = srv;

@@ -47,6 +47,7 @@ struct session {
 	struct session *wait_next;           /* S_QUEUED: FIFO link */
 	struct upstream_server *wait_server;
 	unsigned int attempts; /* retries done for this request */
+	int last_failure_status; /* what the last failed attempt would have answered */
 	struct sockaddr_any up_addr;
 	char up_addr_text[ROUTE_HOST_MAX + 16];
 	struct resolve_req *resolve;

@@ -124,6 +124,13 @@ static void test_head_limits(void)
 	free(big);
 
 	CHECK(feed_all(&h, "GET / HTTP/1.1\nHost: x\n\n", true, 8192, 32768) == HTTP_PARSE_ERROR);
+	CHECK(feed_all(&h, "GET / HTTP/1.1\r\nHost: x\r\n: no-name\r\n\r\n", true, 8192, 32768) ==
+	      HTTP_PARSE_ERROR);
+	CHECK(feed_all(&h, "GET / HTTP/1.1\r\n: first\r\nHost: x\r\n\r\n", true, 8192, 32768) ==
+	      HTTP_PARSE_ERROR);
+	CHECK(feed_all(&h, "GET / HTTP/1.1\r\nHost: x\r\nX-Empty:\r\nY: 1\r\n\r\n", true, 8192,
+		       32768) == HTTP_PARSE_DONE &&
+	      h.n_headers == 3);
 	CHECK(feed_all(&h, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", true,
 			8192, 32768) == HTTP_PARSE_ERROR &&
 	      h.error == HTTP_ERR_TRANSFER_CODING);
