@@ -305,10 +305,12 @@ static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **op
 		} else if (!strncmp(o, "methods=", 8)) {
 			if (parse_methods(v, &r->methods) < 0)
 				return fail(ctx, "bad method list '%s' (e.g. GET,HEAD)", v);
-		} else if (!strcmp(o, "host-rewrite") || !strncmp(o, "host-rewrite=", 13)) {
+		} else if (!strncmp(o, "host-rewrite=", 13)) {
 			if (r->kind == ROUTE_URL_EMBEDDED)
 				return fail(ctx, "host-rewrite does not apply to url-embedded routes");
-			r->host_rewrite = strdup(v ? v : "");
+			if (!*v || strpbrk(v, "\r\n"))
+				return fail(ctx, "host-rewrite needs a value");
+			r->host_rewrite = strdup(v);
 			if (!r->host_rewrite)
 				return fail(ctx, "out of memory");
 		} else if (!strcmp(o, "forwarded")) {

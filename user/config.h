@@ -54,7 +54,7 @@ struct route {
 	bool strip_prefix;
 	char *host;        /* host=: exact name or "*.suffix"; NULL matches any */
 	uint64_t methods;  /* methods=: bit per llhttp method; 0 allows all */
-	char *host_rewrite; /* host-rewrite=VALUE; "" means the upstream server's ADDR:PORT */
+	char *host_rewrite; /* host-rewrite=VALUE: the Host sent upstream */
 	bool forwarded;     /* forwarded: add an RFC 7239 Forwarded header */
 	unsigned int retries;
 	unsigned int retry_on; /* enum retry_on */
