@@ -451,6 +451,7 @@ static const struct duration_directive duration_directives[] = {
 	{ "client-timeout", CFG_OFF(client_timeout_ms) },
 	{ "transfer-timeout", CFG_OFF(transfer_timeout_ms) },
 	{ "drain-timeout", CFG_OFF(drain_timeout_ms) },
+	{ "tunnel-timeout", CFG_OFF(tunnel_timeout_ms) },
 	{ "upstream-idle-timeout", CFG_OFF(upstream_idle_timeout_ms) },
 	{ "upstream-down-time", CFG_OFF(upstream_down_time_ms) },
 };
@@ -516,6 +517,13 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 		if (ntok != 2 || parse_size(tok[1], &size) < 0 || size > INT_MAX / 2)
 			return fail(ctx, "usage: %s BYTES (0 = kernel autotuning)", d);
 		*(d[0] == 'c' ? &cfg->client_sndbuf : &cfg->upstream_rcvbuf) = (int)size;
+		return 0;
+	}
+	if (!strcmp(d, "connect")) {
+		if (ntok == 2 && (!strcmp(tok[1], "on") || !strcmp(tok[1], "off")))
+			cfg->connect_enabled = !strcmp(tok[1], "on");
+		else
+			return fail(ctx, "usage: connect on|off");
 		return 0;
 	}
 	if (!strcmp(d, "data-path")) {
@@ -587,6 +595,7 @@ static void set_defaults(struct config *cfg)
 	cfg->client_timeout_ms = 60000;
 	cfg->transfer_timeout_ms = 300000;
 	cfg->drain_timeout_ms = 30000;
+	cfg->tunnel_timeout_ms = 3600000;
 	cfg->upstream_idle_timeout_ms = 60000;
 	cfg->upstream_max_idle = 32;
 	cfg->upstream_max_conns = 0;

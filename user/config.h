@@ -114,6 +114,8 @@ struct config {
 	uint64_t client_timeout_ms;
 	uint64_t transfer_timeout_ms;
 	uint64_t drain_timeout_ms;
+	uint64_t tunnel_timeout_ms;
+	bool connect_enabled; /* CONNECT host:port, to destinations allow/deny admits */
 	uint64_t upstream_idle_timeout_ms;
 	unsigned int upstream_max_idle;
 	unsigned int upstream_max_conns; /* per server; 0 = unlimited */

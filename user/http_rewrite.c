@@ -118,6 +118,13 @@ int http_build_request(struct buf *out, const struct http_head *h, const char *b
 	/* A Via field of our own after any earlier ones: together they list the hops in order. */
 	if (append_str(out, "Via: 1.1 kfwd\r\n") < 0)
 		return -1;
+	if (rw->upgrade >= 0) {
+		/* Upgrade is hop-by-hop: this hop asks the next for the same switch. */
+		if (append_header(out, base, &h->headers[rw->upgrade]) < 0 ||
+		    append_str(out, "Connection: Upgrade\r\n") < 0)
+			return -1;
+		return append_str(out, "\r\n");
+	}
 	/* HTTP/1.0 is not persistent by default; ask so the connection can be pooled. */
 	if (h->http_major == 1 && h->http_minor == 0 && append_str(out, "Connection: keep-alive\r\n") < 0)
 		return -1;
@@ -238,6 +245,45 @@ int http_build_response(struct buf *out, const struct http_head *h, const char *
 	if (!close && client_http10 && append_str(out, "Connection: keep-alive\r\n") < 0)
 		return -1;
 	return append_str(out, "\r\n");
+}
+
+int http_upgrade_header(const struct http_head *h, const char *base)
+{
+	bool conn_upgrade = false;
+	int idx = -1;
+
+	for (unsigned int i = 0; i < h->n_headers; i++) {
+		const struct http_header *hdr = &h->headers[i];
+
+		if (http_span_eq(base, hdr->name, "Connection") &&
+		    http_list_has_token(base + hdr->value.off, hdr->value.len, "upgrade"))
+			conn_upgrade = true;
+		if (http_span_eq(base, hdr->name, "Upgrade") && hdr->value.len)
+			idx = (int)i;
+	}
+	return conn_upgrade ? idx : -1;
+}
+
+int http_build_switch(struct buf *out, const struct http_head *h, const char *base)
+{
+	int up = http_upgrade_header(h, base);
+
+	if (buf_append(out, base + h->status_line.off, h->status_line.len) < 0 ||
+	    append_str(out, "\r\n") < 0)
+		return -1;
+	for (unsigned int i = 0; i < h->n_headers; i++) {
+		const struct http_header *hdr = &h->headers[i];
+
+		if (is_hop_by_hop(h, base, hdr->name))
+			continue;
+		if (append_header(out, base, hdr) < 0)
+			return -1;
+	}
+	if (up >= 0 && append_header(out, base, &h->headers[up]) < 0)
+		return -1;
+	if (append_str(out, "Connection: Upgrade\r\nVia: 1.1 kfwd\r\n\r\n") < 0)
+		return -1;
+	return 0;
 }
 
 const char *http_reason(int status)

@@ -13,6 +13,7 @@ struct request_rewrite {
 	const char *host; /* Host to send, or NULL to keep the client's */
 	const char *client_addr; /* appended to X-Forwarded-For */
 	bool forwarded;   /* add an RFC 7239 Forwarded element */
+	int upgrade;      /* index of the Upgrade header to pass on (a tunnel request), or -1 */
 };
 
 /* Location rewriting for url-embedded routes: http://h/p -> PREFIX/h/p. */
@@ -31,6 +32,11 @@ int http_build_request(struct buf *out, const struct http_head *h, const char *b
  */
 int http_build_response(struct buf *out, const struct http_head *h, const char *base, bool close,
 			bool client_http10, const struct location_rewrite *loc);
+/* A 101 Switching Protocols: hop-by-hop headers go, Upgrade and Connection: Upgrade stay. */
+int http_build_switch(struct buf *out, const struct http_head *h, const char *base);
+/* Does this head ask to switch protocols (Connection: upgrade and an Upgrade header)?
+ * Returns the Upgrade header's index or -1. */
+int http_upgrade_header(const struct http_head *h, const char *base);
 /* The rewritten Location value into @out; returns 0, or 1 if it stays as it is. */
 int http_rewrite_location(struct buf *out, const char *value, size_t len,
 			  const struct location_rewrite *loc);

@@ -114,6 +114,7 @@ size_t metrics_render(char *out, size_t len)
 	counter(&w, "kfwd_timeouts_total", "504 answers and idle transfers cut.", stats.timeouts);
 	counter(&w, "kfwd_aborted_transfers_total", "Responses cut because a peer failed mid-body.",
 		stats.aborted_transfers);
+	counter(&w, "kfwd_tunnels_total", "Upgrade (101) and CONNECT tunnels opened.", stats.tunnels);
 	return w.used;
 }
 

@@ -254,6 +254,18 @@ int route_target_build(const struct route *r, const char *url, size_t url_len,
 	return set_target(t, url, url_len);
 }
 
+int route_target_connect(const char *authority, size_t len, struct route_target *t)
+{
+	memset(t, 0, sizeof(*t));
+	if (!len || memchr(authority, '/', len) || memchr(authority, '?', len))
+		return -1;
+	/* Reuse the url-embedded parser; a CONNECT target must name its port. */
+	if (parse_embedded(t, authority, len) < 0 || !strchr(t->host_header, ':') ||
+	    (t->host_header[0] == '[' && !strstr(t->host_header, "]:")))
+		return -1;
+	return 0;
+}
+
 void route_target_free(struct route_target *t)
 {
 	free(t->target);

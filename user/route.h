@@ -44,6 +44,8 @@ bool host_pattern_match(const char *pattern, const char *host, size_t host_len);
 /* Fill @t for @url on @r. Returns 0, or -1 when the URL does not name a valid destination. */
 int route_target_build(const struct route *r, const char *url, size_t url_len,
 		       struct route_target *t);
+/* CONNECT's request-target, "host:port" (port required). */
+int route_target_connect(const char *authority, size_t len, struct route_target *t);
 void route_target_free(struct route_target *t);
 
 #endif

@@ -166,6 +166,9 @@ static uint64_t idle_timeout(const struct session *s)
 {
 	const struct route *r = s->target.route;
 
+	if (s->tunnel)
+		return s->cfg->tunnel_timeout_ms;
+
 	return r && r->idle_timeout_ms ? r->idle_timeout_ms : s->cfg->transfer_timeout_ms;
 }
 
@@ -270,9 +273,36 @@ static int status_for_parse_error(enum http_error e)
 	}
 }
 
+/* After a 101 or a CONNECT: bytes flow both ways, each direction until its source's EOF. */
+static void start_tunnel(struct session *s)
+{
+	s->tunnel = true;
+	s->final_response = true;
+	s->response_started = true;
+	s->close_after = true;
+	s->upstream_reusable = false;
+	buf_free(&s->req_head);
+	flow_start_body(&s->req, FRAMING_CLOSE, 0);
+	flow_start_body(&s->resp, FRAMING_CLOSE, 0);
+	stats.tunnels++;
+	timer_arm(&s->timer, s->cfg->tunnel_timeout_ms);
+}
+
 static void start_exchange(struct session *s)
 {
+	static const char established[] = "HTTP/1.1 200 Connection Established\r\n\r\n";
+
 	s->state = S_EXCHANGE;
+	if (s->connect_tunnel) {
+		if (flow_push(&s->resp, established, sizeof(established) - 1) < 0) {
+			reply_error(s, 500);
+			return;
+		}
+		count_status(200);
+		s->last_status = 200;
+		start_tunnel(s);
+		return;
+	}
 	if (flow_push(&s->req, buf_start(&s->req_head), buf_len(&s->req_head)) < 0) {
 		reply_error(s, 500);
 		return;
@@ -523,11 +553,57 @@ static void on_resolved(void *arg, int status, const struct sockaddr_any *addr)
 	} else {
 		s->up_addr = *addr;
 		sockaddr_text(&s->up_addr, s->up_addr_text, sizeof(s->up_addr_text));
-		connect_upstream(s, true);
+		connect_upstream(s, !s->connect_tunnel);
 	}
 	/* May run inside resolve_start() (names from /etc/hosts): session_run updates events. */
 	if (s->client.fd >= 0 && s->state != S_RESOLVING)
 		session_run(s);
+}
+
+/* CONNECT host:port: a tunnel to a destination allow/deny admits, when `connect on`. */
+static void handle_connect(struct session *s)
+{
+	const struct config *cfg = s->cfg;
+	struct http_head *h = &s->rq;
+	const char *url = buf_start(&s->client.in) + h->url.off;
+
+	if (!cfg->connect_enabled) {
+		reply_error(s, 501);
+		return;
+	}
+	route_target_free(&s->target);
+	if (route_target_connect(url, h->url.len, &s->target) < 0 || h->has_content_length ||
+	    h->has_transfer_encoding) {
+		reply_error(s, 400);
+		return;
+	}
+	if (s->target.host_is_literal &&
+	    !route_destination_allowed(cfg, s->target.host, &s->target.addr)) {
+		log_info("session %lu: CONNECT to %s denied", (unsigned long)s->id, s->target.host);
+		reply_error(s, 403);
+		return;
+	}
+	s->connect_tunnel = true;
+	s->req_framing = FRAMING_NONE;
+	s->req_length = 0;
+	s->req_is_head = false;
+	s->req_keep_alive = false;
+	s->client_http10 = h->http_minor == 0;
+	buf_free(&s->req_head);
+	buf_consume(&s->client.in, h->head_len);
+	s->server = NULL;
+	if (s->target.host_is_literal) {
+		s->up_addr = s->target.addr;
+		sockaddr_text(&s->up_addr, s->up_addr_text, sizeof(s->up_addr_text));
+		connect_upstream(s, false);
+		return;
+	}
+	s->state = S_RESOLVING;
+	snprintf(s->up_addr_text, sizeof(s->up_addr_text), "%s:%u", s->target.host,
+		 s->target.port);
+	timer_arm(&s->timer, connect_timeout(s));
+	if (resolve_start(&s->resolve, s->target.host, s->target.port, on_resolved, s) < 0)
+		reply_error(s, 502);
 }
 
 static void handle_request(struct session *s)
@@ -558,8 +634,9 @@ static void handle_request(struct session *s)
 		reply_error(s, 400);
 		return;
 	}
+	s->req_upgrade = s->connect_tunnel = s->tunnel = false;
 	if (h->parser.method == HTTP_CONNECT) {
-		reply_error(s, 501);
+		handle_connect(s);
 		return;
 	}
 	if (h->url.len == 0 || url[0] != '/') {
@@ -606,6 +683,8 @@ static void handle_request(struct session *s)
 		rw.host = r->host_rewrite;
 	rw.client_addr = s->client_addr;
 	rw.forwarded = r->forwarded;
+	rw.upgrade = http_upgrade_header(h, base);
+	s->req_upgrade = rw.upgrade >= 0;
 	buf_free(&s->req_head);
 	if (http_build_request(&s->req_head, h, base, &rw) < 0) {
 		reply_error(s, 500);
@@ -725,9 +804,22 @@ static int handle_response_head(struct session *s)
 	}
 	if (h->status < 200) {
 		if (h->status == 101) {
-			/* Upgrade is not forwarded, so a 101 is a protocol violation here. */
-			upstream_failed(s, 502, "unexpected 101");
-			return -1;
+			if (!s->req_upgrade || !flow_complete(&s->req)) {
+				upstream_failed(s, 502, "101 without an upgrade request");
+				return -1;
+			}
+			if (http_build_switch(&head, h, base) < 0 ||
+			    flow_push(&s->resp, buf_start(&head), buf_len(&head)) < 0) {
+				buf_free(&head);
+				upstream_failed(s, 502, "out of memory");
+				return -1;
+			}
+			buf_free(&head);
+			count_status(101);
+			s->last_status = 101;
+			buf_consume(&s->upstream.in, h->head_len);
+			start_tunnel(s);
+			return 1;
 		}
 		/* Interim responses (100 Continue, 103 Early Hints) are relayed as they are. */
 		if (flow_push(&s->resp, base, h->head_len) < 0) {
@@ -892,10 +984,45 @@ static void finish_transaction(struct session *s)
 	timer_arm(&s->timer, s->cfg->client_timeout_ms);
 }
 
+/*
+ * Both directions move independently. When one direction's source ends and everything it sent
+ * has gone out, the other side's write half is shut (half-close propagated); the session ends
+ * when both directions have ended.
+ */
+static void step_tunnel(struct session *s)
+{
+	struct flow *flows[2] = { &s->req, &s->resp };
+
+	for (int i = 0; i < 2; i++) {
+		struct flow *f = flows[i];
+
+		if (!f->active)
+			continue;
+		if (flow_pump(f) != FLOW_OK) {
+			log_debug("session %lu: tunnel closed by an error", (unsigned long)s->id);
+			session_close(s);
+			return;
+		}
+		if (flow_complete(f)) {
+			if (shutdown(f->dst->fd, SHUT_WR) < 0 && errno != ENOTCONN) {
+				session_close(s);
+				return;
+			}
+			f->active = false;
+		}
+	}
+	if (!s->req.active && !s->resp.active)
+		session_close(s);
+}
+
 static void step_exchange(struct session *s)
 {
 	enum flow_status st;
 
+	if (s->tunnel) {
+		step_tunnel(s);
+		return;
+	}
 	if (s->client.hup) {
 		/* Client gone: the upstream connection is closed, not reused; pipes discarded. */
 		log_debug("session %lu: client gone", (unsigned long)s->id);
@@ -931,6 +1058,10 @@ static void step_exchange(struct session *s)
 		return;
 	if (s->state != S_EXCHANGE)
 		return;
+	if (s->tunnel) {
+		step_tunnel(s);
+		return;
+	}
 	st = flow_pump(&s->resp);
 	if (st == FLOW_SRC_ERROR) {
 		log_info("session %lu: upstream %s failed inside the response body",

@@ -63,6 +63,9 @@ struct session {
 	bool response_started; /* the final response head went toward the client */
 	bool req_failed;       /* upstream refused request bytes */
 	bool req_sent;         /* request fully forwarded: the response timeout runs */
+	bool req_upgrade;      /* the client asked to switch protocols */
+	bool connect_tunnel;   /* a CONNECT request */
+	bool tunnel;           /* 101 or CONNECT: both flows carry raw bytes until EOF */
 	bool final_response;   /* final response head parsed */
 	bool upstream_reusable;
 	bool close_after;
