@@ -64,7 +64,7 @@ int http_build_request(struct buf *out, const struct http_head *h, const char *b
 		       const struct request_rewrite *rw)
 {
 	const struct http_header *client_host = NULL;
-	bool have_xff = false;
+	unsigned int xff_seen = 0;
 	char version[16];
 
 	snprintf(version, sizeof(version), " HTTP/%u.%u\r\n", h->http_major, h->http_minor);
@@ -84,29 +84,29 @@ int http_build_request(struct buf *out, const struct http_head *h, const char *b
 			if (rw->host)
 				continue;
 		}
-		/* Set by kfwd, never taken from the client. */
+		/* Set by kfwd, never taken from the client; X-Forwarded-For is rebuilt below. */
 		if (http_span_eq(base, hdr->name, "X-Forwarded-Proto") ||
-		    http_span_eq(base, hdr->name, "X-Forwarded-Host"))
+		    http_span_eq(base, hdr->name, "X-Forwarded-Host") ||
+		    http_span_eq(base, hdr->name, "X-Forwarded-For"))
 			continue;
-		if (http_span_eq(base, hdr->name, "X-Forwarded-For")) {
-			/* Earlier hops' values are kept, in order, in one combined field. */
-			if (append_str(out, have_xff ? ", " : "X-Forwarded-For: ") < 0 ||
-			    buf_append(out, base + hdr->value.off, hdr->value.len) < 0)
-				return -1;
-			have_xff = true;
-			continue;
-		}
 		if (append_header(out, base, hdr) < 0)
 			return -1;
 	}
-	if (have_xff) {
-		if (append_str(out, ", ") < 0 || append_str(out, rw->client_addr) < 0 ||
-		    append_str(out, "\r\n") < 0)
-			return -1;
-	} else if (append_str(out, "X-Forwarded-For: ") < 0 ||
-		   append_str(out, rw->client_addr) < 0 || append_str(out, "\r\n") < 0) {
+	/* Earlier hops' X-Forwarded-For values, in order, then this client, as one field. */
+	if (append_str(out, "X-Forwarded-For: ") < 0)
 		return -1;
+	for (unsigned int i = 0; i < h->n_headers; i++) {
+		const struct http_header *hdr = &h->headers[i];
+
+		if (!http_span_eq(base, hdr->name, "X-Forwarded-For") || !hdr->value.len)
+			continue;
+		if ((xff_seen++ && append_str(out, ", ") < 0) ||
+		    buf_append(out, base + hdr->value.off, hdr->value.len) < 0)
+			return -1;
 	}
+	if ((xff_seen && append_str(out, ", ") < 0) || append_str(out, rw->client_addr) < 0 ||
+	    append_str(out, "\r\n") < 0)
+		return -1;
 	if (append_str(out, "X-Forwarded-Proto: http\r\n") < 0)
 		return -1;
 	if (client_host && (append_str(out, "X-Forwarded-Host: ") < 0 ||
@@ -130,12 +130,6 @@ int http_build_request(struct buf *out, const struct http_head *h, const char *b
 		return -1;
 	return append_str(out, "\r\n");
 }
-
-/*
- * X-Forwarded-For values are combined above while other headers are copied in place; the
- * combined field is emitted last, which RFC 9110 §5.3 allows (field order matters only within
- * one field name).
- */
 
 static bool is_redirect(int status)
 {
@@ -190,12 +184,16 @@ int http_rewrite_location(struct buf *out, const char *v, size_t len,
 	} else if (len && v[0] == '/') {
 		return append_embedded(out, loc, loc->authority, strlen(loc->authority), v, len);
 	} else {
-		/* Relative path: resolve against the directory of the request path. */
+		/* Relative reference (RFC 3986 §5.2.2): "?q" keeps the request's path, "#f" its
+		 * path and query; anything else replaces the last segment of the path. */
 		const char *rp = loc->req_path, *q = strchr(rp, '?');
 		size_t rlen = q ? (size_t)(q - rp) : strlen(rp);
 
-		while (rlen && rp[rlen - 1] != '/')
-			rlen--;
+		if (len && v[0] == '#')
+			rlen = strlen(rp);
+		else if (!len || v[0] != '?')
+			while (rlen && rp[rlen - 1] != '/')
+				rlen--;
 		if (append_embedded(out, loc, loc->authority, strlen(loc->authority), rp, rlen) < 0)
 			return -1;
 		return buf_append(out, v, len);

@@ -274,6 +274,8 @@ static void test_location(void)
 	check_location("http://other.com:81", "/http/other.com:81/");
 	check_location("/abs/path?k=v", "/http/up:8080/abs/path?k=v");
 	check_location("rel/file", "/http/up:8080/dir/rel/file");
+	check_location("?only=1", "/http/up:8080/dir/page?only=1");
+	check_location("#frag", "/http/up:8080/dir/page?q=1#frag");
 	check_location("//cdn.net/a", "/http/cdn.net/a");
 	check_location("https://secure.com/x", NULL);
 	check_location("mailto:x@y", NULL);
