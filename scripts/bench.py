@@ -18,8 +18,21 @@ median of >= 3 runs (or windows, see the streams workload) with min and max.
 Output: one aligned table on stdout and in build/bench.txt, the same data in
 build/bench.json.  BENCH_QUICK=1: reduced version (< 2 min).
 
+How figures are measured: CPU "whole system" = busy jiffies of /proc/stat
+(user+nice+system+irq+softirq, all CPUs; softirq and kworker work is charged
+to no process); "less others' processes" subtracts the CPU that processes not
+started by this harness used in the same window (/proc/PID/stat, incl. reaped
+children); "proxy process" = utime+stime of the proxy's processes.  Memory:
+VmRSS summed over the proxy's processes, /proc/net/sockstat TCP mem pages,
+`ss -tm` skmem of the proxy's / the test's sockets, pipe contents by FIONREAD
+on the proxy's pipes reopened through /proc/PID/fd.  Runs of all peers are
+interleaved so slow drifts in background load hit every peer alike.
+Knobs: BENCH_QUICK=1, BENCH_STREAM_RUNS=N (independent 20 s stream runs),
+BENCH_PROXY_WORKERS=N, BENCH_KFWD_PIPE_SIZE=1m, BENCH_IDLE_N=N, and for
+development BENCH_PEERS=direct,haproxy BENCH_WORKLOADS=download,wrk,streams,memory.
+
 Every process started is tracked and killed at the end (also on Ctrl-C or an
-exception); temporary files live in a temp dir under build/bench that is
+exception); configs and logs live in a temp dir (/tmp/kfwd-bench-*) that is
 removed at the end.  Standard library only; run with Debian's /usr/bin/python3.
 """
 
@@ -76,7 +89,7 @@ QUICK = env_flag("BENCH_QUICK")
 P = {
     "dl_runs": 5 if not QUICK else 3,
     "dl_bytes": GIB if not QUICK else GIB // 2,
-    "wrk_runs": 3,
+    "wrk_runs": 5 if not QUICK else 3,
     "wrk_secs": 5 if not QUICK else 1,
     "wrk_warm_secs": 1 if not QUICK else 0,
     "wrk_threads": 1,
@@ -94,6 +107,13 @@ P = {
     "workers": env_int("BENCH_PROXY_WORKERS", 1),
 }
 P["limit"] = P["idle_n"] + 2048           # proxy connection limits (all peers alike)
+if env_int("BENCH_IDLE_N", 0):
+    P["idle_n"] = env_int("BENCH_IDLE_N", 0)
+    P["limit"] = P["idle_n"] + 2048
+# For development: BENCH_PEERS=direct,haproxy  BENCH_WORKLOADS=download,wrk,streams,memory
+ONLY_PEERS = [x for x in os.environ.get("BENCH_PEERS", "").replace(" ", "").split(",") if x]
+WORKLOADS = [x for x in os.environ.get("BENCH_WORKLOADS", "download,wrk,streams,memory").replace(" ", "").split(",")
+             if x]
 NOFILE = 262144
 
 
@@ -226,8 +246,13 @@ def cpu_delta(s0, s1, sids=()):
     p0 = s0["procs"]
     per_sid = {sid: 0 for sid in sids}
     ours = PROCS.sids | {os.getpid()}
+    # Other people's processes: self time of the live ones, plus children time
+    # (what short-lived processes, e.g. compilers, leave in their parent's
+    # cutime) minus, for processes that exited in the window, the time they
+    # had already used at s0 (their parent's cutime gets their whole life).
     foreign = 0
-    for pid, (sid, flags, selft, childt, start) in s1["procs"].items():
+    p1 = s1["procs"]
+    for pid, (sid, flags, selft, childt, start) in p1.items():
         old = p0.get(pid)
         same = old is not None and old[4] == start
         dself = selft - (old[2] if same else 0)
@@ -236,6 +261,10 @@ def cpu_delta(s0, s1, sids=()):
         if flags & PF_KTHREAD or sid in ours or pid in ours:
             continue
         foreign += dself + childt - (old[3] if same else 0)
+    for pid, (sid, flags, selft, childt, start) in p0.items():
+        new = p1.get(pid)
+        if (new is None or new[4] != start) and not (flags & PF_KTHREAD or sid in ours or pid in ours):
+            foreign -= selft + childt
     return {
         "wall": wall, "busy": busy, "total": total, "steal": steal,
         "sid": {k: v / HZ for k, v in per_sid.items()},
@@ -349,24 +378,21 @@ def sockstat_tcp():
 SKMEM = re.compile(r"skmem:\(([^)]*)\)")
 
 
-def ss_mem(proxy_port, up_port):
-    """Queued bytes (r = rmem_alloc + w = wmem_queued) of the proxy's own sockets:
-    its client-side sockets (local port = proxy_port) and its upstream sockets
-    (remote port = up_port; no client connects to the origin in proxy rows)."""
+def ss_mem(filt):
+    """Socket memory from `ss -tm` for the sockets matching @filt:
+    {"n": sockets, "r": rmem_alloc, "w": wmem_queued, "f": forward_alloc} (bytes, truesize)."""
+    tot = {"n": 0, "r": 0, "w": 0, "f": 0}
     try:
-        out = subprocess.run(["ss", "-tnmH", "( sport = :%d or dport = :%d )" % (proxy_port, up_port)],
-                             capture_output=True, text=True, timeout=20).stdout
+        out = subprocess.run(["ss", "-tanmH", filt], capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.TimeoutExpired):
-        return None, None
-    n = total = 0
+        return None
     for m in SKMEM.finditer(out):
-        kv = {}
+        tot["n"] += 1
         for item in m.group(1).split(","):
             k = item.rstrip("0123456789")
-            kv[k] = int(item[len(k):] or 0)
-        n += 1
-        total += kv.get("r", 0) + kv.get("w", 0)
-    return n, total
+            if k in tot:
+                tot[k] += int(item[len(k):] or 0)
+    return tot
 
 
 # --------------------------------------------------------------------------
@@ -554,6 +580,9 @@ class Haproxy(Peer):
 global
     maxconn {P['limit']}
     nbthread {P['workers']}
+    # RLIMIT_NOFILE may be capped below 2 x maxconn here (no CAP_SYS_RESOURCE):
+    # warn instead of refusing to start; idle clients need one fd each.
+    no strict-limits
 defaults
     mode http
     timeout connect 5s
@@ -597,29 +626,41 @@ class Kfwd(Peer):
         cfg.write_text("\n".join(lines) + "\n")
         return cfg
 
+    def check_config(self, path):
+        """(rc, last line of output) of `kfwd -t -c CONFIG` for data-path @path, rc None on timeout."""
+        d = Path(tempfile.mkdtemp(prefix="kfwd-%s-t-" % path, dir=self.ctx.tmp))
+        saved, self.path = self.path, path
+        try:
+            cfg = self.config(d, free_port(), free_port())
+        finally:
+            self.path = saved
+        try:
+            r = subprocess.run([str(KFWD), "-t", "-c", str(cfg)], capture_output=True, text=True, timeout=15,
+                               start_new_session=True, cwd=str(d))
+        except subprocess.TimeoutExpired:
+            return None, "timed out"
+        out = (r.stderr + r.stdout).strip().replace(str(d) + "/", "")
+        return r.returncode, (out.splitlines()[-1] if out else "exit status %d" % r.returncode)
+
     def probe(self):
-        """Sets available/reason: missing binary, config rejected by -t, or start failure."""
+        """Sets available/reason: missing binary, config rejected by -t, or failure to serve."""
         if not os.access(KFWD, os.X_OK):
             self.available, self.reason = False, "build/kfwd missing"
             return
-        d = Path(tempfile.mkdtemp(prefix=self.key + "-probe-", dir=self.ctx.tmp))
-        cfg = self.config(d, free_port(), free_port())
-        try:
-            r = subprocess.run([str(KFWD), "-t", "-c", str(cfg)], capture_output=True, text=True, timeout=15,
-                               start_new_session=True)
-            out = (r.stderr + r.stdout).strip()
-            last = out.splitlines()[-1] if out else "exit status %d" % r.returncode
-            if r.returncode != 0 and not re.search(r"(unknown|invalid|illegal|unrecognized) option|usage", out, re.I):
-                self.available, self.reason = False, "kfwd -t rejects data-path %s: %s" % (self.path, last)
+        # Does -t work at all?  A plain splice config must pass it.
+        base_rc, base_out = self.check_config("splice")
+        if base_rc == 0:
+            rc, out = self.check_config(self.path) if self.path != "splice" else (0, "")
+            if rc != 0:
+                self.available, self.reason = False, "kfwd -t rejects data-path %s: %s" % (self.path, out)
                 return
-            if r.returncode != 0:
-                self.notes.append("kfwd -t not supported (%s); probed by starting it" % last)
-        except subprocess.TimeoutExpired:
-            self.notes.append("kfwd -t did not return within 15 s; probed by starting it")
+        else:
+            self.notes.append("kfwd -t unusable (%s); probed by starting it" % base_out)
         try:
             inst = self.start()
         except RuntimeError as e:
-            self.available, self.reason = False, "kfwd with data-path %s does not serve: %s" % (self.path, e)
+            self.available, self.reason = False, "kfwd with data-path %s does not serve: %s" % (
+                self.path, str(e).replace(str(self.ctx.tmp) + "/", ""))
             return
         inst.stop()
 
@@ -754,15 +795,28 @@ def render(ctx, res, peers):
 # --------------------------------------------------------------------------
 # workloads
 
+def dead(res, key, inst):
+    """True (and one error recorded) when a long-lived peer has exited."""
+    if inst.alive():
+        return False
+    msg = "%s exited during the run (status %s): %s" % (key, inst.proc.returncode, tail(inst.logf))
+    if msg not in res.errors:
+        res.errors.append(msg)
+    return True
+
+
 def run_download(ctx, res, live):
     sec = "[1] one %s download: curl -> peer -> origin, %d runs" % (size_name(P["dl_bytes"]), P["dl_runs"])
     res.define("dl.mbps", sec, "throughput, MB/s (10^6 B/s)", "MB/s")
     res.define("dl.sys_cpu", sec, "CPU s per GiB, whole system (/proc/stat)", "s/GiB")
+    res.define("dl.sys_cpu_net", sec, "CPU s per GiB, system less others' processes", "s/GiB")
     res.define("dl.proxy_cpu", sec, "CPU s per GiB, proxy process (utime+stime)", "s/GiB", ratios=("haproxy",))
     url_path = "/" + size_name(P["dl_bytes"]).replace(" ", "").lower()
     before = {k: i.metrics() for k, i in live.items()}
     for run in range(P["dl_runs"]):
         for key, inst in live.items():
+            if dead(res, key, inst):
+                continue
             s0 = snap()
             ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             p = PROCS.start(["curl", "-sS", "--http1.1", "-o", "/dev/null", "-w",
@@ -793,6 +847,7 @@ def run_download(ctx, res, live):
             client = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
             res.add("dl.mbps", key, size / secs / 1e6, c["foreign_pct"])
             res.add("dl.sys_cpu", key, c["busy"] / gib, c["foreign_pct"])
+            res.add("dl.sys_cpu_net", key, max(0.0, c["busy"] - c["foreign"]) / gib, c["foreign_pct"])
             if proxy is not None:
                 res.add("dl.proxy_cpu", key, proxy / gib, c["foreign_pct"])
             res.rawrun("download", key, {"seconds": secs, "bytes": size, "wall": c["wall"],
@@ -856,6 +911,8 @@ def run_wrk(ctx, res, live):
             wrk(inst.port, P["wrk_warm_secs"])       # warm-up: keep-alive pools, caches
     for run in range(P["wrk_runs"]):
         for key, inst in live.items():
+            if dead(res, key, inst):
+                continue
             s0 = snap()
             out, err = wrk(inst.port, P["wrk_secs"])
             s1 = snap()
@@ -885,11 +942,14 @@ def run_streams(ctx, res, live):
         "one run, figures: median" if P["st_runs"] == 1 else "%d runs, figures: median" % P["st_runs"],
         P["st_windows"] * P["st_runs"], P["st_window"])
     res.define("st.sys_pct", sec, "CPU %% of %d CPUs, whole system" % NCPU, "%")
+    res.define("st.sys_pct_net", sec, "CPU %% of %d CPUs, system less others' processes" % NCPU, "%")
     res.define("st.proxy_pct", sec, "CPU % of one CPU, proxy process", "%", ratios=("haproxy",))
     res.define("st.client_pct", sec, "CPU % of one CPU, stream client", "%", ratios=())
     res.define("st.mbps", sec, "delivered MB/s (target %.0f)" % (P["st_n"] * P["st_rate"] / 1e6), "MB/s", ratios=())
     for run in range(P["st_runs"]):
         for key, inst in live.items():
+            if dead(res, key, inst):
+                continue
             dur = P["st_warm"] + total + 0.3
             p = PROCS.start([PY, str(SCRIPTS / "bench_streams.py"), "--port", str(inst.port), "--path", "/1gib",
                              "--n", str(P["st_n"]), "--rate", str(P["st_rate"]), "--duration", "%.2f" % dur],
@@ -941,11 +1001,14 @@ def run_streams(ctx, res, live):
                 mbps = (bytes_at(b["t"]) - bytes_at(a["t"])) / c["wall"] / 1e6
                 proxy = c["sid"].get(inst.sid) if inst.sid else None
                 res.add("st.sys_pct", key, 100.0 * c["busy"] / c["total"], c["foreign_pct"])
+                res.add("st.sys_pct_net", key, 100.0 * max(0.0, c["busy"] - c["foreign"]) / c["total"],
+                        c["foreign_pct"])
                 if proxy is not None:
                     res.add("st.proxy_pct", key, 100.0 * proxy / c["wall"], c["foreign_pct"])
                 res.add("st.client_pct", key, 100.0 * c["sid"][p.pid] / c["wall"], c["foreign_pct"])
                 res.add("st.mbps", key, mbps)
                 res.rawrun("streams", key, {"run": run + 1, "wall": c["wall"], "system_busy_s": c["busy"],
+                                            "foreign_cpu_s": c["foreign"],
                                             "system_total_s": c["total"], "steal_s": c["steal"],
                                             "proxy_cpu_s": proxy, "client_cpu_s": c["sid"][p.pid],
                                             "delivered_MBps": mbps, "foreign_pct": c["foreign_pct"]})
@@ -956,15 +1019,15 @@ def run_streams(ctx, res, live):
 
 
 def settle(inst, up_port, max_secs):
-    """Wait until kernel TCP memory and the proxy's RSS stop moving (5 polls 0.1 s apart within 0.5%)."""
+    """Wait until kernel TCP memory and the proxy's RSS stop moving (4 polls 0.1 s apart within 0.5%)."""
     hist = []
     t_end = time.monotonic() + max_secs
     while time.monotonic() < t_end:
         mem = sockstat_tcp()[1]
         rss = proc_mem(inst.pids())[0] if inst.proc else 0
         hist.append((mem, rss))
-        if len(hist) >= 5:
-            last = hist[-5:]
+        if len(hist) >= 4:
+            last = hist[-4:]
             if all(abs(x[0] - last[0][0]) <= 0.005 * max(last[0][0], 1) and
                    abs(x[1] - last[0][1]) <= 0.005 * max(last[0][1], 1) for x in last):
                 return True
@@ -989,13 +1052,20 @@ def mem_case(ctx, res, peer, mode, n, path):
                 rep = json.loads(line)
             except ValueError:
                 raise RuntimeError("client failed: %s %s" % (line.strip(), p.stderr.read().decode()[-300:]))
-            settled = settle(inst, ctx.up_port, 15 if not QUICK else 6) if mode == "stall" else (time.sleep(0.5) or True)
+            settled = settle(inst, ctx.up_port, 15 if not QUICK else 6) if mode == "stall" else \
+                (time.sleep(1.0 if not QUICK else 0.3) or True)
             pids = inst.pids()
             rss, pss = proc_mem(pids)
             inuse, mem = sockstat_tcp()
             slab = meminfo()["Slab"]
             press, tcp_mem_limits = tcp_pressure()
-            nsock, sockq = ss_mem(inst.port, ctx.up_port) if inst.proc else (None, None)
+            # the proxy's own sockets: client side (local port = its port) and upstream
+            # side (remote port = origin; no client connects to the origin in proxy rows)
+            own = ss_mem("( sport = :%d or dport = :%d )" % (inst.port, ctx.up_port)) if inst.proc else None
+            # every socket of the test (clients, proxy, origin): unlike sockstat, not
+            # polluted by other people's sockets on the machine
+            allsk = ss_mem("( sport = :{0} or dport = :{0} or sport = :{1} or dport = :{1} )".format(
+                inst.port, ctx.up_port))
             npipes, pbuf, pcap = pipe_mem(pids)
             fds = 0
             for pid in pids:
@@ -1021,7 +1091,8 @@ def mem_case(ctx, res, peer, mode, n, path):
                 "settled": settled, "rss": rss, "pss": pss, "rss_before": rss0,
                 "tcp_mem": mem - mem0, "tcp_mem_before": mem0, "tcp_mem_after": mem, "tcp_inuse": inuse - inuse0,
                 "tcp_memory_pressure": press, "tcp_mem_limits": tcp_mem_limits, "slab": slab - slab0,
-                "proxy_sockets": nsock, "proxy_sock_queued": sockq, "pipes": npipes,
+                "proxy_sockets": own and own["n"], "proxy_sock_queued": own and own["r"] + own["w"],
+                "proxy_ss": own, "test_ss": allsk, "pipes": npipes,
                 "pipe_buffered": pbuf, "pipe_capacity": pcap, "fds": fds}
     finally:
         inst.stop()
@@ -1037,6 +1108,7 @@ def run_memory(ctx, res, peers):
     res.define("stall.sockq", sec_s, "proxy's socket queues, MiB (ss r+w)", "MiB", ratios=("haproxy",))
     res.define("stall.pipe", sec_s, "proxy's pipes, MiB buffered (FIONREAD)", "MiB", ratios=())
     res.define("stall.tcp", sec_s, "kernel TCP memory, MiB (sockstat delta)", "MiB")
+    res.define("stall.tcp_ss", sec_s, "kernel TCP memory, MiB, test's sockets (ss r+w+f)", "MiB")
     for run in range(P["mem_runs"]):
         for peer in peers:
             for mode, n, path in (("idle", P["idle_n"], "/1k"), ("stall", P["stall_n"], "/1gib")):
@@ -1057,6 +1129,8 @@ def run_memory(ctx, res, peers):
                     res.add("idle.slab", peer.key, r["slab"] / MIB)
                 else:
                     res.add("stall.tcp", peer.key, r["tcp_mem"] / MIB)
+                    if r["test_ss"]:
+                        res.add("stall.tcp_ss", peer.key, sum(r["test_ss"][k] for k in "rwf") / MIB)
                     if r["tcp_memory_pressure"] == "yes" or (r["tcp_mem_limits"] and
                                                              r["tcp_mem_after"] >= r["tcp_mem_limits"][1]):
                         ctx.pressure.add(peer.label)
@@ -1131,11 +1205,11 @@ class Ctx:
             "host": platform.node(), "cpu_model": model, "cpus": NCPU, "mem_gib": round(mem / GIB, 1),
             "kernel": platform.release(), "debian": debian, "python": platform.python_version(),
             "nginx": cmd_out([self.nginx, "-v"]).replace("nginx version: ", ""),
-            "haproxy": cmd_out([self.haproxy, "-v"]).splitlines()[0].split(" - ")[0] if cmd_out([self.haproxy, "-v"]) else "?",
+            "haproxy": " ".join((cmd_out([self.haproxy, "-v"]) or "? ? ?").split()[:4:2]),
             "wrk": (cmd_out(["wrk", "-v"]).splitlines() or ["?"])[0].split(" [")[0],
             "curl": " ".join(cmd_out(["curl", "--version"]).split()[:2]),
             "kfwd": kv, "git_head": git_head(), "mode": "quick" if QUICK else "full",
-            "params": dict(P), "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "params": dict(P), "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[1], "date": datetime.datetime.now().isoformat(timespec="seconds"),
         }
 
     def header_lines(self):
@@ -1148,9 +1222,9 @@ class Ctx:
             "peers: %s; %s; clients: %s, %s, Python %s; %s" % (
                 m["nginx"], m["haproxy"], m["wrk"], m["curl"], m["python"], kf),
             "setup: all on 127.0.0.1, nothing pinned; origin = nginx (1 worker, sendfile); each proxy 1 %s; "
-            "background load before start: %.0f%% of the machine" % (
+            "fd limit %d; load before start: %.0f%% of the machine" % (
                 "worker/thread" if P["workers"] == 1 else "x %d workers/threads" % P["workers"],
-                m.get("background_pct", 0)),
+                m["nofile"], m.get("background_pct", 0)),
         ]
 
 
@@ -1212,12 +1286,18 @@ def main():
     res = Results()
     live = {}
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    ctx.tmp = tempfile.mkdtemp(prefix="run-", dir=BENCH_DIR)
+    # configs and logs: in /tmp, so that a `make clean` by someone else does not pull them away
+    ctx.tmp = tempfile.mkdtemp(prefix="kfwd-bench-")
 
     def on_signal(signum, frame):
+        log("got signal %d: stopping every process started, removing temp files" % signum)
         raise SystemExit(128 + signum)
+
+    def on_int(signum, frame):
+        raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+    signal.signal(signal.SIGINT, on_int)     # also when started with SIGINT ignored (e.g. from `cmd &`)
     try:
         raise_nofile()
         ensure_tools()
@@ -1232,6 +1312,8 @@ def main():
         ctx.origin = origin_inst
 
         peers = [Direct(ctx), Kfwd(ctx, "splice"), Kfwd(ctx, "copy"), Kfwd(ctx, "sockmap"), Haproxy(ctx), Nginx(ctx)]
+        if ONLY_PEERS:
+            peers = [p for p in peers if p.key in ONLY_PEERS]
         for p in peers:
             if isinstance(p, Kfwd):
                 p.probe()
@@ -1246,38 +1328,39 @@ def main():
         # warm the page cache path through the origin
         subprocess.run(["curl", "-sS", "-o", "/dev/null", "http://127.0.0.1:%d/1gib" % ctx.up_port], check=False)
 
-        t = time.monotonic()
-        log("[1] 1 GiB download")
-        run_download(ctx, res, live)
-        ctx.meta["t_download"] = round(time.monotonic() - t, 1)
-        t = time.monotonic()
-        log("[2] wrk 1 KB")
-        run_wrk(ctx, res, live)
-        ctx.meta["t_wrk"] = round(time.monotonic() - t, 1)
-        t = time.monotonic()
-        log("[3] paced streams")
-        run_streams(ctx, res, live)
-        ctx.meta["t_streams"] = round(time.monotonic() - t, 1)
+        for name, fn in (("download", run_download), ("wrk", run_wrk), ("streams", run_streams)):
+            if name in WORKLOADS:
+                t = time.monotonic()
+                log("%s ..." % name)
+                fn(ctx, res, live)
+                ctx.meta["t_" + name] = round(time.monotonic() - t, 1)
         for key, inst in live.items():
-            if not inst.alive():
-                res.errors.append("%s exited during the run: %s" % (key, tail(inst.logf)))
+            dead(res, key, inst)
         for inst in live.values():
             inst.stop()
         live.clear()
-        t = time.monotonic()
-        log("[4,5] memory")
-        run_memory(ctx, res, active)
-        ctx.meta["t_memory"] = round(time.monotonic() - t, 1)
+        if "memory" in WORKLOADS:
+            t = time.monotonic()
+            log("memory ...")
+            run_memory(ctx, res, active)
+            ctx.meta["t_memory"] = round(time.monotonic() - t, 1)
 
         for p in peers:
             if isinstance(p, Kfwd) and p.available and getattr(p, "dl_metrics", None) is not None:
                 d = p.dl_metrics
-                if d:
-                    p.notes.append("byte counters during the downloads: " + ", ".join(
-                        "%s +%.2f GiB" % (k, v / GIB) for k, v in sorted(d.items())))
+                shown = {re.sub(r'kfwd_bytes_(\w+)_total\{direction="(\w+)"\}', r"\1 \2", k): v
+                         for k, v in d.items() if v >= MIB}
+                if shown:
+                    p.notes.append("kfwd_bytes_* counters during the downloads: " + ", ".join(
+                        "%s +%.2f GiB" % (k, v / GIB) for k, v in sorted(shown.items())))
                 else:
                     p.notes.append("no kfwd_bytes_* counter moved during the downloads (metrics missing?)")
         origin_inst.stop()
+        if ctx.meta["kfwd"] and os.access(KFWD, os.X_OK):
+            now = hashlib.sha256(KFWD.read_bytes()).hexdigest()[:12]
+            if now != ctx.meta["kfwd"]["sha256"]:
+                ctx.notes.append("warning: build/kfwd was rebuilt during the run (sha256 %s at start, %s at end): "
+                                 "kfwd rows may mix two builds" % (ctx.meta["kfwd"]["sha256"], now))
         if ctx.pressure:
             press, lim = tcp_pressure()
             ctx.notes.append("stalled clients: the kernel was in TCP memory pressure (tcp_mem pressure threshold "
@@ -1318,7 +1401,7 @@ def main():
         log("wrote build/bench.txt and build/bench.json (%.0f s)" % elapsed)
         return 0
     except KeyboardInterrupt:
-        log("interrupted")
+        log("interrupted: stopping every process started, removing temp files")
         return 130
     finally:
         for inst in live.values():
