@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause)
 /*
- * kfwd sockmap data path: bounded, lossless in-kernel TCP splicing.
+ * kfwd sockmap data path: bounded, lossless in-kernel TCP forwarding.
  *
  * Build: clang -target bpf -g -O2 -D__TARGET_ARCH_x86 \
  *	-Ivmlinux/$(arch) -Iinclude -c bpf/kfwd.bpf.c -o build/kfwd.bpf.o
  *
- * One stream verdict program (SEC("sk_skb"), attached to kfwd_socks as
- * BPF_SK_SKB_VERDICT, no stream parser) runs for every skb a forwarded
- * socket receives.  See include/kfwd/sockmap.h for the protocol.
+ * One stream verdict program, attached to kfwd_socks as BPF_SK_SKB_VERDICT
+ * (no stream parser), runs for every skb a forwarded socket receives.  See
+ * include/kfwd/sockmap.h for the protocol with user space.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -57,7 +57,7 @@ static __always_inline void notify(struct kfwd_dir *d, __u32 type)
 	struct kfwd_event ev = {
 		.flow_id = d->flow_id,
 		.src_cookie = d->src_cookie,
-		.position = d->redirected + d->passed,
+		.position = d->next_pos,
 		.type = type,
 		.pause_count = d->pause_count,
 	};
@@ -96,27 +96,19 @@ static __always_inline int dst_sample(struct kfwd_dir *d, __u64 *written,
 	bpf_sk_release(sk);
 
 	*written = bytes_acked + (__u32)(wseq - una) - d->dst_base;
-	*acked = bytes_acked + 0;
+	*acked = bytes_acked;
 	return 0;
 }
 
-/*
- * Stream position of the skb's first byte, counted like tcpi_bytes_received
- * (0 = first byte after the SYN).  The verdict runs with the source locked,
- * so rcv_nxt and bytes_received are consistent; tcp_read_skb() hands over
- * whole skbs whose control block still holds the TCP sequence.
- */
-static __always_inline int src_position(struct __sk_buff *skb, __u64 cookie,
-					__u64 *pos)
+/* src's first data sequence number: rcv_nxt - bytes_received (both count
+ * the FIN).  Read once, with src locked (the verdict runs under its lock). */
+static __always_inline int src_seq0(__u64 cookie, __u32 *seq0)
 {
-	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
-	struct tcp_skb_cb *cb = (struct tcp_skb_cb *)kskb->cb;
 	struct bpf_sock *sk;
 	struct tcp_sock *tp;
 	__u64 received;
-	__u32 seq, nxt;
+	__u32 nxt;
 
-	seq = cb->seq;
 	sk = bpf_map_lookup_elem(&kfwd_socks, &cookie);
 	if (!sk)
 		return -1;
@@ -128,39 +120,106 @@ static __always_inline int src_position(struct __sk_buff *skb, __u64 cookie,
 	nxt = BPF_CORE_READ(tp, rcv_nxt);
 	received = BPF_CORE_READ(tp, bytes_received);
 	bpf_sk_release(sk);
-	/* rcv_nxt - bytes_received == first data sequence */
-	*pos = received - (__u32)(nxt - seq);
+	*seq0 = nxt - (__u32)received;
 	return 0;
+}
+
+/*
+ * Remove @n duplicated leading bytes.  sk_skb_adjust_room() shrinks at most
+ * 0xfff bytes per call; an skb is at most 64 KiB without BIG TCP.
+ */
+static __always_inline long trim_front(struct __sk_buff *skb, __u32 n)
+{
+	long err;
+	int i;
+
+	for (i = 0; i < 64 && n; i++) {
+		__u32 step = n > 0xfff ? 0xfff : n;
+
+		err = bpf_skb_adjust_room(skb, -(__s32)step, 0, 0);
+		if (err)
+			return err;
+		n -= step;
+	}
+	return n ? -7 /* -E2BIG */ : 0;
 }
 
 SEC("sk_skb")
 int kfwd_verdict(struct __sk_buff *skb)
 {
 	__u64 cookie = bpf_get_socket_cookie(skb);
-	__u64 written, acked, inflight, key, pos, want;
+	__u64 written, acked, inflight, key, pos, want, dup;
+	struct sk_buff *kskb;
 	struct kfwd_dir *d;
 	struct kfwd_ctl *c;
 	__u32 len = skb->len;
+	__u32 seq;
 	long ret;
 
 	d = bpf_map_lookup_elem(&kfwd_dirs, &cookie);
 	if (!d)
 		return SK_PASS;	/* not ours: leave it to user space */
 
+	/*
+	 * A pure FIN reaches the verdict as a zero-length skb.  Redirected,
+	 * the destination's psock backlog gets 0 from skb_send_sock(), takes
+	 * it as a hard error, reports EPIPE on the destination socket and
+	 * stops transmitting.  It carries no data and tcp_fin() already
+	 * recorded the shutdown, so drop it.
+	 */
+	if (!len)
+		return SK_DROP;
+
+	/*
+	 * tcp_read_skb() hands over whole skbs and ignores copied_seq, but
+	 * tcp_data_queue() queues a retransmit that overlaps rcv_nxt
+	 * (seq < rcv_nxt < end_seq) untrimmed, relying on the reader's
+	 * offset.  Track the stream position here and cut the overlap, or
+	 * the overlapping bytes are forwarded twice.
+	 */
+	kskb = bpf_cast_to_kern_ctx(skb);
+	seq = ((struct tcp_skb_cb *)kskb->cb)->seq;
+	if (!d->seq0_set) {
+		if (src_seq0(cookie, &d->seq0) < 0) {
+			d->errors++;
+			goto pass;
+		}
+		d->seq0_set = 1;
+		/* 64-bit position from the 32-bit offset, near rx_base */
+		d->next_pos = d->rx_base +
+			      (__s32)((__u32)(seq - d->seq0) - (__u32)d->rx_base);
+	}
+	pos = d->next_pos + (__s32)(seq - (__u32)(d->seq0 + d->next_pos));
+	if (pos < d->next_pos) {
+		dup = d->next_pos - pos;
+		d->overlaps++;
+		if (dup >= len) {
+			d->dup_bytes += len;
+			return SK_DROP;
+		}
+		ret = trim_front(skb, dup);
+		if (ret) {
+			d->errors++;
+			d->trim_err = ret;
+			d->trim_len = len;
+			d->trim_dup = dup;
+			return SK_DROP;
+		}
+		d->dup_bytes += dup;
+		len -= dup;
+		pos += dup;
+	} else if (pos > d->next_pos) {
+		d->gaps++;
+	}
+	d->next_pos = pos + len;
+
 	if (d->state == KFWD_PASS) {
 		c = bpf_map_lookup_elem(&kfwd_ctl, &cookie);
 		if (!c || c->pause_gen != d->pause_count)
 			goto pass;
-		if (src_position(skb, cookie, &pos) < 0) {
-			d->errors++;
-			goto pass;
-		}
-		d->last_pos = pos;
 		want = d->rx_base + d->redirected + c->user_read;
 		if (pos != want) {
 			/* bytes before this skb are still in the kernel */
-			if ((__s64)(pos - want) < 0)
-				d->overlaps++;
 			d->resume_rejects++;
 			notify(d, KFWD_EV_RESUME_REJECTED);
 			goto pass;
@@ -195,8 +254,8 @@ redirect:
 	if (ret != SK_PASS) {
 		/* dst gone from the map: hand the bytes to user space */
 		d->errors++;
-		d->state = KFWD_PASS;
 		d->pause_count++;
+		d->state = KFWD_PASS;
 		d->passed += len;
 		notify(d, KFWD_EV_REDIRECT_FAILED);
 		return SK_PASS;

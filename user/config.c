@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -14,9 +15,11 @@
 #include <llhttp.h>
 
 #include "config.h"
+#include "kfwd/ctl.h"
 #include "log.h"
 
 #define MAX_TOKENS 64
+#define CONFIG_TEXT_MAX (1 << 20)
 
 /* Loopback only, so the open url-embedded route is reachable from this host alone. */
 static const char embedded_default[] = "listen 127.0.0.1:8080\n"
@@ -48,9 +51,42 @@ static int fail(struct parse_ctx *ctx, const char *fmt, ...)
 	return -1;
 }
 
+static const char *const data_path_names[] = {
+	[DATA_PATH_SPLICE] = "splice",
+	[DATA_PATH_COPY] = "copy",
+	[DATA_PATH_SOCKMAP] = "sockmap",
+	[DATA_PATH_SOCKMAP_UNBOUNDED] = "sockmap-unbounded",
+};
+
 const char *data_path_name(enum data_path dp)
 {
-	return dp == DATA_PATH_COPY ? "copy" : "splice";
+	return dp <= DATA_PATH_SOCKMAP_UNBOUNDED ? data_path_names[dp] : "?";
+}
+
+int data_path_parse(const char *name)
+{
+	/* auto: the fastest bounded path measured here, splice; it never picks sockmap. */
+	if (!strcmp(name, "auto"))
+		return DATA_PATH_SPLICE;
+	for (int i = 0; i <= DATA_PATH_SOCKMAP_UNBOUNDED; i++)
+		if (!strcmp(name, data_path_names[i]))
+			return i;
+	return -1;
+}
+
+static bool is_sockmap(int dp)
+{
+	return dp == DATA_PATH_SOCKMAP || dp == DATA_PATH_SOCKMAP_UNBOUNDED;
+}
+
+bool config_wants_sockmap(const struct config *cfg)
+{
+	if (is_sockmap(cfg->data_path))
+		return true;
+	for (size_t i = 0; i < cfg->n_routes; i++)
+		if (is_sockmap(cfg->routes[i].mode))
+			return true;
+	return false;
 }
 
 int parse_size(const char *text, size_t *out)
@@ -330,6 +366,11 @@ static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **op
 		} else if (!strncmp(o, "retry-backoff-max=", 18)) {
 			if (parse_duration_ms(v, &r->retry_backoff_max_ms) < 0)
 				return fail(ctx, "bad retry-backoff-max '%s'", v);
+		} else if (!strncmp(o, "mode=", 5)) {
+			r->mode = data_path_parse(v);
+			if (r->mode < 0)
+				return fail(ctx, "bad mode '%s' (splice|copy|sockmap|sockmap-unbounded|auto)",
+					    v);
 		} else if (!strncmp(o, "connect-timeout=", 16)) {
 			if (parse_duration_ms(v, &r->connect_timeout_ms) < 0 || !r->connect_timeout_ms)
 				return fail(ctx, "bad connect-timeout '%s'", v);
@@ -407,6 +448,7 @@ static int parse_route(struct parse_ctx *ctx, char **tok, int ntok)
 		return fail(ctx, "out of memory");
 	r->prefix_len = strlen(r->prefix);
 	cfg->n_routes++;
+	r->mode = -1;
 	r->retries = 1;
 	r->retry_on = RETRY_ON_CONNECT;
 	r->retry_backoff_ms = 20;
@@ -443,6 +485,7 @@ static const struct size_directive size_directives[] = {
 	{ "copy-buffer-size", CFG_OFF(copy_buffer_size), 4096, 1 << 30 },
 	{ "max-request-line", CFG_OFF(max_request_line), 64, 1 << 20 },
 	{ "max-header-size", CFG_OFF(max_header_size), 256, 1 << 20 },
+	{ "sockmap-cap", CFG_OFF(sockmap_cap), 65536, 1 << 30 },
 };
 
 static const struct duration_directive duration_directives[] = {
@@ -527,12 +570,17 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 		return 0;
 	}
 	if (!strcmp(d, "data-path")) {
-		if (ntok == 2 && !strcmp(tok[1], "splice"))
-			cfg->data_path = DATA_PATH_SPLICE;
-		else if (ntok == 2 && !strcmp(tok[1], "copy"))
-			cfg->data_path = DATA_PATH_COPY;
-		else
-			return fail(ctx, "usage: data-path splice|copy");
+		int dp = ntok == 2 ? data_path_parse(tok[1]) : -1;
+
+		if (dp < 0)
+			return fail(ctx, "usage: data-path splice|copy|sockmap|sockmap-unbounded|auto");
+		cfg->data_path = (enum data_path)dp;
+		return 0;
+	}
+	if (!strcmp(d, "bpf-pin-dir")) {
+		if (ntok != 2 || tok[1][0] != '/' || strlen(tok[1]) >= sizeof(cfg->bpf_pin_dir))
+			return fail(ctx, "usage: bpf-pin-dir /sys/fs/bpf/DIR");
+		strcpy(cfg->bpf_pin_dir, tok[1]);
 		return 0;
 	}
 	if (!strcmp(d, "max-connections") || !strcmp(d, "upstream-max-idle") ||
@@ -562,6 +610,43 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 			return fail(ctx, "usage: log-level error|warn|info|debug");
 		return 0;
 	}
+	if (!strcmp(d, "ctl-port-id")) {
+		char *end = NULL;
+
+		cfg->ctl_off = ntok == 2 && !strcmp(tok[1], "off");
+		cfg->ctl_port_id = 0;
+		if (cfg->ctl_off || (ntok == 2 && !strcmp(tok[1], "pid")))
+			return 0;
+		errno = 0;
+		v = ntok == 2 && isdigit((unsigned char)tok[1][0]) ? strtoul(tok[1], &end, 0) : 0;
+		if (v == 0 || errno || *end || v > KFWD_CTL_PORT_ID_MAX)
+			return fail(ctx, "usage: ctl-port-id pid|N|off (N: 1..%u, 0x prefix for hex)",
+				    KFWD_CTL_PORT_ID_MAX);
+		cfg->ctl_port_id = (uint32_t)v;
+		return 0;
+	}
+	if (!strcmp(d, "ctl-socket-file")) {
+		if (ntok != 2 || tok[1][0] != '/')
+			return fail(ctx, "usage: ctl-socket-file /ABSOLUTE/PATH");
+		if (strlen(tok[1]) >= sizeof(cfg->ctl_socket_file))
+			return fail(ctx, "ctl-socket-file: path too long");
+		snprintf(cfg->ctl_socket_file, sizeof(cfg->ctl_socket_file), "%s", tok[1]);
+		return 0;
+	}
+	if (!strcmp(d, "ctl-group")) {
+		struct group *gr;
+
+		if (ntok != 2 || strlen(tok[1]) >= sizeof(cfg->ctl_group_name))
+			return fail(ctx, "usage: ctl-group NAME");
+		errno = 0;
+		gr = getgrnam(tok[1]);
+		if (!gr)
+			return fail(ctx, "ctl-group: unknown group '%s'", tok[1]);
+		cfg->has_ctl_group = true;
+		cfg->ctl_group = gr->gr_gid;
+		snprintf(cfg->ctl_group_name, sizeof(cfg->ctl_group_name), "%s", tok[1]);
+		return 0;
+	}
 	return fail(ctx, "unknown directive '%s'", d);
 }
 
@@ -583,6 +668,8 @@ static int tokenize(char *line, char **tok)
 static void set_defaults(struct config *cfg)
 {
 	cfg->data_path = DATA_PATH_SPLICE;
+	cfg->sockmap_cap = 1 << 20;
+	strcpy(cfg->bpf_pin_dir, "/sys/fs/bpf/kfwd");
 	cfg->pipe_size = 1 << 20;
 	cfg->copy_buffer_size = 256 << 10;
 	cfg->client_sndbuf = 256 << 10;
@@ -601,6 +688,7 @@ static void set_defaults(struct config *cfg)
 	cfg->upstream_max_conns = 0;
 	cfg->upstream_down_time_ms = 10000;
 	cfg->log_level = KLOG_INFO;
+	snprintf(cfg->ctl_socket_file, sizeof(cfg->ctl_socket_file), "%s", KFWD_CTL_FILE_DEFAULT);
 }
 
 static int check_config(struct parse_ctx *ctx, bool high_set, bool low_set)
@@ -623,9 +711,11 @@ static int check_config(struct parse_ctx *ctx, bool high_set, bool low_set)
 		return fail(ctx, "no listen address");
 	if (!cfg->n_routes)
 		return fail(ctx, "no route");
-	for (size_t i = 0; i < cfg->n_upstreams; i++)
+	for (size_t i = 0; i < cfg->n_upstreams; i++) {
+		cfg->upstreams[i].cfg = cfg;
 		for (size_t j = 0; j < cfg->upstreams[i].n_servers; j++)
 			cfg->upstreams[i].servers[j].upstream = &cfg->upstreams[i];
+	}
 	for (size_t i = 0; i < cfg->n_routes; i++) {
 		struct route *r = &cfg->routes[i];
 
@@ -640,8 +730,59 @@ static int check_config(struct parse_ctx *ctx, bool high_set, bool low_set)
 	return 0;
 }
 
+/* The whole file, NUL-terminated; NULL with @err set. */
+static char *read_file(const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "re");
+	size_t len = 0, cap = 0, got;
+	char *text = NULL, *grown;
+
+	if (!f) {
+		snprintf(err, errlen, "%s:0: cannot open: %s", path, strerror(errno));
+		return NULL;
+	}
+	do {
+		if (cap - len < 4096) {
+			if (cap >= CONFIG_TEXT_MAX) {
+				snprintf(err, errlen, "%s:0: larger than %d bytes", path, CONFIG_TEXT_MAX);
+				goto fail;
+			}
+			cap = cap ? cap * 2 : 16384;
+			grown = realloc(text, cap + 1);
+			if (!grown) {
+				snprintf(err, errlen, "%s:0: out of memory", path);
+				goto fail;
+			}
+			text = grown;
+		}
+		got = fread(text + len, 1, cap - len, f);
+		len += got;
+	} while (got > 0);
+	if (ferror(f)) {
+		snprintf(err, errlen, "%s:0: read error: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (memchr(text, '\0', len)) {
+		snprintf(err, errlen, "%s:0: contains a NUL byte", path);
+		goto fail;
+	}
+	fclose(f);
+	text[len] = '\0';
+	return text;
+fail:
+	fclose(f);
+	free(text);
+	return NULL;
+}
+
 struct config *config_load(const char *path, char *const *extra_listens, size_t n_extra,
 			   char *err, size_t errlen)
+{
+	return config_load_text(path, NULL, extra_listens, n_extra, err, errlen);
+}
+
+struct config *config_load_text(const char *path, const char *text, char *const *extra_listens,
+				size_t n_extra, char *err, size_t errlen)
 {
 	struct parse_ctx ctx = { .file = path ? path : "<embedded>", .err = err, .errlen = errlen };
 	bool high_set = false, low_set = false;
@@ -657,20 +798,22 @@ struct config *config_load(const char *path, char *const *extra_listens, size_t 
 		return NULL;
 	}
 	ctx.cfg = cfg;
+	cfg->refcount = 1;
 	set_defaults(cfg);
-	if (path) {
-		cfg->path = strdup(path);
-		f = fopen(path, "re");
-		if (!cfg->path || !f) {
-			snprintf(err, errlen, "%s:0: cannot open: %s", path, strerror(errno));
-			goto fail;
-		}
-	} else {
-		f = fmemopen((void *)embedded_default, sizeof(embedded_default) - 1, "r");
-		if (!f) {
-			snprintf(err, errlen, "<embedded>: %s", strerror(errno));
-			goto fail;
-		}
+	/* The text is kept: kfwdctl's runtime changes are edits of it (user/ctl.c). */
+	if (text || !path)
+		cfg->source = strdup(text ? text : embedded_default);
+	else if (!(cfg->source = read_file(path, err, errlen)))
+		goto fail;
+	if (!cfg->source || (path && !(cfg->path = strdup(path)))) {
+		snprintf(err, errlen, "%s: out of memory", ctx.file);
+		goto fail;
+	}
+	/* fmemopen() wants a size of at least 1; a NUL byte alone is a line without words. */
+	f = fmemopen(cfg->source, strlen(cfg->source) ? strlen(cfg->source) : 1, "r");
+	if (!f) {
+		snprintf(err, errlen, "%s: %s", ctx.file, strerror(errno));
+		goto fail;
 	}
 	while (getline(&line, &linecap, f) >= 0) {
 		ctx.line++;
@@ -731,5 +874,22 @@ void config_free(struct config *cfg)
 	free(cfg->routes);
 	free(cfg->listens);
 	free(cfg->path);
+	free(cfg->source);
 	free(cfg);
+}
+
+/* The reference count is bookkeeping, not part of the configuration: holders see it const. */
+const struct config *config_get(const struct config *cfg)
+{
+	if (cfg)
+		((struct config *)cfg)->refcount++;
+	return cfg;
+}
+
+void config_put(const struct config *cfg)
+{
+	struct config *c = (struct config *)cfg;
+
+	if (c && --c->refcount == 0)
+		config_free(c);
 }

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #define CONFIG_NAME_MAX 64
 
@@ -32,6 +33,7 @@ struct upstream {
 	struct upstream_server *servers;
 	size_t n_servers;
 	size_t next_server; /* round-robin cursor */
+	const struct config *cfg; /* owner: an upstream connection holds a reference on it */
 };
 
 enum route_kind {
@@ -61,6 +63,7 @@ struct route {
 	bool retry_non_idempotent;
 	uint64_t retry_backoff_ms;
 	uint64_t retry_backoff_max_ms;
+	int mode; /* mode=: an enum data_path for this route, or -1 for data-path */
 	uint64_t connect_timeout_ms; /* 0: the global value */
 	uint64_t response_timeout_ms;
 	uint64_t idle_timeout_ms;
@@ -80,6 +83,8 @@ struct access_rule {
 enum data_path {
 	DATA_PATH_SPLICE,
 	DATA_PATH_COPY,
+	DATA_PATH_SOCKMAP,           /* tunnels in the kernel (bounded); bodies spliced */
+	DATA_PATH_SOCKMAP_UNBOUNDED, /* the same without the cap: measured unbounded */
 };
 
 struct listen_addr {
@@ -100,6 +105,8 @@ struct config {
 	size_t n_rules;
 
 	enum data_path data_path;
+	size_t sockmap_cap; /* bytes in flight per direction in sockmap mode */
+	char bpf_pin_dir[128];
 	size_t pipe_size;
 	size_t pipe_high_water;
 	size_t pipe_low_water;
@@ -123,6 +130,17 @@ struct config {
 	bool has_metrics;
 	struct listen_addr metrics;
 	int log_level;
+
+	/* Control socket (user/ctl.c, kfwdctl) */
+	bool ctl_off;         /* ctl-port-id off */
+	uint32_t ctl_port_id; /* netlink port id; 0: the daemon's pid */
+	char ctl_socket_file[256];
+	bool has_ctl_group;
+	gid_t ctl_group; /* read-only kfwdctl commands also for this group */
+	char ctl_group_name[CONFIG_NAME_MAX];
+
+	char *source;          /* the text this configuration was parsed from */
+	unsigned int refcount; /* config_get/config_put */
 };
 
 /*
@@ -131,11 +149,23 @@ struct config {
  */
 struct config *config_load(const char *path, char *const *extra_listens, size_t n_extra,
 			   char *err, size_t errlen);
+/* Same, parsing @text (kfwdctl's runtime changes) as if it were the file @path (may be NULL). */
+struct config *config_load_text(const char *path, const char *text, char *const *extra_listens,
+				size_t n_extra, char *err, size_t errlen);
 void config_free(struct config *cfg);
+/*
+ * A loaded configuration has one reference. Holders: the running configuration (user/ctl.c),
+ * every session, every upstream connection (upstream.c). The last config_put() frees it.
+ */
+const struct config *config_get(const struct config *cfg);
+void config_put(const struct config *cfg);
 
 int parse_addr_port(const char *text, struct sockaddr_any *out, bool allow_names);
 int parse_size(const char *text, size_t *out);
 int parse_duration_ms(const char *text, uint64_t *out);
 const char *data_path_name(enum data_path dp);
+int data_path_parse(const char *name); /* "auto" is splice; -1 if unknown */
+/* Does anything in @cfg ask for the sockmap data path? */
+bool config_wants_sockmap(const struct config *cfg);
 
 #endif

@@ -7,6 +7,7 @@
  */
 #include <string.h>
 
+#include "ctl.h"
 #include "flow.h"
 #include "log.h"
 #include "loop.h"
@@ -20,7 +21,7 @@ void flow_init(struct flow *f, enum flow_dir dir, struct endpoint *src, struct e
 	f->dst = dst;
 	f->cfg = cfg;
 	f->pipe.rd = f->pipe.wr = -1;
-	f->use_splice = cfg->data_path == DATA_PATH_SPLICE;
+	f->use_splice = cfg->data_path != DATA_PATH_COPY;
 }
 
 size_t flow_level(const struct flow *f)
@@ -81,6 +82,7 @@ static void pause_flow(struct flow *f, size_t level)
 	/* A pipe can run out of slots below its byte capacity; resume at half of that level. */
 	f->resume_level = level / 2 < low ? level / 2 : low;
 	log_debug("flow %p paused at %zu bytes", (void *)f, level);
+	ctl_notify_pause(f);
 }
 
 static void resume_flow(struct flow *f)
@@ -89,6 +91,7 @@ static void resume_flow(struct flow *f)
 	f->resumes++;
 	stats.resumes++;
 	stats.paused_flows--;
+	ctl_notify_resume(f);
 }
 
 bool flow_wants_read(const struct flow *f)
@@ -326,5 +329,5 @@ void flow_finish(struct flow *f)
 	f->active = false;
 	f->body_done = false;
 	f->splice_failed = false;
-	f->use_splice = f->cfg->data_path == DATA_PATH_SPLICE;
+	f->use_splice = f->cfg->data_path != DATA_PATH_COPY;
 }

@@ -13,12 +13,14 @@
 
 #include "accept.h"
 #include "config.h"
+#include "ctl.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
 #include "pipe_pool.h"
 #include "resolve.h"
 #include "session.h"
+#include "sockmap_path.h"
 #include "upstream_pool.h"
 
 #define MAX_LISTEN_ARGS 16
@@ -34,7 +36,6 @@ static const char usage[] =
 static struct loop_handler signal_handler;
 static int signal_fd = -1;
 static struct timer drain_timer;
-static const struct config *running_cfg;
 static bool stopping;
 
 static void on_drain_timeout(struct timer *t)
@@ -52,11 +53,12 @@ static void begin_shutdown(int sig)
 	}
 	stopping = true;
 	log_info("signal %d: no longer accepting; finishing %u connections (up to %lu ms)", sig,
-		 session_count(), (unsigned long)running_cfg->drain_timeout_ms);
+		 session_count(), (unsigned long)ctl_config()->drain_timeout_ms);
+	ctl_draining();
 	listeners_close();
 	metrics_close();
 	drain_timer.on_expire = on_drain_timeout;
-	timer_arm(&drain_timer, running_cfg->drain_timeout_ms);
+	timer_arm(&drain_timer, ctl_config()->drain_timeout_ms);
 	session_drain_all();
 }
 
@@ -69,6 +71,9 @@ static void on_signal(struct loop_handler *h, uint32_t events)
 		case SIGTERM:
 		case SIGINT:
 			begin_shutdown((int)si.ssi_signo);
+			break;
+		case SIGHUP:
+			ctl_reload_signal();
 			break;
 		default:
 			break;
@@ -160,7 +165,6 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	klog_level = verbose ? KLOG_DEBUG : cfg->log_level;
-	running_cfg = cfg;
 
 	raise_fd_limit();
 	if (loop_init() < 0)
@@ -177,6 +181,11 @@ int main(int argc, char **argv)
 		goto out_resolve;
 	if (metrics_open(cfg) < 0)
 		goto out_listeners;
+	if (ctl_open(cfg, listen_args, n_listen) < 0) {
+		metrics_close();
+		goto out_listeners;
+	}
+	sockmap_path_init(cfg);
 	log_info("kfwd running: data path %s, pipe-size %zu, watermarks %zu/%zu",
 		 data_path_name(cfg->data_path), cfg->pipe_size, cfg->pipe_high_water,
 		 cfg->pipe_low_water);
@@ -185,7 +194,9 @@ int main(int argc, char **argv)
 
 	while (session_first())
 		session_kill(session_first());
+	sockmap_path_fini();
 	log_info("kfwd stopped");
+	ctl_close();
 	metrics_close();
 out_listeners:
 	listeners_close();
@@ -198,6 +209,6 @@ out_loop:
 		close(signal_fd);
 	loop_fini();
 out_cfg:
-	config_free(cfg);
+	config_put(cfg);
 	return rc;
 }

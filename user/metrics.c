@@ -98,6 +98,11 @@ size_t metrics_render(char *out, size_t len)
 	by_direction(&w, "kfwd_bytes_copied_total",
 		     "Bytes that passed through user space (heads, chunk lines, copy path).",
 		     stats.bytes_copied);
+	by_direction(&w, "kfwd_bytes_sockmap_total",
+		     "Bytes redirected in the kernel by the sockmap program (counted when a tunnel ends).",
+		     stats.bytes_sockmap);
+	counter(&w, "kfwd_sockmap_flows_total", "Tunnels handed to the BPF sockmap.",
+		stats.sockmap_flows);
 	counter(&w, "kfwd_pauses_total", "Flows paused at the high-water mark (edges).",
 		stats.pauses);
 	counter(&w, "kfwd_resumes_total", "Flows resumed below the low-water mark.", stats.resumes);

@@ -17,10 +17,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "ctl.h"
 #include "http_rewrite.h"
 #include "log.h"
 #include "resolve.h"
 #include "session.h"
+#include "sockmap.h"
+#include "sockmap_path.h"
 #include "stats.h"
 #include "upstream.h"
 #include "upstream_pool.h"
@@ -34,6 +37,7 @@ static uint64_t next_id = 1;
 static bool draining;
 
 static void session_run(struct session *s);
+static void sockmap_finish(struct session *s);
 static void connect_upstream(struct session *s, bool allow_pool);
 
 const char *session_state_name(enum session_state st)
@@ -118,6 +122,13 @@ static void update_events(struct session *s)
 		umask = EPOLLOUT;
 		break;
 	case S_EXCHANGE:
+		if (s->sockmap) {
+			/* Edge-triggered, as the module asks: HUP cannot be masked, and the last
+			 * bytes drain after both FINs. */
+			cmask = s->sm_events_client ? s->sm_events_client | EPOLLET : 0;
+			umask = s->sm_events_upstream ? s->sm_events_upstream | EPOLLET : 0;
+			break;
+		}
 		if (flow_wants_read(&s->req))
 			cmask |= EPOLLIN | EPOLLRDHUP;
 		if (flow_wants_write(&s->resp))
@@ -172,10 +183,22 @@ static uint64_t idle_timeout(const struct session *s)
 	return r && r->idle_timeout_ms ? r->idle_timeout_ms : s->cfg->transfer_timeout_ms;
 }
 
+/* Deferred: the configuration outlives every use of s->cfg in this batch. */
+static void session_free(void *p)
+{
+	struct session *s = p;
+
+	config_put(s->cfg);
+	free(s);
+}
+
 static void session_close(struct session *s)
 {
 	if (s->client.fd < 0)
 		return;
+	ctl_notify_conn_close(s);
+	if (s->sockmap)
+		sockmap_finish(s);
 	timer_cancel(&s->timer);
 	resolve_cancel(&s->resolve);
 	upstream_unwait(s);
@@ -193,7 +216,7 @@ static void session_close(struct session *s)
 		s->next->prev = s->prev;
 	n_sessions--;
 	stats.connections_active--;
-	loop_defer_free(s, free);
+	loop_defer_free(s, session_free);
 	if (draining && n_sessions == 0)
 		loop_stop();
 }
@@ -273,6 +296,140 @@ static int status_for_parse_error(enum http_error e)
 	}
 }
 
+static enum data_path tunnel_data_path(const struct session *s)
+{
+	const struct route *r = s->target.route;
+
+	return r && r->mode >= 0 ? (enum data_path)r->mode : s->cfg->data_path;
+}
+
+/* Everything a flow holds in user space, then what its source sent past the head. */
+static int collect_pending(struct buf *out, struct flow *f)
+{
+	if (buf_append(out, buf_start(&f->out), buf_len(&f->out)) < 0 ||
+	    buf_append(out, buf_start(&f->pending), buf_len(&f->pending)) < 0 ||
+	    buf_append(out, buf_start(&f->src->in), buf_len(&f->src->in)) < 0)
+		return -1;
+	return 0;
+}
+
+static void sockmap_finish(struct session *s)
+{
+	struct sockmap_stats st;
+
+	if (sockmap_flow_stats(s->sockmap_flow, &st) == 0) {
+		const struct sockmap_dir_stats *a = &st.dir[SOCKMAP_A_TO_B];
+		const struct sockmap_dir_stats *b = &st.dir[SOCKMAP_B_TO_A];
+
+		stats.bytes_sockmap[DIR_REQUEST] += a->redirected;
+		stats.bytes_sockmap[DIR_RESPONSE] += b->redirected;
+		stats.bytes_copied[DIR_REQUEST] += a->user_written;
+		stats.bytes_copied[DIR_RESPONSE] += b->user_written;
+		s->req.pauses += a->pause_count;
+		s->resp.pauses += b->pause_count;
+		s->req.bytes_out += a->redirected + a->user_written;
+		s->resp.bytes_out += b->redirected + b->user_written;
+	}
+	sockmap_flow_del(s->sockmap_flow);
+	s->sockmap = false;
+}
+
+static uint64_t sockmap_bytes(const struct session *s)
+{
+	struct sockmap_stats st;
+
+	if (sockmap_flow_stats(s->sockmap_flow, &st) < 0)
+		return 0;
+	return st.dir[0].redirected + st.dir[0].user_written + st.dir[1].redirected +
+	       st.dir[1].user_written;
+}
+
+static void sockmap_step(struct session *s)
+{
+	struct sockmap_want want;
+	int r = sockmap_flow_pump(s->sockmap_flow, &want);
+
+	if (r != SOCKMAP_RUNNING) {
+		if (r < 0)
+			log_info("session %lu: sockmap tunnel failed: %m", (unsigned long)s->id);
+		session_close(s);
+		return;
+	}
+	s->sm_events_client = want.events_a;
+	s->sm_events_upstream = want.events_b;
+	if (want.timeout_ms >= 0) {
+		s->sm_timer = true;
+		timer_arm(&s->timer, (uint64_t)want.timeout_ms);
+	} else if (s->sm_timer || !timer_armed(&s->timer)) {
+		s->sm_timer = false;
+		timer_arm(&s->timer, s->cfg->tunnel_timeout_ms);
+	}
+}
+
+/*
+ * Hand a tunnel to the BPF sockmap when its data path says so and the path is ready. Bytes
+ * kfwd holds (the 101 head, bytes read past the heads) go to the module first. Falls back to
+ * splice when a pipe already holds bytes (they could not be handed over in order).
+ */
+static void sockmap_start(struct session *s)
+{
+	enum data_path dp = tunnel_data_path(s);
+	struct sockmap_flow_args args = { 0 };
+	struct buf to_up = { 0 }, to_client = { 0 };
+	int rc;
+
+	if (dp != DATA_PATH_SOCKMAP && dp != DATA_PATH_SOCKMAP_UNBOUNDED)
+		return;
+	if (!sockmap_ready() || s->req.pipe_level || s->resp.pipe_level) {
+		log_debug("session %lu: tunnel stays on splice (%s)", (unsigned long)s->id,
+			  sockmap_ready() ? "pipe not empty" : sockmap_path_reason());
+		return;
+	}
+	if (collect_pending(&to_up, &s->req) < 0 || collect_pending(&to_client, &s->resp) < 0) {
+		buf_free(&to_up);
+		buf_free(&to_client);
+		session_close(s);
+		return;
+	}
+	args.fd_a = s->client.fd;
+	args.fd_b = s->upstream.fd;
+	args.cap_bytes = s->cfg->sockmap_cap;
+	args.flags = dp == DATA_PATH_SOCKMAP_UNBOUNDED ? SOCKMAP_UNBOUNDED : 0;
+	args.pending_a_to_b = buf_start(&to_up);
+	args.pending_a_to_b_len = buf_len(&to_up);
+	args.pending_b_to_a = buf_start(&to_client);
+	args.pending_b_to_a_len = buf_len(&to_client);
+	rc = sockmap_flow_add_ex(&args, &s->sockmap_flow);
+	buf_free(&to_up);
+	buf_free(&to_client);
+	if (rc < 0) {
+		/* The module may already have consumed queued bytes: the tunnel cannot go on. */
+		log_warn("session %lu: sockmap flow add failed: %m", (unsigned long)s->id);
+		session_close(s);
+		return;
+	}
+	flow_reset(&s->req);
+	flow_reset(&s->resp);
+	buf_free(&s->client.in);
+	buf_free(&s->upstream.in);
+	s->sockmap = true;
+	s->sm_timer = false;
+	s->sm_last_bytes = 0;
+	s->sm_last_change_ms = now_ms();
+	stats.sockmap_flows++;
+	sockmap_step(s);
+}
+
+void session_sockmap_event(uint64_t flow_id)
+{
+	for (struct session *s = sessions; s; s = s->next) {
+		if (s->sockmap && s->sockmap_flow == flow_id && s->client.fd >= 0) {
+			session_run(s);
+			return;
+		}
+	}
+}
+
 /* After a 101 or a CONNECT: bytes flow both ways, each direction until its source's EOF. */
 static void start_tunnel(struct session *s)
 {
@@ -286,6 +443,7 @@ static void start_tunnel(struct session *s)
 	flow_start_body(&s->resp, FRAMING_CLOSE, 0);
 	stats.tunnels++;
 	timer_arm(&s->timer, s->cfg->tunnel_timeout_ms);
+	sockmap_start(s);
 }
 
 static void start_exchange(struct session *s)
@@ -675,6 +833,8 @@ static void handle_request(struct session *s)
 	s->req_keep_alive = h->keep_alive && !draining;
 	s->client_http10 = h->http_minor == 0;
 
+	if (r->mode >= 0)
+		s->req.use_splice = s->resp.use_splice = r->mode != DATA_PATH_COPY;
 	rw.target = s->target.target;
 	rw.target_len = s->target.target_len;
 	if (s->target.host_header[0])
@@ -1019,6 +1179,10 @@ static void step_exchange(struct session *s)
 {
 	enum flow_status st;
 
+	if (s->sockmap) {
+		sockmap_step(s);
+		return;
+	}
 	if (s->tunnel) {
 		step_tunnel(s);
 		return;
@@ -1057,6 +1221,8 @@ static void step_exchange(struct session *s)
 	if (!s->final_response && s->upstream.fd >= 0 && read_response_head(s) < 0)
 		return;
 	if (s->state != S_EXCHANGE)
+		return;
+	if (s->sockmap)
 		return;
 	if (s->tunnel) {
 		step_tunnel(s);
@@ -1200,6 +1366,22 @@ static void on_session_timer(struct timer *t)
 		retry_or_fail(s, TRIGGER_CONNECT, 504);
 		break;
 	case S_EXCHANGE:
+		if (s->sockmap) {
+			uint64_t moved = sockmap_bytes(s);
+
+			if (moved != s->sm_last_bytes) {
+				s->sm_last_bytes = moved;
+				s->sm_last_change_ms = now_ms();
+			} else if (!s->sm_timer &&
+				   now_ms() - s->sm_last_change_ms >= cfg->tunnel_timeout_ms) {
+				log_info("session %lu: tunnel idle, closing", (unsigned long)s->id);
+				stats.timeouts++;
+				session_close(s);
+				return;
+			}
+			s->sm_timer = false;
+			break; /* session_run pumps and re-arms */
+		}
 		if (s->req_sent && !s->final_response) {
 			log_info("session %lu: no response from %s in time", (unsigned long)s->id,
 				 s->up_addr_text);
@@ -1245,7 +1427,7 @@ struct session *session_create(int fd, const struct config *cfg, bool reject)
 		return NULL;
 	}
 	s->id = next_id++;
-	s->cfg = cfg;
+	s->cfg = config_get(cfg); /* dropped in session_free() */
 	s->created_ms = now_ms();
 	s->timer.on_expire = on_session_timer;
 	if (getpeername(fd, (struct sockaddr *)&peer.ss, &peer.len) == 0) {
@@ -1288,6 +1470,7 @@ struct session *session_create(int fd, const struct config *cfg, bool reject)
 	sessions = s;
 	n_sessions++;
 	stats.connections_active++;
+	ctl_notify_conn_open(s);
 
 	if (reject) {
 		stats.connections_rejected++;

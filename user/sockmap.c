@@ -1123,6 +1123,8 @@ int sockmap_flow_stats(uint64_t flow_id, struct sockmap_stats *st)
 		s->resume_rejects = d->kd.resume_rejects;
 		s->errors = d->kd.errors;
 		s->overlaps = d->kd.overlaps;
+		s->dup_bytes = d->kd.dup_bytes;
+		s->gaps = d->kd.gaps;
 		s->paused = d->kd.state == KFWD_PASS;
 		s->eof = d->eof;
 		s->done = d->done;

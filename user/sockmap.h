@@ -15,7 +15,10 @@
  *	- sockmap_handle_events() names the flow,
  *	- the timeout it asked for expires;
  *	after each pump it arms exactly the events of struct sockmap_want
- *	(EPOLL_CTL_MOD; 0 means "none", keep the fd registered with 0);
+ *	with EPOLLET added (EPOLL_CTL_MOD; 0 means "none").  Use EPOLLET:
+ *	a pump consumes readiness until EAGAIN, and level-triggered
+ *	EPOLLHUP (not maskable) would spin the loop while the last bytes
+ *	drain after both sides' FINs;
  *   4. when sockmap_flow_pump() returns SOCKMAP_DONE (both directions got
  *	EOF, every byte reached the other side's send queue and SHUT_WR was
  *	sent), or on error, calls sockmap_flow_del() and closes the fds.
@@ -76,7 +79,9 @@ struct sockmap_dir_stats {
 	uint32_t resume_count;
 	uint32_t resume_rejects;
 	uint32_t errors;
-	uint32_t overlaps;	/* must stay 0 */
+	uint32_t overlaps;	/* retransmits overlapping delivered bytes */
+	uint64_t dup_bytes;	/* their duplicated bytes, cut by the program */
+	uint32_t gaps;		/* must stay 0 */
 	bool paused;		/* currently in pass-to-user-space mode */
 	bool eof;		/* source sent FIN */
 	bool done;		/* everything delivered, SHUT_WR sent */
@@ -100,11 +105,22 @@ int sockmap_event_fd(void);
  * Returns the number of callbacks, -1 on error. */
 int sockmap_handle_events(sockmap_event_cb cb, void *ctx);
 
+/*
+ * Put an established TCP pair in the map.  Everything fd_a/fd_b already
+ * received is read first and forwarded by the module, after the pending
+ * bytes of sockmap_flow_args.  On failure (-1, errno) the pair must be
+ * closed: queued bytes may have been consumed.
+ */
 int sockmap_flow_add(int fd_a, int fd_b, uint64_t cap_bytes,
 		     uint64_t *flow_id);
 int sockmap_flow_add_ex(const struct sockmap_flow_args *args,
 			uint64_t *flow_id);
-/* SOCKMAP_RUNNING, SOCKMAP_DONE, or -1 with errno (flow is broken). */
+/*
+ * Move bytes that the program passed to user space, request resume of the
+ * in-kernel redirect, detect EOF and send SHUT_WR once everything before
+ * the FIN reached the destination's send queue.  Never blocks.
+ * SOCKMAP_RUNNING, SOCKMAP_DONE, or -1 with errno (flow is broken).
+ */
 int sockmap_flow_pump(uint64_t flow_id, struct sockmap_want *want);
 int sockmap_flow_stats(uint64_t flow_id, struct sockmap_stats *st);
 /* Remove both sockets from the map; bytes still queued in the kernel for

@@ -23,6 +23,8 @@ struct kfwd_stats {
 	uint64_t upstream_retries;
 	uint64_t bytes_spliced[DIR_COUNT];
 	uint64_t bytes_copied[DIR_COUNT];
+	uint64_t bytes_sockmap[DIR_COUNT]; /* redirected in the kernel by the sockmap program */
+	uint64_t sockmap_flows;
 	uint64_t pauses;
 	uint64_t resumes;
 	uint64_t paused_flows;

@@ -74,14 +74,21 @@ struct kfwd_dir {
 	__u64 dst_written;	/* last sample: bytes in/through dst's sndq */
 	__u64 dst_acked;	/* last sample: bytes acked by dst's peer */
 	__u64 inflight_max;	/* high-water mark of in-kernel bytes */
-	__u64 last_pos;		/* stream position of the last skb seen */
+	__u64 next_pos;		/* stream position the next skb must start at */
+	__u64 dup_bytes;	/* retransmitted overlap trimmed or dropped */
+	__u32 seq0;		/* src's first data sequence number */
+	__u32 seq0_set;
 	enum kfwd_state state;
 	__u32 flags;		/* enum kfwd_dir_flags */
 	__u32 pause_count;
 	__u32 resume_count;
 	__u32 resume_rejects;
 	__u32 errors;		/* peer lookup / redirect failures */
-	__u32 overlaps;		/* skb started before the expected position */
+	__u32 overlaps;		/* skbs that started before next_pos */
+	__u32 gaps;		/* skbs that started after next_pos: bug */
+	__s32 trim_err;		/* last failed trim: helper error */
+	__u32 trim_len;		/* last failed trim: skb length */
+	__u32 trim_dup;		/* last failed trim: bytes to cut */
 	__u32 pad;
 };
 
