@@ -2,7 +2,9 @@
 /* Listening sockets: accept, enforce max-connections, hand each client to a session. */
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -12,6 +14,7 @@
 #include "loop.h"
 #include "session.h"
 #include "stats.h"
+#include "upstream_pool.h"
 
 #define ACCEPT_BATCH 64
 /* Rejected clients still get a 503 and a clean close, up to this many at once. */
@@ -63,6 +66,8 @@ static void on_accept(struct loop_handler *h, uint32_t events)
 {
 	struct listener *l = (struct listener *)h;
 
+	if (l->fd < 0)
+		return; /* closed by listeners_update() earlier in this batch */
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		unsigned int active;
@@ -106,6 +111,92 @@ int listeners_open(const struct config *cfg)
 	return 0;
 fail:
 	listeners_close();
+	return -1;
+}
+
+/* listeners[j] listens on its configuration's listens[j] (listeners_open, listeners_update). */
+static const struct listen_addr *listener_addr(size_t j)
+{
+	return &listeners[j].cfg->listens[j];
+}
+
+static bool listener_kept(const struct listener *nl, size_t n, int fd)
+{
+	for (size_t i = 0; i < n; i++)
+		if (nl[i].fd == fd)
+			return true;
+	return false;
+}
+
+int listeners_update(const struct config *cfg, char *err, size_t errlen)
+{
+	struct listener *nl = calloc(cfg->n_listens, sizeof(*nl));
+	bool *kept = calloc(n_listeners + 1, sizeof(*kept));
+	size_t i, j;
+
+	if (!nl || !kept) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	for (i = 0; i < cfg->n_listens; i++) {
+		nl[i].h.on_event = on_accept;
+		nl[i].cfg = cfg;
+		for (j = 0; j < n_listeners; j++)
+			if (!kept[j] && sockaddr_equal(&listener_addr(j)->addr, &cfg->listens[i].addr))
+				break;
+		if (j < n_listeners) {
+			kept[j] = true;
+			nl[i].fd = listeners[j].fd;
+			continue;
+		}
+		nl[i].fd = listen_socket(&cfg->listens[i].addr, cfg->listens[i].text);
+		if (nl[i].fd < 0) {
+			snprintf(err, errlen, "listen %s: %s", cfg->listens[i].text, strerror(errno));
+			goto fail;
+		}
+		if (loop_add(nl[i].fd, EPOLLIN, &nl[i].h) < 0) {
+			snprintf(err, errlen, "listen %s: epoll: %s", cfg->listens[i].text,
+				 strerror(errno));
+			close(nl[i].fd);
+			nl[i].fd = -1;
+			goto fail;
+		}
+	}
+	/* Kept sockets: same fd, new handler. EPOLL_CTL_MOD of a registered fd does not fail
+	 * short of a bug; if it did, the old handler would still serve (old configuration). */
+	for (i = 0; i < cfg->n_listens; i++)
+		for (j = 0; j < n_listeners; j++)
+			if (kept[j] && listeners[j].fd == nl[i].fd)
+				(void)loop_mod(nl[i].fd, EPOLLIN, &nl[i].h);
+	for (j = 0; j < n_listeners; j++) {
+		if (!kept[j]) {
+			log_info("no longer listening on %s", listener_addr(j)->text);
+			loop_del(listeners[j].fd);
+			close(listeners[j].fd);
+			listeners[j].fd = -1;
+		}
+	}
+	for (i = 0; i < cfg->n_listens; i++)
+		if (!listener_kept(listeners, n_listeners, nl[i].fd))
+			log_info("listening on %s", cfg->listens[i].text);
+	/* An event for the old array may still be queued in this batch: it must find a closed
+	 * fd or the new configuration, and memory that is still there. */
+	for (j = 0; j < n_listeners; j++)
+		listeners[j].cfg = cfg;
+	loop_defer_free(listeners, free);
+	listeners = nl;
+	n_listeners = cfg->n_listens;
+	free(kept);
+	return 0;
+fail:
+	for (i = 0; nl && i < cfg->n_listens; i++) {
+		if (nl[i].fd < 0 || nl[i].cfg != cfg || listener_kept(listeners, n_listeners, nl[i].fd))
+			continue;
+		loop_del(nl[i].fd);
+		close(nl[i].fd);
+	}
+	free(nl);
+	free(kept);
 	return -1;
 }
 

@@ -8,6 +8,12 @@
 int listeners_open(const struct config *cfg);
 /* Stop accepting (drain); the sockets close. */
 void listeners_close(void);
+/*
+ * A new configuration (kfwdctl): sockets whose address stays are kept, new addresses are
+ * opened, the others closed; new connections get @cfg. On failure nothing changed and @err
+ * says why.
+ */
+int listeners_update(const struct config *cfg, char *err, size_t errlen);
 /* Open a listening TCP socket (also used by the metrics endpoint). */
 int listen_socket(const struct sockaddr_any *addr, const char *text);
 

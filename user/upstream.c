@@ -42,10 +42,18 @@ bool upstream_slot_free(const struct upstream_server *srv, unsigned int max_conn
 	return !srv || !max_conns || srv->conns < max_conns;
 }
 
+/* An open connection holds a reference on its server's configuration (kfwdctl swaps them). */
+static const struct config *server_config(const struct upstream_server *srv)
+{
+	return srv->upstream ? srv->upstream->cfg : NULL;
+}
+
 void upstream_conn_opened(struct upstream_server *srv)
 {
-	if (srv)
-		srv->conns++;
+	if (!srv)
+		return;
+	srv->conns++;
+	config_get(server_config(srv));
 }
 
 static void wake_first(struct upstream_server *srv)
@@ -60,10 +68,14 @@ static void wake_first(struct upstream_server *srv)
 
 void upstream_conn_closed(struct upstream_server *srv)
 {
+	const struct config *cfg;
+
 	if (!srv)
 		return;
+	cfg = server_config(srv);
 	srv->conns--;
 	wake_first(srv);
+	config_put(cfg); /* last: it may free srv */
 }
 
 void upstream_conn_idle(struct upstream_server *srv)

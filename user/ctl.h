@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+#ifndef KFWD_CTL_H
+#define KFWD_CTL_H
+
+/*
+ * The control socket (protocol: include/kfwd/ctl.h): a NETLINK_USERSOCK socket in the event
+ * loop answering kfwdctl, the owner of the running configuration (route add/del, set and
+ * reload swap in a new one; connections keep the one they started with), and the source of
+ * monitor events.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+
+struct session;
+struct flow;
+
+/*
+ * Take a reference on @cfg as the running configuration and, unless ctl-port-id is off, bind
+ * the control socket and publish it in ctl-socket-file. @extra_listens (-l) are applied again
+ * on reload. Returns -1 (after logging why) if the port id is taken or the file cannot be
+ * written: kfwd must not run unmanageable, or beside a squatter.
+ */
+int ctl_open(const struct config *cfg, char *const *extra_listens, size_t n_extra);
+/* Close the socket, end monitor streams, remove the file if it is still ours, drop the ref. */
+void ctl_close(void);
+/* The configuration new connections get. */
+const struct config *ctl_config(void);
+/* SIGTERM: no more configuration changes. */
+void ctl_draining(void);
+/* SIGHUP: reload like "kfwdctl reload", the result goes to the log. */
+void ctl_reload_signal(void);
+
+/* Monitor hooks, called from session.c and flow.c; free when nobody listens. */
+extern unsigned int ctl_n_subscribers;
+void ctl_event_conn(const struct session *s, bool open);
+void ctl_event_flow(const struct flow *f, bool paused);
+
+static inline void ctl_notify_conn_open(const struct session *s)
+{
+	if (ctl_n_subscribers)
+		ctl_event_conn(s, true);
+}
+
+static inline void ctl_notify_conn_close(const struct session *s)
+{
+	if (ctl_n_subscribers)
+		ctl_event_conn(s, false);
+}
+
+static inline void ctl_notify_pause(const struct flow *f)
+{
+	if (ctl_n_subscribers)
+		ctl_event_flow(f, true);
+}
+
+static inline void ctl_notify_resume(const struct flow *f)
+{
+	if (ctl_n_subscribers)
+		ctl_event_flow(f, false);
+}
+
+#endif
