@@ -458,6 +458,9 @@ def wait_ready(inst, timeout=10.0):
 class Peer:
     key = label = ""
     kind = "proxy"
+    # kfwd's sockmap path carries tunnels only (CONNECT, WebSocket): such a peer runs the
+    # download through a CONNECT tunnel and sits out the HTTP workloads, which would measure splice.
+    tunnel_only = False
 
     def __init__(self, ctx):
         self.ctx = ctx
@@ -609,6 +612,10 @@ class Kfwd(Peer):
         self.path = path
         self.key = "kfwd-" + path
         self.label = "kfwd " + path
+        self.tunnel_only = path.startswith("sockmap")
+        if self.tunnel_only:
+            self.notes.append("sockmap carries tunnels only: the download runs through a CONNECT tunnel "
+                              "(curl -p -x); HTTP workloads would measure splice and are not run")
 
     def config(self, d, port, mport):
         cfg = d / "kfwd.conf"
@@ -621,6 +628,8 @@ class Kfwd(Peer):
             "client-timeout 600s",
             "metrics-listen 127.0.0.1:%d" % mport,
         ]
+        if self.tunnel_only:
+            lines += ["connect on", "allow 127.0.0.0/8", "bpf-pin-dir /sys/fs/bpf/kfwd-bench"]
         if os.environ.get("BENCH_KFWD_PIPE_SIZE"):
             lines.append("pipe-size %s" % os.environ["BENCH_KFWD_PIPE_SIZE"])
         cfg.write_text("\n".join(lines) + "\n")
@@ -819,9 +828,13 @@ def run_download(ctx, res, live):
                 continue
             s0 = snap()
             ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if inst.peer.tunnel_only:
+                target = ["-p", "-x", "http://127.0.0.1:%d" % inst.port,
+                          "http://127.0.0.1:%d%s" % (ctx.up_port, url_path)]
+            else:
+                target = ["http://127.0.0.1:%d%s" % (inst.port, url_path)]
             p = PROCS.start(["curl", "-sS", "--http1.1", "-o", "/dev/null", "-w",
-                             "%{http_code} %{size_download} %{time_total}",
-                             "http://127.0.0.1:%d%s" % (inst.port, url_path)],
+                             "%{http_code} %{size_download} %{time_total}"] + target,
                             "curl", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             try:
                 out, err = p.communicate(timeout=120)
@@ -1332,7 +1345,8 @@ def main():
             if name in WORKLOADS:
                 t = time.monotonic()
                 log("%s ..." % name)
-                fn(ctx, res, live)
+                fn(ctx, res, live if name == "download" else
+                   {k: i for k, i in live.items() if not i.peer.tunnel_only})
                 ctx.meta["t_" + name] = round(time.monotonic() - t, 1)
         for key, inst in live.items():
             dead(res, key, inst)
@@ -1342,7 +1356,7 @@ def main():
         if "memory" in WORKLOADS:
             t = time.monotonic()
             log("memory ...")
-            run_memory(ctx, res, active)
+            run_memory(ctx, res, [p for p in active if not p.tunnel_only])
             ctx.meta["t_memory"] = round(time.monotonic() - t, 1)
 
         for p in peers:
