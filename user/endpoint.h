@@ -17,6 +17,7 @@ struct endpoint {
 	int fd;              /* -1 when closed */
 	uint32_t registered; /* epoll mask in force; meaningful while in_epoll */
 	bool in_epoll;
+	bool force_mod; /* registered with another handler (taken from the pool): MOD it */
 	/*
 	 * Readiness hints: set by epoll events, cleared when a syscall returns EAGAIN, so the data
 	 * path only tries syscalls that can make progress.

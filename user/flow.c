@@ -276,6 +276,15 @@ enum flow_status flow_pump(struct flow *f)
 	for (int round = 0; round < PUMP_BUDGET; round++) {
 		bool progress = false;
 
+		/* Fill first: a head and the body bytes read with it leave in one send. */
+		if (f->active && !f->body_done && !f->paused) {
+			int moved = fill_step(f);
+
+			if (moved < 0)
+				return (enum flow_status)moved;
+			if (moved > 0)
+				progress = true;
+		}
 		if (flow_level(f) > 0 && f->dst->writable) {
 			uint64_t before = f->bytes_out;
 
@@ -286,15 +295,9 @@ enum flow_status flow_pump(struct flow *f)
 				progress = true;
 			}
 		}
-		if (f->paused && flow_level(f) <= f->resume_level)
+		if (f->paused && flow_level(f) <= f->resume_level) {
 			resume_flow(f);
-		if (f->active && !f->body_done && !f->paused) {
-			int moved = fill_step(f);
-
-			if (moved < 0)
-				return (enum flow_status)moved;
-			if (moved > 0)
-				progress = true;
+			progress = true;
 		}
 		if (!progress)
 			break;

@@ -77,8 +77,10 @@ static void endpoint_watch(struct endpoint *e, uint32_t mask)
 		}
 		return;
 	}
-	if (mask != e->registered && loop_mod(e->fd, mask, &e->h) == 0)
+	if ((mask != e->registered || e->force_mod) && loop_mod(e->fd, mask, &e->h) == 0) {
 		e->registered = mask;
+		e->force_mod = false;
+	}
 }
 
 static void endpoint_close(struct endpoint *e)
@@ -103,6 +105,24 @@ static void endpoint_attach(struct endpoint *e, int fd)
 	e->writable = true;
 	e->rd_eof = false;
 	e->hup = false;
+	e->force_mod = false;
+}
+
+static struct http_head *head_start(struct http_head **slot, bool is_request)
+{
+	if (!*slot) {
+		*slot = malloc(sizeof(**slot));
+		if (!*slot)
+			return NULL;
+	}
+	http_head_init(*slot, is_request);
+	return *slot;
+}
+
+static void head_free(struct http_head **slot)
+{
+	free(*slot);
+	*slot = NULL;
 }
 
 static void update_events(struct session *s)
@@ -208,6 +228,8 @@ static void session_close(struct session *s)
 	endpoint_close(&s->client);
 	route_target_free(&s->target);
 	buf_free(&s->req_head);
+	head_free(&s->rq);
+	head_free(&s->rs);
 	if (s->prev)
 		s->prev->next = s->next;
 	else
@@ -466,7 +488,10 @@ static void start_exchange(struct session *s)
 		return;
 	}
 	flow_start_body(&s->req, s->req_framing, s->req_length);
-	http_head_init(&s->rs, false);
+	if (!head_start(&s->rs, false)) {
+		reply_error(s, 500);
+		return;
+	}
 	s->final_response = false;
 	s->req_failed = false;
 	s->req_sent = false;
@@ -531,7 +556,7 @@ static bool can_retry(const struct session *s, enum retry_trigger trigger)
 	if (trigger == TRIGGER_CONNECT)
 		return true; /* the request never left: safe for every method */
 	/* The server may have acted on it; and a body already forwarded cannot be sent again. */
-	if (!method_idempotent(s->rq.parser.method) && !r->retry_non_idempotent)
+	if (!method_idempotent(s->req_method) && !r->retry_non_idempotent)
 		return false;
 	return s->req_framing == FRAMING_NONE;
 }
@@ -559,7 +584,7 @@ static void schedule_retry(struct session *s)
 	flow_reset(&s->req);
 	delay = backoff_ms(s);
 	log_info("session %lu: retry %u of %s %s in %lu ms", (unsigned long)s->id, s->attempts,
-		 llhttp_method_name((llhttp_method_t)s->rq.parser.method), s->target.target,
+		 llhttp_method_name((llhttp_method_t)s->req_method), s->target.target,
 		 (unsigned long)delay);
 	s->state = S_BACKOFF;
 	timer_arm(&s->timer, delay);
@@ -603,6 +628,10 @@ static void connect_upstream(struct session *s, bool allow_pool)
 		s->upstream_reused = true;
 		stats.upstream_reuses++;
 		endpoint_attach(&s->upstream, fd);
+		/* Still registered, with the pool's handler: update_events re-points it. */
+		s->upstream.in_epoll = true;
+		s->upstream.registered = EPOLLIN | EPOLLRDHUP;
+		s->upstream.force_mod = true;
 		s->conn_server = pooled_srv;
 		start_exchange(s);
 		return;
@@ -722,7 +751,7 @@ static void on_resolved(void *arg, int status, const struct sockaddr_any *addr)
 static void handle_connect(struct session *s)
 {
 	const struct config *cfg = s->cfg;
-	struct http_head *h = &s->rq;
+	struct http_head *h = s->rq;
 	const char *url = buf_start(&s->client.in) + h->url.off;
 
 	if (!cfg->connect_enabled) {
@@ -767,7 +796,7 @@ static void handle_connect(struct session *s)
 static void handle_request(struct session *s)
 {
 	const struct config *cfg = s->cfg;
-	struct http_head *h = &s->rq;
+	struct http_head *h = s->rq;
 	const char *base = buf_start(&s->client.in);
 	const char *url = base + h->url.off;
 	struct request_rewrite rw = { 0 };
@@ -881,18 +910,25 @@ static void step_request_head(struct session *s)
 		ssize_t n;
 
 		if (buf_len(&c->in)) {
-			enum http_parse_status st =
-				http_head_feed(&s->rq, buf_start(&c->in), buf_len(&c->in),
-					       cfg->max_request_line, cfg->max_header_size);
+			enum http_parse_status st;
 
+			if (!s->rq && !head_start(&s->rq, true)) {
+				reply_error(s, 500);
+				return;
+			}
+			st = http_head_feed(s->rq, buf_start(&c->in), buf_len(&c->in),
+					    cfg->max_request_line, cfg->max_header_size);
 			if (st == HTTP_PARSE_DONE) {
+				s->req_method = s->rq->parser.method;
 				handle_request(s);
+				head_free(&s->rq);
 				return;
 			}
 			if (st == HTTP_PARSE_ERROR) {
 				log_debug("session %lu: bad request: %s", (unsigned long)s->id,
-					  s->rq.error_reason ? s->rq.error_reason : "limits");
-				reply_error(s, status_for_parse_error(s->rq.error));
+					  s->rq->error_reason ? s->rq->error_reason : "limits");
+				reply_error(s, status_for_parse_error(s->rq->error));
+				head_free(&s->rq);
 				return;
 			}
 		}
@@ -926,7 +962,7 @@ static bool may_replace_pooled(struct session *s)
 	/* A pooled connection the server had already closed: resend once on a fresh one, when
 	 * no byte of a body was consumed and nothing of a response arrived. */
 	return s->upstream_reused && !s->retried && s->req_framing == FRAMING_NONE &&
-	       method_idempotent(s->rq.parser.method) && !s->interim_sent &&
+	       method_idempotent(s->req_method) && !s->interim_sent &&
 	       !s->response_started && buf_len(&s->req_head) > 0 && buf_len(&s->upstream.in) == 0;
 }
 
@@ -951,7 +987,7 @@ static void upstream_failed(struct session *s, int status, const char *why)
 /* Returns 1 when a final response head was taken, 0 when more is needed, -1 on failure. */
 static int handle_response_head(struct session *s)
 {
-	struct http_head *h = &s->rs;
+	struct http_head *h = s->rs;
 	const char *base = buf_start(&s->upstream.in);
 	struct location_rewrite loc = { 0 };
 	enum body_framing framing;
@@ -989,7 +1025,7 @@ static int handle_response_head(struct session *s)
 		count_status(h->status);
 		s->interim_sent = true;
 		buf_consume(&s->upstream.in, h->head_len);
-		http_head_init(&s->rs, false);
+		http_head_init(s->rs, false);
 		return 0;
 	}
 	upstream_mark_ok(s->server);
@@ -1053,12 +1089,14 @@ static int read_response_head(struct session *s)
 
 		if (buf_len(&u->in)) {
 			enum http_parse_status st =
-				http_head_feed(&s->rs, buf_start(&u->in), buf_len(&u->in),
+				http_head_feed(s->rs, buf_start(&u->in), buf_len(&u->in),
 					       cfg->max_header_size, cfg->max_header_size);
 
 			if (st == HTTP_PARSE_DONE) {
 				int r = handle_response_head(s);
 
+				if (r > 0)
+					head_free(&s->rs);
 				if (r != 0)
 					return r;
 				continue;
@@ -1116,16 +1154,15 @@ static void finish_transaction(struct session *s)
 	if (s->upstream.fd >= 0) {
 		if (upstream_clean(s)) {
 			int fd = s->upstream.fd;
+			bool registered = s->upstream.in_epoll;
 
-			if (s->upstream.in_epoll)
-				loop_del(fd);
 			s->upstream.in_epoll = false;
 			s->upstream.fd = -1;
 			buf_free(&s->upstream.in);
 			struct upstream_server *srv = s->conn_server;
 
 			s->conn_server = NULL;
-			upstream_pool_put(fd, &s->up_addr, srv);
+			upstream_pool_put(fd, &s->up_addr, srv, registered);
 		} else {
 			close_upstream(s);
 		}
@@ -1139,7 +1176,7 @@ static void finish_transaction(struct session *s)
 		return;
 	}
 	s->state = S_REQUEST_HEAD;
-	http_head_init(&s->rq, true);
+	head_free(&s->rs);
 	buf_release(&s->client.in);
 	timer_arm(&s->timer, s->cfg->client_timeout_ms);
 }
@@ -1462,7 +1499,6 @@ struct session *session_create(int fd, const struct config *cfg, bool reject)
 	s->upstream.fd = -1;
 	flow_init(&s->req, DIR_REQUEST, &s->client, &s->upstream, cfg);
 	flow_init(&s->resp, DIR_RESPONSE, &s->upstream, &s->client, cfg);
-	http_head_init(&s->rq, true);
 
 	s->next = sessions;
 	if (sessions)

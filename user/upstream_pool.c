@@ -91,7 +91,8 @@ static void on_idle_timeout(struct timer *t)
 	discard(c);
 }
 
-void upstream_pool_put(int fd, const struct sockaddr_any *addr, struct upstream_server *srv)
+void upstream_pool_put(int fd, const struct sockaddr_any *addr, struct upstream_server *srv,
+		       bool in_epoll)
 {
 	unsigned int same = 0;
 	struct idle_conn *c, *oldest = NULL;
@@ -120,7 +121,8 @@ void upstream_pool_put(int fd, const struct sockaddr_any *addr, struct upstream_
 	c->timer.on_expire = on_idle_timeout;
 	c->fd = fd;
 	c->addr = *addr;
-	if (loop_add(fd, EPOLLIN | EPOLLRDHUP, &c->h) < 0) {
+	if ((in_epoll ? loop_mod(fd, EPOLLIN | EPOLLRDHUP, &c->h) :
+			loop_add(fd, EPOLLIN | EPOLLRDHUP, &c->h)) < 0) {
 		close(fd);
 		free(c);
 		upstream_conn_closed(srv);
@@ -143,8 +145,7 @@ int upstream_pool_take(const struct sockaddr_any *addr, struct upstream_server *
 		if (!sockaddr_equal(&c->addr, addr))
 			continue;
 		unlink_conn(c);
-		loop_del(fd);
-		c->fd = -1;
+		c->fd = -1; /* an event already queued for it in this batch is ignored */
 		*srv = c->srv;
 		loop_defer_free(c, free);
 		return fd;

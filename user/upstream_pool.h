@@ -11,11 +11,15 @@
  * discards it.
  */
 void upstream_pool_configure(unsigned int max_idle_per_server, uint64_t idle_timeout_ms);
-/* @srv (may be NULL) is the server whose connection count this connection holds. */
-void upstream_pool_put(int fd, const struct sockaddr_any *addr, struct upstream_server *srv);
 /*
- * An idle connection to @addr, or -1. The caller owns the fd (already out of epoll) and the
- * connection slot of *@srv.
+ * @srv (may be NULL) is the server whose connection count this connection holds. @in_epoll:
+ * the fd is still registered (the pool re-points it with EPOLL_CTL_MOD: one syscall, not two).
+ */
+void upstream_pool_put(int fd, const struct sockaddr_any *addr, struct upstream_server *srv,
+		       bool in_epoll);
+/*
+ * An idle connection to @addr, or -1. The caller owns the fd and the connection slot of *@srv;
+ * the fd stays registered in epoll (its handler must be re-pointed with EPOLL_CTL_MOD).
  */
 int upstream_pool_take(const struct sockaddr_any *addr, struct upstream_server **srv);
 void upstream_pool_flush(void);
