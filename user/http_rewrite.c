@@ -206,8 +206,9 @@ int http_rewrite_location(struct buf *out, const char *v, size_t len,
 	return append_embedded(out, loc, auth, auth_len, v + auth_len, len - auth_len);
 }
 
-int http_build_response(struct buf *out, const struct http_head *h, const char *base, bool close,
-			bool client_http10, const struct location_rewrite *loc)
+/* Status line and end-to-end headers of a response, Location rewritten when @loc is given. */
+static int append_response_fields(struct buf *out, const struct http_head *h, const char *base,
+				  const struct location_rewrite *loc)
 {
 	if (buf_append(out, base + h->status_line.off, h->status_line.len) < 0 ||
 	    append_str(out, "\r\n") < 0)
@@ -236,7 +237,13 @@ int http_build_response(struct buf *out, const struct http_head *h, const char *
 		if (append_header(out, base, hdr) < 0)
 			return -1;
 	}
-	if (append_str(out, "Via: 1.1 kfwd\r\n") < 0)
+	return append_str(out, "Via: 1.1 kfwd\r\n");
+}
+
+int http_build_response(struct buf *out, const struct http_head *h, const char *base, bool close,
+			bool client_http10, const struct location_rewrite *loc)
+{
+	if (append_response_fields(out, h, base, loc) < 0)
 		return -1;
 	if (close && !client_http10 && append_str(out, "Connection: close\r\n") < 0)
 		return -1;
@@ -266,22 +273,11 @@ int http_build_switch(struct buf *out, const struct http_head *h, const char *ba
 {
 	int up = http_upgrade_header(h, base);
 
-	if (buf_append(out, base + h->status_line.off, h->status_line.len) < 0 ||
-	    append_str(out, "\r\n") < 0)
+	if (append_response_fields(out, h, base, NULL) < 0)
 		return -1;
-	for (unsigned int i = 0; i < h->n_headers; i++) {
-		const struct http_header *hdr = &h->headers[i];
-
-		if (is_hop_by_hop(h, base, hdr->name))
-			continue;
-		if (append_header(out, base, hdr) < 0)
-			return -1;
-	}
 	if (up >= 0 && append_header(out, base, &h->headers[up]) < 0)
 		return -1;
-	if (append_str(out, "Connection: Upgrade\r\nVia: 1.1 kfwd\r\n\r\n") < 0)
-		return -1;
-	return 0;
+	return append_str(out, "Connection: Upgrade\r\n\r\n");
 }
 
 const char *http_reason(int status)

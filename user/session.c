@@ -747,6 +747,28 @@ static void on_resolved(void *arg, int status, const struct sockaddr_any *addr)
 		session_run(s);
 }
 
+/*
+ * A destination named by the request (url-embedded, CONNECT): connect to a literal address, or
+ * resolve the name first; on_resolved checks allow/deny against the address.
+ */
+static void connect_destination(struct session *s)
+{
+	s->server = NULL;
+	if (s->target.host_is_literal) {
+		s->up_addr = s->target.addr;
+		sockaddr_text(&s->up_addr, s->up_addr_text, sizeof(s->up_addr_text));
+		/* A tunnel owns its connection: never a pooled one. */
+		connect_upstream(s, !s->connect_tunnel);
+		return;
+	}
+	s->state = S_RESOLVING;
+	snprintf(s->up_addr_text, sizeof(s->up_addr_text), "%s:%u", s->target.host,
+		 s->target.port);
+	timer_arm(&s->timer, connect_timeout(s));
+	if (resolve_start(&s->resolve, s->target.host, s->target.port, on_resolved, s) < 0)
+		reply_error(s, 502);
+}
+
 /* CONNECT host:port: a tunnel to a destination allow/deny admits, when `connect on`. */
 static void handle_connect(struct session *s)
 {
@@ -778,19 +800,7 @@ static void handle_connect(struct session *s)
 	s->client_http10 = h->http_minor == 0;
 	buf_free(&s->req_head);
 	buf_consume(&s->client.in, h->head_len);
-	s->server = NULL;
-	if (s->target.host_is_literal) {
-		s->up_addr = s->target.addr;
-		sockaddr_text(&s->up_addr, s->up_addr_text, sizeof(s->up_addr_text));
-		connect_upstream(s, false);
-		return;
-	}
-	s->state = S_RESOLVING;
-	snprintf(s->up_addr_text, sizeof(s->up_addr_text), "%s:%u", s->target.host,
-		 s->target.port);
-	timer_arm(&s->timer, connect_timeout(s));
-	if (resolve_start(&s->resolve, s->target.host, s->target.port, on_resolved, s) < 0)
-		reply_error(s, 502);
+	connect_destination(s);
 }
 
 static void handle_request(struct session *s)
@@ -885,19 +895,7 @@ static void handle_request(struct session *s)
 		choose_server(s);
 		return;
 	}
-	s->server = NULL;
-	if (s->target.host_is_literal) {
-		s->up_addr = s->target.addr;
-		sockaddr_text(&s->up_addr, s->up_addr_text, sizeof(s->up_addr_text));
-		connect_upstream(s, true);
-		return;
-	}
-	s->state = S_RESOLVING;
-	snprintf(s->up_addr_text, sizeof(s->up_addr_text), "%s:%u", s->target.host,
-		 s->target.port);
-	timer_arm(&s->timer, connect_timeout(s));
-	if (resolve_start(&s->resolve, s->target.host, s->target.port, on_resolved, s) < 0)
-		reply_error(s, 502);
+	connect_destination(s);
 }
 
 static void step_request_head(struct session *s)
