@@ -4,7 +4,7 @@
 set -eu
 
 PACKAGES="
-make gcc clang llvm pkg-config
+make gcc clang llvm libclang-rt-dev pkg-config
 libbpf-dev libmnl-dev libssl-dev libc-ares-dev node-llhttp bpftool
 iproute2 procps psmisc strace util-linux
 python3 python3-pytest python3-websockets

@@ -142,7 +142,8 @@ int listeners_update(const struct config *cfg, char *err, size_t errlen)
 		nl[i].h.on_event = on_accept;
 		nl[i].cfg = cfg;
 		for (j = 0; j < n_listeners; j++)
-			if (!kept[j] && sockaddr_equal(&listener_addr(j)->addr, &cfg->listens[i].addr))
+			if (!kept[j] &&
+			    sockaddr_equal(&listener_addr(j)->addr, &cfg->listens[i].addr))
 				break;
 		if (j < n_listeners) {
 			kept[j] = true;
@@ -151,7 +152,8 @@ int listeners_update(const struct config *cfg, char *err, size_t errlen)
 		}
 		nl[i].fd = listen_socket(&cfg->listens[i].addr, cfg->listens[i].text);
 		if (nl[i].fd < 0) {
-			snprintf(err, errlen, "listen %s: %s", cfg->listens[i].text, strerror(errno));
+			snprintf(err, errlen, "listen %s: %s", cfg->listens[i].text,
+				 strerror(errno));
 			goto fail;
 		}
 		if (loop_add(nl[i].fd, EPOLLIN, &nl[i].h) < 0) {
@@ -190,7 +192,8 @@ int listeners_update(const struct config *cfg, char *err, size_t errlen)
 	return 0;
 fail:
 	for (i = 0; nl && i < cfg->n_listens; i++) {
-		if (nl[i].fd < 0 || nl[i].cfg != cfg || listener_kept(listeners, n_listeners, nl[i].fd))
+		if (nl[i].fd < 0 || nl[i].cfg != cfg ||
+		    listener_kept(listeners, n_listeners, nl[i].fd))
 			continue;
 		loop_del(nl[i].fd);
 		close(nl[i].fd);

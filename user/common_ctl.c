@@ -14,7 +14,10 @@
 #include "common_ctl.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define SET(sname, arr) { .name = sname, .max = ARRAY_LEN(arr) - 1, .attrs = arr }
+#define SET(sname, arr)                                                \
+	{                                                              \
+		.name = sname, .max = ARRAY_LEN(arr) - 1, .attrs = arr \
+	}
 
 /* ---- policies */
 
@@ -63,7 +66,10 @@ static const struct kctl_policy status_attrs[] = {
 	[KFWD_ST_RUNTIME_CHANGES] = { .name = "runtime-changes", .type = KCTL_U32 },
 	[KFWD_ST_LISTEN] = { .name = "listen", .type = KCTL_STR, .multi = true },
 	[KFWD_ST_METRICS] = { .name = "metrics", .type = KCTL_STR },
-	[KFWD_ST_DATAPATH] = { .name = "data-paths", .type = KCTL_NEST, .multi = true, .nest = &kctl_datapath },
+	[KFWD_ST_DATAPATH] = { .name = "data-paths",
+			       .type = KCTL_NEST,
+			       .multi = true,
+			       .nest = &kctl_datapath },
 	[KFWD_ST_DATA_PATH] = { .name = "data-path", .type = KCTL_STR },
 	[KFWD_ST_PIPE_SIZE] = { .name = "pipe-size", .type = KCTL_U64 },
 	[KFWD_ST_PIPE_HIGH] = { .name = "pipe-high-water", .type = KCTL_U64 },
@@ -91,7 +97,8 @@ static const struct kctl_policy stats_attrs[] = {
 	[KFWD_STAT_RESP_5XX] = { .name = "responses_total.5xx", .type = KCTL_U64 },
 	[KFWD_STAT_UP_CONNECTS] = { .name = "upstream_connects_total", .type = KCTL_U64 },
 	[KFWD_STAT_UP_REUSES] = { .name = "upstream_reuses_total", .type = KCTL_U64 },
-	[KFWD_STAT_UP_CONNECT_ERRORS] = { .name = "upstream_connect_errors_total", .type = KCTL_U64 },
+	[KFWD_STAT_UP_CONNECT_ERRORS] = { .name = "upstream_connect_errors_total",
+					  .type = KCTL_U64 },
 	[KFWD_STAT_UP_RETRIES] = { .name = "upstream_retries_total", .type = KCTL_U64 },
 	[KFWD_STAT_UP_IDLE] = { .name = "upstream_idle", .type = KCTL_U64 },
 	[KFWD_STAT_SPLICED_REQ] = { .name = "bytes_spliced_total.request", .type = KCTL_U64 },
@@ -142,7 +149,10 @@ const struct kctl_set kctl_server = SET("server", server_attrs);
 
 static const struct kctl_policy upstream_attrs[] = {
 	[KFWD_UP_NAME] = { .name = "name", .type = KCTL_STR },
-	[KFWD_UP_SERVER] = { .name = "servers", .type = KCTL_NEST, .multi = true, .nest = &kctl_server },
+	[KFWD_UP_SERVER] = { .name = "servers",
+			     .type = KCTL_NEST,
+			     .multi = true,
+			     .nest = &kctl_server },
 };
 const struct kctl_set kctl_upstream = SET("upstream", upstream_attrs);
 
@@ -177,7 +187,10 @@ static const struct kctl_policy options_attrs[] = {
 const struct kctl_set kctl_options = SET("options", options_attrs);
 
 static const struct kctl_policy settings_attrs[] = {
-	[KFWD_A_SETTING] = { .name = "setting", .type = KCTL_NEST, .multi = true, .nest = &kctl_setting },
+	[KFWD_A_SETTING] = { .name = "setting",
+			     .type = KCTL_NEST,
+			     .multi = true,
+			     .nest = &kctl_setting },
 };
 const struct kctl_set kctl_settings = SET("settings", settings_attrs);
 
@@ -198,7 +211,9 @@ static const struct kctl_policy top_attrs[] = {
 	[KFWD_A_STATS] = { .name = "stats", .type = KCTL_NEST, .nest = &kctl_stats },
 	[KFWD_A_CONN] = { .name = "conn", .type = KCTL_NEST, .nest = &kctl_conn },
 	[KFWD_A_ROUTE] = { .name = "route", .type = KCTL_NEST, .nest = &kctl_route },
-	[KFWD_A_UPSTREAM_INFO] = { .name = "upstream-info", .type = KCTL_NEST, .nest = &kctl_upstream },
+	[KFWD_A_UPSTREAM_INFO] = { .name = "upstream-info",
+				   .type = KCTL_NEST,
+				   .nest = &kctl_upstream },
 	[KFWD_A_EVENT] = { .name = "event", .type = KCTL_NEST, .nest = &kctl_event },
 };
 const struct kctl_set kctl_top = SET("top", top_attrs);
@@ -248,22 +263,24 @@ static int check_attr(const void *msg_start, const struct nlattr *a, const struc
 		break;
 	case KCTL_STR:
 		if (plen == 0 || plen > KFWD_CTL_STR_MAX)
-			return bad(err, msg_start, a, "%s/%s: string of %zu bytes (1..%d)", set->name,
-				   pol->name, plen, KFWD_CTL_STR_MAX);
+			return bad(err, msg_start, a, "%s/%s: string of %zu bytes (1..%d)",
+				   set->name, pol->name, plen, KFWD_CTL_STR_MAX);
 		if (payload[plen - 1] != '\0' || strlen(payload) != plen - 1)
-			return bad(err, msg_start, a, "%s/%s: string not NUL-terminated or with a NUL inside",
+			return bad(err, msg_start, a,
+				   "%s/%s: string not NUL-terminated or with a NUL inside",
 				   set->name, pol->name);
 		return 0;
 	case KCTL_NEST:
 		if (depth + 1 >= KFWD_CTL_MAX_DEPTH)
-			return bad(err, msg_start, a, "%s/%s: nested too deep", set->name, pol->name);
+			return bad(err, msg_start, a, "%s/%s: nested too deep", set->name,
+				   pol->name);
 		return 1; /* the caller recurses */
 	default:
 		return 0;
 	}
 	if (plen != want)
-		return bad(err, msg_start, a, "%s/%s: %zu bytes, expected %zu", set->name, pol->name,
-			   plen, want);
+		return bad(err, msg_start, a, "%s/%s: %zu bytes, expected %zu", set->name,
+			   pol->name, plen, want);
 	return 0;
 }
 
@@ -285,19 +302,21 @@ static int parse_level(const void *msg_start, const void *start, size_t len,
 		int r;
 
 		if (rem < sizeof(*a))
-			return bad(err, msg_start, p, "%s: %zu bytes left over after the last attribute",
-				   set->name, rem);
-		if (a->nla_len < sizeof(*a) || a->nla_len > rem)
 			return bad(err, msg_start, p,
-				   "%s: attribute type %u with length %u (%zu bytes left in its container)",
-				   set->name, a->nla_type & NLA_TYPE_MASK, a->nla_len, rem);
+				   "%s: %zu bytes left over after the last attribute", set->name,
+				   rem);
+		if (a->nla_len < sizeof(*a) || a->nla_len > rem)
+			return bad(
+				err, msg_start, p,
+				"%s: attribute type %u with length %u (%zu bytes left in its container)",
+				set->name, a->nla_type & NLA_TYPE_MASK, a->nla_len, rem);
 		type = a->nla_type & NLA_TYPE_MASK;
 		if (type <= set->max && set->attrs[type].type != KCTL_NONE)
 			pol = &set->attrs[type];
 		if (pol) {
 			if (!pol->multi && (seen & (1ULL << type)))
-				return bad(err, msg_start, p, "%s/%s: given more than once", set->name,
-					   pol->name);
+				return bad(err, msg_start, p, "%s/%s: given more than once",
+					   set->name, pol->name);
 			seen |= 1ULL << type;
 			r = check_attr(msg_start, a, set, pol, err, depth);
 			if (r < 0)
@@ -375,7 +394,8 @@ int kctl_msg_parse(const struct nlmsghdr *nlh, struct kctl_msg *m, struct kctl_e
 			if (tlv_off > plen)
 				tlv_off = plen;
 		}
-		if (kctl_parse_attrs(nlh, payload + tlv_off, plen - tlv_off, &kctl_ext, ext, err) < 0)
+		if (kctl_parse_attrs(nlh, payload + tlv_off, plen - tlv_off, &kctl_ext, ext, err) <
+		    0)
 			return KCTL_PARSE_BAD;
 		if (ext[NLMSGERR_ATTR_MSG])
 			m->ext_msg = mnl_attr_get_str(ext[NLMSGERR_ATTR_MSG]);
@@ -392,8 +412,8 @@ int kctl_msg_parse(const struct nlmsghdr *nlh, struct kctl_msg *m, struct kctl_e
 		if (e > 0 || e < -4095)
 			return bad(err, nlh, payload, "NLMSG_DONE with error %d", e);
 		m->error = e;
-		if (kctl_parse_attrs(nlh, payload + sizeof(int), plen - sizeof(int), &kctl_top, m->tb,
-				     err) < 0)
+		if (kctl_parse_attrs(nlh, payload + sizeof(int), plen - sizeof(int), &kctl_top,
+				     m->tb, err) < 0)
 			return KCTL_PARSE_BAD;
 		return KCTL_PARSE_OK;
 	}
@@ -414,19 +434,20 @@ int kctl_msg_parse(const struct nlmsghdr *nlh, struct kctl_msg *m, struct kctl_e
 const struct nlmsghdr *kctl_next_msg(const void **pos, size_t *rem, struct kctl_err *err)
 {
 	const struct nlmsghdr *nlh = *pos;
-	size_t step;
+	size_t len, step;
 
 	err->msg[0] = '\0';
 	err->off = -1;
 	if (*rem == 0)
 		return NULL;
-	if (*rem > INT32_MAX || !mnl_nlmsg_ok(nlh, (int)*rem)) {
+	/* Not mnl_nlmsg_ok(): it compares (int)nlmsg_len, so 0xffffffff passes as -1. */
+	len = *rem >= sizeof(*nlh) ? nlh->nlmsg_len : 0;
+	if (*rem < sizeof(*nlh) || len < sizeof(*nlh) || len > *rem) {
 		snprintf(err->msg, sizeof(err->msg),
-			 "%zu bytes that do not form a netlink message (length %u)", *rem,
-			 *rem >= sizeof(uint32_t) ? nlh->nlmsg_len : 0);
+			 "%zu bytes that do not form a netlink message (length %zu)", *rem, len);
 		return NULL;
 	}
-	step = NLMSG_ALIGN(nlh->nlmsg_len);
+	step = (len + NLMSG_ALIGNTO - 1) & ~(size_t)(NLMSG_ALIGNTO - 1);
 	if (step >= *rem) {
 		*rem = 0;
 	} else {
@@ -469,7 +490,7 @@ const struct kctl_setting_key kctl_setting_keys[] = {
 	{ "copy-buffer-size", "BYTES   the copy path's bound per flow" },
 	{ "log-level", "error|warn|info|debug" },
 	{ "max-connections", "N       client connections" },
-	{ "data-path", "splice|copy" },
+	{ "data-path", "splice|copy|sockmap|... as in the config file" },
 };
 const size_t kctl_n_setting_keys = ARRAY_LEN(kctl_setting_keys);
 
@@ -573,9 +594,9 @@ static void fill_process(struct kctl_holder *h)
 	fclose(f);
 }
 
-int kctl_portid_holder(uint32_t portid, struct kctl_holder *h)
+int kctl_portid_holder(uint32_t portid, pid_t hint, struct kctl_holder *h)
 {
-	char want[64];
+	char want[64], pid[16];
 	struct dirent *de;
 	DIR *proc;
 	int r;
@@ -586,6 +607,12 @@ int kctl_portid_holder(uint32_t portid, struct kctl_holder *h)
 	if (r <= 0)
 		return r;
 	snprintf(want, sizeof(want), "socket:[%lu]", h->inode);
+	snprintf(pid, sizeof(pid), "%d", (int)hint);
+	if (hint > 0 && pid_has_inode(pid, want)) {
+		h->pid = hint;
+		fill_process(h);
+		return 1;
+	}
 	proc = opendir("/proc");
 	if (!proc)
 		return 1;

@@ -22,7 +22,7 @@ enum kctl_type {
 	KCTL_U8,
 	KCTL_U32,
 	KCTL_U64,
-	KCTL_STR,  /* NUL-terminated, no embedded NUL, at most KFWD_CTL_STR_MAX bytes */
+	KCTL_STR, /* NUL-terminated, no embedded NUL, at most KFWD_CTL_STR_MAX bytes */
 	KCTL_NEST, /* attributes of policy set 'nest' */
 };
 
@@ -30,8 +30,8 @@ struct kctl_set;
 
 struct kctl_policy {
 	const char *name;
-	uint8_t type;  /* enum kctl_type */
-	bool multi;    /* may appear more than once (tb[] keeps the first) */
+	uint8_t type; /* enum kctl_type */
+	bool multi; /* may appear more than once (tb[] keeps the first) */
 	const struct kctl_set *nest;
 };
 
@@ -41,18 +41,18 @@ struct kctl_set {
 	const struct kctl_policy *attrs;
 };
 
-extern const struct kctl_set kctl_top;      /* enum kfwd_attr */
-extern const struct kctl_set kctl_status;   /* enum kfwd_status_attr */
+extern const struct kctl_set kctl_top; /* enum kfwd_attr */
+extern const struct kctl_set kctl_status; /* enum kfwd_status_attr */
 extern const struct kctl_set kctl_datapath; /* enum kfwd_datapath_attr */
-extern const struct kctl_set kctl_stats;    /* enum kfwd_stats_attr */
-extern const struct kctl_set kctl_conn;     /* enum kfwd_conn_attr */
-extern const struct kctl_set kctl_flow;     /* enum kfwd_flow_attr */
-extern const struct kctl_set kctl_route;    /* enum kfwd_route_attr */
+extern const struct kctl_set kctl_stats; /* enum kfwd_stats_attr */
+extern const struct kctl_set kctl_conn; /* enum kfwd_conn_attr */
+extern const struct kctl_set kctl_flow; /* enum kfwd_flow_attr */
+extern const struct kctl_set kctl_route; /* enum kfwd_route_attr */
 extern const struct kctl_set kctl_upstream; /* enum kfwd_upstream_attr */
-extern const struct kctl_set kctl_server;   /* enum kfwd_server_attr */
-extern const struct kctl_set kctl_event;    /* enum kfwd_event_attr */
-extern const struct kctl_set kctl_setting;  /* enum kfwd_set_attr */
-extern const struct kctl_set kctl_options;  /* KFWD_A_OPTION list */
+extern const struct kctl_set kctl_server; /* enum kfwd_server_attr */
+extern const struct kctl_set kctl_event; /* enum kfwd_event_attr */
+extern const struct kctl_set kctl_setting; /* enum kfwd_set_attr */
+extern const struct kctl_set kctl_options; /* KFWD_A_OPTION list */
 extern const struct kctl_set kctl_settings; /* KFWD_A_SETTING list */
 
 /* What was wrong, for NLMSGERR_ATTR_MSG / OFFS. */
@@ -78,15 +78,15 @@ void kctl_parse_nested(const struct nlattr *nest, const struct kctl_set *set,
 struct kctl_msg {
 	const struct nlmsghdr *nlh;
 	const struct nlattr *tb[KFWD_A_MAX + 1]; /* commands and NLMSG_DONE */
-	int error;                               /* NLMSG_ERROR, NLMSG_DONE: 0 or -errno */
-	const struct nlmsghdr *orig;             /* NLMSG_ERROR: the request's header */
-	const char *ext_msg;                     /* NLMSG_ERROR: NLMSGERR_ATTR_MSG or NULL */
-	int ext_off;                             /* NLMSG_ERROR: NLMSGERR_ATTR_OFFS or -1 */
+	int error; /* NLMSG_ERROR, NLMSG_DONE: 0 or -errno */
+	const struct nlmsghdr *orig; /* NLMSG_ERROR: the request's header */
+	const char *ext_msg; /* NLMSG_ERROR: NLMSGERR_ATTR_MSG or NULL */
+	int ext_off; /* NLMSG_ERROR: NLMSGERR_ATTR_OFFS or -1 */
 };
 
 enum kctl_parse_result {
 	KCTL_PARSE_OK = 0,
-	KCTL_PARSE_BAD = -1,     /* malformed: @err says why */
+	KCTL_PARSE_BAD = -1, /* malformed: @err says why */
 	KCTL_PARSE_UNKNOWN = -2, /* a command type this side does not know */
 };
 
@@ -123,7 +123,10 @@ struct kctl_holder {
 	uid_t uid;
 	char comm[32];
 };
-/* 1: bound (holder filled as far as possible), 0: not bound, -1: cannot tell. */
-int kctl_portid_holder(uint32_t portid, struct kctl_holder *h);
+/*
+ * 1: bound (holder filled as far as possible; @hint, the pid expected, is looked at first),
+ * 0: not bound, -1: cannot tell.
+ */
+int kctl_portid_holder(uint32_t portid, pid_t hint, struct kctl_holder *h);
 
 #endif

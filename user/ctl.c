@@ -36,19 +36,13 @@
 #include "pipe_pool.h"
 #include "route.h"
 #include "session.h"
-#include "sockmap.h"
+#include "sockmap_path.h"
 #include "stats.h"
 #include "upstream.h"
 #include "upstream_pool.h"
 
-#if __has_include("kfwd.skel.h")
-#define CTL_SOCKMAP_BUILT 1
-#else
-#define CTL_SOCKMAP_BUILT 0
-#endif
-
 #define RUNTIME_MARKER "# ---- kfwdctl: runtime changes below, dropped on reload ----"
-#define CTL_RECV_BATCH 64        /* datagrams per readiness event */
+#define CTL_RECV_BATCH 64 /* datagrams per readiness event */
 #define CTL_MSGS_PER_DATAGRAM 16 /* requests answered per datagram */
 #define CTL_RCVBUF (1 << 20)
 #define CTL_PIPE_POOL_MAX 64 /* as main.c */
@@ -108,8 +102,9 @@ static int send_to(uint32_t portid, const void *buf, size_t len)
 {
 	struct sockaddr_nl to = { .nl_family = AF_NETLINK, .nl_pid = portid };
 	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
-	struct msghdr mh = { .msg_name = &to, .msg_namelen = sizeof(to), .msg_iov = &iov,
-			     .msg_iovlen = 1 };
+	struct msghdr mh = {
+		.msg_name = &to, .msg_namelen = sizeof(to), .msg_iov = &iov, .msg_iovlen = 1
+	};
 
 	if (ctl.fd < 0)
 		return -EBADF;
@@ -239,7 +234,7 @@ static void reply_ack(const struct req *r, int error, int off, const char *fmt, 
 
 struct dump {
 	const struct req *r;
-	size_t len;  /* whole messages in txbuf */
+	size_t len; /* whole messages in txbuf */
 	size_t sent; /* bytes of this page already sent */
 };
 
@@ -416,19 +411,24 @@ static int check_permission(const struct ucred *cr, unsigned int cmd, char *why,
 	if (cr->uid == 0)
 		return 0;
 	if (!KFWD_CTL_CMD_READONLY(cmd)) {
-		snprintf(why, len, "permission denied: '%s' changes kfwd and is for uid 0 only (sender uid %u)",
-			 kctl_cmd_name(cmd), (unsigned int)cr->uid);
+		snprintf(
+			why, len,
+			"permission denied: '%s' changes kfwd and is for uid 0 only (sender uid %u)",
+			kctl_cmd_name(cmd), (unsigned int)cr->uid);
 		return -EPERM;
 	}
 	if (cfg->has_ctl_group && creds_in_group(cr, cfg->ctl_group))
 		return 0;
 	if (cfg->has_ctl_group)
-		snprintf(why, len, "permission denied: '%s' is for uid 0 and group %s (sender uid %u gid %u)",
+		snprintf(why, len,
+			 "permission denied: '%s' is for uid 0 and group %s (sender uid %u gid %u)",
 			 kctl_cmd_name(cmd), cfg->ctl_group_name, (unsigned int)cr->uid,
 			 (unsigned int)cr->gid);
 	else
-		snprintf(why, len, "permission denied: '%s' is for uid 0 (no ctl-group configured; sender uid %u)",
-			 kctl_cmd_name(cmd), (unsigned int)cr->uid);
+		snprintf(
+			why, len,
+			"permission denied: '%s' is for uid 0 (no ctl-group configured; sender uid %u)",
+			kctl_cmd_name(cmd), (unsigned int)cr->uid);
 	return -EPERM;
 }
 
@@ -473,7 +473,8 @@ static void fill_event(struct mb *b, const struct event *ev, uint64_t lost)
 			put_u64(b, KFWD_EV_BYTES_UP, s->req.bytes_out);
 			put_u64(b, KFWD_EV_BYTES_DOWN, s->resp.bytes_out);
 			put_u64(b, KFWD_EV_DURATION_MS, now_ms() - s->created_ms);
-			put_u32(b, KFWD_EV_STATUS, (uint32_t)(s->last_status > 0 ? s->last_status : 0));
+			put_u32(b, KFWD_EV_STATUS,
+				(uint32_t)(s->last_status > 0 ? s->last_status : 0));
 		}
 	}
 	if (ev->f) {
@@ -531,7 +532,8 @@ void ctl_event_conn(const struct session *s, bool open)
 
 void ctl_event_flow(const struct flow *f, bool paused)
 {
-	struct event ev = { .type = paused ? KFWD_EVENT_PAUSE : KFWD_EVENT_RESUME, .f = f,
+	struct event ev = { .type = paused ? KFWD_EVENT_PAUSE : KFWD_EVENT_RESUME,
+			    .f = f,
 			    .s = f->src ? f->src->s : NULL };
 
 	broadcast(&ev);
@@ -600,11 +602,12 @@ static bool line_starts_with(const char *line, size_t len, const char *word)
 	while (i < len && (line[i] == ' ' || line[i] == '\t'))
 		i++;
 	return len - i >= wl && !strncmp(line + i, word, wl) &&
-	       (i + wl == len || line[i + wl] == ' ' || line[i + wl] == '\t' || line[i + wl] == '\r');
+	       (i + wl == len || line[i + wl] == ' ' || line[i + wl] == '\t' ||
+		line[i + wl] == '\r');
 }
 
 struct edit {
-	int del_line;               /* route del: from the file: commented out; runtime: dropped */
+	int del_line; /* route del: from the file: commented out; runtime: dropped */
 	const char *const *drop_keys; /* set: earlier runtime lines of these directives go */
 	size_t n_drop;
 	const char *append; /* lines added at the end of the runtime part */
@@ -763,6 +766,8 @@ static int swap_config(const struct config *ncfg, const char *what, char *note, 
 		return -EADDRNOTAVAIL;
 	}
 	carry_server_state(old, ncfg);
+	/* A data-path or route mode that now asks for sockmap loads it (no-op otherwise). */
+	sockmap_path_init(ncfg);
 	if (ncfg->pipe_size != old->pipe_size)
 		pipe_pool_configure(ncfg->pipe_size, CTL_PIPE_POOL_MAX);
 	if (ncfg->upstream_max_idle != old->upstream_max_idle ||
@@ -776,10 +781,12 @@ static int swap_config(const struct config *ncfg, const char *what, char *note, 
 		used += (size_t)snprintf(note + used, notelen - used,
 					 "%u open connection%s keep%s the previous configuration; ",
 					 on_old, on_old == 1 ? "" : "s", on_old == 1 ? "s" : "");
-	if (used < notelen && (ncfg->ctl_port_id != old->ctl_port_id || ncfg->ctl_off != old->ctl_off ||
-			       strcmp(ncfg->ctl_socket_file, old->ctl_socket_file)))
-		used += (size_t)snprintf(note + used, notelen - used,
-					 "ctl-port-id and ctl-socket-file changes take effect at restart; ");
+	if (used < notelen &&
+	    (ncfg->ctl_port_id != old->ctl_port_id || ncfg->ctl_off != old->ctl_off ||
+	     strcmp(ncfg->ctl_socket_file, old->ctl_socket_file)))
+		used += (size_t)snprintf(
+			note + used, notelen - used,
+			"ctl-port-id and ctl-socket-file changes take effect at restart; ");
 	if (used >= 2 && used < notelen)
 		note[used - 2] = '\0';
 	ctl.cfg = ncfg;
@@ -853,12 +860,12 @@ static void cmd_status_fill(struct mb *b)
 
 	dp = nest_start(b, KFWD_ST_DATAPATH);
 	put_str(b, KFWD_DP_NAME, "sockmap");
-	put_u8(b, KFWD_DP_AVAILABLE, sockmap_ready());
-	put_u8(b, KFWD_DP_DEFAULT, 0);
-	if (!sockmap_ready())
-		put_str(b, KFWD_DP_REASON,
-			CTL_SOCKMAP_BUILT ? "built, not enabled: no data-path uses sockmap yet" :
-					    "not built: compiled without the BPF skeleton (kfwd.skel.h)");
+	put_u8(b, KFWD_DP_AVAILABLE, !sockmap_path_reason());
+	put_u8(b, KFWD_DP_DEFAULT,
+	       cfg->data_path == DATA_PATH_SOCKMAP ||
+		       cfg->data_path == DATA_PATH_SOCKMAP_UNBOUNDED);
+	if (sockmap_path_reason())
+		put_str(b, KFWD_DP_REASON, sockmap_path_reason());
 	nest_end(b, dp);
 
 	dp = nest_start(b, KFWD_ST_DATAPATH);
@@ -866,7 +873,8 @@ static void cmd_status_fill(struct mb *b)
 	put_u8(b, KFWD_DP_AVAILABLE, 1);
 	put_u8(b, KFWD_DP_DEFAULT, cfg->data_path == DATA_PATH_COPY);
 	if (cfg->data_path != DATA_PATH_COPY)
-		put_str(b, KFWD_DP_REASON, "fallback when a pipe cannot be had or splice is refused");
+		put_str(b, KFWD_DP_REASON,
+			"fallback when a pipe cannot be had or splice is refused");
 	nest_end(b, dp);
 
 	put_str(b, KFWD_ST_DATA_PATH, data_path_name(cfg->data_path));
@@ -991,7 +999,8 @@ static void cmd_conn_list(const struct req *r)
 			return;
 		}
 		if (!dump_object(&d, fill_conn, s))
-			log_warn("ctl: connection %lu does not fit in a message", (unsigned long)s->id);
+			log_warn("ctl: connection %lu does not fit in a message",
+				 (unsigned long)s->id);
 	}
 	dump_done(&d, false, 0, false);
 }
@@ -1012,8 +1021,8 @@ static void fill_route(struct mb *b, const void *arg)
 
 	put_u32(b, KFWD_ROUTE_INDEX, it->index);
 	put_str(b, KFWD_ROUTE_PREFIX, r->prefix);
-	put_str(b, KFWD_ROUTE_TARGET, r->kind == ROUTE_URL_EMBEDDED ? "url-embedded" :
-								     r->upstream->name);
+	put_str(b, KFWD_ROUTE_TARGET,
+		r->kind == ROUTE_URL_EMBEDDED ? "url-embedded" : r->upstream->name);
 	if (r->host)
 		put_str(b, KFWD_ROUTE_HOST, r->host);
 	if (r->methods) {
@@ -1106,11 +1115,13 @@ static void fill_upstream(struct mb *b, const void *arg)
 				conns += os->conns;
 		}
 		put_str(b, KFWD_SRV_ADDR, srv->text);
-		put_str(b, KFWD_SRV_STATE, srv->admin_down          ? "drained" :
-					   upstream_server_up(srv) ? "up" :
-								     "down");
+		put_str(b, KFWD_SRV_STATE,
+			srv->admin_down		? "drained" :
+			upstream_server_up(srv) ? "up" :
+						  "down");
 		put_u8(b, KFWD_SRV_DRAINED, srv->admin_down);
-		put_u64(b, KFWD_SRV_DOWN_MS, srv->down_until_ms > now ? srv->down_until_ms - now : 0);
+		put_u64(b, KFWD_SRV_DOWN_MS,
+			srv->down_until_ms > now ? srv->down_until_ms - now : 0);
 		put_u64(b, KFWD_SRV_FAILURES, srv->failures);
 		put_u32(b, KFWD_SRV_CONNS, conns);
 		nest_end(b, sn);
@@ -1213,7 +1224,8 @@ static void cmd_route_add(const struct req *r)
 				continue;
 			o = mnl_attr_get_str(opt);
 			if (!kctl_token_ok(o)) {
-				reply_ack(r, -EINVAL, (int)((const char *)opt - (const char *)r->nlh),
+				reply_ack(r, -EINVAL,
+					  (int)((const char *)opt - (const char *)r->nlh),
 					  "bad route option: one printable word, no '#'");
 				return;
 			}
@@ -1268,9 +1280,10 @@ static void cmd_route_del(const struct req *r)
 		return;
 	}
 	if (matches > 1) {
-		reply_ack(r, -EINVAL, attr_off(r, KFWD_A_PREFIX),
-			  "%u routes have prefix %s: say which with host=NAME (host= for the one without)",
-			  matches, prefix);
+		reply_ack(
+			r, -EINVAL, attr_off(r, KFWD_A_PREFIX),
+			"%u routes have prefix %s: say which with host=NAME (host= for the one without)",
+			matches, prefix);
 		return;
 	}
 	if (!text_line(cfg->source, found->line, line, sizeof(line)) ||
@@ -1370,12 +1383,13 @@ static void cmd_set(const struct req *r)
 		key = mnl_attr_get_str(tb[KFWD_SET_KEY]);
 		value = mnl_attr_get_str(tb[KFWD_SET_VALUE]);
 		if (!kctl_setting_find(key)) {
-			reply_ack(r, -EINVAL, off, "'%s' cannot be set at runtime (see kfwdctl help)",
-				  key);
+			reply_ack(r, -EINVAL, off,
+				  "'%s' cannot be set at runtime (see kfwdctl help)", key);
 			return;
 		}
 		if (!kctl_token_ok(value)) {
-			reply_ack(r, -EINVAL, off, "%s: bad value (one printable word, no '#')", key);
+			reply_ack(r, -EINVAL, off, "%s: bad value (one printable word, no '#')",
+				  key);
 			return;
 		}
 		if (e.n_drop == sizeof(keys) / sizeof(keys[0]) ||
@@ -1384,7 +1398,8 @@ static void cmd_set(const struct req *r)
 			return;
 		}
 		keys[e.n_drop++] = key;
-		used += (size_t)snprintf(append + used, sizeof(append) - used, "%s %s\n", key, value);
+		used += (size_t)snprintf(append + used, sizeof(append) - used, "%s %s\n", key,
+					 value);
 		if (wused < sizeof(what))
 			wused += (size_t)snprintf(what + wused, sizeof(what) - wused, " %s %s", key,
 						  value);
@@ -1415,7 +1430,8 @@ static int do_reload(char *note, size_t notelen, char *err, size_t errlen)
 
 	note[0] = '\0';
 	if (!cfg->path) {
-		snprintf(err, errlen, "kfwd runs the embedded configuration (no -c FILE): nothing to reload");
+		snprintf(err, errlen,
+			 "kfwd runs the embedded configuration (no -c FILE): nothing to reload");
 		return -EINVAL;
 	}
 	ncfg = config_load(cfg->path, ctl.extra_listens, ctl.n_extra, err, errlen);
@@ -1591,7 +1607,8 @@ static void handle_datagram(size_t len, bool truncated, uint32_t portid, const s
 
 	if (truncated) {
 		ctl.malformed++;
-		if (len >= NLMSG_HDRLEN && !(((const struct nlmsghdr *)rxbuf)->nlmsg_type < NLMSG_MIN_TYPE)) {
+		if (len >= NLMSG_HDRLEN &&
+		    !(((const struct nlmsghdr *)rxbuf)->nlmsg_type < NLMSG_MIN_TYPE)) {
 			struct req r = { .nlh = (const void *)rxbuf, .portid = portid };
 
 			reply_ack(&r, -EMSGSIZE, -1, "datagram larger than %d bytes",
@@ -1621,8 +1638,11 @@ static void on_ctl_event(struct loop_handler *h, uint32_t events)
 		} cbuf;
 		struct sockaddr_nl from;
 		struct iovec iov = { .iov_base = rxbuf, .iov_len = sizeof(rxbuf) };
-		struct msghdr mh = { .msg_name = &from, .msg_namelen = sizeof(from),
-				     .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf,
+		struct msghdr mh = { .msg_name = &from,
+				     .msg_namelen = sizeof(from),
+				     .msg_iov = &iov,
+				     .msg_iovlen = 1,
+				     .msg_control = cbuf.buf,
 				     .msg_controllen = sizeof(cbuf.buf) };
 		const struct ucred *cred = NULL;
 		struct cmsghdr *cm;
@@ -1657,7 +1677,7 @@ static void on_ctl_event(struct loop_handler *h, uint32_t events)
 static void report_holder(uint32_t portid)
 {
 	struct kctl_holder h;
-	int r = kctl_portid_holder(portid, &h);
+	int r = kctl_portid_holder(portid, 0, &h);
 
 	if (r > 0 && h.pid)
 		log_err("ctl: netlink port id %u is held by pid %d (%s, uid %d): another kfwd, or a "

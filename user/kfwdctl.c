@@ -28,12 +28,12 @@
 
 enum exit_code {
 	EX_OK = 0,
-	EX_FAIL = 1,     /* kfwd refused or failed the command */
-	EX_USAGE = 2,    /* bad command line */
-	EX_UNREACH = 3,  /* kfwd is not running, or does not answer */
+	EX_FAIL = 1, /* kfwd refused or failed the command */
+	EX_USAGE = 2, /* bad command line */
+	EX_UNREACH = 3, /* kfwd is not running, or does not answer */
 	EX_IMPOSTOR = 4, /* something that is not kfwd answered, holds the port id, or wrote FILE */
-	EX_PERM = 5,     /* permission denied (by kfwd, or FILE unreadable) */
-	EX_PROTO = 6,    /* malformed or incompatible answer */
+	EX_PERM = 5, /* permission denied (by kfwd, or FILE unreadable) */
+	EX_PROTO = 6, /* malformed or incompatible answer */
 };
 
 static const char usage_text[] =
@@ -41,7 +41,8 @@ static const char usage_text[] =
 	"\n"
 	"options (before the command):\n"
 	"  -j, --json          JSON output (monitor: one object per line)\n"
-	"  -f, --file FILE     where kfwd published its port id and pid (default " KFWD_CTL_FILE_DEFAULT ")\n"
+	"  -f, --file FILE     where kfwd published its port id and pid (default " KFWD_CTL_FILE_DEFAULT
+	")\n"
 	"  -p, --port-id N     talk to this netlink port id (then FILE only names the pid to expect,\n"
 	"                      if given with -f; otherwise any uid-0 answerer is accepted)\n"
 	"  -t, --timeout SEC   how long to wait for an answer (default 5)\n"
@@ -244,7 +245,8 @@ static void json_members(const struct nlattr *nest, const struct kctl_set *set, 
 				group = NULL;
 			}
 			if (!group) {
-				snprintf(name, sizeof(name), "%.*s", (int)(dot - pol->name), pol->name);
+				snprintf(name, sizeof(name), "%.*s", (int)(dot - pol->name),
+					 pol->name);
 				json_open(json_name(name, name, sizeof(name)), '{');
 				group = pol->name;
 			}
@@ -442,10 +444,11 @@ static int read_published(uint32_t *portid, pid_t *pid)
 	fd = open(opt.file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
 		if (errno == ENOENT)
-			return errorf(EX_UNREACH,
-				      "kfwd is not running: %s does not exist (-f FILE or -p PORTID for "
-				      "an instance with another ctl-socket-file)",
-				      opt.file);
+			return errorf(
+				EX_UNREACH,
+				"kfwd is not running: %s does not exist (-f FILE or -p PORTID for "
+				"an instance with another ctl-socket-file)",
+				opt.file);
 		if (errno == EACCES)
 			return errorf(EX_PERM, "%s: %s", opt.file, strerror(errno));
 		if (errno == ELOOP)
@@ -476,7 +479,7 @@ static int read_published(uint32_t *portid, pid_t *pid)
 static int holder_check(void)
 {
 	struct kctl_holder h;
-	int r = kctl_portid_holder(peer.portid, &h);
+	int r = kctl_portid_holder(peer.portid, peer.pid, &h);
 
 	if (r == 0)
 		return errorf(EX_UNREACH, "kfwd is not running: nothing holds netlink port id %u%s",
@@ -518,7 +521,8 @@ static int connect_daemon(void)
 			return rc;
 	}
 	if (peer.pid && kill(peer.pid, 0) < 0 && errno == ESRCH)
-		return errorf(EX_UNREACH, "kfwd is not running: pid %d named by %s is gone (stale file)",
+		return errorf(EX_UNREACH,
+			      "kfwd is not running: pid %d named by %s is gone (stale file)",
 			      (int)peer.pid, opt.file);
 	rc = holder_check();
 	if (rc)
@@ -561,7 +565,8 @@ static int send_request(const struct nlmsghdr *nlh)
 
 	if (sendto(peer.fd, nlh, nlh->nlmsg_len, 0, (struct sockaddr *)&to, sizeof(to)) < 0) {
 		if (errno == ECONNREFUSED)
-			return errorf(EX_UNREACH, "kfwd is not running: nothing at netlink port id %u",
+			return errorf(EX_UNREACH,
+				      "kfwd is not running: nothing at netlink port id %u",
 				      peer.portid);
 		return errorf(EX_UNREACH, "send to port id %u: %s", peer.portid, strerror(errno));
 	}
@@ -581,8 +586,11 @@ static ssize_t receive(int timeout_ms)
 		} cbuf;
 		struct sockaddr_nl from;
 		struct iovec iov = { .iov_base = rxbuf, .iov_len = sizeof(rxbuf) };
-		struct msghdr mh = { .msg_name = &from, .msg_namelen = sizeof(from),
-				     .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf,
+		struct msghdr mh = { .msg_name = &from,
+				     .msg_namelen = sizeof(from),
+				     .msg_iov = &iov,
+				     .msg_iovlen = 1,
+				     .msg_control = cbuf.buf,
 				     .msg_controllen = sizeof(cbuf.buf) };
 		struct pollfd pfd = { .fd = peer.fd, .events = POLLIN };
 		const struct ucred *cred = NULL;
@@ -613,17 +621,19 @@ static ssize_t receive(int timeout_ms)
 			    cm->cmsg_len >= CMSG_LEN(sizeof(struct ucred)))
 				cred = (const struct ucred *)CMSG_DATA(cm);
 		if (!cred)
-			return -errorf(EX_IMPOSTOR, "answer from port id %u without credentials: not trusted",
+			return -errorf(EX_IMPOSTOR,
+				       "answer from port id %u without credentials: not trusted",
 				       peer.portid);
 		if (cred->uid != 0 || (peer.pid && cred->pid != peer.pid)) {
 			char expect[64] = "";
 
 			if (peer.pid)
 				snprintf(expect, sizeof(expect), ", kfwd is pid %d", (int)peer.pid);
-			return -errorf(EX_IMPOSTOR,
-				       "refusing an answer from pid %d (uid %u) at netlink port id %u%s: it "
-				       "is not kfwd; something is squatting kfwd's port id",
-				       (int)cred->pid, (unsigned int)cred->uid, peer.portid, expect);
+			return -errorf(
+				EX_IMPOSTOR,
+				"refusing an answer from pid %d (uid %u) at netlink port id %u%s: it "
+				"is not kfwd; something is squatting kfwd's port id",
+				(int)cred->pid, (unsigned int)cred->uid, peer.portid, expect);
 		}
 		if (mh.msg_flags & MSG_TRUNC)
 			return -errorf(EX_PROTO, "answer larger than %zu bytes", sizeof(rxbuf));
@@ -633,8 +643,8 @@ static ssize_t receive(int timeout_ms)
 
 enum kind {
 	KIND_SINGLE, /* one message of the request's type */
-	KIND_ACK,    /* NLMSG_ERROR */
-	KIND_DUMP,   /* NLM_F_MULTI messages, then NLMSG_DONE */
+	KIND_ACK, /* NLMSG_ERROR */
+	KIND_DUMP, /* NLM_F_MULTI messages, then NLMSG_DONE */
 };
 
 typedef int (*msg_cb)(const struct kctl_msg *m, void *arg);
@@ -642,7 +652,7 @@ typedef int (*msg_cb)(const struct kctl_msg *m, void *arg);
 struct result {
 	const char *cmd;
 	char note[KFWD_CTL_STR_MAX]; /* ACK message */
-	bool more;                   /* dump: NLMSG_DONE named a next page */
+	bool more; /* dump: NLMSG_DONE named a next page */
 	uint64_t cursor;
 	bool interrupted;
 };
@@ -682,8 +692,9 @@ static int transact(struct nlmsghdr *req, enum kind kind, msg_cb cb, void *arg, 
 		if (n < 0)
 			return (int)-n;
 		if (n == 0)
-			return errorf(EX_UNREACH, "%s: no answer from kfwd (port id %u) within %d ms",
-				      res->cmd, peer.portid, opt.timeout_ms);
+			return errorf(EX_UNREACH,
+				      "%s: no answer from kfwd (port id %u) within %d ms", res->cmd,
+				      peer.portid, opt.timeout_ms);
 		rem = (size_t)n;
 		while ((nlh = kctl_next_msg(&pos, &rem, &err))) {
 			struct kctl_msg m;
@@ -717,7 +728,8 @@ static int transact(struct nlmsghdr *req, enum kind kind, msg_cb cb, void *arg, 
 				continue;
 			if (!m.tb[KFWD_A_VERSION] ||
 			    mnl_attr_get_u32(m.tb[KFWD_A_VERSION]) != KFWD_CTL_VERSION)
-				return errorf(EX_PROTO, "%s: answer of another protocol version", res->cmd);
+				return errorf(EX_PROTO, "%s: answer of another protocol version",
+					      res->cmd);
 			if (cb) {
 				rc = cb(&m, arg);
 				if (rc)
@@ -748,7 +760,8 @@ static int dump(uint16_t cmd, const char *name, msg_cb cb, void *arg)
 		if (rc)
 			return rc;
 		if (res.interrupted)
-			errorf(0, "%s: the configuration changed while listing; run it again", name);
+			errorf(0, "%s: the configuration changed while listing; run it again",
+			       name);
 		if (!res.more)
 			return EX_OK;
 		cursor = res.cursor;
@@ -825,7 +838,8 @@ static int status_cb(const struct kctl_msg *m, void *arg)
 		if (mnl_attr_get_type(a) != KFWD_ST_DATAPATH)
 			continue;
 		kctl_parse_nested(a, &kctl_datapath, dp);
-		printf("%-12s %-8s %s%s%s%s\n", first ? "data paths" : "", str_or(dp[KFWD_DP_NAME], "?"),
+		printf("%-12s %-8s %s%s%s%s\n", first ? "data paths" : "",
+		       str_or(dp[KFWD_DP_NAME], "?"),
 		       u64_or0(dp[KFWD_DP_AVAILABLE]) ? "available" : "not available",
 		       u64_or0(dp[KFWD_DP_DEFAULT]) ? " (default)" : "",
 		       dp[KFWD_DP_REASON] ? ": " : "", str_or(dp[KFWD_DP_REASON], ""));
@@ -837,7 +851,8 @@ static int status_cb(const struct kctl_msg *m, void *arg)
 	fmt_size(u64_or0(tb[KFWD_ST_COPY_BUF]), v4, sizeof(v4));
 	printf("knobs        data-path %s  pipe-size %s  pipe-high-water %s  pipe-low-water %s  "
 	       "copy-buffer-size %s  log-level %s\n",
-	       str_or(tb[KFWD_ST_DATA_PATH], "?"), v1, v2, v3, v4, str_or(tb[KFWD_ST_LOG_LEVEL], "?"));
+	       str_or(tb[KFWD_ST_DATA_PATH], "?"), v1, v2, v3, v4,
+	       str_or(tb[KFWD_ST_LOG_LEVEL], "?"));
 	printf("control      port id %" PRIu64 ", ctl-group %s, monitors %" PRIu64 "\n",
 	       u64_or0(tb[KFWD_ST_CTL_PORT_ID]), str_or(tb[KFWD_ST_CTL_GROUP], "none (root only)"),
 	       u64_or0(tb[KFWD_ST_SUBSCRIBERS]));
@@ -876,7 +891,8 @@ static int stats_cb(const struct kctl_msg *m, void *arg)
 	printf("upstream      connects %" PRIu64 "  reuses %" PRIu64 "  connect errors %" PRIu64
 	       "  retries %" PRIu64 "  idle %" PRIu64 "\n",
 	       V(UP_CONNECTS), V(UP_REUSES), V(UP_CONNECT_ERRORS), V(UP_RETRIES), V(UP_IDLE));
-	printf("pipes         in use %" PRIu64 "  pooled %" PRIu64 "  fallbacks to copy %" PRIu64 "\n",
+	printf("pipes         in use %" PRIu64 "  pooled %" PRIu64 "  fallbacks to copy %" PRIu64
+	       "\n",
 	       V(PIPES_IN_USE), V(PIPES_POOLED), V(PIPE_FALLBACKS));
 	printf("errors        client %" PRIu64 "  upstream %" PRIu64 "  timeouts %" PRIu64
 	       "  aborted transfers %" PRIu64 "\n",
@@ -903,7 +919,7 @@ struct rows {
 	struct row {
 		uint64_t key;
 		char *text; /* tab-separated cells, or a JSON object */
-	} *v;
+	} * v;
 };
 
 static void rows_add(struct rows *r, uint64_t key, char *text)
@@ -988,8 +1004,9 @@ static int conn_cb(const struct kctl_msg *m, void *arg)
 	flow_cells(tb[KFWD_CONN_REQ], &up_b, &up_q, &up_paused, &up_p);
 	flow_cells(tb[KFWD_CONN_RESP], &dn_b, &dn_q, &dn_paused, &dn_p);
 	fmt_duration(u64_or0(tb[KFWD_CONN_AGE_MS]), age, sizeof(age));
-	n = asprintf(&text, "%" PRIu64 "\t%s\t%s\t%s\t%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
-			    "\t%" PRIu64 "/%" PRIu64 "\t%s\t%" PRIu64 "\t%s",
+	n = asprintf(&text,
+		     "%" PRIu64 "\t%s\t%s\t%s\t%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
+		     "/%" PRIu64 "\t%s\t%" PRIu64 "\t%s",
 		     u64_or0(tb[KFWD_CONN_ID]), str_or(tb[KFWD_CONN_CLIENT], "-"),
 		     str_or(tb[KFWD_CONN_UPSTREAM], "-"), str_or(tb[KFWD_CONN_ROUTE], "-"),
 		     str_or(tb[KFWD_CONN_STATE], "?"), u64_or0(tb[KFWD_CONN_REQUESTS]), up_b, dn_b,
@@ -1031,10 +1048,9 @@ static void print_rows(struct rows *rows, bool sort, const char *const *heads, c
 
 static int conn_list(void)
 {
-	static const char *const heads[] = { "ID",     "CLIENT",   "UPSTREAM", "ROUTE",
-					     "STATE",  "REQS",     "BYTES-UP", "BYTES-DOWN",
-					     "QUEUED", "PAUSED",   "PAUSES",   "AGE",
-					     NULL };
+	static const char *const heads[] = { "ID",     "CLIENT",   "UPSTREAM",	 "ROUTE",  "STATE",
+					     "REQS",   "BYTES-UP", "BYTES-DOWN", "QUEUED", "PAUSED",
+					     "PAUSES", "AGE",	   NULL };
 	struct rows rows = { 0 };
 	int rc = dump(KFWD_CMD_CONN_LIST, "conn list", conn_cb, &rows);
 
@@ -1123,8 +1139,8 @@ static int upstream_cb(const struct kctl_msg *m, void *arg)
 
 static int upstream_list(void)
 {
-	static const char *const heads[] = { "UPSTREAM", "SERVER",   "STATE",
-					     "CONNS",    "FAILURES", "DOWN-FOR", NULL };
+	static const char *const heads[] = { "UPSTREAM", "SERVER",   "STATE", "CONNS",
+					     "FAILURES", "DOWN-FOR", NULL };
 	struct rows rows = { 0 };
 	int rc = dump(KFWD_CMD_UPSTREAM_LIST, "upstream list", upstream_cb, &rows);
 
@@ -1142,7 +1158,7 @@ static int upstream_list(void)
 
 static const char *event_name(uint64_t type)
 {
-	static const char *const names[] = { "?",      "open",   "close",    "pause",
+	static const char *const names[] = { "?",      "open",	 "close",    "pause",
 					     "resume", "config", "heartbeat" };
 
 	return type < sizeof(names) / sizeof(names[0]) ? names[type] : "?";
@@ -1336,14 +1352,17 @@ static int check_args(int argc, char **argv)
 			return 0;
 		if (sub && is(sub, "add", NULL) && argc >= 4)
 			return 0;
-		if (sub && is(sub, "del", "delete") && (argc == 3 || (argc == 4 && !strncmp(argv[3], "host=", 5))))
+		if (sub && is(sub, "del", "delete") &&
+		    (argc == 3 || (argc == 4 && !strncmp(argv[3], "host=", 5))))
 			return 0;
-		return usage_error("usage: route list | route add PREFIX TARGET [OPTION...] | route del PREFIX [host=H]");
+		return usage_error(
+			"usage: route list | route add PREFIX TARGET [OPTION...] | route del PREFIX [host=H]");
 	}
 	if (is(c, "upstream", NULL)) {
 		if (sub && is_list(sub) && argc == 2)
 			return 0;
-		if (sub && (is(sub, "drain", NULL) || is(sub, "enable", NULL)) && (argc == 3 || argc == 4))
+		if (sub && (is(sub, "drain", NULL) || is(sub, "enable", NULL)) &&
+		    (argc == 3 || argc == 4))
 			return 0;
 		return usage_error("usage: upstream list | upstream drain|enable NAME [ADDR:PORT]");
 	}
@@ -1356,7 +1375,8 @@ static int check_args(int argc, char **argv)
 		return 0;
 	}
 	if (is(c, "monitor", NULL)) {
-		if (argc == 1 || (argc == 3 && is(argv[1], "count", NULL) && parse_u64(argv[2], &v) && v > 0 && v < LONG_MAX))
+		if (argc == 1 || (argc == 3 && is(argv[1], "count", NULL) &&
+				  parse_u64(argv[2], &v) && v > 0 && v < LONG_MAX))
 			return 0;
 		return usage_error("usage: monitor [count N]");
 	}
@@ -1410,7 +1430,8 @@ static int run(int argc, char **argv)
 
 		if (is_list(sub))
 			return upstream_list();
-		req = request(drain ? KFWD_CMD_UPSTREAM_DRAIN : KFWD_CMD_UPSTREAM_ENABLE, NLM_F_ACK);
+		req = request(drain ? KFWD_CMD_UPSTREAM_DRAIN : KFWD_CMD_UPSTREAM_ENABLE,
+			      NLM_F_ACK);
 		if (!put_str_attr(req, KFWD_A_UPSTREAM, argv[2]) ||
 		    (argc == 4 && !put_str_attr(req, KFWD_A_SERVER, argv[3])))
 			return usage_error("upstream: argument too long");
@@ -1442,9 +1463,12 @@ static int run(int argc, char **argv)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "json", no_argument, NULL, 'j' },	    { "file", required_argument, NULL, 'f' },
-		{ "port-id", required_argument, NULL, 'p' }, { "timeout", required_argument, NULL, 't' },
-		{ "help", no_argument, NULL, 'h' },	    { "version", no_argument, NULL, 'V' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "file", required_argument, NULL, 'f' },
+		{ "port-id", required_argument, NULL, 'p' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	uint64_t v;
