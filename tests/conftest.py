@@ -311,6 +311,9 @@ def kfwd(tmp_path, request):
                 head.append(f"metrics-listen 127.0.0.1:{metrics_port}")
             if defaults and "drain-timeout" not in directives:
                 head.append("drain-timeout 5s")
+            # Each instance publishes its control socket in its own file, not /run/kfwd/ctl.
+            if defaults and "ctl-socket-file" not in directives:
+                head.append(f"ctl-socket-file {tmp_path}/ctl{n}")
             text = "\n".join(head) + ("\n" if head else "") + text
             for ln in text.splitlines():
                 f = ln.split()
