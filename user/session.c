@@ -366,14 +366,51 @@ static uint64_t sockmap_bytes(const struct session *s)
 	       st.dir[1].user_written;
 }
 
+/*
+ * End a failed sockmap tunnel with resets: bytes the program passed wait in the psock queue,
+ * not the receive queue, so close() alone would send a FIN and a sender held by a closed
+ * window would never learn that the tunnel is gone.
+ */
+static void sockmap_abort(struct session *s)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	if (s->client.fd >= 0)
+		(void)setsockopt(s->client.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	if (s->upstream.fd >= 0)
+		(void)setsockopt(s->upstream.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	stats.aborted_transfers++;
+	session_close(s);
+}
+
+/* A reset or failed socket: the kernel's sends to it fail without telling kfwd. */
+static bool socket_failed(const struct endpoint *e)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (!e->hup)
+		return false;
+	return getsockopt(e->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err != 0;
+}
+
 static void sockmap_step(struct session *s)
 {
 	struct sockmap_want want;
-	int r = sockmap_flow_pump(s->sockmap_flow, &want);
+	int r;
 
+	if (socket_failed(&s->client) || socket_failed(&s->upstream)) {
+		log_info("session %lu: sockmap tunnel peer reset, closing", (unsigned long)s->id);
+		sockmap_abort(s);
+		return;
+	}
+	r = sockmap_flow_pump(s->sockmap_flow, &want);
 	if (r != SOCKMAP_RUNNING) {
-		if (r < 0)
+		if (r < 0) {
 			log_info("session %lu: sockmap tunnel failed: %m", (unsigned long)s->id);
+			sockmap_abort(s);
+			return;
+		}
 		session_close(s);
 		return;
 	}

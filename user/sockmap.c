@@ -1059,7 +1059,21 @@ static int dir_pump(struct sm_dir *d, uint32_t *ev_src, uint32_t *ev_dst,
 			continue;
 		}
 		if (n == 0) {
-			d->eof = true;
+			uint64_t rx;
+			bool fin;
+
+			/*
+			 * The FIN can reach the socket before every passed skb reached the psock
+			 * queue: this 0 is final only once every byte received was redirected or
+			 * read here. Until then, read again shortly.
+			 */
+			if (rx_data(d->src, &rx, &fin) < 0)
+				return -1;
+			if (fin && rx - d->rx_base == d->kd.redirected + d->user_read) {
+				d->eof = true;
+				break;
+			}
+			set_timeout(tmo, SM_RETRY_MS);
 			break;
 		}
 		if (errno == EINTR)
