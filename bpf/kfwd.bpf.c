@@ -72,8 +72,7 @@ static __always_inline void notify(struct kfwd_dir *d, __u32 type)
  * destination's lock, bytes_acked before snd_una, so the result never
  * exceeds the truth: the cap errs on the safe side.
  */
-static __always_inline int dst_sample(struct kfwd_dir *d, __u64 *written,
-				      __u64 *acked)
+static __always_inline int dst_sample(struct kfwd_dir *d, __u64 *written, __u64 *acked)
 {
 	__u64 key = d->dst_cookie;
 	struct bpf_sock *sk;
@@ -158,7 +157,7 @@ int kfwd_verdict(struct __sk_buff *skb)
 
 	d = bpf_map_lookup_elem(&kfwd_dirs, &cookie);
 	if (!d)
-		return SK_PASS;	/* not ours: leave it to user space */
+		return SK_PASS; /* not ours: leave it to user space */
 
 	/*
 	 * A pure FIN reaches the verdict as a zero-length skb.  Redirected,
@@ -186,8 +185,7 @@ int kfwd_verdict(struct __sk_buff *skb)
 		}
 		d->seq0_set = 1;
 		/* 64-bit position from the 32-bit offset, near rx_base */
-		d->next_pos = d->rx_base +
-			      (__s32)((__u32)(seq - d->seq0) - (__u32)d->rx_base);
+		d->next_pos = d->rx_base + (__s32)((__u32)(seq - d->seq0) - (__u32)d->rx_base);
 	}
 	pos = d->next_pos + (__s32)(seq - (__u32)(d->seq0 + d->next_pos));
 	if (pos < d->next_pos) {

@@ -28,7 +28,7 @@ enum chunk_state {
 
 struct chunk_scan {
 	enum chunk_state state;
-	uint64_t size;      /* of the chunk whose size line is being read */
+	uint64_t size; /* of the chunk whose size line is being read */
 	uint64_t remaining; /* data bytes left in the current chunk */
 	unsigned int digits;
 	size_t line_len;

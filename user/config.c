@@ -317,8 +317,8 @@ static bool valid_host_pattern(const char *p)
 	if (!*p)
 		return false;
 	for (; *p; p++)
-		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.' && *p != '_' && *p != ':' &&
-		    *p != '[' && *p != ']')
+		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.' && *p != '_' &&
+		    *p != ':' && *p != '[' && *p != ']')
 			return false;
 	return true;
 }
@@ -343,7 +343,8 @@ static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **op
 				return fail(ctx, "bad method list '%s' (e.g. GET,HEAD)", v);
 		} else if (!strncmp(o, "host-rewrite=", 13)) {
 			if (r->kind == ROUTE_URL_EMBEDDED)
-				return fail(ctx, "host-rewrite does not apply to url-embedded routes");
+				return fail(ctx,
+					    "host-rewrite does not apply to url-embedded routes");
 			if (!*v || strpbrk(v, "\r\n"))
 				return fail(ctx, "host-rewrite needs a value");
 			r->host_rewrite = strdup(v);
@@ -357,7 +358,8 @@ static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **op
 			r->retries = (unsigned int)n;
 		} else if (!strncmp(o, "retry-on=", 9)) {
 			if (parse_retry_on(v, &r->retry_on) < 0)
-				return fail(ctx, "bad retry-on '%s' (connect,5xx,timeout or none)", v);
+				return fail(ctx, "bad retry-on '%s' (connect,5xx,timeout or none)",
+					    v);
 		} else if (!strcmp(o, "retry-non-idempotent")) {
 			r->retry_non_idempotent = true;
 		} else if (!strncmp(o, "retry-backoff=", 14)) {
@@ -369,13 +371,17 @@ static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **op
 		} else if (!strncmp(o, "mode=", 5)) {
 			r->mode = data_path_parse(v);
 			if (r->mode < 0)
-				return fail(ctx, "bad mode '%s' (splice|copy|sockmap|sockmap-unbounded|auto)",
-					    v);
+				return fail(
+					ctx,
+					"bad mode '%s' (splice|copy|sockmap|sockmap-unbounded|auto)",
+					v);
 		} else if (!strncmp(o, "connect-timeout=", 16)) {
-			if (parse_duration_ms(v, &r->connect_timeout_ms) < 0 || !r->connect_timeout_ms)
+			if (parse_duration_ms(v, &r->connect_timeout_ms) < 0 ||
+			    !r->connect_timeout_ms)
 				return fail(ctx, "bad connect-timeout '%s'", v);
 		} else if (!strncmp(o, "response-timeout=", 17)) {
-			if (parse_duration_ms(v, &r->response_timeout_ms) < 0 || !r->response_timeout_ms)
+			if (parse_duration_ms(v, &r->response_timeout_ms) < 0 ||
+			    !r->response_timeout_ms)
 				return fail(ctx, "bad response-timeout '%s'", v);
 		} else if (!strncmp(o, "idle-timeout=", 13)) {
 			if (parse_duration_ms(v, &r->idle_timeout_ms) < 0 || !r->idle_timeout_ms)
@@ -410,7 +416,8 @@ static int parse_access_rule(struct parse_ctx *ctx, char **tok, int ntok)
 	slash = strchr(text, '/');
 	if (slash)
 		*slash = '\0';
-	if (inet_pton(AF_INET, text, rule->addr) == 1 || inet_pton(AF_INET6, text, rule->addr) == 1) {
+	if (inet_pton(AF_INET, text, rule->addr) == 1 ||
+	    inet_pton(AF_INET6, text, rule->addr) == 1) {
 		unsigned long bits;
 
 		rule->is_cidr = true;
@@ -433,7 +440,8 @@ static int parse_route(struct parse_ctx *ctx, char **tok, int ntok)
 	struct route *r;
 
 	if (ntok < 3)
-		return fail(ctx, "usage: route PREFIX NAME [strip-prefix] | route PREFIX url-embedded");
+		return fail(ctx,
+			    "usage: route PREFIX NAME [strip-prefix] | route PREFIX url-embedded");
 	if (tok[1][0] != '/')
 		return fail(ctx, "route prefix '%s' must start with '/'", tok[1]);
 	r = grow(cfg->routes, cfg->n_routes, sizeof(*r));
@@ -552,7 +560,8 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 
 		if (strcmp(d, dd->name))
 			continue;
-		if (ntok != 2 || parse_duration_ms(tok[1], (uint64_t *)((char *)cfg + dd->offset)) < 0)
+		if (ntok != 2 ||
+		    parse_duration_ms(tok[1], (uint64_t *)((char *)cfg + dd->offset)) < 0)
 			return fail(ctx, "usage: %s DURATION (e.g. 500ms, 5s, 2m; bare = ms)", d);
 		return 0;
 	}
@@ -573,7 +582,8 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 		int dp = ntok == 2 ? data_path_parse(tok[1]) : -1;
 
 		if (dp < 0)
-			return fail(ctx, "usage: data-path splice|copy|sockmap|sockmap-unbounded|auto");
+			return fail(ctx,
+				    "usage: data-path splice|copy|sockmap|sockmap-unbounded|auto");
 		cfg->data_path = (enum data_path)dp;
 		return 0;
 	}
@@ -620,7 +630,8 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 		errno = 0;
 		v = ntok == 2 && isdigit((unsigned char)tok[1][0]) ? strtoul(tok[1], &end, 0) : 0;
 		if (v == 0 || errno || *end || v > KFWD_CTL_PORT_ID_MAX)
-			return fail(ctx, "usage: ctl-port-id pid|N|off (N: 1..%u, 0x prefix for hex)",
+			return fail(ctx,
+				    "usage: ctl-port-id pid|N|off (N: 1..%u, 0x prefix for hex)",
 				    KFWD_CTL_PORT_ID_MAX);
 		cfg->ctl_port_id = (uint32_t)v;
 		return 0;
@@ -744,7 +755,8 @@ static char *read_file(const char *path, char *err, size_t errlen)
 	do {
 		if (cap - len < 4096) {
 			if (cap >= CONFIG_TEXT_MAX) {
-				snprintf(err, errlen, "%s:0: larger than %d bytes", path, CONFIG_TEXT_MAX);
+				snprintf(err, errlen, "%s:0: larger than %d bytes", path,
+					 CONFIG_TEXT_MAX);
 				goto fail;
 			}
 			cap = cap ? cap * 2 : 16384;
@@ -775,8 +787,8 @@ fail:
 	return NULL;
 }
 
-struct config *config_load(const char *path, char *const *extra_listens, size_t n_extra,
-			   char *err, size_t errlen)
+struct config *config_load(const char *path, char *const *extra_listens, size_t n_extra, char *err,
+			   size_t errlen)
 {
 	return config_load_text(path, NULL, extra_listens, n_extra, err, errlen);
 }

@@ -54,10 +54,10 @@ struct route {
 	struct upstream *upstream; /* ROUTE_UPSTREAM: set once the whole file is read */
 	char upstream_name[CONFIG_NAME_MAX];
 	bool strip_prefix;
-	char *host;        /* host=: exact name or "*.suffix"; NULL matches any */
-	uint64_t methods;  /* methods=: bit per llhttp method; 0 allows all */
+	char *host; /* host=: exact name or "*.suffix"; NULL matches any */
+	uint64_t methods; /* methods=: bit per llhttp method; 0 allows all */
 	char *host_rewrite; /* host-rewrite=VALUE: the Host sent upstream */
-	bool forwarded;     /* forwarded: add an RFC 7239 Forwarded header */
+	bool forwarded; /* forwarded: add an RFC 7239 Forwarded header */
 	unsigned int retries;
 	unsigned int retry_on; /* enum retry_on */
 	bool retry_non_idempotent;
@@ -83,7 +83,7 @@ struct access_rule {
 enum data_path {
 	DATA_PATH_SPLICE,
 	DATA_PATH_COPY,
-	DATA_PATH_SOCKMAP,           /* tunnels in the kernel (bounded); bodies spliced */
+	DATA_PATH_SOCKMAP, /* tunnels in the kernel (bounded); bodies spliced */
 	DATA_PATH_SOCKMAP_UNBOUNDED, /* the same without the cap: measured unbounded */
 };
 
@@ -132,14 +132,14 @@ struct config {
 	int log_level;
 
 	/* Control socket (user/ctl.c, kfwdctl) */
-	bool ctl_off;         /* ctl-port-id off */
+	bool ctl_off; /* ctl-port-id off */
 	uint32_t ctl_port_id; /* netlink port id; 0: the daemon's pid */
 	char ctl_socket_file[256];
 	bool has_ctl_group;
 	gid_t ctl_group; /* read-only kfwdctl commands also for this group */
 	char ctl_group_name[CONFIG_NAME_MAX];
 
-	char *source;          /* the text this configuration was parsed from */
+	char *source; /* the text this configuration was parsed from */
 	unsigned int refcount; /* config_get/config_put */
 };
 
@@ -147,8 +147,8 @@ struct config {
  * Parse @path (or the embedded default when @path is NULL). @extra_listens (from -l) replace the
  * config's listen lines when given. On error returns NULL after writing "FILE:LINE: what" into @err.
  */
-struct config *config_load(const char *path, char *const *extra_listens, size_t n_extra,
-			   char *err, size_t errlen);
+struct config *config_load(const char *path, char *const *extra_listens, size_t n_extra, char *err,
+			   size_t errlen);
 /* Same, parsing @text (kfwdctl's runtime changes) as if it were the file @path (may be NULL). */
 struct config *config_load_text(const char *path, const char *text, char *const *extra_listens,
 				size_t n_extra, char *err, size_t errlen);

@@ -14,7 +14,7 @@ struct session;
 struct endpoint {
 	struct loop_handler h;
 	struct session *s;
-	int fd;              /* -1 when closed */
+	int fd; /* -1 when closed */
 	uint32_t registered; /* epoll mask in force; meaningful while in_epoll */
 	bool in_epoll;
 	bool force_mod; /* registered with another handler (taken from the pool): MOD it */
@@ -25,7 +25,7 @@ struct endpoint {
 	bool readable;
 	bool writable;
 	bool rd_eof; /* a read returned 0 */
-	bool hup;    /* EPOLLHUP/EPOLLERR seen */
+	bool hup; /* EPOLLHUP/EPOLLERR seen */
 	struct buf in; /* bytes read and not yet consumed (heads, chunk size lines) */
 };
 

@@ -35,7 +35,7 @@ struct flow {
 	struct kpipe pipe; /* rd == -1 when none */
 	size_t pipe_level;
 	struct buf pending;
-	bool use_splice;    /* body bytes are spliced (else copied) */
+	bool use_splice; /* body bytes are spliced (else copied) */
 	bool splice_failed; /* splice from src failed (EINVAL...): copy from now on */
 
 	/* Framing of the body being moved */
@@ -97,7 +97,7 @@ enum fill_result {
 	FILL_BYTES, /* n > 0 bytes moved */
 	FILL_EOF,
 	FILL_AGAIN, /* source has nothing now */
-	FILL_FULL,  /* destination stage is full (pipe slots) */
+	FILL_FULL, /* destination stage is full (pipe slots) */
 	FILL_ERROR,
 	FILL_UNSUPPORTED, /* splice not possible on this fd: use copy */
 };

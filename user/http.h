@@ -30,9 +30,9 @@ enum http_parse_status {
 /* Why a head was rejected; session maps it to a status code. */
 enum http_error {
 	HTTP_ERR_NONE,
-	HTTP_ERR_MALFORMED,  /* 400 / 502 */
+	HTTP_ERR_MALFORMED, /* 400 / 502 */
 	HTTP_ERR_URI_TOO_LONG, /* 414 */
-	HTTP_ERR_TOO_LARGE,  /* 431 / 502 */
+	HTTP_ERR_TOO_LARGE, /* 431 / 502 */
 	HTTP_ERR_TRANSFER_CODING, /* 501: a transfer coding other than chunked */
 };
 
@@ -46,12 +46,12 @@ enum body_framing {
 struct http_head {
 	llhttp_t parser;
 	const char *base; /* head start during http_head_feed() */
-	size_t fed;       /* bytes already given to llhttp */
-	int last_cb;      /* header callback continuity: 0 none, 1 name, 2 value */
+	size_t fed; /* bytes already given to llhttp */
+	int last_cb; /* header callback continuity: 0 none, 1 name, 2 value */
 
 	bool is_request;
 	struct http_span method; /* requests */
-	struct http_span url;    /* requests */
+	struct http_span url; /* requests */
 	struct http_span status_line; /* responses: "HTTP/1.1 200 OK" without CRLF */
 	struct http_header headers[HTTP_MAX_HEADERS];
 	unsigned int n_headers;
@@ -62,12 +62,12 @@ struct http_head {
 	size_t head_len;
 	uint8_t http_major, http_minor;
 	int status;
-	bool keep_alive;       /* llhttp's view: version + Connection header */
+	bool keep_alive; /* llhttp's view: version + Connection header */
 	bool has_content_length;
 	uint64_t content_length;
 	bool has_transfer_encoding;
-	bool chunked;          /* chunked is the final transfer coding */
-	bool upgrade;          /* Upgrade header or CONNECT */
+	bool chunked; /* chunked is the final transfer coding */
+	bool upgrade; /* Upgrade header or CONNECT */
 	enum http_error error;
 	const char *error_reason;
 };

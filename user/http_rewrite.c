@@ -39,7 +39,8 @@ static int append_str(struct buf *out, const char *s)
 static int append_header(struct buf *out, const char *base, const struct http_header *hdr)
 {
 	if (buf_append(out, base + hdr->name.off, hdr->name.len) < 0 || append_str(out, ": ") < 0 ||
-	    buf_append(out, base + hdr->value.off, hdr->value.len) < 0 || append_str(out, "\r\n") < 0)
+	    buf_append(out, base + hdr->value.off, hdr->value.len) < 0 ||
+	    append_str(out, "\r\n") < 0)
 		return -1;
 	return 0;
 }
@@ -53,9 +54,10 @@ static int append_forwarded(struct buf *out, const struct http_head *h, const ch
 	if (append_str(out, v6 ? "Forwarded: for=\"[" : "Forwarded: for=") < 0 ||
 	    append_str(out, rw->client_addr) < 0 || append_str(out, v6 ? "]\"" : "") < 0)
 		return -1;
-	if (client_host && (append_str(out, ";host=\"") < 0 ||
-			    buf_append(out, base + client_host->value.off, client_host->value.len) < 0 ||
-			    append_str(out, "\"") < 0))
+	if (client_host &&
+	    (append_str(out, ";host=\"") < 0 ||
+	     buf_append(out, base + client_host->value.off, client_host->value.len) < 0 ||
+	     append_str(out, "\"") < 0))
 		return -1;
 	return append_str(out, ";proto=http\r\n");
 }
@@ -109,9 +111,10 @@ int http_build_request(struct buf *out, const struct http_head *h, const char *b
 		return -1;
 	if (append_str(out, "X-Forwarded-Proto: http\r\n") < 0)
 		return -1;
-	if (client_host && (append_str(out, "X-Forwarded-Host: ") < 0 ||
-			    buf_append(out, base + client_host->value.off, client_host->value.len) < 0 ||
-			    append_str(out, "\r\n") < 0))
+	if (client_host &&
+	    (append_str(out, "X-Forwarded-Host: ") < 0 ||
+	     buf_append(out, base + client_host->value.off, client_host->value.len) < 0 ||
+	     append_str(out, "\r\n") < 0))
 		return -1;
 	if (rw->forwarded && append_forwarded(out, h, base, rw, client_host) < 0)
 		return -1;
@@ -126,7 +129,8 @@ int http_build_request(struct buf *out, const struct http_head *h, const char *b
 		return append_str(out, "\r\n");
 	}
 	/* HTTP/1.0 is not persistent by default; ask so the connection can be pooled. */
-	if (h->http_major == 1 && h->http_minor == 0 && append_str(out, "Connection: keep-alive\r\n") < 0)
+	if (h->http_major == 1 && h->http_minor == 0 &&
+	    append_str(out, "Connection: keep-alive\r\n") < 0)
 		return -1;
 	return append_str(out, "\r\n");
 }

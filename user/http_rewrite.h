@@ -12,15 +12,15 @@ struct request_rewrite {
 	size_t target_len;
 	const char *host; /* Host to send, or NULL to keep the client's */
 	const char *client_addr; /* appended to X-Forwarded-For */
-	bool forwarded;   /* add an RFC 7239 Forwarded element */
-	int upgrade;      /* index of the Upgrade header to pass on (a tunnel request), or -1 */
+	bool forwarded; /* add an RFC 7239 Forwarded element */
+	int upgrade; /* index of the Upgrade header to pass on (a tunnel request), or -1 */
 };
 
 /* Location rewriting for url-embedded routes: http://h/p -> PREFIX/h/p. */
 struct location_rewrite {
-	const char *prefix;    /* the route prefix, e.g. "/http/" */
+	const char *prefix; /* the route prefix, e.g. "/http/" */
 	const char *authority; /* the upstream as named in the URL: host[:port] */
-	const char *req_path;  /* the path sent upstream, to resolve relative references */
+	const char *req_path; /* the path sent upstream, to resolve relative references */
 };
 
 /* Forwarded request head: hop-by-hop headers dropped, X-Forwarded-For appended. */

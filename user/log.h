@@ -13,10 +13,10 @@ const char *klog_level_name(int level);
 #define log_err(...) klog(KLOG_ERR, __VA_ARGS__)
 #define log_warn(...) klog(KLOG_WARN, __VA_ARGS__)
 #define log_info(...) klog(KLOG_INFO, __VA_ARGS__)
-#define log_debug(...)                                                                             \
-	do {                                                                                       \
-		if (klog_level >= KLOG_DEBUG)                                                      \
-			klog(KLOG_DEBUG, __VA_ARGS__);                                             \
+#define log_debug(...)                                 \
+	do {                                           \
+		if (klog_level >= KLOG_DEBUG)          \
+			klog(KLOG_DEBUG, __VA_ARGS__); \
 	} while (0)
 
 #endif

@@ -88,8 +88,8 @@ size_t metrics_render(char *out, size_t len)
 		stats.upstream_reuses);
 	counter(&w, "kfwd_upstream_connect_errors_total", "Upstream connects that failed.",
 		stats.upstream_connect_errors);
-	counter(&w, "kfwd_upstream_retries_total", "Requests resent after a stale pooled connection.",
-		stats.upstream_retries);
+	counter(&w, "kfwd_upstream_retries_total",
+		"Requests resent after a stale pooled connection.", stats.upstream_retries);
 	gauge(&w, "kfwd_upstream_idle", "Idle pooled upstream connections.",
 	      upstream_pool_idle_count());
 	by_direction(&w, "kfwd_bytes_spliced_total",
@@ -98,9 +98,10 @@ size_t metrics_render(char *out, size_t len)
 	by_direction(&w, "kfwd_bytes_copied_total",
 		     "Bytes that passed through user space (heads, chunk lines, copy path).",
 		     stats.bytes_copied);
-	by_direction(&w, "kfwd_bytes_sockmap_total",
-		     "Bytes redirected in the kernel by the sockmap program (counted when a tunnel ends).",
-		     stats.bytes_sockmap);
+	by_direction(
+		&w, "kfwd_bytes_sockmap_total",
+		"Bytes redirected in the kernel by the sockmap program (counted when a tunnel ends).",
+		stats.bytes_sockmap);
 	counter(&w, "kfwd_sockmap_flows_total", "Tunnels handed to the BPF sockmap.",
 		stats.sockmap_flows);
 	counter(&w, "kfwd_pauses_total", "Flows paused at the high-water mark (edges).",
@@ -119,7 +120,8 @@ size_t metrics_render(char *out, size_t len)
 	counter(&w, "kfwd_timeouts_total", "504 answers and idle transfers cut.", stats.timeouts);
 	counter(&w, "kfwd_aborted_transfers_total", "Responses cut because a peer failed mid-body.",
 		stats.aborted_transfers);
-	counter(&w, "kfwd_tunnels_total", "Upgrade (101) and CONNECT tunnels opened.", stats.tunnels);
+	counter(&w, "kfwd_tunnels_total", "Upgrade (101) and CONNECT tunnels opened.",
+		stats.tunnels);
 	return w.used;
 }
 

@@ -8,7 +8,7 @@
 struct kpipe {
 	int rd;
 	int wr;
-	size_t size;      /* capacity the kernel granted (F_SETPIPE_SZ rounds up) */
+	size_t size; /* capacity the kernel granted (F_SETPIPE_SZ rounds up) */
 	size_t requested; /* pipe-size in force when it was made */
 };
 

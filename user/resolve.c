@@ -151,7 +151,8 @@ static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinf
 int resolve_start(struct resolve_req **slot, const char *host, uint16_t port, resolve_cb cb,
 		  void *arg)
 {
-	struct ares_addrinfo_hints hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+	struct ares_addrinfo_hints hints = { .ai_family = AF_UNSPEC,
+					     .ai_socktype = SOCK_STREAM,
 					     .ai_flags = ARES_AI_NUMERICSERV };
 	struct resolve_req *r;
 	char service[8];

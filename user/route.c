@@ -28,8 +28,7 @@ bool host_pattern_match(const char *pattern, const char *host, size_t host_len)
 	if (!strncmp(pattern, "*.", 2)) {
 		/* "*.example.com" matches "a.example.com", not "example.com". */
 		plen = strlen(pattern + 1);
-		return host_len > plen &&
-		       !strncasecmp(host + host_len - plen, pattern + 1, plen);
+		return host_len > plen && !strncasecmp(host + host_len - plen, pattern + 1, plen);
 	}
 	plen = strlen(pattern);
 	return plen == host_len && !strncasecmp(pattern, host, host_len);

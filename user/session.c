@@ -42,8 +42,8 @@ static void connect_upstream(struct session *s, bool allow_pool);
 
 const char *session_state_name(enum session_state st)
 {
-	static const char *const names[] = { "request-head", "resolving", "queued", "backoff",
-					      "connecting", "exchange", "replying", "linger" };
+	static const char *const names[] = { "request-head", "resolving", "queued",   "backoff",
+					     "connecting",   "exchange",  "replying", "linger" };
 
 	return st <= S_LINGER ? names[st] : "?";
 }
@@ -300,8 +300,8 @@ static void begin_linger(struct session *s)
 		return;
 	}
 	s->state = S_LINGER;
-	timer_arm(&s->timer, s->cfg->client_timeout_ms < LINGER_MS ? s->cfg->client_timeout_ms :
-								       LINGER_MS);
+	timer_arm(&s->timer,
+		  s->cfg->client_timeout_ms < LINGER_MS ? s->cfg->client_timeout_ms : LINGER_MS);
 }
 
 static int status_for_parse_error(enum http_error e)
@@ -533,8 +533,8 @@ static void start_exchange(struct session *s)
 	s->req_failed = false;
 	s->req_sent = false;
 	/* Until the request is sent, the idle timeout bounds inactivity. */
-	timer_arm(&s->timer, idle_timeout(s) < response_timeout(s) ? idle_timeout(s) :
-								      response_timeout(s));
+	timer_arm(&s->timer,
+		  idle_timeout(s) < response_timeout(s) ? idle_timeout(s) : response_timeout(s));
 }
 
 static void sockaddr_text(const struct sockaddr_any *a, char *out, size_t len)
@@ -559,7 +559,7 @@ static void sockaddr_text(const struct sockaddr_any *a, char *out, size_t len)
 
 enum retry_trigger {
 	TRIGGER_CONNECT, /* refused or timed out: nothing reached the server */
-	TRIGGER_EMPTY,   /* closed or reset before any response byte */
+	TRIGGER_EMPTY, /* closed or reset before any response byte */
 	TRIGGER_5XX,
 	TRIGGER_TIMEOUT, /* no response head in time */
 };
@@ -722,7 +722,8 @@ static void choose_server(struct session *s)
 		 * last failure earned (504 after a timeout), not a generic 502. */
 		log_info("session %lu: every server of upstream %s is down", (unsigned long)s->id,
 			 u->name);
-		reply_error(s, s->attempts && s->last_failure_status ? s->last_failure_status : 502);
+		reply_error(s,
+			    s->attempts && s->last_failure_status ? s->last_failure_status : 502);
 		return;
 	}
 	s->server = srv;
@@ -772,7 +773,8 @@ static void on_resolved(void *arg, int status, const struct sockaddr_any *addr)
 			 resolve_strerror(status));
 		reply_error(s, 502);
 	} else if (!route_destination_allowed(s->cfg, s->target.host, addr)) {
-		log_info("session %lu: destination %s denied", (unsigned long)s->id, s->target.host);
+		log_info("session %lu: destination %s denied", (unsigned long)s->id,
+			 s->target.host);
 		reply_error(s, 403);
 	} else {
 		s->up_addr = *addr;
@@ -799,8 +801,7 @@ static void connect_destination(struct session *s)
 		return;
 	}
 	s->state = S_RESOLVING;
-	snprintf(s->up_addr_text, sizeof(s->up_addr_text), "%s:%u", s->target.host,
-		 s->target.port);
+	snprintf(s->up_addr_text, sizeof(s->up_addr_text), "%s:%u", s->target.host, s->target.port);
 	timer_arm(&s->timer, connect_timeout(s));
 	if (resolve_start(&s->resolve, s->target.host, s->target.port, on_resolved, s) < 0)
 		reply_error(s, 502);
@@ -898,12 +899,14 @@ static void handle_request(struct session *s)
 	}
 	if (r->kind == ROUTE_URL_EMBEDDED && s->target.host_is_literal &&
 	    !route_destination_allowed(cfg, s->target.host, &s->target.addr)) {
-		log_info("session %lu: destination %s denied", (unsigned long)s->id, s->target.host);
+		log_info("session %lu: destination %s denied", (unsigned long)s->id,
+			 s->target.host);
 		reply_error(s, 403);
 		return;
 	}
-	s->req_framing = h->chunked ? FRAMING_CHUNKED :
-			 h->has_content_length ? FRAMING_LENGTH : FRAMING_NONE;
+	s->req_framing = h->chunked	       ? FRAMING_CHUNKED :
+			 h->has_content_length ? FRAMING_LENGTH :
+						 FRAMING_NONE;
 	s->req_length = h->content_length;
 	s->req_is_head = h->parser.method == HTTP_HEAD;
 	s->req_keep_alive = h->keep_alive && !draining;
@@ -997,8 +1000,8 @@ static bool may_replace_pooled(struct session *s)
 	/* A pooled connection the server had already closed: resend once on a fresh one, when
 	 * no byte of a body was consumed and nothing of a response arrived. */
 	return s->upstream_reused && !s->retried && s->req_framing == FRAMING_NONE &&
-	       method_idempotent(s->req_method) && !s->interim_sent &&
-	       !s->response_started && buf_len(&s->req_head) > 0 && buf_len(&s->upstream.in) == 0;
+	       method_idempotent(s->req_method) && !s->interim_sent && !s->response_started &&
+	       buf_len(&s->req_head) > 0 && buf_len(&s->upstream.in) == 0;
 }
 
 /* The upstream closed, reset or misbehaved before a final response head. */
@@ -1271,7 +1274,8 @@ static void step_exchange(struct session *s)
 		st = flow_pump(&s->req);
 		if (st == FLOW_SRC_ERROR) {
 			/* The client's body ended early or was malformed: nothing sane to answer. */
-			log_info("session %lu: request body from client failed", (unsigned long)s->id);
+			log_info("session %lu: request body from client failed",
+				 (unsigned long)s->id);
 			session_close(s);
 			return;
 		}
@@ -1462,8 +1466,9 @@ static void on_session_timer(struct timer *t)
 			retry_or_fail(s, TRIGGER_TIMEOUT, 504);
 			break;
 		}
-		last = s->req.last_progress_ms > s->resp.last_progress_ms ? s->req.last_progress_ms :
-									  s->resp.last_progress_ms;
+		last = s->req.last_progress_ms > s->resp.last_progress_ms ?
+			       s->req.last_progress_ms :
+			       s->resp.last_progress_ms;
 		now = now_ms();
 		if (now - last < idle_timeout(s)) {
 			timer_arm(&s->timer, idle_timeout(s) - (now - last));
@@ -1520,8 +1525,8 @@ struct session *session_create(int fd, const struct config *cfg, bool reject)
 		snprintf(s->client_addr, sizeof(s->client_addr), "unknown");
 	}
 	/* Bounds what a slow client lets pile up in kernel memory on our side. */
-	if (cfg->client_sndbuf > 0 &&
-	    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cfg->client_sndbuf, sizeof(cfg->client_sndbuf)) < 0)
+	if (cfg->client_sndbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cfg->client_sndbuf,
+						 sizeof(cfg->client_sndbuf)) < 0)
 		log_warn("SO_SNDBUF: %m");
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
 		log_debug("TCP_NODELAY: %m");

@@ -15,13 +15,13 @@
 
 enum session_state {
 	S_REQUEST_HEAD, /* waiting for / reading a request head (idle keep-alive included) */
-	S_RESOLVING,    /* url-embedded host name lookup */
-	S_QUEUED,       /* waiting for a connection slot on the chosen server */
-	S_BACKOFF,      /* waiting before a retry */
-	S_CONNECTING,   /* upstream connect in progress */
-	S_EXCHANGE,     /* request forwarded, response awaited or forwarded */
-	S_REPLYING,     /* kfwd's own response (an error) going out, then close */
-	S_LINGER,       /* client write side shut; reading until the client closes */
+	S_RESOLVING, /* url-embedded host name lookup */
+	S_QUEUED, /* waiting for a connection slot on the chosen server */
+	S_BACKOFF, /* waiting before a retry */
+	S_CONNECTING, /* upstream connect in progress */
+	S_EXCHANGE, /* request forwarded, response awaited or forwarded */
+	S_REPLYING, /* kfwd's own response (an error) going out, then close */
+	S_LINGER, /* client write side shut; reading until the client closes */
 };
 
 struct session {
@@ -35,7 +35,7 @@ struct session {
 
 	struct endpoint client;
 	struct endpoint upstream;
-	struct flow req;  /* client -> upstream */
+	struct flow req; /* client -> upstream */
 	struct flow resp; /* upstream -> client */
 
 	/* The transaction in progress */
@@ -45,9 +45,9 @@ struct session {
 	struct http_head *rs;
 	uint8_t req_method; /* llhttp method of the current request */
 	struct route_target target;
-	struct upstream_server *server;      /* chosen for this attempt (NULL: url-embedded) */
+	struct upstream_server *server; /* chosen for this attempt (NULL: url-embedded) */
 	struct upstream_server *conn_server; /* whose connection slot the upstream fd holds */
-	struct session *wait_next;           /* S_QUEUED: FIFO link */
+	struct session *wait_next; /* S_QUEUED: FIFO link */
 	struct upstream_server *wait_server;
 	unsigned int attempts; /* retries done for this request */
 	int last_failure_status; /* what the last failed attempt would have answered */
@@ -62,22 +62,22 @@ struct session {
 	bool client_http10;
 	bool upstream_reused;
 	bool retried;
-	bool interim_sent;     /* a 1xx went toward the client */
+	bool interim_sent; /* a 1xx went toward the client */
 	bool response_started; /* the final response head went toward the client */
-	bool req_failed;       /* upstream refused request bytes */
-	bool req_sent;         /* request fully forwarded: the response timeout runs */
-	bool req_upgrade;      /* the client asked to switch protocols */
-	bool connect_tunnel;   /* a CONNECT request */
-	bool tunnel;           /* 101 or CONNECT: both flows carry raw bytes until EOF */
+	bool req_failed; /* upstream refused request bytes */
+	bool req_sent; /* request fully forwarded: the response timeout runs */
+	bool req_upgrade; /* the client asked to switch protocols */
+	bool connect_tunnel; /* a CONNECT request */
+	bool tunnel; /* 101 or CONNECT: both flows carry raw bytes until EOF */
 	/* A tunnel handed to the BPF sockmap: the daemon no longer reads or writes its sockets. */
 	bool sockmap;
 	uint64_t sockmap_flow;
 	uint32_t sm_events_client;
 	uint32_t sm_events_upstream;
-	bool sm_timer;            /* the timer runs for the sockmap module */
-	uint64_t sm_last_bytes;   /* for the tunnel-timeout: bytes moved at sm_last_change_ms */
+	bool sm_timer; /* the timer runs for the sockmap module */
+	uint64_t sm_last_bytes; /* for the tunnel-timeout: bytes moved at sm_last_change_ms */
 	uint64_t sm_last_change_ms;
-	bool final_response;   /* final response head parsed */
+	bool final_response; /* final response head parsed */
 	bool upstream_reusable;
 	bool close_after;
 	uint64_t requests;

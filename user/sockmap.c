@@ -128,10 +128,10 @@ int sockmap_flow_del(uint64_t flow_id)
 
 #else /* SOCKMAP_HAVE_SKEL */
 
-#define SM_BUF_SIZE		(128 * 1024)
-#define SM_DRAIN_MAX		(64 * 1024 * 1024)
-#define SM_STABLE_TRIES		64
-#define SM_RETRY_MS		1	/* dst still has redirected bytes queued */
+#define SM_BUF_SIZE (128 * 1024)
+#define SM_DRAIN_MAX (64 * 1024 * 1024)
+#define SM_STABLE_TRIES 64
+#define SM_RETRY_MS 1 /* dst still has redirected bytes queued */
 
 /* tcpi_state values (include/net/tcp_states.h), not in the uapi headers */
 enum {
@@ -151,20 +151,20 @@ struct sm_dir {
 	int dst;
 	uint64_t src_cookie;
 	uint64_t dst_cookie;
-	uint64_t user_read;	/* recv()d from src since add */
-	uint64_t user_written;	/* written to dst since add */
-	uint64_t rx_base;	/* src data bytes consumed before add */
-	uint64_t dst_base;	/* dst bytes_acked + outq at add */
+	uint64_t user_read; /* recv()d from src since add */
+	uint64_t user_written; /* written to dst since add */
+	uint64_t rx_base; /* src data bytes consumed before add */
+	uint64_t dst_base; /* dst bytes_acked + outq at add */
 	char *buf;
 	size_t bufsize;
 	size_t head;
 	size_t tail;
-	uint32_t synced_gen;	/* pause generation dst was seen drained in */
-	struct kfwd_ctl ctl;	/* last resume request written */
+	uint32_t synced_gen; /* pause generation dst was seen drained in */
+	struct kfwd_ctl ctl; /* last resume request written */
 	bool ctl_written;
 	bool eof;
 	bool done;
-	struct kfwd_dir kd;	/* last snapshot of the program's state */
+	struct kfwd_dir kd; /* last snapshot of the program's state */
 };
 
 struct sm_flow {
@@ -184,8 +184,8 @@ static struct {
 	int prog_fd;
 	bool attached;
 	char pin_dir[PATH_MAX];
-	struct sm_flow **flows;		/* slot -> flow */
-	uint32_t *gens;			/* slot -> generation */
+	struct sm_flow **flows; /* slot -> flow */
+	uint32_t *gens; /* slot -> generation */
 	uint32_t nslots;
 	uint64_t lost_seen;
 	sockmap_event_cb cb;
@@ -212,8 +212,8 @@ static int tcp_info_get(int fd, struct tcp_info *ti)
 	memset(ti, 0, sizeof(*ti));
 	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, ti, &len) < 0)
 		return -1;
-	if (len < offsetof(struct tcp_info, tcpi_bytes_received) +
-			  sizeof(ti->tcpi_bytes_received)) {
+	if (len <
+	    offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(ti->tcpi_bytes_received)) {
 		errno = EOPNOTSUPP;
 		return -1;
 	}
@@ -311,8 +311,7 @@ static int ensure_bpffs(const char *pin_dir, char *why, size_t whylen)
 	strcpy(parent, pin_dir);
 	slash = strrchr(parent, '/');
 	if (!slash || slash == parent) {
-		set_why(why, whylen, "pin dir %s must be below a bpffs mount",
-			pin_dir);
+		set_why(why, whylen, "pin dir %s must be below a bpffs mount", pin_dir);
 		errno = EINVAL;
 		return -1;
 	}
@@ -323,8 +322,7 @@ static int ensure_bpffs(const char *pin_dir, char *why, size_t whylen)
 	}
 	if (sfs.f_type != BPF_FS_MAGIC) {
 		if (mount("bpf", parent, "bpf", 0, "mode=0700") < 0) {
-			set_why(why, whylen, "mount bpffs on %s: %s", parent,
-				strerror(errno));
+			set_why(why, whylen, "mount bpffs on %s: %s", parent, strerror(errno));
 			return -1;
 		}
 	}
@@ -339,8 +337,10 @@ static int ensure_bpffs(const char *pin_dir, char *why, size_t whylen)
 static void detach_all(int map_fd)
 {
 	static const enum bpf_attach_type types[] = {
-		BPF_SK_SKB_VERDICT, BPF_SK_SKB_STREAM_VERDICT,
-		BPF_SK_SKB_STREAM_PARSER, BPF_SK_MSG_VERDICT,
+		BPF_SK_SKB_VERDICT,
+		BPF_SK_SKB_STREAM_VERDICT,
+		BPF_SK_SKB_STREAM_PARSER,
+		BPF_SK_MSG_VERDICT,
 	};
 	__u32 ids[64], cnt, i, t;
 	int fd;
@@ -371,12 +371,10 @@ static int cleanup_stale(const char *dir, char *why, size_t whylen)
 		map_fd = bpf_obj_get(path);
 		if (map_fd >= 0) {
 			detach_all(map_fd);
-			if (pin_path(path, sizeof(path), dir,
-				     "kfwd_verdict") == 0) {
+			if (pin_path(path, sizeof(path), dir, "kfwd_verdict") == 0) {
 				prog_fd = bpf_obj_get(path);
 				if (prog_fd >= 0) {
-					bpf_prog_detach2(prog_fd, map_fd,
-							 BPF_SK_SKB_VERDICT);
+					bpf_prog_detach2(prog_fd, map_fd, BPF_SK_SKB_VERDICT);
 					close(prog_fd);
 				}
 			}
@@ -395,8 +393,7 @@ static int cleanup_stale(const char *dir, char *why, size_t whylen)
 		if (pin_path(path, sizeof(path), dir, de->d_name) < 0)
 			continue;
 		if (unlink(path) < 0 && errno != ENOENT) {
-			set_why(why, whylen, "unlink stale pin %s: %s", path,
-				strerror(errno));
+			set_why(why, whylen, "unlink stale pin %s: %s", path, strerror(errno));
 			closedir(d);
 			return -1;
 		}
@@ -411,8 +408,7 @@ static void unpin_all(void)
 	size_t i;
 
 	for (i = 0; i < sizeof(sm_pin_names) / sizeof(sm_pin_names[0]); i++) {
-		if (pin_path(path, sizeof(path), sm.pin_dir,
-			     sm_pin_names[i]) == 0)
+		if (pin_path(path, sizeof(path), sm.pin_dir, sm_pin_names[i]) == 0)
 			unlink(path);
 	}
 }
@@ -420,16 +416,17 @@ static void unpin_all(void)
 static int pin_all(char *why, size_t whylen)
 {
 	struct bpf_map *maps[] = {
-		sm.skel->maps.kfwd_socks, sm.skel->maps.kfwd_dirs,
-		sm.skel->maps.kfwd_ctl, sm.skel->maps.kfwd_events,
+		sm.skel->maps.kfwd_socks,
+		sm.skel->maps.kfwd_dirs,
+		sm.skel->maps.kfwd_ctl,
+		sm.skel->maps.kfwd_events,
 	};
 	char path[PATH_MAX];
 	size_t i;
 	int err;
 
 	for (i = 0; i < sizeof(maps) / sizeof(maps[0]); i++) {
-		if (pin_path(path, sizeof(path), sm.pin_dir,
-			     bpf_map__name(maps[i])) < 0)
+		if (pin_path(path, sizeof(path), sm.pin_dir, bpf_map__name(maps[i])) < 0)
 			goto fail_errno;
 		err = bpf_map__pin(maps[i], path);
 		if (err) {
@@ -466,12 +463,11 @@ static int on_event(void *ctx, void *data, size_t size)
 	return 0;
 }
 
-static int silent_print(enum libbpf_print_level level, const char *fmt,
-			va_list ap) __attribute__((format(printf, 2, 0)));
+static int silent_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
 
 /* libbpf is silent unless KFWD_BPF_DEBUG is set (verifier log etc.). */
-static int silent_print(enum libbpf_print_level level, const char *fmt,
-			va_list ap)
+static int silent_print(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
 	(void)level;
 	if (!getenv("KFWD_BPF_DEBUG"))
@@ -527,14 +523,12 @@ int sockmap_init(const char *pin_dir, char *why, size_t whylen)
 	/* libbpf 1.1 has no sockmap link: classic attach, detached at
 	 * shutdown or by cleanup_stale() of the next run. */
 	if (bpf_prog_attach(sm.prog_fd, sm.socks_fd, BPF_SK_SKB_VERDICT, 0)) {
-		set_why(why, whylen, "attach verdict to sockhash: %s",
-			strerror(errno));
+		set_why(why, whylen, "attach verdict to sockhash: %s", strerror(errno));
 		goto err_destroy;
 	}
 	sm.attached = true;
 
-	sm.rb = ring_buffer__new(bpf_map__fd(sm.skel->maps.kfwd_events),
-				 on_event, NULL, NULL);
+	sm.rb = ring_buffer__new(bpf_map__fd(sm.skel->maps.kfwd_events), on_event, NULL, NULL);
 	if (!sm.rb) {
 		set_why(why, whylen, "ring buffer: %s", strerror(errno));
 		goto err_detach;
@@ -744,8 +738,7 @@ static int drain_src(struct sm_dir *d, uint64_t *consumed)
 				d->buf = nb;
 				d->bufsize *= 2;
 			}
-			n = recv(d->src, d->buf + d->tail,
-				 d->bufsize - d->tail, MSG_DONTWAIT);
+			n = recv(d->src, d->buf + d->tail, d->bufsize - d->tail, MSG_DONTWAIT);
 			if (n > 0) {
 				d->tail += (size_t)n;
 				continue;
@@ -828,8 +821,7 @@ int sockmap_flow_add(int fd_a, int fd_b, uint64_t cap_bytes, uint64_t *flow_id)
 int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
 {
 	const void *pend[2] = { args->pending_a_to_b, args->pending_b_to_a };
-	size_t pend_len[2] = { args->pending_a_to_b_len,
-			       args->pending_b_to_a_len };
+	size_t pend_len[2] = { args->pending_a_to_b_len, args->pending_b_to_a_len };
 	struct kfwd_dir kd;
 	struct sm_flow *f;
 	int inserted_dirs = 0, inserted_socks = 0;
@@ -905,8 +897,7 @@ int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
 		if (args->flags & SOCKMAP_CAP_UNACKED)
 			kd.flags |= KFWD_F_CAP_UNACKED;
 		bpf_map_delete_elem(sm.ctl_fd, &d->src_cookie);
-		if (bpf_map_update_elem(sm.dirs_fd, &d->src_cookie, &kd,
-					BPF_NOEXIST) < 0)
+		if (bpf_map_update_elem(sm.dirs_fd, &d->src_cookie, &kd, BPF_NOEXIST) < 0)
 			goto err_unmap;
 		inserted_dirs++;
 	}
@@ -914,8 +905,7 @@ int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
 		struct sm_dir *d = &f->dir[i];
 
 		fdval = (uint64_t)d->src;
-		if (bpf_map_update_elem(sm.socks_fd, &d->src_cookie, &fdval,
-					BPF_NOEXIST) < 0)
+		if (bpf_map_update_elem(sm.socks_fd, &d->src_cookie, &fdval, BPF_NOEXIST) < 0)
 			goto err_unmap;
 		inserted_socks++;
 	}
@@ -998,8 +988,7 @@ static int try_finish(struct sm_dir *d, int *tmo)
 	return 0;
 }
 
-static int dir_pump(struct sm_dir *d, uint32_t *ev_src, uint32_t *ev_dst,
-		    int *tmo)
+static int dir_pump(struct sm_dir *d, uint32_t *ev_src, uint32_t *ev_dst, int *tmo)
 {
 	uint64_t tx;
 	ssize_t n;
@@ -1016,8 +1005,7 @@ static int dir_pump(struct sm_dir *d, uint32_t *ev_src, uint32_t *ev_dst,
 				 * before ours enter dst's send queue */
 				if (tx_written(d->dst, &tx) < 0)
 					return -1;
-				if (tx - d->dst_base !=
-				    d->kd.redirected + d->user_written) {
+				if (tx - d->dst_base != d->kd.redirected + d->user_written) {
 					set_timeout(tmo, SM_RETRY_MS);
 					break;
 				}

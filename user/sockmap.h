@@ -34,11 +34,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SOCKMAP_CAP_DEFAULT	(1024 * 1024)	/* bytes in flight per direction */
+#define SOCKMAP_CAP_DEFAULT (1024 * 1024) /* bytes in flight per direction */
 
 enum sockmap_flow_flags {
-	SOCKMAP_UNBOUNDED = 1,		/* "sockmap-unbounded": never pause */
-	SOCKMAP_CAP_UNACKED = 2,	/* cap also counts dst's unacked bytes */
+	SOCKMAP_UNBOUNDED = 1, /* "sockmap-unbounded": never pause */
+	SOCKMAP_CAP_UNACKED = 2, /* cap also counts dst's unacked bytes */
 };
 
 enum sockmap_dir {
@@ -53,42 +53,42 @@ enum sockmap_pump_result {
 
 /* What the loop must wait for before the next sockmap_flow_pump(). */
 struct sockmap_want {
-	uint32_t events_a;	/* EPOLL* mask for fd_a */
-	uint32_t events_b;	/* EPOLL* mask for fd_b */
-	int timeout_ms;		/* pump again after this; -1: no timer */
+	uint32_t events_a; /* EPOLL* mask for fd_a */
+	uint32_t events_b; /* EPOLL* mask for fd_b */
+	int timeout_ms; /* pump again after this; -1: no timer */
 };
 
 struct sockmap_flow_args {
 	int fd_a;
 	int fd_b;
-	uint64_t cap_bytes;		/* 0: SOCKMAP_CAP_DEFAULT */
-	unsigned int flags;		/* enum sockmap_flow_flags */
-	const void *pending_a_to_b;	/* bytes read from fd_a, not yet sent */
+	uint64_t cap_bytes; /* 0: SOCKMAP_CAP_DEFAULT */
+	unsigned int flags; /* enum sockmap_flow_flags */
+	const void *pending_a_to_b; /* bytes read from fd_a, not yet sent */
 	size_t pending_a_to_b_len;
 	const void *pending_b_to_a;
 	size_t pending_b_to_a_len;
 };
 
 struct sockmap_dir_stats {
-	uint64_t redirected;	/* bytes forwarded in the kernel */
-	uint64_t passed;	/* bytes the program handed to user space */
-	uint64_t user_read;	/* bytes this module recv()d from the source */
-	uint64_t user_written;	/* bytes this module wrote to the destination */
-	uint64_t inflight_max;	/* largest in-kernel backlog seen by the program */
-	uint32_t pause_count;	/* includes the initial pause */
+	uint64_t redirected; /* bytes forwarded in the kernel */
+	uint64_t passed; /* bytes the program handed to user space */
+	uint64_t user_read; /* bytes this module recv()d from the source */
+	uint64_t user_written; /* bytes this module wrote to the destination */
+	uint64_t inflight_max; /* largest in-kernel backlog seen by the program */
+	uint32_t pause_count; /* includes the initial pause */
 	uint32_t resume_count;
 	uint32_t resume_rejects;
 	uint32_t errors;
-	uint32_t overlaps;	/* retransmits overlapping delivered bytes */
-	uint64_t dup_bytes;	/* their duplicated bytes, cut by the program */
-	uint32_t gaps;		/* must stay 0 */
-	bool paused;		/* currently in pass-to-user-space mode */
-	bool eof;		/* source sent FIN */
-	bool done;		/* everything delivered, SHUT_WR sent */
+	uint32_t overlaps; /* retransmits overlapping delivered bytes */
+	uint64_t dup_bytes; /* their duplicated bytes, cut by the program */
+	uint32_t gaps; /* must stay 0 */
+	bool paused; /* currently in pass-to-user-space mode */
+	bool eof; /* source sent FIN */
+	bool done; /* everything delivered, SHUT_WR sent */
 };
 
 struct sockmap_stats {
-	struct sockmap_dir_stats dir[2];	/* enum sockmap_dir */
+	struct sockmap_dir_stats dir[2]; /* enum sockmap_dir */
 };
 
 typedef void (*sockmap_event_cb)(void *ctx, uint64_t flow_id);
@@ -111,10 +111,8 @@ int sockmap_handle_events(sockmap_event_cb cb, void *ctx);
  * bytes of sockmap_flow_args.  On failure (-1, errno) the pair must be
  * closed: queued bytes may have been consumed.
  */
-int sockmap_flow_add(int fd_a, int fd_b, uint64_t cap_bytes,
-		     uint64_t *flow_id);
-int sockmap_flow_add_ex(const struct sockmap_flow_args *args,
-			uint64_t *flow_id);
+int sockmap_flow_add(int fd_a, int fd_b, uint64_t cap_bytes, uint64_t *flow_id);
+int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id);
 /*
  * Move bytes that the program passed to user space, request resume of the
  * in-kernel redirect, detect EOF and send SHUT_WR once everything before

@@ -39,9 +39,9 @@
 #include <linux/types.h>
 #endif
 
-#define KFWD_PIN_DIR_DEFAULT	"/sys/fs/bpf/kfwd"
-#define KFWD_MAX_SOCKS		65536
-#define KFWD_EVENTS_BYTES	(256 * 1024)
+#define KFWD_PIN_DIR_DEFAULT "/sys/fs/bpf/kfwd"
+#define KFWD_MAX_SOCKS 65536
+#define KFWD_EVENTS_BYTES (256 * 1024)
 
 enum kfwd_state {
 	KFWD_REDIRECT = 0,
@@ -49,8 +49,8 @@ enum kfwd_state {
 };
 
 enum kfwd_dir_flags {
-	KFWD_F_UNBOUNDED = 1,	/* always redirect, no cap (sockmap-unbounded) */
-	KFWD_F_CAP_UNACKED = 2,	/* cap counts the dst's unacked bytes too */
+	KFWD_F_UNBOUNDED = 1, /* always redirect, no cap (sockmap-unbounded) */
+	KFWD_F_CAP_UNACKED = 2, /* cap counts the dst's unacked bytes too */
 };
 
 enum kfwd_event_type {
@@ -65,46 +65,46 @@ struct kfwd_dir {
 	__u64 flow_id;
 	__u64 src_cookie;
 	__u64 dst_cookie;
-	__u64 cap;		/* max bytes in flight in the kernel */
-	__u64 rx_base;		/* src bytes consumed (received - inq) at add */
-	__u64 dst_base;		/* dst bytes_acked + unacked when added */
-	__u64 redirected;	/* bytes redirected by the program */
-	__u64 passed;		/* bytes returned SK_PASS (to user space) */
-	__u64 user_written;	/* bytes user space wrote to dst (at resume) */
-	__u64 dst_written;	/* last sample: bytes in/through dst's sndq */
-	__u64 dst_acked;	/* last sample: bytes acked by dst's peer */
-	__u64 inflight_max;	/* high-water mark of in-kernel bytes */
-	__u64 next_pos;		/* stream position the next skb must start at */
-	__u64 dup_bytes;	/* retransmitted overlap trimmed or dropped */
-	__u32 seq0;		/* src's first data sequence number */
+	__u64 cap; /* max bytes in flight in the kernel */
+	__u64 rx_base; /* src bytes consumed (received - inq) at add */
+	__u64 dst_base; /* dst bytes_acked + unacked when added */
+	__u64 redirected; /* bytes redirected by the program */
+	__u64 passed; /* bytes returned SK_PASS (to user space) */
+	__u64 user_written; /* bytes user space wrote to dst (at resume) */
+	__u64 dst_written; /* last sample: bytes in/through dst's sndq */
+	__u64 dst_acked; /* last sample: bytes acked by dst's peer */
+	__u64 inflight_max; /* high-water mark of in-kernel bytes */
+	__u64 next_pos; /* stream position the next skb must start at */
+	__u64 dup_bytes; /* retransmitted overlap trimmed or dropped */
+	__u32 seq0; /* src's first data sequence number */
 	__u32 seq0_set;
 	enum kfwd_state state;
-	__u32 flags;		/* enum kfwd_dir_flags */
+	__u32 flags; /* enum kfwd_dir_flags */
 	__u32 pause_count;
 	__u32 resume_count;
 	__u32 resume_rejects;
-	__u32 errors;		/* peer lookup / redirect failures */
-	__u32 overlaps;		/* skbs that started before next_pos */
-	__u32 gaps;		/* skbs that started after next_pos: bug */
-	__s32 trim_err;		/* last failed trim: helper error */
-	__u32 trim_len;		/* last failed trim: skb length */
-	__u32 trim_dup;		/* last failed trim: bytes to cut */
+	__u32 errors; /* peer lookup / redirect failures */
+	__u32 overlaps; /* skbs that started before next_pos */
+	__u32 gaps; /* skbs that started after next_pos: bug */
+	__s32 trim_err; /* last failed trim: helper error */
+	__u32 trim_len; /* last failed trim: skb length */
+	__u32 trim_dup; /* last failed trim: bytes to cut */
 	__u32 pad;
 };
 
 /* kfwd_ctl value: written by user space only (resume request). */
 struct kfwd_ctl {
-	__u64 user_read;	/* bytes user space recv()d from src so far */
-	__u64 user_written;	/* bytes user space wrote to dst so far */
-	__u32 pause_gen;	/* kfwd_dir.pause_count being resumed */
+	__u64 user_read; /* bytes user space recv()d from src so far */
+	__u64 user_written; /* bytes user space wrote to dst so far */
+	__u32 pause_gen; /* kfwd_dir.pause_count being resumed */
 	__u32 pad;
 };
 
 struct kfwd_event {
 	__u64 flow_id;
 	__u64 src_cookie;
-	__u64 position;		/* redirected + passed */
-	__u32 type;		/* enum kfwd_event_type */
+	__u64 position; /* redirected + passed */
+	__u32 type; /* enum kfwd_event_type */
 	__u32 pause_count;
 };
 

@@ -17,14 +17,14 @@
 
 static int passed, failed;
 
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (cond) {                                                                        \
-			passed++;                                                                  \
-		} else {                                                                           \
-			failed++;                                                                  \
-			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);            \
-		}                                                                                  \
+#define CHECK(cond)                                                                     \
+	do {                                                                            \
+		if (cond) {                                                             \
+			passed++;                                                       \
+		} else {                                                                \
+			failed++;                                                       \
+			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+		}                                                                       \
 	} while (0)
 
 static void test_chunked_whole(void)
@@ -67,8 +67,9 @@ static void test_chunked_data_moved(void)
 
 static void test_chunked_errors(void)
 {
-	const char *bad[] = { "x\r\n", "4\nWiki", "4\r\nWikiX", "\r\n", "10000000000000000\r\n",
-			      "0\r\nTrailer\n" };
+	const char *bad[] = {
+		"x\r\n", "4\nWiki", "4\r\nWikiX", "\r\n", "10000000000000000\r\n", "0\r\nTrailer\n"
+	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct chunk_scan c;
@@ -132,7 +133,7 @@ static void test_head_limits(void)
 		       32768) == HTTP_PARSE_DONE &&
 	      h.n_headers == 3);
 	CHECK(feed_all(&h, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", true,
-			8192, 32768) == HTTP_PARSE_ERROR &&
+		       8192, 32768) == HTTP_PARSE_ERROR &&
 	      h.error == HTTP_ERR_TRANSFER_CODING);
 	CHECK(feed_all(&h,
 		       "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
@@ -260,8 +261,8 @@ static void check_location(const char *in, const char *want)
 	} else {
 		CHECK(r == 0 && buf_len(&out) == strlen(want) &&
 		      !memcmp(buf_start(&out), want, strlen(want)));
-		if (r == 0 && (buf_len(&out) != strlen(want) ||
-			       memcmp(buf_start(&out), want, strlen(want))))
+		if (r == 0 &&
+		    (buf_len(&out) != strlen(want) || memcmp(buf_start(&out), want, strlen(want))))
 			fprintf(stderr, "  got '%.*s' want '%s'\n", (int)buf_len(&out),
 				buf_start(&out), want);
 	}
@@ -289,11 +290,14 @@ static void test_config_errors(void)
 	} cases[] = {
 		{ "listen 127.0.0.1:1\nroute / nowhere\n", ":2: unknown upstream" },
 		{ "listen 127.0.0.1:99999\nroute /http/ url-embedded\n", ":1: bad listen" },
-		{ "listen 127.0.0.1:1\nroute /http/ url-embedded\nbogus 1\n", ":3: unknown directive" },
+		{ "listen 127.0.0.1:1\nroute /http/ url-embedded\nbogus 1\n",
+		  ":3: unknown directive" },
 		{ "listen 127.0.0.1:1\nroute /http/ url-embedded\npipe-size 64k\npipe-low-water 64k\n",
 		  "pipe-low-water" },
-		{ "listen 127.0.0.1:1\nupstream a 127.0.0.1:2\nroute / a retries=99\n", ":3: retries" },
-		{ "listen 127.0.0.1:1\nroute /http/ url-embedded\nallow 10.0.0.0/40\n", ":3: bad prefix" },
+		{ "listen 127.0.0.1:1\nupstream a 127.0.0.1:2\nroute / a retries=99\n",
+		  ":3: retries" },
+		{ "listen 127.0.0.1:1\nroute /http/ url-embedded\nallow 10.0.0.0/40\n",
+		  ":3: bad prefix" },
 	};
 	char err[256];
 
