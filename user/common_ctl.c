@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <libmnl/libmnl.h>
@@ -627,4 +628,35 @@ int kctl_portid_holder(uint32_t portid, pid_t hint, struct kctl_holder *h)
 	}
 	closedir(proc);
 	return 1;
+}
+
+_Static_assert(sizeof(((struct kctl_cbuf *)0)->buf) >= CMSG_SPACE(sizeof(struct ucred)),
+	       "kctl_cbuf too small for SCM_CREDENTIALS");
+
+ssize_t kctl_recv(int fd, void *buf, size_t len, struct sockaddr_nl *from, struct kctl_cbuf *cbuf,
+		  const struct ucred **cred, bool *truncated)
+{
+	struct iovec iov = { .iov_base = buf, .iov_len = len };
+	struct msghdr mh = { .msg_name = from,
+			     .msg_namelen = sizeof(*from),
+			     .msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = cbuf->buf,
+			     .msg_controllen = sizeof(cbuf->buf) };
+	struct cmsghdr *cm;
+	ssize_t n;
+
+	*cred = NULL;
+	*truncated = false;
+	n = recvmsg(fd, &mh, MSG_DONTWAIT);
+	if (n < 0)
+		return n;
+	if (mh.msg_namelen < sizeof(*from) || from->nl_family != AF_NETLINK)
+		memset(from, 0, sizeof(*from));
+	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_CREDENTIALS &&
+		    cm->cmsg_len >= CMSG_LEN(sizeof(struct ucred)))
+			*cred = (const struct ucred *)CMSG_DATA(cm);
+	*truncated = mh.msg_flags & MSG_TRUNC;
+	return n;
 }

@@ -129,4 +129,21 @@ struct kctl_holder {
  */
 int kctl_portid_holder(uint32_t portid, pid_t hint, struct kctl_holder *h);
 
+struct ucred;
+
+/*
+ * One datagram from a netlink control socket, without blocking, with who sent it. Returns
+ * recvmsg()'s result. *@from is zeroed (nl_pid 0) when the sender address is not a netlink
+ * one; *@cred is the sender's SCM_CREDENTIALS, or NULL when it came without them (they point
+ * into *@cbuf, which must outlive their use); *@truncated when @len was too small.
+ */
+struct kctl_cbuf {
+	union {
+		char buf[64]; /* CMSG_SPACE(sizeof(struct ucred)) is 32 */
+		struct cmsghdr *align;
+	};
+};
+ssize_t kctl_recv(int fd, void *buf, size_t len, struct sockaddr_nl *from, struct kctl_cbuf *cbuf,
+		  const struct ucred **cred, bool *truncated);
+
 #endif

@@ -1632,23 +1632,13 @@ static void handle_datagram(size_t len, bool truncated, uint32_t portid, const s
 static void on_ctl_event(struct loop_handler *h, uint32_t events)
 {
 	for (int i = 0; i < CTL_RECV_BATCH; i++) {
-		union {
-			char buf[CMSG_SPACE(sizeof(struct ucred))];
-			struct cmsghdr align;
-		} cbuf;
+		struct kctl_cbuf cbuf;
 		struct sockaddr_nl from;
-		struct iovec iov = { .iov_base = rxbuf, .iov_len = sizeof(rxbuf) };
-		struct msghdr mh = { .msg_name = &from,
-				     .msg_namelen = sizeof(from),
-				     .msg_iov = &iov,
-				     .msg_iovlen = 1,
-				     .msg_control = cbuf.buf,
-				     .msg_controllen = sizeof(cbuf.buf) };
-		const struct ucred *cred = NULL;
-		struct cmsghdr *cm;
+		const struct ucred *cred;
+		bool truncated;
 		ssize_t n;
 
-		n = recvmsg(ctl.fd, &mh, MSG_DONTWAIT);
+		n = kctl_recv(ctl.fd, rxbuf, sizeof(rxbuf), &from, &cbuf, &cred, &truncated);
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				return;
@@ -1659,16 +1649,11 @@ static void on_ctl_event(struct loop_handler *h, uint32_t events)
 			log_warn("ctl: recvmsg: %m");
 			return;
 		}
-		if (mh.msg_namelen < sizeof(from) || from.nl_family != AF_NETLINK ||
-		    from.nl_pid == 0) {
+		if (from.nl_pid == 0) {
 			ctl.malformed++;
 			continue;
 		}
-		for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
-			if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_CREDENTIALS &&
-			    cm->cmsg_len >= CMSG_LEN(sizeof(struct ucred)))
-				cred = (const struct ucred *)CMSG_DATA(cm);
-		handle_datagram((size_t)n, mh.msg_flags & MSG_TRUNC, from.nl_pid, cred);
+		handle_datagram((size_t)n, truncated, from.nl_pid, cred);
 	}
 }
 

@@ -580,21 +580,11 @@ static int send_request(const struct nlmsghdr *nlh)
 static ssize_t receive(int timeout_ms)
 {
 	for (;;) {
-		union {
-			char buf[CMSG_SPACE(sizeof(struct ucred))];
-			struct cmsghdr align;
-		} cbuf;
-		struct sockaddr_nl from;
-		struct iovec iov = { .iov_base = rxbuf, .iov_len = sizeof(rxbuf) };
-		struct msghdr mh = { .msg_name = &from,
-				     .msg_namelen = sizeof(from),
-				     .msg_iov = &iov,
-				     .msg_iovlen = 1,
-				     .msg_control = cbuf.buf,
-				     .msg_controllen = sizeof(cbuf.buf) };
 		struct pollfd pfd = { .fd = peer.fd, .events = POLLIN };
-		const struct ucred *cred = NULL;
-		struct cmsghdr *cm;
+		struct kctl_cbuf cbuf;
+		struct sockaddr_nl from;
+		const struct ucred *cred;
+		bool truncated;
 		ssize_t n;
 		int r;
 
@@ -605,7 +595,7 @@ static ssize_t receive(int timeout_ms)
 			return -errorf(EX_FAIL, "poll: %s", strerror(errno));
 		if (r == 0)
 			return 0;
-		n = recvmsg(peer.fd, &mh, MSG_DONTWAIT);
+		n = kctl_recv(peer.fd, rxbuf, sizeof(rxbuf), &from, &cbuf, &cred, &truncated);
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				continue;
@@ -614,12 +604,8 @@ static ssize_t receive(int timeout_ms)
 			return -errorf(EX_FAIL, "recvmsg: %s", strerror(errno));
 		}
 		/* Anyone can send to our port id: only the daemon's port counts. */
-		if (mh.msg_namelen < sizeof(from) || from.nl_pid != peer.portid)
+		if (from.nl_pid != peer.portid)
 			continue;
-		for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
-			if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_CREDENTIALS &&
-			    cm->cmsg_len >= CMSG_LEN(sizeof(struct ucred)))
-				cred = (const struct ucred *)CMSG_DATA(cm);
 		if (!cred)
 			return -errorf(EX_IMPOSTOR,
 				       "answer from port id %u without credentials: not trusted",
@@ -635,7 +621,7 @@ static ssize_t receive(int timeout_ms)
 				"is not kfwd; something is squatting kfwd's port id",
 				(int)cred->pid, (unsigned int)cred->uid, peer.portid, expect);
 		}
-		if (mh.msg_flags & MSG_TRUNC)
+		if (truncated)
 			return -errorf(EX_PROTO, "answer larger than %zu bytes", sizeof(rxbuf));
 		return n;
 	}
