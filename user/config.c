@@ -89,16 +89,22 @@ bool config_wants_sockmap(const struct config *cfg)
 	return false;
 }
 
+/* A decimal number at the start of @text; *@unit points at what follows it. */
+static int leading_number(const char *text, unsigned long long *v, char **unit)
+{
+	if (!isdigit((unsigned char)text[0]))
+		return -1;
+	errno = 0;
+	*v = strtoull(text, unit, 10);
+	return errno ? -1 : 0;
+}
+
 int parse_size(const char *text, size_t *out)
 {
 	unsigned long long v, mult = 1;
 	char *end;
 
-	if (!isdigit((unsigned char)text[0]))
-		return -1;
-	errno = 0;
-	v = strtoull(text, &end, 10);
-	if (errno)
+	if (leading_number(text, &v, &end) < 0)
 		return -1;
 	if (!strcasecmp(end, "k"))
 		mult = 1024;
@@ -120,11 +126,7 @@ int parse_duration_ms(const char *text, uint64_t *out)
 	unsigned long long v, mult;
 	char *end;
 
-	if (!isdigit((unsigned char)text[0]))
-		return -1;
-	errno = 0;
-	v = strtoull(text, &end, 10);
-	if (errno)
+	if (leading_number(text, &v, &end) < 0)
 		return -1;
 	if (!*end || !strcmp(end, "ms"))
 		mult = 1;

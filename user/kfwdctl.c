@@ -1010,6 +1010,13 @@ static int conn_cb(const struct kctl_msg *m, void *arg)
 	return EX_OK;
 }
 
+static void rows_free(struct rows *rows)
+{
+	for (size_t i = 0; i < rows->n; i++)
+		free(rows->v[i].text);
+	free(rows->v);
+}
+
 static void print_rows(struct rows *rows, bool sort, const char *const *heads, const char *align)
 {
 	if (sort)
@@ -1027,9 +1034,22 @@ static void print_rows(struct rows *rows, bool sort, const char *const *heads, c
 			table_row(&t, "%s", rows->v[i].text);
 		table_print(&t);
 	}
-	for (size_t i = 0; i < rows->n; i++)
-		free(rows->v[i].text);
-	free(rows->v);
+	rows_free(rows);
+}
+
+/* A list command: dump the daemon's objects through @cb, then print them. */
+static int list_rows(uint16_t cmd, const char *name, msg_cb cb, bool sort, const char *const *heads,
+		     const char *align)
+{
+	struct rows rows = { 0 };
+	int rc = dump(cmd, name, cb, &rows);
+
+	if (rc) {
+		rows_free(&rows);
+		return rc;
+	}
+	print_rows(&rows, sort, heads, align);
+	return EX_OK;
 }
 
 static int conn_list(void)
@@ -1037,17 +1057,7 @@ static int conn_list(void)
 	static const char *const heads[] = { "ID",     "CLIENT",   "UPSTREAM",	 "ROUTE",  "STATE",
 					     "REQS",   "BYTES-UP", "BYTES-DOWN", "QUEUED", "PAUSED",
 					     "PAUSES", "AGE",	   NULL };
-	struct rows rows = { 0 };
-	int rc = dump(KFWD_CMD_CONN_LIST, "conn list", conn_cb, &rows);
-
-	if (rc) {
-		for (size_t i = 0; i < rows.n; i++)
-			free(rows.v[i].text);
-		free(rows.v);
-		return rc;
-	}
-	print_rows(&rows, true, heads, "rlllllrrrlrr");
-	return EX_OK;
+	return list_rows(KFWD_CMD_CONN_LIST, "conn list", conn_cb, true, heads, "rlllllrrrlrr");
 }
 
 static int route_cb(const struct kctl_msg *m, void *arg)
@@ -1076,17 +1086,7 @@ static int route_cb(const struct kctl_msg *m, void *arg)
 static int route_list(void)
 {
 	static const char *const heads[] = { "#", "PREFIX", "TARGET", "OPTIONS", "ORIGIN", NULL };
-	struct rows rows = { 0 };
-	int rc = dump(KFWD_CMD_ROUTE_LIST, "route list", route_cb, &rows);
-
-	if (rc) {
-		for (size_t i = 0; i < rows.n; i++)
-			free(rows.v[i].text);
-		free(rows.v);
-		return rc;
-	}
-	print_rows(&rows, true, heads, "rllll");
-	return EX_OK;
+	return list_rows(KFWD_CMD_ROUTE_LIST, "route list", route_cb, true, heads, "rllll");
 }
 
 static int upstream_cb(const struct kctl_msg *m, void *arg)
@@ -1127,17 +1127,8 @@ static int upstream_list(void)
 {
 	static const char *const heads[] = { "UPSTREAM", "SERVER",   "STATE", "CONNS",
 					     "FAILURES", "DOWN-FOR", NULL };
-	struct rows rows = { 0 };
-	int rc = dump(KFWD_CMD_UPSTREAM_LIST, "upstream list", upstream_cb, &rows);
-
-	if (rc) {
-		for (size_t i = 0; i < rows.n; i++)
-			free(rows.v[i].text);
-		free(rows.v);
-		return rc;
-	}
-	print_rows(&rows, false, heads, "lllrrr");
-	return EX_OK;
+	return list_rows(KFWD_CMD_UPSTREAM_LIST, "upstream list", upstream_cb, false, heads,
+			 "lllrrr");
 }
 
 /* ------------------------------------------------------------------ monitor */

@@ -138,13 +138,17 @@ static void on_conn_event(struct loop_handler *h, uint32_t events)
 	struct metrics_conn *c = (struct metrics_conn *)h;
 	char body[METRICS_TEXT_MAX], head[256], sink[4096];
 	size_t blen;
+	ssize_t n;
 	int hlen;
 
 	if (c->fd < 0)
 		return;
 	/* The request itself does not matter: whatever was asked, the answer is the metrics. */
-	if (recv(c->fd, sink, sizeof(sink), 0) <= 0 && !(events & EPOLLIN)) {
-		close_conn(c);
+	n = recv(c->fd, sink, sizeof(sink), 0);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		close_conn(c); /* closed or failed before asking */
 		return;
 	}
 	blen = metrics_render(body, sizeof(body));
