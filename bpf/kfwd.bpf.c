@@ -66,6 +66,16 @@ static __always_inline void notify(struct kfwd_dir *d, __u32 type)
 		__sync_fetch_and_add(&kfwd_events_lost, 1);
 }
 
+/* A resume request that cannot be met: one event per request, not per skb. */
+static __always_inline void reject(struct kfwd_dir *d, const struct kfwd_ctl *c)
+{
+	d->resume_rejects++;
+	if (d->reject_seq == c->seq)
+		return;
+	d->reject_seq = c->seq;
+	notify(d, KFWD_EV_RESUME_REJECTED);
+}
+
 /*
  * Sample the destination: bytes that entered its send queue (write_seq)
  * and bytes its peer acked, both relative to dst_base.  Read without the
@@ -218,8 +228,22 @@ int kfwd_verdict(struct __sk_buff *skb)
 		want = d->rx_base + d->redirected + c->user_read;
 		if (pos != want) {
 			/* bytes before this skb are still in the kernel */
-			d->resume_rejects++;
-			notify(d, KFWD_EV_RESUME_REJECTED);
+			reject(d, c);
+			goto pass;
+		}
+		/*
+		 * User space may promise bytes it is still writing: redirect
+		 * only once every byte before this skb is in dst's send queue,
+		 * or this skb could overtake them.  The sample never exceeds
+		 * the truth, so a race rejects, never reorders.
+		 */
+		if (dst_sample(d, &written, &acked) < 0) {
+			d->errors++;
+			goto pass;
+		}
+		if (written != d->redirected + c->user_written) {
+			d->resume_early++;
+			reject(d, c);
 			goto pass;
 		}
 		d->user_written = c->user_written;

@@ -458,6 +458,7 @@ static void sockmap_start(struct session *s)
 	args.pending_a_to_b_len = buf_len(&to_up);
 	args.pending_b_to_a = buf_start(&to_client);
 	args.pending_b_to_a_len = buf_len(&to_client);
+	args.owner = s;
 	rc = sockmap_flow_add_ex(&args, &s->sockmap_flow);
 	buf_free(&to_up);
 	buf_free(&to_client);
@@ -481,12 +482,10 @@ static void sockmap_start(struct session *s)
 
 void session_sockmap_event(uint64_t flow_id)
 {
-	for (struct session *s = sessions; s; s = s->next) {
-		if (s->sockmap && s->sockmap_flow == flow_id && s->client.fd >= 0) {
-			session_run(s);
-			return;
-		}
-	}
+	struct session *s = sockmap_flow_owner(flow_id);
+
+	if (s && s->sockmap && s->sockmap_flow == flow_id && s->client.fd >= 0)
+		session_run(s);
 }
 
 /* After a 101 or a CONNECT: bytes flow both ways, each direction until its source's EOF. */

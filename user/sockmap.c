@@ -126,12 +126,19 @@ int sockmap_flow_del(uint64_t flow_id)
 	return -1;
 }
 
+void *sockmap_flow_owner(uint64_t flow_id)
+{
+	(void)flow_id;
+	return NULL;
+}
+
 #else /* SOCKMAP_HAVE_SKEL */
 
 #define SM_BUF_SIZE (128 * 1024)
 #define SM_DRAIN_MAX (64 * 1024 * 1024)
 #define SM_STABLE_TRIES 64
 #define SM_RETRY_MS 1 /* dst still has redirected bytes queued */
+#define SM_READ_MAX (1024 * 1024) /* one pass-mode read, at most */
 
 /* tcpi_state values (include/net/tcp_states.h), not in the uapi headers */
 enum {
@@ -169,6 +176,7 @@ struct sm_dir {
 
 struct sm_flow {
 	uint64_t id;
+	void *owner;
 	int fd_a;
 	int fd_b;
 	unsigned int flags;
@@ -845,6 +853,7 @@ int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
 	f->fd_a = args->fd_a;
 	f->fd_b = args->fd_b;
 	f->flags = args->flags;
+	f->owner = args->owner;
 	sm.gens[slot]++;
 	if (!sm.gens[slot])
 		sm.gens[slot] = 1;
@@ -938,17 +947,41 @@ static void set_timeout(int *tmo, int ms)
 		*tmo = ms;
 }
 
-/* Ask the program to resume redirecting after every byte we hold. */
-static int request_resume(struct sm_dir *d)
+/*
+ * Bytes the program passed to src's psock queue that we have not read:
+ * we know them from the program's stream position, so we can promise
+ * them before reading them (see request_resume()).
+ */
+static uint64_t passed_unread(const struct sm_dir *d)
+{
+	uint64_t passed;
+
+	if (!d->kd.seq0_set || d->kd.next_pos < d->rx_base + d->kd.redirected)
+		return 0;
+	passed = d->kd.next_pos - d->rx_base - d->kd.redirected;
+	return passed > d->user_read ? passed - d->user_read : 0;
+}
+
+/*
+ * Ask the program to resume redirecting after every byte we wrote plus
+ * @ahead bytes queued on src that we are about to read and write (see
+ * src_read()).  Our buffer must be empty.
+ */
+static int request_resume(struct sm_dir *d, uint64_t ahead)
 {
 	struct kfwd_ctl c = {
-		.user_read = d->user_read,
-		.user_written = d->user_written,
+		.user_read = d->user_read + ahead,
+		.user_written = d->user_written + ahead,
 		.pause_gen = d->kd.pause_count,
 	};
 
-	if (d->ctl_written && !memcmp(&c, &d->ctl, sizeof(c)))
+	if (d->ctl_written && c.user_read == d->ctl.user_read &&
+	    c.user_written == d->ctl.user_written && c.pause_gen == d->ctl.pause_gen)
 		return 0;
+	/* never 0: the program's reject_seq starts at 0 */
+	c.seq = d->ctl.seq + 1;
+	if (!c.seq)
+		c.seq = 1;
 	if (bpf_map_update_elem(sm.ctl_fd, &d->src_cookie, &c, BPF_ANY) < 0)
 		return -1;
 	d->ctl = c;
@@ -988,10 +1021,76 @@ static int try_finish(struct sm_dir *d, int *tmo)
 	return 0;
 }
 
+static int buf_reserve(struct sm_dir *d, size_t len)
+{
+	char *nb;
+
+	if (len <= d->bufsize)
+		return 0;
+	nb = realloc(d->buf, len);
+	if (!nb)
+		return -1;
+	d->buf = nb;
+	d->bufsize = len;
+	return 0;
+}
+
+/*
+ * Read from src in pass mode, our buffer empty.  When the program's stream
+ * position says how many bytes wait in src's psock queue (@ahead) and one
+ * recv() takes them all, promise them first (request_resume()): the skb
+ * after them then resumes the redirect if it arrives once we wrote them,
+ * without src's queue ever having to be empty while we write, which a
+ * producer about as fast as we are rarely allows.  1: bytes in the
+ * buffer; 0: nothing now; -1: error.
+ */
+static int src_read(struct sm_dir *d, uint64_t ahead, int *tmo)
+{
+	size_t want = d->bufsize;
+	uint64_t rx;
+	ssize_t n;
+	bool fin;
+
+	if (ahead) {
+		want = ahead < SM_READ_MAX ? (size_t)ahead : SM_READ_MAX;
+		if (buf_reserve(d, want) < 0)
+			return -1;
+		if ((uint64_t)want == ahead && request_resume(d, ahead) < 0)
+			return -1;
+	} else if (request_resume(d, 0) < 0) {
+		return -1;
+	}
+	for (;;) {
+		n = recv(d->src, d->buf, want, MSG_DONTWAIT);
+		if (n >= 0 || errno != EINTR)
+			break;
+	}
+	if (n > 0) {
+		d->user_read += (uint64_t)n;
+		d->tail = (size_t)n;
+		return 1;
+	}
+	if (n < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+	/*
+	 * The FIN can reach the socket before every passed skb reached the
+	 * psock queue: this 0 is final only once every byte received was
+	 * redirected or read here.  Until then, read again shortly.
+	 */
+	if (rx_data(d->src, &rx, &fin) < 0)
+		return -1;
+	if (fin && rx - d->rx_base == d->kd.redirected + d->user_read)
+		d->eof = true;
+	else
+		set_timeout(tmo, SM_RETRY_MS);
+	return 0;
+}
+
 static int dir_pump(struct sm_dir *d, uint32_t *ev_src, uint32_t *ev_dst, int *tmo)
 {
 	uint64_t tx;
 	ssize_t n;
+	int r;
 
 	if (d->done)
 		return 0;
@@ -1040,37 +1139,16 @@ static int dir_pump(struct sm_dir *d, uint32_t *ev_src, uint32_t *ev_dst, int *t
 		}
 		if (d->kd.state != KFWD_PASS || d->eof)
 			break;
-		n = recv(d->src, d->buf, d->bufsize, MSG_DONTWAIT);
-		if (n > 0) {
-			d->tail = (size_t)n;
-			d->user_read += (uint64_t)n;
-			continue;
-		}
-		if (n == 0) {
-			uint64_t rx;
-			bool fin;
-
-			/*
-			 * The FIN can reach the socket before every passed skb reached the psock
-			 * queue: this 0 is final only once every byte received was redirected or
-			 * read here. Until then, read again shortly.
-			 */
-			if (rx_data(d->src, &rx, &fin) < 0)
-				return -1;
-			if (fin && rx - d->rx_base == d->kd.redirected + d->user_read) {
-				d->eof = true;
-				break;
-			}
-			set_timeout(tmo, SM_RETRY_MS);
+		/* buffer empty: a fresh look at what the program passed */
+		if (bpf_map_lookup_elem(sm.dirs_fd, &d->src_cookie, &d->kd) < 0)
+			return -1;
+		if (d->kd.state != KFWD_PASS)
 			break;
-		}
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK)
+		r = src_read(d, passed_unread(d), tmo);
+		if (r < 0)
 			return -1;
-		if (request_resume(d) < 0)
-			return -1;
-		break;
+		if (!r)
+			break;
 	}
 
 	*ev_src |= EPOLLRDHUP;
@@ -1123,6 +1201,7 @@ int sockmap_flow_stats(uint64_t flow_id, struct sockmap_stats *st)
 		s->pause_count = d->kd.pause_count;
 		s->resume_count = d->kd.resume_count;
 		s->resume_rejects = d->kd.resume_rejects;
+		s->resume_early = d->kd.resume_early;
 		s->errors = d->kd.errors;
 		s->overlaps = d->kd.overlaps;
 		s->dup_bytes = d->kd.dup_bytes;
@@ -1132,6 +1211,13 @@ int sockmap_flow_stats(uint64_t flow_id, struct sockmap_stats *st)
 		s->done = d->done;
 	}
 	return 0;
+}
+
+void *sockmap_flow_owner(uint64_t flow_id)
+{
+	struct sm_flow *f = flow_get(flow_id);
+
+	return f ? f->owner : NULL;
 }
 
 int sockmap_flow_del(uint64_t flow_id)

@@ -67,6 +67,7 @@ struct sockmap_flow_args {
 	size_t pending_a_to_b_len;
 	const void *pending_b_to_a;
 	size_t pending_b_to_a_len;
+	void *owner; /* returned by sockmap_flow_owner() */
 };
 
 struct sockmap_dir_stats {
@@ -78,6 +79,7 @@ struct sockmap_dir_stats {
 	uint32_t pause_count; /* includes the initial pause */
 	uint32_t resume_count;
 	uint32_t resume_rejects;
+	uint32_t resume_early; /* of them: promised bytes not yet in dst */
 	uint32_t errors;
 	uint32_t overlaps; /* retransmits overlapping delivered bytes */
 	uint64_t dup_bytes; /* their duplicated bytes, cut by the program */
@@ -99,7 +101,7 @@ int sockmap_init(const char *pin_dir, char *why, size_t whylen);
 void sockmap_shutdown(void);
 bool sockmap_ready(void);
 
-/* Epoll-able fd, readable when the program paused a flow. */
+/* Epoll-able fd, readable when the program paused or resumed a flow. */
 int sockmap_event_fd(void);
 /* Drain the event ring; cb once per event (a flow may come more than once).
  * Returns the number of callbacks, -1 on error. */
@@ -121,6 +123,9 @@ int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
  */
 int sockmap_flow_pump(uint64_t flow_id, struct sockmap_want *want);
 int sockmap_flow_stats(uint64_t flow_id, struct sockmap_stats *st);
+/* The owner given at add, NULL if flow_id is gone (events may name
+ * flows deleted since). */
+void *sockmap_flow_owner(uint64_t flow_id);
 /* Remove both sockets from the map; bytes still queued in the kernel for
  * this flow are dropped, so call it after SOCKMAP_DONE or to abort. */
 int sockmap_flow_del(uint64_t flow_id);

@@ -19,14 +19,18 @@
  *	lands in the source's psock ingress queue, charged to the source's
  *	receive buffer, so the source's TCP window closes.  User space
  *	recv()s it, waits until the destination took every redirected byte,
- *	writes it, and then asks to resume by writing kfwd_ctl with
- *	@pause_gen == @pause_count and @user_read == bytes it recv()d from
- *	the source since the flow was added.  The program resumes
- *	redirecting only when the next skb starts exactly at stream position
- *	@rx_base + @redirected + @user_read (TCP sequence of the skb minus
- *	the source's initial sequence), i.e. user space holds every byte
- *	before it; otherwise it passes the skb and sends
- *	KFWD_EV_RESUME_REJECTED.
+ *	writes it, and asks to resume by writing kfwd_ctl with
+ *	@pause_gen == @pause_count, @user_read == bytes it will have
+ *	recv()d from the source since the flow was added and @user_written
+ *	== bytes it will have written to the destination by then (a promise:
+ *	it may still be reading and writing the last of them).  The program
+ *	resumes redirecting only at an skb that starts exactly at stream
+ *	position @rx_base + @redirected + @user_read (TCP sequence of the
+ *	skb minus the source's initial sequence: nothing after the promise
+ *	was passed) when the destination's send queue has taken exactly
+ *	@redirected + @user_written bytes since the flow was added (every
+ *	byte before the skb is there, so it cannot be overtaken); otherwise
+ *	it passes the skb and sends KFWD_EV_RESUME_REJECTED.
  *
  * A direction starts in KFWD_PASS with @pause_count 1, so bytes the daemon
  * had buffered or that were queued before the socket entered the map are
@@ -89,15 +93,17 @@ struct kfwd_dir {
 	__s32 trim_err; /* last failed trim: helper error */
 	__u32 trim_len; /* last failed trim: skb length */
 	__u32 trim_dup; /* last failed trim: bytes to cut */
+	__u32 resume_early; /* rejects: promised bytes not yet in dst */
+	__u32 reject_seq; /* kfwd_ctl.seq last rejected (one event each) */
 	__u32 pad;
 };
 
 /* kfwd_ctl value: written by user space only (resume request). */
 struct kfwd_ctl {
-	__u64 user_read; /* bytes user space recv()d from src so far */
-	__u64 user_written; /* bytes user space wrote to dst so far */
+	__u64 user_read; /* bytes user space recv()d from src, promised */
+	__u64 user_written; /* bytes user space wrote to dst, promised */
 	__u32 pause_gen; /* kfwd_dir.pause_count being resumed */
-	__u32 pad;
+	__u32 seq; /* bumped on every write */
 };
 
 struct kfwd_event {
