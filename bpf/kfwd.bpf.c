@@ -161,6 +161,7 @@ int kfwd_verdict(struct __sk_buff *skb)
 	struct sk_buff *kskb;
 	struct kfwd_dir *d;
 	struct kfwd_ctl *c;
+	bool sampled = false;
 	__u32 len = skb->len;
 	__u32 seq;
 	long ret;
@@ -241,6 +242,7 @@ int kfwd_verdict(struct __sk_buff *skb)
 			d->errors++;
 			goto pass;
 		}
+		sampled = true;
 		if (written != d->redirected + c->user_written) {
 			d->resume_early++;
 			reject(d, c);
@@ -254,7 +256,7 @@ int kfwd_verdict(struct __sk_buff *skb)
 	if (d->flags & KFWD_F_UNBOUNDED)
 		goto redirect;
 
-	if (dst_sample(d, &written, &acked) < 0) {
+	if (!sampled && dst_sample(d, &written, &acked) < 0) {
 		d->errors++;
 		goto pause;
 	}
