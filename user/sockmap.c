@@ -698,20 +698,26 @@ static int slot_alloc(uint32_t *slot)
 	return 0;
 }
 
-static int buf_append(struct sm_dir *d, const void *p, size_t len)
+static int buf_reserve(struct sm_dir *d, size_t len)
 {
-	size_t need = d->tail + len;
 	char *nb;
 
+	if (len <= d->bufsize)
+		return 0;
+	nb = realloc(d->buf, len);
+	if (!nb)
+		return -1;
+	d->buf = nb;
+	d->bufsize = len;
+	return 0;
+}
+
+static int buf_append(struct sm_dir *d, const void *p, size_t len)
+{
 	if (!len)
 		return 0;
-	if (need > d->bufsize) {
-		nb = realloc(d->buf, need);
-		if (!nb)
-			return -1;
-		d->buf = nb;
-		d->bufsize = need;
-	}
+	if (buf_reserve(d, d->tail + len) < 0)
+		return -1;
 	memcpy(d->buf + d->tail, p, len);
 	d->tail += len;
 	return 0;
@@ -780,7 +786,6 @@ static int read_leftover(struct sm_dir *d)
 	uint64_t now;
 	size_t want;
 	ssize_t n;
-	char *nb;
 
 	if (d->eof)
 		return 0;
@@ -793,13 +798,8 @@ static int read_leftover(struct sm_dir *d)
 		errno = ENOBUFS;
 		return -1;
 	}
-	if (d->tail + want > d->bufsize) {
-		nb = realloc(d->buf, d->tail + want);
-		if (!nb)
-			return -1;
-		d->buf = nb;
-		d->bufsize = d->tail + want;
-	}
+	if (buf_reserve(d, d->tail + want) < 0)
+		return -1;
 	n = recv(d->src, d->buf + d->tail, want, MSG_DONTWAIT);
 	if (n > 0) {
 		d->tail += (size_t)n;
@@ -1018,20 +1018,6 @@ static int try_finish(struct sm_dir *d, int *tmo)
 		return -1;
 	d->eof = true;
 	d->done = true;
-	return 0;
-}
-
-static int buf_reserve(struct sm_dir *d, size_t len)
-{
-	char *nb;
-
-	if (len <= d->bufsize)
-		return 0;
-	nb = realloc(d->buf, len);
-	if (!nb)
-		return -1;
-	d->buf = nb;
-	d->bufsize = len;
 	return 0;
 }
 
