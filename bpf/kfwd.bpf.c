@@ -222,6 +222,18 @@ int kfwd_verdict(struct __sk_buff *skb)
 	}
 	d->next_pos = pos + len;
 
+	if ((d->flags & KFWD_F_LIMIT) && pos + len > d->end_pos) {
+		/*
+		 * The body ends inside or before this skb: redirecting it
+		 * would forward bytes that are not the body's.  User space
+		 * reads up to end_pos and leaves the rest.
+		 */
+		d->past_end += pos >= d->end_pos ? len : pos + len - d->end_pos;
+		if (d->state == KFWD_PASS)
+			goto pass;
+		goto pause;
+	}
+
 	if (d->state == KFWD_PASS) {
 		c = bpf_map_lookup_elem(&kfwd_ctl, &cookie);
 		if (!c || c->pause_gen != d->pause_count)
@@ -285,6 +297,9 @@ redirect:
 		return SK_PASS;
 	}
 	d->redirected += len;
+	/* nothing else wakes user space when a body ends in the kernel */
+	if ((d->flags & KFWD_F_LIMIT) && d->next_pos == d->end_pos)
+		notify(d, KFWD_EV_BODY_END);
 	return SK_PASS;
 
 pause:

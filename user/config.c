@@ -496,6 +496,7 @@ static const struct size_directive size_directives[] = {
 	{ "max-request-line", CFG_OFF(max_request_line), 64, 1 << 20 },
 	{ "max-header-size", CFG_OFF(max_header_size), 256, 1 << 20 },
 	{ "sockmap-cap", CFG_OFF(sockmap_cap), 65536, 1 << 30 },
+	{ "sockmap-body-min", CFG_OFF(sockmap_body_min), 0, SIZE_MAX },
 };
 
 static const struct duration_directive duration_directives[] = {
@@ -682,6 +683,7 @@ static void set_defaults(struct config *cfg)
 {
 	cfg->data_path = DATA_PATH_SPLICE;
 	cfg->sockmap_cap = 1 << 20;
+	cfg->sockmap_body_min = 1 << 20;
 	strcpy(cfg->bpf_pin_dir, "/sys/fs/bpf/kfwd");
 	cfg->pipe_size = 1 << 20;
 	cfg->copy_buffer_size = 256 << 10;

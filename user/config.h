@@ -106,6 +106,7 @@ struct config {
 
 	enum data_path data_path;
 	size_t sockmap_cap; /* bytes in flight per direction in sockmap mode */
+	size_t sockmap_body_min; /* Content-Length bodies at least this long use sockmap; 0: none */
 	char bpf_pin_dir[128];
 	size_t pipe_size;
 	size_t pipe_high_water;

@@ -896,6 +896,7 @@ static void cmd_status_fill(struct mb *b)
 static void cmd_stats_fill(struct mb *b)
 {
 	struct nlattr *n = nest_start(b, KFWD_A_STATS);
+	uint64_t sockmap_bytes[DIR_COUNT];
 
 	put_u64(b, KFWD_STAT_CONN_ACCEPTED, stats.connections_accepted);
 	put_u64(b, KFWD_STAT_CONN_ACTIVE, stats.connections_active);
@@ -912,8 +913,9 @@ static void cmd_stats_fill(struct mb *b)
 	put_u64(b, KFWD_STAT_SPLICED_RESP, stats.bytes_spliced[DIR_RESPONSE]);
 	put_u64(b, KFWD_STAT_COPIED_REQ, stats.bytes_copied[DIR_REQUEST]);
 	put_u64(b, KFWD_STAT_COPIED_RESP, stats.bytes_copied[DIR_RESPONSE]);
-	put_u64(b, KFWD_STAT_SOCKMAP_REQ, stats.bytes_sockmap[DIR_REQUEST]);
-	put_u64(b, KFWD_STAT_SOCKMAP_RESP, stats.bytes_sockmap[DIR_RESPONSE]);
+	session_sockmap_bytes(sockmap_bytes);
+	put_u64(b, KFWD_STAT_SOCKMAP_REQ, sockmap_bytes[DIR_REQUEST]);
+	put_u64(b, KFWD_STAT_SOCKMAP_RESP, sockmap_bytes[DIR_RESPONSE]);
 	put_u64(b, KFWD_STAT_PAUSES, stats.pauses);
 	put_u64(b, KFWD_STAT_RESUMES, stats.resumes);
 	put_u64(b, KFWD_STAT_PAUSED_FLOWS, stats.paused_flows);

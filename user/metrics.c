@@ -69,6 +69,7 @@ static void by_direction(struct writer *w, const char *name, const char *help,
 size_t metrics_render(char *out, size_t len)
 {
 	struct writer w = { out, len, 0 };
+	uint64_t sockmap_bytes[DIR_COUNT];
 
 	counter(&w, "kfwd_connections_accepted_total", "Client connections accepted.",
 		stats.connections_accepted);
@@ -98,12 +99,18 @@ size_t metrics_render(char *out, size_t len)
 	by_direction(&w, "kfwd_bytes_copied_total",
 		     "Bytes that passed through user space (heads, chunk lines, copy path).",
 		     stats.bytes_copied);
-	by_direction(
-		&w, "kfwd_bytes_sockmap_total",
-		"Bytes redirected in the kernel by the sockmap program (counted when a tunnel ends).",
-		stats.bytes_sockmap);
-	counter(&w, "kfwd_sockmap_flows_total", "Tunnels handed to the BPF sockmap.",
-		stats.sockmap_flows);
+	session_sockmap_bytes(sockmap_bytes);
+	by_direction(&w, "kfwd_bytes_sockmap_total",
+		     "Bytes redirected in the kernel by the sockmap program (live flows included).",
+		     sockmap_bytes);
+	counter(&w, "kfwd_sockmap_flows_total",
+		"Tunnels and response bodies handed to the BPF sockmap.", stats.sockmap_flows);
+	counter(&w, "kfwd_sockmap_responses_total",
+		"Response bodies (upstream to client only) handed to the BPF sockmap.",
+		stats.sockmap_responses);
+	counter(&w, "kfwd_sockmap_start_fallbacks_total",
+		"Hand-overs to the sockmap given up (source never paused): they splice.",
+		stats.sockmap_start_fallbacks);
 	counter(&w, "kfwd_pauses_total", "Flows paused at the high-water mark (edges).",
 		stats.pauses);
 	counter(&w, "kfwd_resumes_total", "Flows resumed below the low-water mark.", stats.resumes);

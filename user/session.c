@@ -38,6 +38,7 @@ static bool draining;
 
 static void session_run(struct session *s);
 static void sockmap_finish(struct session *s);
+static void finish_transaction(struct session *s);
 static void connect_upstream(struct session *s, bool allow_pool);
 
 const char *session_state_name(enum session_state st)
@@ -318,7 +319,7 @@ static int status_for_parse_error(enum http_error e)
 	}
 }
 
-static enum data_path tunnel_data_path(const struct session *s)
+static enum data_path route_data_path(const struct session *s)
 {
 	const struct route *r = s->target.route;
 
@@ -354,6 +355,7 @@ static void sockmap_finish(struct session *s)
 	}
 	sockmap_flow_del(s->sockmap_flow);
 	s->sockmap = false;
+	s->sockmap_response = false;
 }
 
 static uint64_t sockmap_bytes(const struct session *s)
@@ -364,6 +366,20 @@ static uint64_t sockmap_bytes(const struct session *s)
 		return 0;
 	return st.dir[0].redirected + st.dir[0].user_written + st.dir[1].redirected +
 	       st.dir[1].user_written;
+}
+
+void session_sockmap_bytes(uint64_t out[DIR_COUNT])
+{
+	struct sockmap_stats st;
+
+	out[DIR_REQUEST] = stats.bytes_sockmap[DIR_REQUEST];
+	out[DIR_RESPONSE] = stats.bytes_sockmap[DIR_RESPONSE];
+	for (struct session *s = sessions; s; s = s->next) {
+		if (!s->sockmap || sockmap_flow_stats(s->sockmap_flow, &st) < 0)
+			continue;
+		out[DIR_REQUEST] += st.dir[SOCKMAP_A_TO_B].redirected;
+		out[DIR_RESPONSE] += st.dir[SOCKMAP_B_TO_A].redirected;
+	}
 }
 
 /*
@@ -400,15 +416,29 @@ static void sockmap_step(struct session *s)
 	int r;
 
 	if (socket_failed(&s->client) || socket_failed(&s->upstream)) {
-		log_info("session %lu: sockmap tunnel peer reset, closing", (unsigned long)s->id);
+		log_info("session %lu: sockmap flow peer reset, closing", (unsigned long)s->id);
 		sockmap_abort(s);
 		return;
 	}
 	r = sockmap_flow_pump(s->sockmap_flow, &want);
 	if (r != SOCKMAP_RUNNING) {
 		if (r < 0) {
-			log_info("session %lu: sockmap tunnel failed: %m", (unsigned long)s->id);
+			log_info("session %lu: sockmap flow failed: %m", (unsigned long)s->id);
 			sockmap_abort(s);
+			return;
+		}
+		if (s->sockmap_response) {
+			/* Every body byte is in the client's send queue and SHUT_WR went out. */
+			struct sockmap_stats st;
+
+			if (sockmap_flow_stats(s->sockmap_flow, &st) == 0 &&
+			    st.dir[SOCKMAP_B_TO_A].cut) {
+				log_info("session %lu: upstream %s closed inside the response body",
+					 (unsigned long)s->id, s->up_addr_text);
+				stats.aborted_transfers++;
+			}
+			sockmap_finish(s);
+			finish_transaction(s);
 			return;
 		}
 		session_close(s);
@@ -421,8 +451,33 @@ static void sockmap_step(struct session *s)
 		timer_arm(&s->timer, (uint64_t)want.timeout_ms);
 	} else if (s->sm_timer || !timer_armed(&s->timer)) {
 		s->sm_timer = false;
-		timer_arm(&s->timer, s->cfg->tunnel_timeout_ms);
+		timer_arm(&s->timer, idle_timeout(s));
 	}
+}
+
+/*
+ * The sockmap module gives back what it drained from a source that never paused long enough to
+ * be taken over: those bytes come first on the splice path, which goes on instead.
+ */
+static int sockmap_spill(void *owner, int dir, const void *data, size_t len)
+{
+	struct session *s = owner;
+	struct endpoint *src = dir == SOCKMAP_A_TO_B ? &s->client : &s->upstream;
+
+	return buf_append(&src->in, data, len);
+}
+
+/* sockmap_flow_add_ex() failed: EAGAIN means nothing was lost and splice goes on. */
+static bool sockmap_add_failed(struct session *s)
+{
+	if (errno == EAGAIN) {
+		log_debug("session %lu: source never paused for the sockmap hand-over: splice",
+			  (unsigned long)s->id);
+		stats.sockmap_start_fallbacks++;
+		return false;
+	}
+	log_warn("session %lu: sockmap flow add failed: %m", (unsigned long)s->id);
+	return true;
 }
 
 /*
@@ -432,7 +487,7 @@ static void sockmap_step(struct session *s)
  */
 static void sockmap_start(struct session *s)
 {
-	enum data_path dp = tunnel_data_path(s);
+	enum data_path dp = route_data_path(s);
 	struct sockmap_flow_args args = { 0 };
 	struct buf to_up = { 0 }, to_client = { 0 };
 	int rc;
@@ -459,13 +514,15 @@ static void sockmap_start(struct session *s)
 	args.pending_b_to_a = buf_start(&to_client);
 	args.pending_b_to_a_len = buf_len(&to_client);
 	args.owner = s;
+	args.spill = sockmap_spill;
 	rc = sockmap_flow_add_ex(&args, &s->sockmap_flow);
 	buf_free(&to_up);
 	buf_free(&to_client);
 	if (rc < 0) {
-		/* The module may already have consumed queued bytes: the tunnel cannot go on. */
-		log_warn("session %lu: sockmap flow add failed: %m", (unsigned long)s->id);
-		session_close(s);
+		/* Unless the module gave its bytes back, it may have consumed queued bytes: the
+		 * tunnel cannot go on. */
+		if (sockmap_add_failed(s))
+			session_close(s);
 		return;
 	}
 	flow_reset(&s->req);
@@ -477,6 +534,88 @@ static void sockmap_start(struct session *s)
 	s->sm_last_bytes = 0;
 	s->sm_last_change_ms = now_ms();
 	stats.sockmap_flows++;
+	sockmap_step(s);
+}
+
+/*
+ * Should this response body go through the sockmap? Only when its route asks for it, the
+ * request is wholly delivered (the upstream connection then carries nothing but this body),
+ * and both connections end with the body: a socket leaves the sockmap only at connection end
+ * (taking one out mid-stream corrupted bytes on this kernel), so a Content-Length body long
+ * enough to be worth it closes its client connection after it.
+ */
+static bool response_wants_sockmap(const struct session *s, enum body_framing framing,
+				   uint64_t length)
+{
+	enum data_path dp = route_data_path(s);
+
+	if (dp != DATA_PATH_SOCKMAP && dp != DATA_PATH_SOCKMAP_UNBOUNDED)
+		return false;
+	if (!sockmap_ready() || !flow_complete(&s->req) || s->req_failed || s->req.pipe_level)
+		return false;
+	if (framing == FRAMING_CLOSE)
+		return true;
+	return framing == FRAMING_LENGTH && s->cfg->sockmap_body_min &&
+	       length >= s->cfg->sockmap_body_min;
+}
+
+/*
+ * Hand the rest of a response to the sockmap, upstream to client only: the head and the body
+ * bytes read with it go first, then the program redirects the upstream's bytes, up to the
+ * Content-Length when there is one. The client's bytes (a pipelined request) stay unread: the
+ * connection closes after this response.
+ */
+static void sockmap_start_response(struct session *s)
+{
+	struct sockmap_flow_args args = { 0 };
+	struct flow *f = &s->resp;
+	struct buf to_client = { 0 };
+	size_t body_held = buf_len(&s->upstream.in);
+	int rc;
+
+	if (f->framing == FRAMING_LENGTH && body_held > f->remaining)
+		body_held = (size_t)f->remaining;
+	if (buf_append(&to_client, buf_start(&f->out), buf_len(&f->out)) < 0 ||
+	    buf_append(&to_client, buf_start(&f->pending), buf_len(&f->pending)) < 0 ||
+	    buf_append(&to_client, buf_start(&s->upstream.in), body_held) < 0) {
+		buf_free(&to_client);
+		session_close(s);
+		return;
+	}
+	args.fd_a = s->client.fd;
+	args.fd_b = s->upstream.fd;
+	args.cap_bytes = s->cfg->sockmap_cap;
+	args.flags = SOCKMAP_B_TO_A_ONLY;
+	if (route_data_path(s) == DATA_PATH_SOCKMAP_UNBOUNDED)
+		args.flags |= SOCKMAP_UNBOUNDED;
+	if (f->framing == FRAMING_LENGTH) {
+		args.flags |= SOCKMAP_B_LIMIT;
+		args.limit_b_to_a = f->remaining - body_held;
+	}
+	args.pending_b_to_a = buf_start(&to_client);
+	args.pending_b_to_a_len = buf_len(&to_client);
+	args.owner = s;
+	args.spill = sockmap_spill;
+	rc = sockmap_flow_add_ex(&args, &s->sockmap_flow);
+	buf_free(&to_client);
+	if (rc < 0) {
+		if (sockmap_add_failed(s)) {
+			/* The module may have consumed upstream bytes: the response is lost. */
+			stats.aborted_transfers++;
+			session_close(s);
+		}
+		return;
+	}
+	flow_reset(&s->resp);
+	s->resp.body_done = true;
+	buf_free(&s->upstream.in);
+	s->sockmap = true;
+	s->sockmap_response = true;
+	s->sm_timer = false;
+	s->sm_last_bytes = 0;
+	s->sm_last_change_ms = now_ms();
+	stats.sockmap_flows++;
+	stats.sockmap_responses++;
 	sockmap_step(s);
 }
 
@@ -1029,6 +1168,7 @@ static int handle_response_head(struct session *s)
 	struct location_rewrite loc = { 0 };
 	enum body_framing framing;
 	struct buf head = { 0 };
+	bool sockmap_body;
 	int rc;
 
 	if (h->status < 100 || h->status > 999) {
@@ -1081,14 +1221,16 @@ static int handle_response_head(struct session *s)
 	else
 		framing = FRAMING_CLOSE;
 
-	s->upstream_reusable = h->keep_alive && framing != FRAMING_CLOSE && !s->req_failed;
+	sockmap_body = response_wants_sockmap(s, framing, h->content_length);
+	s->upstream_reusable = h->keep_alive && framing != FRAMING_CLOSE && !s->req_failed &&
+			       !sockmap_body;
 	/* An answer before the request body was fully sent poisons the upstream connection, and
 	 * the client connection cannot find its next request: both close after this response. */
 	if (!flow_complete(&s->req) || s->req_failed) {
 		s->upstream_reusable = false;
 		s->close_after = true;
 	}
-	if (!s->req_keep_alive || framing == FRAMING_CLOSE || draining)
+	if (!s->req_keep_alive || framing == FRAMING_CLOSE || sockmap_body || draining)
 		s->close_after = true;
 
 	if (s->target.route->kind == ROUTE_URL_EMBEDDED) {
@@ -1113,6 +1255,11 @@ static int handle_response_head(struct session *s)
 	buf_consume(&s->upstream.in, h->head_len);
 	flow_start_body(&s->resp, framing, h->content_length);
 	timer_arm(&s->timer, idle_timeout(s));
+	if (sockmap_body) {
+		sockmap_start_response(s);
+		if (s->client.fd < 0)
+			return -1;
+	}
 	return 1;
 }
 
@@ -1448,9 +1595,12 @@ static void on_session_timer(struct timer *t)
 				s->sm_last_bytes = moved;
 				s->sm_last_change_ms = now_ms();
 			} else if (!s->sm_timer &&
-				   now_ms() - s->sm_last_change_ms >= cfg->tunnel_timeout_ms) {
-				log_info("session %lu: tunnel idle, closing", (unsigned long)s->id);
+				   now_ms() - s->sm_last_change_ms >= idle_timeout(s)) {
+				log_info("session %lu: sockmap flow idle, closing",
+					 (unsigned long)s->id);
 				stats.timeouts++;
+				if (s->sockmap_response)
+					stats.aborted_transfers++;
 				session_close(s);
 				return;
 			}

@@ -69,13 +69,15 @@ struct session {
 	bool req_upgrade; /* the client asked to switch protocols */
 	bool connect_tunnel; /* a CONNECT request */
 	bool tunnel; /* 101 or CONNECT: both flows carry raw bytes until EOF */
-	/* A tunnel handed to the BPF sockmap: the daemon no longer reads or writes its sockets. */
+	/* A tunnel or a response body handed to the BPF sockmap: the daemon no longer reads or
+	 * writes its sockets until the flow is done. */
 	bool sockmap;
+	bool sockmap_response; /* only the response body, upstream to client */
 	uint64_t sockmap_flow;
 	uint32_t sm_events_client;
 	uint32_t sm_events_upstream;
 	bool sm_timer; /* the timer runs for the sockmap module */
-	uint64_t sm_last_bytes; /* for the tunnel-timeout: bytes moved at sm_last_change_ms */
+	uint64_t sm_last_bytes; /* for the idle timeout: bytes moved at sm_last_change_ms */
 	uint64_t sm_last_change_ms;
 	bool final_response; /* final response head parsed */
 	bool upstream_reusable;
@@ -92,6 +94,8 @@ unsigned int session_count(void);
 struct session *session_first(void);
 void session_kill(struct session *s);
 const char *session_state_name(enum session_state st);
+/* Bytes redirected in the kernel so far, by direction: ended flows and the live ones. */
+void session_sockmap_bytes(uint64_t out[DIR_COUNT]);
 /* The sockmap module reported something on @flow_id (a pause): pump that session. */
 void session_sockmap_event(uint64_t flow_id);
 

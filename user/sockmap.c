@@ -136,6 +136,9 @@ void *sockmap_flow_owner(uint64_t flow_id)
 
 #define SM_BUF_SIZE (128 * 1024)
 #define SM_DRAIN_MAX (64 * 1024 * 1024)
+/* Bytes the drain at flow start may read before it gives up on a source that
+ * never pauses (the bytes go back to the caller, see sockmap_flow_args.spill) */
+#define SM_START_DRAIN_MAX (2 * 1024 * 1024)
 #define SM_STABLE_TRIES 64
 #define SM_RETRY_MS 1 /* dst still has redirected bytes queued */
 #define SM_READ_MAX (1024 * 1024) /* one pass-mode read, at most */
@@ -171,6 +174,10 @@ struct sm_dir {
 	bool ctl_written;
 	bool eof;
 	bool done;
+	bool active; /* false: the other direction of a one-way flow */
+	bool cut; /* limited: src ended before end_pos */
+	bool limited; /* src's bytes end at end_pos (SOCKMAP_B_LIMIT) */
+	uint64_t end_pos;
 	struct kfwd_dir kd; /* last snapshot of the program's state */
 };
 
@@ -698,6 +705,17 @@ static int slot_alloc(uint32_t *slot)
 	return 0;
 }
 
+/* Bytes src may still deliver to this direction: the rest of a body with a
+ * limit, no limit otherwise.  Uses the last snapshot of the program. */
+static uint64_t src_left(const struct sm_dir *d)
+{
+	uint64_t pos = d->rx_base + d->kd.redirected + d->user_read;
+
+	if (!d->limited)
+		return UINT64_MAX;
+	return pos < d->end_pos ? d->end_pos - pos : 0;
+}
+
 static int buf_reserve(struct sm_dir *d, size_t len)
 {
 	char *nb;
@@ -725,24 +743,23 @@ static int buf_append(struct sm_dir *d, const void *p, size_t len)
 
 /*
  * Read everything queued on src into the buffer and return the number of
- * data bytes src received so far, all of them now consumed.  Consistent
- * only when no byte arrived between the two TCP_INFO reads around the
- * EAGAIN; retried until so.
+ * data bytes src received so far, all of them now consumed: after an
+ * EAGAIN, SIOCINQ says 0 and no byte arrived across that check.  A sender
+ * that keeps the window busy makes bytes arrive while we read, so only
+ * the moment of the check has to be quiet, not the whole drain.
  */
 static int drain_src(struct sm_dir *d, uint64_t *consumed)
 {
 	uint64_t r1, r2;
 	ssize_t n;
-	int i;
+	int i, inq;
 
 	for (i = 0; i < SM_STABLE_TRIES; i++) {
-		if (rx_data(d->src, &r1, NULL) < 0)
-			return -1;
 		for (;;) {
 			if (d->tail + SM_BUF_SIZE / 2 > d->bufsize) {
 				char *nb;
 
-				if (d->bufsize >= SM_DRAIN_MAX) {
+				if (d->bufsize >= SM_START_DRAIN_MAX) {
 					errno = ENOBUFS;
 					return -1;
 				}
@@ -767,9 +784,10 @@ static int drain_src(struct sm_dir *d, uint64_t *consumed)
 				break;
 			return -1;
 		}
-		if (rx_data(d->src, &r2, NULL) < 0)
+		if (rx_data(d->src, &r1, NULL) < 0 || ioctl(d->src, SIOCINQ, &inq) < 0 ||
+		    rx_data(d->src, &r2, NULL) < 0)
 			return -1;
-		if (r1 == r2) {
+		if (r1 == r2 && inq == 0) {
 			*consumed = r2;
 			return 0;
 		}
@@ -798,6 +816,10 @@ static int read_leftover(struct sm_dir *d)
 		errno = ENOBUFS;
 		return -1;
 	}
+	if (want > src_left(d))
+		want = (size_t)src_left(d);
+	if (!want)
+		return 0;
 	if (buf_reserve(d, d->tail + want) < 0)
 		return -1;
 	n = recv(d->src, d->buf + d->tail, want, MSG_DONTWAIT);
@@ -824,6 +846,26 @@ int sockmap_flow_add(int fd_a, int fd_b, uint64_t cap_bytes, uint64_t *flow_id)
 	};
 
 	return sockmap_flow_add_ex(&a, flow_id);
+}
+
+/*
+ * The drain of direction @upto (and of those before it) read bytes it could
+ * not finish with: hand them back so the caller forwards them another way.
+ * Nothing is in the map yet.
+ */
+static int spill_drained(struct sm_flow *f, const struct sockmap_flow_args *args, int upto)
+{
+	size_t pend_len[2] = { args->pending_a_to_b_len, args->pending_b_to_a_len };
+	int i;
+
+	for (i = 0; i <= upto; i++) {
+		struct sm_dir *d = &f->dir[i];
+
+		if (d->active && d->tail > pend_len[i] &&
+		    args->spill(args->owner, i, d->buf + pend_len[i], d->tail - pend_len[i]) < 0)
+			return -1;
+	}
+	return 0;
 }
 
 int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
@@ -864,6 +906,9 @@ int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
 
 		d->src = i ? args->fd_b : args->fd_a;
 		d->dst = i ? args->fd_a : args->fd_b;
+		d->active = i == SOCKMAP_B_TO_A || !(args->flags & SOCKMAP_B_TO_A_ONLY);
+		d->done = !d->active;
+		d->limited = i == SOCKMAP_B_TO_A && (args->flags & SOCKMAP_B_LIMIT);
 		d->bufsize = SM_BUF_SIZE;
 		d->buf = malloc(d->bufsize);
 		if (!d->buf)
@@ -882,16 +927,33 @@ int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
 
 	for (i = 0; i < 2; i++) {
 		struct sm_dir *d = &f->dir[i];
+		size_t pending = d->tail;
 
-		if (drain_src(d, &d->rx_base) < 0)
+		if (!d->active)
+			continue;
+		if (drain_src(d, &d->rx_base) < 0) {
+			if ((errno == ENOBUFS || errno == EAGAIN) && args->spill)
+				errno = spill_drained(f, args, i) < 0 ? ENOMEM : EAGAIN;
 			goto err_free;
+		}
 		if (tx_written(d->dst, &d->dst_base) < 0)
 			goto err_free;
+		if (d->limited) {
+			/* the body ends limit_b_to_a bytes after the pending ones:
+			 * what the drain read past it is not the body's */
+			size_t drained = d->tail - pending;
+
+			if (drained > args->limit_b_to_a)
+				d->tail = pending + (size_t)args->limit_b_to_a;
+			d->end_pos = d->rx_base - drained + args->limit_b_to_a;
+		}
 	}
 
 	for (i = 0; i < 2; i++) {
 		struct sm_dir *d = &f->dir[i];
 
+		if (!d->active)
+			continue;
 		memset(&kd, 0, sizeof(kd));
 		kd.flow_id = f->id;
 		kd.src_cookie = d->src_cookie;
@@ -905,6 +967,10 @@ int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
 			kd.flags |= KFWD_F_UNBOUNDED;
 		if (args->flags & SOCKMAP_CAP_UNACKED)
 			kd.flags |= KFWD_F_CAP_UNACKED;
+		if (d->limited) {
+			kd.flags |= KFWD_F_LIMIT;
+			kd.end_pos = d->end_pos;
+		}
 		bpf_map_delete_elem(sm.ctl_fd, &d->src_cookie);
 		if (bpf_map_update_elem(sm.dirs_fd, &d->src_cookie, &kd, BPF_NOEXIST) < 0)
 			goto err_unmap;
@@ -919,7 +985,7 @@ int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
 		inserted_socks++;
 	}
 	for (i = 0; i < 2; i++) {
-		if (read_leftover(&f->dir[i]) < 0)
+		if (f->dir[i].active && read_leftover(&f->dir[i]) < 0)
 			goto err_unmap;
 	}
 
@@ -931,8 +997,12 @@ err_unmap:
 	err = errno;
 	for (i = 0; i < inserted_socks; i++)
 		bpf_map_delete_elem(sm.socks_fd, &f->dir[i].src_cookie);
-	for (i = 0; i < inserted_dirs; i++)
-		bpf_map_delete_elem(sm.dirs_fd, &f->dir[i].src_cookie);
+	for (i = 0; i < 2 && inserted_dirs; i++) {
+		if (f->dir[i].active) {
+			bpf_map_delete_elem(sm.dirs_fd, &f->dir[i].src_cookie);
+			inserted_dirs--;
+		}
+	}
 	errno = err;
 err_free:
 	err = errno;
@@ -1000,13 +1070,34 @@ static int try_finish(struct sm_dir *d, int *tmo)
 	uint64_t rx, tx;
 	bool fin;
 
-	if (rx_data(d->src, &rx, &fin) < 0)
-		return -1;
-	if (!fin || d->head != d->tail)
-		return 0;
-	if (rx - d->rx_base != d->kd.redirected + d->user_read) {
-		set_timeout(tmo, SM_RETRY_MS);
-		return 0;
+	if (d->limited) {
+		/* a body with a length ends at its last byte, not at a FIN */
+		if (d->head != d->tail)
+			return 0;
+		if (src_left(d)) {
+			if (!d->eof) {
+				if (rx_data(d->src, &rx, &fin) < 0)
+					return -1;
+				if (!fin || rx - d->rx_base != d->kd.redirected + d->user_read)
+					return 0;
+			}
+			/*
+			 * src ended before the body did.  Deliver what came and
+			 * end with a FIN, as a cut splice does: the client sees
+			 * fewer bytes than the Content-Length.  A reset would
+			 * throw away bytes still in dst's queues.
+			 */
+			d->cut = true;
+		}
+	} else {
+		if (rx_data(d->src, &rx, &fin) < 0)
+			return -1;
+		if (!fin || d->head != d->tail)
+			return 0;
+		if (rx - d->rx_base != d->kd.redirected + d->user_read) {
+			set_timeout(tmo, SM_RETRY_MS);
+			return 0;
+		}
 	}
 	if (tx_written(d->dst, &tx) < 0)
 		return -1;
@@ -1032,11 +1123,14 @@ static int try_finish(struct sm_dir *d, int *tmo)
  */
 static int src_read(struct sm_dir *d, uint64_t ahead, int *tmo)
 {
-	size_t want = d->bufsize;
+	uint64_t left = src_left(d);
+	size_t want = d->bufsize < left ? d->bufsize : (size_t)left;
 	uint64_t rx;
 	ssize_t n;
 	bool fin;
 
+	if (ahead > left)
+		ahead = left;
 	if (ahead) {
 		want = ahead < SM_READ_MAX ? (size_t)ahead : SM_READ_MAX;
 		if (buf_reserve(d, want) < 0)
@@ -1123,12 +1217,12 @@ static int dir_pump(struct sm_dir *d, uint32_t *ev_src, uint32_t *ev_dst, int *t
 			}
 			continue;
 		}
-		if (d->kd.state != KFWD_PASS || d->eof)
+		if (d->kd.state != KFWD_PASS || d->eof || !src_left(d))
 			break;
 		/* buffer empty: a fresh look at what the program passed */
 		if (bpf_map_lookup_elem(sm.dirs_fd, &d->src_cookie, &d->kd) < 0)
 			return -1;
-		if (d->kd.state != KFWD_PASS)
+		if (d->kd.state != KFWD_PASS || !src_left(d))
 			break;
 		r = src_read(d, passed_unread(d), tmo);
 		if (r < 0)
@@ -1138,7 +1232,7 @@ static int dir_pump(struct sm_dir *d, uint32_t *ev_src, uint32_t *ev_dst, int *t
 	}
 
 	*ev_src |= EPOLLRDHUP;
-	if (d->kd.state == KFWD_PASS && !d->eof && d->head == d->tail)
+	if (d->kd.state == KFWD_PASS && !d->eof && d->head == d->tail && src_left(d))
 		*ev_src |= EPOLLIN;
 	return try_finish(d, tmo);
 }
@@ -1177,7 +1271,7 @@ int sockmap_flow_stats(uint64_t flow_id, struct sockmap_stats *st)
 		struct sm_dir *d = &f->dir[i];
 		struct sockmap_dir_stats *s = &st->dir[i];
 
-		if (bpf_map_lookup_elem(sm.dirs_fd, &d->src_cookie, &d->kd) < 0)
+		if (d->active && bpf_map_lookup_elem(sm.dirs_fd, &d->src_cookie, &d->kd) < 0)
 			return -1;
 		s->redirected = d->kd.redirected;
 		s->passed = d->kd.passed;
@@ -1192,6 +1286,8 @@ int sockmap_flow_stats(uint64_t flow_id, struct sockmap_stats *st)
 		s->overlaps = d->kd.overlaps;
 		s->dup_bytes = d->kd.dup_bytes;
 		s->gaps = d->kd.gaps;
+		s->past_end = d->kd.past_end;
+		s->cut = d->cut;
 		s->paused = d->kd.state == KFWD_PASS;
 		s->eof = d->eof;
 		s->done = d->done;

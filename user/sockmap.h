@@ -39,6 +39,15 @@
 enum sockmap_flow_flags {
 	SOCKMAP_UNBOUNDED = 1, /* "sockmap-unbounded": never pause */
 	SOCKMAP_CAP_UNACKED = 2, /* cap also counts dst's unacked bytes */
+	/*
+	 * One direction only, fd_b to fd_a (a response body): fd_a's bytes
+	 * are left unread in its queue, never forwarded, and the flow is done
+	 * when fd_b's direction is.
+	 */
+	SOCKMAP_B_TO_A_ONLY = 4,
+	/* fd_b sends limit_b_to_a more bytes, then the direction is done
+	 * (SHUT_WR on fd_a); bytes past them are never forwarded. */
+	SOCKMAP_B_LIMIT = 8,
 };
 
 enum sockmap_dir {
@@ -67,7 +76,18 @@ struct sockmap_flow_args {
 	size_t pending_a_to_b_len;
 	const void *pending_b_to_a;
 	size_t pending_b_to_a_len;
+	uint64_t limit_b_to_a; /* SOCKMAP_B_LIMIT: fd_b's bytes after the pending ones */
 	void *owner; /* returned by sockmap_flow_owner() */
+	/*
+	 * A source that keeps sending while the module drains it at the start
+	 * (faster than kfwd reads, so the drain never finds it quiet) makes
+	 * the add fail with EAGAIN before anything entered the map.  With
+	 * spill set, the bytes drained so far (after the pending ones) are
+	 * given back first, in order, per direction (enum sockmap_dir): the
+	 * caller can go on without the sockmap and lose nothing.  A spill
+	 * that returns -1 turns the failure into ENOMEM.
+	 */
+	int (*spill)(void *owner, int dir, const void *data, size_t len);
 };
 
 struct sockmap_dir_stats {
@@ -84,9 +104,11 @@ struct sockmap_dir_stats {
 	uint32_t overlaps; /* retransmits overlapping delivered bytes */
 	uint64_t dup_bytes; /* their duplicated bytes, cut by the program */
 	uint32_t gaps; /* must stay 0 */
+	uint64_t past_end; /* SOCKMAP_B_LIMIT: bytes seen past the limit, dropped */
 	bool paused; /* currently in pass-to-user-space mode */
 	bool eof; /* source sent FIN */
 	bool done; /* everything delivered, SHUT_WR sent */
+	bool cut; /* SOCKMAP_B_LIMIT: the source ended before the limit */
 };
 
 struct sockmap_stats {
@@ -110,8 +132,10 @@ int sockmap_handle_events(sockmap_event_cb cb, void *ctx);
 /*
  * Put an established TCP pair in the map.  Everything fd_a/fd_b already
  * received is read first and forwarded by the module, after the pending
- * bytes of sockmap_flow_args.  On failure (-1, errno) the pair must be
- * closed: queued bytes may have been consumed.
+ * bytes of sockmap_flow_args (fd_a's only in a two-way flow; with
+ * SOCKMAP_B_LIMIT fd_b's only up to the limit).  On failure (-1, errno)
+ * the pair must be closed, queued bytes may have been consumed, except for
+ * EAGAIN with sockmap_flow_args.spill set (see there).
  */
 int sockmap_flow_add(int fd_a, int fd_b, uint64_t cap_bytes, uint64_t *flow_id);
 int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id);

@@ -25,6 +25,8 @@ struct kfwd_stats {
 	uint64_t bytes_copied[DIR_COUNT];
 	uint64_t bytes_sockmap[DIR_COUNT]; /* redirected in the kernel by the sockmap program */
 	uint64_t sockmap_flows;
+	uint64_t sockmap_responses; /* of them: response bodies (not tunnels) */
+	uint64_t sockmap_start_fallbacks; /* hand-overs given up: the source never paused */
 	uint64_t pauses;
 	uint64_t resumes;
 	uint64_t paused_flows;

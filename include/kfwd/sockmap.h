@@ -35,6 +35,12 @@
  * A direction starts in KFWD_PASS with @pause_count 1, so bytes the daemon
  * had buffered or that were queued before the socket entered the map are
  * written by user space first.
+ *
+ * KFWD_F_LIMIT (a response body with a Content-Length): the direction
+ * carries the source's bytes up to stream position @end_pos and not one
+ * more.  An skb that reaches past it is never redirected: the program
+ * passes it (pausing the direction), user space reads up to @end_pos and
+ * leaves the rest, which an upstream should never have sent.
  */
 #ifndef KFWD_SOCKMAP_H
 #define KFWD_SOCKMAP_H
@@ -55,12 +61,14 @@ enum kfwd_state {
 enum kfwd_dir_flags {
 	KFWD_F_UNBOUNDED = 1, /* always redirect, no cap (sockmap-unbounded) */
 	KFWD_F_CAP_UNACKED = 2, /* cap counts the dst's unacked bytes too */
+	KFWD_F_LIMIT = 4, /* forward src bytes only up to end_pos */
 };
 
 enum kfwd_event_type {
 	KFWD_EV_PAUSE = 1,
 	KFWD_EV_RESUME_REJECTED = 2,
 	KFWD_EV_REDIRECT_FAILED = 3,
+	KFWD_EV_BODY_END = 4, /* KFWD_F_LIMIT: last body byte redirected */
 };
 
 /* kfwd_dirs value: written by user space only before the source socket is
@@ -80,6 +88,8 @@ struct kfwd_dir {
 	__u64 inflight_max; /* high-water mark of in-kernel bytes */
 	__u64 next_pos; /* stream position the next skb must start at */
 	__u64 dup_bytes; /* retransmitted overlap trimmed or dropped */
+	__u64 end_pos; /* KFWD_F_LIMIT: stream position the body ends at */
+	__u64 past_end; /* KFWD_F_LIMIT: bytes seen past end_pos */
 	__u32 seq0; /* src's first data sequence number */
 	__u32 seq0_set;
 	enum kfwd_state state;
