@@ -326,12 +326,15 @@ static enum data_path route_data_path(const struct session *s)
 	return r && r->mode >= 0 ? (enum data_path)r->mode : s->cfg->data_path;
 }
 
-/* Everything a flow holds in user space, then what its source sent past the head. */
-static int collect_pending(struct buf *out, struct flow *f)
+/* Everything a flow holds in user space, then up to @src_max bytes its source sent past the
+ * head. */
+static int collect_pending(struct buf *out, struct flow *f, size_t src_max)
 {
+	size_t src_len = buf_len(&f->src->in) < src_max ? buf_len(&f->src->in) : src_max;
+
 	if (buf_append(out, buf_start(&f->out), buf_len(&f->out)) < 0 ||
 	    buf_append(out, buf_start(&f->pending), buf_len(&f->pending)) < 0 ||
-	    buf_append(out, buf_start(&f->src->in), buf_len(&f->src->in)) < 0)
+	    buf_append(out, buf_start(&f->src->in), src_len) < 0)
 		return -1;
 	return 0;
 }
@@ -467,6 +470,19 @@ static int sockmap_spill(void *owner, int dir, const void *data, size_t len)
 	return buf_append(&src->in, data, len);
 }
 
+/* What every sockmap flow of this session starts with: its sockets, cap and mode. */
+static void sockmap_args_init(struct sockmap_flow_args *args, struct session *s)
+{
+	memset(args, 0, sizeof(*args));
+	args->fd_a = s->client.fd;
+	args->fd_b = s->upstream.fd;
+	args->cap_bytes = s->cfg->sockmap_cap;
+	if (route_data_path(s) == DATA_PATH_SOCKMAP_UNBOUNDED)
+		args->flags = SOCKMAP_UNBOUNDED;
+	args->owner = s;
+	args->spill = sockmap_spill;
+}
+
 /* sockmap_flow_add_ex() failed: EAGAIN means nothing was lost and splice goes on. */
 static bool sockmap_add_failed(struct session *s)
 {
@@ -488,7 +504,7 @@ static bool sockmap_add_failed(struct session *s)
 static void sockmap_start(struct session *s)
 {
 	enum data_path dp = route_data_path(s);
-	struct sockmap_flow_args args = { 0 };
+	struct sockmap_flow_args args;
 	struct buf to_up = { 0 }, to_client = { 0 };
 	int rc;
 
@@ -499,22 +515,18 @@ static void sockmap_start(struct session *s)
 			  sockmap_ready() ? "pipe not empty" : sockmap_path_reason());
 		return;
 	}
-	if (collect_pending(&to_up, &s->req) < 0 || collect_pending(&to_client, &s->resp) < 0) {
+	if (collect_pending(&to_up, &s->req, SIZE_MAX) < 0 ||
+	    collect_pending(&to_client, &s->resp, SIZE_MAX) < 0) {
 		buf_free(&to_up);
 		buf_free(&to_client);
 		session_close(s);
 		return;
 	}
-	args.fd_a = s->client.fd;
-	args.fd_b = s->upstream.fd;
-	args.cap_bytes = s->cfg->sockmap_cap;
-	args.flags = dp == DATA_PATH_SOCKMAP_UNBOUNDED ? SOCKMAP_UNBOUNDED : 0;
+	sockmap_args_init(&args, s);
 	args.pending_a_to_b = buf_start(&to_up);
 	args.pending_a_to_b_len = buf_len(&to_up);
 	args.pending_b_to_a = buf_start(&to_client);
 	args.pending_b_to_a_len = buf_len(&to_client);
-	args.owner = s;
-	args.spill = sockmap_spill;
 	rc = sockmap_flow_add_ex(&args, &s->sockmap_flow);
 	buf_free(&to_up);
 	buf_free(&to_client);
@@ -567,7 +579,7 @@ static bool response_wants_sockmap(const struct session *s, enum body_framing fr
  */
 static void sockmap_start_response(struct session *s)
 {
-	struct sockmap_flow_args args = { 0 };
+	struct sockmap_flow_args args;
 	struct flow *f = &s->resp;
 	struct buf to_client = { 0 };
 	size_t body_held = buf_len(&s->upstream.in);
@@ -575,27 +587,19 @@ static void sockmap_start_response(struct session *s)
 
 	if (f->framing == FRAMING_LENGTH && body_held > f->remaining)
 		body_held = (size_t)f->remaining;
-	if (buf_append(&to_client, buf_start(&f->out), buf_len(&f->out)) < 0 ||
-	    buf_append(&to_client, buf_start(&f->pending), buf_len(&f->pending)) < 0 ||
-	    buf_append(&to_client, buf_start(&s->upstream.in), body_held) < 0) {
+	if (collect_pending(&to_client, f, body_held) < 0) {
 		buf_free(&to_client);
 		session_close(s);
 		return;
 	}
-	args.fd_a = s->client.fd;
-	args.fd_b = s->upstream.fd;
-	args.cap_bytes = s->cfg->sockmap_cap;
-	args.flags = SOCKMAP_B_TO_A_ONLY;
-	if (route_data_path(s) == DATA_PATH_SOCKMAP_UNBOUNDED)
-		args.flags |= SOCKMAP_UNBOUNDED;
+	sockmap_args_init(&args, s);
+	args.flags |= SOCKMAP_B_TO_A_ONLY;
 	if (f->framing == FRAMING_LENGTH) {
 		args.flags |= SOCKMAP_B_LIMIT;
 		args.limit_b_to_a = f->remaining - body_held;
 	}
 	args.pending_b_to_a = buf_start(&to_client);
 	args.pending_b_to_a_len = buf_len(&to_client);
-	args.owner = s;
-	args.spill = sockmap_spill;
 	rc = sockmap_flow_add_ex(&args, &s->sockmap_flow);
 	buf_free(&to_client);
 	if (rc < 0) {
