@@ -271,9 +271,19 @@ done:
  */
 #define PUMP_BUDGET 32
 
+/*
+ * Fill work that no epoll event will bring us back for: bytes already in src->in, or an EOF
+ * read but not yet acted on (EPOLLIN is off once rd_eof is set). The budget must not end
+ * the pump there, or the flow waits for its idle timeout with the client never told.
+ */
+static bool fill_pending(const struct flow *f)
+{
+	return f->active && !f->body_done && !f->paused && (buf_len(&f->src->in) || f->src->rd_eof);
+}
+
 enum flow_status flow_pump(struct flow *f)
 {
-	for (int round = 0; round < PUMP_BUDGET; round++) {
+	for (int round = 0; round < PUMP_BUDGET || fill_pending(f); round++) {
 		bool progress = false;
 
 		/* Fill first: a head and the body bytes read with it leave in one send. */

@@ -1078,8 +1078,12 @@ static int try_finish(struct sm_dir *d, int *tmo)
 			if (!d->eof) {
 				if (rx_data(d->src, &rx, &fin) < 0)
 					return -1;
-				if (!fin || rx - d->rx_base != d->kd.redirected + d->user_read)
+				if (!fin)
 					return 0;
+				if (rx - d->rx_base != d->kd.redirected + d->user_read) {
+					set_timeout(tmo, SM_RETRY_MS);
+					return 0;
+				}
 			}
 			/*
 			 * src ended before the body did.  Deliver what came and
