@@ -196,6 +196,6 @@ uninstall:
 	-rmdir $(DESTDIR)$(DATADIR)/openwrt $(DESTDIR)$(DATADIR) $(DESTDIR)$(SYSCONFDIR)/kfwd 2>/dev/null
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(wildcard build-*/)
 
 -include $(wildcard $(BUILD)/user/*.d)
