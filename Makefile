@@ -27,7 +27,9 @@ endif
 ifeq ($(origin CC),default)
 CC       := $(CROSS_COMPILE)gcc
 endif
-BUILD    ?= $(if $(CROSS_COMPILE),build-$(ARCH),build)
+ifneq ($(origin BUILD),command line)
+BUILD    := $(if $(CROSS_COMPILE),build-$(ARCH),build)
+endif
 PYTHON   := /usr/bin/python3
 PYTEST   := /usr/bin/pytest
 LLHTTP_SRC := /usr/share/llhttp
