@@ -71,7 +71,6 @@ static struct {
 	bool draining;
 	struct subscriber subs[KFWD_CTL_MAX_SUBSCRIBERS];
 	struct timer heartbeat;
-	uint64_t requests, denied, malformed, dropped, events, events_lost;
 } ctl = { .fd = -1 };
 
 unsigned int ctl_n_subscribers;
@@ -121,7 +120,7 @@ static void send_reply(const struct req *r, const void *buf, size_t len)
 	int e = send_to(r->portid, buf, len);
 
 	if (e < 0) {
-		ctl.dropped++;
+		stats.ctl_dropped++;
 		log_debug("ctl: answer to port id %u dropped: %s", r->portid, strerror(-e));
 	}
 }
@@ -515,10 +514,10 @@ static void broadcast(const struct event *ev)
 		}
 		if (e < 0) {
 			sub->lost++;
-			ctl.events_lost++;
+			stats.ctl_events_lost++;
 		} else {
 			sub->lost = 0;
-			ctl.events++;
+			stats.ctl_events++;
 		}
 		i++;
 	}
@@ -897,42 +896,11 @@ static void cmd_status_fill(struct mb *b)
 static void cmd_stats_fill(struct mb *b)
 {
 	struct nlattr *n = nest_start(b, KFWD_A_STATS);
-	uint64_t sockmap_bytes[DIR_COUNT];
+	uint64_t v[KFWD_STAT_MAX + 1];
 
-	put_u64(b, KFWD_STAT_CONN_ACCEPTED, stats.connections_accepted);
-	put_u64(b, KFWD_STAT_CONN_ACTIVE, stats.connections_active);
-	put_u64(b, KFWD_STAT_CONN_REJECTED, stats.connections_rejected);
-	put_u64(b, KFWD_STAT_REQUESTS, stats.requests);
-	for (int i = 0; i < 5; i++)
-		put_u64(b, (uint16_t)(KFWD_STAT_RESP_1XX + i), stats.responses[i]);
-	put_u64(b, KFWD_STAT_UP_CONNECTS, stats.upstream_connects);
-	put_u64(b, KFWD_STAT_UP_REUSES, stats.upstream_reuses);
-	put_u64(b, KFWD_STAT_UP_CONNECT_ERRORS, stats.upstream_connect_errors);
-	put_u64(b, KFWD_STAT_UP_RETRIES, stats.upstream_retries);
-	put_u64(b, KFWD_STAT_UP_IDLE, upstream_pool_idle_count());
-	put_u64(b, KFWD_STAT_SPLICED_REQ, stats.bytes_spliced[DIR_REQUEST]);
-	put_u64(b, KFWD_STAT_SPLICED_RESP, stats.bytes_spliced[DIR_RESPONSE]);
-	put_u64(b, KFWD_STAT_COPIED_REQ, stats.bytes_copied[DIR_REQUEST]);
-	put_u64(b, KFWD_STAT_COPIED_RESP, stats.bytes_copied[DIR_RESPONSE]);
-	session_sockmap_bytes(sockmap_bytes);
-	put_u64(b, KFWD_STAT_SOCKMAP_REQ, sockmap_bytes[DIR_REQUEST]);
-	put_u64(b, KFWD_STAT_SOCKMAP_RESP, sockmap_bytes[DIR_RESPONSE]);
-	put_u64(b, KFWD_STAT_PAUSES, stats.pauses);
-	put_u64(b, KFWD_STAT_RESUMES, stats.resumes);
-	put_u64(b, KFWD_STAT_PAUSED_FLOWS, stats.paused_flows);
-	put_u64(b, KFWD_STAT_PIPES_IN_USE, stats.pipes_in_use);
-	put_u64(b, KFWD_STAT_PIPES_POOLED, stats.pipes_pooled);
-	put_u64(b, KFWD_STAT_PIPE_FALLBACKS, stats.pipe_fallbacks);
-	put_u64(b, KFWD_STAT_CLIENT_ERRORS, stats.client_errors);
-	put_u64(b, KFWD_STAT_UPSTREAM_ERRORS, stats.upstream_errors);
-	put_u64(b, KFWD_STAT_TIMEOUTS, stats.timeouts);
-	put_u64(b, KFWD_STAT_ABORTED, stats.aborted_transfers);
-	put_u64(b, KFWD_STAT_CTL_REQUESTS, ctl.requests);
-	put_u64(b, KFWD_STAT_CTL_DENIED, ctl.denied);
-	put_u64(b, KFWD_STAT_CTL_MALFORMED, ctl.malformed);
-	put_u64(b, KFWD_STAT_CTL_DROPPED, ctl.dropped);
-	put_u64(b, KFWD_STAT_CTL_EVENTS, ctl.events);
-	put_u64(b, KFWD_STAT_CTL_EVENTS_LOST, ctl.events_lost);
+	stats_snapshot(v);
+	for (uint16_t type = KFWD_STAT_UNSPEC + 1; type <= KFWD_STAT_MAX; type++)
+		put_u64(b, type, v[type]);
 	nest_end(b, n);
 }
 
@@ -1511,23 +1479,23 @@ static void handle_msg(const struct nlmsghdr *nlh, const struct ucred *cred, uin
 	/* Never answer an answer: two peers must not bounce errors forever. */
 	if (cmd == NLMSG_NOOP || cmd == NLMSG_ERROR || cmd == NLMSG_DONE || cmd == NLMSG_OVERRUN ||
 	    !(nlh->nlmsg_flags & NLM_F_REQUEST)) {
-		ctl.malformed += cmd != NLMSG_NOOP;
+		stats.ctl_malformed += cmd != NLMSG_NOOP;
 		return;
 	}
-	ctl.requests++;
+	stats.ctl_requests++;
 	if (!cred) {
-		ctl.denied++;
+		stats.ctl_denied++;
 		reply_ack(&r, -EPERM, -1, "no credentials with the request");
 		return;
 	}
 	r.cred = *cred;
 	if (cmd < KFWD_CTL_CMD_MIN || cmd > KFWD_CTL_CMD_MAX || cmd == KFWD_CMD_EVENT) {
-		ctl.malformed++;
+		stats.ctl_malformed++;
 		reply_ack(&r, -EOPNOTSUPP, -1, "unknown command %u", cmd);
 		return;
 	}
 	if (check_permission(cred, cmd, why, sizeof(why)) < 0) {
-		ctl.denied++;
+		stats.ctl_denied++;
 		log_info("ctl: %s from pid %d uid %u refused", kctl_cmd_name(cmd), (int)cred->pid,
 			 (unsigned int)cred->uid);
 		reply_ack(&r, -EPERM, -1, "%s", why);
@@ -1535,12 +1503,12 @@ static void handle_msg(const struct nlmsghdr *nlh, const struct ucred *cred, uin
 	}
 	rc = kctl_msg_parse(nlh, &r.m, &err);
 	if (rc != KCTL_PARSE_OK) {
-		ctl.malformed++;
+		stats.ctl_malformed++;
 		reply_ack(&r, -EINVAL, err.off, "malformed request: %s", err.msg);
 		return;
 	}
 	if (!r.m.tb[KFWD_A_VERSION]) {
-		ctl.malformed++;
+		stats.ctl_malformed++;
 		reply_ack(&r, -EPROTO, -1, "request without KFWD_A_VERSION");
 		return;
 	}
@@ -1610,7 +1578,7 @@ static void handle_datagram(size_t len, bool truncated, uint32_t portid, const s
 	int handled = 0;
 
 	if (truncated) {
-		ctl.malformed++;
+		stats.ctl_malformed++;
 		if (len >= NLMSG_HDRLEN &&
 		    !(((const struct nlmsghdr *)rxbuf)->nlmsg_type < NLMSG_MIN_TYPE)) {
 			struct req r = { .nlh = (const void *)rxbuf, .portid = portid };
@@ -1622,13 +1590,13 @@ static void handle_datagram(size_t len, bool truncated, uint32_t portid, const s
 	}
 	while ((nlh = kctl_next_msg(&pos, &rem, &err))) {
 		if (handled++ == CTL_MSGS_PER_DATAGRAM) {
-			ctl.malformed++;
+			stats.ctl_malformed++;
 			return;
 		}
 		handle_msg(nlh, cred, portid);
 	}
 	if (err.msg[0]) {
-		ctl.malformed++;
+		stats.ctl_malformed++;
 		log_debug("ctl: from port id %u: %s", portid, err.msg);
 	}
 }
@@ -1647,14 +1615,14 @@ static void on_ctl_event(struct loop_handler *h, uint32_t events)
 			if (errno == EAGAIN || errno == EINTR)
 				return;
 			if (errno == ENOBUFS) {
-				ctl.malformed++;
+				stats.ctl_malformed++;
 				continue;
 			}
 			log_warn("ctl: recvmsg: %m");
 			return;
 		}
 		if (from.nl_pid == 0) {
-			ctl.malformed++;
+			stats.ctl_malformed++;
 			continue;
 		}
 		handle_datagram((size_t)n, truncated, from.nl_pid, cred);

@@ -2,11 +2,16 @@
 #ifndef KFWD_METRICS_H
 #define KFWD_METRICS_H
 
+#include <stdint.h>
+
 #include "config.h"
+#include "kfwd/ctl.h"
 
 /* The counters in Prometheus text format, answered to any request on metrics-listen. */
 int metrics_open(const struct config *cfg);
 void metrics_close(void);
+/* Every counter of kfwd/counters.h now, indexed by enum kfwd_stats_attr. */
+void stats_snapshot(uint64_t v[KFWD_STAT_MAX + 1]);
 /* Render the exposition text into @out (also used by tests); returns its length. */
 size_t metrics_render(char *out, size_t len);
 
