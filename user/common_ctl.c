@@ -13,8 +13,8 @@
 #include <libmnl/libmnl.h>
 
 #include "common_ctl.h"
+#include "util.h"
 
-#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define SET(sname, arr)                                                \
 	{                                                              \
 		.name = sname, .max = ARRAY_LEN(arr) - 1, .attrs = arr \

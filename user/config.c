@@ -148,61 +148,6 @@ int parse_duration_ms(const char *text, uint64_t *out)
  * "ADDR:PORT", "[V6]:PORT", "*:PORT". Names (resolved now, blocking) only where @allow_names:
  * upstream servers are resolved once when the config is loaded, before the event loop runs.
  */
-int parse_addr_port(const char *text, struct sockaddr_any *out, bool allow_names)
-{
-	char host[256];
-	const char *colon, *port_text;
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res;
-	size_t hlen;
-	char *end;
-	long port;
-
-	if (text[0] == '[') {
-		const char *close = strchr(text, ']');
-
-		if (!close || close[1] != ':')
-			return -1;
-		hlen = (size_t)(close - text - 1);
-		if (hlen >= sizeof(host))
-			return -1;
-		memcpy(host, text + 1, hlen);
-		host[hlen] = '\0';
-		port_text = close + 2;
-	} else {
-		colon = strrchr(text, ':');
-		if (!colon)
-			return -1;
-		hlen = (size_t)(colon - text);
-		if (hlen == 0 || hlen >= sizeof(host))
-			return -1;
-		memcpy(host, text, hlen);
-		host[hlen] = '\0';
-		port_text = colon + 1;
-	}
-	errno = 0;
-	port = strtol(port_text, &end, 10);
-	if (errno || *end || port <= 0 || port > 65535 || !isdigit((unsigned char)*port_text))
-		return -1;
-
-	memset(out, 0, sizeof(*out));
-	if (!strcmp(host, "*")) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
-
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)port);
-		sin->sin_addr.s_addr = htonl(INADDR_ANY);
-		out->len = sizeof(*sin);
-		return 0;
-	}
-	hints.ai_flags = AI_NUMERICSERV | (allow_names ? 0 : AI_NUMERICHOST);
-	if (getaddrinfo(host, port_text, &hints, &res) != 0)
-		return -1;
-	memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
-	out->len = res->ai_addrlen;
-	freeaddrinfo(res);
-	return 0;
-}
-
 static void *grow(void *arr, size_t n, size_t elem)
 {
 	/* Arrays grow one element at a time: configs are small and parsed once. */

@@ -8,12 +8,11 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include "addr.h"
+
 #define CONFIG_NAME_MAX 64
 
-struct sockaddr_any {
-	struct sockaddr_storage ss;
-	socklen_t len;
-};
+struct upstream_waiter;
 
 struct upstream_server {
 	struct sockaddr_any addr;
@@ -24,8 +23,8 @@ struct upstream_server {
 	uint64_t failures;
 	bool admin_down; /* kfwdctl upstream drain */
 	unsigned int conns; /* open connections: in use and pooled */
-	struct session *waiters; /* sessions queued for a connection slot (FIFO) */
-	struct session *waiters_tail;
+	struct upstream_waiter *waiters; /* queued for a connection slot (FIFO) */
+	struct upstream_waiter *waiters_tail;
 };
 
 struct upstream {
@@ -161,7 +160,6 @@ void config_free(struct config *cfg);
 const struct config *config_get(const struct config *cfg);
 void config_put(const struct config *cfg);
 
-int parse_addr_port(const char *text, struct sockaddr_any *out, bool allow_names);
 int parse_size(const char *text, size_t *out);
 int parse_duration_ms(const char *text, uint64_t *out);
 const char *data_path_name(enum data_path dp);

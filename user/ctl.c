@@ -29,6 +29,7 @@
 #include "accept.h"
 #include "common_ctl.h"
 #include "ctl.h"
+#include "event.h"
 #include "flow.h"
 #include "log.h"
 #include "loop.h"
@@ -73,7 +74,7 @@ static struct {
 	struct timer heartbeat;
 } ctl = { .fd = -1 };
 
-unsigned int ctl_n_subscribers;
+static unsigned int ctl_n_subscribers;
 
 /* One datagram in, answers out: 4-byte aligned for the netlink structures. */
 static uint32_t rxbuf[KFWD_CTL_RECV_MAX / 4];
@@ -296,36 +297,6 @@ static void dump_done(struct dump *d, bool more, uint64_t cursor, bool interrupt
 
 /* ------------------------------------------------------------------ helpers */
 
-static void sockaddr_to_text(const struct sockaddr_storage *ss, char *out, size_t len)
-{
-	char ip[INET6_ADDRSTRLEN] = "?";
-
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *sin = (const void *)ss;
-
-		inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
-		snprintf(out, len, "%s:%u", ip, ntohs(sin->sin_port));
-	} else if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *sin6 = (const void *)ss;
-
-		inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip));
-		snprintf(out, len, "[%s]:%u", ip, ntohs(sin6->sin6_port));
-	} else {
-		snprintf(out, len, "?");
-	}
-}
-
-static void client_text(const struct session *s, char *out, size_t len)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-
-	if (s->client.fd >= 0 && getpeername(s->client.fd, (struct sockaddr *)&ss, &sl) == 0)
-		sockaddr_to_text(&ss, out, len);
-	else
-		snprintf(out, len, "%s", s->client_addr);
-}
-
 static struct session *find_session(uint64_t id)
 {
 	for (struct session *s = session_first(); s; s = s->next)
@@ -435,9 +406,8 @@ static int check_permission(const struct ucred *cr, unsigned int cmd, char *why,
 /* ------------------------------------------------------------------ events */
 
 struct event {
-	uint32_t type;
-	const struct session *s;
-	const struct flow *f;
+	uint32_t type; /* enum kfwd_event_type */
+	const struct kev *k; /* a connection or flow event of the data path */
 	uint32_t generation;
 	const char *what;
 };
@@ -453,34 +423,30 @@ static uint64_t wall_ms(void)
 static void fill_event(struct mb *b, const struct event *ev, uint64_t lost)
 {
 	struct nlattr *n = nest_start(b, KFWD_A_EVENT);
-	char text[INET6_ADDRSTRLEN + 16];
 
 	put_u32(b, KFWD_EV_TYPE, ev->type);
 	put_u64(b, KFWD_EV_TIME_MS, wall_ms());
 	if (lost)
 		put_u64(b, KFWD_EV_LOST, lost);
-	if (ev->s) {
-		const struct session *s = ev->s;
+	if (ev->k) {
+		const struct kev *k = ev->k;
 
-		put_u64(b, KFWD_EV_CONN_ID, s->id);
-		if (ev->type == KFWD_EVENT_OPEN || ev->type == KFWD_EVENT_CLOSE) {
-			client_text(s, text, sizeof(text));
-			put_str(b, KFWD_EV_CLIENT, text);
+		put_u64(b, KFWD_EV_CONN_ID, k->conn_id);
+		if (k->client)
+			put_str(b, KFWD_EV_CLIENT, k->client);
+		if (k->type == KEV_CONN_CLOSE) {
+			if (k->upstream && k->upstream[0])
+				put_str(b, KFWD_EV_UPSTREAM, k->upstream);
+			put_u64(b, KFWD_EV_BYTES_UP, k->bytes_up);
+			put_u64(b, KFWD_EV_BYTES_DOWN, k->bytes_down);
+			put_u64(b, KFWD_EV_DURATION_MS, k->duration_ms);
+			put_u32(b, KFWD_EV_STATUS, k->status);
 		}
-		if (ev->type == KFWD_EVENT_CLOSE) {
-			if (s->up_addr_text[0])
-				put_str(b, KFWD_EV_UPSTREAM, s->up_addr_text);
-			put_u64(b, KFWD_EV_BYTES_UP, s->req.bytes_out);
-			put_u64(b, KFWD_EV_BYTES_DOWN, s->resp.bytes_out);
-			put_u64(b, KFWD_EV_DURATION_MS, now_ms() - s->created_ms);
-			put_u32(b, KFWD_EV_STATUS,
-				(uint32_t)(s->last_status > 0 ? s->last_status : 0));
+		if (k->type == KEV_FLOW_PAUSE || k->type == KEV_FLOW_RESUME) {
+			put_str(b, KFWD_EV_DIR, k->dir == DIR_REQUEST ? "request" : "response");
+			put_u64(b, KFWD_EV_LEVEL, k->level);
+			put_u64(b, KFWD_EV_PAUSES, k->pauses);
 		}
-	}
-	if (ev->f) {
-		put_str(b, KFWD_EV_DIR, ev->f->dir == DIR_REQUEST ? "request" : "response");
-		put_u64(b, KFWD_EV_LEVEL, flow_level(ev->f));
-		put_u64(b, KFWD_EV_PAUSES, ev->f->pauses);
 	}
 	if (ev->type == KFWD_EVENT_CONFIG) {
 		put_u32(b, KFWD_EV_GENERATION, ev->generation);
@@ -494,8 +460,10 @@ static void drop_subscriber(unsigned int i)
 {
 	log_debug("ctl: monitor at port id %u gone", ctl.subs[i].portid);
 	ctl.subs[i] = ctl.subs[--ctl_n_subscribers];
-	if (!ctl_n_subscribers)
+	if (!ctl_n_subscribers) {
 		timer_cancel(&ctl.heartbeat);
+		kev_set_sink(NULL);
+	}
 }
 
 static void broadcast(const struct event *ev)
@@ -523,18 +491,16 @@ static void broadcast(const struct event *ev)
 	}
 }
 
-void ctl_event_conn(const struct session *s, bool open)
+/* The sink of event.h, registered while somebody monitors. */
+static void on_kev(const struct kev *k)
 {
-	struct event ev = { .type = open ? KFWD_EVENT_OPEN : KFWD_EVENT_CLOSE, .s = s };
-
-	broadcast(&ev);
-}
-
-void ctl_event_flow(const struct flow *f, bool paused)
-{
-	struct event ev = { .type = paused ? KFWD_EVENT_PAUSE : KFWD_EVENT_RESUME,
-			    .f = f,
-			    .s = f->src ? f->src->s : NULL };
+	static const uint32_t types[] = {
+		[KEV_CONN_OPEN] = KFWD_EVENT_OPEN,
+		[KEV_CONN_CLOSE] = KFWD_EVENT_CLOSE,
+		[KEV_FLOW_PAUSE] = KFWD_EVENT_PAUSE,
+		[KEV_FLOW_RESUME] = KFWD_EVENT_RESUME,
+	};
+	struct event ev = { .type = types[k->type], .k = k };
 
 	broadcast(&ev);
 }
@@ -940,7 +906,7 @@ static void fill_conn(struct mb *b, const void *arg)
 	char text[INET6_ADDRSTRLEN + 16];
 
 	put_u64(b, KFWD_CONN_ID, s->id);
-	client_text(s, text, sizeof(text));
+	session_peer_text(s, text, sizeof(text));
 	put_str(b, KFWD_CONN_CLIENT, text);
 	if (s->up_addr_text[0])
 		put_str(b, KFWD_CONN_UPSTREAM, s->up_addr_text);
@@ -1459,6 +1425,7 @@ static void cmd_monitor(const struct req *r)
 		ctl_n_subscribers++;
 	}
 	ctl.subs[i] = (struct subscriber){ .portid = r->portid, .seq = r->nlh->nlmsg_seq };
+	kev_set_sink(on_kev);
 	if (!timer_armed(&ctl.heartbeat))
 		timer_arm(&ctl.heartbeat, KFWD_CTL_HEARTBEAT_MS);
 	log_debug("ctl: monitor at port id %u (pid %d)", r->portid, (int)r->cred.pid);
@@ -1802,6 +1769,7 @@ void ctl_close(void)
 		(void)send_to(ctl.subs[i].portid, txbuf, b.nlh->nlmsg_len);
 	}
 	ctl_n_subscribers = 0;
+	kev_set_sink(NULL);
 	timer_cancel(&ctl.heartbeat);
 	if (ctl.fd >= 0) {
 		loop_del(ctl.fd);

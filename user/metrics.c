@@ -12,7 +12,7 @@
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
-#include "session.h"
+#include "sockmap.h"
 #include "stats.h"
 #include "upstream_pool.h"
 
@@ -65,9 +65,9 @@ static const struct counter_def counter_defs[KFWD_STAT_MAX + 1] = {
 
 void stats_snapshot(uint64_t v[KFWD_STAT_MAX + 1])
 {
-	uint64_t sockmap_bytes[DIR_COUNT];
+	uint64_t sockmap_bytes[2]; /* enum sockmap_dir: fd_a is always the client */
 
-	session_sockmap_bytes(sockmap_bytes);
+	sockmap_bytes_redirected(sockmap_bytes);
 	v[KFWD_STAT_UNSPEC] = 0;
 #define COUNTER_VALUE(id, wire, lab, k, text, value) v[KFWD_STAT_##id] = (value);
 	KFWD_COUNTERS(COUNTER_VALUE)

@@ -17,7 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "ctl.h"
+#include "event.h"
 #include "http_rewrite.h"
 #include "log.h"
 #include "resolve.h"
@@ -27,6 +27,7 @@
 #include "stats.h"
 #include "upstream.h"
 #include "upstream_pool.h"
+#include "util.h"
 
 #define LINGER_MS 2000
 #define SESSION_MAX_TRANSITIONS 64
@@ -213,16 +214,41 @@ static void session_free(void *p)
 	free(s);
 }
 
+/* Tell the control plane (kfwdctl monitor) that this connection opened or closed. */
+static void session_event(const struct session *s, enum kev_type type)
+{
+	char client[ADDR_TEXT_MAX];
+	struct kev ev = { .type = type, .conn_id = s->id, .client = client };
+
+	if (!kev_listening())
+		return;
+	session_peer_text(s, client, sizeof(client));
+	if (type == KEV_CONN_CLOSE) {
+		ev.upstream = s->up_addr_text;
+		ev.bytes_up = s->req.bytes_out;
+		ev.bytes_down = s->resp.bytes_out;
+		ev.duration_ms = now_ms() - s->created_ms;
+		ev.status = (uint32_t)(s->last_status > 0 ? s->last_status : 0);
+	}
+	kev_emit(&ev);
+}
+
+void session_peer_text(const struct session *s, char *out, size_t len)
+{
+	if (addr_peer_text(s->client.fd, out, len) < 0)
+		snprintf(out, len, "%s", s->client_addr);
+}
+
 static void session_close(struct session *s)
 {
 	if (s->client.fd < 0)
 		return;
-	ctl_notify_conn_close(s);
+	session_event(s, KEV_CONN_CLOSE);
 	if (s->sockmap)
 		sockmap_finish(s);
 	timer_cancel(&s->timer);
 	resolve_cancel(&s->resolve);
-	upstream_unwait(s);
+	upstream_unwait(&s->wait);
 	flow_reset(&s->req);
 	flow_reset(&s->resp);
 	close_upstream(s);
@@ -261,7 +287,7 @@ static void reply_error_headers(struct session *s, int status, const char *extra
 	struct buf text = { 0 };
 
 	resolve_cancel(&s->resolve);
-	upstream_unwait(s);
+	upstream_unwait(&s->wait);
 	close_upstream(s);
 	flow_reset(&s->req);
 	if (s->resp.active)
@@ -347,8 +373,6 @@ static void sockmap_finish(struct session *s)
 		const struct sockmap_dir_stats *a = &st.dir[SOCKMAP_A_TO_B];
 		const struct sockmap_dir_stats *b = &st.dir[SOCKMAP_B_TO_A];
 
-		stats.bytes_sockmap[DIR_REQUEST] += a->redirected;
-		stats.bytes_sockmap[DIR_RESPONSE] += b->redirected;
 		stats.bytes_copied[DIR_REQUEST] += a->user_written;
 		stats.bytes_copied[DIR_RESPONSE] += b->user_written;
 		s->req.pauses += a->pause_count;
@@ -369,20 +393,6 @@ static uint64_t sockmap_bytes(const struct session *s)
 		return 0;
 	return st.dir[0].redirected + st.dir[0].user_written + st.dir[1].redirected +
 	       st.dir[1].user_written;
-}
-
-void session_sockmap_bytes(uint64_t out[DIR_COUNT])
-{
-	struct sockmap_stats st;
-
-	out[DIR_REQUEST] = stats.bytes_sockmap[DIR_REQUEST];
-	out[DIR_RESPONSE] = stats.bytes_sockmap[DIR_RESPONSE];
-	for (struct session *s = sessions; s; s = s->next) {
-		if (!s->sockmap || sockmap_flow_stats(s->sockmap_flow, &st) < 0)
-			continue;
-		out[DIR_REQUEST] += st.dir[SOCKMAP_A_TO_B].redirected;
-		out[DIR_RESPONSE] += st.dir[SOCKMAP_B_TO_A].redirected;
-	}
 }
 
 /*
@@ -470,6 +480,15 @@ static int sockmap_spill(void *owner, int dir, const void *data, size_t len)
 	return buf_append(&src->in, data, len);
 }
 
+/* The sockmap module reported something on this session's flow (a pause): pump it. */
+static void sockmap_on_event(void *owner)
+{
+	struct session *s = owner;
+
+	if (s->sockmap && s->client.fd >= 0)
+		session_run(s);
+}
+
 /* What every sockmap flow of this session starts with: its sockets, cap and mode. */
 static void sockmap_args_init(struct sockmap_flow_args *args, struct session *s)
 {
@@ -481,6 +500,7 @@ static void sockmap_args_init(struct sockmap_flow_args *args, struct session *s)
 		args->flags = SOCKMAP_UNBOUNDED;
 	args->owner = s;
 	args->spill = sockmap_spill;
+	args->on_event = sockmap_on_event;
 }
 
 /* sockmap_flow_add_ex() failed: EAGAIN means nothing was lost and splice goes on. */
@@ -623,14 +643,6 @@ static void sockmap_start_response(struct session *s)
 	sockmap_step(s);
 }
 
-void session_sockmap_event(uint64_t flow_id)
-{
-	struct session *s = sockmap_flow_owner(flow_id);
-
-	if (s && s->sockmap && s->sockmap_flow == flow_id && s->client.fd >= 0)
-		session_run(s);
-}
-
 /* After a 101 or a CONNECT: bytes flow both ways, each direction until its source's EOF. */
 static void start_tunnel(struct session *s)
 {
@@ -677,26 +689,6 @@ static void start_exchange(struct session *s)
 	/* Until the request is sent, the idle timeout bounds inactivity. */
 	timer_arm(&s->timer,
 		  idle_timeout(s) < response_timeout(s) ? idle_timeout(s) : response_timeout(s));
-}
-
-static void sockaddr_text(const struct sockaddr_any *a, char *out, size_t len)
-{
-	const struct sockaddr *sa = (const struct sockaddr *)&a->ss;
-	char ip[INET6_ADDRSTRLEN] = "?";
-
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *sin = (const void *)sa;
-
-		inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
-		snprintf(out, len, "%s:%u", ip, ntohs(sin->sin_port));
-	} else if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *sin6 = (const void *)sa;
-
-		inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip));
-		snprintf(out, len, "[%s]:%u", ip, ntohs(sin6->sin6_port));
-	} else {
-		snprintf(out, len, "?");
-	}
 }
 
 enum retry_trigger {
@@ -818,7 +810,7 @@ static void connect_upstream(struct session *s, bool allow_pool)
 	if (!upstream_slot_free(s->server, cfg->upstream_max_conns)) {
 		/* Wait for a connection to this server to close or become idle. */
 		s->state = S_QUEUED;
-		upstream_wait(s->server, s);
+		upstream_wait(s->server, &s->wait);
 		timer_arm(&s->timer, connect_timeout(s));
 		return;
 	}
@@ -874,8 +866,11 @@ static void choose_server(struct session *s)
 	connect_upstream(s, true);
 }
 
-void session_slot_available(struct session *s)
+/* A slot or a pooled connection on the server this session queued for may be had. */
+static void on_slot_available(struct upstream_waiter *w)
 {
+	struct session *s = container_of(w, struct session, wait);
+
 	if (s->state != S_QUEUED || s->client.fd < 0)
 		return;
 	connect_upstream(s, true);
@@ -920,7 +915,7 @@ static void on_resolved(void *arg, int status, const struct sockaddr_any *addr)
 		reply_error(s, 403);
 	} else {
 		s->up_addr = *addr;
-		sockaddr_text(&s->up_addr, s->up_addr_text, sizeof(s->up_addr_text));
+		addr_text(&s->up_addr.ss, s->up_addr_text, sizeof(s->up_addr_text));
 		connect_upstream(s, !s->connect_tunnel);
 	}
 	/* May run inside resolve_start() (names from /etc/hosts): session_run updates events. */
@@ -937,7 +932,7 @@ static void connect_destination(struct session *s)
 	s->server = NULL;
 	if (s->target.host_is_literal) {
 		s->up_addr = s->target.addr;
-		sockaddr_text(&s->up_addr, s->up_addr_text, sizeof(s->up_addr_text));
+		addr_text(&s->up_addr.ss, s->up_addr_text, sizeof(s->up_addr_text));
 		/* A tunnel owns its connection: never a pooled one. */
 		connect_upstream(s, !s->connect_tunnel);
 		return;
@@ -1660,23 +1655,11 @@ struct session *session_create(int fd, const struct config *cfg, bool reject)
 	s->cfg = config_get(cfg); /* dropped in session_free() */
 	s->created_ms = now_ms();
 	s->timer.on_expire = on_session_timer;
-	if (getpeername(fd, (struct sockaddr *)&peer.ss, &peer.len) == 0) {
-		char text[INET6_ADDRSTRLEN + 16], *colon;
-
-		sockaddr_text(&peer, text, sizeof(text));
-		/* X-Forwarded-For carries the address without the port. */
-		colon = strrchr(text, ':');
-		if (colon)
-			*colon = '\0';
-		if (text[0] == '[') {
-			text[strlen(text) - 1] = '\0';
-			snprintf(s->client_addr, sizeof(s->client_addr), "%s", text + 1);
-		} else {
-			snprintf(s->client_addr, sizeof(s->client_addr), "%s", text);
-		}
-	} else {
+	/* X-Forwarded-For carries the address without the port. */
+	if (getpeername(fd, (struct sockaddr *)&peer.ss, &peer.len) == 0)
+		addr_host_text(&peer.ss, s->client_addr, sizeof(s->client_addr));
+	else
 		snprintf(s->client_addr, sizeof(s->client_addr), "unknown");
-	}
 	/* Bounds what a slow client lets pile up in kernel memory on our side. */
 	if (cfg->client_sndbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cfg->client_sndbuf,
 						 sizeof(cfg->client_sndbuf)) < 0)
@@ -1690,8 +1673,11 @@ struct session *session_create(int fd, const struct config *cfg, bool reject)
 	s->upstream.h.on_event = on_endpoint_event;
 	s->upstream.s = s;
 	s->upstream.fd = -1;
+	s->wait.wake = on_slot_available;
 	flow_init(&s->req, DIR_REQUEST, &s->client, &s->upstream, cfg);
 	flow_init(&s->resp, DIR_RESPONSE, &s->upstream, &s->client, cfg);
+	s->req.conn_id = s->id;
+	s->resp.conn_id = s->id;
 
 	s->next = sessions;
 	if (sessions)
@@ -1699,7 +1685,7 @@ struct session *session_create(int fd, const struct config *cfg, bool reject)
 	sessions = s;
 	n_sessions++;
 	stats.connections_active++;
-	ctl_notify_conn_open(s);
+	session_event(s, KEV_CONN_OPEN);
 
 	if (reject) {
 		stats.connections_rejected++;

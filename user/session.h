@@ -12,6 +12,7 @@
 #include "http.h"
 #include "loop.h"
 #include "route.h"
+#include "upstream.h"
 
 enum session_state {
 	S_REQUEST_HEAD, /* waiting for / reading a request head (idle keep-alive included) */
@@ -47,8 +48,7 @@ struct session {
 	struct route_target target;
 	struct upstream_server *server; /* chosen for this attempt (NULL: url-embedded) */
 	struct upstream_server *conn_server; /* whose connection slot the upstream fd holds */
-	struct session *wait_next; /* S_QUEUED: FIFO link */
-	struct upstream_server *wait_server;
+	struct upstream_waiter wait; /* S_QUEUED: in the server's FIFO */
 	unsigned int attempts; /* retries done for this request */
 	int last_failure_status; /* what the last failed attempt would have answered */
 	struct sockaddr_any up_addr;
@@ -94,9 +94,7 @@ unsigned int session_count(void);
 struct session *session_first(void);
 void session_kill(struct session *s);
 const char *session_state_name(enum session_state st);
-/* Bytes redirected in the kernel so far, by direction: ended flows and the live ones. */
-void session_sockmap_bytes(uint64_t out[DIR_COUNT]);
-/* The sockmap module reported something on @flow_id (a pause): pump that session. */
-void session_sockmap_event(uint64_t flow_id);
+/* The client's ADDR:PORT (its address alone once the socket is gone). */
+void session_peer_text(const struct session *s, char *out, size_t len);
 
 #endif

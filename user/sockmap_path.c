@@ -4,7 +4,6 @@
 
 #include "log.h"
 #include "loop.h"
-#include "session.h"
 #include "sockmap.h"
 #include "sockmap_path.h"
 
@@ -12,14 +11,10 @@ static char reason[256] = "not enabled: no data-path or route mode asks for sock
 static struct loop_handler event_handler;
 static bool event_registered;
 
-static void on_flow_event(void *ctx, uint64_t flow_id)
-{
-	session_sockmap_event(flow_id);
-}
-
 static void on_ring_event(struct loop_handler *h, uint32_t events)
 {
-	if (sockmap_handle_events(on_flow_event, NULL) < 0)
+	/* Each flow's owner hears of its events through sockmap_flow_args.on_event. */
+	if (sockmap_handle_events(NULL, NULL) < 0)
 		log_warn("sockmap: reading the event ring failed");
 }
 

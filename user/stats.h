@@ -26,7 +26,6 @@ struct kfwd_stats {
 	uint64_t upstream_retries;
 	uint64_t bytes_spliced[DIR_COUNT];
 	uint64_t bytes_copied[DIR_COUNT];
-	uint64_t bytes_sockmap[DIR_COUNT]; /* redirected in the kernel by the sockmap program */
 	uint64_t sockmap_flows;
 	uint64_t sockmap_responses; /* of them: response bodies (not tunnels) */
 	uint64_t sockmap_start_fallbacks; /* hand-overs given up: the source never paused */

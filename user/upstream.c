@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 #include "log.h"
 #include "loop.h"
-#include "session.h"
 #include "upstream.h"
 
 bool upstream_server_up(const struct upstream_server *srv)
@@ -58,12 +57,12 @@ void upstream_conn_opened(struct upstream_server *srv)
 
 static void wake_first(struct upstream_server *srv)
 {
-	struct session *s = srv->waiters;
+	struct upstream_waiter *w = srv->waiters;
 
-	if (!s)
+	if (!w)
 		return;
-	upstream_unwait(s);
-	session_slot_available(s);
+	upstream_unwait(w);
+	w->wake(w);
 }
 
 void upstream_conn_closed(struct upstream_server *srv)
@@ -84,32 +83,32 @@ void upstream_conn_idle(struct upstream_server *srv)
 		wake_first(srv);
 }
 
-void upstream_wait(struct upstream_server *srv, struct session *s)
+void upstream_wait(struct upstream_server *srv, struct upstream_waiter *w)
 {
-	s->wait_server = srv;
-	s->wait_next = NULL;
+	w->server = srv;
+	w->next = NULL;
 	if (srv->waiters_tail)
-		srv->waiters_tail->wait_next = s;
+		srv->waiters_tail->next = w;
 	else
-		srv->waiters = s;
-	srv->waiters_tail = s;
+		srv->waiters = w;
+	srv->waiters_tail = w;
 }
 
-void upstream_unwait(struct session *s)
+void upstream_unwait(struct upstream_waiter *w)
 {
-	struct upstream_server *srv = s->wait_server;
-	struct session **pp, *prev = NULL;
+	struct upstream_server *srv = w->server;
+	struct upstream_waiter **pp, *prev = NULL;
 
 	if (!srv)
 		return;
-	for (pp = &srv->waiters; *pp; prev = *pp, pp = &(*pp)->wait_next) {
-		if (*pp != s)
+	for (pp = &srv->waiters; *pp; prev = *pp, pp = &(*pp)->next) {
+		if (*pp != w)
 			continue;
-		*pp = s->wait_next;
-		if (srv->waiters_tail == s)
+		*pp = w->next;
+		if (srv->waiters_tail == w)
 			srv->waiters_tail = prev;
 		break;
 	}
-	s->wait_server = NULL;
-	s->wait_next = NULL;
+	w->server = NULL;
+	w->next = NULL;
 }

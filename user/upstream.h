@@ -6,7 +6,16 @@
 
 #include "config.h"
 
-struct session;
+/*
+ * A queued user of a connection slot, embedded in its owner (container_of): upstream.c links it
+ * in the server's FIFO and calls wake() once a slot or a pooled connection may be had, after
+ * taking it off the queue.
+ */
+struct upstream_waiter {
+	struct upstream_waiter *next;
+	struct upstream_server *server; /* NULL when not queued */
+	void (*wake)(struct upstream_waiter *w);
+};
 
 /*
  * Upstream server choice: round-robin over servers that are neither drained by the operator nor
@@ -25,10 +34,8 @@ void upstream_conn_closed(struct upstream_server *srv);
 /* A connection to @srv became idle in the pool: a waiting session may take it. */
 void upstream_conn_idle(struct upstream_server *srv);
 
-void upstream_wait(struct upstream_server *srv, struct session *s);
-void upstream_unwait(struct session *s);
-
-/* session.c: a queued session may now connect (or take a pooled connection). */
-void session_slot_available(struct session *s);
+/* Queue @w at the end of @srv's FIFO; upstream_unwait() takes it off (no-op if not queued). */
+void upstream_wait(struct upstream_server *srv, struct upstream_waiter *w);
+void upstream_unwait(struct upstream_waiter *w);
 
 #endif

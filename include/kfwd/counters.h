@@ -55,9 +55,9 @@
 	  stats.bytes_copied[DIR_RESPONSE])                                                      \
 	X(SOCKMAP_REQ, "bytes_sockmap_total.request", "direction", COUNTER,                      \
 	  "Bytes redirected in the kernel by the sockmap program (live flows included).",        \
-	  sockmap_bytes[DIR_REQUEST])                                                            \
+	  sockmap_bytes[SOCKMAP_A_TO_B])                                                         \
 	X(SOCKMAP_RESP, "bytes_sockmap_total.response", "direction", COUNTER, "",                \
-	  sockmap_bytes[DIR_RESPONSE])                                                           \
+	  sockmap_bytes[SOCKMAP_B_TO_A])                                                         \
 	X(PAUSES, "pauses_total", NULL, COUNTER, "Flows paused at the high-water mark (edges).", \
 	  stats.pauses)                                                                          \
 	X(RESUMES, "resumes_total", NULL, COUNTER, "Flows resumed below the low-water mark.",    \
