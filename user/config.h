@@ -12,19 +12,15 @@
 
 #define CONFIG_NAME_MAX 64
 
-struct upstream_waiter;
+struct server_state;
 
 struct upstream_server {
 	struct sockaddr_any addr;
 	char text[80]; /* as written in the config, for logs and kfwdctl */
 	struct upstream *upstream;
-	/* Passive health: a server that fails is skipped until down_until_ms. */
-	uint64_t down_until_ms;
-	uint64_t failures;
-	bool admin_down; /* kfwdctl upstream drain */
-	unsigned int conns; /* open connections: in use and pooled */
-	struct upstream_waiter *waiters; /* queued for a connection slot (FIFO) */
-	struct upstream_waiter *waiters_tail;
+	/* Health, connection slots and waiters: upstream.c's runtime table, which outlives
+	 * configurations (NULL until the configuration is applied, see upstream_attach()). */
+	struct server_state *state;
 };
 
 struct upstream {

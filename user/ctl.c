@@ -26,7 +26,7 @@
 
 #include <libmnl/libmnl.h>
 
-#include "accept.h"
+#include "apply.h"
 #include "common_ctl.h"
 #include "ctl.h"
 #include "event.h"
@@ -34,22 +34,18 @@
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
-#include "pipe_pool.h"
 #include "route.h"
 #include "sd_notify.h"
 #include "session.h"
 #include "sockmap_path.h"
 #include "stats.h"
 #include "upstream.h"
-#include "upstream_pool.h"
 
 #define RUNTIME_MARKER "# ---- kfwdctl: runtime changes below, dropped on reload ----"
 #define CTL_RECV_BATCH 64 /* datagrams per readiness event */
 #define CTL_MSGS_PER_DATAGRAM 16 /* requests answered per datagram */
 #define CTL_RCVBUF (1 << 20)
-#define CTL_PIPE_POOL_MAX 64 /* as main.c */
 #define CTL_MAX_ROUTE_OPTIONS 32
-#define CTL_LIVE_CONFIGS 64
 
 struct subscriber {
 	uint32_t portid;
@@ -306,22 +302,6 @@ static struct session *find_session(uint64_t id)
 }
 
 /* The running configuration and every other one still used by a connection. */
-static size_t live_configs(const struct config **out, size_t max)
-{
-	size_t n = 0;
-
-	out[n++] = ctl.cfg;
-	for (struct session *s = session_first(); s && n < max; s = s->next) {
-		size_t i;
-
-		for (i = 0; i < n && out[i] != s->cfg; i++)
-			;
-		if (i == n)
-			out[n++] = s->cfg;
-	}
-	return n;
-}
-
 static struct upstream *find_upstream(const struct config *cfg, const char *name)
 {
 	for (size_t i = 0; i < cfg->n_upstreams; i++)
@@ -670,77 +650,25 @@ static unsigned int runtime_changes(const char *text)
 
 /* ------------------------------------------------------------------ swapping configurations */
 
-static bool metrics_differ(const struct config *a, const struct config *b)
-{
-	if (a->has_metrics != b->has_metrics)
-		return true;
-	return a->has_metrics && strcmp(a->metrics.text, b->metrics.text);
-}
-
-/* Passive health and kfwdctl drains survive a new configuration (same upstream and server). */
-static void carry_server_state(const struct config *from, const struct config *to)
-{
-	for (size_t i = 0; i < to->n_upstreams; i++) {
-		struct upstream *nu = &to->upstreams[i], *ou = find_upstream(from, nu->name);
-
-		for (size_t j = 0; ou && j < nu->n_servers; j++) {
-			struct upstream_server *os = find_server(ou, nu->servers[j].text);
-
-			if (!os)
-				continue;
-			nu->servers[j].admin_down = os->admin_down;
-			nu->servers[j].down_until_ms = os->down_until_ms;
-			nu->servers[j].failures = os->failures;
-		}
-	}
-}
-
 /*
  * Put @ncfg (its reference becomes the running one) in force: metrics and listening sockets
  * first, since they can fail; then nothing can. On failure nothing changed, @ncfg is
  * released and @err says why.
  */
-static int swap_config(const struct config *ncfg, const char *what, char *note, size_t notelen,
-		       char *err, size_t errlen)
+static int swap_config(struct config *ncfg, const char *what, char *note, size_t notelen, char *err,
+		       size_t errlen)
 {
 	const struct config *old = ctl.cfg;
-	bool metrics_changed = metrics_differ(old, ncfg);
 	unsigned int on_old = 0;
 	size_t used = 0;
+	int rc;
 
 	note[0] = '\0';
-	if (metrics_changed) {
-		metrics_close();
-		if (metrics_open(ncfg) < 0) {
-			snprintf(err, errlen, "metrics-listen %s: cannot listen (see the log)",
-				 ncfg->metrics.text);
-			if (metrics_open(old) < 0)
-				log_err("ctl: metrics endpoint %s could not be reopened",
-					old->metrics.text);
-			config_put(ncfg);
-			return -EADDRNOTAVAIL;
-		}
-	}
-	if (listeners_update(ncfg, err, errlen) < 0) {
-		if (metrics_changed) {
-			metrics_close();
-			if (metrics_open(old) < 0)
-				log_err("ctl: metrics endpoint %s could not be reopened",
-					old->metrics.text);
-		}
+	rc = config_apply(ncfg, old, err, errlen);
+	if (rc < 0) {
 		config_put(ncfg);
-		return -EADDRNOTAVAIL;
+		return rc;
 	}
-	carry_server_state(old, ncfg);
-	/* A data-path or route mode that now asks for sockmap loads it (no-op otherwise). */
-	sockmap_path_init(ncfg);
-	if (ncfg->pipe_size != old->pipe_size)
-		pipe_pool_configure(ncfg->pipe_size, CTL_PIPE_POOL_MAX);
-	if (ncfg->upstream_max_idle != old->upstream_max_idle ||
-	    ncfg->upstream_idle_timeout_ms != old->upstream_idle_timeout_ms)
-		upstream_pool_configure(ncfg->upstream_max_idle, ncfg->upstream_idle_timeout_ms);
-	if (ncfg->log_level != old->log_level)
-		klog_level = ncfg->log_level;
 	for (struct session *s = session_first(); s; s = s->next)
 		on_old += s->cfg != ncfg;
 	if (on_old)
@@ -1032,35 +960,24 @@ static void cmd_route_list(const struct req *r)
 static void fill_upstream(struct mb *b, const void *arg)
 {
 	const struct upstream *u = arg;
-	const struct config *live[CTL_LIVE_CONFIGS];
-	size_t nlive = live_configs(live, CTL_LIVE_CONFIGS);
 	struct nlattr *n = nest_start(b, KFWD_A_UPSTREAM_INFO);
-	uint64_t now = now_ms();
 
 	put_str(b, KFWD_UP_NAME, u->name);
 	for (size_t i = 0; i < u->n_servers; i++) {
 		const struct upstream_server *srv = &u->servers[i];
 		struct nlattr *sn = nest_start(b, KFWD_UP_SERVER);
-		unsigned int conns = srv->conns;
+		struct upstream_server_info info;
 
-		/* Connections opened under earlier configurations count too. */
-		for (size_t c = 1; c < nlive; c++) {
-			const struct upstream *ou = find_upstream(live[c], u->name);
-			const struct upstream_server *os = ou ? find_server(ou, srv->text) : NULL;
-
-			if (os)
-				conns += os->conns;
-		}
+		upstream_server_info(srv, &info);
 		put_str(b, KFWD_SRV_ADDR, srv->text);
 		put_str(b, KFWD_SRV_STATE,
-			srv->admin_down		? "drained" :
+			info.drained		? "drained" :
 			upstream_server_up(srv) ? "up" :
 						  "down");
-		put_u8(b, KFWD_SRV_DRAINED, srv->admin_down);
-		put_u64(b, KFWD_SRV_DOWN_MS,
-			srv->down_until_ms > now ? srv->down_until_ms - now : 0);
-		put_u64(b, KFWD_SRV_FAILURES, srv->failures);
-		put_u32(b, KFWD_SRV_CONNS, conns);
+		put_u8(b, KFWD_SRV_DRAINED, info.drained);
+		put_u64(b, KFWD_SRV_DOWN_MS, info.down_ms);
+		put_u64(b, KFWD_SRV_FAILURES, info.failures);
+		put_u32(b, KFWD_SRV_CONNS, info.conns);
 		nest_end(b, sn);
 	}
 	nest_end(b, n);
@@ -1244,10 +1161,8 @@ static void cmd_route_del(const struct req *r)
 static void cmd_upstream_admin(const struct req *r, bool drain)
 {
 	const char *name = str_attr(r, KFWD_A_UPSTREAM), *server = str_attr(r, KFWD_A_SERVER);
-	const struct config *live[CTL_LIVE_CONFIGS];
 	struct upstream *u;
 	char what[300];
-	size_t nlive;
 
 	if (!name) {
 		reply_ack(r, -EINVAL, -1, "upstream %s needs an upstream name",
@@ -1264,24 +1179,10 @@ static void cmd_upstream_admin(const struct req *r, bool drain)
 			  name, server);
 		return;
 	}
-	/* Every configuration that can still pick a server: the running one and those that
-	 * open keep-alive connections started with. Idempotent, so sessions past the array's
-	 * capacity are handled one by one. */
-	nlive = live_configs(live, CTL_LIVE_CONFIGS);
-	for (size_t c = 0; c < nlive; c++) {
-		struct upstream *cu = find_upstream(live[c], name);
-
-		for (size_t i = 0; cu && i < cu->n_servers; i++)
-			if (!server || !strcmp(cu->servers[i].text, server))
-				cu->servers[i].admin_down = drain;
-	}
-	for (struct session *s = session_first(); s && nlive == CTL_LIVE_CONFIGS; s = s->next) {
-		struct upstream *cu = find_upstream(s->cfg, name);
-
-		for (size_t i = 0; cu && i < cu->n_servers; i++)
-			if (!server || !strcmp(cu->servers[i].text, server))
-				cu->servers[i].admin_down = drain;
-	}
+	/* The state is shared by every configuration naming the server (upstream.c). */
+	for (size_t i = 0; i < u->n_servers; i++)
+		if (!server || !strcmp(u->servers[i].text, server))
+			upstream_set_drained(&u->servers[i], drain);
 	snprintf(what, sizeof(what), "upstream %s %s%s%s", drain ? "drain" : "enable", name,
 		 server ? " " : "", server ? server : "");
 	log_info("kfwdctl (pid %d): %s", (int)r->cred.pid, what);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "accept.h"
+#include "apply.h"
 #include "config.h"
 #include "ctl.h"
 #include "log.h"
@@ -22,10 +23,10 @@
 #include "sd_notify.h"
 #include "session.h"
 #include "sockmap_path.h"
+#include "upstream.h"
 #include "upstream_pool.h"
 
 #define MAX_LISTEN_ARGS 16
-#define PIPE_POOL_MAX 64
 
 static const char usage[] =
 	"usage: kfwd [-c FILE] [-l ADDR:PORT]... [-t] [-v]\n"
@@ -178,17 +179,12 @@ int main(int argc, char **argv)
 	}
 	if (resolve_init() < 0)
 		goto out_loop;
-	pipe_pool_configure(cfg->pipe_size, PIPE_POOL_MAX);
-	upstream_pool_configure(cfg->upstream_max_idle, cfg->upstream_idle_timeout_ms);
-	if (listeners_open(cfg) < 0)
+	if (config_apply(cfg, NULL, err, sizeof(err)) < 0) {
+		log_err("%s", err);
 		goto out_resolve;
-	if (metrics_open(cfg) < 0)
-		goto out_listeners;
-	if (ctl_open(cfg, listen_args, n_listen) < 0) {
-		metrics_close();
-		goto out_listeners;
 	}
-	sockmap_path_init(cfg);
+	if (ctl_open(cfg, listen_args, n_listen) < 0)
+		goto out_sockets;
 	log_info("kfwd running: data path %s, pipe-size %zu, watermarks %zu/%zu",
 		 data_path_name(cfg->data_path), cfg->pipe_size, cfg->pipe_high_water,
 		 cfg->pipe_low_water);
@@ -198,14 +194,15 @@ int main(int argc, char **argv)
 
 	while (session_first())
 		session_kill(session_first());
-	sockmap_path_fini();
 	log_info("kfwd stopped");
 	ctl_close();
+out_sockets:
+	sockmap_path_fini();
 	metrics_close();
-out_listeners:
 	listeners_close();
 out_resolve:
 	upstream_pool_flush();
+	upstream_fini();
 	pipe_pool_flush();
 	resolve_fini();
 out_loop:

@@ -1,11 +1,78 @@
 // SPDX-License-Identifier: GPL-2.0
+/*
+ * Upstream servers at run time: round-robin choice, passive health, connection slots and the
+ * FIFO of waiters for a slot. That state lives in a table owned here, keyed by upstream name and
+ * server address as written in the configuration, so a new configuration naming the same server
+ * finds its health, drain, open connections and waiters (struct upstream_server.state points
+ * into it). Entries are few (one per server ever configured) and live until upstream_fini().
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "log.h"
 #include "loop.h"
 #include "upstream.h"
 
+struct server_state {
+	struct server_state *next; /* the table: a list, servers are few */
+	char upstream[CONFIG_NAME_MAX];
+	char addr[sizeof(((struct upstream_server *)0)->text)];
+	uint64_t down_until_ms; /* passive health: skipped until then */
+	uint64_t failures;
+	bool admin_down; /* kfwdctl upstream drain */
+	unsigned int conns; /* open connections under any configuration: in use and pooled */
+	struct upstream_waiter *waiters; /* queued for a connection slot (FIFO) */
+	struct upstream_waiter *waiters_tail;
+};
+
+static struct server_state *table;
+
+static struct server_state *state_find(const char *upstream, const char *addr)
+{
+	for (struct server_state *st = table; st; st = st->next)
+		if (!strcmp(st->upstream, upstream) && !strcmp(st->addr, addr))
+			return st;
+	return NULL;
+}
+
+int upstream_attach(struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->n_upstreams; i++) {
+		struct upstream *u = &cfg->upstreams[i];
+
+		for (size_t j = 0; j < u->n_servers; j++) {
+			struct upstream_server *srv = &u->servers[j];
+			struct server_state *st = state_find(u->name, srv->text);
+
+			if (!st) {
+				st = calloc(1, sizeof(*st));
+				if (!st)
+					return -1;
+				snprintf(st->upstream, sizeof(st->upstream), "%s", u->name);
+				snprintf(st->addr, sizeof(st->addr), "%s", srv->text);
+				st->next = table;
+				table = st;
+			}
+			srv->state = st;
+		}
+	}
+	return 0;
+}
+
+void upstream_fini(void)
+{
+	while (table) {
+		struct server_state *st = table;
+
+		table = st->next;
+		free(st);
+	}
+}
+
 bool upstream_server_up(const struct upstream_server *srv)
 {
-	return !srv->admin_down && srv->down_until_ms <= now_ms();
+	return !srv->state->admin_down && srv->state->down_until_ms <= now_ms();
 }
 
 struct upstream_server *upstream_pick(struct upstream *u)
@@ -21,27 +88,46 @@ struct upstream_server *upstream_pick(struct upstream *u)
 
 void upstream_mark_failed(struct upstream_server *srv, uint64_t down_ms)
 {
+	struct server_state *st;
+
 	if (!srv)
 		return;
-	srv->failures++;
-	if (down_ms && srv->down_until_ms <= now_ms())
+	st = srv->state;
+	st->failures++;
+	if (down_ms && st->down_until_ms <= now_ms())
 		log_warn("upstream %s/%s marked down for %lu ms", srv->upstream->name, srv->text,
 			 (unsigned long)down_ms);
-	srv->down_until_ms = now_ms() + down_ms;
+	st->down_until_ms = now_ms() + down_ms;
 }
 
 void upstream_mark_ok(struct upstream_server *srv)
 {
 	if (srv)
-		srv->down_until_ms = 0;
+		srv->state->down_until_ms = 0;
+}
+
+void upstream_set_drained(struct upstream_server *srv, bool drained)
+{
+	srv->state->admin_down = drained;
+}
+
+void upstream_server_info(const struct upstream_server *srv, struct upstream_server_info *info)
+{
+	const struct server_state *st = srv->state;
+	uint64_t now = now_ms();
+
+	info->drained = st->admin_down;
+	info->down_ms = st->down_until_ms > now ? st->down_until_ms - now : 0;
+	info->failures = st->failures;
+	info->conns = st->conns;
 }
 
 bool upstream_slot_free(const struct upstream_server *srv, unsigned int max_conns)
 {
-	return !srv || !max_conns || srv->conns < max_conns;
+	return !srv || !max_conns || srv->state->conns < max_conns;
 }
 
-/* An open connection holds a reference on its server's configuration (kfwdctl swaps them). */
+/* An open connection holds a reference on its server's configuration, which holds @srv. */
 static const struct config *server_config(const struct upstream_server *srv)
 {
 	return srv->upstream ? srv->upstream->cfg : NULL;
@@ -51,13 +137,13 @@ void upstream_conn_opened(struct upstream_server *srv)
 {
 	if (!srv)
 		return;
-	srv->conns++;
+	srv->state->conns++;
 	config_get(server_config(srv));
 }
 
-static void wake_first(struct upstream_server *srv)
+static void wake_first(struct server_state *st)
 {
-	struct upstream_waiter *w = srv->waiters;
+	struct upstream_waiter *w = st->waiters;
 
 	if (!w)
 		return;
@@ -72,41 +158,43 @@ void upstream_conn_closed(struct upstream_server *srv)
 	if (!srv)
 		return;
 	cfg = server_config(srv);
-	srv->conns--;
-	wake_first(srv);
+	srv->state->conns--;
+	wake_first(srv->state);
 	config_put(cfg); /* last: it may free srv */
 }
 
 void upstream_conn_idle(struct upstream_server *srv)
 {
 	if (srv)
-		wake_first(srv);
+		wake_first(srv->state);
 }
 
 void upstream_wait(struct upstream_server *srv, struct upstream_waiter *w)
 {
-	w->server = srv;
+	struct server_state *st = srv->state;
+
+	w->server = st;
 	w->next = NULL;
-	if (srv->waiters_tail)
-		srv->waiters_tail->next = w;
+	if (st->waiters_tail)
+		st->waiters_tail->next = w;
 	else
-		srv->waiters = w;
-	srv->waiters_tail = w;
+		st->waiters = w;
+	st->waiters_tail = w;
 }
 
 void upstream_unwait(struct upstream_waiter *w)
 {
-	struct upstream_server *srv = w->server;
+	struct server_state *st = w->server;
 	struct upstream_waiter **pp, *prev = NULL;
 
-	if (!srv)
+	if (!st)
 		return;
-	for (pp = &srv->waiters; *pp; prev = *pp, pp = &(*pp)->next) {
+	for (pp = &st->waiters; *pp; prev = *pp, pp = &(*pp)->next) {
 		if (*pp != w)
 			continue;
 		*pp = w->next;
-		if (srv->waiters_tail == w)
-			srv->waiters_tail = prev;
+		if (st->waiters_tail == w)
+			st->waiters_tail = prev;
 		break;
 	}
 	w->server = NULL;

@@ -3,6 +3,7 @@
 #define KFWD_UPSTREAM_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "config.h"
 
@@ -13,7 +14,7 @@
  */
 struct upstream_waiter {
 	struct upstream_waiter *next;
-	struct upstream_server *server; /* NULL when not queued */
+	struct server_state *server; /* NULL when not queued */
 	void (*wake)(struct upstream_waiter *w);
 };
 
@@ -22,10 +23,29 @@ struct upstream_waiter {
  * marked down by passive health checks; connection slots per server (upstream-max-conns), with
  * a FIFO of sessions waiting for one.
  */
+/*
+ * Point every server of @cfg at its runtime state (creating what is new), before @cfg is used:
+ * health, drains, connection counts and waiters of servers it shares with earlier
+ * configurations carry over. -1 when out of memory.
+ */
+int upstream_attach(struct config *cfg);
+/* Exit: free the runtime table. */
+void upstream_fini(void);
+
 struct upstream_server *upstream_pick(struct upstream *u);
 void upstream_mark_failed(struct upstream_server *srv, uint64_t down_ms);
 void upstream_mark_ok(struct upstream_server *srv);
 bool upstream_server_up(const struct upstream_server *srv);
+/* kfwdctl upstream drain / enable. */
+void upstream_set_drained(struct upstream_server *srv, bool drained);
+
+struct upstream_server_info {
+	bool drained;
+	uint64_t down_ms; /* how much longer it is marked down */
+	uint64_t failures;
+	unsigned int conns; /* open: in use and pooled, under every configuration */
+};
+void upstream_server_info(const struct upstream_server *srv, struct upstream_server_info *info);
 
 /* Connection accounting (in use + pooled); NULL servers (url-embedded) are not counted. */
 bool upstream_slot_free(const struct upstream_server *srv, unsigned int max_conns);
