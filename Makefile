@@ -63,7 +63,7 @@ COMMON_OBJS := $(COMMON_SRCS:user/%.c=$(BUILD)/user/%.o)
 LLHTTP_OBJS := $(BUILD)/llhttp/llhttp.o $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o
 UNIT_SRCS   := $(wildcard tests/unit/*.c)
 
-.PHONY: all run test unit pytest bench fuzz clean deps format install uninstall
+.PHONY: all run test unit layers pytest bench fuzz clean deps format install uninstall
 
 all: $(BUILD)/kfwd $(if $(wildcard $(CTL_SRCS)),$(BUILD)/kfwdctl)
 
@@ -111,11 +111,16 @@ run: deps
 unit: $(BUILD)/unit_tests
 	./$(BUILD)/unit_tests
 
+# The declared layers of user/ (scripts/layers.txt): no upward include, no cycle.
+layers:
+	$(PYTHON) scripts/check-layers.py
+
 pytest: all
 	$(PYTEST) -q -ra tests
 
 test: deps
 	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory layers
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=10
 	@$(MAKE) --no-print-directory pytest
