@@ -21,6 +21,7 @@
 #include "http_rewrite.h"
 #include "log.h"
 #include "resolve.h"
+#include "retry.h"
 #include "session.h"
 #include "sockmap.h"
 #include "sockmap_path.h"
@@ -691,58 +692,25 @@ static void start_exchange(struct session *s)
 		  idle_timeout(s) < response_timeout(s) ? idle_timeout(s) : response_timeout(s));
 }
 
-enum retry_trigger {
-	TRIGGER_CONNECT, /* refused or timed out: nothing reached the server */
-	TRIGGER_EMPTY, /* closed or reset before any response byte */
-	TRIGGER_5XX,
-	TRIGGER_TIMEOUT, /* no response head in time */
-};
-
-static bool method_idempotent(unsigned int method)
-{
-	switch (method) {
-	case HTTP_GET:
-	case HTTP_HEAD:
-	case HTTP_OPTIONS:
-	case HTTP_TRACE:
-	case HTTP_PUT:
-	case HTTP_DELETE:
-		return true;
-	default:
-		return false;
-	}
-}
-
+/* What the retry policy needs to know of this session's request. */
 static bool can_retry(const struct session *s, enum retry_trigger trigger)
 {
-	const struct route *r = s->target.route;
-	static const unsigned int needs[] = { RETRY_ON_CONNECT, RETRY_ON_CONNECT, RETRY_ON_5XX,
-					      RETRY_ON_TIMEOUT };
+	struct retry_attempt a = {
+		.attempts = s->attempts,
+		.method = s->req_method,
+		.has_body = s->req_framing != FRAMING_NONE,
+		.response_started = s->response_started || s->interim_sent,
+		.draining = draining,
+	};
 
-	if (!r || !(r->retry_on & needs[trigger]) || s->attempts >= r->retries)
-		return false;
-	/* Never once anything of a response went to the client. */
-	if (s->response_started || s->interim_sent || draining)
-		return false;
-	if (trigger == TRIGGER_CONNECT)
-		return true; /* the request never left: safe for every method */
-	/* The server may have acted on it; and a body already forwarded cannot be sent again. */
-	if (!method_idempotent(s->req_method) && !r->retry_non_idempotent)
-		return false;
-	return s->req_framing == FRAMING_NONE;
+	return retry_allowed(s->target.route, trigger, &a);
 }
 
 /* Full jitter (uniform in [0, min(cap, base * 2^attempt)]): retries from many clients spread. */
 static uint64_t backoff_ms(const struct session *s)
 {
-	const struct route *r = s->target.route;
-	uint64_t ceiling = r->retry_backoff_ms;
-
-	for (unsigned int i = 1; i < s->attempts && ceiling < r->retry_backoff_max_ms; i++)
-		ceiling *= 2;
-	if (ceiling > r->retry_backoff_max_ms)
-		ceiling = r->retry_backoff_max_ms;
-	return ceiling ? (uint64_t)random() % (ceiling + 1) : 0;
+	return retry_backoff_pick(retry_backoff_ceiling(s->target.route, s->attempts),
+				  (uint64_t)random());
 }
 
 static void schedule_retry(struct session *s)
@@ -1137,7 +1105,7 @@ static bool may_replace_pooled(struct session *s)
 	/* A pooled connection the server had already closed: resend once on a fresh one, when
 	 * no byte of a body was consumed and nothing of a response arrived. */
 	return s->upstream_reused && !s->retried && s->req_framing == FRAMING_NONE &&
-	       method_idempotent(s->req_method) && !s->interim_sent && !s->response_started &&
+	       http_method_idempotent(s->req_method) && !s->interim_sent && !s->response_started &&
 	       buf_len(&s->req_head) > 0 && buf_len(&s->upstream.in) == 0;
 }
 

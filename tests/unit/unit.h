@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+#ifndef KFWD_UNIT_H
+#define KFWD_UNIT_H
+
+/* The C unit tests' one assertion and counters (tests/unit/unit_main.c prints them). */
+#include <stdio.h>
+
+extern int passed, failed;
+
+#define CHECK(cond)                                                                     \
+	do {                                                                            \
+		if (cond) {                                                             \
+			passed++;                                                       \
+		} else {                                                                \
+			failed++;                                                       \
+			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+		}                                                                       \
+	} while (0)
+
+/* unit_arch.c: the retry policy, the flow FIFO, configuration text editing */
+void test_retry_policy(void);
+void test_flow_fifo(void);
+
+#endif
