@@ -26,11 +26,13 @@
 
 #include <libmnl/libmnl.h>
 
+#include "access_log.h"
 #include "accept.h"
 #include "common_ctl.h"
 #include "ctl.h"
 #include "flow.h"
 #include "log.h"
+#include "log_sink.h"
 #include "loop.h"
 #include "metrics.h"
 #include "pipe_pool.h"
@@ -775,6 +777,9 @@ static int swap_config(const struct config *ncfg, const char *what, char *note, 
 		upstream_pool_configure(ncfg->upstream_max_idle, ncfg->upstream_idle_timeout_ms);
 	if (ncfg->log_level != old->log_level)
 		klog_level = ncfg->log_level;
+	if (strcmp(ncfg->log_syslog, old->log_syslog))
+		log_sink_open(ncfg->log_syslog);
+	access_log_configure(ncfg);
 	for (struct session *s = session_first(); s; s = s->next)
 		on_old += s->cfg != ncfg;
 	if (on_old)
@@ -932,6 +937,7 @@ static void cmd_stats_fill(struct mb *b)
 	put_u64(b, KFWD_STAT_CTL_DROPPED, ctl.dropped);
 	put_u64(b, KFWD_STAT_CTL_EVENTS, ctl.events);
 	put_u64(b, KFWD_STAT_CTL_EVENTS_LOST, ctl.events_lost);
+	put_u64(b, KFWD_STAT_ACCESS_LOG_DROPPED, stats.access_log_dropped);
 	nest_end(b, n);
 }
 

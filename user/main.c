@@ -11,10 +11,12 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "access_log.h"
 #include "accept.h"
 #include "config.h"
 #include "ctl.h"
 #include "log.h"
+#include "log_sink.h"
 #include "loop.h"
 #include "metrics.h"
 #include "pipe_pool.h"
@@ -75,6 +77,9 @@ static void on_signal(struct loop_handler *h, uint32_t events)
 		case SIGHUP:
 			ctl_reload_signal();
 			break;
+		case SIGUSR1:
+			access_log_reopen(); /* logrotate moved the file */
+			break;
 		default:
 			break;
 		}
@@ -92,6 +97,7 @@ static int setup_signals(void)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
 	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
 		return -1;
 	signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -165,6 +171,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	klog_level = verbose ? KLOG_DEBUG : cfg->log_level;
+	log_sink_open(cfg->log_syslog);
 
 	raise_fd_limit();
 	if (loop_init() < 0)
@@ -186,6 +193,9 @@ int main(int argc, char **argv)
 		goto out_listeners;
 	}
 	sockmap_path_init(cfg);
+	/* Like nginx: an access log that cannot be opened at start is a configuration error. */
+	if (access_log_configure(cfg) < 0)
+		goto out_ctl;
 	log_info("kfwd running: data path %s, pipe-size %zu, watermarks %zu/%zu",
 		 data_path_name(cfg->data_path), cfg->pipe_size, cfg->pipe_high_water,
 		 cfg->pipe_low_water);
@@ -194,8 +204,10 @@ int main(int argc, char **argv)
 
 	while (session_first())
 		session_kill(session_first());
-	sockmap_path_fini();
 	log_info("kfwd stopped");
+out_ctl:
+	access_log_close();
+	sockmap_path_fini();
 	ctl_close();
 	metrics_close();
 out_listeners:
@@ -210,5 +222,6 @@ out_loop:
 	loop_fini();
 out_cfg:
 	config_put(cfg);
+	log_sink_close();
 	return rc;
 }
