@@ -592,7 +592,8 @@ static int parse_runtime_directive(struct parse_ctx *ctx, char **tok, int ntok)
 			cfg->access_log = ACCESS_LOG_FILE;
 			snprintf(cfg->access_log_path, sizeof(cfg->access_log_path), "%s", tok[1]);
 		} else {
-			return fail(ctx, "usage: access-log /ABSOLUTE/PATH|syslog|syslog:/PATH|off");
+			return fail(ctx,
+				    "usage: access-log /ABSOLUTE/PATH|syslog|syslog:/PATH|off");
 		}
 		return 0;
 	}
@@ -602,11 +603,13 @@ static int parse_runtime_directive(struct parse_ctx *ctx, char **tok, int ntok)
 			return 0;
 		}
 		/* The kernel's limits: MAX_TCP_KEEPIDLE/KEEPINTVL 32767 s, MAX_TCP_KEEPCNT 127. */
-		if (ntok != 4 || parse_seconds(tok[1], TCP_KEEP_SECONDS_MAX, &cfg->keepalive_idle_s) ||
+		if (ntok != 4 ||
+		    parse_seconds(tok[1], TCP_KEEP_SECONDS_MAX, &cfg->keepalive_idle_s) ||
 		    parse_seconds(tok[2], TCP_KEEP_SECONDS_MAX, &cfg->keepalive_intvl_s) ||
 		    parse_uint(tok[3], TCP_KEEP_COUNT_MAX, &v) < 0 || v == 0)
-			return fail(ctx, "usage: tcp-keepalive IDLE INTERVAL COUNT|off (whole seconds "
-					 "up to %us, COUNT 1..%u), e.g. tcp-keepalive 30s 5s 3",
+			return fail(ctx,
+				    "usage: tcp-keepalive IDLE INTERVAL COUNT|off (whole seconds "
+				    "up to %us, COUNT 1..%u), e.g. tcp-keepalive 30s 5s 3",
 				    TCP_KEEP_SECONDS_MAX, TCP_KEEP_COUNT_MAX);
 		cfg->keepalive_cnt = (unsigned int)v;
 		return 0;
@@ -617,6 +620,17 @@ static int parse_runtime_directive(struct parse_ctx *ctx, char **tok, int ntok)
 		else if (ntok != 2 || parse_duration_ms(tok[1], &cfg->user_timeout_ms) < 0 ||
 			 cfg->user_timeout_ms == 0 || cfg->user_timeout_ms > INT_MAX)
 			return fail(ctx, "usage: tcp-user-timeout DURATION|off");
+		return 0;
+	}
+	if (!strcmp(d, "upgrade-socket")) {
+		if (ntok != 2 || (strcmp(tok[1], "off") && tok[1][0] != '/') ||
+		    strlen(tok[1]) >= sizeof(cfg->upgrade_socket))
+			return fail(ctx,
+				    "usage: upgrade-socket /ABSOLUTE/PATH|off (at most %zu bytes)",
+				    sizeof(cfg->upgrade_socket) - 1);
+		snprintf(cfg->upgrade_socket, sizeof(cfg->upgrade_socket), "%s",
+			 strcmp(tok[1], "off") ? tok[1] : "");
+		cfg->upgrade_socket_set = true;
 		return 0;
 	}
 	if (!strcmp(d, "user")) {
@@ -842,6 +856,22 @@ static void set_defaults(struct config *cfg)
 	snprintf(cfg->ctl_socket_file, sizeof(cfg->ctl_socket_file), "%s", KFWD_CTL_FILE_DEFAULT);
 }
 
+/* Next to the control socket's file: "<its directory>/upgrade"; off when that is too long. */
+static void default_upgrade_socket(struct config *cfg)
+{
+	const char *slash = strrchr(cfg->ctl_socket_file, '/');
+	size_t dirlen = slash ? (size_t)(slash - cfg->ctl_socket_file) : 0;
+	int n;
+
+	cfg->upgrade_socket[0] = '\0';
+	if (!slash)
+		return;
+	n = snprintf(cfg->upgrade_socket, sizeof(cfg->upgrade_socket), "%.*s/upgrade", (int)dirlen,
+		     cfg->ctl_socket_file);
+	if (n < 0 || (size_t)n >= sizeof(cfg->upgrade_socket))
+		cfg->upgrade_socket[0] = '\0';
+}
+
 static int check_config(struct parse_ctx *ctx, bool high_set, bool low_set)
 {
 	struct config *cfg = ctx->cfg;
@@ -860,6 +890,8 @@ static int check_config(struct parse_ctx *ctx, bool high_set, bool low_set)
 		return fail(ctx, "max-request-line exceeds max-header-size");
 	if (!cfg->n_listens)
 		return fail(ctx, "no listen address");
+	if (!cfg->upgrade_socket_set)
+		default_upgrade_socket(cfg);
 	if (!cfg->n_routes)
 		return fail(ctx, "no route");
 	for (size_t i = 0; i < cfg->n_upstreams; i++) {

@@ -169,6 +169,10 @@ struct config {
 	bool has_group;
 	char user_name[CONFIG_NAME_MAX];
 
+	/* Binary upgrade (user/upgrade.c): where a new kfwd asks for the listening sockets */
+	char upgrade_socket[CONFIG_SOCKET_PATH_MAX]; /* "" for off */
+	bool upgrade_socket_set; /* upgrade-socket given; else next to ctl-socket-file */
+
 	char *source; /* the text this configuration was parsed from */
 	unsigned int refcount; /* config_get/config_put */
 };

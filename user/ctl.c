@@ -1682,7 +1682,8 @@ static void report_holder(uint32_t portid)
 			portid, r > 0 ? h.inode : 0UL);
 }
 
-static int publish_file(const char *path, uint32_t portid)
+/* @uid: the one kfwd answers with (after `user`), for kfwdctl's check of the answers. */
+static int publish_file(const char *path, uint32_t portid, uid_t uid)
 {
 	char dir[sizeof(ctl.file)], tmp[sizeof(ctl.file) + 16];
 	char *slash;
@@ -1720,7 +1721,9 @@ static int publish_file(const char *path, uint32_t portid)
 		log_err("ctl: create %s: %m", tmp);
 		return -1;
 	}
-	n = dprintf(fd, "portid=%u pid=%d\n", portid, (int)getpid());
+	n = uid ? dprintf(fd, "portid=%u pid=%d uid=%u\n", portid, (int)getpid(),
+			  (unsigned int)uid) :
+		  dprintf(fd, "portid=%u pid=%d\n", portid, (int)getpid());
 	if (n < 0 || fchmod(fd, 0644) < 0) {
 		log_err("ctl: write %s: %m", tmp);
 		close(fd);
@@ -1754,8 +1757,10 @@ static void unpublish_file(void)
 	if (n <= 0)
 		return;
 	buf[n] = '\0';
+	/* After `user` the root-owned directory is not ours to change: the file stays, and
+	 * kfwdctl calls it stale once this pid is gone. */
 	if (sscanf(buf, "portid=%u pid=%d", &portid, &pid) == 2 && pid == (int)getpid() &&
-	    unlink(ctl.file) < 0)
+	    unlink(ctl.file) < 0 && errno != EACCES)
 		log_warn("ctl: unlink %s: %m", ctl.file);
 }
 
@@ -1806,7 +1811,7 @@ int ctl_open(const struct config *cfg, char *const *extra_listens, size_t n_extr
 	if (loop_add(ctl.fd, EPOLLIN, &ctl.h) < 0)
 		goto fail;
 	snprintf(ctl.file, sizeof(ctl.file), "%s", cfg->ctl_socket_file);
-	if (publish_file(ctl.file, ctl.portid) < 0) {
+	if (publish_file(ctl.file, ctl.portid, cfg->has_user ? cfg->run_uid : 0) < 0) {
 		loop_del(ctl.fd);
 		goto fail;
 	}
@@ -1823,7 +1828,7 @@ fail:
 	return -1;
 }
 
-void ctl_close(void)
+void ctl_close_socket(void)
 {
 	/* Monitors learn that the stream ended (NLMSG_DONE) instead of waiting for heartbeats. */
 	for (unsigned int i = 0; i < ctl_n_subscribers; i++) {
@@ -1845,6 +1850,11 @@ void ctl_close(void)
 		ctl.fd = -1;
 	}
 	unpublish_file();
+}
+
+void ctl_close(void)
+{
+	ctl_close_socket();
 	if (ctl.cfg)
 		config_put(ctl.cfg);
 	ctl.cfg = NULL;

@@ -20,18 +20,23 @@
 #include "loop.h"
 #include "metrics.h"
 #include "pipe_pool.h"
+#include "privdrop.h"
 #include "resolve.h"
 #include "session.h"
+#include "sockmap.h"
 #include "sockmap_path.h"
+#include "upgrade.h"
 #include "upstream_pool.h"
 
 #define MAX_LISTEN_ARGS 16
 #define PIPE_POOL_MAX 64
 
 static const char usage[] =
-	"usage: kfwd [-c FILE] [-l ADDR:PORT]... [-t] [-v]\n"
+	"usage: kfwd [-c FILE] [-l ADDR:PORT]... [-x SOCKET] [-t] [-v]\n"
 	"  -c FILE       configuration file (default: embedded, url-embedded route on 127.0.0.1:8080)\n"
 	"  -l ADDR:PORT  listen address, replaces the config's listen lines (repeatable)\n"
+	"  -x SOCKET     binary upgrade: take the listening sockets over from the kfwd running at\n"
+	"                SOCKET (its upgrade-socket), which then drains and exits\n"
 	"  -t            check the configuration and exit\n"
 	"  -v            verbose: log level debug\n";
 
@@ -46,22 +51,47 @@ static void on_drain_timeout(struct timer *t)
 	loop_stop();
 }
 
+/* Stop accepting and let the connections finish, up to drain-timeout. */
+static void drain(const char *why)
+{
+	stopping = true;
+	log_info("%s: no longer accepting; finishing %u connections (up to %lu ms)", why,
+		 session_count(), (unsigned long)ctl_config()->drain_timeout_ms);
+	ctl_draining();
+	listeners_close();
+	metrics_close();
+	upgrade_close();
+	drain_timer.on_expire = on_drain_timeout;
+	timer_arm(&drain_timer, ctl_config()->drain_timeout_ms);
+	session_drain_all();
+}
+
 static void begin_shutdown(int sig)
 {
+	char why[32];
+
 	if (stopping) {
 		log_warn("second signal %d: exiting now", sig);
 		loop_stop();
 		return;
 	}
-	stopping = true;
-	log_info("signal %d: no longer accepting; finishing %u connections (up to %lu ms)", sig,
-		 session_count(), (unsigned long)ctl_config()->drain_timeout_ms);
-	ctl_draining();
-	listeners_close();
-	metrics_close();
-	drain_timer.on_expire = on_drain_timeout;
-	timer_arm(&drain_timer, ctl_config()->drain_timeout_ms);
-	session_drain_all();
+	snprintf(why, sizeof(why), "signal %d", sig);
+	drain(why);
+}
+
+/*
+ * A new kfwd took the listening sockets (user/upgrade.c): stop accepting, leave it the BPF pin
+ * directory (our program and maps live on through our fds until we exit) and, with a fixed
+ * ctl-port-id, the port id; then drain as for SIGTERM.
+ */
+static void hand_over(void)
+{
+	if (stopping)
+		return;
+	sockmap_release_pins();
+	if (ctl_config()->ctl_port_id)
+		ctl_close_socket();
+	drain("binary upgrade");
 }
 
 static void on_signal(struct loop_handler *h, uint32_t events)
@@ -123,13 +153,13 @@ int main(int argc, char **argv)
 {
 	char *listen_args[MAX_LISTEN_ARGS];
 	size_t n_listen = 0;
-	const char *config_path = NULL;
+	const char *config_path = NULL, *takeover = NULL;
 	bool check_only = false, verbose = false;
 	struct config *cfg;
 	char err[512];
 	int opt, rc = 1;
 
-	while ((opt = getopt(argc, argv, "c:l:tvh")) != -1) {
+	while ((opt = getopt(argc, argv, "c:l:x:tvh")) != -1) {
 		switch (opt) {
 		case 'c':
 			config_path = optarg;
@@ -140,6 +170,9 @@ int main(int argc, char **argv)
 				return 1;
 			}
 			listen_args[n_listen++] = optarg;
+			break;
+		case 'x':
+			takeover = optarg;
 			break;
 		case 't':
 			check_only = true;
@@ -184,10 +217,19 @@ int main(int argc, char **argv)
 		goto out_loop;
 	pipe_pool_configure(cfg->pipe_size, PIPE_POOL_MAX);
 	upstream_pool_configure(cfg->upstream_max_idle, cfg->upstream_idle_timeout_ms);
+	if (takeover && upgrade_takeover(takeover, cfg) < 0)
+		goto out_resolve;
 	if (listeners_open(cfg) < 0)
 		goto out_resolve;
 	if (metrics_open(cfg) < 0)
 		goto out_listeners;
+	/* From here on the old kfwd no longer accepts: what follows must not fail for reasons
+	 * the old one could have avoided (the same configuration started it). */
+	if (upgrade_ready() < 0) {
+		metrics_close();
+		goto out_listeners;
+	}
+	upgrade_takeover_done();
 	if (ctl_open(cfg, listen_args, n_listen) < 0) {
 		metrics_close();
 		goto out_listeners;
@@ -195,6 +237,10 @@ int main(int argc, char **argv)
 	sockmap_path_init(cfg);
 	/* Like nginx: an access log that cannot be opened at start is a configuration error. */
 	if (access_log_configure(cfg) < 0)
+		goto out_ctl;
+	if (upgrade_listen(cfg, hand_over) < 0)
+		goto out_ctl;
+	if (privdrop_apply(cfg) < 0)
 		goto out_ctl;
 	log_info("kfwd running: data path %s, pipe-size %zu, watermarks %zu/%zu",
 		 data_path_name(cfg->data_path), cfg->pipe_size, cfg->pipe_high_water,
@@ -206,6 +252,7 @@ int main(int argc, char **argv)
 		session_kill(session_first());
 	log_info("kfwd stopped");
 out_ctl:
+	upgrade_close();
 	access_log_close();
 	sockmap_path_fini();
 	ctl_close();
@@ -213,6 +260,7 @@ out_ctl:
 out_listeners:
 	listeners_close();
 out_resolve:
+	upgrade_takeover_done();
 	upstream_pool_flush();
 	pipe_pool_flush();
 	resolve_fini();

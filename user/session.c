@@ -1798,7 +1798,10 @@ void session_drain_all(void)
 	draining = true;
 	for (s = sessions; s; s = next) {
 		next = s->next;
-		if (s->state == S_REQUEST_HEAD && !buf_len(&s->client.in))
+		/* A connection accepted a moment ago has its first request on the way: closing it
+		 * would reset that request (a binary upgrade drains under full load). It is answered,
+		 * then closed; client-timeout bounds a client that never sends. */
+		if (s->state == S_REQUEST_HEAD && !buf_len(&s->client.in) && s->requests)
 			session_close(s);
 		else
 			s->close_after = true;
