@@ -188,6 +188,7 @@ def test_client_vanishes_mid_stream(lab, tmp_path, user_timeout):
         return
     assert up.closed.wait(10), f"upstream connection still open 10 s after the client vanished:\n{k.stderr}"
     took = up.closed_at - t0
+    print(f"upstream freed {took:.2f} s after the client vanished (tcp-user-timeout 2s)")
     assert 1.5 <= took <= 5.0, f"upstream freed {took:.2f} s after the client vanished (tcp-user-timeout 2s)"
     assert wait_for(lambda: not kfwd_conns(lab), 2), kfwd_conns(lab)
     assert not upstream_conns(lab)
@@ -216,6 +217,7 @@ def test_idle_client_vanishes(lab, tmp_path, keepalive):
         return
     assert wait_for(lambda: not kfwd_conns(lab), 10, 0.1), f"still open 10 s later:\n{k.stderr}"
     took = time.monotonic() - t0
+    print(f"idle connection closed {took:.2f} s after the client vanished (keepalive 1s 1s 2)")
     assert 1.5 <= took <= 6.0, f"closed {took:.2f} s after the client vanished (keepalive 1s 1s 2)"
     assert k.alive()
 
@@ -235,3 +237,24 @@ def test_live_client_that_keeps_its_window_shut(lab, tmp_path):
     assert up.closed.wait(10), f"a client with its window shut for 10 s is still served:\n{k.stderr}"
     assert 1.5 <= up.closed_at - t0 <= 6.0, up.closed_at - t0
     assert wait_for(lambda: not kfwd_conns(lab), 2), kfwd_conns(lab)
+
+
+def test_config_dead_peer_and_upgrade_values(tmp_path):
+    """tcp-keepalive / tcp-user-timeout / upgrade-socket: bad values are FILE:LINE errors."""
+    base = "listen 127.0.0.1:1\nroute / url-embedded\n"
+    p = tmp_path / "t.conf"
+
+    def check(line):
+        p.write_text(base + line + "\n")
+        return subprocess.run([str(KFWD_BIN), "-t", "-c", str(p)], capture_output=True, text=True, timeout=30)
+
+    for bad in ("tcp-keepalive 30s 5s", "tcp-keepalive 30s 5s 0", "tcp-keepalive 30s 5s 128",
+                "tcp-keepalive 1500ms 5s 3", "tcp-keepalive 40000s 5s 3", "tcp-keepalive 1 1 1", "tcp-keepalive on",
+                "tcp-user-timeout 0", "tcp-user-timeout soon", "upgrade-socket relative",
+                "upgrade-socket /" + "x" * 120):
+        r = check(bad)
+        assert r.returncode == 1 and "t.conf:3: " in r.stderr, (bad, r.stderr)
+    for good in ("tcp-keepalive 30s 5s 3", "tcp-keepalive 1s 1s 1", "tcp-keepalive 2m 1000ms 9", "tcp-keepalive off", "tcp-user-timeout 10s",
+                 "tcp-user-timeout off", "upgrade-socket off", "upgrade-socket /run/kfwd/up"):
+        r = check(good)
+        assert r.returncode == 0, (good, r.stderr)

@@ -792,6 +792,12 @@ static int swap_config(const struct config *ncfg, const char *what, char *note, 
 		used += (size_t)snprintf(
 			note + used, notelen - used,
 			"ctl-port-id and ctl-socket-file changes take effect at restart; ");
+	if (used < notelen &&
+	    (ncfg->has_user != old->has_user || ncfg->run_uid != old->run_uid ||
+	     ncfg->run_gid != old->run_gid || strcmp(ncfg->upgrade_socket, old->upgrade_socket)))
+		used += (size_t)snprintf(note + used, notelen - used,
+					 "user, group and upgrade-socket changes take effect at "
+					 "restart (or binary upgrade); ");
 	if (used >= 2 && used < notelen)
 		note[used - 2] = '\0';
 	ctl.cfg = ncfg;

@@ -2,7 +2,8 @@
 /*
  * kfwdctl: look at and change a running kfwd over its netlink control socket
  * (include/kfwd/ctl.h). Every answer is checked: it must come from the daemon's port id, from
- * uid 0 and, when the published file names it, from the daemon's pid. Anything else is an
+ * uid 0 (or the uid the published file names: kfwd ran `user`) and, when the published file
+ * names it, from the daemon's pid. Anything else is an
  * impostor, reported as such.
  */
 #include <errno.h>
