@@ -296,6 +296,29 @@ def test_syslog_targets(kfwd, nginx, syslog_server, tmp_path):
     assert wait_for(lambda: srv2.parsed("kfwd-access"), 10), f"nothing after the restart:\n{k.stderr}"
 
 
+@pytest.mark.timeout(60)
+def test_syslog_daemon_that_starts_after_kfwd(kfwd, nginx, syslog_server, tmp_path):
+    """Boot order on a router: kfwd starts before the syslog daemon. It starts anyway (daemon
+    lines on stderr, access lines dropped and counted) and uses the socket once it answers."""
+    path = tmp_path / "late"
+    k = kfwd(
+        f"""
+        upstream web {nginx.addr}
+        route / web
+        log-target syslog:{path}
+        access-log syslog:{path}
+        """
+    )
+    assert "kfwd running" in k.stderr and "until it answers" in k.stderr, k.stderr
+    assert peers.get(k.port, "/ok?early").status == 200
+    assert k.metric(DROPPED) == 1
+    srv = syslog_server("late")
+    time.sleep(1.1)  # reconnects are tried at most once a second
+    assert peers.get(k.port, "/ok?late").status == 200
+    assert wait_for(lambda: srv.parsed("kfwd-access"), 10), f"{srv.messages}\n{k.stderr}"
+    assert [LINE.match(m["msg"])["target"] for m in srv.parsed("kfwd-access")] == ["/ok?late"]
+
+
 def test_config_rejects_bad_log_values(tmp_path):
     base = "listen 127.0.0.1:1\nroute / url-embedded\n"
     for bad in (

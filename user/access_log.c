@@ -114,11 +114,11 @@ int access_log_configure(const struct config *cfg)
 	case ACCESS_LOG_OFF:
 		return 0;
 	case ACCESS_LOG_SYSLOG:
-		if (syslog_client_open(&alog.syslog, alog.path) < 0) {
-			log_err("access-log syslog:%s: %m (lines are dropped until it answers)",
-				alog.path);
-			return -1;
-		}
+		/* A syslog daemon that starts after kfwd (boot order on a router) is found
+		 * later: sends reconnect, at most once a second. */
+		if (syslog_client_open(&alog.syslog, alog.path) < 0)
+			log_warn("access-log syslog:%s: %m (lines are dropped until it answers)",
+				 alog.path);
 		break;
 	case ACCESS_LOG_FILE:
 		if (!alog.buf && !(alog.buf = malloc(ACCESS_LOG_BUFFER)))

@@ -113,8 +113,9 @@ int log_sink_open(const char *path)
 	if (syslog_client_open(&daemon_log, path) < 0) {
 		int err = errno;
 
-		fprintf(stderr, "kfwd: log-target syslog:%s: %s; logging to stderr\n", path,
-			strerror(err));
+		fprintf(stderr,
+			"kfwd: log-target syslog:%s: %s; logging to stderr until it answers\n",
+			path, strerror(err));
 		return -1;
 	}
 	return 0;
@@ -130,7 +131,8 @@ void log_sink_write(int level, const char *line, size_t prefix_len)
 	static const int severities[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
 	size_t len = strlen(line);
 
-	if (daemon_log.fd >= 0 && level >= KLOG_ERR && level <= KLOG_DEBUG && prefix_len <= len) {
+	/* Configured but not connected (no syslog daemon yet): each send tries to reconnect. */
+	if (daemon_log.path[0] && level >= KLOG_ERR && level <= KLOG_DEBUG && prefix_len <= len) {
 		/* syslog lines carry no newline; the daemon adds its own time and host. */
 		size_t body = len - prefix_len - (len > prefix_len && line[len - 1] == '\n');
 
