@@ -11,6 +11,7 @@ body still completes. A new process that cannot start leaves the old one serving
 import random
 import re
 import signal
+import stat
 import socket
 import subprocess
 import threading
@@ -234,3 +235,17 @@ def test_takeover_without_a_running_kfwd(tmp_path):
     p = subprocess.run([str(KFWD_BIN), "-c", str(conf), "-x", str(tmp_path / "nothing")], capture_output=True,
                        text=True, timeout=30)
     assert p.returncode == 1 and "no running kfwd to take over from" in p.stderr, p.stderr
+
+
+@pytest.mark.timeout(60)
+def test_upgrade_socket_file(kfwd, tmp_path):
+    """Next to the control file, per instance, root's with mode 0600; removed at exit."""
+    k = kfwd("route / url-embedded\nallow 127.0.0.0/8\n")
+    wait_log(k, r"upgrade socket: ")
+    path = Path(upgrade_socket(k))
+    assert str(path) == ctl_file(k) + ".upgrade"
+    st = path.stat()
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0, oct(st.st_mode)
+    k.send_signal(signal.SIGTERM)
+    assert k.wait(10) == 0
+    assert not path.exists()

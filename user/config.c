@@ -856,18 +856,16 @@ static void set_defaults(struct config *cfg)
 	snprintf(cfg->ctl_socket_file, sizeof(cfg->ctl_socket_file), "%s", KFWD_CTL_FILE_DEFAULT);
 }
 
-/* Next to the control socket's file: "<its directory>/upgrade"; off when that is too long. */
+/*
+ * "<ctl-socket-file>.upgrade": per instance like the control file (instances sharing a directory
+ * must not take over each other's sockets), in the same checked directory; off when too long
+ * for a unix socket path.
+ */
 static void default_upgrade_socket(struct config *cfg)
 {
-	const char *slash = strrchr(cfg->ctl_socket_file, '/');
-	size_t dirlen = slash ? (size_t)(slash - cfg->ctl_socket_file) : 0;
-	int n;
+	int n = snprintf(cfg->upgrade_socket, sizeof(cfg->upgrade_socket), "%s.upgrade",
+			 cfg->ctl_socket_file);
 
-	cfg->upgrade_socket[0] = '\0';
-	if (!slash)
-		return;
-	n = snprintf(cfg->upgrade_socket, sizeof(cfg->upgrade_socket), "%.*s/upgrade", (int)dirlen,
-		     cfg->ctl_socket_file);
 	if (n < 0 || (size_t)n >= sizeof(cfg->upgrade_socket))
 		cfg->upgrade_socket[0] = '\0';
 }

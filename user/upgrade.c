@@ -49,6 +49,8 @@ static struct {
 	bool sent; /* listeners sent, READY awaited */
 	bool handed_over;
 	char path[CONFIG_SOCKET_PATH_MAX];
+	dev_t dev; /* the socket file we bound: removed at exit only if still ours */
+	ino_t ino;
 	void (*on_handover)(void);
 } srv = { .listen_fd = -1, .conn_fd = -1 };
 
@@ -213,6 +215,7 @@ static int check_dir(const char *path)
 int upgrade_listen(const struct config *cfg, void (*on_handover)(void))
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct stat st;
 
 	srv.on_handover = on_handover;
 	if (!cfg->upgrade_socket[0])
@@ -233,10 +236,13 @@ int upgrade_listen(const struct config *cfg, void (*on_handover)(void))
 		goto fail;
 	}
 	if (bind(srv.listen_fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
-	    chmod(srv.path, UPGRADE_SOCKET_MODE) < 0 || listen(srv.listen_fd, 1) < 0) {
+	    chmod(srv.path, UPGRADE_SOCKET_MODE) < 0 || lstat(srv.path, &st) < 0 ||
+	    listen(srv.listen_fd, 1) < 0) {
 		log_err("upgrade-socket %s: %m", srv.path);
 		goto fail;
 	}
+	srv.dev = st.st_dev;
+	srv.ino = st.st_ino;
 	srv.listen_h.on_event = on_listen;
 	if (loop_add(srv.listen_fd, EPOLLIN, &srv.listen_h) < 0)
 		goto fail;
@@ -250,15 +256,20 @@ fail:
 
 void upgrade_close(void)
 {
+	struct stat st;
+
 	conn_close();
 	if (srv.listen_fd < 0)
 		return;
 	loop_del(srv.listen_fd);
 	close(srv.listen_fd);
 	srv.listen_fd = -1;
-	/* After a hand-over the path is the new kfwd's; after `user` the directory is root's and
-	 * the socket stays for the next start to replace. */
-	if (!srv.handed_over && unlink(srv.path) < 0 && errno != ENOENT && errno != EACCES)
+	/* After a hand-over the path is the new kfwd's (and it may have bound its own there);
+	 * after `user` the directory is root's and the socket stays for the next start. */
+	if (srv.handed_over || lstat(srv.path, &st) < 0 || st.st_dev != srv.dev ||
+	    st.st_ino != srv.ino)
+		return;
+	if (unlink(srv.path) < 0 && errno != ENOENT && errno != EACCES)
 		log_warn("upgrade-socket: unlink %s: %m", srv.path);
 }
 
