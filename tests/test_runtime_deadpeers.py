@@ -8,7 +8,6 @@ upstream one within tcp-user-timeout (and, with it off, does not within the same
 idle keep-alive connection, within the keepalive bound (and not without keepalive)."""
 
 import os
-import re
 import socket
 import subprocess
 import threading

@@ -185,4 +185,4 @@ def test_config_user_and_group_checked(tmp_path):
         p = tmp_path / "t.conf"
         p.write_text(base + bad + "\n")
         r = subprocess.run([str(KFWD_BIN), "-t", "-c", str(p)], capture_output=True, text=True, timeout=30)
-        assert r.returncode == 1 and f"t.conf:3: " in r.stderr and why in r.stderr, (bad, r.stderr)
+        assert r.returncode == 1 and "t.conf:3: " in r.stderr and why in r.stderr, (bad, r.stderr)

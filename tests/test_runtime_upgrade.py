@@ -11,8 +11,8 @@ body still completes. A new process that cannot start leaves the old one serving
 import random
 import re
 import signal
-import stat
 import socket
+import stat
 import subprocess
 import threading
 import time
