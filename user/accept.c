@@ -29,11 +29,23 @@ struct listener {
 static struct listener *listeners;
 static size_t n_listeners;
 
+/* A binary upgrade's source of already bound sockets (upgrade.c), NULL when none. */
+static int (*take_inherited)(const struct sockaddr_any *addr);
+
+void listen_set_inherited(int (*take)(const struct sockaddr_any *addr))
+{
+	take_inherited = take;
+}
+
 int listen_socket(const struct sockaddr_any *addr, const char *text)
 {
 	const struct sockaddr *sa = (const struct sockaddr *)&addr->ss;
 	int fd, one = 1;
 
+	/* Taking over from a running kfwd (-x): its socket, accept queue and all. */
+	fd = take_inherited ? take_inherited(addr) : -1;
+	if (fd >= 0)
+		return fd;
 	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		log_err("listen %s: socket: %m", text);
@@ -203,13 +215,27 @@ fail:
 	return -1;
 }
 
+size_t listeners_fds(int *out, size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < n_listeners && n < max; i++)
+		if (listeners[i].fd >= 0)
+			out[n++] = listeners[i].fd;
+	return n;
+}
+
 void listeners_close(void)
 {
 	for (size_t i = 0; i < n_listeners; i++) {
 		loop_del(listeners[i].fd);
 		close(listeners[i].fd);
+		listeners[i].fd = -1;
 	}
-	free(listeners);
+	/* Closing while events are dispatched (SIGTERM, a binary upgrade): an accept event of
+	 * this batch may still name a listener; it must find fd -1 in memory still there. */
+	if (listeners)
+		loop_defer_free(listeners, free);
 	listeners = NULL;
 	n_listeners = 0;
 }

@@ -5,11 +5,14 @@
 #include <string.h>
 
 #include "accept.h"
+#include "access_log.h"
 #include "apply.h"
 #include "log.h"
+#include "log_sink.h"
 #include "metrics.h"
 #include "pipe_pool.h"
 #include "sockmap_path.h"
+#include "upgrade.h"
 #include "upstream.h"
 #include "upstream_pool.h"
 
@@ -29,6 +32,12 @@ static void metrics_restore(const struct config *old)
 	metrics_close();
 	if (metrics_open(old) < 0)
 		log_err("metrics endpoint %s could not be reopened", old->metrics.text);
+}
+
+static void close_sockets(void)
+{
+	metrics_close();
+	listeners_close();
 }
 
 /* The sockets: what can fail. All or nothing. */
@@ -73,8 +82,29 @@ int config_apply(struct config *ncfg, const struct config *old, char *err, size_
 	rc = open_sockets(ncfg, old, err, errlen);
 	if (rc < 0)
 		return rc;
+	/* Start-up by binary upgrade (-x): the old kfwd stops accepting and gives up its BPF pins
+	 * and a fixed ctl-port-id once our sockets are set up; what follows needs them. Without
+	 * -x this does nothing. */
+	if (!old && upgrade_ready() < 0) {
+		snprintf(err, errlen, "upgrade: the old kfwd did not hand over (see the log)");
+		close_sockets();
+		return -EIO;
+	}
+	if (!old)
+		upgrade_takeover_done();
 	/* A data-path or route mode that now asks for sockmap loads it (no-op otherwise). */
 	sockmap_path_init(ncfg);
+	/* Like nginx: an access log that cannot be opened at start is a configuration error; at
+	 * reload its lines are dropped and counted (access_log_configure logs why). */
+	if (access_log_configure(ncfg) < 0 && !old) {
+		snprintf(err, errlen, "access-log: cannot be opened (see the log)");
+		sockmap_path_fini();
+		close_sockets();
+		return -EIO;
+	}
+	/* At start-up main.c opened the log sink before anything could log. */
+	if (old && strcmp(ncfg->log_syslog, old->log_syslog))
+		log_sink_open(ncfg->log_syslog);
 	if (!old || ncfg->pipe_size != old->pipe_size)
 		pipe_pool_configure(ncfg->pipe_size, PIPE_POOL_MAX);
 	if (!old || ncfg->upstream_max_idle != old->upstream_max_idle ||

@@ -10,8 +10,10 @@
  * Put @ncfg in force: at start-up (@old NULL: open its listeners and metrics endpoint) and at
  * reload (@old running: move listeners and metrics over, keeping what did not change). The
  * steps that can fail come first; on failure nothing changed (a reload rolls the metrics
- * endpoint back), @err says why and -errno is returned. Then the server runtime state is
- * attached, the sockmap path is loaded if asked for, and the pools and log level follow.
+ * endpoint back), @err says why and -errno is returned. At start-up a binary upgrade's
+ * hand-over completes here, once the sockets are set up. Then the server runtime state is
+ * attached, the sockmap path is loaded if asked for, the access log and the log sink are
+ * (re)opened, and the pools and log level follow.
  * References are the caller's.
  */
 int config_apply(struct config *ncfg, const struct config *old, char *err, size_t errlen);

@@ -8,6 +8,12 @@
 #include "log.h"
 
 int klog_level = KLOG_INFO;
+static klog_output_fn output;
+
+void klog_set_output(klog_output_fn fn)
+{
+	output = fn;
+}
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
@@ -30,7 +36,10 @@ void klog(int level, const char *fmt, ...)
 	va_end(ap);
 	/* One fputs per line so concurrent writers (tests reading stderr) never see torn lines. */
 	strncat(line, "\n", sizeof(line) - strlen(line) - 1);
-	fputs(line, stderr);
+	if (output)
+		output(level, line, (size_t)n);
+	else
+		fputs(line, stderr);
 }
 
 int klog_level_parse(const char *name)

@@ -187,6 +187,11 @@ int metrics_open(const struct config *cfg)
 	return 0;
 }
 
+int metrics_listen_fd(void)
+{
+	return listen_fd;
+}
+
 void metrics_close(void)
 {
 	if (listen_fd < 0)

@@ -12,6 +12,8 @@ int metrics_open(const struct config *cfg);
 void metrics_close(void);
 /* Every counter of kfwd/counters.h now, indexed by enum kfwd_stats_attr. */
 void stats_snapshot(uint64_t v[KFWD_STAT_MAX + 1]);
+/* The metrics listening socket, -1 when none (for a binary upgrade). */
+int metrics_listen_fd(void);
 /* Render the exposition text into @out (also used by tests); returns its length. */
 size_t metrics_render(char *out, size_t len);
 

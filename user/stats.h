@@ -47,6 +47,7 @@ struct kfwd_stats {
 	uint64_t ctl_dropped; /* answers a reader had no room for */
 	uint64_t ctl_events; /* monitor events delivered */
 	uint64_t ctl_events_lost;
+	uint64_t access_log_dropped; /* access log lines lost: buffer full, write failed */
 };
 
 extern struct kfwd_stats stats;

@@ -89,6 +89,9 @@
 	  stats.ctl_events)                                                                      \
 	X(CTL_EVENTS_LOST, "ctl_events_lost_total", NULL, COUNTER,                               \
 	  "Monitor events dropped for a slow subscriber.", stats.ctl_events_lost)                \
+	X(ACCESS_LOG_DROPPED, "access_log_dropped_total", NULL, COUNTER,                         \
+	  "Access log lines lost (buffer full, write failed, syslog not taking them).",          \
+	  stats.access_log_dropped)                                                              \
 	X(SOCKMAP_FLOWS, "sockmap_flows_total", NULL, COUNTER,                                   \
 	  "Tunnels and response bodies handed to the BPF sockmap.", stats.sockmap_flows)         \
 	X(SOCKMAP_RESPONSES, "sockmap_responses_total", NULL, COUNTER,                           \
