@@ -17,6 +17,8 @@
 
 static int passed, failed;
 
+void unit_rtsp(int *passed_out, int *failed_out); /* unit_rtsp.c */
+
 #define CHECK(cond)                                                                     \
 	do {                                                                            \
 		if (cond) {                                                             \
@@ -339,6 +341,7 @@ int main(void)
 	test_location();
 	test_config_errors();
 	test_sizes();
+	unit_rtsp(&passed, &failed);
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }
