@@ -58,10 +58,9 @@ static size_t run(struct rtsp_framer *fr, size_t len, struct rtsp_frame_event *e
 	return emit(ev, kind, (uint32_t)n);
 }
 
-static size_t head(struct rtsp_framer *fr, const uint8_t *buf, size_t len,
-		   struct rtsp_frame_event *ev)
+static size_t head(struct rtsp_framer *fr, uint8_t *buf, size_t len, struct rtsp_frame_event *ev)
 {
-	switch (rtsp_head_feed(&fr->head, (const char *)buf, len, fr->max_line, fr->max_head,
+	switch (rtsp_head_feed(&fr->head, (char *)buf, len, fr->max_line, fr->max_head,
 			       fr->max_body)) {
 	case RTSP_PARSE_MORE:
 		return emit(ev, RTSP_EV_NEED_MORE, 0);
@@ -77,7 +76,7 @@ static size_t head(struct rtsp_framer *fr, const uint8_t *buf, size_t len,
 	return emit(ev, RTSP_EV_HEAD, (uint32_t)fr->head.head_len);
 }
 
-size_t rtsp_frame_step(struct rtsp_framer *fr, const uint8_t *buf, size_t len,
+size_t rtsp_frame_step(struct rtsp_framer *fr, uint8_t *buf, size_t len,
 		       struct rtsp_frame_event *ev)
 {
 	ev->channel = 0;

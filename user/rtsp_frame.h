@@ -61,10 +61,11 @@ void rtsp_framer_init(struct rtsp_framer *fr, size_t max_line, size_t max_head, 
  * One event for the bytes @buf[0..@len) that start at the framer's position in the stream.
  * Returns the bytes consumed (ev->len, 0 for RTSP_EV_NEED_MORE and RTSP_EV_ERROR). After
  * RTSP_EV_HEAD, fr->head's spans are relative to @buf (the head's first byte) and stay valid
- * until the next step. Feeding the same stream in any split gives the same events, except that
- * body and payload byte runs are cut where the buffer ends.
+ * until the next step; @buf is writable for rtsp_head_feed() only. Feeding the same stream in
+ * any split gives the same events, except that body and payload byte runs are cut where the
+ * buffer ends.
  */
-size_t rtsp_frame_step(struct rtsp_framer *fr, const uint8_t *buf, size_t len,
+size_t rtsp_frame_step(struct rtsp_framer *fr, uint8_t *buf, size_t len,
 		       struct rtsp_frame_event *ev);
 /* Body or payload bytes the caller may move now without showing them to the framer. */
 uint64_t rtsp_frame_pending(const struct rtsp_framer *fr);

@@ -147,23 +147,20 @@ static enum rtsp_parse_status check_version(struct rtsp_head *h, const char *bas
 	return fail(h, RTSP_ERR_MALFORMED, "not an RTSP/1.0 message");
 }
 
-static enum rtsp_parse_status map_http_error(struct rtsp_head *h)
+/* http_parse.c's verdict in RTSP terms; any Transfer-Encoding it saw is RTSP's own 400. */
+static enum rtsp_parse_status map_http_error(struct rtsp_head *h, const char *base)
 {
 	llhttp_errno_t err = llhttp_get_errno(&h->http.parser);
 
 	if (err == HPE_INVALID_CONTENT_LENGTH || err == HPE_UNEXPECTED_CONTENT_LENGTH)
 		return fail(h, RTSP_ERR_CONTENT_LENGTH, h->http.error_reason);
-	switch (h->http.error) {
-	case HTTP_ERR_URI_TOO_LONG:
+	if (h->http.error == HTTP_ERR_URI_TOO_LONG)
 		return fail(h, RTSP_ERR_URI_TOO_LONG, "request line too long");
-	case HTTP_ERR_TOO_LARGE:
+	if (h->http.error == HTTP_ERR_TOO_LARGE)
 		return fail(h, RTSP_ERR_TOO_LARGE, "head too large");
-	case HTTP_ERR_TRANSFER_CODING:
+	if (err == HPE_INVALID_TRANSFER_ENCODING ||
+	    rtsp_header_next(h, base, "Transfer-Encoding", -1) >= 0)
 		return fail(h, RTSP_ERR_TRANSFER_CODING, "transfer coding in RTSP");
-	case HTTP_ERR_NONE:
-	case HTTP_ERR_MALFORMED:
-		break;
-	}
 	return fail(h, RTSP_ERR_MALFORMED,
 		    h->http.error_reason ? h->http.error_reason : "malformed");
 }
@@ -276,8 +273,8 @@ static enum rtsp_parse_status finish(struct rtsp_head *h, const char *base, uint
 	return RTSP_PARSE_DONE;
 }
 
-enum rtsp_parse_status rtsp_head_feed(struct rtsp_head *h, const char *base, size_t len,
-				      size_t max_line, size_t max_head, uint64_t max_body)
+enum rtsp_parse_status rtsp_head_feed(struct rtsp_head *h, char *base, size_t len, size_t max_line,
+				      size_t max_head, uint64_t max_body)
 {
 	enum http_parse_status st;
 
@@ -304,7 +301,7 @@ enum rtsp_parse_status rtsp_head_feed(struct rtsp_head *h, const char *base, siz
 	if (st == HTTP_PARSE_MORE)
 		return RTSP_PARSE_MORE;
 	if (st == HTTP_PARSE_ERROR)
-		return map_http_error(h);
+		return map_http_error(h, base);
 	if (!h->version_checked && check_version(h, base, len, max_line) == RTSP_PARSE_ERROR)
 		return RTSP_PARSE_ERROR;
 	return finish(h, base, max_body);

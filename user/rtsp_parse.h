@@ -75,12 +75,14 @@ void rtsp_head_init(struct rtsp_head *h);
  * Feed the head bytes buffered so far, as http_head_feed(): @base points at the head's first
  * byte, @len counts every byte buffered from there; only new bytes are parsed, and @base may
  * move between calls (the bytes may not change). @max_line bounds the request or status line,
- * @max_head the head, @max_body the Content-Length. Never writes to @base: a response's "RTSP"
- * is shown to llhttp as "HTTP" from a copy. llhttp's keep-alive and body framing are not used
- * (it takes an RTSP/1.0 response without Content-Length as close-delimited; RTSP says no body).
+ * @max_head the head, @max_body the Content-Length. @base is writable only because
+ * http_head_feed() may normalise bytes of a head in place; a response's "RTSP" is never
+ * patched: llhttp is shown "HTTP/" from a constant. llhttp's keep-alive and body framing are not
+ * used (it takes an RTSP/1.0 response without Content-Length as close-delimited; RTSP says no
+ * body).
  */
-enum rtsp_parse_status rtsp_head_feed(struct rtsp_head *h, const char *base, size_t len,
-				      size_t max_line, size_t max_head, uint64_t max_body);
+enum rtsp_parse_status rtsp_head_feed(struct rtsp_head *h, char *base, size_t len, size_t max_line,
+				      size_t max_head, uint64_t max_body);
 
 /* The status an RTSP server (kfwd towards a client) answers a rejected request with. */
 int rtsp_error_status(enum rtsp_error e);

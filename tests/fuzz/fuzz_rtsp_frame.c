@@ -48,7 +48,7 @@ static uint32_t next_rand(uint32_t *s)
 }
 
 /* @seed 0: everything at once; else pieces of 1..64 bytes and payloads moved unseen. */
-static void run(const uint8_t *data, size_t size, uint32_t seed, struct trace *t)
+static void run(uint8_t *data, size_t size, uint32_t seed, struct trace *t)
 {
 	struct rtsp_framer fr;
 	size_t pos = 0, have = 0;
