@@ -165,7 +165,10 @@ static enum rtsp_parse_status map_http_error(struct rtsp_head *h, const char *ba
 		    h->http.error_reason ? h->http.error_reason : "malformed");
 }
 
-/* Content-Length exactly once, plain digits (llhttp 8.1 also takes what it rejects only later). */
+/*
+ * Content-Length exactly once, plain digits, within @max_body: checked on the headers themselves
+ * rather than on llhttp's flags, which keep no count and let leading zeros by.
+ */
 static enum rtsp_parse_status content_length(struct rtsp_head *h, const char *base,
 					     uint64_t max_body)
 {

@@ -26,7 +26,8 @@ enum rtsp_dir {
  * "rtsp://192.168.1.20:554/stream1" (what the server is asked for). A URL is mapped when it
  * starts with the prefix (scheme and authority case-insensitive, path exact) followed by its
  * end, '/', '?' or ';' (or the prefix ends with '/'): the rest is kept. Neither prefix carries
- * credentials.
+ * credentials. The caller takes the client prefix from the authority the client actually sent,
+ * so "host" and "host:554" need no equivalence here.
  */
 struct rtsp_url_map {
 	const char *client;

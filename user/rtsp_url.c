@@ -186,6 +186,8 @@ int rtsp_url_format(const struct rtsp_url *u, char *out, size_t cap)
 	char port[8] = "";
 	int n;
 
+	if (u->path_len >= cap)
+		return -1;
 	if (u->port != RTSP_DEFAULT_PORT)
 		snprintf(port, sizeof(port), ":%u", u->port);
 	n = snprintf(out, cap, "rtsp://%s%s%s%s%s%.*s", u->ipv6 ? "[" : "", u->host,
