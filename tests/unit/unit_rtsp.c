@@ -630,6 +630,21 @@ static void test_rewrite_big_sdp(void)
 	      span_is(head_out, h2.content_base, "rtsp://router:8554/cam1/"));
 }
 
+/* A client's ANNOUNCE (RECORD): its SDP goes the other way; LF-only lines keep their ends. */
+static void test_rewrite_sdp_to_upstream(void)
+{
+	const char *in = "v=0\na=control:rtsp://router:8554/cam1/\na=control:*\n"
+			 "a=control:rtsp://elsewhere/x\na=control:rtsp://router:8554/cam1/t1";
+	const char *want = "v=0\na=control:rtsp://192.168.1.20/stream1/\na=control:*\n"
+			   "a=control:rtsp://elsewhere/x\na=control:rtsp://192.168.1.20/stream1/t1";
+	char out[512];
+	size_t n = 0;
+
+	CHECK(rtsp_rewrite_sdp(in, strlen(in), &cam_map, RTSP_TO_UPSTREAM, out, sizeof(out), &n) ==
+		      RTSP_RW_OK &&
+	      n == strlen(want) && !memcmp(out, want, n));
+}
+
 /* ---------------------------------------------------------------- auth */
 
 static void test_digest_rfc2617(void)
@@ -759,6 +774,7 @@ void unit_rtsp(void)
 	test_rewrite_responses();
 	test_build_reply();
 	test_rewrite_big_sdp();
+	test_rewrite_sdp_to_upstream();
 	test_digest_rfc2617();
 	test_auth_challenges();
 	test_urls();
