@@ -17,13 +17,16 @@ process GstRtspServer starts; it prints "READY" once it listens.
 """
 
 import argparse
+import base64
 import hashlib
 import os
 import re
+import select
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -374,7 +377,6 @@ class ScriptedRtspServer:
             return False
         scheme, params = parse_auth_params(value)
         if self.auth == "basic":
-            import base64
             want = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
             return scheme == "basic" and value.split(None, 1)[1].strip() == want
         if scheme != "digest" or params.get("username") != self.user or params.get("uri") != req.url:
@@ -462,10 +464,15 @@ class GstRtspServer:
         if not shared:
             args += ["--not-shared"]
         self.port = port
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # stderr to a file: a pipe nobody reads would block gst once 64 KiB of warnings piled up.
+        self.errfile = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.errfile, text=True)
         deadline = time.monotonic() + START_TIMEOUT
         line = ""
         while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
             line = self.proc.stdout.readline()
             if line.startswith("READY") or not line:
                 break
@@ -485,10 +492,13 @@ class GstRtspServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        err = self.proc.stderr.read() if self.proc.stderr else ""
-        for f in (self.proc.stdout, self.proc.stderr):
-            if f:
-                f.close()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        if self.errfile.closed:
+            return ""
+        self.errfile.seek(0)
+        err = self.errfile.read()
+        self.errfile.close()
         return err
 
     def __enter__(self):
