@@ -429,9 +429,10 @@ class ScriptedRtspServer:
     def stop(self):
         self.stopping = True
         try:
-            self.lsock.close()
+            self.lsock.shutdown(socket.SHUT_RDWR)  # wakes the accept() that close() would not
         except OSError:
             pass
+        self.lsock.close()
         with self.lock:
             conns = list(self.conns)
         for s in conns:
