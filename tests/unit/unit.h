@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* The C unit tests' check macro and counters (defined in unit_main.c), shared by every file. */
 #ifndef KFWD_UNIT_H
 #define KFWD_UNIT_H
 
+/* The C unit tests' one assertion and counters (tests/unit/unit_main.c prints them). */
 #include <stdio.h>
 
 extern int passed, failed;
@@ -17,6 +17,7 @@ extern int passed, failed;
 		}                                                                       \
 	} while (0)
 
-void unit_rtsp(void); /* unit_rtsp.c */
+/* unit_rtsp.c: the RTSP parser, framer, rewriter, authentication and URLs */
+void unit_rtsp(void);
 
 #endif
