@@ -14,18 +14,9 @@
 #include "http.h"
 #include "http_rewrite.h"
 #include "route.h"
+#include "unit.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                                     \
-	do {                                                                            \
-		if (cond) {                                                             \
-			passed++;                                                       \
-		} else {                                                                \
-			failed++;                                                       \
-			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-		}                                                                       \
-	} while (0)
+int passed, failed;
 
 static void test_chunked_whole(void)
 {
@@ -339,6 +330,7 @@ int main(void)
 	test_location();
 	test_config_errors();
 	test_sizes();
+	unit_rtsp();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }
