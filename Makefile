@@ -41,7 +41,7 @@ ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Iinclude -Iuser -I$(BU
 	-MMD -MP
 # Third-party llhttp is compiled as Debian ships it, in strict mode, without our -Werror.
 LLHTTP_CFLAGS := -std=gnu11 -O2 -g -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -w
-LDLIBS   := -lbpf -lelf -lz -lmnl -lcares
+LDLIBS   := -lbpf -lelf -lz -lmnl -lcares -lcrypto
 
 # BPF: CO-RE object from bpf/kfwd.bpf.c against the committed vmlinux.h, embedded in the daemon
 # as a libbpf skeleton (bpftool gen skeleton).
@@ -137,6 +137,20 @@ FUZZ_FLAGS := -std=gnu11 $(WARN) -g -O1 -D_GNU_SOURCE -Iinclude -Iuser \
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(COMMON_SRCS) $(wildcard user/common_*.h include/kfwd/*.h)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(COMMON_SRCS) -lmnl
+
+# The RTSP targets link the RTSP modules, http_parse.c and llhttp (instrumented) until the fuzz
+# rule above can link daemon objects.
+RTSP_FUZZ_SRCS := user/http_parse.c $(wildcard user/rtsp_*.c)
+RTSP_FUZZ_LLHTTP := $(LLHTTP_OBJS:$(BUILD)/llhttp/%=$(BUILD)/fuzz/llhttp/%)
+
+$(RTSP_FUZZ_LLHTTP): $(BUILD)/fuzz/llhttp/%.o: $(LLHTTP_SRC)/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(LLHTTP_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+
+$(BUILD)/fuzz/fuzz_rtsp_%: tests/fuzz/fuzz_rtsp_%.c $(RTSP_FUZZ_SRCS) $(RTSP_FUZZ_LLHTTP) \
+		$(wildcard user/rtsp_*.h) user/http.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -I$(LLHTTP_INC) -o $@ $< $(RTSP_FUZZ_SRCS) $(RTSP_FUZZ_LLHTTP) -lcrypto
 
 fuzz: $(FUZZ_BINS)
 	@set -e; for bin in $(FUZZ_BINS); do \

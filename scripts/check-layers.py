@@ -19,8 +19,13 @@ def read_layers(path):
             line = line.split("#", 1)[0].strip()
             if not line:
                 continue
-            name, _, stems = line.partition(":")
-            names.append(name.strip())
+            name, colon, stems = line.partition(":")
+            if not colon:  # a continuation line: more names of the layer above
+                if not names:
+                    raise SystemExit(f"{path}:{lineno}: names before the first layer")
+                stems = name
+            else:
+                names.append(name.strip())
             for stem in stems.split():
                 if stem in layer_of:
                     raise SystemExit(f"{path}:{lineno}: {stem} is declared twice")

@@ -21,4 +21,7 @@ extern int passed, failed;
 void test_retry_policy(void);
 void test_flow_fifo(void);
 
+/* unit_rtsp.c: the RTSP parser, framer, rewriter, authentication and URLs */
+void unit_rtsp(void);
+
 #endif

@@ -332,6 +332,7 @@ int main(void)
 	test_sizes();
 	test_retry_policy();
 	test_flow_fifo();
+	unit_rtsp();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }
