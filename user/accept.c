@@ -11,7 +11,9 @@
 
 #include "accept.h"
 #include "log.h"
+#include "http1.h"
 #include "loop.h"
+#include "proto.h"
 #include "session.h"
 #include "stats.h"
 #include "upstream_pool.h"
@@ -24,7 +26,16 @@ struct listener {
 	struct loop_handler h;
 	int fd;
 	const struct config *cfg;
+	const struct proto_ops *proto; /* what its connections speak */
 };
+
+/* The protocol of @cfg's listen line @i: checked when the configuration was applied. */
+static const struct proto_ops *listen_proto(const struct config *cfg, size_t i)
+{
+	const struct proto_ops *p = proto_find(cfg->listens[i].proto);
+
+	return p ? p : &http1_ops;
+}
 
 static struct listener *listeners;
 static size_t n_listeners;
@@ -98,7 +109,7 @@ static void on_accept(struct loop_handler *h, uint32_t events)
 			stats.connections_rejected++;
 			continue;
 		}
-		session_create(fd, l->cfg, active >= l->cfg->max_connections);
+		session_create(fd, l->cfg, l->proto, active >= l->cfg->max_connections);
 	}
 }
 
@@ -116,6 +127,7 @@ int listeners_open(const struct config *cfg)
 		n_listeners++;
 		l->h.on_event = on_accept;
 		l->cfg = cfg;
+		l->proto = listen_proto(cfg, i);
 		if (loop_add(l->fd, EPOLLIN, &l->h) < 0)
 			goto fail;
 		log_info("listening on %s", cfg->listens[i].text);
@@ -153,6 +165,7 @@ int listeners_update(const struct config *cfg, char *err, size_t errlen)
 	for (i = 0; i < cfg->n_listens; i++) {
 		nl[i].h.on_event = on_accept;
 		nl[i].cfg = cfg;
+		nl[i].proto = listen_proto(cfg, i);
 		for (j = 0; j < n_listeners; j++)
 			if (!kept[j] &&
 			    sockaddr_equal(&listener_addr(j)->addr, &cfg->listens[i].addr))

@@ -11,6 +11,7 @@
 #include "log_sink.h"
 #include "metrics.h"
 #include "pipe_pool.h"
+#include "proto.h"
 #include "sockmap_path.h"
 #include "upgrade.h"
 #include "upstream.h"
@@ -75,6 +76,8 @@ int config_apply(struct config *ncfg, const struct config *old, char *err, size_
 {
 	int rc;
 
+	if (proto_check_config(ncfg, err, errlen) < 0)
+		return -EINVAL;
 	if (upstream_attach(ncfg) < 0) {
 		snprintf(err, errlen, "out of memory for the upstream servers' state");
 		return -ENOMEM;

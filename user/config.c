@@ -177,7 +177,8 @@ static struct upstream *find_upstream(struct config *cfg, const char *name)
 	return NULL;
 }
 
-static int add_listen(struct parse_ctx *ctx, struct listen_addr **arr, size_t *n, const char *text)
+static int add_listen(struct parse_ctx *ctx, struct listen_addr **arr, size_t *n, const char *text,
+		      const char *proto)
 {
 	struct listen_addr *a = grow(*arr, *n, sizeof(**arr));
 
@@ -186,7 +187,11 @@ static int add_listen(struct parse_ctx *ctx, struct listen_addr **arr, size_t *n
 	*arr = a;
 	if (parse_addr_port(text, &a[*n].addr, false) < 0)
 		return fail(ctx, "bad listen address '%s' (want ADDR:PORT or [V6]:PORT)", text);
+	if (strlen(proto) >= sizeof(a[*n].proto))
+		return fail(ctx, "unknown protocol '%s'", proto);
 	snprintf(a[*n].text, sizeof(a[*n].text), "%s", text);
+	snprintf(a[*n].proto, sizeof(a[*n].proto), "%s", proto);
+	snprintf(a[*n].where, sizeof(a[*n].where), "%s:%d", ctx->file, ctx->line);
 	(*n)++;
 	return 0;
 }
@@ -620,9 +625,10 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 	int rc;
 
 	if (!strcmp(d, "listen")) {
-		if (ntok != 2)
-			return fail(ctx, "usage: listen ADDR:PORT");
-		return add_listen(ctx, &cfg->listens, &cfg->n_listens, tok[1]);
+		if (ntok != 2 && ntok != 3)
+			return fail(ctx, "usage: listen ADDR:PORT [PROTOCOL]");
+		return add_listen(ctx, &cfg->listens, &cfg->n_listens, tok[1],
+				  ntok == 3 ? tok[2] : "http");
 	}
 	if (!strcmp(d, "upstream"))
 		return parse_upstream(ctx, tok, ntok);
@@ -967,7 +973,7 @@ struct config *config_load_text(const char *path, const char *text, char *const 
 	for (size_t i = 0; i < n_extra; i++) {
 		ctx.file = "-l";
 		ctx.line = (int)i + 1;
-		if (add_listen(&ctx, &cfg->listens, &cfg->n_listens, extra_listens[i]) < 0)
+		if (add_listen(&ctx, &cfg->listens, &cfg->n_listens, extra_listens[i], "http") < 0)
 			goto fail;
 	}
 	ctx.file = path ? path : "<embedded>";

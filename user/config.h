@@ -93,9 +93,15 @@ enum access_log_kind {
 	ACCESS_LOG_SYSLOG,
 };
 
+#define CONFIG_PROTO_MAX 16
+
 struct listen_addr {
 	struct sockaddr_any addr;
 	char text[80];
+	/* listen ADDR:PORT [PROTO]: what the listener speaks ("http" by default); user/proto.c
+	 * knows the protocols and rejects an unknown one when the configuration is applied. */
+	char proto[CONFIG_PROTO_MAX];
+	char where[96]; /* FILE:LINE of the listen line, for that message */
 };
 
 struct config {
