@@ -932,6 +932,9 @@ static void cmd_stats_fill(struct mb *b)
 	put_u64(b, KFWD_STAT_CTL_DROPPED, ctl.dropped);
 	put_u64(b, KFWD_STAT_CTL_EVENTS, ctl.events);
 	put_u64(b, KFWD_STAT_CTL_EVENTS_LOST, ctl.events_lost);
+	put_u64(b, KFWD_STAT_INTERIM_FLOODS, stats.interim_floods);
+	put_u64(b, KFWD_STAT_ACCEPT_PAUSES, stats.accept_pauses);
+	put_u64(b, KFWD_STAT_LOG_SUPPRESSED, stats.log_suppressed);
 	nest_end(b, n);
 }
 

@@ -129,6 +129,12 @@ size_t metrics_render(char *out, size_t len)
 		stats.aborted_transfers);
 	counter(&w, "kfwd_tunnels_total", "Upgrade (101) and CONNECT tunnels opened.",
 		stats.tunnels);
+	counter(&w, "kfwd_interim_floods_total",
+		"502 answers for more interim (1xx) responses than allowed.", stats.interim_floods);
+	counter(&w, "kfwd_accept_pauses_total",
+		"Listeners paused because the fd limit was reached.", stats.accept_pauses);
+	counter(&w, "kfwd_log_suppressed_total", "Log lines dropped by the rate limit.",
+		stats.log_suppressed);
 	return w.used;
 }
 

@@ -30,6 +30,20 @@
 
 #define LINGER_MS 2000
 #define SESSION_MAX_TRANSITIONS 64
+/*
+ * Interim (1xx) responses one request may receive before its final response: 100 Continue and
+ * a few 103 Early Hints are normal; more is a server looping on them, answered with 502.
+ */
+#define INTERIM_MAX_COUNT 16
+#define INTERIM_MAX_BYTES (64 << 10)
+/* Relayed interim bytes the client has not taken yet: past this the upstream is not read. */
+#define INTERIM_BACKLOG_MAX (8 << 10)
+/*
+ * Reads per wake-up for a response head and for a lingering client: a peer that always has
+ * bytes ready must not hold the loop; level-triggered epoll brings us back for the rest.
+ */
+#define HEAD_READ_BUDGET 16
+#define LINGER_READ_BUDGET 16
 
 static struct session *sessions;
 static unsigned int n_sessions;
@@ -126,6 +140,12 @@ static void head_free(struct http_head **slot)
 	*slot = NULL;
 }
 
+/* Interim responses wait for the client: the upstream is not read meanwhile. */
+static bool interim_backlogged(const struct session *s)
+{
+	return !s->final_response && flow_level(&s->resp) >= INTERIM_BACKLOG_MAX;
+}
+
 static void update_events(struct session *s)
 {
 	uint32_t cmask = 0, umask = 0;
@@ -154,7 +174,7 @@ static void update_events(struct session *s)
 			cmask |= EPOLLIN | EPOLLRDHUP;
 		if (flow_wants_write(&s->resp))
 			cmask |= EPOLLOUT;
-		if (!s->final_response || flow_wants_read(&s->resp))
+		if ((!s->final_response && !interim_backlogged(s)) || flow_wants_read(&s->resp))
 			umask |= EPOLLIN | EPOLLRDHUP;
 		if (flow_wants_write(&s->req))
 			umask |= EPOLLOUT;
@@ -997,6 +1017,8 @@ static void handle_request(struct session *s)
 	stats.requests++;
 	s->requests++;
 	s->interim_sent = s->response_started = s->final_response = false;
+	s->interim_count = 0;
+	s->interim_bytes = 0;
 	s->retried = false;
 	s->close_after = false;
 	s->attempts = 0;
@@ -1199,6 +1221,13 @@ static int handle_response_head(struct session *s)
 			return 1;
 		}
 		/* Interim responses (100 Continue, 103 Early Hints) are relayed as they are. */
+		s->interim_count++;
+		s->interim_bytes += h->head_len;
+		if (s->interim_count > INTERIM_MAX_COUNT || s->interim_bytes > INTERIM_MAX_BYTES) {
+			stats.interim_floods++;
+			upstream_failed(s, 502, "too many interim responses");
+			return -1;
+		}
 		if (flow_push(&s->resp, base, h->head_len) < 0) {
 			upstream_failed(s, 502, "out of memory");
 			return -1;
@@ -1267,10 +1296,16 @@ static int handle_response_head(struct session *s)
 	return 1;
 }
 
+/*
+ * Parse the response head(s) in u->in, reading more while the upstream has bytes, within
+ * HEAD_READ_BUDGET reads and while relayed interim responses do not back up. Returns 1 when a
+ * final response head was taken, 0 when more is needed, -1 when the session moved on (error).
+ */
 static int read_response_head(struct session *s)
 {
 	const struct config *cfg = s->cfg;
 	struct endpoint *u = &s->upstream;
+	unsigned int reads = 0;
 
 	for (;;) {
 		ssize_t n;
@@ -1298,7 +1333,7 @@ static int read_response_head(struct session *s)
 			upstream_failed(s, 502, "closed before the response head");
 			return -1;
 		}
-		if (!u->readable)
+		if (!u->readable || interim_backlogged(s) || reads++ == HEAD_READ_BUDGET)
 			return 0;
 		if (buf_reserve(&u->in, 4096, cfg->max_header_size + 4096) < 0) {
 			upstream_failed(s, 502, "response head too large");
@@ -1486,7 +1521,7 @@ static void step_linger(struct session *s)
 {
 	char sink[16384];
 
-	while (s->client.readable) {
+	for (int i = 0; i < LINGER_READ_BUDGET && s->client.readable; i++) {
 		ssize_t n = recv(s->client.fd, sink, sizeof(sink), 0);
 
 		if (n > 0)
