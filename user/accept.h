@@ -14,6 +14,15 @@ void listeners_close(void);
  * says why.
  */
 int listeners_update(const struct config *cfg, char *err, size_t errlen);
+/* Rejected clients still get a 503 and a clean close, up to this many past max-connections. */
+#define ACCEPT_REJECT_SLACK 256
+
+/* errno of a failed accept() that means the process or system is out of descriptors/memory. */
+bool accept_out_of_fds(int err);
+/* accept() failed with @err (accept_out_of_fds): pause every listener for a while. */
+void accept_fd_limit(int err);
+/* A descriptor was closed: paused listeners resume now. */
+void accept_fd_freed(void);
 /* Open a listening TCP socket (also used by the metrics endpoint). */
 int listen_socket(const struct sockaddr_any *addr, const char *text);
 

@@ -11,17 +11,33 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <llhttp.h>
 
+#include "accept.h"
 #include "config.h"
 #include "kfwd/ctl.h"
 #include "log.h"
+#include "pipe_pool.h"
 
 #define MAX_TOKENS 64
 #define CONFIG_TEXT_MAX (1 << 20)
 
 /* Loopback only, so the open url-embedded route is reachable from this host alone. */
+/*
+ * Descriptors one client connection holds at most: its socket, the upstream socket, and a
+ * pipe (two fds) for each direction of a spliced exchange.
+ */
+#define FDS_PER_CONNECTION 6
+/*
+ * Descriptors that belong to no connection: epoll, signalfd, the control socket, listeners,
+ * metrics clients, c-ares, BPF maps and programs, with room to spare.
+ */
+#define FDS_RESERVED 64
+#define MAX_CONNECTIONS_MAX 1000000
+#define UPSTREAM_MAX_FAILS_MAX 1000
+
 static const char embedded_default[] = "listen 127.0.0.1:8080\n"
 				       "route /http/ url-embedded\n"
 				       "allow *\n";
@@ -596,9 +612,17 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 		strcpy(cfg->bpf_pin_dir, tok[1]);
 		return 0;
 	}
+	if (!strcmp(d, "upstream-max-fails")) {
+		if (ntok != 2 || parse_uint(tok[1], UPSTREAM_MAX_FAILS_MAX, &v) < 0)
+			return fail(ctx,
+				    "usage: upstream-max-fails N (0..%u, 0: never marked down)",
+				    UPSTREAM_MAX_FAILS_MAX);
+		cfg->upstream_max_fails = (unsigned int)v;
+		return 0;
+	}
 	if (!strcmp(d, "max-connections") || !strcmp(d, "upstream-max-idle") ||
 	    !strcmp(d, "upstream-max-conns")) {
-		if (ntok != 2 || parse_uint(tok[1], 1000000, &v) < 0)
+		if (ntok != 2 || parse_uint(tok[1], MAX_CONNECTIONS_MAX, &v) < 0)
 			return fail(ctx, "usage: %s N", d);
 		if (!strcmp(d, "max-connections")) {
 			if (v == 0)
@@ -689,7 +713,7 @@ static void set_defaults(struct config *cfg)
 	cfg->copy_buffer_size = 256 << 10;
 	cfg->client_sndbuf = 256 << 10;
 	cfg->upstream_rcvbuf = 256 << 10;
-	cfg->max_connections = 4096;
+	cfg->max_connections = 0; /* derived from RLIMIT_NOFILE in check_config() */
 	cfg->max_request_line = 8 << 10;
 	cfg->max_header_size = 32 << 10;
 	cfg->connect_timeout_ms = 5000;
@@ -702,8 +726,31 @@ static void set_defaults(struct config *cfg)
 	cfg->upstream_max_idle = 32;
 	cfg->upstream_max_conns = 0;
 	cfg->upstream_down_time_ms = 10000;
+	cfg->upstream_max_fails = 3;
 	cfg->log_level = KLOG_INFO;
 	snprintf(cfg->ctl_socket_file, sizeof(cfg->ctl_socket_file), "%s", KFWD_CTL_FILE_DEFAULT);
+}
+
+/*
+ * max-connections when not set: what RLIMIT_NOFILE (main.c raises the soft limit to the hard one
+ * first) leaves once the fixed descriptors, the clients rejected with 503, the pooled pipes and
+ * the pooled upstream connections are set aside.
+ */
+static unsigned int default_max_connections(const struct config *cfg)
+{
+	uint64_t servers = 0, reserved, n;
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		return MAX_CONNECTIONS_MAX;
+	for (size_t i = 0; i < cfg->n_upstreams; i++)
+		servers += cfg->upstreams[i].n_servers;
+	reserved = FDS_RESERVED + ACCEPT_REJECT_SLACK + 2 * (uint64_t)PIPE_POOL_MAX +
+		   servers * cfg->upstream_max_idle;
+	n = rl.rlim_cur > reserved ? (rl.rlim_cur - reserved) / FDS_PER_CONNECTION : 0;
+	if (n < 1)
+		n = 1;
+	return n > MAX_CONNECTIONS_MAX ? MAX_CONNECTIONS_MAX : (unsigned int)n;
 }
 
 static int check_config(struct parse_ctx *ctx, bool high_set, bool low_set)
@@ -726,6 +773,8 @@ static int check_config(struct parse_ctx *ctx, bool high_set, bool low_set)
 		return fail(ctx, "no listen address");
 	if (!cfg->n_routes)
 		return fail(ctx, "no route");
+	if (!cfg->max_connections)
+		cfg->max_connections = default_max_connections(cfg);
 	for (size_t i = 0; i < cfg->n_upstreams; i++) {
 		cfg->upstreams[i].cfg = cfg;
 		for (size_t j = 0; j < cfg->upstreams[i].n_servers; j++)

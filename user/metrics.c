@@ -16,6 +16,8 @@
 #include "upstream_pool.h"
 
 #define METRICS_TEXT_MAX 8192
+/* Connections accepted per wake-up: a connection flood must not hold the loop. */
+#define METRICS_ACCEPT_BATCH 16
 
 struct metrics_conn {
 	struct loop_handler h;
@@ -176,14 +178,23 @@ static void on_conn_event(struct loop_handler *h, uint32_t events)
 	close_conn(c);
 }
 
+void metrics_listen_enable(bool on)
+{
+	if (listen_fd >= 0)
+		(void)loop_mod(listen_fd, on ? EPOLLIN : 0, &listen_handler);
+}
+
 static void on_metrics_accept(struct loop_handler *h, uint32_t events)
 {
-	for (;;) {
+	for (int i = 0; i < METRICS_ACCEPT_BATCH; i++) {
 		int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct metrics_conn *c;
 
-		if (fd < 0)
+		if (fd < 0) {
+			if (accept_out_of_fds(errno))
+				accept_fd_limit(errno);
 			return;
+		}
 		c = calloc(1, sizeof(*c));
 		if (!c) {
 			close(fd);

@@ -2,11 +2,14 @@
 #ifndef KFWD_METRICS_H
 #define KFWD_METRICS_H
 
+#include <stdbool.h>
 #include "config.h"
 
 /* The counters in Prometheus text format, answered to any request on metrics-listen. */
 int metrics_open(const struct config *cfg);
 void metrics_close(void);
+/* accept.c: the metrics listener stops or resumes accepting (fd limit). */
+void metrics_listen_enable(bool on);
 /* Render the exposition text into @out (also used by tests); returns its length. */
 size_t metrics_render(char *out, size_t len);
 

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "accept.h"
 #include "ctl.h"
 #include "http_rewrite.h"
 #include "log.h"
@@ -247,6 +248,7 @@ static void session_close(struct session *s)
 	flow_reset(&s->resp);
 	close_upstream(s);
 	endpoint_close(&s->client);
+	accept_fd_freed();
 	route_target_free(&s->target);
 	buf_free(&s->req_head);
 	head_free(&s->rq);
@@ -810,7 +812,7 @@ static void connect_failed(struct session *s, int err)
 	log_info("session %lu: upstream %s: %s", (unsigned long)s->id, s->up_addr_text,
 		 strerror(err));
 	stats.upstream_connect_errors++;
-	upstream_mark_failed(s->server, s->cfg->upstream_down_time_ms);
+	upstream_connect_failed(s->server, s->cfg);
 	close_upstream(s);
 	retry_or_fail(s, TRIGGER_CONNECT, err == ETIMEDOUT ? 504 : 502);
 }
@@ -877,7 +879,8 @@ static void connect_upstream(struct session *s, bool allow_pool)
 static void choose_server(struct session *s)
 {
 	struct upstream *u = s->target.route->upstream;
-	struct upstream_server *srv = upstream_pick(u);
+	/* A retry goes elsewhere: a server that failed may fail again before it is marked down. */
+	struct upstream_server *srv = upstream_pick(u, s->attempts ? s->server : NULL);
 
 	if (!srv) {
 		/* Fast: no connect attempt, no backoff. During a retry the answer is the one the
@@ -923,6 +926,7 @@ static void on_connected(struct session *s)
 		return;
 	}
 	s->upstream.writable = true;
+	upstream_mark_ok(s->server);
 	start_exchange(s);
 }
 
@@ -1181,7 +1185,7 @@ static void upstream_failed(struct session *s, int status, const char *why)
 		return;
 	}
 	if (!s->upstream_reused)
-		upstream_mark_failed(s->server, s->cfg->upstream_down_time_ms);
+		upstream_request_failed(s->server);
 	close_upstream(s);
 	retry_or_fail(s, TRIGGER_EMPTY, status);
 }
@@ -1622,7 +1626,7 @@ static void on_session_timer(struct timer *t)
 		log_info("session %lu: connect to %s timed out", (unsigned long)s->id,
 			 s->up_addr_text);
 		stats.upstream_connect_errors++;
-		upstream_mark_failed(s->server, cfg->upstream_down_time_ms);
+		upstream_connect_failed(s->server, cfg);
 		close_upstream(s);
 		retry_or_fail(s, TRIGGER_CONNECT, 504);
 		break;
@@ -1649,7 +1653,7 @@ static void on_session_timer(struct timer *t)
 		if (s->req_sent && !s->final_response) {
 			log_info("session %lu: no response from %s in time", (unsigned long)s->id,
 				 s->up_addr_text);
-			upstream_mark_failed(s->server, cfg->upstream_down_time_ms);
+			upstream_request_failed(s->server);
 			close_upstream(s);
 			retry_or_fail(s, TRIGGER_TIMEOUT, 504);
 			break;
