@@ -162,6 +162,16 @@ static void on_accept(struct loop_handler *h, uint32_t events)
 	}
 }
 
+/* After listen_socket() said why: which line of the configuration asked for it. */
+void log_listen_line(const struct config *cfg, const struct listen_addr *a)
+{
+	if (a->from_args)
+		log_err("-l %s: cannot listen (option %d)", a->text, a->line);
+	else
+		log_err("%s:%d: cannot listen on %s", cfg->path ? cfg->path : "<embedded>", a->line,
+			a->text);
+}
+
 int listeners_open(const struct config *cfg)
 {
 	listeners = calloc(cfg->n_listens, sizeof(*listeners));
@@ -171,8 +181,10 @@ int listeners_open(const struct config *cfg)
 		struct listener *l = &listeners[i];
 
 		l->fd = listen_socket(&cfg->listens[i].addr, cfg->listens[i].text);
-		if (l->fd < 0)
+		if (l->fd < 0) {
+			log_listen_line(cfg, &cfg->listens[i]);
 			goto fail;
+		}
 		n_listeners++;
 		l->h.on_event = on_accept;
 		l->cfg = cfg;

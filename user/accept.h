@@ -23,6 +23,8 @@ bool accept_out_of_fds(int err);
 void accept_fd_limit(int err);
 /* A descriptor was closed: paused listeners resume now. */
 void accept_fd_freed(void);
+/* Log FILE:LINE of the listen line (or -l option) whose socket could not be opened. */
+void log_listen_line(const struct config *cfg, const struct listen_addr *a);
 /* Open a listening TCP socket (also used by the metrics endpoint). */
 int listen_socket(const struct sockaddr_any *addr, const char *text);
 

@@ -36,6 +36,8 @@
  */
 #define FDS_RESERVED 64
 #define MAX_CONNECTIONS_MAX 1000000
+/* Longer durations are typing errors (a unit forgotten: 300000s), not intentions. */
+#define DURATION_MAX_MS (30ULL * 24 * 3600 * 1000)
 #define UPSTREAM_MAX_FAILS_MAX 1000
 
 static const char embedded_default[] = "listen 127.0.0.1:8080\n"
@@ -154,7 +156,7 @@ int parse_duration_ms(const char *text, uint64_t *out)
 		mult = 3600000;
 	else
 		return -1;
-	if (v > UINT64_MAX / mult)
+	if (v > DURATION_MAX_MS / mult)
 		return -1;
 	*out = v * mult;
 	return 0;
@@ -233,6 +235,12 @@ static struct upstream *find_upstream(struct config *cfg, const char *name)
 	return NULL;
 }
 
+/* parse_addr_port() zeroes what it does not set: equal addresses are equal bytes. */
+static bool same_addr(const struct sockaddr_any *a, const struct sockaddr_any *b)
+{
+	return a->len == b->len && !memcmp(&a->ss, &b->ss, a->len);
+}
+
 static int add_listen(struct parse_ctx *ctx, struct listen_addr **arr, size_t *n, const char *text)
 {
 	struct listen_addr *a = grow(*arr, *n, sizeof(**arr));
@@ -240,9 +248,16 @@ static int add_listen(struct parse_ctx *ctx, struct listen_addr **arr, size_t *n
 	if (!a)
 		return fail(ctx, "out of memory");
 	*arr = a;
+	memset(&a[*n], 0, sizeof(a[*n]));
 	if (parse_addr_port(text, &a[*n].addr, false) < 0)
 		return fail(ctx, "bad listen address '%s' (want ADDR:PORT or [V6]:PORT)", text);
+	for (size_t i = 0; i < *n; i++)
+		if (same_addr(&a[i].addr, &a[*n].addr))
+			return fail(ctx, "duplicate listen %s (already at %s%d)", text,
+				    a[i].from_args ? "-l " : "line ", a[i].line);
 	snprintf(a[*n].text, sizeof(a[*n].text), "%s", text);
+	a[*n].line = ctx->line;
+	a[*n].from_args = !strcmp(ctx->file, "-l");
 	(*n)++;
 	return 0;
 }
@@ -444,6 +459,12 @@ static int parse_access_rule(struct parse_ctx *ctx, char **tok, int ntok)
 		if (slash && parse_uint(slash + 1, bits, &bits) < 0)
 			return fail(ctx, "bad prefix length in '%s'", tok[1]);
 		rule->prefix_len = (unsigned int)bits;
+		/* 10.1.2.3/8 is 10.0.0.0/8 or a typing error: say which was meant. */
+		for (unsigned int i = rule->prefix_len; i < (rule->family == AF_INET ? 32u : 128u);
+		     i++)
+			if (rule->addr[i / 8] & (0x80 >> (i % 8)))
+				return fail(ctx, "'%s' has bits set past its /%u prefix", tok[1],
+					    rule->prefix_len);
 		return 0;
 	}
 	if (slash || !valid_host_pattern(tok[1]))
@@ -581,7 +602,10 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 			continue;
 		if (ntok != 2 ||
 		    parse_duration_ms(tok[1], (uint64_t *)((char *)cfg + dd->offset)) < 0)
-			return fail(ctx, "usage: %s DURATION (e.g. 500ms, 5s, 2m; bare = ms)", d);
+			return fail(
+				ctx,
+				"usage: %s DURATION (e.g. 500ms, 5s, 2m; bare = ms; at most 30 days)",
+				d);
 		return 0;
 	}
 	if (!strcmp(d, "client-sndbuf") || !strcmp(d, "upstream-rcvbuf")) {
@@ -639,6 +663,7 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 		if (ntok != 2 || parse_addr_port(tok[1], &cfg->metrics.addr, false) < 0)
 			return fail(ctx, "usage: metrics-listen ADDR:PORT");
 		snprintf(cfg->metrics.text, sizeof(cfg->metrics.text), "%s", tok[1]);
+		cfg->metrics.line = ctx->line;
 		cfg->has_metrics = true;
 		return 0;
 	}
@@ -775,6 +800,26 @@ static int check_config(struct parse_ctx *ctx, bool high_set, bool low_set)
 		return fail(ctx, "no route");
 	if (!cfg->max_connections)
 		cfg->max_connections = default_max_connections(cfg);
+	for (size_t i = 0; cfg->has_metrics && i < cfg->n_listens; i++) {
+		if (!same_addr(&cfg->listens[i].addr, &cfg->metrics.addr))
+			continue;
+		ctx->line = cfg->metrics.line;
+		return fail(ctx, "metrics-listen %s is also a listen address", cfg->metrics.text);
+	}
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		const struct route *r = &cfg->routes[i];
+
+		for (size_t j = 0; j < i; j++) {
+			const struct route *o = &cfg->routes[j];
+
+			if (strcmp(o->prefix, r->prefix) ||
+			    (o->host ? !r->host || strcasecmp(o->host, r->host) : !!r->host))
+				continue;
+			ctx->line = r->line;
+			return fail(ctx, "duplicate route %s%s%s (already at line %d)", r->prefix,
+				    r->host ? " host=" : "", r->host ? r->host : "", o->line);
+		}
+	}
 	for (size_t i = 0; i < cfg->n_upstreams; i++) {
 		cfg->upstreams[i].cfg = cfg;
 		for (size_t j = 0; j < cfg->upstreams[i].n_servers; j++)

@@ -91,6 +91,8 @@ enum data_path {
 struct listen_addr {
 	struct sockaddr_any addr;
 	char text[80];
+	int line; /* in the configuration file; -l options: its position, from 1 */
+	bool from_args; /* given with -l */
 };
 
 struct config {

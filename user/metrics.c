@@ -214,8 +214,10 @@ int metrics_open(const struct config *cfg)
 	if (!cfg->has_metrics)
 		return 0;
 	listen_fd = listen_socket(&cfg->metrics.addr, cfg->metrics.text);
-	if (listen_fd < 0)
+	if (listen_fd < 0) {
+		log_listen_line(cfg, &cfg->metrics);
 		return -1;
+	}
 	listen_handler.on_event = on_metrics_accept;
 	if (loop_add(listen_fd, EPOLLIN, &listen_handler) < 0) {
 		close(listen_fd);
