@@ -9,11 +9,9 @@
 
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,8 +20,8 @@ import pytest
 import peers
 from conftest import KFWD_BIN
 from peers import mget
+from test_ctl import KFWDCTL, ctl_dir  # noqa: F401 - ctl_dir: the fixture, a 0755 directory in /run
 
-KFWDCTL = KFWD_BIN.parent / "kfwdctl"
 TESTS = Path(__file__).resolve().parent
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 KLOG_BURST, KLOG_RATE = 100, 20  # user/log.h
@@ -58,15 +56,6 @@ print("bound", flush=True)
 while True:
     s.recvfrom(65536)
 """
-
-
-@pytest.fixture
-def ctl_dir():
-    # tmp_path is 0700; /run is where the file lives in production
-    d = Path(tempfile.mkdtemp(prefix="kfwd-hostile-ctl-", dir="/run"))
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def portid_of(file):
