@@ -182,3 +182,49 @@ def test_default_max_connections_follows_nofile(tmp_path):
     assert run_check_nofile(tmp_path, 1024, cfg) == (1024 - 64 - 256 - 128 - 64) // 6
     assert run_check_nofile(tmp_path, 8192, cfg) == (8192 - 64 - 256 - 128 - 64) // 6
     assert run_check_nofile(tmp_path, 8192, cfg + "max-connections 7\n") == 7
+
+
+@pytest.mark.timeout(60)
+def test_connection_flood_over_max_connections(kfwd, peer):
+    """400 connections at once against max-connections 50: the first 50 are served, the next
+    256 get 503, the rest are closed at accept; afterwards kfwd is back to its idle fds, RSS and
+    no active connection, and serves normally."""
+    echo = peer(peers.EchoUpload())
+    k = kfwd(f"upstream echo {echo.addr}\nroute / echo\nmax-connections 50")
+    assert get(k.port, "/warm").status == 200
+    time.sleep(0.3)
+    fds0, rss0, cpu0 = k.fd_count(), k.rss_kb(), cpu_seconds(k.pid)
+    conns = []
+    try:
+        for _ in range(400):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.settimeout(10)
+            s.connect(("127.0.0.1", k.port))
+            conns.append(s)
+        assert peers.wait_for(lambda: mget(k.metrics(), "kfwd_connections_accepted_total") >= 401, 10)
+        m = k.metrics()
+        assert mget(m, "kfwd_connections_active") <= 50 + 256, m
+        assert mget(m, "kfwd_connections_rejected_total") >= 400 - 50 - 256, m
+        # The held connections still work; a rejected one got a 503.
+        conns[0].sendall(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conns[0].recv(65536).startswith(b"HTTP/1.1 200 ")
+        statuses = []
+        for s in conns[50:60]:
+            try:
+                statuses.append(s.recv(65536)[:12])
+            except OSError:
+                statuses.append(b"reset")
+        assert all(x in (b"HTTP/1.1 503", b"", b"reset") for x in statuses), statuses
+        assert b"HTTP/1.1 503" in statuses, statuses
+    finally:
+        for s in conns:
+            s.close()
+    assert peers.wait_for(lambda: mget(k.metrics(), "kfwd_connections_active") == 0, 10)
+    assert get(k.port, "/after").status == 200
+    assert peers.wait_for(lambda: k.fd_count() <= fds0 + 2, 5), (k.fd_count(), fds0)
+    rss_growth = k.rss_kb() - rss0
+    cpu = cpu_seconds(k.pid) - cpu0
+    print(f"400-connection flood: RSS +{rss_growth} KiB, kfwd CPU {cpu:.2f} s")
+    assert rss_growth < 16 * 1024 * SAN, f"RSS grew {rss_growth} KiB"
+    assert cpu < 2.0 * SAN, f"kfwd used {cpu:.2f} s CPU for 400 connections"
