@@ -34,6 +34,10 @@ STRICT = os.environ.get("KFWD_TEST_STRICT") == "1"
 # make test SANITIZE=1: KFWD_BIN is an ASan+UBSan build; any report in kfwd's output fails the test.
 SANITIZE = os.environ.get("KFWD_SANITIZE") == "1"
 SANITIZER_REPORT = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:")
+# Under the sanitizers, bounds on kfwd's RSS growth are multiplied by SAN (shadow memory, the
+# quarantine, redzones) and bounds on its CPU time, latency and exit time by SAN_CPU.
+SAN = 8 if SANITIZE else 1
+SAN_CPU = 3 if SANITIZE else 1
 
 DEFAULT_TIMEOUT = 120.0
 SETUP_TIMEOUT = 300.0  # setup may generate the session's files
