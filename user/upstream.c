@@ -9,7 +9,7 @@ bool upstream_server_up(const struct upstream_server *srv)
 	return !srv->admin_down && srv->down_until_ms <= now_ms();
 }
 
-struct upstream_server *upstream_pick(struct upstream *u, const struct upstream_server *avoid)
+struct upstream_server *upstream_pick(struct upstream *u, struct upstream_server *avoid)
 {
 	for (size_t i = 0; i < u->n_servers; i++) {
 		struct upstream_server *srv = &u->servers[u->next_server++ % u->n_servers];
@@ -17,7 +17,7 @@ struct upstream_server *upstream_pick(struct upstream *u, const struct upstream_
 		if (srv != avoid && upstream_server_up(srv))
 			return srv;
 	}
-	return avoid && upstream_server_up(avoid) ? (struct upstream_server *)avoid : NULL;
+	return avoid && upstream_server_up(avoid) ? avoid : NULL;
 }
 
 void upstream_connect_failed(struct upstream_server *srv, const struct config *cfg)

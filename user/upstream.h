@@ -14,7 +14,7 @@ struct session;
  * a FIFO of sessions waiting for one.
  */
 /* Round-robin; @avoid (the server a retry follows, or NULL) only when no other is up. */
-struct upstream_server *upstream_pick(struct upstream *u, const struct upstream_server *avoid);
+struct upstream_server *upstream_pick(struct upstream *u, struct upstream_server *avoid);
 /*
  * A connect to @srv failed (refused, unreachable, timed out): after upstream-max-fails in a row
  * it is skipped for upstream-down-time, unless it is its group's only server.
