@@ -6,16 +6,39 @@
 #   make test SANITIZE=1   the same against an ASan+UBSan build in build-san/ (no fuzzing)
 #   make bench    benchmark against a direct transfer, HAProxy and nginx (BENCH_QUICK=1: reduced)
 #   make fuzz     build and run the libFuzzer target(s) for a short while
+#   make install  install into $(DESTDIR)$(PREFIX) (see "Installing" below); make uninstall
 #   make clean
+#
+# Cross builds: make CROSS_COMPILE=aarch64-linux-gnu- (or ARCH=arm64) builds into build-arm64/.
 
-CC       ?= gcc
+# Target. ARCH is the kernel's name for it (x86, arm64; x86_64 and aarch64 are accepted too),
+# CROSS_COMPILE the toolchain prefix (aarch64-linux-gnu-: Debian's cross gcc, which finds the
+# arm64 libraries of the multiarch -dev:arm64 packages by itself). Either implies the other;
+# neither: this host. MACHINE is the target's uname -m / multiarch name.
+HOST_MACHINE := $(shell uname -m)
+ifneq ($(CROSS_COMPILE),)
+ARCH ?= $(firstword $(subst -, ,$(CROSS_COMPILE)))
+endif
+ARCH     ?= $(HOST_MACHINE)
+override ARCH := $(subst x86_64,x86,$(subst aarch64,arm64,$(ARCH)))
+MACHINE  := $(subst x86,x86_64,$(subst arm64,aarch64,$(ARCH)))
+ifneq ($(MACHINE),$(HOST_MACHINE))
+CROSS_COMPILE ?= $(MACHINE)-linux-gnu-
+endif
+ifeq ($(origin CC),default)
+CC       := $(CROSS_COMPILE)gcc
+endif
+ifneq ($(origin BUILD),command line)
+BUILD    := $(if $(CROSS_COMPILE),build-$(ARCH),build)
+endif
 # SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer, in a build directory of its own so
 # the normal build is untouched; pytest runs against it (KFWD_BIN) and fails on any report.
 ifeq ($(SANITIZE),1)
+ifneq ($(origin BUILD),command line)
 BUILD    := build-san
+endif
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer
 else
-BUILD    := build
 SAN_FLAGS :=
 endif
 PYTHON   := /usr/bin/python3
@@ -36,10 +59,12 @@ LDLIBS   := -lbpf -lelf -lz -lmnl -lcares
 CLANG      ?= clang
 LLVM_STRIP ?= llvm-strip
 BPFTOOL    ?= bpftool
-ARCH       := $(shell uname -m)
-BPF_ARCH   := $(subst x86_64,x86,$(subst aarch64,arm64,$(ARCH)))
-VMLINUX_H  := vmlinux/$(ARCH)/vmlinux.h
-BPF_CFLAGS := -target bpf -g -O2 -Wall -Werror -D__TARGET_ARCH_$(BPF_ARCH) -Ivmlinux/$(ARCH) -Iinclude
+# The program uses no arch-specific kernel type (no pt_regs): only the UAPI __sk_buff and
+# CO-RE-relocated fields of sk_buff/tcp_skb_cb/tcp_sock, placed by the target kernel's BTF at
+# load time. So a target without its own vmlinux/MACHINE/vmlinux.h builds with the x86_64 one;
+# the object is byte-identical for __TARGET_ARCH_x86 and _arm64 (tests/test_cross_arm64.py).
+VMLINUX_H  := $(firstword $(wildcard vmlinux/$(MACHINE)/vmlinux.h) vmlinux/x86_64/vmlinux.h)
+BPF_CFLAGS := -target bpf -g -O2 -Wall -Werror -D__TARGET_ARCH_$(ARCH) -I$(dir $(VMLINUX_H)) -Iinclude
 
 CTL_SRCS    := user/kfwdctl.c
 COMMON_SRCS := $(wildcard user/common_*.c)
@@ -49,7 +74,7 @@ COMMON_OBJS := $(COMMON_SRCS:user/%.c=$(BUILD)/user/%.o)
 LLHTTP_OBJS := $(BUILD)/llhttp/llhttp.o $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o
 UNIT_SRCS   := $(wildcard tests/unit/*.c)
 
-.PHONY: all run test unit pytest bench fuzz clean deps format
+.PHONY: all run test unit pytest bench fuzz clean deps format install uninstall
 
 all: $(BUILD)/kfwd $(if $(wildcard $(CTL_SRCS)),$(BUILD)/kfwdctl)
 
@@ -141,7 +166,55 @@ bench: deps
 format:
 	clang-format -i $(wildcard user/*.c user/*.h include/kfwd/*.h bpf/*.bpf.c tests/unit/*.c)
 
+# Installing. PREFIX=/usr for distribution packages; the configuration directory is /etc
+# then, $(PREFIX)/etc otherwise. An existing kfwd.conf is never overwritten, and uninstall
+# removes it only while it is still the unchanged example. Nothing outside $(DESTDIR).
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+SBINDIR    ?= $(PREFIX)/sbin
+MANDIR     ?= $(PREFIX)/share/man
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+DATADIR    ?= $(PREFIX)/share/kfwd
+PKG        := scripts/packaging
+MAN5       := $(PKG)/man/kfwd.conf.5
+MAN8       := $(PKG)/man/kfwd.8 $(PKG)/man/kfwdctl.8
+OPENWRT    := kfwd.init kfwd.uci uci2conf.sh
+# The packaged files name /usr/sbin, /etc/kfwd and /usr/share/kfwd; other prefixes get theirs.
+SUBST_PATHS := sed -e 's|/usr/sbin/|$(SBINDIR)/|g' -e 's|/etc/kfwd/|$(SYSCONFDIR)/kfwd/|g' \
+	-e 's|/usr/share/kfwd/|$(DATADIR)/|g'
+
+install: all
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(SYSCONFDIR)/kfwd $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DATADIR)/openwrt
+	install -m 0755 $(BUILD)/kfwd $(BUILD)/kfwdctl $(DESTDIR)$(SBINDIR)/
+	install -m 0644 $(MAN5) $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 $(MAN8) $(DESTDIR)$(MANDIR)/man8/
+	$(SUBST_PATHS) $(PKG)/systemd/kfwd.service > $(DESTDIR)$(UNITDIR)/kfwd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/kfwd.service
+	set -e; for f in $(OPENWRT); do \
+		$(SUBST_PATHS) $(PKG)/openwrt/$$f > $(DESTDIR)$(DATADIR)/openwrt/$$f; \
+		chmod $$(case $$f in *.uci) echo 0644;; *) echo 0755;; esac) $(DESTDIR)$(DATADIR)/openwrt/$$f; \
+	done
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/kfwd/kfwd.conf ]; then \
+		echo "install: $(DESTDIR)$(SYSCONFDIR)/kfwd/kfwd.conf exists, left as it is"; \
+	else \
+		echo "install -m 0644 $(PKG)/kfwd.conf.example $(DESTDIR)$(SYSCONFDIR)/kfwd/kfwd.conf"; \
+		install -m 0644 $(PKG)/kfwd.conf.example $(DESTDIR)$(SYSCONFDIR)/kfwd/kfwd.conf; \
+	fi
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/kfwd $(DESTDIR)$(SBINDIR)/kfwdctl \
+		$(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(MAN5))) \
+		$(addprefix $(DESTDIR)$(MANDIR)/man8/,$(notdir $(MAN8))) \
+		$(DESTDIR)$(UNITDIR)/kfwd.service $(addprefix $(DESTDIR)$(DATADIR)/openwrt/,$(OPENWRT))
+	@if cmp -s $(PKG)/kfwd.conf.example $(DESTDIR)$(SYSCONFDIR)/kfwd/kfwd.conf; then \
+		rm -f $(DESTDIR)$(SYSCONFDIR)/kfwd/kfwd.conf; \
+	elif [ -e $(DESTDIR)$(SYSCONFDIR)/kfwd/kfwd.conf ]; then \
+		echo "uninstall: $(DESTDIR)$(SYSCONFDIR)/kfwd/kfwd.conf was edited, left as it is"; \
+	fi
+	-rmdir $(DESTDIR)$(DATADIR)/openwrt $(DESTDIR)$(DATADIR) $(DESTDIR)$(SYSCONFDIR)/kfwd 2>/dev/null
+
 clean:
-	rm -rf build build-san
+	rm -rf $(BUILD) $(wildcard build-*/)
 
 -include $(wildcard $(BUILD)/user/*.d)

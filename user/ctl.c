@@ -35,6 +35,7 @@
 #include "metrics.h"
 #include "pipe_pool.h"
 #include "route.h"
+#include "sd_notify.h"
 #include "session.h"
 #include "sockmap_path.h"
 #include "stats.h"
@@ -1439,10 +1440,11 @@ static int do_reload(char *note, size_t notelen, char *err, size_t errlen)
 			 "kfwd runs the embedded configuration (no -c FILE): nothing to reload");
 		return -EINVAL;
 	}
+	sd_notify_reloading();
 	ncfg = config_load(cfg->path, ctl.extra_listens, ctl.n_extra, err, errlen);
-	if (!ncfg)
-		return -EINVAL;
-	rc = swap_config(ncfg, "reload", note, notelen, err, errlen);
+	/* systemd waits for READY=1 after RELOADING=1, whether the reload took or not. */
+	rc = ncfg ? swap_config(ncfg, "reload", note, notelen, err, errlen) : -EINVAL;
+	sd_notify_ready();
 	if (rc == 0 && dropped) {
 		size_t used = strlen(note);
 

@@ -19,6 +19,7 @@
 #include "metrics.h"
 #include "pipe_pool.h"
 #include "resolve.h"
+#include "sd_notify.h"
 #include "session.h"
 #include "sockmap_path.h"
 #include "upstream_pool.h"
@@ -51,6 +52,7 @@ static void begin_shutdown(int sig)
 		return;
 	}
 	stopping = true;
+	sd_notify_stopping();
 	log_info("signal %d: no longer accepting; finishing %u connections (up to %lu ms)", sig,
 		 session_count(), (unsigned long)ctl_config()->drain_timeout_ms);
 	ctl_draining();
@@ -167,6 +169,7 @@ int main(int argc, char **argv)
 	}
 	klog_level = verbose ? KLOG_DEBUG : cfg->log_level;
 
+	sd_notify_init();
 	if (loop_init() < 0)
 		goto out_cfg;
 	if (setup_signals() < 0) {
@@ -189,6 +192,7 @@ int main(int argc, char **argv)
 	log_info("kfwd running: data path %s, pipe-size %zu, watermarks %zu/%zu",
 		 data_path_name(cfg->data_path), cfg->pipe_size, cfg->pipe_high_water,
 		 cfg->pipe_low_water);
+	sd_notify_ready();
 
 	rc = loop_run() < 0 ? 1 : 0;
 
@@ -209,6 +213,7 @@ out_loop:
 		close(signal_fd);
 	loop_fini();
 out_cfg:
+	sd_notify_fini();
 	config_put(cfg);
 	return rc;
 }
