@@ -22,6 +22,7 @@ struct upstream_server {
 	/* Passive health: a server that fails is skipped until down_until_ms. */
 	uint64_t down_until_ms;
 	uint64_t failures;
+	unsigned int consecutive_fails; /* connect failures since the last success */
 	bool admin_down; /* kfwdctl upstream drain */
 	unsigned int conns; /* open connections: in use and pooled */
 	struct session *waiters; /* sessions queued for a connection slot (FIFO) */
@@ -101,6 +102,8 @@ enum access_log_kind {
 struct listen_addr {
 	struct sockaddr_any addr;
 	char text[80];
+	int line; /* in the configuration file; -l options: its position, from 1 */
+	bool from_args; /* given with -l */
 };
 
 struct config {
@@ -139,6 +142,7 @@ struct config {
 	unsigned int upstream_max_idle;
 	unsigned int upstream_max_conns; /* per server; 0 = unlimited */
 	uint64_t upstream_down_time_ms;
+	unsigned int upstream_max_fails; /* consecutive connect failures that mark a server down */
 	bool has_metrics;
 	struct listen_addr metrics;
 	int log_level;
