@@ -17,9 +17,6 @@
 #include "upstream.h"
 #include "upstream_pool.h"
 
-/* Empty pipes kept for reuse: enough for a burst of short transfers, few enough fds. */
-#define PIPE_POOL_MAX 64
-
 static bool metrics_differ(const struct config *a, const struct config *b)
 {
 	if (a->has_metrics != b->has_metrics)

@@ -94,14 +94,20 @@ enum access_log_kind {
 };
 
 #define CONFIG_PROTO_MAX 16
+/*
+ * Rejected clients still get a 503 and a clean close, up to this many past max-connections
+ * (accept.c); the default max-connections leaves their descriptors free.
+ */
+#define ACCEPT_REJECT_SLACK 256
 
 struct listen_addr {
 	struct sockaddr_any addr;
 	char text[80];
+	int line; /* in the configuration file; -l options: its position, from 1 */
+	bool from_args; /* given with -l */
 	/* listen ADDR:PORT [PROTO]: what the listener speaks ("http" by default); user/proto.c
 	 * knows the protocols and rejects an unknown one when the configuration is applied. */
 	char proto[CONFIG_PROTO_MAX];
-	char where[96]; /* FILE:LINE of the listen line, for that message */
 };
 
 struct config {
@@ -140,6 +146,7 @@ struct config {
 	unsigned int upstream_max_idle;
 	unsigned int upstream_max_conns; /* per server; 0 = unlimited */
 	uint64_t upstream_down_time_ms;
+	unsigned int upstream_max_fails; /* consecutive connect failures that mark a server down */
 	bool has_metrics;
 	struct listen_addr metrics;
 	int log_level;

@@ -26,6 +26,18 @@
 #include "upstream_conn.h"
 #include "upstream_pool.h"
 
+/*
+ * Interim (1xx) responses one request may receive before its final response: 100 Continue and
+ * a few 103 Early Hints are normal; more is a server looping on them, answered with 502.
+ */
+#define INTERIM_MAX_COUNT 16
+#define INTERIM_MAX_BYTES (64 << 10)
+/*
+ * Reads per wake-up for a response head: a peer that always has bytes ready must not hold the
+ * loop; level-triggered epoll brings us back for the rest.
+ */
+#define HEAD_READ_BUDGET 16
+
 static void http1_finish_transaction(struct session *s);
 
 static int status_for_parse_error(enum http_error e)
@@ -123,6 +135,8 @@ static void handle_request(struct session *s)
 	s->requests++;
 	session_access_begin(s, url, h->url.len);
 	s->interim_sent = s->response_started = s->final_response = false;
+	s->interim_count = 0;
+	s->interim_bytes = 0;
 	s->retried = false;
 	s->close_after = false;
 	s->attempts = 0;
@@ -285,7 +299,7 @@ static void upstream_failed(struct session *s, int status, const char *why)
 		return;
 	}
 	if (!s->upstream_reused)
-		upstream_mark_failed(s->server, s->cfg->upstream_down_time_ms);
+		upstream_request_failed(s->server);
 	session_close_upstream(s);
 	upstream_conn_retry_or_fail(s, TRIGGER_EMPTY, status);
 }
@@ -324,6 +338,13 @@ static int handle_response_head(struct session *s)
 			return 1;
 		}
 		/* Interim responses (100 Continue, 103 Early Hints) are relayed as they are. */
+		s->interim_count++;
+		s->interim_bytes += h->head_len;
+		if (s->interim_count > INTERIM_MAX_COUNT || s->interim_bytes > INTERIM_MAX_BYTES) {
+			stats.interim_floods++;
+			upstream_failed(s, 502, "too many interim responses");
+			return -1;
+		}
 		if (flow_push(&s->resp, base, h->head_len) < 0) {
 			upstream_failed(s, 502, "out of memory");
 			return -1;
@@ -392,10 +413,16 @@ static int handle_response_head(struct session *s)
 	return 1;
 }
 
+/*
+ * Parse the response head(s) in u->in, reading more while the upstream has bytes, within
+ * HEAD_READ_BUDGET reads and while relayed interim responses do not back up. Returns 1 when a
+ * final response head was taken, 0 when more is needed, -1 when the session moved on (error).
+ */
 static int read_response_head(struct session *s)
 {
 	const struct config *cfg = s->cfg;
 	struct endpoint *u = &s->upstream;
+	unsigned int reads = 0;
 
 	for (;;) {
 		ssize_t n;
@@ -423,7 +450,7 @@ static int read_response_head(struct session *s)
 			upstream_failed(s, 502, "closed before the response head");
 			return -1;
 		}
-		if (!u->readable)
+		if (!u->readable || session_interim_backlogged(s) || reads++ == HEAD_READ_BUDGET)
 			return 0;
 		if (buf_reserve(&u->in, 4096, cfg->max_header_size + 4096) < 0) {
 			upstream_failed(s, 502, "response head too large");
@@ -594,7 +621,7 @@ static void http1_timeout(struct session *s)
 		if (s->req_sent && !s->final_response) {
 			log_info("session %lu: no response from %s in time", (unsigned long)s->id,
 				 s->up_addr_text);
-			upstream_mark_failed(s->server, s->cfg->upstream_down_time_ms);
+			upstream_request_failed(s->server);
 			session_close_upstream(s);
 			upstream_conn_retry_or_fail(s, TRIGGER_TIMEOUT, 504);
 			break;

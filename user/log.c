@@ -1,5 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
-/* Logging to stderr: one line per event, prefixed with a monotonic-free wall clock and level. */
+/*
+ * Logging to stderr: one line per event, prefixed with a monotonic-free wall clock and level;
+ * a rate limit per call site above the sink.
+ */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>

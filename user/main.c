@@ -146,7 +146,7 @@ static void raise_fd_limit(void)
 {
 	struct rlimit rl;
 
-	/* Two sockets and a pipe (two fds) per connection. */
+	/* Two sockets and two pipes (four fds) per connection: FDS_PER_CONNECTION. */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
@@ -198,6 +198,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	/* First: the default max-connections follows the limit kfwd runs with. */
+	raise_fd_limit();
 	cfg = config_load(config_path, listen_args, n_listen, err, sizeof(err));
 	if (!cfg) {
 		fprintf(stderr, "%s\n", err);
@@ -211,7 +213,6 @@ int main(int argc, char **argv)
 	klog_level = verbose ? KLOG_DEBUG : cfg->log_level;
 	log_sink_open(cfg->log_syslog);
 
-	raise_fd_limit();
 	sd_notify_init();
 	if (loop_init() < 0)
 		goto out_cfg;

@@ -2,6 +2,7 @@
 #ifndef KFWD_METRICS_H
 #define KFWD_METRICS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -14,6 +15,8 @@ void metrics_close(void);
 void stats_snapshot(uint64_t v[KFWD_STAT_MAX + 1]);
 /* The metrics listening socket, -1 when none (for a binary upgrade). */
 int metrics_listen_fd(void);
+/* The metrics listener stops or resumes accepting (fd limit; registered with accept.c). */
+void metrics_listen_enable(bool on);
 /* Render the exposition text into @out (also used by tests); returns its length. */
 size_t metrics_render(char *out, size_t len);
 

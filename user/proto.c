@@ -24,11 +24,14 @@ int proto_check_config(const struct config *cfg, char *err, size_t errlen)
 	for (size_t i = 0; i < cfg->n_listens; i++) {
 		const struct listen_addr *l = &cfg->listens[i];
 
-		if (!proto_find(l->proto)) {
-			snprintf(err, errlen, "%s: unknown protocol '%s' (known: http)", l->where,
-				 l->proto);
-			return -1;
-		}
+		if (proto_find(l->proto))
+			continue;
+		if (l->from_args)
+			snprintf(err, errlen, "-l %s: unknown protocol '%s'", l->text, l->proto);
+		else
+			snprintf(err, errlen, "%s:%d: listen: unknown protocol '%s' (known: http)",
+				 cfg->path ? cfg->path : "<embedded>", l->line, l->proto);
+		return -1;
 	}
 	return 0;
 }

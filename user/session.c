@@ -31,11 +31,19 @@
 
 #define LINGER_MS 2000
 #define SESSION_MAX_TRANSITIONS 64
+/* Relayed interim bytes the client has not taken yet: past this the upstream is not read. */
+#define INTERIM_BACKLOG_MAX (8 << 10)
+/*
+ * Reads per wake-up for a lingering client: a peer that always has bytes ready must not hold
+ * the loop; level-triggered epoll brings us back for the rest.
+ */
+#define LINGER_READ_BUDGET 16
 
 static struct session *sessions;
 static unsigned int n_sessions;
 static uint64_t next_id = 1;
 static bool draining;
+static void (*closed_hook)(void);
 
 const char *session_state_name(enum session_state st)
 {
@@ -122,6 +130,11 @@ void session_head_free(struct http_head **slot)
 	*slot = NULL;
 }
 
+bool session_interim_backlogged(const struct session *s)
+{
+	return !s->final_response && flow_level(&s->resp) >= INTERIM_BACKLOG_MAX;
+}
+
 static void update_events(struct session *s)
 {
 	uint32_t cmask = 0, umask = 0;
@@ -150,7 +163,8 @@ static void update_events(struct session *s)
 			cmask |= EPOLLIN | EPOLLRDHUP;
 		if (flow_wants_write(&s->resp))
 			cmask |= EPOLLOUT;
-		if (!s->final_response || flow_wants_read(&s->resp))
+		if ((!s->final_response && !session_interim_backlogged(s)) ||
+		    flow_wants_read(&s->resp))
 			umask |= EPOLLIN | EPOLLRDHUP;
 		if (flow_wants_write(&s->req))
 			umask |= EPOLLOUT;
@@ -314,6 +328,8 @@ void session_close(struct session *s)
 	flow_reset(&s->resp);
 	session_close_upstream(s);
 	endpoint_close(&s->client);
+	if (closed_hook)
+		closed_hook();
 	route_target_free(&s->target);
 	buf_free(&s->req_head);
 	session_head_free(&s->rq);
@@ -329,6 +345,11 @@ void session_close(struct session *s)
 	loop_defer_free(s, session_free);
 	if (draining && n_sessions == 0)
 		loop_stop();
+}
+
+void session_set_closed_hook(void (*fn)(void))
+{
+	closed_hook = fn;
 }
 
 bool session_draining(void)
@@ -422,7 +443,7 @@ static void step_linger(struct session *s)
 {
 	char sink[16384];
 
-	while (s->client.readable) {
+	for (int i = 0; i < LINGER_READ_BUDGET && s->client.readable; i++) {
 		ssize_t n = recv(s->client.fd, sink, sizeof(sink), 0);
 
 		if (n > 0)

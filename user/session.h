@@ -85,6 +85,8 @@ struct session {
 	bool upstream_reused;
 	bool retried;
 	bool interim_sent; /* a 1xx went toward the client */
+	unsigned int interim_count; /* 1xx responses received for this request */
+	size_t interim_bytes;
 	bool response_started; /* the final response head went toward the client */
 	bool req_failed; /* upstream refused request bytes */
 	bool req_sent; /* request fully forwarded: the response timeout runs */
@@ -148,6 +150,10 @@ void session_begin_linger(struct session *s);
 void session_exchange_idle(struct session *s);
 /* SIGTERM received: no new requests, no retries. */
 bool session_draining(void);
+/* @fn runs after each session closed its client socket (accept.c: a descriptor is free). */
+void session_set_closed_hook(void (*fn)(void));
+/* Interim responses wait for the client: the upstream is not read meanwhile. */
+bool session_interim_backlogged(const struct session *s);
 
 void session_endpoint_attach(struct endpoint *e, int fd);
 /* Close the upstream socket and give its connection slot back. */

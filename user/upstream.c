@@ -20,6 +20,7 @@ struct server_state {
 	char addr[sizeof(((struct upstream_server *)0)->text)];
 	uint64_t down_until_ms; /* passive health: skipped until then */
 	uint64_t failures;
+	unsigned int consecutive_fails; /* connect failures since the last success */
 	bool admin_down; /* kfwdctl upstream drain */
 	unsigned int conns; /* open connections under any configuration: in use and pooled */
 	struct upstream_waiter *waiters; /* queued for a connection slot (FIFO) */
@@ -75,35 +76,51 @@ bool upstream_server_up(const struct upstream_server *srv)
 	return !srv->state->admin_down && srv->state->down_until_ms <= now_ms();
 }
 
-struct upstream_server *upstream_pick(struct upstream *u)
+struct upstream_server *upstream_pick(struct upstream *u, struct upstream_server *avoid)
 {
 	for (size_t i = 0; i < u->n_servers; i++) {
 		struct upstream_server *srv = &u->servers[u->next_server++ % u->n_servers];
 
-		if (upstream_server_up(srv))
+		if (srv != avoid && upstream_server_up(srv))
 			return srv;
 	}
-	return NULL;
+	return avoid && upstream_server_up(avoid) ? avoid : NULL;
 }
 
-void upstream_mark_failed(struct upstream_server *srv, uint64_t down_ms)
+void upstream_connect_failed(struct upstream_server *srv, const struct config *cfg)
 {
+	uint64_t down_ms = cfg->upstream_down_time_ms;
 	struct server_state *st;
 
 	if (!srv)
 		return;
 	st = srv->state;
 	st->failures++;
-	if (down_ms && st->down_until_ms <= now_ms())
-		log_warn("upstream %s/%s marked down for %lu ms", srv->upstream->name, srv->text,
-			 (unsigned long)down_ms);
+	st->consecutive_fails++;
+	/* A group's only server stays up (as in nginx): marking it down would turn one failure
+	 * into upstream-down-time of 502 for everyone, even once it is back. */
+	if (srv->upstream->n_servers < 2 || !cfg->upstream_max_fails || !down_ms ||
+	    st->consecutive_fails < cfg->upstream_max_fails)
+		return;
+	if (st->down_until_ms <= now_ms())
+		log_warn("upstream %s/%s marked down for %lu ms after %u connect failures",
+			 srv->upstream->name, srv->text, (unsigned long)down_ms,
+			 st->consecutive_fails);
 	st->down_until_ms = now_ms() + down_ms;
+}
+
+void upstream_request_failed(struct upstream_server *srv)
+{
+	if (srv)
+		srv->state->failures++;
 }
 
 void upstream_mark_ok(struct upstream_server *srv)
 {
-	if (srv)
-		srv->state->down_until_ms = 0;
+	if (!srv)
+		return;
+	srv->state->down_until_ms = 0;
+	srv->state->consecutive_fails = 0;
 }
 
 void upstream_set_drained(struct upstream_server *srv, bool drained)

@@ -88,7 +88,7 @@ static void connect_failed(struct session *s, int err)
 	log_info("session %lu: upstream %s: %s", (unsigned long)s->id, s->up_addr_text,
 		 strerror(err));
 	stats.upstream_connect_errors++;
-	upstream_mark_failed(s->server, s->cfg->upstream_down_time_ms);
+	upstream_connect_failed(s->server, s->cfg);
 	session_close_upstream(s);
 	upstream_conn_retry_or_fail(s, TRIGGER_CONNECT, err == ETIMEDOUT ? 504 : 502);
 }
@@ -158,7 +158,8 @@ void upstream_conn_open(struct session *s, bool allow_pool)
 void upstream_conn_choose_server(struct session *s)
 {
 	struct upstream *u = s->target.route->upstream;
-	struct upstream_server *srv = upstream_pick(u);
+	/* A retry goes elsewhere: a server that failed may fail again before it is marked down. */
+	struct upstream_server *srv = upstream_pick(u, s->attempts ? s->server : NULL);
 
 	if (!srv) {
 		/* Fast: no connect attempt, no backoff. During a retry the answer is the one the
@@ -207,6 +208,7 @@ static void upstream_conn_finish(struct session *s)
 		return;
 	}
 	s->upstream.writable = true;
+	upstream_mark_ok(s->server);
 	s->proto->connected(s);
 }
 
@@ -297,7 +299,7 @@ void upstream_conn_timeout(struct session *s)
 		log_info("session %lu: connect to %s timed out", (unsigned long)s->id,
 			 s->up_addr_text);
 		stats.upstream_connect_errors++;
-		upstream_mark_failed(s->server, s->cfg->upstream_down_time_ms);
+		upstream_connect_failed(s->server, s->cfg);
 		session_close_upstream(s);
 		upstream_conn_retry_or_fail(s, TRIGGER_CONNECT, 504);
 		break;

@@ -92,6 +92,12 @@
 	X(ACCESS_LOG_DROPPED, "access_log_dropped_total", NULL, COUNTER,                         \
 	  "Access log lines lost (buffer full, write failed, syslog not taking them).",          \
 	  stats.access_log_dropped)                                                              \
+	X(INTERIM_FLOODS, "interim_floods_total", NULL, COUNTER,                                 \
+	  "502 answers for more interim (1xx) responses than allowed.", stats.interim_floods)    \
+	X(ACCEPT_PAUSES, "accept_pauses_total", NULL, COUNTER,                                   \
+	  "Listeners paused because the fd limit was reached.", stats.accept_pauses)             \
+	X(LOG_SUPPRESSED, "log_suppressed_total", NULL, COUNTER,                                 \
+	  "Log lines dropped by the rate limit.", stats.log_suppressed)                          \
 	X(SOCKMAP_FLOWS, "sockmap_flows_total", NULL, COUNTER,                                   \
 	  "Tunnels and response bodies handed to the BPF sockmap.", stats.sockmap_flows)         \
 	X(SOCKMAP_RESPONSES, "sockmap_responses_total", NULL, COUNTER,                           \
