@@ -220,7 +220,7 @@ static int fill_step(struct flow *f)
 		log_debug("peer closed inside a framed body");
 		return FLOW_SRC_ERROR;
 	}
-	if (!f->src->readable)
+	if (!endpoint_readable(f->src))
 		return 0;
 
 	want = room;
@@ -235,7 +235,9 @@ static int fill_step(struct flow *f)
 		if (want > f->chunk.remaining)
 			want = f->chunk.remaining;
 	}
-	if (f->use_splice && !f->splice_failed && !buf_len(&f->pending)) {
+	/* The transports decide too: TLS records cannot be spliced. */
+	if (f->use_splice && !f->splice_failed && !buf_len(&f->pending) &&
+	    endpoint_can_splice(f->src) && endpoint_can_splice(f->dst)) {
 		r = splice_fill(f, (size_t)want, &moved);
 		if (r == FILL_UNSUPPORTED) {
 			/* No pipe, or a socket splice refuses: copy the rest of this body. */

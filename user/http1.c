@@ -252,14 +252,14 @@ static void step_request_head(struct session *s)
 				return;
 			}
 		}
-		if (!c->readable)
+		if (!endpoint_readable(c))
 			return;
 		if (buf_reserve(&c->in, 4096, cfg->max_header_size + 4096) < 0) {
 			session_reply_error(s, 431);
 			return;
 		}
 		had = buf_len(&c->in);
-		n = buf_recv(&c->in, c->fd, cfg->max_header_size + 1);
+		n = endpoint_recv_buf(c, &c->in, cfg->max_header_size + 1);
 		if (n > 0) {
 			/* The first byte of a head starts its clock; later bytes do not extend it,
 			 * so a client trickling a head cannot hold the connection forever. */
@@ -450,13 +450,14 @@ static int read_response_head(struct session *s)
 			upstream_failed(s, 502, "closed before the response head");
 			return -1;
 		}
-		if (!u->readable || session_interim_backlogged(s) || reads++ == HEAD_READ_BUDGET)
+		if (!endpoint_readable(u) || session_interim_backlogged(s) ||
+		    reads++ == HEAD_READ_BUDGET)
 			return 0;
 		if (buf_reserve(&u->in, 4096, cfg->max_header_size + 4096) < 0) {
 			upstream_failed(s, 502, "response head too large");
 			return -1;
 		}
-		n = buf_recv(&u->in, u->fd, cfg->max_header_size + 1);
+		n = endpoint_recv_buf(u, &u->in, cfg->max_header_size + 1);
 		if (n > 0)
 			continue;
 		if (n == 0) {

@@ -93,6 +93,9 @@ static void endpoint_close(struct endpoint *e)
 	if (e->fd >= 0) {
 		if (e->in_epoll)
 			loop_del(e->fd);
+		e->xprt->release(e);
+		e->xprt_ctx = NULL;
+		e->xprt_want = 0;
 		close(e->fd);
 	}
 	e->fd = -1;
@@ -111,6 +114,9 @@ void session_endpoint_attach(struct endpoint *e, int fd)
 	e->rd_eof = false;
 	e->hup = false;
 	e->force_mod = false;
+	e->xprt = &xprt_raw;
+	e->xprt_ctx = NULL;
+	e->xprt_want = 0;
 }
 
 struct http_head *session_head_start(struct http_head **slot, bool is_request)
@@ -174,8 +180,8 @@ static void update_events(struct session *s)
 			cmask |= EPOLLOUT;
 		break;
 	}
-	endpoint_watch(&s->client, cmask);
-	endpoint_watch(&s->upstream, umask);
+	endpoint_watch(&s->client, cmask | s->client.xprt_want);
+	endpoint_watch(&s->upstream, umask | s->upstream.xprt_want);
 }
 
 void session_close_upstream(struct session *s)
@@ -418,7 +424,7 @@ void session_begin_linger(struct session *s)
 {
 	/* FIN after the last byte; reading on until the client closes avoids an RST that could
 	 * destroy response bytes still in flight. */
-	if (shutdown(s->client.fd, SHUT_WR) < 0) {
+	if (s->client.xprt->shutdown(&s->client) < 0) {
 		session_close(s);
 		return;
 	}
@@ -444,7 +450,7 @@ static void step_linger(struct session *s)
 	char sink[16384];
 
 	for (int i = 0; i < LINGER_READ_BUDGET && s->client.readable; i++) {
-		ssize_t n = recv(s->client.fd, sink, sizeof(sink), 0);
+		ssize_t n = s->client.xprt->recv(&s->client, sink, sizeof(sink));
 
 		if (n > 0)
 			continue;
@@ -457,6 +463,21 @@ static void step_linger(struct session *s)
 	}
 }
 
+/*
+ * The transports of both endpoints are ready for the protocol (a TLS handshake done). False
+ * while one waits (its xprt_want is in the epoll interest) or after a failure (closed).
+ */
+static bool transports_ready(struct session *s)
+{
+	int r = s->client.xprt->handshake(&s->client);
+
+	if (r > 0 && s->upstream.fd >= 0 && s->state == S_EXCHANGE)
+		r = s->upstream.xprt->handshake(&s->upstream);
+	if (r < 0)
+		session_close(s);
+	return r > 0;
+}
+
 void session_run(struct session *s)
 {
 	for (int i = 0; i < SESSION_MAX_TRANSITIONS && s->client.fd >= 0; i++) {
@@ -465,7 +486,8 @@ void session_run(struct session *s)
 		switch (s->state) {
 		case S_REQUEST_HEAD:
 		case S_EXCHANGE:
-			s->proto->step(s);
+			if (transports_ready(s))
+				s->proto->step(s);
 			break;
 		case S_RESOLVING:
 		case S_QUEUED:
@@ -582,6 +604,7 @@ struct session *session_create(int fd, const struct config *cfg, const struct pr
 	s->upstream.h.on_event = session_endpoint_event;
 	s->upstream.s = s;
 	s->upstream.fd = -1;
+	s->upstream.xprt = &xprt_raw;
 	flow_init(&s->req, DIR_REQUEST, &s->client, &s->upstream, cfg);
 	flow_init(&s->resp, DIR_RESPONSE, &s->upstream, &s->client, cfg);
 	s->req.conn_id = s->id;

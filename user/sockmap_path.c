@@ -252,6 +252,9 @@ void sockmap_session_start_tunnel(struct session *s)
 
 	if (dp != DATA_PATH_SOCKMAP && dp != DATA_PATH_SOCKMAP_UNBOUNDED)
 		return;
+	/* The kernel forwards only what a transport leaves as plain TCP bytes. */
+	if (!endpoint_can_splice(&s->client) || !endpoint_can_splice(&s->upstream))
+		return;
 	if (!sockmap_ready() || s->req.pipe_level || s->resp.pipe_level) {
 		log_debug("session %lu: tunnel stays on splice (%s)", (unsigned long)s->id,
 			  sockmap_ready() ? "pipe not empty" : sockmap_path_reason());
@@ -307,6 +310,8 @@ bool sockmap_session_wants_response(const struct session *s, enum body_framing f
 	if (dp != DATA_PATH_SOCKMAP && dp != DATA_PATH_SOCKMAP_UNBOUNDED)
 		return false;
 	if (!sockmap_ready() || !flow_complete(&s->req) || s->req_failed || s->req.pipe_level)
+		return false;
+	if (!endpoint_can_splice(&s->client) || !endpoint_can_splice(&s->upstream))
 		return false;
 	if (framing == FRAMING_CLOSE)
 		return true;

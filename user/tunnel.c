@@ -48,7 +48,7 @@ void tunnel_step(struct session *s)
 			return;
 		}
 		if (flow_complete(f)) {
-			if (shutdown(f->dst->fd, SHUT_WR) < 0 && errno != ENOTCONN) {
+			if (f->dst->xprt->shutdown(f->dst) < 0 && errno != ENOTCONN) {
 				session_close(s);
 				return;
 			}

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * C unit tests of the mechanisms the session is built from: the retry policy (pure) and the
- * flow FIFO (user buffer, pipe, pending buffer) over real loopback TCP sockets.
+ * flow FIFO (user buffer, pipe, pending buffer) over real loopback TCP sockets, through a
+ * transport that splices and one that cannot.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -19,6 +20,7 @@
 #include "pipe_pool.h"
 #include "retry.h"
 #include "unit.h"
+#include "xprt.h"
 
 #define FIFO_BODY (3 * 1024 * 1024) /* several pipe fills and pauses */
 #define FIFO_POLL_MS 2000
@@ -140,7 +142,13 @@ static void fifo_round(struct fifo_run *r, const char *head, size_t head_len)
 	}
 }
 
-void test_flow_fifo(void)
+static bool never_splice(const struct endpoint *e)
+{
+	return false;
+}
+
+/* Through @x on both ends; the body goes through the pipe exactly when @spliced. */
+static void flow_fifo_over(const struct xprt_ops *x, bool spliced)
 {
 	static const char head[] = "HTTP/1.1 200 OK\r\nContent-Length: 3145728\r\n\r\n";
 	const size_t head_len = sizeof(head) - 1;
@@ -166,6 +174,7 @@ void test_flow_fifo(void)
 	(void)setsockopt(r.dst_r, SOL_SOCKET, SO_RCVBUF, &(int){ SMALL_SOCKBUF }, sizeof(int));
 	r.src.fd = src_r;
 	r.dst.fd = dst_w;
+	r.src.xprt = r.dst.xprt = x;
 	flow_init(&r.f, DIR_RESPONSE, &r.src, &r.dst, cfg);
 	/* A head in the user stage, then a Content-Length body through the pipe: the bytes
 	 * must come out in order, with the level never above the high-water mark. */
@@ -182,7 +191,8 @@ void test_flow_fifo(void)
 	CHECK(r.read == head_len + FIFO_BODY);
 	CHECK(r.bad == 0);
 	CHECK(flow_complete(&r.f));
-	CHECK(r.f.bytes_spliced > 0); /* the body went through the pipe */
+	CHECK((r.f.bytes_spliced > 0) == spliced);
+	CHECK(spliced || r.f.bytes_copied >= FIFO_BODY); /* else the bounded copy path */
 	CHECK(r.f.pauses > 0 && r.f.resumes == r.f.pauses);
 	flow_finish(&r.f);
 out:
@@ -194,4 +204,14 @@ out:
 	}
 	pipe_pool_flush();
 	config_free(cfg);
+}
+
+void test_flow_fifo(void)
+{
+	struct xprt_ops no_splice = xprt_raw;
+
+	flow_fifo_over(&xprt_raw, true);
+	/* A transport that cannot splice (TLS) gets the copy path, same bytes, same bounds. */
+	no_splice.can_splice = never_splice;
+	flow_fifo_over(&no_splice, false);
 }
