@@ -21,6 +21,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "pipe_pool.h"
+#include "proto.h"
 #include "privdrop.h"
 #include "resolve.h"
 #include "sd_notify.h"
@@ -203,6 +204,12 @@ int main(int argc, char **argv)
 	cfg = config_load(config_path, listen_args, n_listen, err, sizeof(err));
 	if (!cfg) {
 		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	/* The protocols are known above the configuration parser (proto.c). */
+	if (proto_check_config(cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		config_free(cfg);
 		return 1;
 	}
 	if (check_only) {
