@@ -31,6 +31,7 @@ void chunk_data_moved(struct chunk_scan *c, uint64_t n)
 		c->state = CHUNK_DATA_CR;
 }
 
+/* Long: one state machine over the chunked grammar, byte by byte; split, its states would scatter. */
 size_t chunk_scan(struct chunk_scan *c, const char *p, size_t len)
 {
 	size_t i = 0;

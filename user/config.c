@@ -551,7 +551,10 @@ static int parse_seconds(const char *text, unsigned int max, unsigned int *out)
 	return 0;
 }
 
-/* Logs, dead peers, privileges: the directives that shape the process, not the routing. */
+/*
+ * Logs, dead peers, privileges: the directives that shape the process, not the routing. Long:
+ * a flat list of directives, each a few lines; a table would hide their checks.
+ */
 static int parse_runtime_directive(struct parse_ctx *ctx, char **tok, int ntok)
 {
 	struct config *cfg = ctx->cfg;
@@ -650,6 +653,7 @@ static int parse_runtime_directive(struct parse_ctx *ctx, char **tok, int ntok)
 	return 1;
 }
 
+/* Long: the dispatcher of every directive, a flat list of short cases. */
 static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *high_set,
 			   bool *low_set)
 {

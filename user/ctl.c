@@ -1341,6 +1341,7 @@ static void cmd_monitor(const struct req *r)
 
 /* ------------------------------------------------------------------ requests */
 
+/* Long: the validation pipeline of one request, every step an early exit counted as it fails. */
 static void handle_msg(const struct nlmsghdr *nlh, const struct ucred *cred, uint32_t portid)
 {
 	struct req r = { .nlh = nlh, .portid = portid };

@@ -120,16 +120,86 @@ static void handle_connect(struct session *s)
 	upstream_conn_to_destination(s);
 }
 
+/* The Host header of @h; -1 when there is not exactly one where RFC 9112 §3.2 requires it. */
+static int request_host(const struct http_head *h, const char *base,
+			const struct http_header **host)
+{
+	int hosts = 0;
+
+	*host = NULL;
+	for (unsigned int i = 0; i < h->n_headers; i++) {
+		if (http_span_eq(base, h->headers[i].name, "Host")) {
+			*host = &h->headers[i];
+			hosts++;
+		}
+	}
+	return h->http_major != 1 || (h->http_minor >= 1 && hosts != 1) || hosts > 1 ? -1 : 0;
+}
+
+/* The route of the request and its target; false after answering (404, 405, 400, 403). */
+static bool request_route(struct session *s, const struct http_head *h, const char *base,
+			  const struct http_header *host, const struct route **out)
+{
+	const char *url = base + h->url.off;
+	const struct route *r;
+
+	r = route_match(s->cfg, url, h->url.len, host ? base + host->value.off : NULL,
+			host ? host->value.len : 0);
+	if (!r) {
+		session_reply_error(s, 404);
+		return false;
+	}
+	if (!route_allows_method(r, h->parser.method)) {
+		char allow[512], extra[560];
+
+		route_allow_header(r, allow, sizeof(allow));
+		snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
+		session_reply_error_headers(s, 405, extra);
+		return false;
+	}
+	route_target_free(&s->target);
+	if (route_target_build(r, url, h->url.len, &s->target) < 0) {
+		session_reply_error(s, 400);
+		return false;
+	}
+	if (r->kind == ROUTE_URL_EMBEDDED && s->target.host_is_literal &&
+	    !route_destination_allowed(s->cfg, s->target.host, &s->target.addr)) {
+		log_info("session %lu: destination %s denied", (unsigned long)s->id,
+			 s->target.host);
+		session_reply_error(s, 403);
+		return false;
+	}
+	*out = r;
+	return true;
+}
+
+/* The head sent upstream (kept in s->req_head for a retry); -1 when out of memory. */
+static int request_forward_head(struct session *s, const struct route *r, const struct http_head *h,
+				const char *base)
+{
+	struct request_rewrite rw = { 0 };
+
+	rw.target = s->target.target;
+	rw.target_len = s->target.target_len;
+	if (s->target.host_header[0])
+		rw.host = s->target.host_header;
+	else if (r->host_rewrite)
+		rw.host = r->host_rewrite;
+	rw.client_addr = s->client_addr;
+	rw.forwarded = r->forwarded;
+	rw.upgrade = http_upgrade_header(h, base);
+	s->req_upgrade = rw.upgrade >= 0;
+	buf_free(&s->req_head);
+	return http_build_request(&s->req_head, h, base, &rw);
+}
+
 static void handle_request(struct session *s)
 {
-	const struct config *cfg = s->cfg;
 	struct http_head *h = s->rq;
 	const char *base = buf_start(&s->client.in);
 	const char *url = base + h->url.off;
-	struct request_rewrite rw = { 0 };
-	const struct http_header *host = NULL;
+	const struct http_header *host;
 	const struct route *r;
-	int hosts = 0;
 
 	stats.requests++;
 	s->requests++;
@@ -140,14 +210,7 @@ static void handle_request(struct session *s)
 	s->retried = false;
 	s->close_after = false;
 	s->attempts = 0;
-	for (unsigned int i = 0; i < h->n_headers; i++) {
-		if (http_span_eq(base, h->headers[i].name, "Host")) {
-			host = &h->headers[i];
-			hosts++;
-		}
-	}
-	/* RFC 9112 §3.2: exactly one Host in HTTP/1.1. */
-	if (h->http_major != 1 || (h->http_minor >= 1 && hosts != 1) || hosts > 1) {
+	if (request_host(h, base, &host) < 0) {
 		session_reply_error(s, 400);
 		return;
 	}
@@ -160,32 +223,8 @@ static void handle_request(struct session *s)
 		session_reply_error(s, 400);
 		return;
 	}
-	r = route_match(cfg, url, h->url.len, host ? base + host->value.off : NULL,
-			host ? host->value.len : 0);
-	if (!r) {
-		session_reply_error(s, 404);
+	if (!request_route(s, h, base, host, &r))
 		return;
-	}
-	if (!route_allows_method(r, h->parser.method)) {
-		char allow[512], extra[560];
-
-		route_allow_header(r, allow, sizeof(allow));
-		snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
-		session_reply_error_headers(s, 405, extra);
-		return;
-	}
-	route_target_free(&s->target);
-	if (route_target_build(r, url, h->url.len, &s->target) < 0) {
-		session_reply_error(s, 400);
-		return;
-	}
-	if (r->kind == ROUTE_URL_EMBEDDED && s->target.host_is_literal &&
-	    !route_destination_allowed(cfg, s->target.host, &s->target.addr)) {
-		log_info("session %lu: destination %s denied", (unsigned long)s->id,
-			 s->target.host);
-		session_reply_error(s, 403);
-		return;
-	}
 	s->req_framing = h->chunked	       ? FRAMING_CHUNKED :
 			 h->has_content_length ? FRAMING_LENGTH :
 						 FRAMING_NONE;
@@ -193,31 +232,17 @@ static void handle_request(struct session *s)
 	s->req_is_head = h->parser.method == HTTP_HEAD;
 	s->req_keep_alive = h->keep_alive && !session_draining();
 	s->client_http10 = h->http_minor == 0;
-
 	if (r->mode >= 0)
 		s->req.use_splice = s->resp.use_splice = r->mode != DATA_PATH_COPY;
-	rw.target = s->target.target;
-	rw.target_len = s->target.target_len;
-	if (s->target.host_header[0])
-		rw.host = s->target.host_header;
-	else if (r->host_rewrite)
-		rw.host = r->host_rewrite;
-	rw.client_addr = s->client_addr;
-	rw.forwarded = r->forwarded;
-	rw.upgrade = http_upgrade_header(h, base);
-	s->req_upgrade = rw.upgrade >= 0;
-	buf_free(&s->req_head);
-	if (http_build_request(&s->req_head, h, base, &rw) < 0) {
+	if (request_forward_head(s, r, h, base) < 0) {
 		session_reply_error(s, 500);
 		return;
 	}
 	buf_consume(&s->client.in, h->head_len);
-
-	if (r->kind == ROUTE_UPSTREAM) {
+	if (r->kind == ROUTE_UPSTREAM)
 		upstream_conn_choose_server(s);
-		return;
-	}
-	upstream_conn_to_destination(s);
+	else
+		upstream_conn_to_destination(s);
 }
 
 static void step_request_head(struct session *s)
@@ -304,6 +329,50 @@ static void upstream_failed(struct session *s, int status, const char *why)
 	upstream_conn_retry_or_fail(s, TRIGGER_EMPTY, status);
 }
 
+/*
+ * A 1xx head: 101 switches to a tunnel (only after an upgrade request whose body is sent);
+ * the others (100 Continue, 103 Early Hints) are relayed as they are, within the interim caps.
+ * Returns as handle_response_head().
+ */
+static int handle_interim_head(struct session *s, struct http_head *h, const char *base)
+{
+	struct buf head = { 0 };
+
+	if (h->status == 101) {
+		if (!s->req_upgrade || !flow_complete(&s->req)) {
+			upstream_failed(s, 502, "101 without an upgrade request");
+			return -1;
+		}
+		if (http_build_switch(&head, h, base) < 0 ||
+		    flow_push(&s->resp, buf_start(&head), buf_len(&head)) < 0) {
+			buf_free(&head);
+			upstream_failed(s, 502, "out of memory");
+			return -1;
+		}
+		buf_free(&head);
+		session_final_status(s, 101);
+		buf_consume(&s->upstream.in, h->head_len);
+		tunnel_start(s);
+		return 1;
+	}
+	s->interim_count++;
+	s->interim_bytes += h->head_len;
+	if (s->interim_count > INTERIM_MAX_COUNT || s->interim_bytes > INTERIM_MAX_BYTES) {
+		stats.interim_floods++;
+		upstream_failed(s, 502, "too many interim responses");
+		return -1;
+	}
+	if (flow_push(&s->resp, base, h->head_len) < 0) {
+		upstream_failed(s, 502, "out of memory");
+		return -1;
+	}
+	session_count_status(h->status);
+	s->interim_sent = true;
+	buf_consume(&s->upstream.in, h->head_len);
+	http_head_init(s->rs, false);
+	return 0;
+}
+
 /* Returns 1 when a final response head was taken, 0 when more is needed, -1 on failure. */
 static int handle_response_head(struct session *s)
 {
@@ -319,42 +388,8 @@ static int handle_response_head(struct session *s)
 		upstream_failed(s, 502, "bad status");
 		return -1;
 	}
-	if (h->status < 200) {
-		if (h->status == 101) {
-			if (!s->req_upgrade || !flow_complete(&s->req)) {
-				upstream_failed(s, 502, "101 without an upgrade request");
-				return -1;
-			}
-			if (http_build_switch(&head, h, base) < 0 ||
-			    flow_push(&s->resp, buf_start(&head), buf_len(&head)) < 0) {
-				buf_free(&head);
-				upstream_failed(s, 502, "out of memory");
-				return -1;
-			}
-			buf_free(&head);
-			session_final_status(s, 101);
-			buf_consume(&s->upstream.in, h->head_len);
-			tunnel_start(s);
-			return 1;
-		}
-		/* Interim responses (100 Continue, 103 Early Hints) are relayed as they are. */
-		s->interim_count++;
-		s->interim_bytes += h->head_len;
-		if (s->interim_count > INTERIM_MAX_COUNT || s->interim_bytes > INTERIM_MAX_BYTES) {
-			stats.interim_floods++;
-			upstream_failed(s, 502, "too many interim responses");
-			return -1;
-		}
-		if (flow_push(&s->resp, base, h->head_len) < 0) {
-			upstream_failed(s, 502, "out of memory");
-			return -1;
-		}
-		session_count_status(h->status);
-		s->interim_sent = true;
-		buf_consume(&s->upstream.in, h->head_len);
-		http_head_init(s->rs, false);
-		return 0;
-	}
+	if (h->status < 200)
+		return handle_interim_head(s, h, base);
 	upstream_mark_ok(s->server);
 	if (h->status >= 500 && upstream_conn_can_retry(s, TRIGGER_5XX)) {
 		log_info("session %lu: upstream %s answered %d", (unsigned long)s->id,

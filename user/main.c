@@ -155,6 +155,7 @@ static void raise_fd_limit(void)
 	}
 }
 
+/* Long: options, then the start-up sequence in order with its unwinding labels in one place. */
 int main(int argc, char **argv)
 {
 	char *listen_args[MAX_LISTEN_ARGS];

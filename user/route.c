@@ -151,6 +151,7 @@ static bool valid_hostname(const char *h, size_t len)
 }
 
 /* "<host>[:<port>]/<path>[?query]" after the route prefix; IPv6 literals in brackets. */
+/* Long: the url-embedded forms parsed in one pass, each branch a form of the grammar. */
 static int parse_embedded(struct route_target *t, const char *s, size_t len)
 {
 	size_t auth_len = 0, host_len;

@@ -54,6 +54,7 @@ static void set_why(char *why, size_t whylen, const char *fmt, ...)
 
 #if !SOCKMAP_HAVE_SKEL
 
+/* Long: load, attach and pin in order, each step with the reason it failed and its unwinding. */
 int sockmap_init(const char *pin_dir, char *why, size_t whylen)
 {
 	(void)pin_dir;
@@ -110,6 +111,7 @@ int sockmap_flow_add(int fd_a, int fd_b, uint64_t cap_bytes, uint64_t *flow_id)
 	return -1;
 }
 
+/* Long: the hand-over is one transaction (drain, map, pause, pending bytes) with one unwinding path. */
 int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
 {
 	(void)args;

@@ -225,6 +225,17 @@ static void sockmap_args_init(struct sockmap_flow_args *args, struct session *s)
 	args->on_event = sockmap_on_event;
 }
 
+/* The flow is in the sockmap: the daemon leaves its sockets alone; its idle clock starts. */
+static void sockmap_entered(struct session *s)
+{
+	s->sockmap = true;
+	s->log_sockmap = true;
+	s->sm_timer = false;
+	s->sm_last_bytes = 0;
+	s->sm_last_change_ms = now_ms();
+	stats.sockmap_flows++;
+}
+
 /* sockmap_flow_add_ex() failed: EAGAIN means nothing was lost and splice goes on. */
 static bool sockmap_add_failed(struct session *s)
 {
@@ -286,12 +297,7 @@ void sockmap_session_start_tunnel(struct session *s)
 	flow_reset(&s->resp);
 	buf_free(&s->client.in);
 	buf_free(&s->upstream.in);
-	s->sockmap = true;
-	s->log_sockmap = true;
-	s->sm_timer = false;
-	s->sm_last_bytes = 0;
-	s->sm_last_change_ms = now_ms();
-	stats.sockmap_flows++;
+	sockmap_entered(s);
 	(void)sockmap_session_step(s);
 }
 
@@ -362,13 +368,8 @@ enum sockmap_step_result sockmap_session_start_response(struct session *s)
 	flow_reset(&s->resp);
 	s->resp.body_done = true;
 	buf_free(&s->upstream.in);
-	s->sockmap = true;
-	s->log_sockmap = true;
+	sockmap_entered(s);
 	s->sockmap_response = true;
-	s->sm_timer = false;
-	s->sm_last_bytes = 0;
-	s->sm_last_change_ms = now_ms();
-	stats.sockmap_flows++;
 	stats.sockmap_responses++;
 	return sockmap_session_step(s);
 }
