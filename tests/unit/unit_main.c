@@ -80,17 +80,25 @@ static void test_chunked_errors(void)
 	}
 }
 
+/* The parser may rewrite a response's obs-fold in place: it parses a writable copy. */
+static char feed_copy[65536];
+
 static enum http_parse_status feed_all(struct http_head *h, const char *text, bool request,
 				       size_t max_line, size_t max_head)
 {
+	size_t len = strlen(text);
+
+	if (len >= sizeof(feed_copy))
+		return HTTP_PARSE_ERROR;
+	memcpy(feed_copy, text, len + 1);
 	http_head_init(h, request);
-	return http_head_feed(h, text, strlen(text), max_line, max_head);
+	return http_head_feed(h, feed_copy, len, max_line, max_head);
 }
 
 static void test_head_parse(void)
 {
 	struct http_head h;
-	const char *req = "GET /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc";
+	char req[] = "GET /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc";
 	enum http_parse_status st;
 
 	st = feed_all(&h, req, true, 8192, 32768);
@@ -134,7 +142,7 @@ static void test_head_limits(void)
 	      h.n_headers == 3);
 	CHECK(feed_all(&h, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", true,
 		       8192, 32768) == HTTP_PARSE_ERROR &&
-	      h.error == HTTP_ERR_TRANSFER_CODING);
+	      h.error == HTTP_ERR_MALFORMED);
 	CHECK(feed_all(&h,
 		       "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
 		       "Transfer-Encoding: chunked\r\n\r\n",
