@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Shared by the daemon-code fuzz targets: an exact-size heap copy of the input (so a read one
+ * byte too far is an ASan report), a name resolver that never leaves the process, and the
+ * invariant check that aborts with a message.
+ */
+#ifndef KFWD_FUZZ_COMMON_H
+#define KFWD_FUZZ_COMMON_H
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define FUZZ_CHECK(cond)                                                                    \
+	do {                                                                                \
+		if (!(cond)) {                                                              \
+			fprintf(stderr, "invariant broken %s:%d: %s\n", __FILE__, __LINE__, \
+				#cond);                                                     \
+			abort();                                                            \
+		}                                                                           \
+	} while (0)
+
+static inline char *fuzz_copy(const uint8_t *data, size_t size)
+{
+	char *p = malloc(size ? size : 1);
+
+	if (p)
+		memcpy(p, data, size);
+	return p;
+}
+
+/*
+ * The config parser resolves host names with getaddrinfo(); a fuzzer must not wait for DNS.
+ * These definitions take the place of libc's: numeric addresses only, one result.
+ */
+struct fuzz_ai {
+	struct addrinfo ai;
+	struct sockaddr_storage ss;
+};
+
+int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+		struct addrinfo **res)
+{
+	struct fuzz_ai *r = calloc(1, sizeof(*r));
+	unsigned long port = service ? strtoul(service, NULL, 10) : 0;
+
+	if (!r)
+		return EAI_MEMORY;
+	if (node && inet_pton(AF_INET, node, &((struct sockaddr_in *)&r->ss)->sin_addr) == 1) {
+		((struct sockaddr_in *)&r->ss)->sin_family = AF_INET;
+		((struct sockaddr_in *)&r->ss)->sin_port = htons((uint16_t)port);
+		r->ai.ai_addrlen = sizeof(struct sockaddr_in);
+		r->ai.ai_family = AF_INET;
+	} else if (node &&
+		   inet_pton(AF_INET6, node, &((struct sockaddr_in6 *)&r->ss)->sin6_addr) == 1) {
+		((struct sockaddr_in6 *)&r->ss)->sin6_family = AF_INET6;
+		((struct sockaddr_in6 *)&r->ss)->sin6_port = htons((uint16_t)port);
+		r->ai.ai_addrlen = sizeof(struct sockaddr_in6);
+		r->ai.ai_family = AF_INET6;
+	} else {
+		free(r);
+		return EAI_NONAME;
+	}
+	r->ai.ai_socktype = hints ? hints->ai_socktype : 0;
+	r->ai.ai_addr = (struct sockaddr *)&r->ss;
+	*res = &r->ai;
+	return 0;
+}
+
+void freeaddrinfo(struct addrinfo *res)
+{
+	free(res); /* the first member of struct fuzz_ai */
+}
+
+#endif
