@@ -19,6 +19,7 @@ import time
 from peers import LOCAL, Headers, Peer, ProtocolError
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+SPLIT_PAUSE = 0.2  # seconds between the parts of a RawResponder response given as a tuple
 
 
 def cpu_seconds(pid):
@@ -216,8 +217,9 @@ class RecordingOrigin(Peer):
 
 
 class RawResponder(Peer):
-    """Reads one request head (and its Content-Length body), then sends @response (bytes)
-    and, unless close=True, keeps the connection open to see what kfwd does with it:
+    """Reads one request head (and its Content-Length body), then sends @response (bytes; a
+    tuple of parts sent SPLIT_PAUSE apart; or a list of either, one per connection) and, unless close=True, keeps the connection
+    open to see what kfwd does with it:
     .closed_by_kfwd counts connections kfwd closed after the response, .requests_seen counts
     request heads read (a pooled connection would bring a second one)."""
 
@@ -230,8 +232,13 @@ class RawResponder(Peer):
         self.closed_by_kfwd = 0
         self.requests_seen = 0
         self.closed = threading.Event()
+        self.served = 0
 
     def handle(self, conn):
+        with self.lock:
+            n = self.served
+            self.served += 1
+        response = self.response[n % len(self.response)] if isinstance(self.response, list) else self.response
         while True:
             req = conn.read_request()
             if req is None:
@@ -241,7 +248,13 @@ class RawResponder(Peer):
             n = int(req.headers.get("content-length", "0"))
             if n:
                 conn.stream.read_exact(n)
-            conn.send(self.response)
+            if isinstance(response, tuple):  # parts sent apart: kfwd forwards the first alone
+                for i, part in enumerate(response):
+                    if i:
+                        time.sleep(SPLIT_PAUSE)
+                    conn.send(part)
+            else:
+                conn.send(response)
             if self.close:
                 return
         with self.lock:

@@ -163,15 +163,25 @@ static bool transfer_encoding_ok(const struct http_head *h, const char *base)
 	return chunked_last;
 }
 
-/* A response's obs-folds become spaces in place (RFC 9112 §5.2), so each value is one line. */
+/*
+ * A response's obs-folds (CRLF and the whitespace after it) become spaces in place (RFC 9112
+ * §5.2), so each value is one line. llhttp refuses a bare CR or LF in a value, so every one
+ * inside a value span is part of a fold.
+ */
 static void unfold(struct http_head *h, char *base)
 {
 	for (unsigned int i = 0; i < h->n_headers; i++) {
 		char *v = base + h->headers[i].value.off;
+		bool in_fold = false;
 
-		for (uint32_t j = 0; j < h->headers[i].value.len; j++)
+		for (uint32_t j = 0; j < h->headers[i].value.len; j++) {
 			if (v[j] == '\r' || v[j] == '\n')
+				in_fold = true;
+			else if (v[j] != ' ' && v[j] != '\t')
+				in_fold = false;
+			if (in_fold)
 				v[j] = ' ';
+		}
 	}
 }
 

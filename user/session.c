@@ -1500,6 +1500,12 @@ static void step_exchange(struct session *s)
 	if (st == FLOW_SRC_ERROR) {
 		log_info("session %lu: upstream %s failed inside the response body",
 			 (unsigned long)s->id, s->up_addr_text);
+		/* Nothing of the response reached the client yet: it can still hear 502. Else
+		 * the connection is cut, so the client never takes a short body as whole. */
+		if (s->resp.bytes_out == 0 && !s->interim_sent) {
+			reply_error(s, 502);
+			return;
+		}
 		stats.aborted_transfers++;
 		session_close(s);
 		return;
