@@ -120,6 +120,25 @@ void http_head_init(struct http_head *h, bool is_request)
 }
 
 /*
+ * The element of a comma-separated list (RFC 9110 §5.6.1) that starts at *@pos, without its
+ * OWS: [*@start, returned end). *@pos is left on the comma after it, or at @len.
+ */
+static size_t list_next(const char *v, size_t len, size_t *pos, size_t *start)
+{
+	size_t end;
+
+	while (*pos < len && (v[*pos] == ' ' || v[*pos] == '\t'))
+		(*pos)++;
+	*start = *pos;
+	while (*pos < len && v[*pos] != ',')
+		(*pos)++;
+	end = *pos;
+	while (end > *start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
+		end--;
+	return end;
+}
+
+/*
  * RFC 9112 §6.1/§6.3: the Transfer-Encoding list, over every such field, must be valid tokens
  * with chunked exactly once and last. "identity" (no longer a coding since RFC 7230) and a list
  * where chunked is not final are refused: a peer could frame the body differently than kfwd.
@@ -135,16 +154,8 @@ static bool transfer_encoding_ok(const struct http_head *h, const char *base)
 		if (!http_span_eq(base, h->headers[i].name, "Transfer-Encoding"))
 			continue;
 		for (;;) {
-			size_t start, end;
+			size_t start, end = list_next(v, len, &pos, &start);
 
-			while (pos < len && (v[pos] == ' ' || v[pos] == '\t'))
-				pos++;
-			start = pos;
-			while (pos < len && v[pos] != ',')
-				pos++;
-			end = pos;
-			while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
-				end--;
 			if (end == start || chunked_last)
 				return false; /* empty element, or anything after chunked */
 			for (size_t j = start; j < end; j++)
@@ -304,18 +315,11 @@ bool http_list_has_token(const char *value, size_t len, const char *token)
 	size_t i = 0;
 
 	while (i < len) {
-		size_t start, end;
+		size_t start, end = list_next(value, len, &i, &start);
 
-		while (i < len && (value[i] == ' ' || value[i] == '\t' || value[i] == ','))
-			i++;
-		start = i;
-		while (i < len && value[i] != ',')
-			i++;
-		end = i;
-		while (end > start && (value[end - 1] == ' ' || value[end - 1] == '\t'))
-			end--;
 		if (end - start == tlen && !strncasecmp(value + start, token, tlen))
 			return true;
+		i++; /* the comma */
 	}
 	return false;
 }

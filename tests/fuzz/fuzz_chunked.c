@@ -35,6 +35,8 @@ static size_t scan_pieces(struct chunk_scan *c, const char *p, size_t len)
 	return pos;
 }
 
+/* The reference reading is written apart from user/chunked.c on purpose: a shared helper
+ * would share its bugs. */
 static int hexval(char ch)
 {
 	if (ch >= '0' && ch <= '9')

@@ -14,6 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
+#include "http.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define FUZZ_CHECK(cond)                                                                    \
@@ -32,6 +35,48 @@ static inline char *fuzz_copy(const uint8_t *data, size_t size)
 	if (p)
 		memcpy(p, data, size);
 	return p;
+}
+
+/* X-Forwarded-*, Forwarded, Via, Connection, Host: at most this many fields added. */
+#define FUZZ_ADDED_HEADERS 8
+
+/*
+ * A head kfwd forwards (@out, built from the accepted @h) must parse again as exactly one
+ * complete head with the same method or status and the same framing: anything else would let
+ * the next hop read the message differently than kfwd did.
+ */
+static inline void fuzz_check_forwarded(const struct http_head *h, const struct buf *out)
+{
+	struct http_head *again = malloc(sizeof(*again));
+	enum http_parse_status st;
+
+	if (!again)
+		return;
+	http_head_init(again, h->is_request);
+	st = http_head_feed(again, buf_start(out), buf_len(out), buf_len(out) + 1,
+			    buf_len(out) + 1);
+	/* kfwd adds fields of its own: past the parser's header count is not a fault here. */
+	if (st == HTTP_PARSE_ERROR && again->too_many_headers &&
+	    h->n_headers + FUZZ_ADDED_HEADERS >= HTTP_MAX_HEADERS) {
+		free(again);
+		return;
+	}
+	if (st != HTTP_PARSE_DONE)
+		fprintf(stderr, "forwarded head refused (%s):\n%.*s\n",
+			again->error_reason ? again->error_reason : "?", (int)buf_len(out),
+			buf_start(out));
+	FUZZ_CHECK(st == HTTP_PARSE_DONE);
+	FUZZ_CHECK(again->head_len == buf_len(out));
+	if (h->is_request)
+		FUZZ_CHECK(again->parser.method == h->parser.method);
+	else
+		FUZZ_CHECK(again->status == h->status);
+	FUZZ_CHECK(again->has_content_length == h->has_content_length);
+	FUZZ_CHECK(!h->has_content_length || again->content_length == h->content_length);
+	FUZZ_CHECK(again->chunked == h->chunked);
+	FUZZ_CHECK(again->has_transfer_encoding == h->has_transfer_encoding);
+	FUZZ_CHECK(!again->obs_fold);
+	free(again);
 }
 
 /*

@@ -13,39 +13,6 @@
 #include "http_rewrite.h"
 
 #define FUZZ_MAX_HEAD 65536
-/* X-Forwarded-*, Forwarded, Via, Connection, Host: at most this many fields added. */
-#define FUZZ_ADDED_HEADERS 8
-
-static void check_forwarded(const struct http_head *h, const struct buf *out)
-{
-	struct http_head *again = malloc(sizeof(*again));
-	enum http_parse_status st;
-
-	if (!again)
-		return;
-	http_head_init(again, false);
-	st = http_head_feed(again, buf_start(out), buf_len(out), buf_len(out) + 1,
-			    buf_len(out) + 1);
-	/* kfwd adds fields of its own: past the parser's header count is not a fault here. */
-	if (st == HTTP_PARSE_ERROR && again->too_many_headers &&
-	    h->n_headers + FUZZ_ADDED_HEADERS >= HTTP_MAX_HEADERS) {
-		free(again);
-		return;
-	}
-	if (st != HTTP_PARSE_DONE)
-		fprintf(stderr, "forwarded head refused (%s):\n%.*s\n",
-			again->error_reason ? again->error_reason : "?", (int)buf_len(out),
-			buf_start(out));
-	FUZZ_CHECK(st == HTTP_PARSE_DONE);
-	FUZZ_CHECK(again->head_len == buf_len(out));
-	FUZZ_CHECK(again->status == h->status);
-	FUZZ_CHECK(again->has_content_length == h->has_content_length);
-	FUZZ_CHECK(!h->has_content_length || again->content_length == h->content_length);
-	FUZZ_CHECK(again->chunked == h->chunked);
-	FUZZ_CHECK(again->has_transfer_encoding == h->has_transfer_encoding);
-	FUZZ_CHECK(!again->obs_fold);
-	free(again);
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -95,7 +62,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_CHECK(buf_len(&out) > 0);
 	} else if (h->status >= 200 && http_build_response(&out, h, buf, flags & 1, false,
 							   (flags & 2) ? &loc : NULL) == 0) {
-		check_forwarded(h, &out);
+		fuzz_check_forwarded(h, &out);
 	}
 out:
 	buf_free(&out);
