@@ -217,11 +217,11 @@ class RecordingOrigin(Peer):
 
 
 class RawResponder(Peer):
-    """Reads one request head (and its Content-Length body), then sends @response (bytes; a
-    tuple of parts sent SPLIT_PAUSE apart; or a list of either, one per connection) and, unless close=True, keeps the connection
-    open to see what kfwd does with it:
-    .closed_by_kfwd counts connections kfwd closed after the response, .requests_seen counts
-    request heads read (a pooled connection would bring a second one)."""
+    """Reads a request head (and its Content-Length body), then sends @response: bytes, a
+    tuple of parts sent SPLIT_PAUSE apart, or a list of either used one per request in
+    arrival order. Unless close=True it then keeps the connection open to see what kfwd does
+    with it: .closed_by_kfwd counts connections kfwd closed after a response, .requests_seen
+    counts request heads read (a pooled connection brings a second one)."""
 
     name = "raw-responder"
 
@@ -235,16 +235,15 @@ class RawResponder(Peer):
         self.served = 0
 
     def handle(self, conn):
-        with self.lock:
-            n = self.served
-            self.served += 1
-        response = self.response[n % len(self.response)] if isinstance(self.response, list) else self.response
         while True:
             req = conn.read_request()
             if req is None:
                 break
             with self.lock:
                 self.requests_seen += 1
+                n = self.served
+                self.served += 1
+            response = self.response[n % len(self.response)] if isinstance(self.response, list) else self.response
             n = int(req.headers.get("content-length", "0"))
             if n:
                 conn.stream.read_exact(n)

@@ -118,6 +118,18 @@ def test_chunked_body_error_aborts_client(upstream, body):
     assert H.idle_cpu(k.pid) < MAX_IDLE_CPU
 
 
+def test_chunked_body_error_on_a_kept_alive_connection_is_502(upstream):
+    """The second response on a client connection: nothing of it went out, so 502 too."""
+    good = ok(b"Content-Length: 2\r\n", b"ok")
+    k, up = upstream([good, ok(b"Transfer-Encoding: chunked\r\n", b"5\r\nhelloXX0\r\n\r\n")])
+    data, closed = H.exchange(k.port, GET + GET)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data[:200]
+    second = data[data.index(b"\r\n\r\nok") + 6 :]
+    assert H.status_of(second) == 502, data
+    assert closed
+    assert up.closed.wait(5)
+
+
 def test_connection_naming_content_length_keeps_framing(upstream):
     """An upstream's `Connection: Content-Length` used to leave the client an unframed
     keep-alive response and the upstream connection pooled."""

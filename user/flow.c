@@ -65,6 +65,7 @@ void flow_start_body(struct flow *f, enum body_framing framing, uint64_t length)
 	f->remaining = length;
 	f->active = true;
 	f->body_done = framing == FRAMING_NONE || (framing == FRAMING_LENGTH && length == 0);
+	f->bytes_out_at_start = f->bytes_out;
 	chunk_scan_init(&f->chunk);
 	f->last_progress_ms = now_ms();
 }

@@ -1502,7 +1502,7 @@ static void step_exchange(struct session *s)
 			 (unsigned long)s->id, s->up_addr_text);
 		/* Nothing of the response reached the client yet: it can still hear 502. Else
 		 * the connection is cut, so the client never takes a short body as whole. */
-		if (s->resp.bytes_out == 0 && !s->interim_sent) {
+		if (s->resp.bytes_out == s->resp.bytes_out_at_start && !s->interim_sent) {
 			reply_error(s, 502);
 			return;
 		}
