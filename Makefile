@@ -150,4 +150,4 @@ format:
 clean:
 	rm -rf $(BUILD)
 
--include $(wildcard $(BUILD)/user/*.d $(FUZZ_OBJ)/user/*.d)
+-include $(wildcard $(BUILD)/user/*.d $(FUZZ_OBJ)/user/*.d $(BUILD)/fuzz/*.d)
