@@ -42,6 +42,9 @@ HEAD_REJECTS = [
     ("CL-duplicate-differ", ok(b"Content-Length: 5\r\nContent-Length: 6\r\n", b"hello!")),
     ("CL-plus", ok(b"Content-Length: +5\r\n", b"hello")),
     ("CL-2^63", ok(b"Content-Length: 9223372036854775808\r\n", b"hello")),
+    # found by fuzz_response: llhttp did not take a folded "chunked" as chunked, kfwd did
+    ("TE-folded", ok(b"Transfer-Encoding: chunked\r\n \r\n", b"0\r\n\r\n")),
+    ("CL-folded", ok(b"Content-Length: 1\r\n 2\r\n", b"a")),
     ("NUL-in-value", ok(b"X-A: a\x00b\r\nContent-Length: 0\r\n")),
     ("space-before-colon", ok(b"Content-Length : 0\r\n")),
     ("bare-CR-in-value", ok(b"X-A: a\rb\r\nContent-Length: 0\r\n")),

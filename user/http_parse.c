@@ -26,7 +26,7 @@ static uint32_t offset_of(struct http_head *h, const char *at)
  * the head) and, for a header value, on both sides of an obs-fold ("a\r\n b" arrives as "a"
  * and " b"). A span covers its first piece to its last; a gap between pieces is a fold, which
  * a request may not hold (RFC 9112 §5.2) and which a response's unfold() turns into spaces.
- * Returns -1 when the element may not have a gap.
+ * Returns 1 when this piece folded the element, -1 when the element may not have a gap.
  */
 static int span_extend(struct http_head *h, struct http_span *s, const char *at, size_t len,
 		       bool may_fold)
@@ -39,6 +39,8 @@ static int span_extend(struct http_head *h, struct http_span *s, const char *at,
 		if (!may_fold || h->is_request)
 			return -1;
 		h->obs_fold = true;
+		s->len = off + (uint32_t)len - s->off;
+		return 1;
 	}
 	s->len = off + (uint32_t)len - s->off;
 	return 0;
@@ -76,15 +78,25 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
 	struct http_head *h = head_of(p);
+	struct http_header *hdr;
+	int r;
 
 	/* A value with no name before it (a line starting with ':'): llhttp 8.1 lets it by. */
 	if (h->last_cb == 0) {
 		h->empty_name = true;
 		return -1;
 	}
+	hdr = &h->headers[h->n_headers - 1];
 	h->last_cb = 2;
-	if (span_extend(h, &h->headers[h->n_headers - 1].value, at, len, true) < 0) {
+	r = span_extend(h, &hdr->value, at, len, true);
+	if (r < 0) {
 		h->error_reason = "obs-fold in a request";
+		return -1;
+	}
+	/* How llhttp reads a folded length or coding is its own affair: refused outright. */
+	if (r > 0 && (http_span_eq(h->base, hdr->name, "Content-Length") ||
+		      http_span_eq(h->base, hdr->name, "Transfer-Encoding"))) {
+		h->error_reason = "obs-fold in a framing field";
 		return -1;
 	}
 	return 0;
@@ -222,13 +234,16 @@ static void finish(struct http_head *h, const char *base)
 	h->status_line.len = (uint32_t)(eol - sol);
 }
 
-/* Framing a peer could read differently than kfwd does; returns why, or NULL. */
-static const char *framing_error(const struct http_head *h, const char *base)
+/* Framing a peer could read differently than kfwd does: returns why, or NULL after setting
+ * h->chunked from kfwd's own reading of Transfer-Encoding. */
+static const char *framing_error(struct http_head *h, const char *base)
 {
 	if (h->has_content_length && h->content_length > HTTP_CONTENT_LENGTH_MAX)
 		return "Content-Length too large";
 	if (h->has_transfer_encoding && !transfer_encoding_ok(h, base))
 		return "Transfer-Encoding without chunked as the final coding";
+	/* kfwd frames the body by its own reading of the list, the one it forwards. */
+	h->chunked = h->has_transfer_encoding;
 	return NULL;
 }
 
