@@ -37,6 +37,23 @@ static inline char *fuzz_copy(const uint8_t *data, size_t size)
 	return p;
 }
 
+/*
+ * Feed a head to the parser in two calls, the first @cut bytes then all (as when it arrives in
+ * two reads): llhttp then hands out pieces across calls. Returns the last status.
+ */
+static inline enum http_parse_status fuzz_feed_in_two(struct http_head *h, char *buf, size_t size,
+						      size_t cut, size_t max_line, size_t max_head)
+{
+	enum http_parse_status st = HTTP_PARSE_MORE;
+
+	if (cut < size)
+		st = http_head_feed(h, buf, cut, max_line, max_head);
+	if (st == HTTP_PARSE_MORE)
+		st = http_head_feed(h, buf, size, max_line, max_head);
+	FUZZ_CHECK(st != HTTP_PARSE_DONE || h->head_len <= size);
+	return st;
+}
+
 /* X-Forwarded-*, Forwarded, Via, Connection, Host: at most this many fields added. */
 #define FUZZ_ADDED_HEADERS 8
 

@@ -96,7 +96,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct http_head *h;
 	size_t cut;
 	char *buf;
-	enum http_parse_status st;
 
 	if (!cfg)
 		load_config();
@@ -110,14 +109,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!h || !buf)
 		goto out;
 	http_head_init(h, true);
-	st = HTTP_PARSE_MORE;
-	if (cut < size)
-		st = http_head_feed(h, buf, cut, FUZZ_MAX_LINE, FUZZ_MAX_HEAD);
-	if (st == HTTP_PARSE_MORE)
-		st = http_head_feed(h, buf, size, FUZZ_MAX_LINE, FUZZ_MAX_HEAD);
-	if (st != HTTP_PARSE_DONE)
+	if (fuzz_feed_in_two(h, buf, size, cut, FUZZ_MAX_LINE, FUZZ_MAX_HEAD) != HTTP_PARSE_DONE)
 		goto out;
-	FUZZ_CHECK(h->head_len <= size);
 	check_span(h, h->method);
 	check_span(h, h->url);
 	for (unsigned int i = 0; i < h->n_headers; i++) {

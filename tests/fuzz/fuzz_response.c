@@ -26,7 +26,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t cut;
 	uint8_t flags;
 	char *buf;
-	enum http_parse_status st;
 
 	if (size < 1)
 		return 0;
@@ -39,14 +38,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!h || !buf)
 		goto out;
 	http_head_init(h, false);
-	st = HTTP_PARSE_MORE;
-	if (cut < size)
-		st = http_head_feed(h, buf, cut, FUZZ_MAX_HEAD, FUZZ_MAX_HEAD);
-	if (st == HTTP_PARSE_MORE)
-		st = http_head_feed(h, buf, size, FUZZ_MAX_HEAD, FUZZ_MAX_HEAD);
-	if (st != HTTP_PARSE_DONE)
+	if (fuzz_feed_in_two(h, buf, size, cut, FUZZ_MAX_HEAD, FUZZ_MAX_HEAD) != HTTP_PARSE_DONE)
 		goto out;
-	FUZZ_CHECK(h->head_len <= size);
 	FUZZ_CHECK((size_t)h->status_line.off + h->status_line.len <= h->head_len);
 	for (unsigned int i = 0; i < h->n_headers; i++) {
 		const struct http_span *v = &h->headers[i].value;
