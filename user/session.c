@@ -410,8 +410,6 @@ static int status_for_parse_error(enum http_error e)
 		return 414;
 	case HTTP_ERR_TOO_LARGE:
 		return 431;
-	case HTTP_ERR_TRANSFER_CODING:
-		return 501;
 	default:
 		return 400;
 	}
@@ -1093,6 +1091,9 @@ static void handle_request(struct session *s)
 	const char *url = base + h->url.off;
 	struct request_rewrite rw = { 0 };
 	const struct http_header *host = NULL;
+	const char *route_host = NULL, *path;
+	size_t route_host_len = 0, path_len;
+	struct http_target form;
 	const struct route *r;
 	int hosts = 0;
 
@@ -1116,17 +1117,35 @@ static void handle_request(struct session *s)
 		reply_error(s, 400);
 		return;
 	}
+	if (host) {
+		route_host = base + host->value.off;
+		route_host_len = host->value.len;
+	}
 	s->req_upgrade = s->connect_tunnel = s->tunnel = false;
 	if (h->parser.method == HTTP_CONNECT) {
 		handle_connect(s);
 		return;
 	}
-	if (h->url.len == 0 || url[0] != '/') {
+	if (http_target_parse(url, h->url.len, h->parser.method, &form) < 0) {
 		reply_error(s, 400);
 		return;
 	}
-	r = route_match(cfg, url, h->url.len, host ? base + host->value.off : NULL,
-			host ? host->value.len : 0);
+	/* RFC 9112 §3.2.2: an absolute-form's authority replaces Host; "*" goes where "/" does. */
+	if (form.form == HTTP_TARGET_ABSOLUTE) {
+		route_host = url + form.authority.off;
+		route_host_len = form.authority.len;
+	}
+	path = "/";
+	path_len = 1;
+	if (form.path.len) {
+		path = url + form.path.off;
+		path_len = form.path.len;
+	}
+	r = route_match(cfg, path, path_len, route_host, route_host_len);
+	if (r && form.form == HTTP_TARGET_ASTERISK && r->kind != ROUTE_UPSTREAM) {
+		reply_error(s, 400); /* no destination named */
+		return;
+	}
 	if (!r) {
 		reply_error(s, 404);
 		return;
@@ -1140,9 +1159,27 @@ static void handle_request(struct session *s)
 		return;
 	}
 	route_target_free(&s->target);
-	if (route_target_build(r, url, h->url.len, &s->target) < 0) {
+	if (form.form == HTTP_TARGET_ASTERISK) {
+		/* "*" is forwarded as it is: no prefix to strip. */
+		memset(&s->target, 0, sizeof(s->target));
+		s->target.route = r;
+		s->target.target = strdup("*");
+		if (!s->target.target) {
+			reply_error(s, 500);
+			return;
+		}
+		s->target.target_len = 1;
+	} else if (route_target_build(r, path, path_len, &s->target) < 0) {
 		reply_error(s, 400);
 		return;
+	}
+	if (form.form == HTTP_TARGET_ABSOLUTE && !s->target.host_header[0] && !r->host_rewrite) {
+		if (route_host_len >= sizeof(s->target.host_header)) {
+			reply_error(s, 400);
+			return;
+		}
+		memcpy(s->target.host_header, route_host, route_host_len);
+		s->target.host_header[route_host_len] = '\0';
 	}
 	if (r->kind == ROUTE_URL_EMBEDDED && s->target.host_is_literal &&
 	    !route_destination_allowed(cfg, s->target.host, &s->target.addr)) {
@@ -1540,10 +1577,15 @@ static void step_exchange(struct session *s)
 	if (!s->req_failed && s->upstream.fd >= 0) {
 		st = flow_pump(&s->req);
 		if (st == FLOW_SRC_ERROR) {
-			/* The client's body ended early or was malformed: nothing sane to answer. */
+			/* The client's body ended early or was malformed: the upstream connection
+			 * holds part of a message and closes; the client hears 400 unless a final
+			 * response has begun. */
 			log_info("session %lu: request body from client failed",
 				 (unsigned long)s->id);
-			session_close(s);
+			if (s->final_response)
+				session_close(s);
+			else
+				reply_error(s, 400);
 			return;
 		}
 		if (st == FLOW_DST_ERROR) {
@@ -1575,6 +1617,12 @@ static void step_exchange(struct session *s)
 	if (st == FLOW_SRC_ERROR) {
 		log_info("session %lu: upstream %s failed inside the response body",
 			 (unsigned long)s->id, s->up_addr_text);
+		/* Nothing of the response reached the client yet: it can still hear 502. Else
+		 * the connection is cut, so the client never takes a short body as whole. */
+		if (s->resp.bytes_out == s->resp.bytes_out_at_start && !s->interim_sent) {
+			reply_error(s, 502);
+			return;
+		}
 		stats.aborted_transfers++;
 		session_close(s);
 		return;
