@@ -5,7 +5,7 @@
 #   make test     install missing deps, build, run the C unit tests and every pytest test
 #   make test SANITIZE=1   the same against an ASan+UBSan build in build-san/ (no fuzzing)
 #   make bench    benchmark against a direct transfer, HAProxy and nginx (BENCH_QUICK=1: reduced)
-#   make fuzz     build and run the libFuzzer target(s) for a short while
+#   make fuzz     replay the fuzz regression inputs, then run every libFuzzer target FUZZ_TIME s
 #   make install  install into $(DESTDIR)$(PREFIX) (see "Installing" below); make uninstall
 #   make clean
 #
@@ -141,40 +141,47 @@ test: deps
 	@$(if $(SAN_FLAGS),true,$(MAKE) --no-print-directory fuzz FUZZ_TIME=10)
 	@$(MAKE) --no-print-directory pytest
 
-# libFuzzer targets: tests/fuzz/fuzz_NAME.c linked with user/common_*.c, run FUZZ_TIME seconds
-# each from build/fuzz/corpus_NAME (seeded by tests/fuzz/seeds_NAME.py when there is one).
+# libFuzzer targets: each tests/fuzz/fuzz_NAME.c is linked with every daemon object but main.o
+# (plus llhttp and user/common_*.c), all built with clang -fsanitize=fuzzer-no-link,address,undefined
+# into build/fuzz/obj. `make fuzz` first replays tests/fuzz/regress_NAME/ (crashers kept as
+# regression inputs), then runs each target FUZZ_TIME seconds from build/fuzz/corpus_NAME (seeded
+# by tests/fuzz/seeds_NAME.py when there is one). FUZZ_TARGETS narrows the set: FUZZ_TARGETS=chunked.
 FUZZ_CC    := clang
 FUZZ_TIME  ?= 30
 FUZZ_SRCS  := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS  := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
-FUZZ_FLAGS := -std=gnu11 $(WARN) -g -O1 -D_GNU_SOURCE -Iinclude -Iuser \
-	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_TARGETS ?= $(FUZZ_BINS:$(BUILD)/fuzz/fuzz_%=%)
+FUZZ_OBJ   := $(BUILD)/fuzz/obj
+FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_FLAGS := -std=gnu11 $(WARN) -g -O1 -D_GNU_SOURCE -Iinclude -Iuser -I$(BUILD) -I$(LLHTTP_INC) \
+	$(FUZZ_SAN) -MMD -MP
+FUZZ_OBJS  := $(patsubst user/%.c,$(FUZZ_OBJ)/user/%.o,$(filter-out user/main.c,$(DAEMON_SRCS)) \
+	$(COMMON_SRCS)) $(LLHTTP_OBJS:$(BUILD)/llhttp/%=$(FUZZ_OBJ)/llhttp/%)
 
-$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(COMMON_SRCS) $(wildcard user/common_*.h include/kfwd/*.h)
+$(FUZZ_OBJ)/user/sockmap.o: $(BUILD)/kfwd.skel.h
+
+$(FUZZ_OBJ)/user/%.o: user/%.c
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(COMMON_SRCS) -lmnl
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 
-# The RTSP targets link the RTSP modules, http_parse.c and llhttp (instrumented) until the fuzz
-# rule above can link daemon objects.
-RTSP_FUZZ_SRCS := user/http_parse.c $(wildcard user/rtsp_*.c)
-RTSP_FUZZ_LLHTTP := $(LLHTTP_OBJS:$(BUILD)/llhttp/%=$(BUILD)/fuzz/llhttp/%)
-
-$(RTSP_FUZZ_LLHTTP): $(BUILD)/fuzz/llhttp/%.o: $(LLHTTP_SRC)/%.c
+$(FUZZ_OBJ)/llhttp/%.o: $(LLHTTP_SRC)/%.c
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(LLHTTP_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+	$(FUZZ_CC) $(LLHTTP_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c $< -o $@
 
-$(BUILD)/fuzz/fuzz_rtsp_%: tests/fuzz/fuzz_rtsp_%.c $(RTSP_FUZZ_SRCS) $(RTSP_FUZZ_LLHTTP) \
-		$(wildcard user/rtsp_*.h) user/http.h
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJS)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -I$(LLHTTP_INC) -o $@ $< $(RTSP_FUZZ_SRCS) $(RTSP_FUZZ_LLHTTP) -lcrypto
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJS) $(LDLIBS)
 
-fuzz: $(FUZZ_BINS)
-	@set -e; for bin in $(FUZZ_BINS); do \
-		name=$${bin##*/fuzz_}; corpus=$(BUILD)/fuzz/corpus_$$name; mkdir -p $$corpus; \
+fuzz: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
+	@set -e; for name in $(FUZZ_TARGETS); do \
+		bin=$(BUILD)/fuzz/fuzz_$$name; corpus=$(BUILD)/fuzz/corpus_$$name; \
+		regress=tests/fuzz/regress_$$name; mkdir -p $$corpus; \
+		if [ -n "$$(ls -A $$regress 2>/dev/null)" ]; then \
+			echo "fuzz: $$bin replays $$regress"; $$bin -runs=0 $$regress; fi; \
 		if [ -f tests/fuzz/seeds_$$name.py ]; then $(PYTHON) tests/fuzz/seeds_$$name.py $$corpus; fi; \
 		echo "fuzz: $$bin for $(FUZZ_TIME) s"; \
 		$$bin -max_total_time=$(FUZZ_TIME) -max_len=8192 -print_final_stats=1 \
-			-artifact_prefix=$(BUILD)/fuzz/ $$corpus; \
+			-artifact_prefix=$(BUILD)/fuzz/$$name- $$corpus; \
 	done
 
 bench: deps
@@ -235,4 +242,4 @@ uninstall:
 clean:
 	rm -rf $(BUILD) $(wildcard build-*/)
 
--include $(wildcard $(BUILD)/user/*.d)
+-include $(wildcard $(BUILD)/user/*.d $(FUZZ_OBJ)/user/*.d $(BUILD)/fuzz/*.d)

@@ -71,10 +71,12 @@ def test_limits_are_configurable(kfwd, peer):
     assert status_of(k.port, b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n") == 200
 
 
-def test_501_unsupported_transfer_encoding(echo_kfwd):
+def test_400_transfer_encoding_not_chunked(echo_kfwd):
+    # RFC 9112 §6.3: a request whose final transfer coding is not chunked has no reliable
+    # length: 400 and close (it was 501).
     k = echo_kfwd
     raw = b"POST /echo/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n\x1f\x8b"
-    assert status_of(k.port, raw) == 501
+    assert status_of(k.port, raw) == 400
     assert not k.echo.requests
 
 

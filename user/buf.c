@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0
+/* Growable byte buffers: heads, chunk lines and copied body bytes in user space. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,8 +42,9 @@ int buf_reserve(struct buf *b, size_t want, size_t limit)
 
 int buf_append(struct buf *b, const void *data, size_t len)
 {
-	/* Empty buffers may be NULL: memcpy() must not see them, even for 0 bytes (UBSan). */
-	if (!len)
+	/* An empty buffer's data is NULL, and memcpy() with a NULL pointer is undefined even for
+	 * 0 bytes (UBSan reports it). */
+	if (len == 0)
 		return 0;
 	if (buf_reserve(b, len, (size_t)-1) < 0)
 		return -1;

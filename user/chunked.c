@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
+/* The chunked transfer coding's byte-by-byte scanner (see chunked.h). */
 #include <string.h>
 
 #include "chunked.h"
+#include "http.h"
 
 #define CHUNK_LINE_MAX 4096
 #define CHUNK_TRAILERS_MAX (64 * 1024)
@@ -11,6 +13,14 @@ void chunk_scan_init(struct chunk_scan *c)
 {
 	memset(c, 0, sizeof(*c));
 	c->state = CHUNK_SIZE;
+}
+
+/* A byte a field value or chunk extension may not hold: controls other than HTAB, and DEL. */
+static bool is_ctl(char ch)
+{
+	unsigned char u = (unsigned char)ch;
+
+	return (u < 0x20 && u != '\t') || u == 0x7f;
 }
 
 static int hexval(char ch)
@@ -46,8 +56,10 @@ size_t chunk_scan(struct chunk_scan *c, const char *p, size_t len)
 			if (v >= 0 && c->digits < CHUNK_SIZE_DIGITS_MAX) {
 				c->size = c->size * 16 + (uint64_t)v;
 				c->digits++;
-			} else if (c->digits && (ch == ';' || ch == ' ' || ch == '\t')) {
+			} else if (c->digits && ch == ';') {
 				c->state = CHUNK_EXT;
+			} else if (c->digits && (ch == ' ' || ch == '\t')) {
+				c->state = CHUNK_SIZE_BWS;
 			} else if (c->digits && ch == '\r') {
 				c->state = CHUNK_SIZE_LF;
 			} else {
@@ -55,11 +67,26 @@ size_t chunk_scan(struct chunk_scan *c, const char *p, size_t len)
 				continue;
 			}
 			break;
+		case CHUNK_SIZE_BWS:
+			/* "5 3" is not a size of 5: after BWS only an extension or the CR. */
+			if (++c->line_len > CHUNK_LINE_MAX) {
+				c->state = CHUNK_ERROR;
+				continue;
+			}
+			if (ch == ';')
+				c->state = CHUNK_EXT;
+			else if (ch == '\r')
+				c->state = CHUNK_SIZE_LF;
+			else if (ch != ' ' && ch != '\t') {
+				c->state = CHUNK_ERROR;
+				continue;
+			}
+			break;
 		case CHUNK_EXT:
-			/* Extensions pass through unchanged; only their length is bounded. */
+			/* Extensions pass through unchanged: bounded, and no control bytes. */
 			if (ch == '\r')
 				c->state = CHUNK_SIZE_LF;
-			else if (ch == '\n' || ++c->line_len > CHUNK_LINE_MAX) {
+			else if (is_ctl(ch) || ++c->line_len > CHUNK_LINE_MAX) {
 				c->state = CHUNK_ERROR;
 				continue;
 			}
@@ -107,10 +134,27 @@ size_t chunk_scan(struct chunk_scan *c, const char *p, size_t len)
 				c->state = CHUNK_END_LF;
 				break;
 			}
-			c->state = CHUNK_TRAILER_LINE;
+			/* A trailer line starts with a field name (no obs-fold, no request line). */
+			if (!http_is_tchar(ch)) {
+				c->state = CHUNK_ERROR;
+				continue;
+			}
+			c->state = CHUNK_TRAILER_NAME;
 			continue;
+		case CHUNK_TRAILER_NAME:
+			if (++c->trailer_len > CHUNK_TRAILERS_MAX) {
+				c->state = CHUNK_ERROR;
+				continue;
+			}
+			if (ch == ':')
+				c->state = CHUNK_TRAILER_LINE;
+			else if (!http_is_tchar(ch)) {
+				c->state = CHUNK_ERROR;
+				continue;
+			}
+			break;
 		case CHUNK_TRAILER_LINE:
-			if (++c->trailer_len > CHUNK_TRAILERS_MAX || ch == '\n') {
+			if (++c->trailer_len > CHUNK_TRAILERS_MAX || (ch != '\r' && is_ctl(ch))) {
 				c->state = CHUNK_ERROR;
 				continue;
 			}

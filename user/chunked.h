@@ -13,13 +13,15 @@
  */
 enum chunk_state {
 	CHUNK_SIZE,
+	CHUNK_SIZE_BWS, /* whitespace after the size: only ';' or CR may follow */
 	CHUNK_EXT,
 	CHUNK_SIZE_LF,
 	CHUNK_DATA,
 	CHUNK_DATA_CR,
 	CHUNK_DATA_LF,
 	CHUNK_TRAILER_START,
-	CHUNK_TRAILER_LINE,
+	CHUNK_TRAILER_NAME,
+	CHUNK_TRAILER_LINE, /* a trailer field's value */
 	CHUNK_TRAILER_LF,
 	CHUNK_END_LF,
 	CHUNK_DONE,
@@ -36,7 +38,12 @@ struct chunk_scan {
 };
 
 void chunk_scan_init(struct chunk_scan *c);
-/* Advance over up to @len bytes; returns how many were valid (stops at DONE or at an error). */
+/*
+ * Advance over up to @len bytes; returns how many were valid: it stops after the last byte of
+ * the message (DONE) or at the first invalid byte, not counted (ERROR). Chunk extensions and
+ * trailer fields are checked against RFC 9112 §7.1.1/§7.1.2 (no control bytes, a trailer line is
+ * a field name, a colon and a value, no obs-fold), since they are forwarded as they are.
+ */
 size_t chunk_scan(struct chunk_scan *c, const char *p, size_t len);
 /* @n data bytes of the current chunk moved without being scanned (spliced). */
 void chunk_data_moved(struct chunk_scan *c, uint64_t n);

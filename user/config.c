@@ -257,6 +257,15 @@ static int parse_upstream(struct parse_ctx *ctx, char **tok, int ntok)
 	return 0;
 }
 
+static const struct {
+	unsigned int num;
+	const char *name;
+} known_methods[] = {
+#define KFWD_METHOD(NUM, NAME, STRING) { NUM, #STRING },
+	HTTP_ALL_METHOD_MAP(KFWD_METHOD)
+#undef KFWD_METHOD
+};
+
 static int parse_methods(const char *list, uint64_t *out)
 {
 	char copy[512], *save = NULL;
@@ -268,11 +277,10 @@ static int parse_methods(const char *list, uint64_t *out)
 	for (char *m = strtok_r(copy, ",", &save); m; m = strtok_r(NULL, ",", &save)) {
 		int found = -1;
 
-		for (int i = 0; i < 64; i++) {
-			const char *name = llhttp_method_name((llhttp_method_t)i);
-
-			if (name && !strcmp(name, m)) {
-				found = i;
+		/* Only numbers llhttp knows: llhttp_method_name() aborts on any other. */
+		for (size_t i = 0; i < sizeof(known_methods) / sizeof(known_methods[0]); i++) {
+			if (known_methods[i].num < 64 && !strcmp(known_methods[i].name, m)) {
+				found = (int)known_methods[i].num;
 				break;
 			}
 		}
@@ -331,6 +339,7 @@ static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **op
 		} else if (!strncmp(o, "host=", 5)) {
 			if (!valid_host_pattern(v))
 				return fail(ctx, "bad host pattern '%s' (name or *.suffix)", v);
+			free(r->host); /* a repeated option: the last one counts */
 			r->host = strdup(v);
 			if (!r->host)
 				return fail(ctx, "out of memory");
@@ -343,6 +352,7 @@ static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **op
 					    "host-rewrite does not apply to url-embedded routes");
 			if (!*v || strpbrk(v, "\r\n"))
 				return fail(ctx, "host-rewrite needs a value");
+			free(r->host_rewrite);
 			r->host_rewrite = strdup(v);
 			if (!r->host_rewrite)
 				return fail(ctx, "out of memory");

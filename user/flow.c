@@ -65,6 +65,7 @@ void flow_start_body(struct flow *f, enum body_framing framing, uint64_t length)
 	f->remaining = length;
 	f->active = true;
 	f->body_done = framing == FRAMING_NONE || (framing == FRAMING_LENGTH && length == 0);
+	f->bytes_out_at_start = f->bytes_out;
 	chunk_scan_init(&f->chunk);
 	f->last_progress_ms = now_ms();
 }
@@ -157,7 +158,12 @@ static bool body_complete(const struct flow *f)
 	return false;
 }
 
-/* Body bytes already read into src->in (with a head, or chunk framing) go first. */
+/*
+ * Body bytes already read into src->in (with a head, or chunk framing) go first. Returns 1 when
+ * bytes moved, or FLOW_SRC_ERROR: a chunked framing error ends the message at once (the bytes
+ * before the bad one are not forwarded either), and bytes that can never move are an error too,
+ * since no event would ever bring the flow back to them.
+ */
 static int take_buffered(struct flow *f, size_t room)
 {
 	struct buf *in = &f->src->in;
@@ -173,13 +179,21 @@ static int take_buffered(struct flow *f, size_t room)
 		struct chunk_scan probe = f->chunk;
 
 		n = chunk_scan(&probe, buf_start(in), avail);
+		if (probe.state == CHUNK_ERROR) {
+			log_debug("bad chunked framing");
+			return FLOW_SRC_ERROR;
+		}
 		break;
 	}
 	default:
 		n = avail;
 		break;
 	}
-	if (n && flow_push(f, buf_start(in), n) < 0)
+	if (n == 0) {
+		log_debug("%zu buffered bytes cannot move", avail);
+		return FLOW_SRC_ERROR;
+	}
+	if (flow_push(f, buf_start(in), n) < 0)
 		return FLOW_SRC_ERROR;
 	if (f->framing == FRAMING_LENGTH)
 		f->remaining -= n;
@@ -187,12 +201,8 @@ static int take_buffered(struct flow *f, size_t room)
 		chunk_scan(&f->chunk, buf_start(in), n);
 	buf_consume(in, n);
 	buf_release(in);
-	if (f->framing == FRAMING_CHUNKED && f->chunk.state == CHUNK_ERROR) {
-		log_debug("bad chunked framing");
-		return FLOW_SRC_ERROR;
-	}
 	f->body_done = body_complete(f);
-	return n > 0;
+	return 1;
 }
 
 /*

@@ -56,6 +56,8 @@ struct flow {
 	uint64_t bytes_spliced;
 	uint64_t bytes_copied;
 	uint64_t bytes_out; /* delivered to dst */
+	uint64_t bytes_out_at_start; /* bytes_out at flow_start_body(): a head pushed just
+				      * before it has not gone out yet */
 	uint64_t last_progress_ms;
 };
 

@@ -9,6 +9,8 @@
 #include <llhttp.h>
 
 #define HTTP_MAX_HEADERS 128
+/* RFC 9110 §8.6 lets a recipient refuse a length it cannot hold; kfwd stays below 2^63. */
+#define HTTP_CONTENT_LENGTH_MAX INT64_MAX
 
 /* Offsets are relative to the first byte of the head, so the buffer may move between calls. */
 struct http_span {
@@ -33,7 +35,6 @@ enum http_error {
 	HTTP_ERR_MALFORMED, /* 400 / 502 */
 	HTTP_ERR_URI_TOO_LONG, /* 414 */
 	HTTP_ERR_TOO_LARGE, /* 431 / 502 */
-	HTTP_ERR_TRANSFER_CODING, /* 501: a transfer coding other than chunked */
 };
 
 enum body_framing {
@@ -57,6 +58,7 @@ struct http_head {
 	unsigned int n_headers;
 	bool too_many_headers;
 	bool empty_name;
+	bool obs_fold; /* a response header value was folded (unfolded in place) */
 
 	/* Set when HTTP_PARSE_DONE */
 	size_t head_len;
@@ -76,10 +78,36 @@ void http_head_init(struct http_head *h, bool is_request);
 /*
  * Feed the head bytes buffered so far: @base points at the head's first byte and @len counts
  * every byte buffered from there (only the new ones are parsed). @max_line and @max_head bound
- * the request/status line and the whole head.
+ * the request/status line and the whole head. A response's obs-folds are overwritten with
+ * spaces in @base (RFC 9112 §5.2); a request with one is refused.
  */
-enum http_parse_status http_head_feed(struct http_head *h, const char *base, size_t len,
-				      size_t max_line, size_t max_head);
+enum http_parse_status http_head_feed(struct http_head *h, char *base, size_t len, size_t max_line,
+				      size_t max_head);
+
+/* RFC 9112 §3.2: the forms of a request-target kfwd routes. */
+enum http_target_form {
+	HTTP_TARGET_ORIGIN, /* "/path?query" */
+	HTTP_TARGET_ABSOLUTE, /* "http://authority/path?query" */
+	HTTP_TARGET_ASTERISK, /* "*" (OPTIONS only) */
+};
+
+/* Spans relative to the request-target's first byte. */
+struct http_target {
+	enum http_target_form form;
+	struct http_span path; /* "/path?query"; empty for an absolute-form without a path */
+	struct http_span authority; /* absolute-form */
+};
+
+/*
+ * Split the request-target @url of a @method request (CONNECT's authority-form excepted).
+ * Returns 0, or -1 for a target no origin-form route can take: a fragment (RFC 9112 §3.2 has
+ * none), a scheme other than http, an empty authority or one with userinfo, or "*" other than
+ * with OPTIONS.
+ */
+int http_target_parse(const char *url, size_t len, unsigned int method, struct http_target *t);
+
+/* RFC 9110 §5.6.2: a byte of a token. */
+bool http_is_tchar(char ch);
 
 bool http_span_eq(const char *base, struct http_span s, const char *text);
 /* Index of the first header called @name (case-insensitive), or -1. */

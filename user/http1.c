@@ -47,8 +47,6 @@ static int status_for_parse_error(enum http_error e)
 		return 414;
 	case HTTP_ERR_TOO_LARGE:
 		return 431;
-	case HTTP_ERR_TRANSFER_CODING:
-		return 501;
 	default:
 		return 400;
 	}
@@ -136,15 +134,70 @@ static int request_host(const struct http_head *h, const char *base,
 	return h->http_major != 1 || (h->http_minor >= 1 && hosts != 1) || hosts > 1 ? -1 : 0;
 }
 
-/* The route of the request and its target; false after answering (404, 405, 400, 403). */
+/* s->target for route @r; -1 after answering (400, 500). */
+static int request_target(struct session *s, const struct route *r, const struct http_target *form,
+			  const char *path, size_t path_len, const char *route_host,
+			  size_t route_host_len)
+{
+	route_target_free(&s->target);
+	if (form->form == HTTP_TARGET_ASTERISK) {
+		/* "*" is forwarded as it is: no prefix to strip. */
+		memset(&s->target, 0, sizeof(s->target));
+		s->target.route = r;
+		s->target.target = strdup("*");
+		if (!s->target.target) {
+			session_reply_error(s, 500);
+			return -1;
+		}
+		s->target.target_len = 1;
+	} else if (route_target_build(r, path, path_len, &s->target) < 0) {
+		session_reply_error(s, 400);
+		return -1;
+	}
+	if (form->form == HTTP_TARGET_ABSOLUTE && !s->target.host_header[0] && !r->host_rewrite) {
+		if (route_host_len >= sizeof(s->target.host_header)) {
+			session_reply_error(s, 400);
+			return -1;
+		}
+		memcpy(s->target.host_header, route_host, route_host_len);
+		s->target.host_header[route_host_len] = '\0';
+	}
+	return 0;
+}
+
+/*
+ * The route of the request and its target; false after answering (404, 405, 400, 403). RFC 9112
+ * §3.2.2: an absolute-form's authority replaces Host; "*" goes where "/" does.
+ */
 static bool request_route(struct session *s, const struct http_head *h, const char *base,
 			  const struct http_header *host, const struct route **out)
 {
-	const char *url = base + h->url.off;
+	const char *url = base + h->url.off, *route_host = NULL, *path = "/";
+	size_t route_host_len = 0, path_len = 1;
+	struct http_target form;
 	const struct route *r;
 
-	r = route_match(s->cfg, url, h->url.len, host ? base + host->value.off : NULL,
-			host ? host->value.len : 0);
+	if (http_target_parse(url, h->url.len, h->parser.method, &form) < 0) {
+		session_reply_error(s, 400);
+		return false;
+	}
+	if (host) {
+		route_host = base + host->value.off;
+		route_host_len = host->value.len;
+	}
+	if (form.form == HTTP_TARGET_ABSOLUTE) {
+		route_host = url + form.authority.off;
+		route_host_len = form.authority.len;
+	}
+	if (form.path.len) {
+		path = url + form.path.off;
+		path_len = form.path.len;
+	}
+	r = route_match(s->cfg, path, path_len, route_host, route_host_len);
+	if (r && form.form == HTTP_TARGET_ASTERISK && r->kind != ROUTE_UPSTREAM) {
+		session_reply_error(s, 400); /* no destination named */
+		return false;
+	}
 	if (!r) {
 		session_reply_error(s, 404);
 		return false;
@@ -157,11 +210,8 @@ static bool request_route(struct session *s, const struct http_head *h, const ch
 		session_reply_error_headers(s, 405, extra);
 		return false;
 	}
-	route_target_free(&s->target);
-	if (route_target_build(r, url, h->url.len, &s->target) < 0) {
-		session_reply_error(s, 400);
+	if (request_target(s, r, &form, path, path_len, route_host, route_host_len) < 0)
 		return false;
-	}
 	if (r->kind == ROUTE_URL_EMBEDDED && s->target.host_is_literal &&
 	    !route_destination_allowed(s->cfg, s->target.host, &s->target.addr)) {
 		log_info("session %lu: destination %s denied", (unsigned long)s->id,
@@ -217,10 +267,6 @@ static void handle_request(struct session *s)
 	s->req_upgrade = s->connect_tunnel = s->tunnel = false;
 	if (h->parser.method == HTTP_CONNECT) {
 		handle_connect(s);
-		return;
-	}
-	if (h->url.len == 0 || url[0] != '/') {
-		session_reply_error(s, 400);
 		return;
 	}
 	if (!request_route(s, h, base, host, &r))
@@ -582,10 +628,15 @@ static void step_exchange(struct session *s)
 	if (!s->req_failed && s->upstream.fd >= 0) {
 		st = flow_pump(&s->req);
 		if (st == FLOW_SRC_ERROR) {
-			/* The client's body ended early or was malformed: nothing sane to answer. */
+			/* The client's body ended early or was malformed: the upstream connection
+			 * holds part of a message and closes; the client hears 400 unless a final
+			 * response has begun. */
 			log_info("session %lu: request body from client failed",
 				 (unsigned long)s->id);
-			session_close(s);
+			if (s->final_response)
+				session_close(s);
+			else
+				session_reply_error(s, 400);
 			return;
 		}
 		if (st == FLOW_DST_ERROR) {
@@ -617,6 +668,12 @@ static void step_exchange(struct session *s)
 	if (st == FLOW_SRC_ERROR) {
 		log_info("session %lu: upstream %s failed inside the response body",
 			 (unsigned long)s->id, s->up_addr_text);
+		/* Nothing of the response reached the client yet: it can still hear 502. Else
+		 * the connection is cut, so the client never takes a short body as whole. */
+		if (s->resp.bytes_out == s->resp.bytes_out_at_start && !s->interim_sent) {
+			session_reply_error(s, 502);
+			return;
+		}
 		stats.aborted_transfers++;
 		session_close(s);
 		return;

@@ -11,12 +11,26 @@ static const char *const hop_by_hop[] = {
 	"Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Upgrade",
 };
 
+/*
+ * Fields that frame or route the message: a Connection option naming one never removes it
+ * (RFC 9110 §7.6.1 lets a proxy keep them, as HAProxy does), or "Connection: Content-Length"
+ * would turn a body kfwd framed into a second request the next hop reads.
+ */
+static const char *const never_by_connection[] = {
+	"Content-Length",
+	"Transfer-Encoding",
+	"Host",
+};
+
 /* A header the next hop must not see: fixed hop-by-hop names and names listed in Connection. */
 static bool is_hop_by_hop(const struct http_head *h, const char *base, struct http_span name)
 {
 	for (size_t i = 0; i < sizeof(hop_by_hop) / sizeof(hop_by_hop[0]); i++)
 		if (http_span_eq(base, name, hop_by_hop[i]))
 			return true;
+	for (size_t i = 0; i < sizeof(never_by_connection) / sizeof(never_by_connection[0]); i++)
+		if (http_span_eq(base, name, never_by_connection[i]))
+			return false;
 	for (unsigned int i = 0; i < h->n_headers; i++) {
 		const struct http_header *c = &h->headers[i];
 		char lname[256];

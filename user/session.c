@@ -433,8 +433,6 @@ void session_begin_linger(struct session *s)
 		  s->cfg->client_timeout_ms < LINGER_MS ? s->cfg->client_timeout_ms : LINGER_MS);
 }
 
-/* Everything a flow holds in user space, then up to @src_max bytes its source sent past the
- * head. */
 static void step_replying(struct session *s)
 {
 	if (s->client.hup || flow_pump(&s->resp) != FLOW_OK) {

@@ -76,6 +76,8 @@ static enum data_path route_data_path(const struct session *s)
 	return r && r->mode >= 0 ? (enum data_path)r->mode : s->cfg->data_path;
 }
 
+/* Everything a flow holds in user space, then up to @src_max bytes its source sent past the
+ * head. */
 static int collect_pending(struct buf *out, struct flow *f, size_t src_max)
 {
 	size_t src_len = buf_len(&f->src->in) < src_max ? buf_len(&f->src->in) : src_max;
