@@ -867,6 +867,18 @@ static void schedule_retry(struct session *s)
 }
 
 /* A failure before any final response byte: retry if allowed, else answer @status. */
+/* No retry: the client gets @status, or, once a response went out, its connection is cut. */
+static void give_up(struct session *s, int status)
+{
+	s->last_failure_status = status;
+	if (!s->response_started) {
+		reply_error(s, status);
+		return;
+	}
+	stats.aborted_transfers++;
+	session_close(s);
+}
+
 static void retry_or_fail(struct session *s, enum retry_trigger trigger, int status)
 {
 	s->last_failure_status = status;
@@ -874,12 +886,7 @@ static void retry_or_fail(struct session *s, enum retry_trigger trigger, int sta
 		schedule_retry(s);
 		return;
 	}
-	if (!s->response_started) {
-		reply_error(s, status);
-		return;
-	}
-	stats.aborted_transfers++;
-	session_close(s);
+	give_up(s, status);
 }
 
 static void connect_failed(struct session *s, int err)
@@ -1306,6 +1313,19 @@ static void upstream_failed(struct session *s, int status, const char *why)
 	retry_or_fail(s, TRIGGER_EMPTY, status);
 }
 
+/*
+ * The upstream answered something kfwd refuses to forward (a malformed or oversized head, an
+ * interim flood): 502, never a retry. The `connect` retry rule covers a connection that failed
+ * before any response byte; a server that answers garbage would answer it again (HAProxy retries
+ * a junk response only with retry-on junk-response, nginx only with invalid_header).
+ */
+static void upstream_refused(struct session *s, const char *why)
+{
+	log_info("session %lu: upstream %s: %s", (unsigned long)s->id, s->up_addr_text, why);
+	close_upstream(s);
+	give_up(s, 502);
+}
+
 /* Returns 1 when a final response head was taken, 0 when more is needed, -1 on failure. */
 static int handle_response_head(struct session *s)
 {
@@ -1318,13 +1338,13 @@ static int handle_response_head(struct session *s)
 	int rc;
 
 	if (h->status < 100 || h->status > 999) {
-		upstream_failed(s, 502, "bad status");
+		upstream_refused(s, "bad status");
 		return -1;
 	}
 	if (h->status < 200) {
 		if (h->status == 101) {
 			if (!s->req_upgrade || !flow_complete(&s->req)) {
-				upstream_failed(s, 502, "101 without an upgrade request");
+				upstream_refused(s, "101 without an upgrade request");
 				return -1;
 			}
 			if (http_build_switch(&head, h, base) < 0 ||
@@ -1344,7 +1364,7 @@ static int handle_response_head(struct session *s)
 		s->interim_bytes += h->head_len;
 		if (s->interim_count > INTERIM_MAX_COUNT || s->interim_bytes > INTERIM_MAX_BYTES) {
 			stats.interim_floods++;
-			upstream_failed(s, 502, "too many interim responses");
+			upstream_refused(s, "too many interim responses");
 			return -1;
 		}
 		if (flow_push(&s->resp, base, h->head_len) < 0) {
@@ -1443,7 +1463,7 @@ static int read_response_head(struct session *s)
 				continue;
 			}
 			if (st == HTTP_PARSE_ERROR) {
-				upstream_failed(s, 502, "malformed response head");
+				upstream_refused(s, "malformed response head");
 				return -1;
 			}
 		}
@@ -1454,7 +1474,7 @@ static int read_response_head(struct session *s)
 		if (!u->readable || interim_backlogged(s) || reads++ == HEAD_READ_BUDGET)
 			return 0;
 		if (buf_reserve(&u->in, 4096, cfg->max_header_size + 4096) < 0) {
-			upstream_failed(s, 502, "response head too large");
+			upstream_refused(s, "response head too large");
 			return -1;
 		}
 		n = buf_recv(&u->in, u->fd, cfg->max_header_size + 1);
