@@ -376,6 +376,19 @@ static void upstream_failed(struct session *s, int status, const char *why)
 }
 
 /*
+ * The upstream answered something kfwd refuses to forward (a malformed or oversized head, an
+ * interim flood): 502, never a retry. The `connect` retry rule covers a connection that failed
+ * before any response byte; a server that answers garbage would answer it again (HAProxy retries
+ * a junk response only with retry-on junk-response, nginx only with invalid_header).
+ */
+static void upstream_refused(struct session *s, const char *why)
+{
+	log_info("session %lu: upstream %s: %s", (unsigned long)s->id, s->up_addr_text, why);
+	session_close_upstream(s);
+	upstream_conn_give_up(s, 502);
+}
+
+/*
  * A 1xx head: 101 switches to a tunnel (only after an upgrade request whose body is sent);
  * the others (100 Continue, 103 Early Hints) are relayed as they are, within the interim caps.
  * Returns as handle_response_head().
@@ -386,7 +399,7 @@ static int handle_interim_head(struct session *s, struct http_head *h, const cha
 
 	if (h->status == 101) {
 		if (!s->req_upgrade || !flow_complete(&s->req)) {
-			upstream_failed(s, 502, "101 without an upgrade request");
+			upstream_refused(s, "101 without an upgrade request");
 			return -1;
 		}
 		if (http_build_switch(&head, h, base) < 0 ||
@@ -405,7 +418,7 @@ static int handle_interim_head(struct session *s, struct http_head *h, const cha
 	s->interim_bytes += h->head_len;
 	if (s->interim_count > INTERIM_MAX_COUNT || s->interim_bytes > INTERIM_MAX_BYTES) {
 		stats.interim_floods++;
-		upstream_failed(s, 502, "too many interim responses");
+		upstream_refused(s, "too many interim responses");
 		return -1;
 	}
 	if (flow_push(&s->resp, base, h->head_len) < 0) {
@@ -431,7 +444,7 @@ static int handle_response_head(struct session *s)
 	int rc;
 
 	if (h->status < 100 || h->status > 999) {
-		upstream_failed(s, 502, "bad status");
+		upstream_refused(s, "bad status");
 		return -1;
 	}
 	if (h->status < 200)
@@ -523,7 +536,7 @@ static int read_response_head(struct session *s)
 				continue;
 			}
 			if (st == HTTP_PARSE_ERROR) {
-				upstream_failed(s, 502, "malformed response head");
+				upstream_refused(s, "malformed response head");
 				return -1;
 			}
 		}
@@ -535,7 +548,7 @@ static int read_response_head(struct session *s)
 		    reads++ == HEAD_READ_BUDGET)
 			return 0;
 		if (buf_reserve(&u->in, 4096, cfg->max_header_size + 4096) < 0) {
-			upstream_failed(s, 502, "response head too large");
+			upstream_refused(s, "response head too large");
 			return -1;
 		}
 		n = endpoint_recv_buf(u, &u->in, cfg->max_header_size + 1);

@@ -67,6 +67,18 @@ void upstream_conn_schedule_retry(struct session *s)
 	timer_arm(&s->timer, delay);
 }
 
+/* No retry: the client gets @status, or, once a response went out, its connection is cut. */
+void upstream_conn_give_up(struct session *s, int status)
+{
+	s->last_failure_status = status;
+	if (!s->response_started) {
+		s->proto->connect_failed(s, status);
+		return;
+	}
+	stats.aborted_transfers++;
+	session_close(s);
+}
+
 /* A failure before any final response byte: retry if allowed, else answer @status. */
 void upstream_conn_retry_or_fail(struct session *s, enum retry_trigger trigger, int status)
 {
@@ -75,12 +87,7 @@ void upstream_conn_retry_or_fail(struct session *s, enum retry_trigger trigger, 
 		upstream_conn_schedule_retry(s);
 		return;
 	}
-	if (!s->response_started) {
-		s->proto->connect_failed(s, status);
-		return;
-	}
-	stats.aborted_transfers++;
-	session_close(s);
+	upstream_conn_give_up(s, status);
 }
 
 static void connect_failed(struct session *s, int err)

@@ -25,5 +25,7 @@ void upstream_conn_schedule_retry(struct session *s);
 /* A failure before any final response byte: retry if allowed, else answer @status (or close
  * once a response started). */
 void upstream_conn_retry_or_fail(struct session *s, enum retry_trigger trigger, int status);
+/* No retry: answer @status, or cut the connection once a response went out. */
+void upstream_conn_give_up(struct session *s, int status);
 
 #endif
