@@ -1173,6 +1173,43 @@ static int try_finish(struct sm_dir *d, int *tmo)
 }
 
 /*
+ * Take a fresh snapshot of the program's state once bytes read from src are
+ * in our buffer, before they are checked against dst (dir_pump()) and
+ * written.  The snapshot taken before the recv() can be a generation old:
+ * the resume request written just before the recv() lets the program
+ * resume at the next skb (on another CPU: softirq of the sender), redirect
+ * up to the cap into dst's psock queue, pause again (pause_count + 1) and
+ * pass the skbs after them, all before our recv() returns those skbs.
+ * Checked against the old @redirected, dst's send queue matches while the
+ * new redirected bytes still wait for the psock worker (a slow client: it
+ * only retries once the socket is writable), and ours would overtake them.
+ * After the recv() the
+ * program cannot resume again: every request in kfwd_ctl is for a
+ * generation before the one that passed these bytes, and the recv() took
+ * them from the psock queue under its lock, after the program stored the
+ * state that passed them.
+ *
+ * A limited direction may thus also have read past end_pos (the read size
+ * came from the old snapshot): those bytes are not the body's and are
+ * dropped, as the ones the program leaves behind are.  1, or -1: error.
+ */
+static int src_read_resync(struct sm_dir *d)
+{
+	uint64_t pos, excess;
+
+	if (bpf_map_lookup_elem(sm.dirs_fd, &d->src_cookie, &d->kd) < 0)
+		return -1;
+	if (!d->limited)
+		return 1;
+	pos = d->rx_base + d->kd.redirected + d->user_read;
+	if (pos > d->end_pos) {
+		excess = pos - d->end_pos;
+		d->tail -= excess < d->tail ? (size_t)excess : d->tail;
+	}
+	return 1;
+}
+
+/*
  * Read from src in pass mode, our buffer empty.  When the program's stream
  * position says how many bytes wait in src's psock queue (@ahead) and one
  * recv() takes them all, promise them first (request_resume()): the skb
@@ -1208,7 +1245,7 @@ static int src_read(struct sm_dir *d, uint64_t ahead, int *tmo)
 	if (n > 0) {
 		d->user_read += (uint64_t)n;
 		d->tail = (size_t)n;
-		return 1;
+		return src_read_resync(d);
 	}
 	if (n < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
