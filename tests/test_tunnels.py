@@ -636,6 +636,46 @@ def test_sockmap_slow_client_10mb(env, peer):
     assert not log_problems(k.stderr), k.stderr
 
 
+# kfwd's bpf() entry delayed this long by strace: a slow (sanitized, preempted) kfwd between the
+# first pump's write of the request and the resume request of the answer's direction
+BPF_DELAY_US = 5000
+
+
+@pytest.mark.timeout(60)
+def test_sockmap_answer_to_the_first_request_goes_through_the_kernel(env, peer):
+    """A slow client and a fast producer keep a paused direction in user space (every skb arrives
+    while kfwd still writes the ones before), so the bytes that go through the kernel are those
+    after the flow was added, before the first pause. The answer's direction must therefore be
+    ready to redirect before kfwd forwards the request that makes the producer answer: with the
+    resume request written only by the first pump, after it wrote the request, an answer faster
+    than kfwd (here: strace delays kfwd's bpf() calls, as ASan made it slow enough for
+    test_sockmap_slow_client_10mb) passed, and the whole body crossed user space."""
+    N = 2 * MiB
+    p = peer(peers.CountingSender(size=N))
+    k = env.start("sockmap")
+    m0 = k.metrics()
+    st = subprocess.Popen(
+        ["strace", "-q", "-f", "-o", "/dev/null", "-p", str(k.pid), "-e", "trace=bpf",
+         "-e", f"inject=bpf:delay_enter={BPF_DELAY_US}"],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        attached = peers.wait_for(lambda: re.search(r"^TracerPid:\s*[1-9]", Path(f"/proc/{k.pid}/status").read_text(), re.M), 5.0, 0.02)
+        assert attached, "strace did not attach to kfwd"
+        c = pt.TunnelHttpConn(k.port, p.port, timeout=30)
+        c.request("GET", "/slow")
+        r = c.read_response(read_size=16 * KiB, pace=lambda i: time.sleep(0.01))
+        assert r.status == 200 and r.complete and r.body_len == N and r.sha256 == p.payload.sha256, r
+        c.close()
+    finally:
+        st.terminate()
+        st.wait(timeout=10)
+    wait_idle(k)
+    m1 = k.metrics()
+    # the first cap (1 MiB) is the floor: what the kernel takes before the client's queue is full
+    assert mdelta(m1, m0, SM_RESP) >= MiB, f"only {mdelta(m1, m0, SM_RESP)} response bytes went through the sockmap"
+    assert not log_problems(k.stderr), k.stderr
+
+
 def stall_measure(k, p, seconds, rcvbuf=64 * KiB, path="/stall"):
     """Open a CONNECT tunnel to CountingSender p, GET path and read nothing for `seconds`.
     Returns (conn, samples[(t, upstream bytes, MemAvailable drop, sockstat TCP pages delta)])."""
