@@ -7,6 +7,7 @@ maps readable with bpftool, and the fallback to splice when BPF is not allowed.
 Every sockmap test uses its own pin dir under /sys/fs/bpf (removed at teardown). Measured
 numbers (plateau, memory, MB/s) are printed and written to build/tunnel_measurements.json."""
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -636,6 +637,24 @@ def test_sockmap_slow_client_10mb(env, peer):
     assert not log_problems(k.stderr), k.stderr
 
 
+@contextlib.contextmanager
+def syscall_delayed(k, syscall, usec):
+    """strace delays the entry of each of kfwd's `syscall` calls by `usec` (a slow kfwd: sanitized,
+    preempted) until the block ends, then detaches (SIGTERM, by PID)."""
+    st = subprocess.Popen(
+        ["strace", "-q", "-f", "-o", "/dev/null", "-p", str(k.pid), "-e", f"trace={syscall}",
+         "-e", f"inject={syscall}:delay_enter={usec}"],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        # strace says nothing once attached: wait until kfwd is traced
+        attached = peers.wait_for(lambda: re.search(r"^TracerPid:\s*[1-9]", Path(f"/proc/{k.pid}/status").read_text(), re.M), 5.0, 0.02)
+        assert attached, f"strace did not attach to kfwd: {st.stderr.read() if st.poll() is not None else ''}"
+        yield
+    finally:
+        st.terminate()
+        st.wait(timeout=10)
+
+
 # kfwd's bpf() entry delayed this long by strace: a slow (sanitized, preempted) kfwd between the
 # first pump's write of the request and the resume request of the answer's direction
 BPF_DELAY_US = 5000
@@ -654,21 +673,12 @@ def test_sockmap_answer_to_the_first_request_goes_through_the_kernel(env, peer):
     p = peer(peers.CountingSender(size=N))
     k = env.start("sockmap")
     m0 = k.metrics()
-    st = subprocess.Popen(
-        ["strace", "-q", "-f", "-o", "/dev/null", "-p", str(k.pid), "-e", "trace=bpf",
-         "-e", f"inject=bpf:delay_enter={BPF_DELAY_US}"],
-        stderr=subprocess.PIPE, text=True)
-    try:
-        attached = peers.wait_for(lambda: re.search(r"^TracerPid:\s*[1-9]", Path(f"/proc/{k.pid}/status").read_text(), re.M), 5.0, 0.02)
-        assert attached, "strace did not attach to kfwd"
+    with syscall_delayed(k, "bpf", BPF_DELAY_US):
         c = pt.TunnelHttpConn(k.port, p.port, timeout=30)
         c.request("GET", "/slow")
         r = c.read_response(read_size=16 * KiB, pace=lambda i: time.sleep(0.01))
         assert r.status == 200 and r.complete and r.body_len == N and r.sha256 == p.payload.sha256, r
         c.close()
-    finally:
-        st.terminate()
-        st.wait(timeout=10)
     wait_idle(k)
     m1 = k.metrics()
     # the first cap (1 MiB) is the floor: what the kernel takes before the client's queue is full
@@ -840,14 +850,7 @@ def test_sockmap_resume_during_a_pass_read_stays_in_order(env, nginx):
     these 100 requests do."""
     f = nginx.files["8m"]
     k = env.start("sockmap", extra=["sockmap-cap 64k"])
-    st = subprocess.Popen(
-        ["strace", "-q", "-f", "-o", "/dev/null", "-p", str(k.pid), "-e", "trace=recvfrom",
-         "-e", f"inject=recvfrom:delay_enter={RECV_DELAY_US}"],
-        stderr=subprocess.PIPE, text=True)
-    try:
-        # strace says nothing once attached: wait until kfwd is traced
-        attached = peers.wait_for(lambda: re.search(r"^TracerPid:\s*[1-9]", Path(f"/proc/{k.pid}/status").read_text(), re.M), 5.0, 0.02)
-        assert attached, "strace did not attach to kfwd"
+    with syscall_delayed(k, "recvfrom", RECV_DELAY_US):
         m0 = k.metrics()
         c = pt.TunnelHttpConn(k.port, nginx.port, timeout=30)
 
@@ -862,9 +865,6 @@ def test_sockmap_resume_during_a_pass_read_stays_in_order(env, nginx):
             assert r.sha256 == f.sha256, f"response {n} corrupted"
         d = dirs_dump(k.pin)
         c.close()
-    finally:
-        st.terminate()
-        st.wait(timeout=10)
     wait_idle(k)
     m1 = k.metrics()
     assert_sockmap_flow_metrics(k, m0, m1)
