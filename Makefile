@@ -126,8 +126,10 @@ unit: $(BUILD)/unit_tests
 layers:
 	$(PYTHON) scripts/check-layers.py
 # Sanitizer reports go to kfwd's stderr (which conftest checks) and do not stop the daemon;
-# leaks are checked when it exits.
-SAN_ENV := KFWD_SANITIZE=1 KFWD_BIN=$(CURDIR)/$(BUILD)/kfwd KFWDCTL_BIN=$(CURDIR)/$(BUILD)/kfwdctl \
+# leaks are checked when it exits. The tests' own make runs (cross build, install) must not
+# inherit SANITIZE=1 (MAKEFLAGS, and make exports command-line variables): they would build into
+# build-san and replace KFWD_BIN, or find it up to date and build nothing.
+SAN_ENV := env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u SANITIZE KFWD_SANITIZE=1 KFWD_BIN=$(CURDIR)/$(BUILD)/kfwd KFWDCTL_BIN=$(CURDIR)/$(BUILD)/kfwdctl \
 	ASAN_OPTIONS=detect_leaks=1:halt_on_error=0:abort_on_error=0:quarantine_size_mb=16 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=0
 

@@ -7,6 +7,7 @@ maps readable with bpftool, and the fallback to splice when BPF is not allowed.
 Every sockmap test uses its own pin dir under /sys/fs/bpf (removed at teardown). Measured
 numbers (plateau, memory, MB/s) are printed and written to build/tunnel_measurements.json."""
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -636,6 +637,55 @@ def test_sockmap_slow_client_10mb(env, peer):
     assert not log_problems(k.stderr), k.stderr
 
 
+@contextlib.contextmanager
+def syscall_delayed(k, syscall, usec):
+    """strace delays the entry of each of kfwd's `syscall` calls by `usec` (a slow kfwd: sanitized,
+    preempted) until the block ends, then detaches (SIGTERM, by PID)."""
+    st = subprocess.Popen(
+        ["strace", "-q", "-f", "-o", "/dev/null", "-p", str(k.pid), "-e", f"trace={syscall}",
+         "-e", f"inject={syscall}:delay_enter={usec}"],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        # strace says nothing once attached: wait until kfwd is traced
+        attached = peers.wait_for(lambda: re.search(r"^TracerPid:\s*[1-9]", Path(f"/proc/{k.pid}/status").read_text(), re.M), 5.0, 0.02)
+        assert attached, f"strace did not attach to kfwd: {st.stderr.read() if st.poll() is not None else ''}"
+        yield
+    finally:
+        st.terminate()
+        st.wait(timeout=10)
+
+
+# kfwd's bpf() entry delayed this long by strace: a slow (sanitized, preempted) kfwd between the
+# first pump's write of the request and the resume request of the answer's direction
+BPF_DELAY_US = 5000
+
+
+@pytest.mark.timeout(60)
+def test_sockmap_answer_to_the_first_request_goes_through_the_kernel(env, peer):
+    """A slow client and a fast producer keep a paused direction in user space (every skb arrives
+    while kfwd still writes the ones before), so the bytes that go through the kernel are those
+    after the flow was added, before the first pause. The answer's direction must therefore be
+    ready to redirect before kfwd forwards the request that makes the producer answer: with the
+    resume request written only by the first pump, after it wrote the request, an answer faster
+    than kfwd (here: strace delays kfwd's bpf() calls, as ASan made it slow enough for
+    test_sockmap_slow_client_10mb) passed, and the whole body crossed user space."""
+    N = 2 * MiB
+    p = peer(peers.CountingSender(size=N))
+    k = env.start("sockmap")
+    m0 = k.metrics()
+    with syscall_delayed(k, "bpf", BPF_DELAY_US):
+        c = pt.TunnelHttpConn(k.port, p.port, timeout=30)
+        c.request("GET", "/slow")
+        r = c.read_response(read_size=16 * KiB, pace=lambda i: time.sleep(0.01))
+        assert r.status == 200 and r.complete and r.body_len == N and r.sha256 == p.payload.sha256, r
+        c.close()
+    wait_idle(k)
+    m1 = k.metrics()
+    # the first cap (1 MiB) is the floor: what the kernel takes before the client's queue is full
+    assert mdelta(m1, m0, SM_RESP) >= MiB, f"only {mdelta(m1, m0, SM_RESP)} response bytes went through the sockmap"
+    assert not log_problems(k.stderr), k.stderr
+
+
 def stall_measure(k, p, seconds, rcvbuf=64 * KiB, path="/stall"):
     """Open a CONNECT tunnel to CountingSender p, GET path and read nothing for `seconds`.
     Returns (conn, samples[(t, upstream bytes, MemAvailable drop, sockstat TCP pages delta)])."""
@@ -779,6 +829,48 @@ def test_sockmap_keepalive_200_requests_in_one_tunnel(env, nginx):
     m1 = k.metrics()
     assert_sockmap_flow_metrics(k, m0, m1)
     MEASURE["keepalive_sockmap_fraction_in_kernel"] = round(mdelta(m1, m0, SM_RESP) / (200 * f.size), 3)
+    assert not log_problems(k.stderr), k.stderr
+
+
+# kfwd's recv() entry delayed this long by strace: the window of the race below, made wide
+RECV_DELAY_US = 2000
+
+
+@pytest.mark.timeout(120)
+def test_sockmap_resume_during_a_pass_read_stays_in_order(env, nginx):
+    """The race behind test_sockmap_keepalive_200_requests_in_one_tunnel's rare corruption, made
+    wide: in pass mode kfwd writes a resume request, then recv()s what the program passed. When the
+    program resumes, fills the cap and pauses again before that recv() returns, the bytes read are
+    a pause generation newer than kfwd's snapshot of the program; checked against the snapshot's
+    redirected count they were written ahead of the redirected bytes still waiting in the stalled
+    client's psock. strace delays the entry of each of kfwd's recvfrom() by RECV_DELAY_US (the time
+    a preempted or sanitized kfwd takes), a 64 KiB cap lets the program refill it in that time, and
+    the client stalls twice in every response (the cap pauses the flow, the client's send queue
+    fills). Before the fix about half of the 40-request runs corrupted a response; 3 of 4 runs of
+    these 100 requests do."""
+    f = nginx.files["8m"]
+    k = env.start("sockmap", extra=["sockmap-cap 64k"])
+    with syscall_delayed(k, "recvfrom", RECV_DELAY_US):
+        m0 = k.metrics()
+        c = pt.TunnelHttpConn(k.port, nginx.port, timeout=30)
+
+        def stall(i):
+            if i % 3 == 2:
+                time.sleep(0.03)
+
+        for n in range(100):
+            c.request("GET", f.url)
+            r = c.read_response(read_size=MiB, pace=stall)
+            assert r.status == 200 and r.complete and r.body_len == f.size, (n, r)
+            assert r.sha256 == f.sha256, f"response {n} corrupted"
+        d = dirs_dump(k.pin)
+        c.close()
+    wait_idle(k)
+    m1 = k.metrics()
+    assert_sockmap_flow_metrics(k, m0, m1)
+    # the window was used: the response direction paused at the cap and went back to the kernel
+    # (about once a response; half of them is enough to show it)
+    assert max(v["resume_count"] for v in d.values()) >= 50, d
     assert not log_problems(k.stderr), k.stderr
 
 

@@ -41,6 +41,9 @@ static struct {
 
 static void count_dropped(const char *bytes, size_t len)
 {
+	/* nothing buffered: bytes may be NULL, which memchr() must not get even for 0 bytes */
+	if (!len)
+		return;
 	for (const char *p = bytes; (p = memchr(p, '\n', len - (size_t)(p - bytes))); p++)
 		stats.access_log_dropped++;
 }

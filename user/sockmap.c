@@ -165,6 +165,7 @@ void sockmap_bytes_redirected(uint64_t out[2])
 #define SM_STABLE_TRIES 64
 #define SM_RETRY_MS 1 /* dst still has redirected bytes queued */
 #define SM_READ_MAX (1024 * 1024) /* one pass-mode read, at most */
+#define SM_START_GEN 1 /* pause_count of a new direction: it starts paused */
 
 /* tcpi_state values (include/net/tcp_states.h), not in the uapi headers */
 enum {
@@ -913,6 +914,8 @@ static int read_leftover(struct sm_dir *d)
 	return -1;
 }
 
+static int ctl_write(struct sm_dir *d, uint64_t user_read, uint64_t user_written);
+
 int sockmap_flow_add(int fd_a, int fd_b, uint64_t cap_bytes, uint64_t *flow_id)
 {
 	struct sockmap_flow_args a = {
@@ -1039,7 +1042,7 @@ int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
 		kd.rx_base = d->rx_base;
 		kd.dst_base = d->dst_base;
 		kd.state = KFWD_PASS;
-		kd.pause_count = 1;
+		kd.pause_count = SM_START_GEN;
 		if (args->flags & SOCKMAP_UNBOUNDED)
 			kd.flags |= KFWD_F_UNBOUNDED;
 		if (args->flags & SOCKMAP_CAP_UNACKED)
@@ -1065,6 +1068,23 @@ int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
 		if (f->dir[i].active && read_leftover(&f->dir[i]) < 0)
 			goto err_unmap;
 	}
+	/*
+	 * Ask for the redirect now, promising what the buffer holds, not at
+	 * the first pump after writing it: the bytes written first (a
+	 * tunnel's "200", a request the client pipelined) make the peer
+	 * answer, and an answer that beat the request was passed, after which
+	 * a producer faster than the client keeps the direction in user space
+	 * for good (each later skb arrives while we still write).
+	 */
+	for (i = 0; i < 2; i++) {
+		struct sm_dir *d = &f->dir[i];
+
+		if (!d->active || d->eof)
+			continue;
+		d->kd.pause_count = SM_START_GEN;
+		if (ctl_write(d, d->user_read, d->user_written + (d->tail - d->head)) < 0)
+			goto err_unmap;
+	}
 
 	sm.flows[slot] = f;
 	*flow_id = f->id;
@@ -1072,6 +1092,8 @@ int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
 
 err_unmap:
 	err = errno;
+	for (i = 0; i < 2; i++)
+		bpf_map_delete_elem(sm.ctl_fd, &f->dir[i].src_cookie);
 	for (i = 0; i < inserted_socks; i++)
 		bpf_map_delete_elem(sm.socks_fd, &f->dir[i].src_cookie);
 	for (i = 0; i < 2 && inserted_dirs; i++) {
@@ -1116,9 +1138,16 @@ static uint64_t passed_unread(const struct sm_dir *d)
  */
 static int request_resume(struct sm_dir *d, uint64_t ahead)
 {
+	return ctl_write(d, d->user_read + ahead, d->user_written + ahead);
+}
+
+/* The resume request itself: redirect from the skb at stream position
+ * rx_base + redirected + @user_read once dst took @user_written bytes. */
+static int ctl_write(struct sm_dir *d, uint64_t user_read, uint64_t user_written)
+{
 	struct kfwd_ctl c = {
-		.user_read = d->user_read + ahead,
-		.user_written = d->user_written + ahead,
+		.user_read = user_read,
+		.user_written = user_written,
 		.pause_gen = d->kd.pause_count,
 	};
 
@@ -1194,6 +1223,43 @@ static int try_finish(struct sm_dir *d, int *tmo)
 }
 
 /*
+ * Take a fresh snapshot of the program's state once bytes read from src are
+ * in our buffer, before they are checked against dst (dir_pump()) and
+ * written.  The snapshot taken before the recv() can be a generation old:
+ * the resume request written just before the recv() lets the program
+ * resume at the next skb (on another CPU: softirq of the sender), redirect
+ * up to the cap into dst's psock queue, pause again (pause_count + 1) and
+ * pass the skbs after them, all before our recv() returns those skbs.
+ * Checked against the old @redirected, dst's send queue matches while the
+ * new redirected bytes still wait for the psock worker (a slow client: it
+ * only retries once the socket is writable), and ours would overtake them.
+ * After the recv() the
+ * program cannot resume again: every request in kfwd_ctl is for a
+ * generation before the one that passed these bytes, and the recv() took
+ * them from the psock queue under its lock, after the program stored the
+ * state that passed them.
+ *
+ * A limited direction may thus also have read past end_pos (the read size
+ * came from the old snapshot): those bytes are not the body's and are
+ * dropped, as the ones the program leaves behind are.  1, or -1: error.
+ */
+static int src_read_resync(struct sm_dir *d)
+{
+	uint64_t pos, excess;
+
+	if (bpf_map_lookup_elem(sm.dirs_fd, &d->src_cookie, &d->kd) < 0)
+		return -1;
+	if (!d->limited)
+		return 1;
+	pos = d->rx_base + d->kd.redirected + d->user_read;
+	if (pos > d->end_pos) {
+		excess = pos - d->end_pos;
+		d->tail -= excess < d->tail ? (size_t)excess : d->tail;
+	}
+	return 1;
+}
+
+/*
  * Read from src in pass mode, our buffer empty.  When the program's stream
  * position says how many bytes wait in src's psock queue (@ahead) and one
  * recv() takes them all, promise them first (request_resume()): the skb
@@ -1229,7 +1295,7 @@ static int src_read(struct sm_dir *d, uint64_t ahead, int *tmo)
 	if (n > 0) {
 		d->user_read += (uint64_t)n;
 		d->tail = (size_t)n;
-		return 1;
+		return src_read_resync(d);
 	}
 	if (n < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;

@@ -34,7 +34,8 @@
  *
  * A direction starts in KFWD_PASS with @pause_count 1, so bytes the daemon
  * had buffered or that were queued before the socket entered the map are
- * written by user space first.
+ * written by user space first; user space writes its first resume request
+ * when it adds the flow, promising those bytes.
  *
  * KFWD_F_LIMIT (a response body with a Content-Length): the direction
  * carries the source's bytes up to stream position @end_pos and not one
