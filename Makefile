@@ -41,7 +41,7 @@ ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Iinclude -Iuser -I$(BU
 	-MMD -MP
 # Third-party llhttp is compiled as Debian ships it, in strict mode, without our -Werror.
 LLHTTP_CFLAGS := -std=gnu11 -O2 -g -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -w
-LDLIBS   := -lbpf -lelf -lz -lmnl -lcares
+LDLIBS   := -lbpf -lelf -lz -lmnl -lcares -lssl -lcrypto
 
 # BPF: CO-RE object from bpf/kfwd.bpf.c against the committed vmlinux.h, embedded in the daemon
 # as a libbpf skeleton (bpftool gen skeleton).

@@ -7,6 +7,7 @@
 
 #include "buf.h"
 #include "loop.h"
+#include "xprt.h"
 
 struct session;
 
@@ -27,6 +28,9 @@ struct endpoint {
 	bool rd_eof; /* a read returned 0 */
 	bool hup; /* EPOLLHUP/EPOLLERR seen */
 	struct buf in; /* bytes read and not yet consumed (heads, chunk size lines) */
+	const struct xprt_ops *xprt;
+	void *xprt_ctx;
+	uint32_t xprt_want; /* EPOLLIN/EPOLLOUT the transport waits for */
 };
 
 #endif

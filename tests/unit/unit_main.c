@@ -17,6 +17,8 @@
 
 static int passed, failed;
 
+int unit_tls(void); /* tests/unit/unit_tls.c: its failures */
+
 #define CHECK(cond)                                                                     \
 	do {                                                                            \
 		if (cond) {                                                             \
@@ -339,6 +341,7 @@ int main(void)
 	test_location();
 	test_config_errors();
 	test_sizes();
+	failed += unit_tls();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }
