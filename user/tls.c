@@ -66,6 +66,7 @@ struct ticket_key {
 /* [0] encrypts new tickets; [1] is the one before it, still accepted. */
 static struct ticket_key ticket_keys[2];
 static bool ktls_ok;
+static struct tls_set *current_set;
 
 struct sni_entry {
 	char *name; /* a SAN dNSName: "host.example" or "*.example" */
@@ -254,6 +255,8 @@ int tls_init(void)
 
 void tls_fini(void)
 {
+	tls_set_put(current_set);
+	current_set = NULL;
 	OPENSSL_cleanse(ticket_keys, sizeof(ticket_keys));
 }
 
@@ -579,6 +582,25 @@ void tls_set_put(struct tls_set *set)
 {
 	if (set && --set->refcount == 0)
 		set_free(set);
+}
+
+int tls_apply(const struct config *cfg, char *err, size_t errlen)
+{
+	struct tls_set *set = NULL;
+
+	if (config_wants_tls(cfg)) {
+		set = tls_set_build(cfg, err, errlen);
+		if (!set)
+			return -1;
+	}
+	tls_set_put(current_set);
+	current_set = set;
+	return 0;
+}
+
+struct tls_set *tls_current(void)
+{
+	return current_set;
 }
 
 SSL_CTX *tls_set_listener(const struct tls_set *set, size_t i)

@@ -70,6 +70,14 @@ struct tls_set;
 struct tls_set *tls_set_build(const struct config *cfg, char *err, size_t errlen);
 struct tls_set *tls_set_get(struct tls_set *set);
 void tls_set_put(struct tls_set *set);
+/*
+ * The set new connections use. tls_apply builds @cfg's set and makes it current (0), or leaves
+ * the current one serving and returns -1 with @err (a failed reload keeps the old certificates).
+ * Connections keep the set they started with until they close. No TLS in @cfg: current is NULL.
+ */
+int tls_apply(const struct config *cfg, char *err, size_t errlen);
+struct tls_set *tls_current(void);
+
 /* The listener's server context (listens[@i]), or NULL for a plain listener. */
 SSL_CTX *tls_set_listener(const struct tls_set *set, size_t i);
 /* The origination settings of upstreams[@i] / routes[@i], or NULL without tls. */
