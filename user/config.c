@@ -81,6 +81,8 @@ static bool is_sockmap(int dp)
 
 bool config_wants_tls(const struct config *cfg)
 {
+	if (cfg->n_tls_certs)
+		return true;
 	for (size_t i = 0; i < cfg->n_listens; i++)
 		if (cfg->listens[i].tls)
 			return true;
