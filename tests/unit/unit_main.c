@@ -110,6 +110,32 @@ static void test_head_parse(void)
 	CHECK(st == HTTP_PARSE_DONE && h.head_len == strlen(req) - 3);
 }
 
+/* A client over TLS: X-Forwarded-Proto and Forwarded say https, whatever the client sent. */
+static void test_forwarded_proto(void)
+{
+	const char *req = "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: ftp\r\n\r\n";
+	struct request_rewrite rw = { .target = "/",
+				      .target_len = 1,
+				      .client_addr = "10.0.0.1",
+				      .forwarded = true,
+				      .upgrade = -1 };
+	struct http_head h;
+	struct buf out = { 0 };
+
+	CHECK(feed_all(&h, req, true, 8192, 32768) == HTTP_PARSE_DONE);
+	for (int tls = 0; tls < 2; tls++) {
+		rw.client_tls = tls;
+		buf_consume(&out, buf_len(&out));
+		CHECK(http_build_request(&out, &h, req, &rw) == 0);
+		CHECK(buf_append(&out, "", 1) == 0);
+		CHECK(strstr(buf_start(&out), tls ? "\r\nX-Forwarded-Proto: https\r\n" :
+						    "\r\nX-Forwarded-Proto: http\r\n"));
+		CHECK(strstr(buf_start(&out), tls ? ";proto=https\r\n" : ";proto=http\r\n"));
+		CHECK(!strstr(buf_start(&out), "ftp"));
+	}
+	buf_free(&out);
+}
+
 static void test_head_limits(void)
 {
 	struct http_head h;
@@ -252,9 +278,9 @@ static void test_access_rules(void)
 	config_free(cfg);
 }
 
-static void check_location(const char *in, const char *want)
+static void check_location_with(const struct location_rewrite *rw, const char *in, const char *want)
 {
-	struct location_rewrite loc = { "/http/", "up:8080", "/dir/page?q=1" };
+	struct location_rewrite loc = *rw;
 	struct buf out = { 0 };
 	int r = http_rewrite_location(&out, in, strlen(in), &loc);
 
@@ -269,6 +295,31 @@ static void check_location(const char *in, const char *want)
 				buf_start(&out), want);
 	}
 	buf_free(&out);
+}
+
+static void check_location(const char *in, const char *want)
+{
+	struct location_rewrite loc = { "/http/", "up:8080", "/dir/page?q=1", false, NULL };
+
+	check_location_with(&loc, in, want);
+}
+
+/* With a /https/ url-embedded tls route: each scheme to its route; "//h" keeps the request's. */
+static void test_location_https(void)
+{
+	struct location_rewrite plain = { "/http/", "up:8080", "/d/p", false, "/https/" };
+	struct location_rewrite tls = { "/https/", "secure.com", "/d/p", true, "/http/" };
+	struct location_rewrite tls_only = { "/https/", "secure.com", "/d/p", true, NULL };
+
+	check_location_with(&plain, "https://secure.com/x?y", "/https/secure.com/x?y");
+	check_location_with(&plain, "http://other.com/x", "/http/other.com/x");
+	check_location_with(&tls, "https://secure.com:8443/x", "/https/secure.com:8443/x");
+	check_location_with(&tls, "HTTP://plain.com/x", "/http/plain.com/x");
+	check_location_with(&tls, "//cdn.net/a", "/https/cdn.net/a");
+	check_location_with(&tls, "/abs", "/https/secure.com/abs");
+	check_location_with(&tls, "rel", "/https/secure.com/d/rel");
+	check_location_with(&tls_only, "http://plain.com/x", NULL);
+	check_location_with(&tls_only, "https://s.com", "/https/s.com/");
 }
 
 static void test_location(void)
@@ -335,10 +386,12 @@ int main(void)
 	test_chunked_errors();
 	test_head_parse();
 	test_head_limits();
+	test_forwarded_proto();
 	test_routes();
 	test_url_embedded();
 	test_access_rules();
 	test_location();
+	test_location_https();
 	test_config_errors();
 	test_sizes();
 	failed += unit_tls();
