@@ -250,6 +250,17 @@ static void test_url_embedded(void)
 	u = "/http/h:99999/x";
 	CHECK(route_target_build(&r, u, strlen(u), &t) < 0);
 	route_target_free(&t);
+
+	/* A tls route: port 443 by default, and only another port is named in Host. */
+	r.tls.on = true;
+	u = "/http/secure.test/x";
+	CHECK(route_target_build(&r, u, strlen(u), &t) == 0 && t.port == 443 &&
+	      !strcmp(t.host_header, "secure.test"));
+	route_target_free(&t);
+	u = "/http/secure.test:80/x";
+	CHECK(route_target_build(&r, u, strlen(u), &t) == 0 && t.port == 80 &&
+	      !strcmp(t.host_header, "secure.test:80"));
+	route_target_free(&t);
 }
 
 static void test_access_rules(void)
