@@ -145,6 +145,7 @@ fuzz: $(FUZZ_BINS)
 bench: deps
 	@$(MAKE) --no-print-directory all
 	$(PYTHON) scripts/bench.py
+	$(PYTHON) scripts/bench_tls.py
 
 format:
 	clang-format -i $(wildcard user/*.c user/*.h include/kfwd/*.h bpf/*.bpf.c tests/unit/*.c)
