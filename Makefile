@@ -133,6 +133,20 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(COMMON_SRCS) $(wildcard user/common_
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(COMMON_SRCS) -lmnl
 
+# The RTSP targets link the RTSP modules, http_parse.c and llhttp (instrumented) until the fuzz
+# rule above can link daemon objects.
+RTSP_FUZZ_SRCS := user/http_parse.c $(wildcard user/rtsp_*.c)
+RTSP_FUZZ_LLHTTP := $(LLHTTP_OBJS:$(BUILD)/llhttp/%=$(BUILD)/fuzz/llhttp/%)
+
+$(RTSP_FUZZ_LLHTTP): $(BUILD)/fuzz/llhttp/%.o: $(LLHTTP_SRC)/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(LLHTTP_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+
+$(BUILD)/fuzz/fuzz_rtsp_%: tests/fuzz/fuzz_rtsp_%.c $(RTSP_FUZZ_SRCS) $(RTSP_FUZZ_LLHTTP) \
+		$(wildcard user/rtsp_*.h) user/http.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -I$(LLHTTP_INC) -o $@ $< $(RTSP_FUZZ_SRCS) $(RTSP_FUZZ_LLHTTP) -lcrypto
+
 fuzz: $(FUZZ_BINS)
 	@set -e; for bin in $(FUZZ_BINS); do \
 		name=$${bin##*/fuzz_}; corpus=$(BUILD)/fuzz/corpus_$$name; mkdir -p $$corpus; \

@@ -628,6 +628,9 @@ class Kfwd(Peer):
             "data-path %s" % self.path,
             "max-connections %d" % P["limit"],
             "client-timeout 600s",
+            # the stalled clients keep their windows shut while the figures settle; like
+            # HAProxy's and nginx's, these connections have no TCP_USER_TIMEOUT
+            "tcp-user-timeout off",
             "metrics-listen 127.0.0.1:%d" % mport,
         ]
         if self.tunnel_only:

@@ -6,11 +6,11 @@ set -eu
 PACKAGES="
 make gcc clang llvm libclang-rt-dev pkg-config
 libbpf-dev libmnl-dev libssl-dev libc-ares-dev node-llhttp bpftool
-iproute2 procps psmisc strace util-linux
+iproute2 nftables procps psmisc strace util-linux
 python3 python3-pytest python3-websockets
 nginx-light curl wrk haproxy ffmpeg
 gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-tools
-gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
 mandoc systemd dash
 gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 libbpf-dev:arm64 libmnl-dev:arm64 libc-ares-dev:arm64 libelf-dev:arm64 zlib1g-dev:arm64

@@ -217,6 +217,21 @@ class Kfwd:
     def fd_count(self):
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
+    def settled_fd_count(self, quiet=0.3, limit=5.0):
+        """kfwd's fd count once it has not changed for `quiet` seconds: a connection the test
+        just closed (a metrics request, the readiness probe) is closed by kfwd only after it
+        reads the EOF, so a count taken at once can include it."""
+        deadline = time.monotonic() + limit
+        last, since = self.fd_count(), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            n = self.fd_count()
+            if n != last:
+                last, since = n, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                break
+        return last
+
     # ---- metrics
     def metrics_text(self):
         assert self.metrics_port, "this kfwd has no metrics-listen"

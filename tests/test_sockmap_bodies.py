@@ -301,7 +301,7 @@ def test_client_abort_mid_sockmap_body(env, peer):
     p = peer(HeadThenBlast(256 * MiB))
     k = start(env)
     m0 = k.metrics()
-    fds0 = k.fd_count()
+    fds0 = k.settled_fd_count()
     c = peers.HttpConn(k.port, timeout=30)
     c.request("GET", url(p))
     c.read_head()

@@ -14,6 +14,7 @@
 #include "loop.h"
 #include "session.h"
 #include "stats.h"
+#include "upgrade.h"
 #include "upstream_pool.h"
 
 #define ACCEPT_BATCH 64
@@ -34,6 +35,10 @@ int listen_socket(const struct sockaddr_any *addr, const char *text)
 	const struct sockaddr *sa = (const struct sockaddr *)&addr->ss;
 	int fd, one = 1;
 
+	/* Taking over from a running kfwd (-x): its socket, accept queue and all. */
+	fd = upgrade_take_listener(addr);
+	if (fd >= 0)
+		return fd;
 	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		log_err("listen %s: socket: %m", text);
@@ -203,13 +208,27 @@ fail:
 	return -1;
 }
 
+size_t listeners_fds(int *out, size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < n_listeners && n < max; i++)
+		if (listeners[i].fd >= 0)
+			out[n++] = listeners[i].fd;
+	return n;
+}
+
 void listeners_close(void)
 {
 	for (size_t i = 0; i < n_listeners; i++) {
 		loop_del(listeners[i].fd);
 		close(listeners[i].fd);
+		listeners[i].fd = -1;
 	}
-	free(listeners);
+	/* Closing while events are dispatched (SIGTERM, a binary upgrade): an accept event of
+	 * this batch may still name a listener; it must find fd -1 in memory still there. */
+	if (listeners)
+		loop_defer_free(listeners, free);
 	listeners = NULL;
 	n_listeners = 0;
 }

@@ -14,7 +14,10 @@ void listeners_close(void);
  * says why.
  */
 int listeners_update(const struct config *cfg, char *err, size_t errlen);
-/* Open a listening TCP socket (also used by the metrics endpoint). */
+/* The listening sockets open now, at most @max, for a binary upgrade; returns how many. */
+size_t listeners_fds(int *out, size_t max);
+/* Open a listening TCP socket (also used by the metrics endpoint); during a binary upgrade,
+ * the running kfwd's socket for that address. */
 int listen_socket(const struct sockaddr_any *addr, const char *text);
 
 #endif

@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,20 @@
 #include "log.h"
 
 #define MAX_TOKENS 64
+/* The kernel's MAX_TCP_KEEPIDLE / MAX_TCP_KEEPINTVL and MAX_TCP_KEEPCNT. */
+#define TCP_KEEP_SECONDS_MAX 32767
+#define TCP_KEEP_COUNT_MAX 127
+/*
+ * Dead peers on a router: a phone that sleeps or leaves the Wi-Fi, a set-top box switched off at
+ * the wall. An idle connection is probed after 30 s and dropped after 3 unanswered probes 5 s
+ * apart (45 s, as rtp2httpd). Bytes unacknowledged for 30 s drop a connection sending into the
+ * void; since Linux 5.11 the same bound also drops a live peer that keeps its receive window
+ * shut that long (a paused player), hence 30 s and not rtp2httpd's 10 s (live streams only).
+ */
+#define TCP_KEEPALIVE_IDLE_DEFAULT 30
+#define TCP_KEEPALIVE_INTVL_DEFAULT 5
+#define TCP_KEEPALIVE_CNT_DEFAULT 3
+#define TCP_USER_TIMEOUT_DEFAULT_MS 30000
 #define CONFIG_TEXT_MAX (1 << 20)
 
 /* Loopback only, so the open url-embedded route is reachable from this host alone. */
@@ -688,6 +703,133 @@ static int parse_tls_directive(struct parse_ctx *ctx, char **tok, int ntok)
 	return *text ? 0 : fail(ctx, "out of memory");
 }
 
+/* "syslog" (/dev/log) or "syslog:PATH": the socket's path into @out; -1 if @text is neither. */
+static int parse_syslog_target(const char *text, char *out, size_t len)
+{
+	const char *path;
+
+	if (!strcmp(text, "syslog"))
+		path = SYSLOG_SOCKET_DEFAULT;
+	else if (!strncmp(text, "syslog:", strlen("syslog:")))
+		path = text + strlen("syslog:");
+	else
+		return -1;
+	if (path[0] != '/' || strlen(path) >= len)
+		return -1;
+	snprintf(out, len, "%s", path);
+	return 0;
+}
+
+/* Seconds, from a duration (tcp-keepalive's socket options count whole seconds). */
+static int parse_seconds(const char *text, unsigned int max, unsigned int *out)
+{
+	uint64_t ms;
+
+	if (parse_duration_ms(text, &ms) < 0 || ms % 1000 || ms == 0 || ms / 1000 > max)
+		return -1;
+	*out = (unsigned int)(ms / 1000);
+	return 0;
+}
+
+/* Logs, dead peers, privileges: the directives that shape the process, not the routing. */
+static int parse_runtime_directive(struct parse_ctx *ctx, char **tok, int ntok)
+{
+	struct config *cfg = ctx->cfg;
+	const char *d = tok[0];
+	unsigned long v;
+
+	if (!strcmp(d, "log-target")) {
+		if (ntok == 2 && !strcmp(tok[1], "stderr"))
+			cfg->log_syslog[0] = '\0';
+		else if (ntok != 2 ||
+			 parse_syslog_target(tok[1], cfg->log_syslog, sizeof(cfg->log_syslog)) < 0)
+			return fail(ctx, "usage: log-target stderr|syslog|syslog:/PATH");
+		return 0;
+	}
+	if (!strcmp(d, "access-log")) {
+		if (ntok == 2 && !strcmp(tok[1], "off")) {
+			cfg->access_log = ACCESS_LOG_OFF;
+		} else if (ntok == 2 && parse_syslog_target(tok[1], cfg->access_log_path,
+							    CONFIG_SOCKET_PATH_MAX) == 0) {
+			cfg->access_log = ACCESS_LOG_SYSLOG;
+		} else if (ntok == 2 && tok[1][0] == '/' &&
+			   strlen(tok[1]) < sizeof(cfg->access_log_path)) {
+			cfg->access_log = ACCESS_LOG_FILE;
+			snprintf(cfg->access_log_path, sizeof(cfg->access_log_path), "%s", tok[1]);
+		} else {
+			return fail(ctx,
+				    "usage: access-log /ABSOLUTE/PATH|syslog|syslog:/PATH|off");
+		}
+		return 0;
+	}
+	if (!strcmp(d, "tcp-keepalive")) {
+		if (ntok == 2 && !strcmp(tok[1], "off")) {
+			cfg->keepalive_idle_s = cfg->keepalive_intvl_s = cfg->keepalive_cnt = 0;
+			return 0;
+		}
+		/* The kernel's limits: MAX_TCP_KEEPIDLE/KEEPINTVL 32767 s, MAX_TCP_KEEPCNT 127. */
+		if (ntok != 4 ||
+		    parse_seconds(tok[1], TCP_KEEP_SECONDS_MAX, &cfg->keepalive_idle_s) ||
+		    parse_seconds(tok[2], TCP_KEEP_SECONDS_MAX, &cfg->keepalive_intvl_s) ||
+		    parse_uint(tok[3], TCP_KEEP_COUNT_MAX, &v) < 0 || v == 0)
+			return fail(ctx,
+				    "usage: tcp-keepalive IDLE INTERVAL COUNT|off (whole seconds "
+				    "up to %us, COUNT 1..%u), e.g. tcp-keepalive 30s 5s 3",
+				    TCP_KEEP_SECONDS_MAX, TCP_KEEP_COUNT_MAX);
+		cfg->keepalive_cnt = (unsigned int)v;
+		return 0;
+	}
+	if (!strcmp(d, "tcp-user-timeout")) {
+		if (ntok == 2 && !strcmp(tok[1], "off"))
+			cfg->user_timeout_ms = 0;
+		else if (ntok != 2 || parse_duration_ms(tok[1], &cfg->user_timeout_ms) < 0 ||
+			 cfg->user_timeout_ms == 0 || cfg->user_timeout_ms > INT_MAX)
+			return fail(ctx, "usage: tcp-user-timeout DURATION|off");
+		return 0;
+	}
+	if (!strcmp(d, "upgrade-socket")) {
+		if (ntok != 2 || (strcmp(tok[1], "off") && tok[1][0] != '/') ||
+		    strlen(tok[1]) >= sizeof(cfg->upgrade_socket))
+			return fail(ctx,
+				    "usage: upgrade-socket /ABSOLUTE/PATH|off (at most %zu bytes)",
+				    sizeof(cfg->upgrade_socket) - 1);
+		snprintf(cfg->upgrade_socket, sizeof(cfg->upgrade_socket), "%s",
+			 strcmp(tok[1], "off") ? tok[1] : "");
+		cfg->upgrade_socket_set = true;
+		return 0;
+	}
+	if (!strcmp(d, "user")) {
+		struct passwd *pw;
+
+		if (ntok != 2 || strlen(tok[1]) >= sizeof(cfg->user_name))
+			return fail(ctx, "usage: user NAME");
+		pw = getpwnam(tok[1]);
+		if (!pw)
+			return fail(ctx, "user: unknown user '%s'", tok[1]);
+		if (pw->pw_uid == 0)
+			return fail(ctx, "user: '%s' is root: nothing would be dropped", tok[1]);
+		cfg->has_user = true;
+		cfg->run_uid = pw->pw_uid;
+		if (!cfg->has_group)
+			cfg->run_gid = pw->pw_gid;
+		snprintf(cfg->user_name, sizeof(cfg->user_name), "%s", tok[1]);
+		return 0;
+	}
+	if (!strcmp(d, "group")) {
+		struct group *gr;
+
+		if (ntok != 2)
+			return fail(ctx, "usage: group NAME");
+		gr = getgrnam(tok[1]);
+		if (!gr)
+			return fail(ctx, "group: unknown group '%s'", tok[1]);
+		cfg->has_group = true;
+		cfg->run_gid = gr->gr_gid;
+		return 0;
+	}
+	return 1;
+}
+
 static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *high_set,
 			   bool *low_set)
 {
@@ -695,6 +837,7 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 	const char *d = tok[0];
 	unsigned long v;
 	size_t size;
+	int rc;
 
 	if (!strcmp(d, "listen"))
 		return parse_listen(ctx, tok, ntok);
@@ -825,6 +968,9 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 		snprintf(cfg->ctl_group_name, sizeof(cfg->ctl_group_name), "%s", tok[1]);
 		return 0;
 	}
+	rc = parse_runtime_directive(ctx, tok, ntok);
+	if (rc <= 0)
+		return rc;
 	return fail(ctx, "unknown directive '%s'", d);
 }
 
@@ -867,7 +1013,25 @@ static void set_defaults(struct config *cfg)
 	cfg->upstream_max_conns = 0;
 	cfg->upstream_down_time_ms = 10000;
 	cfg->log_level = KLOG_INFO;
+	cfg->keepalive_idle_s = TCP_KEEPALIVE_IDLE_DEFAULT;
+	cfg->keepalive_intvl_s = TCP_KEEPALIVE_INTVL_DEFAULT;
+	cfg->keepalive_cnt = TCP_KEEPALIVE_CNT_DEFAULT;
+	cfg->user_timeout_ms = TCP_USER_TIMEOUT_DEFAULT_MS;
 	snprintf(cfg->ctl_socket_file, sizeof(cfg->ctl_socket_file), "%s", KFWD_CTL_FILE_DEFAULT);
+}
+
+/*
+ * "<ctl-socket-file>.upgrade": per instance like the control file (instances sharing a directory
+ * must not take over each other's sockets), in the same checked directory; off when too long
+ * for a unix socket path.
+ */
+static void default_upgrade_socket(struct config *cfg)
+{
+	int n = snprintf(cfg->upgrade_socket, sizeof(cfg->upgrade_socket), "%s.upgrade",
+			 cfg->ctl_socket_file);
+
+	if (n < 0 || (size_t)n >= sizeof(cfg->upgrade_socket))
+		cfg->upgrade_socket[0] = '\0';
 }
 
 static int check_config(struct parse_ctx *ctx, bool high_set, bool low_set)
@@ -888,6 +1052,8 @@ static int check_config(struct parse_ctx *ctx, bool high_set, bool low_set)
 		return fail(ctx, "max-request-line exceeds max-header-size");
 	if (!cfg->n_listens)
 		return fail(ctx, "no listen address");
+	if (!cfg->upgrade_socket_set)
+		default_upgrade_socket(cfg);
 	if (!cfg->n_routes)
 		return fail(ctx, "no route");
 	for (size_t i = 0; i < cfg->n_upstreams; i++) {

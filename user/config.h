@@ -98,6 +98,17 @@ enum data_path {
 	DATA_PATH_SOCKMAP_UNBOUNDED, /* the same without the cap: measured unbounded */
 };
 
+/* sun_path of struct sockaddr_un */
+#define CONFIG_SOCKET_PATH_MAX 108
+#define CONFIG_PATH_MAX 256
+#define SYSLOG_SOCKET_DEFAULT "/dev/log"
+
+enum access_log_kind {
+	ACCESS_LOG_OFF,
+	ACCESS_LOG_FILE,
+	ACCESS_LOG_SYSLOG,
+};
+
 struct listen_addr {
 	struct sockaddr_any addr;
 	char text[80];
@@ -174,6 +185,28 @@ struct config {
 	bool has_ctl_group;
 	gid_t ctl_group; /* read-only kfwdctl commands also for this group */
 	char ctl_group_name[CONFIG_NAME_MAX];
+
+	/* Logs (user/log_sink.c, user/access_log.c) */
+	char log_syslog[CONFIG_SOCKET_PATH_MAX]; /* log-target syslog[:PATH]; "" for stderr */
+	enum access_log_kind access_log;
+	char access_log_path[CONFIG_PATH_MAX]; /* the file, or the syslog socket */
+
+	/* Dead peers, on client and upstream sockets; 0 for off */
+	unsigned int keepalive_idle_s; /* tcp-keepalive IDLE INTVL CNT */
+	unsigned int keepalive_intvl_s;
+	unsigned int keepalive_cnt;
+	uint64_t user_timeout_ms; /* tcp-user-timeout */
+
+	/* Least privilege (user/privdrop.c): applied once, at start */
+	bool has_user;
+	uid_t run_uid;
+	gid_t run_gid; /* group NAME, else the user's primary group */
+	bool has_group;
+	char user_name[CONFIG_NAME_MAX];
+
+	/* Binary upgrade (user/upgrade.c): where a new kfwd asks for the listening sockets */
+	char upgrade_socket[CONFIG_SOCKET_PATH_MAX]; /* "" for off */
+	bool upgrade_socket_set; /* upgrade-socket given; else next to ctl-socket-file */
 
 	char *source; /* the text this configuration was parsed from */
 	unsigned int refcount; /* config_get/config_put */

@@ -26,11 +26,13 @@
 
 #include <libmnl/libmnl.h>
 
+#include "access_log.h"
 #include "accept.h"
 #include "common_ctl.h"
 #include "ctl.h"
 #include "flow.h"
 #include "log.h"
+#include "log_sink.h"
 #include "loop.h"
 #include "metrics.h"
 #include "pipe_pool.h"
@@ -776,6 +778,9 @@ static int swap_config(const struct config *ncfg, const char *what, char *note, 
 		upstream_pool_configure(ncfg->upstream_max_idle, ncfg->upstream_idle_timeout_ms);
 	if (ncfg->log_level != old->log_level)
 		klog_level = ncfg->log_level;
+	if (strcmp(ncfg->log_syslog, old->log_syslog))
+		log_sink_open(ncfg->log_syslog);
+	access_log_configure(ncfg);
 	for (struct session *s = session_first(); s; s = s->next)
 		on_old += s->cfg != ncfg;
 	if (on_old)
@@ -788,6 +793,12 @@ static int swap_config(const struct config *ncfg, const char *what, char *note, 
 		used += (size_t)snprintf(
 			note + used, notelen - used,
 			"ctl-port-id and ctl-socket-file changes take effect at restart; ");
+	if (used < notelen &&
+	    (ncfg->has_user != old->has_user || ncfg->run_uid != old->run_uid ||
+	     ncfg->run_gid != old->run_gid || strcmp(ncfg->upgrade_socket, old->upgrade_socket)))
+		used += (size_t)snprintf(note + used, notelen - used,
+					 "user, group and upgrade-socket changes take effect at "
+					 "restart (or binary upgrade); ");
 	if (used >= 2 && used < notelen)
 		note[used - 2] = '\0';
 	ctl.cfg = ncfg;
@@ -933,6 +944,7 @@ static void cmd_stats_fill(struct mb *b)
 	put_u64(b, KFWD_STAT_CTL_DROPPED, ctl.dropped);
 	put_u64(b, KFWD_STAT_CTL_EVENTS, ctl.events);
 	put_u64(b, KFWD_STAT_CTL_EVENTS_LOST, ctl.events_lost);
+	put_u64(b, KFWD_STAT_ACCESS_LOG_DROPPED, stats.access_log_dropped);
 	nest_end(b, n);
 }
 
@@ -1678,7 +1690,8 @@ static void report_holder(uint32_t portid)
 			portid, r > 0 ? h.inode : 0UL);
 }
 
-static int publish_file(const char *path, uint32_t portid)
+/* @uid: the one kfwd answers with (after `user`), for kfwdctl's check of the answers. */
+static int publish_file(const char *path, uint32_t portid, uid_t uid)
 {
 	char dir[sizeof(ctl.file)], tmp[sizeof(ctl.file) + 16];
 	char *slash;
@@ -1716,7 +1729,9 @@ static int publish_file(const char *path, uint32_t portid)
 		log_err("ctl: create %s: %m", tmp);
 		return -1;
 	}
-	n = dprintf(fd, "portid=%u pid=%d\n", portid, (int)getpid());
+	n = uid ? dprintf(fd, "portid=%u pid=%d uid=%u\n", portid, (int)getpid(),
+			  (unsigned int)uid) :
+		  dprintf(fd, "portid=%u pid=%d\n", portid, (int)getpid());
 	if (n < 0 || fchmod(fd, 0644) < 0) {
 		log_err("ctl: write %s: %m", tmp);
 		close(fd);
@@ -1750,8 +1765,10 @@ static void unpublish_file(void)
 	if (n <= 0)
 		return;
 	buf[n] = '\0';
+	/* After `user` the root-owned directory is not ours to change: the file stays, and
+	 * kfwdctl calls it stale once this pid is gone. */
 	if (sscanf(buf, "portid=%u pid=%d", &portid, &pid) == 2 && pid == (int)getpid() &&
-	    unlink(ctl.file) < 0)
+	    unlink(ctl.file) < 0 && errno != EACCES)
 		log_warn("ctl: unlink %s: %m", ctl.file);
 }
 
@@ -1802,7 +1819,7 @@ int ctl_open(const struct config *cfg, char *const *extra_listens, size_t n_extr
 	if (loop_add(ctl.fd, EPOLLIN, &ctl.h) < 0)
 		goto fail;
 	snprintf(ctl.file, sizeof(ctl.file), "%s", cfg->ctl_socket_file);
-	if (publish_file(ctl.file, ctl.portid) < 0) {
+	if (publish_file(ctl.file, ctl.portid, cfg->has_user ? cfg->run_uid : 0) < 0) {
 		loop_del(ctl.fd);
 		goto fail;
 	}
@@ -1819,7 +1836,7 @@ fail:
 	return -1;
 }
 
-void ctl_close(void)
+void ctl_close_socket(void)
 {
 	/* Monitors learn that the stream ended (NLMSG_DONE) instead of waiting for heartbeats. */
 	for (unsigned int i = 0; i < ctl_n_subscribers; i++) {
@@ -1841,6 +1858,11 @@ void ctl_close(void)
 		ctl.fd = -1;
 	}
 	unpublish_file();
+}
+
+void ctl_close(void)
+{
+	ctl_close_socket();
 	if (ctl.cfg)
 		config_put(ctl.cfg);
 	ctl.cfg = NULL;

@@ -25,6 +25,9 @@ struct flow;
 int ctl_open(const struct config *cfg, char *const *extra_listens, size_t n_extra);
 /* Close the socket, end monitor streams, remove the file if it is still ours, drop the ref. */
 void ctl_close(void);
+/* Close the control socket (monitors get NLMSG_DONE) and unpublish it; the running configuration
+ * stays: a binary upgrade hands a fixed ctl-port-id to the new kfwd. */
+void ctl_close_socket(void);
 /* The configuration new connections get. */
 const struct config *ctl_config(void);
 /* SIGTERM: no more configuration changes. */

@@ -2,7 +2,8 @@
 /*
  * kfwdctl: look at and change a running kfwd over its netlink control socket
  * (include/kfwd/ctl.h). Every answer is checked: it must come from the daemon's port id, from
- * uid 0 and, when the published file names it, from the daemon's pid. Anything else is an
+ * uid 0 (or the uid the published file names: kfwd ran `user`) and, when the published file
+ * names it, from the daemon's pid. Anything else is an
  * impostor, reported as such.
  */
 #include <errno.h>
@@ -88,6 +89,7 @@ static struct {
 	int fd;
 	uint32_t portid;
 	pid_t pid; /* 0: unknown (-p without -f) */
+	uid_t uid; /* kfwd's uid after `user` (published), else 0 */
 	uint32_t seq;
 } peer = { .fd = -1 };
 
@@ -468,9 +470,21 @@ static int read_published(uint32_t *portid, pid_t *pid)
 	if (n <= 0)
 		return errorf(EX_UNREACH, "%s: empty or unreadable", opt.file);
 	buf[n] = '\0';
-	if (sscanf(buf, "portid=%u pid=%d%n", &p, &d, &end) != 2 || d <= 0 ||
-	    (buf[end] != '\n' && buf[end] != '\0'))
+	if (sscanf(buf, "portid=%u pid=%d%n", &p, &d, &end) != 2 || d <= 0)
 		return errorf(EX_UNREACH, "%s: not \"portid=N pid=P\"", opt.file);
+	/* A kfwd that dropped to `user` answers with that uid; root wrote it here before. */
+	peer.uid = 0;
+	if (buf[end] == ' ') {
+		unsigned int u;
+		int more = 0;
+
+		if (sscanf(buf + end, " uid=%u%n", &u, &more) != 1 || more <= 0)
+			return errorf(EX_UNREACH, "%s: not \"portid=N pid=P [uid=U]\"", opt.file);
+		peer.uid = (uid_t)u;
+		end += more;
+	}
+	if (buf[end] != '\n' && buf[end] != '\0')
+		return errorf(EX_UNREACH, "%s: not \"portid=N pid=P [uid=U]\"", opt.file);
 	*portid = p;
 	*pid = d;
 	return EX_OK;
@@ -486,7 +500,7 @@ static int holder_check(void)
 			      peer.portid, peer.pid ? " (the published file is stale)" : "");
 	/* Whoever holds it is known only when its fds are readable (as root): then check now,
 	 * before talking to it. The credentials of the answer are checked in any case. */
-	if (r > 0 && h.pid && ((peer.pid && h.pid != peer.pid) || h.uid != 0)) {
+	if (r > 0 && h.pid && ((peer.pid && h.pid != peer.pid) || h.uid != peer.uid)) {
 		char expect[64] = "";
 
 		if (peer.pid)
@@ -610,7 +624,7 @@ static ssize_t receive(int timeout_ms)
 			return -errorf(EX_IMPOSTOR,
 				       "answer from port id %u without credentials: not trusted",
 				       peer.portid);
-		if (cred->uid != 0 || (peer.pid && cred->pid != peer.pid)) {
+		if (cred->uid != peer.uid || (peer.pid && cred->pid != peer.pid)) {
 			char expect[64] = "";
 
 			if (peer.pid)

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "log_sink.h"
 
 int klog_level = KLOG_INFO;
 
@@ -30,7 +31,7 @@ void klog(int level, const char *fmt, ...)
 	va_end(ap);
 	/* One fputs per line so concurrent writers (tests reading stderr) never see torn lines. */
 	strncat(line, "\n", sizeof(line) - strlen(line) - 1);
-	fputs(line, stderr);
+	log_sink_write(level, line, (size_t)n);
 }
 
 int klog_level_parse(const char *name)

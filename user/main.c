@@ -11,27 +11,34 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "access_log.h"
 #include "accept.h"
 #include "config.h"
 #include "ctl.h"
 #include "log.h"
+#include "log_sink.h"
 #include "loop.h"
 #include "metrics.h"
 #include "pipe_pool.h"
+#include "privdrop.h"
 #include "resolve.h"
 #include "sd_notify.h"
 #include "session.h"
+#include "sockmap.h"
 #include "sockmap_path.h"
 #include "tls.h"
+#include "upgrade.h"
 #include "upstream_pool.h"
 
 #define MAX_LISTEN_ARGS 16
 #define PIPE_POOL_MAX 64
 
 static const char usage[] =
-	"usage: kfwd [-c FILE] [-l ADDR:PORT]... [-t] [-v]\n"
+	"usage: kfwd [-c FILE] [-l ADDR:PORT]... [-x SOCKET] [-t] [-v]\n"
 	"  -c FILE       configuration file (default: embedded, url-embedded route on 127.0.0.1:8080)\n"
 	"  -l ADDR:PORT  listen address, replaces the config's listen lines (repeatable)\n"
+	"  -x SOCKET     binary upgrade: take the listening sockets over from the kfwd running at\n"
+	"                SOCKET (its upgrade-socket), which then drains and exits\n"
 	"  -t            check the configuration and exit\n"
 	"  -v            verbose: log level debug\n";
 
@@ -46,23 +53,50 @@ static void on_drain_timeout(struct timer *t)
 	loop_stop();
 }
 
+/* Stop accepting and let the connections finish, up to drain-timeout. */
+static void drain(const char *why)
+{
+	stopping = true;
+	/* A hand-over is no stop of the service: the new process serves on. */
+	if (!upgrade_handed_over())
+		sd_notify_stopping();
+	log_info("%s: no longer accepting; finishing %u connections (up to %lu ms)", why,
+		 session_count(), (unsigned long)ctl_config()->drain_timeout_ms);
+	ctl_draining();
+	listeners_close();
+	metrics_close();
+	upgrade_close();
+	drain_timer.on_expire = on_drain_timeout;
+	timer_arm(&drain_timer, ctl_config()->drain_timeout_ms);
+	session_drain_all();
+}
+
 static void begin_shutdown(int sig)
 {
+	char why[32];
+
 	if (stopping) {
 		log_warn("second signal %d: exiting now", sig);
 		loop_stop();
 		return;
 	}
-	stopping = true;
-	sd_notify_stopping();
-	log_info("signal %d: no longer accepting; finishing %u connections (up to %lu ms)", sig,
-		 session_count(), (unsigned long)ctl_config()->drain_timeout_ms);
-	ctl_draining();
-	listeners_close();
-	metrics_close();
-	drain_timer.on_expire = on_drain_timeout;
-	timer_arm(&drain_timer, ctl_config()->drain_timeout_ms);
-	session_drain_all();
+	snprintf(why, sizeof(why), "signal %d", sig);
+	drain(why);
+}
+
+/*
+ * A new kfwd took the listening sockets (user/upgrade.c): stop accepting, leave it the BPF pin
+ * directory (our program and maps live on through our fds until we exit) and, with a fixed
+ * ctl-port-id, the port id; then drain as for SIGTERM.
+ */
+static void hand_over(void)
+{
+	if (stopping)
+		return;
+	sockmap_release_pins();
+	if (ctl_config()->ctl_port_id)
+		ctl_close_socket();
+	drain("binary upgrade");
 }
 
 static void on_signal(struct loop_handler *h, uint32_t events)
@@ -77,6 +111,9 @@ static void on_signal(struct loop_handler *h, uint32_t events)
 			break;
 		case SIGHUP:
 			ctl_reload_signal();
+			break;
+		case SIGUSR1:
+			access_log_reopen(); /* logrotate moved the file */
 			break;
 		default:
 			break;
@@ -95,6 +132,7 @@ static int setup_signals(void)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
 	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
 		return -1;
 	signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -120,13 +158,13 @@ int main(int argc, char **argv)
 {
 	char *listen_args[MAX_LISTEN_ARGS];
 	size_t n_listen = 0;
-	const char *config_path = NULL;
+	const char *config_path = NULL, *takeover = NULL;
 	bool check_only = false, verbose = false;
 	struct config *cfg;
 	char err[512];
 	int opt, rc = 1;
 
-	while ((opt = getopt(argc, argv, "c:l:tvh")) != -1) {
+	while ((opt = getopt(argc, argv, "c:l:x:tvh")) != -1) {
 		switch (opt) {
 		case 'c':
 			config_path = optarg;
@@ -137,6 +175,9 @@ int main(int argc, char **argv)
 				return 1;
 			}
 			listen_args[n_listen++] = optarg;
+			break;
+		case 'x':
+			takeover = optarg;
 			break;
 		case 't':
 			check_only = true;
@@ -191,6 +232,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	klog_level = verbose ? KLOG_DEBUG : cfg->log_level;
+	log_sink_open(cfg->log_syslog);
 
 	raise_fd_limit();
 	sd_notify_init();
@@ -204,15 +246,31 @@ int main(int argc, char **argv)
 		goto out_loop;
 	pipe_pool_configure(cfg->pipe_size, PIPE_POOL_MAX);
 	upstream_pool_configure(cfg->upstream_max_idle, cfg->upstream_idle_timeout_ms);
+	if (takeover && upgrade_takeover(takeover, cfg) < 0)
+		goto out_resolve;
 	if (listeners_open(cfg) < 0)
 		goto out_resolve;
 	if (metrics_open(cfg) < 0)
 		goto out_listeners;
+	/* From here on the old kfwd no longer accepts: what follows must not fail for reasons
+	 * the old one could have avoided (the same configuration started it). */
+	if (upgrade_ready() < 0) {
+		metrics_close();
+		goto out_listeners;
+	}
+	upgrade_takeover_done();
 	if (ctl_open(cfg, listen_args, n_listen) < 0) {
 		metrics_close();
 		goto out_listeners;
 	}
 	sockmap_path_init(cfg);
+	/* Like nginx: an access log that cannot be opened at start is a configuration error. */
+	if (access_log_configure(cfg) < 0)
+		goto out_ctl;
+	if (upgrade_listen(cfg, hand_over) < 0)
+		goto out_ctl;
+	if (privdrop_apply(cfg) < 0)
+		goto out_ctl;
 	log_info("kfwd running: data path %s, pipe-size %zu, watermarks %zu/%zu",
 		 data_path_name(cfg->data_path), cfg->pipe_size, cfg->pipe_high_water,
 		 cfg->pipe_low_water);
@@ -222,13 +280,17 @@ int main(int argc, char **argv)
 
 	while (session_first())
 		session_kill(session_first());
-	sockmap_path_fini();
 	log_info("kfwd stopped");
+out_ctl:
+	upgrade_close();
+	access_log_close();
+	sockmap_path_fini();
 	ctl_close();
 	metrics_close();
 out_listeners:
 	listeners_close();
 out_resolve:
+	upgrade_takeover_done();
 	upstream_pool_flush();
 	pipe_pool_flush();
 	resolve_fini();
@@ -239,5 +301,6 @@ out_loop:
 out_cfg:
 	sd_notify_fini();
 	config_put(cfg);
+	log_sink_close();
 	return rc;
 }

@@ -129,6 +129,9 @@ size_t metrics_render(char *out, size_t len)
 		stats.aborted_transfers);
 	counter(&w, "kfwd_tunnels_total", "Upgrade (101) and CONNECT tunnels opened.",
 		stats.tunnels);
+	counter(&w, "kfwd_access_log_dropped_total",
+		"Access log lines lost (buffer full, write failed, syslog not taking them).",
+		stats.access_log_dropped);
 	return w.used;
 }
 
@@ -207,6 +210,11 @@ int metrics_open(const struct config *cfg)
 	}
 	log_info("metrics on %s", cfg->metrics.text);
 	return 0;
+}
+
+int metrics_listen_fd(void)
+{
+	return listen_fd;
 }
 
 void metrics_close(void)

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "access_log.h"
 #include "ctl.h"
 #include "http_rewrite.h"
 #include "log.h"
@@ -213,6 +214,71 @@ static void session_free(void *p)
 	free(s);
 }
 
+/*
+ * tcp-keepalive finds a peer that vanished while the connection is idle (nothing unacked);
+ * tcp-user-timeout one that vanished while bytes were in flight, which keepalive never probes
+ * and retransmissions alone would give up on only after ~15 minutes (tcp_retries2). The kernel
+ * then fails the socket with ETIMEDOUT and the session closes as for any peer error.
+ */
+static void set_dead_peer_options(int fd, const struct config *cfg)
+{
+	int on = 1, idle = (int)cfg->keepalive_idle_s, intvl = (int)cfg->keepalive_intvl_s;
+	int cnt = (int)cfg->keepalive_cnt, user_timeout = (int)cfg->user_timeout_ms;
+
+	if (cfg->keepalive_cnt &&
+	    (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) < 0 ||
+	     setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) < 0 ||
+	     setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) < 0 ||
+	     setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) < 0))
+		log_warn("tcp-keepalive: %m");
+	if (cfg->user_timeout_ms &&
+	    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout)) < 0)
+		log_warn("tcp-user-timeout: %m");
+}
+
+static void access_begin(struct session *s, const char *target, size_t len)
+{
+	if (!access_log_enabled())
+		return;
+	free(s->log_target);
+	s->log_target = target ? strndup(target, len) : NULL;
+	s->log_has_method = target != NULL;
+	s->log_pending = true;
+	s->log_start_ms = now_ms();
+	s->log_in0 = s->req.bytes_out;
+	s->log_out0 = s->resp.bytes_out;
+	s->log_spliced0 = s->req.bytes_spliced + s->resp.bytes_spliced;
+	s->log_status = 0;
+	s->log_sockmap = false;
+}
+
+/* The request in progress is over, answered or not: its access log line. */
+static void access_end(struct session *s)
+{
+	struct access_entry e = { .conn = s->id, .client = s->client_addr };
+
+	if (!s->log_pending)
+		return;
+	s->log_pending = false;
+	if (s->log_has_method) {
+		e.method = llhttp_method_name((llhttp_method_t)s->req_method);
+		e.target = s->log_target ? s->log_target : "?";
+	}
+	e.status = s->log_status;
+	e.bytes_in = s->req.bytes_out - s->log_in0;
+	e.bytes_out = s->resp.bytes_out - s->log_out0;
+	e.duration_ms = now_ms() - s->log_start_ms;
+	if (s->sockmap || s->log_sockmap)
+		e.data_path = "sockmap";
+	else if (s->req.bytes_spliced + s->resp.bytes_spliced > s->log_spliced0)
+		e.data_path = "splice";
+	else
+		e.data_path = "copy";
+	access_log_write(&e);
+	free(s->log_target);
+	s->log_target = NULL;
+}
+
 static void session_close(struct session *s)
 {
 	if (s->client.fd < 0)
@@ -220,6 +286,7 @@ static void session_close(struct session *s)
 	ctl_notify_conn_close(s);
 	if (s->sockmap)
 		sockmap_finish(s);
+	access_end(s);
 	timer_cancel(&s->timer);
 	resolve_cancel(&s->resolve);
 	upstream_unwait(s);
@@ -255,11 +322,21 @@ static void count_status(int status)
 		stats.responses[status / 100 - 1]++;
 }
 
+/* The final status of the request in progress went (or goes) toward the client. */
+static void final_status(struct session *s, int status)
+{
+	count_status(status);
+	s->last_status = status;
+	s->log_status = status;
+}
+
 /* kfwd's own answer; the connection closes after it. Only before any final response byte. */
 static void reply_error_headers(struct session *s, int status, const char *extra_headers)
 {
 	struct buf text = { 0 };
 
+	if (!s->log_pending)
+		access_begin(s, NULL, 0);
 	resolve_cancel(&s->resolve);
 	upstream_unwait(s);
 	close_upstream(s);
@@ -272,8 +349,7 @@ static void reply_error_headers(struct session *s, int status, const char *extra
 		stats.upstream_errors++;
 	else if (status == 504)
 		stats.timeouts++;
-	count_status(status);
-	s->last_status = status;
+	final_status(s, status);
 	if (http_build_error(&text, status, extra_headers) < 0 ||
 	    flow_push(&s->resp, buf_start(&text), buf_len(&text)) < 0) {
 		buf_free(&text);
@@ -542,6 +618,7 @@ static void sockmap_start(struct session *s)
 	buf_free(&s->client.in);
 	buf_free(&s->upstream.in);
 	s->sockmap = true;
+	s->log_sockmap = true;
 	s->sm_timer = false;
 	s->sm_last_bytes = 0;
 	s->sm_last_change_ms = now_ms();
@@ -614,6 +691,7 @@ static void sockmap_start_response(struct session *s)
 	s->resp.body_done = true;
 	buf_free(&s->upstream.in);
 	s->sockmap = true;
+	s->log_sockmap = true;
 	s->sockmap_response = true;
 	s->sm_timer = false;
 	s->sm_last_bytes = 0;
@@ -657,8 +735,7 @@ static void start_exchange(struct session *s)
 			reply_error(s, 500);
 			return;
 		}
-		count_status(200);
-		s->last_status = 200;
+		final_status(s, 200);
 		start_tunnel(s);
 		return;
 	}
@@ -836,6 +913,7 @@ static void connect_upstream(struct session *s, bool allow_pool)
 		log_warn("SO_RCVBUF: %m");
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
 		log_debug("TCP_NODELAY: %m");
+	set_dead_peer_options(fd, cfg);
 	stats.upstream_connects++;
 	endpoint_attach(&s->upstream, fd);
 	s->conn_server = s->server;
@@ -996,6 +1074,7 @@ static void handle_request(struct session *s)
 
 	stats.requests++;
 	s->requests++;
+	access_begin(s, url, h->url.len);
 	s->interim_sent = s->response_started = s->final_response = false;
 	s->retried = false;
 	s->close_after = false;
@@ -1192,8 +1271,7 @@ static int handle_response_head(struct session *s)
 				return -1;
 			}
 			buf_free(&head);
-			count_status(101);
-			s->last_status = 101;
+			final_status(s, 101);
 			buf_consume(&s->upstream.in, h->head_len);
 			start_tunnel(s);
 			return 1;
@@ -1251,8 +1329,7 @@ static int handle_response_head(struct session *s)
 		upstream_failed(s, 502, "out of memory");
 		return -1;
 	}
-	count_status(h->status);
-	s->last_status = h->status;
+	final_status(s, h->status);
 	s->final_response = true;
 	s->response_started = true;
 	buf_free(&s->req_head);
@@ -1335,6 +1412,7 @@ static bool upstream_clean(struct session *s)
 
 static void finish_transaction(struct session *s)
 {
+	access_end(s);
 	if (!flow_complete(&s->req) || s->req_failed) {
 		s->close_after = true;
 		s->upstream_reusable = false;
@@ -1683,6 +1761,7 @@ struct session *session_create(int fd, const struct config *cfg, bool reject)
 		log_warn("SO_SNDBUF: %m");
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
 		log_debug("TCP_NODELAY: %m");
+	set_dead_peer_options(fd, cfg);
 
 	s->client.h.on_event = on_endpoint_event;
 	s->client.s = s;
@@ -1719,7 +1798,10 @@ void session_drain_all(void)
 	draining = true;
 	for (s = sessions; s; s = next) {
 		next = s->next;
-		if (s->state == S_REQUEST_HEAD && !buf_len(&s->client.in))
+		/* A connection accepted a moment ago has its first request on the way: closing it
+		 * would reset that request (a binary upgrade drains under full load). It is answered,
+		 * then closed; client-timeout bounds a client that never sends. */
+		if (s->state == S_REQUEST_HEAD && !buf_len(&s->client.in) && s->requests)
 			session_close(s);
 		else
 			s->close_after = true;

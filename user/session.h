@@ -84,6 +84,16 @@ struct session {
 	bool close_after;
 	uint64_t requests;
 	int last_status;
+
+	/* The access log's record of the request in progress (user/access_log.c) */
+	bool log_pending;
+	bool log_has_method;
+	bool log_sockmap; /* a body or tunnel of this request went through the sockmap */
+	int log_status; /* its final status; 0 until one is known */
+	uint64_t log_start_ms;
+	uint64_t log_in0, log_out0; /* the flows' bytes_out when the request began */
+	uint64_t log_spliced0;
+	char *log_target; /* only while an access log is configured */
 };
 
 /* Take over an accepted client socket. @reject: answer 503 and close (over the limit). */

@@ -71,6 +71,21 @@ bool sockmap_ready(void)
 	return false;
 }
 
+const char *sockmap_pin_dir(void)
+{
+	return NULL;
+}
+
+int sockmap_probe_access(void)
+{
+	errno = ENOSYS;
+	return -1;
+}
+
+void sockmap_release_pins(void)
+{
+}
+
 int sockmap_event_fd(void)
 {
 	errno = ENOSYS;
@@ -198,7 +213,11 @@ static struct {
 	int ctl_fd;
 	int prog_fd;
 	bool attached;
+	bool pins_released; /* sockmap_release_pins(): the pin dir is another process's now */
 	char pin_dir[PATH_MAX];
+	/* Unpinning goes through this fd: after `user` the bpffs root above the pin dir is not
+	 * searchable, the pin dir itself is the user's (user/privdrop.c). */
+	int pin_dir_fd;
 	struct sm_flow **flows; /* slot -> flow */
 	uint32_t *gens; /* slot -> generation */
 	uint32_t nslots;
@@ -211,11 +230,41 @@ static struct {
 	.dirs_fd = -1,
 	.ctl_fd = -1,
 	.prog_fd = -1,
+	.pin_dir_fd = -1,
 };
 
 bool sockmap_ready(void)
 {
 	return sm.skel != NULL;
+}
+
+const char *sockmap_pin_dir(void)
+{
+	return sm.skel ? sm.pin_dir : NULL;
+}
+
+static void unpin_all(void);
+
+int sockmap_probe_access(void)
+{
+	uint64_t key;
+
+	if (!sm.skel) {
+		errno = ENODEV;
+		return -1;
+	}
+	/* An empty map answers ENOENT, which still means the command was allowed. */
+	if (bpf_map_get_next_key(sm.dirs_fd, NULL, &key) == 0 || errno == ENOENT)
+		return 0;
+	return -1;
+}
+
+void sockmap_release_pins(void)
+{
+	if (!sm.skel || sm.pins_released)
+		return;
+	unpin_all();
+	sm.pins_released = true;
 }
 
 /* ---- small socket helpers ------------------------------------------- */
@@ -419,13 +468,8 @@ static int cleanup_stale(const char *dir, char *why, size_t whylen)
 
 static void unpin_all(void)
 {
-	char path[PATH_MAX];
-	size_t i;
-
-	for (i = 0; i < sizeof(sm_pin_names) / sizeof(sm_pin_names[0]); i++) {
-		if (pin_path(path, sizeof(path), sm.pin_dir, sm_pin_names[i]) == 0)
-			unlink(path);
-	}
+	for (size_t i = 0; i < sizeof(sm_pin_names) / sizeof(sm_pin_names[0]); i++)
+		unlinkat(sm.pin_dir_fd, sm_pin_names[i], 0);
 }
 
 static int pin_all(char *why, size_t whylen)
@@ -515,6 +559,11 @@ int sockmap_init(const char *pin_dir, char *why, size_t whylen)
 	if (cleanup_stale(pin_dir, why, whylen) < 0)
 		return -1;
 	strcpy(sm.pin_dir, pin_dir);
+	sm.pin_dir_fd = open(pin_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (sm.pin_dir_fd < 0) {
+		set_why(why, whylen, "open %s: %s", pin_dir, strerror(errno));
+		return -1;
+	}
 
 	libbpf_set_print(silent_print);
 	sm.skel = kfwd__open();
@@ -564,6 +613,8 @@ err_destroy:
 	kfwd__destroy(sm.skel);
 	sm.skel = NULL;
 	sm.socks_fd = sm.dirs_fd = sm.ctl_fd = sm.prog_fd = -1;
+	close(sm.pin_dir_fd);
+	sm.pin_dir_fd = -1;
 	errno = err;
 	return -1;
 }
@@ -606,13 +657,18 @@ void sockmap_shutdown(void)
 	if (sm.attached)
 		bpf_prog_detach2(sm.prog_fd, sm.socks_fd, BPF_SK_SKB_VERDICT);
 	sm.attached = false;
-	unpin_all();
-	rmdir(sm.pin_dir);
+	if (!sm.pins_released) {
+		unpin_all();
+		rmdir(sm.pin_dir);
+	}
+	sm.pins_released = false;
 	ring_buffer__free(sm.rb);
 	sm.rb = NULL;
 	kfwd__destroy(sm.skel);
 	sm.skel = NULL;
 	sm.socks_fd = sm.dirs_fd = sm.ctl_fd = sm.prog_fd = -1;
+	close(sm.pin_dir_fd);
+	sm.pin_dir_fd = -1;
 }
 
 int sockmap_event_fd(void)

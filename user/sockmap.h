@@ -122,6 +122,15 @@ int sockmap_init(const char *pin_dir, char *why, size_t whylen);
 /* Detach the program, unpin, free everything (flows still open are cut). */
 void sockmap_shutdown(void);
 bool sockmap_ready(void);
+/* Where the loaded program and maps are pinned; NULL when not loaded. */
+const char *sockmap_pin_dir(void);
+/*
+ * Remove the pins and leave the pin directory to a successor (binary upgrade): the program,
+ * its attachment and the maps stay, held by this process's fds, until sockmap_shutdown().
+ */
+void sockmap_release_pins(void);
+/* Can this process still use the maps through its fds? 0, or -1 with errno (EPERM). */
+int sockmap_probe_access(void);
 
 /* Epoll-able fd, readable when the program paused or resumed a flow. */
 int sockmap_event_fd(void);

@@ -5,7 +5,8 @@
  * Transport
  *   AF_NETLINK, SOCK_RAW, NETLINK_USERSOCK. The daemon binds a port id (ctl-port-id: by
  *   default its own pid, so several instances never collide; or a fixed number) and publishes
- *   "portid=N pid=P\n" in a root-owned file (ctl-socket-file, default KFWD_CTL_FILE_DEFAULT).
+ *   "portid=N pid=P\n" in a root-owned file (ctl-socket-file, default KFWD_CTL_FILE_DEFAULT);
+ *   "portid=N pid=P uid=U\n" when it drops to a user (answers then carry uid U).
  *   The bind fails if the id is taken, and so does kfwd's start. Clients autobind (nl_pid 0) and send with
  *   sendmsg() to { AF_NETLINK, nl_pid = port id, nl_groups = 0 }. Both ends set SO_PASSCRED,
  *   so every datagram arrives with SCM_CREDENTIALS filled in by the kernel (pid, uid, gid of
@@ -219,6 +220,7 @@ enum kfwd_stats_attr {
 	KFWD_STAT_CTL_DROPPED,
 	KFWD_STAT_CTL_EVENTS,
 	KFWD_STAT_CTL_EVENTS_LOST,
+	KFWD_STAT_ACCESS_LOG_DROPPED,
 	__KFWD_STAT_MAX,
 };
 #define KFWD_STAT_MAX (__KFWD_STAT_MAX - 1)

@@ -14,20 +14,9 @@
 #include "http.h"
 #include "http_rewrite.h"
 #include "route.h"
+#include "unit.h"
 
-static int passed, failed;
-
-int unit_tls(void); /* tests/unit/unit_tls.c: its failures */
-
-#define CHECK(cond)                                                                     \
-	do {                                                                            \
-		if (cond) {                                                             \
-			passed++;                                                       \
-		} else {                                                                \
-			failed++;                                                       \
-			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-		}                                                                       \
-	} while (0)
+int passed, failed;
 
 static void test_chunked_whole(void)
 {
@@ -405,7 +394,8 @@ int main(void)
 	test_location_https();
 	test_config_errors();
 	test_sizes();
-	failed += unit_tls();
+	unit_rtsp();
+	unit_tls();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }

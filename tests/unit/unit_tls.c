@@ -2,7 +2,7 @@
 /*
  * C unit tests of the TLS contexts (user/tls.c) and the TLS transport (user/xprt_tls.c): both
  * ends of a non-blocking socketpair driven in one thread, certificates made by the openssl
- * command in a temporary directory. unit_tls() runs them and returns the number of failures.
+ * command in a temporary directory. unit_tls() runs them (tests/unit/unit.h's counters).
  */
 #include <errno.h>
 #include <dirent.h>
@@ -21,23 +21,11 @@
 #include <openssl/x509.h>
 
 #include "config.h"
+#include "unit.h"
 #include "tls.h"
 #include "xprt_tls.h"
 
-int unit_tls(void);
-
-static int passed, failed;
 static char dir[] = "/tmp/kfwd-unit-tls-XXXXXX";
-
-#define CHECK(cond)                                                                     \
-	do {                                                                            \
-		if (cond) {                                                             \
-			passed++;                                                       \
-		} else {                                                                \
-			failed++;                                                       \
-			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-		}                                                                       \
-	} while (0)
 
 /* Rounds of the one-thread pump before a test gives up (each round tries both ends). */
 #define PUMP_ROUNDS 200000
@@ -704,7 +692,7 @@ static void test_many_aborted_handshakes(struct tls_set *set)
 	int fds_before = count_fds();
 
 	if (!ossl_counted) {
-		printf("tls: OpenSSL's heap not counted (allocated before unit_tls)\n");
+		printf("tls: OpenSSL's heap not counted (it allocated before main)\n");
 		return;
 	}
 	unsigned int seed = 1;
@@ -732,7 +720,7 @@ static void test_idle_memory(struct tls_set *set)
 	size_t released, kept;
 
 	if (!ossl_counted) {
-		printf("tls: OpenSSL's heap not counted (allocated before unit_tls)\n");
+		printf("tls: OpenSSL's heap not counted (it allocated before main)\n");
 		return;
 	}
 	released = idle_bytes(set, IDLE_CONNS, true);
@@ -753,19 +741,25 @@ static void test_ktls_probe(void)
 	CHECK(tls_ktls_available() == (rc == 1));
 }
 
-int unit_tls(void)
+/* Before main: OpenSSL takes its allocation functions only before its first allocation. */
+__attribute__((constructor)) static void count_openssl_heap(void)
+{
+	ossl_counted = CRYPTO_set_mem_functions(count_malloc, count_realloc, count_free) == 1;
+}
+
+void unit_tls(void)
 {
 	struct config *cfg;
 	struct tls_set *set;
 	char err[512];
 
 	signal(SIGPIPE, SIG_IGN);
-	ossl_counted = CRYPTO_set_mem_functions(count_malloc, count_realloc, count_free) == 1;
 	if (!mkdtemp(dir) || make_ca() || make_leaf("default", "DNS:default.test") ||
 	    make_leaf("exact", "DNS:exact.test,DNS:exact2.test") ||
 	    make_leaf("wild", "DNS:*.wild.test")) {
 		fprintf(stderr, "FAIL unit_tls: cannot make certificates in %s\n", dir);
-		return 1;
+		failed++;
+		return;
 	}
 	CHECK(tls_init() == 0);
 	test_ktls_probe();
@@ -789,6 +783,4 @@ int unit_tls(void)
 	config_free(cfg);
 	tls_fini();
 	sh("rm -rf %s", dir);
-	printf("tls: %d passed, %d failed\n", passed, failed);
-	return failed;
 }

@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+#ifndef KFWD_UNIT_H
+#define KFWD_UNIT_H
+
+/* The C unit tests' one assertion and counters (tests/unit/unit_main.c prints them). */
+#include <stdio.h>
+
+extern int passed, failed;
+
+#define CHECK(cond)                                                                     \
+	do {                                                                            \
+		if (cond) {                                                             \
+			passed++;                                                       \
+		} else {                                                                \
+			failed++;                                                       \
+			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+		}                                                                       \
+	} while (0)
+
+/* unit_rtsp.c: the RTSP parser, framer, rewriter, authentication and URLs */
+void unit_rtsp(void);
+/* unit_tls.c: TLS contexts and the TLS transport over socketpairs */
+void unit_tls(void);
+
+#endif
