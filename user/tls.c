@@ -286,13 +286,14 @@ static int set_fail(char *err, size_t errlen, const struct config *cfg, int line
 	return -1;
 }
 
-int tls_key_file_exposed(const char *path)
+int tls_key_file_exposed(const char *path, uid_t owner)
 {
 	struct stat st;
 
 	if (stat(path, &st) < 0)
 		return -1;
-	return (st.st_mode & (S_IRGRP | S_IROTH)) || (st.st_uid != 0 && (st.st_mode & S_IRUSR));
+	return (st.st_mode & (S_IRGRP | S_IROTH)) ||
+	       (st.st_uid != 0 && st.st_uid != owner && (st.st_mode & S_IRUSR));
 }
 
 static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
@@ -370,9 +371,11 @@ static int ctx_common(SSL_CTX *ctx, const struct config *cfg, char *err, size_t 
 
 static void warn_exposed_key(const struct config *cfg, int line, const char *key)
 {
-	if (tls_key_file_exposed(key) == 1)
-		log_warn("%s:%d: key %s is readable by others than root (chmod 600, owner root)",
-			 cfg->path ? cfg->path : "<embedded>", line, key);
+	if (tls_key_file_exposed(key, cfg->has_user ? cfg->run_uid : 0) == 1)
+		log_warn(
+			"%s:%d: key %s is readable by others than root%s (chmod 600, owner root%s)",
+			cfg->path ? cfg->path : "<embedded>", line, key,
+			cfg->has_user ? " and user" : "", cfg->has_user ? " or user" : "");
 }
 
 /* A server context for @cert (PEM, then its chain) and @key, or NULL with @err set. */

@@ -84,8 +84,11 @@ SSL_CTX *tls_set_listener(const struct tls_set *set, size_t i);
 const struct tls_client *tls_set_upstream(const struct tls_set *set, size_t i);
 const struct tls_client *tls_set_route(const struct tls_set *set, size_t i);
 
-/* 1 when @path is a key file someone other than root may read (warned about), 0, -1 (errno). */
-int tls_key_file_exposed(const char *path);
+/*
+ * 1 when @path is a key file someone other than root and @owner (the `user` kfwd runs as, who
+ * must read it at reload; 0 without one) may read (warned about), 0, -1 (errno).
+ */
+int tls_key_file_exposed(const char *path, uid_t owner);
 
 /* Class of a failed handshake from SSL_get_error()'s @ssl_err and the error queue. */
 enum tls_err_class tls_classify_error(SSL *ssl, int ssl_err);

@@ -43,6 +43,8 @@ static char dir[] = "/tmp/kfwd-unit-tls-XXXXXX";
 #define ABORT_HEAP_SLACK (4 << 10)
 /* Keeps the blocks handed to OpenSSL aligned for any type. */
 #define ALLOC_HDR 16
+/* Any uid other than root's, for the key file owner check (the test runs as root). */
+#define UNIT_USER_UID 65534
 
 /*
  * OpenSSL's live heap, counted by allocation functions installed before OpenSSL allocates
@@ -556,11 +558,15 @@ static void test_config_and_files(void)
 
 	/* Key file modes: 0600 root-owned is private; group- or world-readable is exposed. */
 	snprintf(path, sizeof(path), "%s/default.key", dir);
-	CHECK(chmod(path, 0600) == 0 && tls_key_file_exposed(path) == (getuid() != 0));
-	CHECK(chmod(path, 0640) == 0 && tls_key_file_exposed(path) == 1);
+	CHECK(chmod(path, 0600) == 0 && tls_key_file_exposed(path, 0) == (getuid() != 0));
+	CHECK(chmod(path, 0640) == 0 && tls_key_file_exposed(path, 0) == 1);
 	CHECK(chmod(path, 0600) == 0);
+	/* Owned by the user kfwd runs as (who reads it at reload): private too. */
+	CHECK(chown(path, UNIT_USER_UID, -1) == 0 && tls_key_file_exposed(path, 0) == 1 &&
+	      tls_key_file_exposed(path, UNIT_USER_UID) == 0);
+	CHECK(chown(path, getuid(), -1) == 0);
 	snprintf(path, sizeof(path), "%s/nothing.key", dir);
-	CHECK(tls_key_file_exposed(path) == -1);
+	CHECK(tls_key_file_exposed(path, 0) == -1);
 }
 
 /* A small exchange each way on an established pair: true when both arrived intact. */
