@@ -348,17 +348,30 @@ static void test_handshake_sni_bulk(struct tls_set *set)
 	pair_close(&p);
 }
 
+/* After one end failed: the other end's handshake to its end (1, or -1). */
+static int finish_other(struct endpoint *e)
+{
+	int rc = 0;
+
+	for (int i = 0; i < PUMP_ROUNDS && rc == 0; i++)
+		rc = e->xprt->handshake(e);
+	return rc;
+}
+
 static void test_verify_failures(struct tls_set *set)
 {
 	uint64_t before = tls_handshake_errors[TLS_ERR_CERT_VERIFY];
+	uint64_t alerts = tls_handshake_errors[TLS_ERR_PEER_ALERT];
 	struct pair p;
 	int s, c;
 
-	/* The system store does not know the throwaway CA. */
+	/* The system store does not know the throwaway CA; the server hears the client's alert. */
 	CHECK(pair_tls(&p, set, 0, tls_set_upstream(set, 1), "exact.test") == 0);
 	CHECK(handshake(&p, &s, &c) == -1 && c == -1);
+	CHECK(s == -1 || finish_other(&p.srv) == -1);
 	pair_close(&p);
 	CHECK(tls_handshake_errors[TLS_ERR_CERT_VERIFY] == before + 1);
+	CHECK(tls_handshake_errors[TLS_ERR_PEER_ALERT] == alerts + 1);
 
 	/* The right CA but another name. */
 	CHECK(pair_tls(&p, set, 0, tls_set_upstream(set, 0), "nobody.test") == 0);
@@ -370,6 +383,34 @@ static void test_verify_failures(struct tls_set *set)
 	CHECK(pair_tls(&p, set, 0, tls_set_upstream(set, 2), "exact.test") == 0);
 	CHECK(handshake(&p, NULL, NULL) == 1);
 	pair_close(&p);
+}
+
+/* tls-min-version 1.3 against a client that stops at 1.2: "protocol" here, an alert there. */
+static void test_version_mismatch(void)
+{
+	uint64_t proto = tls_handshake_errors[TLS_ERR_PROTOCOL];
+	uint64_t alerts = tls_handshake_errors[TLS_ERR_PEER_ALERT];
+	struct config *cfg = load("listen 127.0.0.1:1 tls cert=%s/exact.pem key=%s/exact.key\n"
+				  "tls-min-version 1.3\n"
+				  "upstream o 127.0.0.1:2 tls verify=off\nroute / o\n",
+				  dir, dir);
+	char err[512];
+	struct tls_set *set = cfg ? tls_set_build(cfg, err, sizeof(err)) : NULL;
+	struct pair p;
+	int s, c;
+
+	CHECK(set != NULL);
+	if (set && pair_tls(&p, set, 0, tls_set_upstream(set, 0), "exact.test") == 0) {
+		CHECK(SSL_set_min_proto_version(xprt_tls_ssl(&p.cli), TLS1_2_VERSION) == 1 &&
+		      SSL_set_max_proto_version(xprt_tls_ssl(&p.cli), TLS1_2_VERSION) == 1);
+		CHECK(handshake(&p, &s, &c) == -1 && s == -1);
+		CHECK(c == -1 || finish_other(&p.cli) == -1);
+		pair_close(&p);
+	}
+	CHECK(tls_handshake_errors[TLS_ERR_PROTOCOL] == proto + 1);
+	CHECK(tls_handshake_errors[TLS_ERR_PEER_ALERT] == alerts + 1);
+	tls_set_put(set);
+	config_free(cfg);
 }
 
 /* close_notify both ways: true when both ends saw the other's. */
@@ -778,6 +819,7 @@ void unit_tls(void)
 	if (set) {
 		test_handshake_sni_bulk(set);
 		test_verify_failures(set);
+		test_version_mismatch();
 		test_close_notify(set);
 		test_resumption(set);
 		test_plain_http_and_abort(set);
