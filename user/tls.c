@@ -143,8 +143,10 @@ static int ticket_mac_init(EVP_MAC_CTX *hctx, struct ticket_key *k)
 
 /*
  * OpenSSL's ticket key callback: @enc 1 encrypts a new ticket with the current key; 0 looks
- * the ticket's key up: 1 found (current), 2 found (previous: issue a new ticket), 0 unknown
- * (full handshake), -1 error.
+ * the ticket's key up: 2 found (resume, and issue a new ticket), 0 unknown (full handshake),
+ * -1 error. Always 2: a TLS 1.3 client uses a ticket once (RFC 8446 C.4), and OpenSSL 3.0
+ * sends none after a resumption that does not ask for one, so the next connection would pay a
+ * full handshake.
  */
 static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[16],
 			 EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
@@ -171,7 +173,7 @@ static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[
 	if (ticket_mac_init(hctx, k) != 1 ||
 	    EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1)
 		return -1;
-	return k == &ticket_keys[0] ? 1 : 2;
+	return 2;
 }
 
 int tls_ktls_probe(char *why, size_t whylen)
@@ -467,6 +469,57 @@ static int add_sni_names(struct tls_set *set, SSL_CTX *ctx, const struct config 
 	return 0;
 }
 
+static void client_session_clear(struct tls_client_session *cs)
+{
+	free(cs->name);
+	SSL_SESSION_free(cs->sess);
+	cs->name = NULL;
+	cs->sess = NULL;
+}
+
+SSL_SESSION *tls_client_take_session(struct tls_client *c, const char *name)
+{
+	for (unsigned int i = 0; i < TLS_CLIENT_SESSIONS; i++) {
+		struct tls_client_session *cs = &c->sessions[i];
+		SSL_SESSION *sess = cs->sess;
+
+		if (!cs->name || strcmp(cs->name, name))
+			continue;
+		/* A TLS 1.3 ticket is used once (RFC 8446 C.4); the next one replaces it. */
+		cs->sess = NULL;
+		client_session_clear(cs);
+		return sess;
+	}
+	return NULL;
+}
+
+/*
+ * A ticket from an origin (OpenSSL's new-session callback; the SSL's app data is the name it
+ * was made for): kept, replacing the name's earlier one. 1: the reference is ours now.
+ */
+static int client_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+	struct tls_client *c = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+	const char *name = SSL_get_app_data(ssl);
+	struct tls_client_session *cs = NULL;
+	char *key;
+
+	if (!c || !name)
+		return 0;
+	for (unsigned int i = 0; i < TLS_CLIENT_SESSIONS && !cs; i++)
+		if (c->sessions[i].name && !strcmp(c->sessions[i].name, name))
+			cs = &c->sessions[i];
+	if (!cs)
+		cs = &c->sessions[c->next_slot++ % TLS_CLIENT_SESSIONS];
+	key = strdup(name);
+	if (!key)
+		return 0;
+	client_session_clear(cs);
+	cs->name = key;
+	cs->sess = sess;
+	return 1;
+}
+
 /* The client context of @o into @c (untouched without tls); -1 with @err set. */
 static int client_new(struct tls_client *c, const struct tls_origin *o, const struct config *cfg,
 		      char *err, size_t errlen)
@@ -488,6 +541,11 @@ static int client_new(struct tls_client *c, const struct tls_origin *o, const st
 	if (SSL_CTX_set_alpn_protos(c->ctx, alpn_http11, ALPN_HTTP11_LEN) != 0)
 		return set_fail(err, errlen, cfg, o->line, "ALPN", NULL);
 	SSL_CTX_set_verify(c->ctx, o->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+	/* Sessions are kept per server name in @c, not in OpenSSL's cache (keyed by id). */
+	SSL_CTX_set_session_cache_mode(c->ctx,
+				       SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(c->ctx, client_new_session);
+	SSL_CTX_set_app_data(c->ctx, c);
 	if (o->ca) {
 		if (SSL_CTX_load_verify_locations(c->ctx, o->ca, NULL) != 1)
 			return set_fail(err, errlen, cfg, o->line, "ca=", o->ca);
@@ -500,6 +558,8 @@ static int client_new(struct tls_client *c, const struct tls_origin *o, const st
 static void clients_free(struct tls_client *c, size_t n)
 {
 	for (size_t i = 0; c && i < n; i++) {
+		for (unsigned int j = 0; j < TLS_CLIENT_SESSIONS; j++)
+			client_session_clear(&c[i].sessions[j]);
 		SSL_CTX_free(c[i].ctx);
 		free(c[i].sni);
 	}
@@ -611,12 +671,12 @@ SSL_CTX *tls_set_listener(const struct tls_set *set, size_t i)
 	return set && i < set->n_listeners ? set->listeners[i] : NULL;
 }
 
-const struct tls_client *tls_set_upstream(const struct tls_set *set, size_t i)
+struct tls_client *tls_set_upstream(const struct tls_set *set, size_t i)
 {
 	return set && i < set->n_upstreams && set->upstreams[i].ctx ? &set->upstreams[i] : NULL;
 }
 
-const struct tls_client *tls_set_route(const struct tls_set *set, size_t i)
+struct tls_client *tls_set_route(const struct tls_set *set, size_t i)
 {
 	return set && i < set->n_routes && set->routes[i].ctx ? &set->routes[i] : NULL;
 }

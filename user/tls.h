@@ -49,11 +49,25 @@ void tls_ticket_rotate(void);
  * Origination settings built from one struct tls_origin: the context and the name to send and
  * verify (NULL: the caller's host name).
  */
+/* Saved sessions per origin context: one per server name, the oldest replaced first. */
+#define TLS_CLIENT_SESSIONS 16
+
+struct tls_client_session {
+	char *name;
+	SSL_SESSION *sess;
+};
+
 struct tls_client {
 	SSL_CTX *ctx;
 	bool verify;
 	char *sni; /* a copy of the config's sni=, or NULL */
+	/* Resumption towards origins: the newest ticket per name, taken by the next connection. */
+	struct tls_client_session sessions[TLS_CLIENT_SESSIONS];
+	unsigned int next_slot;
 };
+
+/* The saved session for @name, now the caller's (SSL_SESSION_free), or NULL. */
+SSL_SESSION *tls_client_take_session(struct tls_client *c, const char *name);
 
 /*
  * Every TLS context one configuration needs: one per TLS listener (its cert= as default, the
@@ -81,8 +95,8 @@ struct tls_set *tls_current(void);
 /* The listener's server context (listens[@i]), or NULL for a plain listener. */
 SSL_CTX *tls_set_listener(const struct tls_set *set, size_t i);
 /* The origination settings of upstreams[@i] / routes[@i], or NULL without tls. */
-const struct tls_client *tls_set_upstream(const struct tls_set *set, size_t i);
-const struct tls_client *tls_set_route(const struct tls_set *set, size_t i);
+struct tls_client *tls_set_upstream(const struct tls_set *set, size_t i);
+struct tls_client *tls_set_route(const struct tls_set *set, size_t i);
 
 /*
  * 1 when @path is a key file someone other than root and @owner (the `user` kfwd runs as, who

@@ -33,6 +33,7 @@ const char xprt_tls_plain_http_reply[] = "HTTP/1.1 400 Bad Request\r\n"
 struct tls_conn {
 	SSL *ssl;
 	struct tls_set *set; /* a reference: the SNI callback reads its certificate table */
+	char *name; /* client: the server name its sessions are saved under (SSL app data) */
 	bool server;
 	bool first_byte_seen; /* server: the first byte was checked for clear-text HTTP */
 	bool plain_http;
@@ -78,9 +79,10 @@ int xprt_tls_server(struct endpoint *e, struct tls_set *set, SSL_CTX *ctx)
 	return 0;
 }
 
-int xprt_tls_client(struct endpoint *e, struct tls_set *set, const struct tls_client *tc,
+int xprt_tls_client(struct endpoint *e, struct tls_set *set, struct tls_client *tc,
 		    const char *host)
 {
+	SSL_SESSION *sess;
 	const char *name = tc->sni ? tc->sni : host;
 	unsigned char addr[sizeof(struct in6_addr)];
 	bool is_ip = inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1;
@@ -96,13 +98,22 @@ int xprt_tls_client(struct endpoint *e, struct tls_set *set, const struct tls_cl
 	if (ok == 1 && tc->verify)
 		ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), name) :
 			     SSL_set1_host(c->ssl, name);
-	if (ok != 1) {
+	c->name = ok == 1 ? strdup(name) : NULL;
+	if (!c->name || SSL_set_app_data(c->ssl, c->name) != 1) {
 		SSL_free(c->ssl);
 		tls_set_put(c->set);
+		free(c->name);
 		free(c);
 		ERR_clear_error();
 		errno = EINVAL;
 		return -1;
+	}
+	sess = tls_client_take_session(tc, name);
+	if (sess) {
+		/* A session that does not fit any more only means a full handshake. */
+		SSL_set_session(c->ssl, sess);
+		SSL_SESSION_free(sess);
+		ERR_clear_error();
 	}
 	conn_attach(e, c);
 	return 0;
@@ -355,8 +366,16 @@ static void tls_release(struct endpoint *e)
 
 	if (!c)
 		return;
+	/*
+	 * OpenSSL marks the session of a connection freed without close_notify unresumable; a
+	 * pooled origin connection or an idle keep-alive client ends that way and its tickets are
+	 * still good. After a fatal error they are not.
+	 */
+	if (c->handshake_done && !c->fatal)
+		SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
 	SSL_free(c->ssl);
 	tls_set_put(c->set);
+	free(c->name);
 	free(c);
 	e->xprt_ctx = NULL;
 	e->xprt_want = 0;

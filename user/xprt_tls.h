@@ -17,11 +17,11 @@ extern const char xprt_tls_plain_http_reply[];
 /*
  * Make @e (its fd connected and non-blocking) a TLS server endpoint with @ctx from @set (a
  * reference on @set is held until release), or a TLS client towards @host (the SNI and the name
- * verified unless @c->sni overrides it; an IP literal is verified as an address, no SNI).
- * 0, or -1 (errno) with @e unchanged.
+ * verified unless @c->sni overrides it; an IP literal is verified as an address, no SNI),
+ * offering @c's saved session for that name if it has one. 0, or -1 (errno), @e unchanged.
  */
 int xprt_tls_server(struct endpoint *e, struct tls_set *set, SSL_CTX *ctx);
-int xprt_tls_client(struct endpoint *e, struct tls_set *set, const struct tls_client *c,
+int xprt_tls_client(struct endpoint *e, struct tls_set *set, struct tls_client *c,
 		    const char *host);
 
 /* After a failed handshake: was it clear-text HTTP on a TLS port? */

@@ -35,6 +35,7 @@ static char dir[] = "/tmp/kfwd-unit-tls-XXXXXX";
 /* Heap an idle server-side TLS connection may keep with SSL_MODE_RELEASE_BUFFERS. */
 #define IDLE_SERVER_MAX (24 << 10)
 #define IDLE_CONNS 32
+#define CLIENT_RESUME_ROUNDS 4
 /* 1000 handshakes cut at a random step (a step: one call on each end; 4 finish TLS 1.3). */
 #define ABORT_ROUNDS 1000
 #define ABORT_WARMUP 50
@@ -194,8 +195,8 @@ static int handshake(struct pair *p, int *srv_rc, int *cli_rc)
 	return s == 1 && c == 1 ? 1 : -1;
 }
 
-static int pair_tls(struct pair *p, struct tls_set *set, size_t listener,
-		    const struct tls_client *tc, const char *host)
+static int pair_tls(struct pair *p, struct tls_set *set, size_t listener, struct tls_client *tc,
+		    const char *host)
 {
 	if (pair_open(p) < 0)
 		return -1;
@@ -297,7 +298,7 @@ static struct config *tls_config(void)
 
 static void test_handshake_sni_bulk(struct tls_set *set)
 {
-	const struct tls_client *o = tls_set_upstream(set, 0);
+	struct tls_client *o = tls_set_upstream(set, 0);
 	struct pair p;
 	const char *ver, *cipher, *sni;
 
@@ -413,6 +414,17 @@ static void test_version_mismatch(void)
 	config_free(cfg);
 }
 
+/* A small exchange each way on an established pair: true when both arrived intact. */
+static bool ping(struct pair *p)
+{
+	char buf[16];
+
+	return p->cli.xprt->send(&p->cli, "ping", 4, false) == 4 &&
+	       p->srv.xprt->recv(&p->srv, buf, sizeof(buf)) == 4 && !memcmp(buf, "ping", 4) &&
+	       p->srv.xprt->send(&p->srv, "pong", 4, false) == 4 &&
+	       p->cli.xprt->recv(&p->cli, buf, sizeof(buf)) == 4 && !memcmp(buf, "pong", 4);
+}
+
 /* close_notify both ways: true when both ends saw the other's. */
 static bool close_both(struct pair *p)
 {
@@ -460,7 +472,7 @@ static void test_close_notify(struct tls_set *set)
 }
 
 /* A handshake offering @sess: 1 resumed, 0 full handshake, -1 failed. Closed cleanly. */
-static int resumed(struct tls_set *set, const struct tls_client *o, SSL_SESSION *sess)
+static int resumed(struct tls_set *set, struct tls_client *o, SSL_SESSION *sess)
 {
 	struct pair p;
 	int rc = -1;
@@ -474,34 +486,70 @@ static int resumed(struct tls_set *set, const struct tls_client *o, SSL_SESSION 
 	return rc;
 }
 
-static void test_resumption(struct tls_set *set)
+/*
+ * Origination resumes by itself: a connection files its ticket under the server name, the next
+ * connection to that name takes it (once); another name, or another upstream, never sees it.
+ */
+static void test_client_resumes(struct tls_set *set)
 {
-	const struct tls_client *o = tls_set_upstream(set, 0);
+	struct tls_client *o = tls_set_upstream(set, 0);
+	struct pair p;
+
+	for (int i = 0; i < CLIENT_RESUME_ROUNDS; i++) {
+		CHECK(pair_tls(&p, set, 0, o, "exact.test") == 0);
+		CHECK(handshake(&p, NULL, NULL) == 1 && ping(&p));
+		/* The first may do a full handshake; every later one resumes. */
+		if (i > 0)
+			CHECK(SSL_session_reused(xprt_tls_ssl(&p.cli)) == 1);
+		/* Pooled origin connections end without close_notify: the ticket stays good. */
+		pair_close(&p);
+	}
+	CHECK(pair_tls(&p, set, 0, o, "exact2.test") == 0);
+	CHECK(handshake(&p, NULL, NULL) == 1);
+	CHECK(SSL_session_reused(xprt_tls_ssl(&p.cli)) == 0);
+	pair_close(&p);
+	CHECK(pair_tls(&p, set, 0, tls_set_upstream(set, 2), "exact.test") == 0);
+	CHECK(handshake(&p, NULL, NULL) == 1);
+	CHECK(SSL_session_reused(xprt_tls_ssl(&p.cli)) == 0);
+	pair_close(&p);
+}
+
+/* A ticket of the current key, unused: a fresh connection's, taken out of the origin cache. */
+static SSL_SESSION *fresh_ticket(struct tls_set *set, struct tls_client *o)
+{
 	SSL_SESSION *sess = NULL;
 	struct pair p;
 	char buf[16];
 
 	/* TLS 1.3 tickets arrive after the handshake: the client reads to take them. */
-	CHECK(pair_tls(&p, set, 0, o, "exact.test") == 0);
-	CHECK(handshake(&p, NULL, NULL) == 1);
-	CHECK(p.srv.xprt->send(&p.srv, "x", 1, false) == 1);
-	CHECK(p.cli.xprt->recv(&p.cli, buf, sizeof(buf)) == 1);
-	sess = SSL_get1_session(xprt_tls_ssl(&p.cli));
-	CHECK(sess && SSL_SESSION_is_resumable(sess));
-	/* OpenSSL invalidates the session of a connection freed without close_notify. */
-	CHECK(close_both(&p));
+	if (pair_tls(&p, set, 0, o, "exact.test") == 0 && handshake(&p, NULL, NULL) == 1 &&
+	    p.srv.xprt->send(&p.srv, "x", 1, false) == 1 &&
+	    p.cli.xprt->recv(&p.cli, buf, sizeof(buf)) == 1)
+		sess = tls_client_take_session(o, "exact.test");
 	pair_close(&p);
-	CHECK(SSL_SESSION_is_resumable(sess));
+	return sess;
+}
 
-	CHECK(resumed(set, o, sess) == 1);
+/* Server tickets: a ticket resumes once; the key before the current one still decrypts. */
+static void test_resumption(struct tls_set *set)
+{
+	struct tls_client *o = tls_set_upstream(set, 0);
+	SSL_SESSION *t[3];
 
-	/* After one rotation the old key still decrypts; after two it is gone. */
+	for (int i = 0; i < 3; i++) {
+		t[i] = fresh_ticket(set, o);
+		CHECK(t[i] && SSL_SESSION_is_resumable(t[i]));
+	}
+	CHECK(resumed(set, o, t[0]) == 1);
+	/* Used: a TLS 1.3 client does not offer it again (RFC 8446 C.4). */
+	CHECK(!SSL_SESSION_is_resumable(t[0]));
 	tls_ticket_rotate();
-	CHECK(resumed(set, o, sess) == 1);
+	CHECK(resumed(set, o, t[1]) == 1);
 	tls_ticket_rotate();
 	tls_ticket_rotate();
-	CHECK(resumed(set, o, sess) == 0);
-	SSL_SESSION_free(sess);
+	CHECK(resumed(set, o, t[2]) == 0);
+	for (int i = 0; i < 3; i++)
+		SSL_SESSION_free(t[i]);
 }
 
 static void test_plain_http_and_abort(struct tls_set *set)
@@ -608,17 +656,6 @@ static void test_config_and_files(void)
 	CHECK(chown(path, getuid(), -1) == 0);
 	snprintf(path, sizeof(path), "%s/nothing.key", dir);
 	CHECK(tls_key_file_exposed(path, 0) == -1);
-}
-
-/* A small exchange each way on an established pair: true when both arrived intact. */
-static bool ping(struct pair *p)
-{
-	char buf[16];
-
-	return p->cli.xprt->send(&p->cli, "ping", 4, false) == 4 &&
-	       p->srv.xprt->recv(&p->srv, buf, sizeof(buf)) == 4 && !memcmp(buf, "ping", 4) &&
-	       p->srv.xprt->send(&p->srv, "pong", 4, false) == 4 &&
-	       p->cli.xprt->recv(&p->cli, buf, sizeof(buf)) == 4 && !memcmp(buf, "pong", 4);
 }
 
 static void test_reload(void)
@@ -822,6 +859,7 @@ void unit_tls(void)
 		test_version_mismatch();
 		test_close_notify(set);
 		test_resumption(set);
+		test_client_resumes(set);
 		test_plain_http_and_abort(set);
 		test_idle_memory(set);
 		test_many_aborted_handshakes(set);
