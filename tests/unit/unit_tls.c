@@ -344,6 +344,19 @@ static void test_handshake_sni_bulk(struct tls_set *set)
 	CHECK(peer_cn_is(&p.cli, "default"));
 	pair_close(&p);
 
+	/* A client offering only h2 gets no ALPN answer (and HTTP/1.1), not a failed handshake. */
+	CHECK(pair_tls(&p, set, 0, o, "exact.test") == 0);
+	CHECK(SSL_set_alpn_protos(xprt_tls_ssl(&p.cli), (const unsigned char *)"\x02h2", 3) == 0);
+	CHECK(handshake(&p, NULL, NULL) == 1);
+	{
+		const unsigned char *alpn;
+		unsigned int alpn_len = 1;
+
+		SSL_get0_alpn_selected(xprt_tls_ssl(&p.cli), &alpn, &alpn_len);
+		CHECK(alpn_len == 0);
+	}
+	pair_close(&p);
+
 	/* sni= overrides the host the connection is for. */
 	CHECK(pair_tls(&p, set, 0, tls_set_upstream(set, 3), "127.0.0.1") == 0);
 	CHECK(handshake(&p, NULL, NULL) == 1);
@@ -574,6 +587,14 @@ static void test_plain_http_and_abort(struct tls_set *set)
 	CHECK(p.srv.xprt->handshake(&p.srv) == -1);
 	CHECK(xprt_tls_plain_http(&p.srv));
 	CHECK(tls_handshake_errors[TLS_ERR_PLAIN_HTTP] == plain + 1);
+	/* The clear-text reply the session sends is well-formed: its Content-Length is right. */
+	{
+		const char *r = xprt_tls_plain_http_reply, *body = strstr(r, "\r\n\r\n");
+		const char *cl = strstr(r, "Content-Length: ");
+
+		CHECK(!strncmp(r, "HTTP/1.1 400 ", 13) && body && cl &&
+		      strtoul(cl + 16, NULL, 10) == strlen(body + 4));
+	}
 	pair_close(&p);
 
 	/* A client gone mid-handshake (after its ClientHello) is "aborted". */
