@@ -3,6 +3,7 @@
 #   make          build build/kfwd and build/kfwdctl
 #   make run      install missing deps, build, run kfwd in the foreground (embedded default config)
 #   make test     install missing deps, build, run the C unit tests and every pytest test
+#   make test SANITIZE=1   the same against an ASan+UBSan build in build-san/ (no fuzzing)
 #   make bench    benchmark against a direct transfer, HAProxy and nginx (BENCH_QUICK=1: reduced)
 #   make fuzz     build and run the libFuzzer target(s) for a short while
 #   make install  install into $(DESTDIR)$(PREFIX) (see "Installing" below); make uninstall
@@ -30,6 +31,16 @@ endif
 ifneq ($(origin BUILD),command line)
 BUILD    := $(if $(CROSS_COMPILE),build-$(ARCH),build)
 endif
+# SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer, in a build directory of its own so
+# the normal build is untouched; pytest runs against it (KFWD_BIN) and fails on any report.
+ifeq ($(SANITIZE),1)
+ifneq ($(origin BUILD),command line)
+BUILD    := build-san
+endif
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer
+else
+SAN_FLAGS :=
+endif
 PYTHON   := /usr/bin/python3
 PYTEST   := /usr/bin/pytest
 LLHTTP_SRC := /usr/share/llhttp
@@ -37,10 +48,10 @@ LLHTTP_INC := /usr/share/include/llhttp
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter
 CFLAGS   ?= -O2 -g
-ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Iinclude -Iuser -I$(BUILD) -I$(LLHTTP_INC) \
+ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) $(SAN_FLAGS) -D_GNU_SOURCE -Iinclude -Iuser -I$(BUILD) -I$(LLHTTP_INC) \
 	-MMD -MP
 # Third-party llhttp is compiled as Debian ships it, in strict mode, without our -Werror.
-LLHTTP_CFLAGS := -std=gnu11 -O2 -g -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -w
+LLHTTP_CFLAGS := -std=gnu11 -O2 -g -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -w $(SAN_FLAGS)
 LDLIBS   := -lbpf -lelf -lz -lmnl -lcares -lssl -lcrypto
 
 # BPF: CO-RE object from bpf/kfwd.bpf.c against the committed vmlinux.h, embedded in the daemon
@@ -95,10 +106,10 @@ $(BUILD)/user/%.o: user/%.c
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(BUILD)/kfwd: $(DAEMON_OBJS) $(COMMON_OBJS) $(LLHTTP_OBJS)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/kfwdctl: $(BUILD)/user/kfwdctl.o $(COMMON_OBJS)
-	$(CC) $(CFLAGS) -o $@ $^ -lmnl
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ -lmnl
 
 # C unit tests link every daemon object but main.o.
 $(BUILD)/unit_tests: $(UNIT_SRCS) $(filter-out $(BUILD)/user/main.o,$(DAEMON_OBJS)) $(COMMON_OBJS) $(LLHTTP_OBJS)
@@ -111,13 +122,19 @@ run: deps
 unit: $(BUILD)/unit_tests
 	./$(BUILD)/unit_tests
 
+# Sanitizer reports go to kfwd's stderr (which conftest checks) and do not stop the daemon;
+# leaks are checked when it exits.
+SAN_ENV := KFWD_SANITIZE=1 KFWD_BIN=$(CURDIR)/$(BUILD)/kfwd KFWDCTL_BIN=$(CURDIR)/$(BUILD)/kfwdctl \
+	ASAN_OPTIONS=detect_leaks=1:halt_on_error=0:abort_on_error=0:quarantine_size_mb=16 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=0
+
 pytest: all
-	$(PYTEST) -q -ra tests
+	$(if $(SAN_FLAGS),$(SAN_ENV)) $(PYTEST) -q -ra tests
 
 test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
-	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=10
+	@$(if $(SAN_FLAGS),true,$(MAKE) --no-print-directory fuzz FUZZ_TIME=10)
 	@$(MAKE) --no-print-directory pytest
 
 # libFuzzer targets: tests/fuzz/fuzz_NAME.c linked with user/common_*.c, run FUZZ_TIME seconds

@@ -31,6 +31,13 @@ import peers  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 KFWD_BIN = Path(os.environ.get("KFWD_BIN") or ROOT / "build" / "kfwd")  # override: env KFWD_BIN
 STRICT = os.environ.get("KFWD_TEST_STRICT") == "1"
+# make test SANITIZE=1: KFWD_BIN is an ASan+UBSan build; any report in kfwd's output fails the test.
+SANITIZE = os.environ.get("KFWD_SANITIZE") == "1"
+SANITIZER_REPORT = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:")
+# Under the sanitizers, bounds on kfwd's RSS growth are multiplied by SAN (shadow memory, the
+# quarantine, redzones) and bounds on its CPU time, latency and exit time by SAN_CPU.
+SAN = 8 if SANITIZE else 1
+SAN_CPU = 3 if SANITIZE else 1
 
 DEFAULT_TIMEOUT = 120.0
 SETUP_TIMEOUT = 300.0  # setup may generate the session's files
@@ -373,6 +380,9 @@ def kfwd(tmp_path, request):
         print(f"---- kfwd pid {k.pid} argv {k.argv} exit {status} (stderr tail) ----\n{tail}")
         if k.config_path:
             print(f"---- config ----\n{Path(k.config_path).read_text()}")
+        reports = [ln for ln in log.splitlines() if SANITIZER_REPORT.search(ln)]
+        if reports:
+            problems.append(f"kfwd pid {k.pid}: {len(reports)} sanitizer report(s): {reports[0]}")
         if died:
             problems.append(f"kfwd pid {k.pid} died during the test with status {status}")
         elif killed:

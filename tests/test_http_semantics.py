@@ -903,7 +903,8 @@ def test_retry_backoff_within_bounds(kfwd, peer):
 @pytest.mark.timeout(30)
 def test_all_servers_down_fast_502_then_recovery(kfwd, peer):
     p1, p2 = peers.free_port(), peers.free_port()
-    k = kfwd(cfg(f"upstream dead 127.0.0.1:{p1} 127.0.0.1:{p2}", "route / dead", "upstream-down-time 1500ms"))
+    k = kfwd(cfg(f"upstream dead 127.0.0.1:{p1} 127.0.0.1:{p2}", "route / dead", "upstream-down-time 1500ms",
+                 "upstream-max-fails 1"))
     m0 = k.metrics()
     t_first = time.monotonic()
     r = request(k.port, "GET", "/1")

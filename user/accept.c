@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
-/* Listening sockets: accept, enforce max-connections, hand each client to a session. */
+/*
+ * Listening sockets: accept, enforce max-connections, hand each client to a session; pause every
+ * listener (the metrics one included) while the process is out of file descriptors.
+ */
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -12,14 +15,20 @@
 #include "accept.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "session.h"
 #include "stats.h"
 #include "upgrade.h"
 #include "upstream_pool.h"
 
 #define ACCEPT_BATCH 64
-/* Rejected clients still get a 503 and a clean close, up to this many at once. */
-#define REJECT_SLACK 256
+/*
+ * At the fd limit accept() fails while the backlog keeps the listener readable: level-triggered
+ * epoll would spin. The listeners lose EPOLLIN until a connection closes or this long passed,
+ * and the condition is logged at most once per ACCEPT_LOG_INTERVAL_MS.
+ */
+#define ACCEPT_PAUSE_MS 100
+#define ACCEPT_LOG_INTERVAL_MS 10000
 
 struct listener {
 	struct loop_handler h;
@@ -29,6 +38,69 @@ struct listener {
 
 static struct listener *listeners;
 static size_t n_listeners;
+
+static struct {
+	bool paused;
+	struct timer timer;
+	uint64_t last_log_ms;
+	uint64_t unlogged; /* pauses since the last message */
+} fd_limit;
+
+static void set_listening(bool on)
+{
+	uint32_t events = on ? EPOLLIN : 0;
+
+	for (size_t i = 0; i < n_listeners; i++)
+		if (listeners[i].fd >= 0)
+			(void)loop_mod(listeners[i].fd, events, &listeners[i].h);
+	metrics_listen_enable(on);
+}
+
+static void resume_listening(void)
+{
+	if (!fd_limit.paused)
+		return;
+	fd_limit.paused = false;
+	timer_cancel(&fd_limit.timer);
+	set_listening(true);
+}
+
+static void on_pause_timer(struct timer *t)
+{
+	resume_listening();
+}
+
+void accept_fd_limit(int err)
+{
+	uint64_t now = now_ms();
+
+	/* Also when already paused: a listener added meanwhile (reload) must stop too. */
+	set_listening(false);
+	if (fd_limit.paused)
+		return;
+	fd_limit.paused = true;
+	fd_limit.unlogged++;
+	stats.accept_pauses++;
+	fd_limit.timer.on_expire = on_pause_timer;
+	timer_arm(&fd_limit.timer, ACCEPT_PAUSE_MS);
+	if (fd_limit.last_log_ms && now - fd_limit.last_log_ms < ACCEPT_LOG_INTERVAL_MS)
+		return;
+	log_warn("accept: %s: not accepting until a descriptor is free (%lu pauses since the "
+		 "last message; raise RLIMIT_NOFILE or lower max-connections)",
+		 strerror(err), (unsigned long)fd_limit.unlogged);
+	fd_limit.last_log_ms = now;
+	fd_limit.unlogged = 0;
+}
+
+void accept_fd_freed(void)
+{
+	resume_listening();
+}
+
+bool accept_out_of_fds(int err)
+{
+	return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
 
 int listen_socket(const struct sockaddr_any *addr, const char *text)
 {
@@ -78,21 +150,31 @@ static void on_accept(struct loop_handler *h, uint32_t events)
 		unsigned int active;
 
 		if (fd < 0) {
-			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
-				return;
-			/* EMFILE/ENFILE/ENOBUFS: leave the backlog queued, try on the next event. */
-			log_warn("accept: %m");
+			if (accept_out_of_fds(errno))
+				accept_fd_limit(errno); /* the backlog waits in the kernel */
+			else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				log_warn("accept: %m");
 			return;
 		}
 		stats.connections_accepted++;
 		active = session_count();
-		if (active >= l->cfg->max_connections + REJECT_SLACK) {
+		if (active >= l->cfg->max_connections + ACCEPT_REJECT_SLACK) {
 			close(fd);
 			stats.connections_rejected++;
 			continue;
 		}
 		session_create(fd, l->cfg, active >= l->cfg->max_connections);
 	}
+}
+
+/* After listen_socket() said why: which line of the configuration asked for it. */
+void log_listen_line(const struct config *cfg, const struct listen_addr *a)
+{
+	if (a->from_args)
+		log_err("-l %s: cannot listen (option %d)", a->text, a->line);
+	else
+		log_err("%s:%d: cannot listen on %s", cfg->path ? cfg->path : "<embedded>", a->line,
+			a->text);
 }
 
 int listeners_open(const struct config *cfg)
@@ -104,12 +186,14 @@ int listeners_open(const struct config *cfg)
 		struct listener *l = &listeners[i];
 
 		l->fd = listen_socket(&cfg->listens[i].addr, cfg->listens[i].text);
-		if (l->fd < 0)
+		if (l->fd < 0) {
+			log_listen_line(cfg, &cfg->listens[i]);
 			goto fail;
+		}
 		n_listeners++;
 		l->h.on_event = on_accept;
 		l->cfg = cfg;
-		if (loop_add(l->fd, EPOLLIN, &l->h) < 0)
+		if (loop_add(l->fd, fd_limit.paused ? 0 : EPOLLIN, &l->h) < 0)
 			goto fail;
 		log_info("listening on %s", cfg->listens[i].text);
 	}
@@ -161,7 +245,7 @@ int listeners_update(const struct config *cfg, char *err, size_t errlen)
 				 strerror(errno));
 			goto fail;
 		}
-		if (loop_add(nl[i].fd, EPOLLIN, &nl[i].h) < 0) {
+		if (loop_add(nl[i].fd, fd_limit.paused ? 0 : EPOLLIN, &nl[i].h) < 0) {
 			snprintf(err, errlen, "listen %s: epoll: %s", cfg->listens[i].text,
 				 strerror(errno));
 			close(nl[i].fd);
@@ -174,7 +258,7 @@ int listeners_update(const struct config *cfg, char *err, size_t errlen)
 	for (i = 0; i < cfg->n_listens; i++)
 		for (j = 0; j < n_listeners; j++)
 			if (kept[j] && listeners[j].fd == nl[i].fd)
-				(void)loop_mod(nl[i].fd, EPOLLIN, &nl[i].h);
+				(void)loop_mod(nl[i].fd, fd_limit.paused ? 0 : EPOLLIN, &nl[i].h);
 	for (j = 0; j < n_listeners; j++) {
 		if (!kept[j]) {
 			log_info("no longer listening on %s", listener_addr(j)->text);
@@ -220,6 +304,8 @@ size_t listeners_fds(int *out, size_t max)
 
 void listeners_close(void)
 {
+	timer_cancel(&fd_limit.timer);
+	fd_limit.paused = false;
 	for (size_t i = 0; i < n_listeners; i++) {
 		loop_del(listeners[i].fd);
 		close(listeners[i].fd);

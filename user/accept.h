@@ -18,6 +18,18 @@ int listeners_update(const struct config *cfg, char *err, size_t errlen);
 size_t listeners_fds(int *out, size_t max);
 /* Open a listening TCP socket (also used by the metrics endpoint); during a binary upgrade,
  * the running kfwd's socket for that address. */
+/* Rejected clients still get a 503 and a clean close, up to this many past max-connections. */
+#define ACCEPT_REJECT_SLACK 256
+
+/* errno of a failed accept() that means the process or system is out of descriptors/memory. */
+bool accept_out_of_fds(int err);
+/* accept() failed with @err (accept_out_of_fds): pause every listener for a while. */
+void accept_fd_limit(int err);
+/* A descriptor was closed: paused listeners resume now. */
+void accept_fd_freed(void);
+/* Log FILE:LINE of the listen line (or -l option) whose socket could not be opened. */
+void log_listen_line(const struct config *cfg, const struct listen_addr *a);
+/* Open a listening TCP socket (also used by the metrics endpoint). */
 int listen_socket(const struct sockaddr_any *addr, const char *text);
 
 #endif

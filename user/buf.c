@@ -41,6 +41,9 @@ int buf_reserve(struct buf *b, size_t want, size_t limit)
 
 int buf_append(struct buf *b, const void *data, size_t len)
 {
+	/* Empty buffers may be NULL: memcpy() must not see them, even for 0 bytes (UBSan). */
+	if (!len)
+		return 0;
 	if (buf_reserve(b, len, (size_t)-1) < 0)
 		return -1;
 	memcpy(b->data + b->tail, data, len);

@@ -125,6 +125,9 @@ static const struct kctl_policy stats_attrs[] = {
 	[KFWD_STAT_CTL_EVENTS] = { .name = "ctl_events_total", .type = KCTL_U64 },
 	[KFWD_STAT_CTL_EVENTS_LOST] = { .name = "ctl_events_lost_total", .type = KCTL_U64 },
 	[KFWD_STAT_ACCESS_LOG_DROPPED] = { .name = "access_log_dropped_total", .type = KCTL_U64 },
+	[KFWD_STAT_INTERIM_FLOODS] = { .name = "interim_floods_total", .type = KCTL_U64 },
+	[KFWD_STAT_ACCEPT_PAUSES] = { .name = "accept_pauses_total", .type = KCTL_U64 },
+	[KFWD_STAT_LOG_SUPPRESSED] = { .name = "log_suppressed_total", .type = KCTL_U64 },
 };
 const struct kctl_set kctl_stats = SET("stats", stats_attrs);
 

@@ -12,12 +12,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <llhttp.h>
 
+#include "accept.h"
 #include "config.h"
 #include "kfwd/ctl.h"
 #include "log.h"
+#include "pipe_pool.h"
 
 #define MAX_TOKENS 64
 /* The kernel's MAX_TCP_KEEPIDLE / MAX_TCP_KEEPINTVL and MAX_TCP_KEEPCNT. */
@@ -37,6 +40,21 @@
 #define CONFIG_TEXT_MAX (1 << 20)
 
 /* Loopback only, so the open url-embedded route is reachable from this host alone. */
+/*
+ * Descriptors one client connection holds at most: its socket, the upstream socket, and a
+ * pipe (two fds) for each direction of a spliced exchange.
+ */
+#define FDS_PER_CONNECTION 6
+/*
+ * Descriptors that belong to no connection: epoll, signalfd, the control socket, listeners,
+ * metrics clients, c-ares, BPF maps and programs, with room to spare.
+ */
+#define FDS_RESERVED 64
+#define MAX_CONNECTIONS_MAX 1000000
+/* Longer durations are typing errors (a unit forgotten: 300000s), not intentions. */
+#define DURATION_MAX_MS (30ULL * 24 * 3600 * 1000)
+#define UPSTREAM_MAX_FAILS_MAX 1000
+
 static const char embedded_default[] = "listen 127.0.0.1:8080\n"
 				       "route /http/ url-embedded\n"
 				       "allow *\n";
@@ -169,7 +187,7 @@ int parse_duration_ms(const char *text, uint64_t *out)
 		mult = 3600000;
 	else
 		return -1;
-	if (v > UINT64_MAX / mult)
+	if (v > DURATION_MAX_MS / mult)
 		return -1;
 	*out = v * mult;
 	return 0;
@@ -248,6 +266,12 @@ static struct upstream *find_upstream(struct config *cfg, const char *name)
 	return NULL;
 }
 
+/* parse_addr_port() zeroes what it does not set: equal addresses are equal bytes. */
+static bool same_addr(const struct sockaddr_any *a, const struct sockaddr_any *b)
+{
+	return a->len == b->len && !memcmp(&a->ss, &b->ss, a->len);
+}
+
 static int add_listen(struct parse_ctx *ctx, struct listen_addr **arr, size_t *n, const char *text)
 {
 	struct listen_addr *a = grow(*arr, *n, sizeof(**arr));
@@ -255,13 +279,16 @@ static int add_listen(struct parse_ctx *ctx, struct listen_addr **arr, size_t *n
 	if (!a)
 		return fail(ctx, "out of memory");
 	*arr = a;
+	memset(&a[*n], 0, sizeof(a[*n]));
 	if (parse_addr_port(text, &a[*n].addr, false) < 0)
 		return fail(ctx, "bad listen address '%s' (want ADDR:PORT or [V6]:PORT)", text);
+	for (size_t i = 0; i < *n; i++)
+		if (same_addr(&a[i].addr, &a[*n].addr))
+			return fail(ctx, "duplicate listen %s (already at %s%d)", text,
+				    a[i].from_args ? "-l " : "line ", a[i].line);
 	snprintf(a[*n].text, sizeof(a[*n].text), "%s", text);
-	a[*n].tls = false;
-	a[*n].tls_cert = NULL;
-	a[*n].tls_key = NULL;
 	a[*n].line = ctx->line;
+	a[*n].from_args = !strcmp(ctx->file, "-l");
 	(*n)++;
 	return 0;
 }
@@ -560,6 +587,12 @@ static int parse_access_rule(struct parse_ctx *ctx, char **tok, int ntok)
 		if (slash && parse_uint(slash + 1, bits, &bits) < 0)
 			return fail(ctx, "bad prefix length in '%s'", tok[1]);
 		rule->prefix_len = (unsigned int)bits;
+		/* 10.1.2.3/8 is 10.0.0.0/8 or a typing error: say which was meant. */
+		for (unsigned int i = rule->prefix_len; i < (rule->family == AF_INET ? 32u : 128u);
+		     i++)
+			if (rule->addr[i / 8] & (0x80 >> (i % 8)))
+				return fail(ctx, "'%s' has bits set past its /%u prefix", tok[1],
+					    rule->prefix_len);
 		return 0;
 	}
 	if (slash || !valid_host_pattern(tok[1]))
@@ -872,7 +905,10 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 			continue;
 		if (ntok != 2 ||
 		    parse_duration_ms(tok[1], (uint64_t *)((char *)cfg + dd->offset)) < 0)
-			return fail(ctx, "usage: %s DURATION (e.g. 500ms, 5s, 2m; bare = ms)", d);
+			return fail(
+				ctx,
+				"usage: %s DURATION (e.g. 500ms, 5s, 2m; bare = ms; at most 30 days)",
+				d);
 		return 0;
 	}
 	if (!strcmp(d, "client-sndbuf") || !strcmp(d, "upstream-rcvbuf")) {
@@ -903,9 +939,17 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 		strcpy(cfg->bpf_pin_dir, tok[1]);
 		return 0;
 	}
+	if (!strcmp(d, "upstream-max-fails")) {
+		if (ntok != 2 || parse_uint(tok[1], UPSTREAM_MAX_FAILS_MAX, &v) < 0)
+			return fail(ctx,
+				    "usage: upstream-max-fails N (0..%u, 0: never marked down)",
+				    UPSTREAM_MAX_FAILS_MAX);
+		cfg->upstream_max_fails = (unsigned int)v;
+		return 0;
+	}
 	if (!strcmp(d, "max-connections") || !strcmp(d, "upstream-max-idle") ||
 	    !strcmp(d, "upstream-max-conns")) {
-		if (ntok != 2 || parse_uint(tok[1], 1000000, &v) < 0)
+		if (ntok != 2 || parse_uint(tok[1], MAX_CONNECTIONS_MAX, &v) < 0)
 			return fail(ctx, "usage: %s N", d);
 		if (!strcmp(d, "max-connections")) {
 			if (v == 0)
@@ -922,6 +966,7 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 		if (ntok != 2 || parse_addr_port(tok[1], &cfg->metrics.addr, false) < 0)
 			return fail(ctx, "usage: metrics-listen ADDR:PORT");
 		snprintf(cfg->metrics.text, sizeof(cfg->metrics.text), "%s", tok[1]);
+		cfg->metrics.line = ctx->line;
 		cfg->has_metrics = true;
 		return 0;
 	}
@@ -999,7 +1044,7 @@ static void set_defaults(struct config *cfg)
 	cfg->copy_buffer_size = 256 << 10;
 	cfg->client_sndbuf = 256 << 10;
 	cfg->upstream_rcvbuf = 256 << 10;
-	cfg->max_connections = 4096;
+	cfg->max_connections = 0; /* derived from RLIMIT_NOFILE in check_config() */
 	cfg->max_request_line = 8 << 10;
 	cfg->max_header_size = 32 << 10;
 	cfg->connect_timeout_ms = 5000;
@@ -1012,6 +1057,7 @@ static void set_defaults(struct config *cfg)
 	cfg->upstream_max_idle = 32;
 	cfg->upstream_max_conns = 0;
 	cfg->upstream_down_time_ms = 10000;
+	cfg->upstream_max_fails = 3;
 	cfg->log_level = KLOG_INFO;
 	cfg->keepalive_idle_s = TCP_KEEPALIVE_IDLE_DEFAULT;
 	cfg->keepalive_intvl_s = TCP_KEEPALIVE_INTVL_DEFAULT;
@@ -1032,6 +1078,28 @@ static void default_upgrade_socket(struct config *cfg)
 
 	if (n < 0 || (size_t)n >= sizeof(cfg->upgrade_socket))
 		cfg->upgrade_socket[0] = '\0';
+}
+
+/*
+ * max-connections when not set: what RLIMIT_NOFILE (main.c raises the soft limit to the hard one
+ * first) leaves once the fixed descriptors, the clients rejected with 503, the pooled pipes and
+ * the pooled upstream connections are set aside.
+ */
+static unsigned int default_max_connections(const struct config *cfg)
+{
+	uint64_t servers = 0, reserved, n;
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		return MAX_CONNECTIONS_MAX;
+	for (size_t i = 0; i < cfg->n_upstreams; i++)
+		servers += cfg->upstreams[i].n_servers;
+	reserved = FDS_RESERVED + ACCEPT_REJECT_SLACK + 2 * (uint64_t)PIPE_POOL_MAX +
+		   servers * cfg->upstream_max_idle;
+	n = rl.rlim_cur > reserved ? (rl.rlim_cur - reserved) / FDS_PER_CONNECTION : 0;
+	if (n < 1)
+		n = 1;
+	return n > MAX_CONNECTIONS_MAX ? MAX_CONNECTIONS_MAX : (unsigned int)n;
 }
 
 static int check_config(struct parse_ctx *ctx, bool high_set, bool low_set)
@@ -1056,6 +1124,28 @@ static int check_config(struct parse_ctx *ctx, bool high_set, bool low_set)
 		default_upgrade_socket(cfg);
 	if (!cfg->n_routes)
 		return fail(ctx, "no route");
+	if (!cfg->max_connections)
+		cfg->max_connections = default_max_connections(cfg);
+	for (size_t i = 0; cfg->has_metrics && i < cfg->n_listens; i++) {
+		if (!same_addr(&cfg->listens[i].addr, &cfg->metrics.addr))
+			continue;
+		ctx->line = cfg->metrics.line;
+		return fail(ctx, "metrics-listen %s is also a listen address", cfg->metrics.text);
+	}
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		const struct route *r = &cfg->routes[i];
+
+		for (size_t j = 0; j < i; j++) {
+			const struct route *o = &cfg->routes[j];
+
+			if (strcmp(o->prefix, r->prefix) ||
+			    (o->host ? !r->host || strcasecmp(o->host, r->host) : !!r->host))
+				continue;
+			ctx->line = r->line;
+			return fail(ctx, "duplicate route %s%s%s (already at line %d)", r->prefix,
+				    r->host ? " host=" : "", r->host ? r->host : "", o->line);
+		}
+	}
 	for (size_t i = 0; i < cfg->n_upstreams; i++) {
 		cfg->upstreams[i].cfg = cfg;
 		for (size_t j = 0; j < cfg->upstreams[i].n_servers; j++)

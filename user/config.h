@@ -22,6 +22,7 @@ struct upstream_server {
 	/* Passive health: a server that fails is skipped until down_until_ms. */
 	uint64_t down_until_ms;
 	uint64_t failures;
+	unsigned int consecutive_fails; /* connect failures since the last success */
 	bool admin_down; /* kfwdctl upstream drain */
 	unsigned int conns; /* open connections: in use and pooled */
 	struct session *waiters; /* sessions queued for a connection slot (FIFO) */
@@ -112,10 +113,11 @@ enum access_log_kind {
 struct listen_addr {
 	struct sockaddr_any addr;
 	char text[80];
+	int line; /* in the configuration file; -l options: its position, from 1 */
+	bool from_args; /* given with -l */
 	bool tls; /* listen ADDR:PORT tls cert=FILE key=FILE */
 	char *tls_cert; /* PEM: the certificate, then its chain */
 	char *tls_key;
-	int line;
 };
 
 /* tls-cert FILE KEY: one more certificate offered by SNI on every TLS listener. */
@@ -174,6 +176,7 @@ struct config {
 	char *tls_ciphersuites; /* tls-ciphersuites: TLS 1.3 suites; NULL: OpenSSL's default */
 	int tls_ciphersuites_line;
 	enum tls_version tls_min_version;
+	unsigned int upstream_max_fails; /* consecutive connect failures that mark a server down */
 	bool has_metrics;
 	struct listen_addr metrics;
 	int log_level;

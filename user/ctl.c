@@ -48,7 +48,6 @@
 #define CTL_RECV_BATCH 64 /* datagrams per readiness event */
 #define CTL_MSGS_PER_DATAGRAM 16 /* requests answered per datagram */
 #define CTL_RCVBUF (1 << 20)
-#define CTL_PIPE_POOL_MAX 64 /* as main.c */
 #define CTL_MAX_ROUTE_OPTIONS 32
 #define CTL_LIVE_CONFIGS 64
 
@@ -728,6 +727,7 @@ static void carry_server_state(const struct config *from, const struct config *t
 			nu->servers[j].admin_down = os->admin_down;
 			nu->servers[j].down_until_ms = os->down_until_ms;
 			nu->servers[j].failures = os->failures;
+			nu->servers[j].consecutive_fails = os->consecutive_fails;
 		}
 	}
 }
@@ -772,7 +772,7 @@ static int swap_config(const struct config *ncfg, const char *what, char *note, 
 	/* A data-path or route mode that now asks for sockmap loads it (no-op otherwise). */
 	sockmap_path_init(ncfg);
 	if (ncfg->pipe_size != old->pipe_size)
-		pipe_pool_configure(ncfg->pipe_size, CTL_PIPE_POOL_MAX);
+		pipe_pool_configure(ncfg->pipe_size, PIPE_POOL_MAX);
 	if (ncfg->upstream_max_idle != old->upstream_max_idle ||
 	    ncfg->upstream_idle_timeout_ms != old->upstream_idle_timeout_ms)
 		upstream_pool_configure(ncfg->upstream_max_idle, ncfg->upstream_idle_timeout_ms);
@@ -945,6 +945,9 @@ static void cmd_stats_fill(struct mb *b)
 	put_u64(b, KFWD_STAT_CTL_EVENTS, ctl.events);
 	put_u64(b, KFWD_STAT_CTL_EVENTS_LOST, ctl.events_lost);
 	put_u64(b, KFWD_STAT_ACCESS_LOG_DROPPED, stats.access_log_dropped);
+	put_u64(b, KFWD_STAT_INTERIM_FLOODS, stats.interim_floods);
+	put_u64(b, KFWD_STAT_ACCEPT_PAUSES, stats.accept_pauses);
+	put_u64(b, KFWD_STAT_LOG_SUPPRESSED, stats.log_suppressed);
 	nest_end(b, n);
 }
 
@@ -1675,19 +1678,59 @@ static void on_ctl_event(struct loop_handler *h, uint32_t events)
 
 /* ------------------------------------------------------------------ socket and file */
 
-static void report_holder(uint32_t portid)
+/* @consequence: what kfwd does about it, to end the message. */
+static void report_holder(int level, uint32_t portid, const char *consequence)
 {
 	struct kctl_holder h;
 	int r = kctl_portid_holder(portid, 0, &h);
 
 	if (r > 0 && h.pid)
-		log_err("ctl: netlink port id %u is held by pid %d (%s, uid %d): another kfwd, or a "
-			"process squatting it; refusing to start (set ctl-port-id to use another)",
-			portid, (int)h.pid, h.comm, (int)h.uid);
+		klog(level,
+		     "ctl: netlink port id %u is held by pid %d (%s, uid %d): another kfwd, or a "
+		     "process squatting it; %s",
+		     portid, (int)h.pid, h.comm, (int)h.uid, consequence);
 	else
-		log_err("ctl: netlink port id %u is held by another socket (inode %lu): another kfwd, "
-			"or a process squatting it; refusing to start (set ctl-port-id to use another)",
-			portid, r > 0 ? h.inode : 0UL);
+		klog(level,
+		     "ctl: netlink port id %u is held by another socket (inode %lu): another kfwd, "
+		     "or a process squatting it; %s",
+		     portid, r > 0 ? h.inode : 0UL, consequence);
+}
+
+/*
+ * Bind the control socket to @portid. The default (kfwd's pid) can be taken by any local user
+ * beforehand: then the kernel assigns a free id, which the published file names. An id set
+ * with ctl-port-id is what the operator asked for: taken, kfwd does not start.
+ */
+static int bind_portid(int fd, uint32_t portid, bool fixed, uint32_t *bound)
+{
+	struct sockaddr_nl addr = { .nl_family = AF_NETLINK, .nl_pid = portid };
+	socklen_t alen = sizeof(addr);
+
+	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		if (errno != EADDRINUSE) {
+			log_err("ctl: bind netlink port id %u: %m", portid);
+			return -1;
+		}
+		if (fixed) {
+			report_holder(KLOG_ERR, portid,
+				      "refusing to start (set ctl-port-id to use another)");
+			return -1;
+		}
+		report_holder(KLOG_WARN, portid, "using a port id the kernel assigns instead");
+		addr.nl_pid = 0;
+		if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+			log_err("ctl: bind netlink port id (kernel-assigned): %m");
+			return -1;
+		}
+		portid = 0;
+	}
+	if (getsockname(fd, (struct sockaddr *)&addr, &alen) < 0 ||
+	    (portid && addr.nl_pid != portid) || !addr.nl_pid) {
+		log_err("ctl: netlink port id %u not bound as asked", portid);
+		return -1;
+	}
+	*bound = addr.nl_pid;
+	return 0;
 }
 
 /* @uid: the one kfwd answers with (after `user`), for kfwdctl's check of the answers. */
@@ -1774,8 +1817,6 @@ static void unpublish_file(void)
 
 int ctl_open(const struct config *cfg, char *const *extra_listens, size_t n_extra)
 {
-	struct sockaddr_nl addr = { .nl_family = AF_NETLINK };
-	socklen_t alen = sizeof(addr);
 	int one = 1, rcvbuf = CTL_RCVBUF;
 	uint32_t portid;
 
@@ -1802,19 +1843,8 @@ int ctl_open(const struct config *cfg, char *const *extra_listens, size_t n_extr
 	if (setsockopt(ctl.fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) < 0 &&
 	    setsockopt(ctl.fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) < 0)
 		log_warn("ctl: SO_RCVBUF: %m");
-	addr.nl_pid = portid;
-	if (bind(ctl.fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-		if (errno == EADDRINUSE)
-			report_holder(portid);
-		else
-			log_err("ctl: bind netlink port id %u: %m", portid);
+	if (bind_portid(ctl.fd, portid, cfg->ctl_port_id != 0, &ctl.portid) < 0)
 		goto fail;
-	}
-	if (getsockname(ctl.fd, (struct sockaddr *)&addr, &alen) < 0 || addr.nl_pid != portid) {
-		log_err("ctl: netlink port id %u not bound as asked", portid);
-		goto fail;
-	}
-	ctl.portid = portid;
 	ctl.h.on_event = on_ctl_event;
 	if (loop_add(ctl.fd, EPOLLIN, &ctl.h) < 0)
 		goto fail;

@@ -901,6 +901,9 @@ static int stats_cb(const struct kctl_msg *m, void *arg)
 	       "  answers dropped %" PRIu64 "  events %" PRIu64 "  events lost %" PRIu64 "\n",
 	       V(CTL_REQUESTS), V(CTL_DENIED), V(CTL_MALFORMED), V(CTL_DROPPED), V(CTL_EVENTS),
 	       V(CTL_EVENTS_LOST));
+	printf("hardening     interim floods %" PRIu64 "  accept pauses %" PRIu64
+	       "  log lines suppressed %" PRIu64 "\n",
+	       V(INTERIM_FLOODS), V(ACCEPT_PAUSES), V(LOG_SUPPRESSED));
 #undef V
 	return EX_OK;
 }

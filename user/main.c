@@ -31,7 +31,6 @@
 #include "upstream_pool.h"
 
 #define MAX_LISTEN_ARGS 16
-#define PIPE_POOL_MAX 64
 
 static const char usage[] =
 	"usage: kfwd [-c FILE] [-l ADDR:PORT]... [-x SOCKET] [-t] [-v]\n"
@@ -146,7 +145,7 @@ static void raise_fd_limit(void)
 {
 	struct rlimit rl;
 
-	/* Two sockets and a pipe (two fds) per connection. */
+	/* Two sockets and two pipes (four fds) per connection: FDS_PER_CONNECTION. */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
@@ -198,6 +197,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	/* First: the default max-connections follows the limit kfwd runs with. */
+	raise_fd_limit();
 	cfg = config_load(config_path, listen_args, n_listen, err, sizeof(err));
 	if (!cfg) {
 		fprintf(stderr, "%s\n", err);
@@ -234,7 +235,6 @@ int main(int argc, char **argv)
 	klog_level = verbose ? KLOG_DEBUG : cfg->log_level;
 	log_sink_open(cfg->log_syslog);
 
-	raise_fd_limit();
 	sd_notify_init();
 	if (loop_init() < 0)
 		goto out_cfg;

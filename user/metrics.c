@@ -16,6 +16,8 @@
 #include "upstream_pool.h"
 
 #define METRICS_TEXT_MAX 8192
+/* Connections accepted per wake-up: a connection flood must not hold the loop. */
+#define METRICS_ACCEPT_BATCH 16
 
 struct metrics_conn {
 	struct loop_handler h;
@@ -132,6 +134,12 @@ size_t metrics_render(char *out, size_t len)
 	counter(&w, "kfwd_access_log_dropped_total",
 		"Access log lines lost (buffer full, write failed, syslog not taking them).",
 		stats.access_log_dropped);
+	counter(&w, "kfwd_interim_floods_total",
+		"502 answers for more interim (1xx) responses than allowed.", stats.interim_floods);
+	counter(&w, "kfwd_accept_pauses_total",
+		"Listeners paused because the fd limit was reached.", stats.accept_pauses);
+	counter(&w, "kfwd_log_suppressed_total", "Log lines dropped by the rate limit.",
+		stats.log_suppressed);
 	return w.used;
 }
 
@@ -173,14 +181,23 @@ static void on_conn_event(struct loop_handler *h, uint32_t events)
 	close_conn(c);
 }
 
+void metrics_listen_enable(bool on)
+{
+	if (listen_fd >= 0)
+		(void)loop_mod(listen_fd, on ? EPOLLIN : 0, &listen_handler);
+}
+
 static void on_metrics_accept(struct loop_handler *h, uint32_t events)
 {
-	for (;;) {
+	for (int i = 0; i < METRICS_ACCEPT_BATCH; i++) {
 		int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct metrics_conn *c;
 
-		if (fd < 0)
+		if (fd < 0) {
+			if (accept_out_of_fds(errno))
+				accept_fd_limit(errno);
 			return;
+		}
 		c = calloc(1, sizeof(*c));
 		if (!c) {
 			close(fd);
@@ -200,8 +217,10 @@ int metrics_open(const struct config *cfg)
 	if (!cfg->has_metrics)
 		return 0;
 	listen_fd = listen_socket(&cfg->metrics.addr, cfg->metrics.text);
-	if (listen_fd < 0)
+	if (listen_fd < 0) {
+		log_listen_line(cfg, &cfg->metrics);
 		return -1;
+	}
 	listen_handler.on_event = on_metrics_accept;
 	if (loop_add(listen_fd, EPOLLIN, &listen_handler) < 0) {
 		close(listen_fd);

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "accept.h"
 #include "access_log.h"
 #include "ctl.h"
 #include "http_rewrite.h"
@@ -31,6 +32,20 @@
 
 #define LINGER_MS 2000
 #define SESSION_MAX_TRANSITIONS 64
+/*
+ * Interim (1xx) responses one request may receive before its final response: 100 Continue and
+ * a few 103 Early Hints are normal; more is a server looping on them, answered with 502.
+ */
+#define INTERIM_MAX_COUNT 16
+#define INTERIM_MAX_BYTES (64 << 10)
+/* Relayed interim bytes the client has not taken yet: past this the upstream is not read. */
+#define INTERIM_BACKLOG_MAX (8 << 10)
+/*
+ * Reads per wake-up for a response head and for a lingering client: a peer that always has
+ * bytes ready must not hold the loop; level-triggered epoll brings us back for the rest.
+ */
+#define HEAD_READ_BUDGET 16
+#define LINGER_READ_BUDGET 16
 
 static struct session *sessions;
 static unsigned int n_sessions;
@@ -127,6 +142,12 @@ static void head_free(struct http_head **slot)
 	*slot = NULL;
 }
 
+/* Interim responses wait for the client: the upstream is not read meanwhile. */
+static bool interim_backlogged(const struct session *s)
+{
+	return !s->final_response && flow_level(&s->resp) >= INTERIM_BACKLOG_MAX;
+}
+
 static void update_events(struct session *s)
 {
 	uint32_t cmask = 0, umask = 0;
@@ -155,7 +176,7 @@ static void update_events(struct session *s)
 			cmask |= EPOLLIN | EPOLLRDHUP;
 		if (flow_wants_write(&s->resp))
 			cmask |= EPOLLOUT;
-		if (!s->final_response || flow_wants_read(&s->resp))
+		if ((!s->final_response && !interim_backlogged(s)) || flow_wants_read(&s->resp))
 			umask |= EPOLLIN | EPOLLRDHUP;
 		if (flow_wants_write(&s->req))
 			umask |= EPOLLOUT;
@@ -294,6 +315,7 @@ static void session_close(struct session *s)
 	flow_reset(&s->resp);
 	close_upstream(s);
 	endpoint_close(&s->client);
+	accept_fd_freed();
 	route_target_free(&s->target);
 	buf_free(&s->req_head);
 	head_free(&s->rq);
@@ -867,7 +889,7 @@ static void connect_failed(struct session *s, int err)
 	log_info("session %lu: upstream %s: %s", (unsigned long)s->id, s->up_addr_text,
 		 strerror(err));
 	stats.upstream_connect_errors++;
-	upstream_mark_failed(s->server, s->cfg->upstream_down_time_ms);
+	upstream_connect_failed(s->server, s->cfg);
 	close_upstream(s);
 	retry_or_fail(s, TRIGGER_CONNECT, err == ETIMEDOUT ? 504 : 502);
 }
@@ -935,7 +957,8 @@ static void connect_upstream(struct session *s, bool allow_pool)
 static void choose_server(struct session *s)
 {
 	struct upstream *u = s->target.route->upstream;
-	struct upstream_server *srv = upstream_pick(u);
+	/* A retry goes elsewhere: a server that failed may fail again before it is marked down. */
+	struct upstream_server *srv = upstream_pick(u, s->attempts ? s->server : NULL);
 
 	if (!srv) {
 		/* Fast: no connect attempt, no backoff. During a retry the answer is the one the
@@ -981,6 +1004,7 @@ static void on_connected(struct session *s)
 		return;
 	}
 	s->upstream.writable = true;
+	upstream_mark_ok(s->server);
 	start_exchange(s);
 }
 
@@ -1076,6 +1100,8 @@ static void handle_request(struct session *s)
 	s->requests++;
 	access_begin(s, url, h->url.len);
 	s->interim_sent = s->response_started = s->final_response = false;
+	s->interim_count = 0;
+	s->interim_bytes = 0;
 	s->retried = false;
 	s->close_after = false;
 	s->attempts = 0;
@@ -1238,7 +1264,7 @@ static void upstream_failed(struct session *s, int status, const char *why)
 		return;
 	}
 	if (!s->upstream_reused)
-		upstream_mark_failed(s->server, s->cfg->upstream_down_time_ms);
+		upstream_request_failed(s->server);
 	close_upstream(s);
 	retry_or_fail(s, TRIGGER_EMPTY, status);
 }
@@ -1277,6 +1303,13 @@ static int handle_response_head(struct session *s)
 			return 1;
 		}
 		/* Interim responses (100 Continue, 103 Early Hints) are relayed as they are. */
+		s->interim_count++;
+		s->interim_bytes += h->head_len;
+		if (s->interim_count > INTERIM_MAX_COUNT || s->interim_bytes > INTERIM_MAX_BYTES) {
+			stats.interim_floods++;
+			upstream_failed(s, 502, "too many interim responses");
+			return -1;
+		}
 		if (flow_push(&s->resp, base, h->head_len) < 0) {
 			upstream_failed(s, 502, "out of memory");
 			return -1;
@@ -1344,10 +1377,16 @@ static int handle_response_head(struct session *s)
 	return 1;
 }
 
+/*
+ * Parse the response head(s) in u->in, reading more while the upstream has bytes, within
+ * HEAD_READ_BUDGET reads and while relayed interim responses do not back up. Returns 1 when a
+ * final response head was taken, 0 when more is needed, -1 when the session moved on (error).
+ */
 static int read_response_head(struct session *s)
 {
 	const struct config *cfg = s->cfg;
 	struct endpoint *u = &s->upstream;
+	unsigned int reads = 0;
 
 	for (;;) {
 		ssize_t n;
@@ -1375,7 +1414,7 @@ static int read_response_head(struct session *s)
 			upstream_failed(s, 502, "closed before the response head");
 			return -1;
 		}
-		if (!u->readable)
+		if (!u->readable || interim_backlogged(s) || reads++ == HEAD_READ_BUDGET)
 			return 0;
 		if (buf_reserve(&u->in, 4096, cfg->max_header_size + 4096) < 0) {
 			upstream_failed(s, 502, "response head too large");
@@ -1564,7 +1603,7 @@ static void step_linger(struct session *s)
 {
 	char sink[16384];
 
-	while (s->client.readable) {
+	for (int i = 0; i < LINGER_READ_BUDGET && s->client.readable; i++) {
 		ssize_t n = recv(s->client.fd, sink, sizeof(sink), 0);
 
 		if (n > 0)
@@ -1665,7 +1704,7 @@ static void on_session_timer(struct timer *t)
 		log_info("session %lu: connect to %s timed out", (unsigned long)s->id,
 			 s->up_addr_text);
 		stats.upstream_connect_errors++;
-		upstream_mark_failed(s->server, cfg->upstream_down_time_ms);
+		upstream_connect_failed(s->server, cfg);
 		close_upstream(s);
 		retry_or_fail(s, TRIGGER_CONNECT, 504);
 		break;
@@ -1692,7 +1731,7 @@ static void on_session_timer(struct timer *t)
 		if (s->req_sent && !s->final_response) {
 			log_info("session %lu: no response from %s in time", (unsigned long)s->id,
 				 s->up_addr_text);
-			upstream_mark_failed(s->server, cfg->upstream_down_time_ms);
+			upstream_request_failed(s->server);
 			close_upstream(s);
 			retry_or_fail(s, TRIGGER_TIMEOUT, 504);
 			break;

@@ -63,6 +63,8 @@ struct session {
 	bool upstream_reused;
 	bool retried;
 	bool interim_sent; /* a 1xx went toward the client */
+	unsigned int interim_count; /* 1xx responses received for this request */
+	size_t interim_bytes;
 	bool response_started; /* the final response head went toward the client */
 	bool req_failed; /* upstream refused request bytes */
 	bool req_sent; /* request fully forwarded: the response timeout runs */

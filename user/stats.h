@@ -39,6 +39,9 @@ struct kfwd_stats {
 	uint64_t aborted_transfers; /* responses cut because a peer failed mid-body */
 	uint64_t tunnels; /* 101 Switching Protocols and CONNECT tunnels opened */
 	uint64_t access_log_dropped; /* access log lines lost: buffer full, write failed */
+	uint64_t interim_floods; /* 502: more 1xx responses than INTERIM_MAX_* allow */
+	uint64_t accept_pauses; /* listeners paused at the fd limit (EMFILE/ENFILE) */
+	uint64_t log_suppressed; /* log lines dropped by the per-call-site rate limit */
 };
 
 extern struct kfwd_stats stats;

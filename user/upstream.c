@@ -9,32 +9,49 @@ bool upstream_server_up(const struct upstream_server *srv)
 	return !srv->admin_down && srv->down_until_ms <= now_ms();
 }
 
-struct upstream_server *upstream_pick(struct upstream *u)
+struct upstream_server *upstream_pick(struct upstream *u, struct upstream_server *avoid)
 {
 	for (size_t i = 0; i < u->n_servers; i++) {
 		struct upstream_server *srv = &u->servers[u->next_server++ % u->n_servers];
 
-		if (upstream_server_up(srv))
+		if (srv != avoid && upstream_server_up(srv))
 			return srv;
 	}
-	return NULL;
+	return avoid && upstream_server_up(avoid) ? avoid : NULL;
 }
 
-void upstream_mark_failed(struct upstream_server *srv, uint64_t down_ms)
+void upstream_connect_failed(struct upstream_server *srv, const struct config *cfg)
 {
+	uint64_t down_ms = cfg->upstream_down_time_ms;
+
 	if (!srv)
 		return;
 	srv->failures++;
-	if (down_ms && srv->down_until_ms <= now_ms())
-		log_warn("upstream %s/%s marked down for %lu ms", srv->upstream->name, srv->text,
-			 (unsigned long)down_ms);
+	srv->consecutive_fails++;
+	/* A group's only server stays up (as in nginx): marking it down would turn one failure
+	 * into upstream-down-time of 502 for everyone, even once it is back. */
+	if (srv->upstream->n_servers < 2 || !cfg->upstream_max_fails || !down_ms ||
+	    srv->consecutive_fails < cfg->upstream_max_fails)
+		return;
+	if (srv->down_until_ms <= now_ms())
+		log_warn("upstream %s/%s marked down for %lu ms after %u connect failures",
+			 srv->upstream->name, srv->text, (unsigned long)down_ms,
+			 srv->consecutive_fails);
 	srv->down_until_ms = now_ms() + down_ms;
+}
+
+void upstream_request_failed(struct upstream_server *srv)
+{
+	if (srv)
+		srv->failures++;
 }
 
 void upstream_mark_ok(struct upstream_server *srv)
 {
-	if (srv)
-		srv->down_until_ms = 0;
+	if (!srv)
+		return;
+	srv->down_until_ms = 0;
+	srv->consecutive_fails = 0;
 }
 
 bool upstream_slot_free(const struct upstream_server *srv, unsigned int max_conns)

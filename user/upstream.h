@@ -13,8 +13,16 @@ struct session;
  * marked down by passive health checks; connection slots per server (upstream-max-conns), with
  * a FIFO of sessions waiting for one.
  */
-struct upstream_server *upstream_pick(struct upstream *u);
-void upstream_mark_failed(struct upstream_server *srv, uint64_t down_ms);
+/* Round-robin; @avoid (the server a retry follows, or NULL) only when no other is up. */
+struct upstream_server *upstream_pick(struct upstream *u, struct upstream_server *avoid);
+/*
+ * A connect to @srv failed (refused, unreachable, timed out): after upstream-max-fails in a row
+ * it is skipped for upstream-down-time, unless it is its group's only server.
+ */
+void upstream_connect_failed(struct upstream_server *srv, const struct config *cfg);
+/* Connected, but the request failed (reset, closed, no answer in time): counted, never down. */
+void upstream_request_failed(struct upstream_server *srv);
+/* Connected or answered: up, and its run of connect failures ends. */
 void upstream_mark_ok(struct upstream_server *srv);
 bool upstream_server_up(const struct upstream_server *srv);
 
