@@ -477,6 +477,24 @@ static void client_session_clear(struct tls_client_session *cs)
 	cs->sess = NULL;
 }
 
+static struct tls_client *client_find(struct tls_client *c, size_t n, const char *key)
+{
+	for (size_t i = 0; i < n; i++)
+		if (c[i].ctx && !strcmp(c[i].key, key))
+			return &c[i];
+	return NULL;
+}
+
+struct tls_client *tls_set_upstream_named(const struct tls_set *set, const char *name)
+{
+	return set ? client_find(set->upstreams, set->n_upstreams, name) : NULL;
+}
+
+struct tls_client *tls_set_route_prefixed(const struct tls_set *set, const char *prefix)
+{
+	return set ? client_find(set->routes, set->n_routes, prefix) : NULL;
+}
+
 SSL_SESSION *tls_client_take_session(struct tls_client *c, const char *name)
 {
 	for (unsigned int i = 0; i < TLS_CLIENT_SESSIONS; i++) {
@@ -521,11 +539,17 @@ static int client_new_session(SSL *ssl, SSL_SESSION *sess)
 }
 
 /* The client context of @o into @c (untouched without tls); -1 with @err set. */
-static int client_new(struct tls_client *c, const struct tls_origin *o, const struct config *cfg,
-		      char *err, size_t errlen)
+static int client_new(struct tls_client *c, const struct tls_origin *o, const char *key,
+		      const struct config *cfg, char *err, size_t errlen)
 {
 	if (!o->on)
 		return 0;
+	c->key = strdup(key);
+	if (!c->key) {
+		snprintf(err, errlen, "%s:%d: out of memory", cfg->path ? cfg->path : "<embedded>",
+			 o->line);
+		return -1;
+	}
 	c->ctx = SSL_CTX_new(TLS_client_method());
 	if (!c->ctx)
 		return set_fail(err, errlen, cfg, o->line, "TLS context", NULL);
@@ -562,6 +586,7 @@ static void clients_free(struct tls_client *c, size_t n)
 			client_session_clear(&c[i].sessions[j]);
 		SSL_CTX_free(c[i].ctx);
 		free(c[i].sni);
+		free(c[i].key);
 	}
 	free(c);
 }
@@ -620,10 +645,12 @@ struct tls_set *tls_set_build(const struct config *cfg, char *err, size_t errlen
 			goto fail;
 	}
 	for (size_t i = 0; i < cfg->n_upstreams; i++)
-		if (client_new(&set->upstreams[i], &cfg->upstreams[i].tls, cfg, err, errlen) < 0)
+		if (client_new(&set->upstreams[i], &cfg->upstreams[i].tls, cfg->upstreams[i].name,
+			       cfg, err, errlen) < 0)
 			goto fail;
 	for (size_t i = 0; i < cfg->n_routes; i++)
-		if (client_new(&set->routes[i], &cfg->routes[i].tls, cfg, err, errlen) < 0)
+		if (client_new(&set->routes[i], &cfg->routes[i].tls, cfg->routes[i].prefix, cfg,
+			       err, errlen) < 0)
 			goto fail;
 	return set;
 oom:

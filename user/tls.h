@@ -61,6 +61,7 @@ struct tls_client {
 	SSL_CTX *ctx;
 	bool verify;
 	char *sni; /* a copy of the config's sni=, or NULL */
+	char *key; /* the upstream's name, or the url-embedded route's prefix */
 	/* Resumption towards origins: the newest ticket per name, taken by the next connection. */
 	struct tls_client_session sessions[TLS_CLIENT_SESSIONS];
 	unsigned int next_slot;
@@ -97,6 +98,12 @@ SSL_CTX *tls_set_listener(const struct tls_set *set, size_t i);
 /* The origination settings of upstreams[@i] / routes[@i], or NULL without tls. */
 struct tls_client *tls_set_upstream(const struct tls_set *set, size_t i);
 struct tls_client *tls_set_route(const struct tls_set *set, size_t i);
+/*
+ * The same by the upstream's name / the route's prefix: a session that began under an older
+ * configuration finds its origin's settings in the current set (NULL: gone, or no tls now).
+ */
+struct tls_client *tls_set_upstream_named(const struct tls_set *set, const char *name);
+struct tls_client *tls_set_route_prefixed(const struct tls_set *set, const char *prefix);
 
 /*
  * 1 when @path is a key file someone other than root and @owner (the `user` kfwd runs as, who

@@ -363,6 +363,11 @@ static void test_handshake_sni_bulk(struct tls_set *set)
 	CHECK(peer_cn_is(&p.cli, "exact"));
 	pair_close(&p);
 
+	/* By name and prefix: what a session of an older configuration looks up. */
+	CHECK(tls_set_upstream_named(set, "o") == o && tls_set_upstream_named(set, "none") == NULL);
+	CHECK(tls_set_upstream_named(set, "noverify") == tls_set_upstream(set, 2));
+	CHECK(tls_set_route_prefixed(set, "/https/") == tls_set_route(set, 0));
+	CHECK(tls_set_route_prefixed(set, "/") == NULL); /* a route without tls */
 	/* The url-embedded tls route verifies against its ca= too. */
 	CHECK(tls_set_route(set, 0) != NULL && tls_set_route(set, 1) == NULL);
 	CHECK(pair_tls(&p, set, 0, tls_set_route(set, 0), "exact.test") == 0);
