@@ -273,6 +273,17 @@ int route_target_connect(const char *authority, size_t len, struct route_target 
 	return 0;
 }
 
+const char *route_embedded_prefix(const struct config *cfg, bool tls)
+{
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		const struct route *r = &cfg->routes[i];
+
+		if (r->kind == ROUTE_URL_EMBEDDED && r->tls.on == tls)
+			return r->prefix;
+	}
+	return NULL;
+}
+
 void route_target_free(struct route_target *t)
 {
 	free(t->target);

@@ -322,6 +322,21 @@ static void test_location_https(void)
 	check_location_with(&tls_only, "https://s.com", "/https/s.com/");
 }
 
+static void test_embedded_prefixes(void)
+{
+	char err[256];
+	struct config *cfg = load_text("listen 127.0.0.1:1\nroute /http/ url-embedded\n"
+				       "route /https/ url-embedded tls\n",
+				       err, sizeof(err));
+
+	CHECK(cfg && !strcmp(route_embedded_prefix(cfg, false), "/http/") &&
+	      !strcmp(route_embedded_prefix(cfg, true), "/https/"));
+	config_free(cfg);
+	cfg = load_text("listen 127.0.0.1:1\nroute /http/ url-embedded\n", err, sizeof(err));
+	CHECK(cfg && route_embedded_prefix(cfg, true) == NULL);
+	config_free(cfg);
+}
+
 static void test_location(void)
 {
 	check_location("http://other.com/x?y=1", "/http/other.com/x?y=1");
@@ -392,6 +407,7 @@ int main(void)
 	test_access_rules();
 	test_location();
 	test_location_https();
+	test_embedded_prefixes();
 	test_config_errors();
 	test_sizes();
 	unit_rtsp();
