@@ -74,7 +74,7 @@ COMMON_OBJS := $(COMMON_SRCS:user/%.c=$(BUILD)/user/%.o)
 LLHTTP_OBJS := $(BUILD)/llhttp/llhttp.o $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o
 UNIT_SRCS   := $(wildcard tests/unit/*.c)
 
-.PHONY: all run test unit pytest bench fuzz clean deps format install uninstall
+.PHONY: all run test unit layers pytest bench fuzz clean deps format install uninstall
 
 all: $(BUILD)/kfwd $(if $(wildcard $(CTL_SRCS)),$(BUILD)/kfwdctl)
 
@@ -122,6 +122,9 @@ run: deps
 unit: $(BUILD)/unit_tests
 	./$(BUILD)/unit_tests
 
+# The declared layers of user/ (scripts/layers.txt): no upward include, no cycle.
+layers:
+	$(PYTHON) scripts/check-layers.py
 # Sanitizer reports go to kfwd's stderr (which conftest checks) and do not stop the daemon;
 # leaks are checked when it exits.
 SAN_ENV := KFWD_SANITIZE=1 KFWD_BIN=$(CURDIR)/$(BUILD)/kfwd KFWDCTL_BIN=$(CURDIR)/$(BUILD)/kfwdctl \
@@ -133,6 +136,7 @@ pytest: all
 
 test: deps
 	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory layers
 	@$(MAKE) --no-print-directory unit
 	@$(if $(SAN_FLAGS),true,$(MAKE) --no-print-directory fuzz FUZZ_TIME=10)
 	@$(MAKE) --no-print-directory pytest

@@ -8,6 +8,7 @@ import socket
 import struct
 
 HEADER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "include", "kfwd", "ctl.h")
+COUNTERS = os.path.join(os.path.dirname(HEADER), "counters.h")
 
 NETLINK_USERSOCK = 2
 SCM_CREDENTIALS = 2
@@ -24,6 +25,10 @@ def _load():
     names = {}
     for m in re.finditer(r"#define\s+KFWD_CTL_(\w+)\s+(0x[0-9a-fA-F]+|\d+)u?\b", text):
         names[m.group(1)] = int(m.group(2), 0)
+    # enum kfwd_stats_attr is generated from the X-macro table of counters.h, in its order.
+    ids = re.findall(r"\bX\((\w+),", re.sub(r"/\*.*?\*/", "", open(COUNTERS).read(), flags=re.S))
+    text = re.sub(r"#define KFWD_STAT_ENUM.*?#undef KFWD_STAT_ENUM",
+                  lambda m: ",".join("KFWD_STAT_" + i for i in ids) + ",", text, flags=re.S)
     for body in re.findall(r"enum\s+\w+\s*\{(.*?)\};", text, flags=re.S):
         value = -1
         for item in body.split(","):

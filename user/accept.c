@@ -14,11 +14,11 @@
 
 #include "accept.h"
 #include "log.h"
+#include "http1.h"
 #include "loop.h"
-#include "metrics.h"
+#include "proto.h"
 #include "session.h"
 #include "stats.h"
-#include "upgrade.h"
 #include "upstream_pool.h"
 
 #define ACCEPT_BATCH 64
@@ -34,10 +34,35 @@ struct listener {
 	struct loop_handler h;
 	int fd;
 	const struct config *cfg;
+	const struct proto_ops *proto; /* what its connections speak */
 };
+
+/* The protocol of @cfg's listen line @i: checked when the configuration was applied. */
+static const struct proto_ops *listen_proto(const struct config *cfg, size_t i)
+{
+	const struct proto_ops *p = proto_find(cfg->listens[i].proto);
+
+	return p ? p : &http1_ops;
+}
 
 static struct listener *listeners;
 static size_t n_listeners;
+
+/* A binary upgrade's source of already bound sockets (upgrade.c), NULL when none. */
+static int (*take_inherited)(const struct sockaddr_any *addr);
+
+void listen_set_inherited(int (*take)(const struct sockaddr_any *addr))
+{
+	take_inherited = take;
+}
+
+/* Another listening socket to pause with ours (metrics.c registers its own). */
+static void (*other_listener)(bool on);
+
+void accept_pause_with(void (*enable)(bool on))
+{
+	other_listener = enable;
+}
 
 static struct {
 	bool paused;
@@ -53,7 +78,8 @@ static void set_listening(bool on)
 	for (size_t i = 0; i < n_listeners; i++)
 		if (listeners[i].fd >= 0)
 			(void)loop_mod(listeners[i].fd, events, &listeners[i].h);
-	metrics_listen_enable(on);
+	if (other_listener)
+		other_listener(on);
 }
 
 static void resume_listening(void)
@@ -108,7 +134,7 @@ int listen_socket(const struct sockaddr_any *addr, const char *text)
 	int fd, one = 1;
 
 	/* Taking over from a running kfwd (-x): its socket, accept queue and all. */
-	fd = upgrade_take_listener(addr);
+	fd = take_inherited ? take_inherited(addr) : -1;
 	if (fd >= 0)
 		return fd;
 	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -163,7 +189,7 @@ static void on_accept(struct loop_handler *h, uint32_t events)
 			stats.connections_rejected++;
 			continue;
 		}
-		session_create(fd, l->cfg, active >= l->cfg->max_connections);
+		session_create(fd, l->cfg, l->proto, active >= l->cfg->max_connections);
 	}
 }
 
@@ -179,6 +205,7 @@ void log_listen_line(const struct config *cfg, const struct listen_addr *a)
 
 int listeners_open(const struct config *cfg)
 {
+	session_set_closed_hook(accept_fd_freed);
 	listeners = calloc(cfg->n_listens, sizeof(*listeners));
 	if (!listeners)
 		return -1;
@@ -193,6 +220,7 @@ int listeners_open(const struct config *cfg)
 		n_listeners++;
 		l->h.on_event = on_accept;
 		l->cfg = cfg;
+		l->proto = listen_proto(cfg, i);
 		if (loop_add(l->fd, fd_limit.paused ? 0 : EPOLLIN, &l->h) < 0)
 			goto fail;
 		log_info("listening on %s", cfg->listens[i].text);
@@ -230,6 +258,7 @@ int listeners_update(const struct config *cfg, char *err, size_t errlen)
 	for (i = 0; i < cfg->n_listens; i++) {
 		nl[i].h.on_event = on_accept;
 		nl[i].cfg = cfg;
+		nl[i].proto = listen_proto(cfg, i);
 		for (j = 0; j < n_listeners; j++)
 			if (!kept[j] &&
 			    sockaddr_equal(&listener_addr(j)->addr, &cfg->listens[i].addr))

@@ -13,8 +13,8 @@
 #include <libmnl/libmnl.h>
 
 #include "common_ctl.h"
+#include "util.h"
 
-#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define SET(sname, arr)                                                \
 	{                                                              \
 		.name = sname, .max = ARRAY_LEN(arr) - 1, .attrs = arr \
@@ -87,48 +87,12 @@ static const struct kctl_policy status_attrs[] = {
 const struct kctl_set kctl_status = SET("status", status_attrs);
 
 static const struct kctl_policy stats_attrs[] = {
-	[KFWD_STAT_CONN_ACCEPTED] = { .name = "connections_accepted_total", .type = KCTL_U64 },
-	[KFWD_STAT_CONN_ACTIVE] = { .name = "connections_active", .type = KCTL_U64 },
-	[KFWD_STAT_CONN_REJECTED] = { .name = "connections_rejected_total", .type = KCTL_U64 },
-	[KFWD_STAT_REQUESTS] = { .name = "requests_total", .type = KCTL_U64 },
-	[KFWD_STAT_RESP_1XX] = { .name = "responses_total.1xx", .type = KCTL_U64 },
-	[KFWD_STAT_RESP_2XX] = { .name = "responses_total.2xx", .type = KCTL_U64 },
-	[KFWD_STAT_RESP_3XX] = { .name = "responses_total.3xx", .type = KCTL_U64 },
-	[KFWD_STAT_RESP_4XX] = { .name = "responses_total.4xx", .type = KCTL_U64 },
-	[KFWD_STAT_RESP_5XX] = { .name = "responses_total.5xx", .type = KCTL_U64 },
-	[KFWD_STAT_UP_CONNECTS] = { .name = "upstream_connects_total", .type = KCTL_U64 },
-	[KFWD_STAT_UP_REUSES] = { .name = "upstream_reuses_total", .type = KCTL_U64 },
-	[KFWD_STAT_UP_CONNECT_ERRORS] = { .name = "upstream_connect_errors_total",
-					  .type = KCTL_U64 },
-	[KFWD_STAT_UP_RETRIES] = { .name = "upstream_retries_total", .type = KCTL_U64 },
-	[KFWD_STAT_UP_IDLE] = { .name = "upstream_idle", .type = KCTL_U64 },
-	[KFWD_STAT_SPLICED_REQ] = { .name = "bytes_spliced_total.request", .type = KCTL_U64 },
-	[KFWD_STAT_SPLICED_RESP] = { .name = "bytes_spliced_total.response", .type = KCTL_U64 },
-	[KFWD_STAT_COPIED_REQ] = { .name = "bytes_copied_total.request", .type = KCTL_U64 },
-	[KFWD_STAT_COPIED_RESP] = { .name = "bytes_copied_total.response", .type = KCTL_U64 },
-	[KFWD_STAT_SOCKMAP_REQ] = { .name = "bytes_sockmap_total.request", .type = KCTL_U64 },
-	[KFWD_STAT_SOCKMAP_RESP] = { .name = "bytes_sockmap_total.response", .type = KCTL_U64 },
-	[KFWD_STAT_PAUSES] = { .name = "pauses_total", .type = KCTL_U64 },
-	[KFWD_STAT_RESUMES] = { .name = "resumes_total", .type = KCTL_U64 },
-	[KFWD_STAT_PAUSED_FLOWS] = { .name = "paused_flows", .type = KCTL_U64 },
-	[KFWD_STAT_PIPES_IN_USE] = { .name = "pipes_in_use", .type = KCTL_U64 },
-	[KFWD_STAT_PIPES_POOLED] = { .name = "pipes_pooled", .type = KCTL_U64 },
-	[KFWD_STAT_PIPE_FALLBACKS] = { .name = "pipe_fallbacks_total", .type = KCTL_U64 },
-	[KFWD_STAT_CLIENT_ERRORS] = { .name = "client_errors_total", .type = KCTL_U64 },
-	[KFWD_STAT_UPSTREAM_ERRORS] = { .name = "upstream_errors_total", .type = KCTL_U64 },
-	[KFWD_STAT_TIMEOUTS] = { .name = "timeouts_total", .type = KCTL_U64 },
-	[KFWD_STAT_ABORTED] = { .name = "aborted_transfers_total", .type = KCTL_U64 },
-	[KFWD_STAT_CTL_REQUESTS] = { .name = "ctl_requests_total", .type = KCTL_U64 },
-	[KFWD_STAT_CTL_DENIED] = { .name = "ctl_denied_total", .type = KCTL_U64 },
-	[KFWD_STAT_CTL_MALFORMED] = { .name = "ctl_malformed_total", .type = KCTL_U64 },
-	[KFWD_STAT_CTL_DROPPED] = { .name = "ctl_replies_dropped_total", .type = KCTL_U64 },
-	[KFWD_STAT_CTL_EVENTS] = { .name = "ctl_events_total", .type = KCTL_U64 },
-	[KFWD_STAT_CTL_EVENTS_LOST] = { .name = "ctl_events_lost_total", .type = KCTL_U64 },
-	[KFWD_STAT_ACCESS_LOG_DROPPED] = { .name = "access_log_dropped_total", .type = KCTL_U64 },
-	[KFWD_STAT_INTERIM_FLOODS] = { .name = "interim_floods_total", .type = KCTL_U64 },
-	[KFWD_STAT_ACCEPT_PAUSES] = { .name = "accept_pauses_total", .type = KCTL_U64 },
-	[KFWD_STAT_LOG_SUPPRESSED] = { .name = "log_suppressed_total", .type = KCTL_U64 },
+#define STAT_POLICY(id, wire, label, kind, help, value) \
+	[KFWD_STAT_##id] = { .name = wire, .type = KCTL_U64 },
+	KFWD_COUNTERS(STAT_POLICY)
+#undef STAT_POLICY
 };
+
 const struct kctl_set kctl_stats = SET("stats", stats_attrs);
 
 static const struct kctl_policy route_attrs[] = {

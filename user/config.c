@@ -16,7 +16,6 @@
 
 #include <llhttp.h>
 
-#include "accept.h"
 #include "config.h"
 #include "kfwd/ctl.h"
 #include "log.h"
@@ -197,61 +196,6 @@ int parse_duration_ms(const char *text, uint64_t *out)
  * "ADDR:PORT", "[V6]:PORT", "*:PORT". Names (resolved now, blocking) only where @allow_names:
  * upstream servers are resolved once when the config is loaded, before the event loop runs.
  */
-int parse_addr_port(const char *text, struct sockaddr_any *out, bool allow_names)
-{
-	char host[256];
-	const char *colon, *port_text;
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res;
-	size_t hlen;
-	char *end;
-	long port;
-
-	if (text[0] == '[') {
-		const char *close = strchr(text, ']');
-
-		if (!close || close[1] != ':')
-			return -1;
-		hlen = (size_t)(close - text - 1);
-		if (hlen >= sizeof(host))
-			return -1;
-		memcpy(host, text + 1, hlen);
-		host[hlen] = '\0';
-		port_text = close + 2;
-	} else {
-		colon = strrchr(text, ':');
-		if (!colon)
-			return -1;
-		hlen = (size_t)(colon - text);
-		if (hlen == 0 || hlen >= sizeof(host))
-			return -1;
-		memcpy(host, text, hlen);
-		host[hlen] = '\0';
-		port_text = colon + 1;
-	}
-	errno = 0;
-	port = strtol(port_text, &end, 10);
-	if (errno || *end || port <= 0 || port > 65535 || !isdigit((unsigned char)*port_text))
-		return -1;
-
-	memset(out, 0, sizeof(*out));
-	if (!strcmp(host, "*")) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
-
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)port);
-		sin->sin_addr.s_addr = htonl(INADDR_ANY);
-		out->len = sizeof(*sin);
-		return 0;
-	}
-	hints.ai_flags = AI_NUMERICSERV | (allow_names ? 0 : AI_NUMERICHOST);
-	if (getaddrinfo(host, port_text, &hints, &res) != 0)
-		return -1;
-	memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
-	out->len = res->ai_addrlen;
-	freeaddrinfo(res);
-	return 0;
-}
-
 static void *grow(void *arr, size_t n, size_t elem)
 {
 	/* Arrays grow one element at a time: configs are small and parsed once. */
@@ -272,7 +216,8 @@ static bool same_addr(const struct sockaddr_any *a, const struct sockaddr_any *b
 	return a->len == b->len && !memcmp(&a->ss, &b->ss, a->len);
 }
 
-static int add_listen(struct parse_ctx *ctx, struct listen_addr **arr, size_t *n, const char *text)
+static int add_listen(struct parse_ctx *ctx, struct listen_addr **arr, size_t *n, const char *text,
+		      const char *proto)
 {
 	struct listen_addr *a = grow(*arr, *n, sizeof(**arr));
 
@@ -282,6 +227,8 @@ static int add_listen(struct parse_ctx *ctx, struct listen_addr **arr, size_t *n
 	memset(&a[*n], 0, sizeof(a[*n]));
 	if (parse_addr_port(text, &a[*n].addr, false) < 0)
 		return fail(ctx, "bad listen address '%s' (want ADDR:PORT or [V6]:PORT)", text);
+	if (strlen(proto) >= sizeof(a[*n].proto))
+		return fail(ctx, "unknown protocol '%s'", proto);
 	for (size_t i = 0; i < *n; i++)
 		if (same_addr(&a[i].addr, &a[*n].addr))
 			return fail(ctx, "duplicate listen %s (already at %s%d)", text,
@@ -289,6 +236,7 @@ static int add_listen(struct parse_ctx *ctx, struct listen_addr **arr, size_t *n
 	snprintf(a[*n].text, sizeof(a[*n].text), "%s", text);
 	a[*n].line = ctx->line;
 	a[*n].from_args = !strcmp(ctx->file, "-l");
+	snprintf(a[*n].proto, sizeof(a[*n].proto), "%s", proto);
 	(*n)++;
 	return 0;
 }
@@ -304,21 +252,23 @@ static int set_file_option(struct parse_ctx *ctx, const char *name, const char *
 	return *out ? 0 : fail(ctx, "out of memory");
 }
 
-/* listen ADDR:PORT [tls cert=FILE key=FILE] */
+/* listen ADDR:PORT [PROTOCOL] [tls cert=FILE key=FILE] */
 static int parse_listen(struct parse_ctx *ctx, char **tok, int ntok)
 {
 	struct config *cfg = ctx->cfg;
+	int tls_at = ntok > 2 && strcmp(tok[2], "tls") ? 3 : 2;
 	struct listen_addr *a;
 
-	if (ntok != 2 && (ntok < 3 || strcmp(tok[2], "tls")))
-		return fail(ctx, "usage: listen ADDR:PORT [tls cert=FILE key=FILE]");
-	if (add_listen(ctx, &cfg->listens, &cfg->n_listens, tok[1]) < 0)
+	if (ntok < 2 || (ntok > tls_at && strcmp(tok[tls_at], "tls")))
+		return fail(ctx, "usage: listen ADDR:PORT [PROTOCOL] [tls cert=FILE key=FILE]");
+	if (add_listen(ctx, &cfg->listens, &cfg->n_listens, tok[1], tls_at == 3 ? tok[2] : "http") <
+	    0)
 		return -1;
-	if (ntok == 2)
+	if (ntok == tls_at)
 		return 0;
 	a = &cfg->listens[cfg->n_listens - 1];
 	a->tls = true;
-	for (int i = 3; i < ntok; i++) {
+	for (int i = tls_at + 1; i < ntok; i++) {
 		if (!strncmp(tok[i], "cert=", 5)) {
 			if (set_file_option(ctx, "cert=", tok[i] + 5, &a->tls_cert) < 0)
 				return -1;
@@ -1276,7 +1226,7 @@ struct config *config_load_text(const char *path, const char *text, char *const 
 	for (size_t i = 0; i < n_extra; i++) {
 		ctx.file = "-l";
 		ctx.line = (int)i + 1;
-		if (add_listen(&ctx, &cfg->listens, &cfg->n_listens, extra_listens[i]) < 0)
+		if (add_listen(&ctx, &cfg->listens, &cfg->n_listens, extra_listens[i], "http") < 0)
 			goto fail;
 	}
 	ctx.file = path ? path : "<embedded>";

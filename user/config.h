@@ -8,25 +8,19 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include "addr.h"
+
 #define CONFIG_NAME_MAX 64
 
-struct sockaddr_any {
-	struct sockaddr_storage ss;
-	socklen_t len;
-};
+struct server_state;
 
 struct upstream_server {
 	struct sockaddr_any addr;
 	char text[80]; /* as written in the config, for logs and kfwdctl */
 	struct upstream *upstream;
-	/* Passive health: a server that fails is skipped until down_until_ms. */
-	uint64_t down_until_ms;
-	uint64_t failures;
-	unsigned int consecutive_fails; /* connect failures since the last success */
-	bool admin_down; /* kfwdctl upstream drain */
-	unsigned int conns; /* open connections: in use and pooled */
-	struct session *waiters; /* sessions queued for a connection slot (FIFO) */
-	struct session *waiters_tail;
+	/* Health, connection slots and waiters: upstream.c's runtime table, which outlives
+	 * configurations (NULL until the configuration is applied, see upstream_attach()). */
+	struct server_state *state;
 };
 
 /* TLS towards an origin: an upstream's "tls ..." options, or a url-embedded route's. */
@@ -110,11 +104,21 @@ enum access_log_kind {
 	ACCESS_LOG_SYSLOG,
 };
 
+#define CONFIG_PROTO_MAX 16
+/*
+ * Rejected clients still get a 503 and a clean close, up to this many past max-connections
+ * (accept.c); the default max-connections leaves their descriptors free.
+ */
+#define ACCEPT_REJECT_SLACK 256
+
 struct listen_addr {
 	struct sockaddr_any addr;
 	char text[80];
 	int line; /* in the configuration file; -l options: its position, from 1 */
 	bool from_args; /* given with -l */
+	/* listen ADDR:PORT [PROTO]: what the listener speaks ("http" by default); user/proto.c
+	 * knows the protocols and rejects an unknown one when the configuration is applied. */
+	char proto[CONFIG_PROTO_MAX];
 	bool tls; /* listen ADDR:PORT tls cert=FILE key=FILE */
 	char *tls_cert; /* PEM: the certificate, then its chain */
 	char *tls_key;
@@ -232,7 +236,6 @@ void config_free(struct config *cfg);
 const struct config *config_get(const struct config *cfg);
 void config_put(const struct config *cfg);
 
-int parse_addr_port(const char *text, struct sockaddr_any *out, bool allow_names);
 int parse_size(const char *text, size_t *out);
 int parse_duration_ms(const char *text, uint64_t *out);
 const char *data_path_name(enum data_path dp);

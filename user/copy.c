@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * The copy data path: recv() into a bounded user buffer, send() from it. Used for heads, for
+ * The copy data path: the transport's recv() into a bounded user buffer, send() from it. Used for heads, for
  * bytes read together with a head, for chunk size lines, and as the fallback when a pipe cannot
- * be had or splice does not apply. Bounded by the same high-water mark as the pipe.
+ * be had, splice does not apply or the transport cannot splice (TLS). Bounded by the same high-water mark as the pipe.
  */
 #include <errno.h>
 #include <sys/socket.h>
@@ -20,7 +20,7 @@ enum fill_result copy_fill(struct flow *f, struct buf *into, size_t want, size_t
 		want = COPY_CHUNK;
 	if (buf_reserve(into, want, (size_t)-1) < 0)
 		return FILL_ERROR;
-	n = buf_recv(into, f->src->fd, want);
+	n = endpoint_recv_buf(f->src, into, want);
 	if (n > 0) {
 		*moved = (size_t)n;
 		return FILL_BYTES;
@@ -37,7 +37,7 @@ enum fill_result copy_fill(struct flow *f, struct buf *into, size_t want, size_t
 int copy_drain(struct flow *f, struct buf *from)
 {
 	while (buf_len(from) > 0) {
-		ssize_t n = send(f->dst->fd, buf_start(from), buf_len(from), MSG_NOSIGNAL);
+		ssize_t n = f->dst->xprt->send(f->dst, buf_start(from), buf_len(from), false);
 
 		if (n > 0) {
 			buf_consume(from, (size_t)n);

@@ -26,30 +26,26 @@
 
 #include <libmnl/libmnl.h>
 
-#include "access_log.h"
-#include "accept.h"
+#include "apply.h"
 #include "common_ctl.h"
 #include "ctl.h"
+#include "event.h"
 #include "flow.h"
 #include "log.h"
-#include "log_sink.h"
 #include "loop.h"
 #include "metrics.h"
-#include "pipe_pool.h"
 #include "route.h"
 #include "sd_notify.h"
 #include "session.h"
 #include "sockmap_path.h"
 #include "stats.h"
 #include "upstream.h"
-#include "upstream_pool.h"
 
 #define RUNTIME_MARKER "# ---- kfwdctl: runtime changes below, dropped on reload ----"
 #define CTL_RECV_BATCH 64 /* datagrams per readiness event */
 #define CTL_MSGS_PER_DATAGRAM 16 /* requests answered per datagram */
 #define CTL_RCVBUF (1 << 20)
 #define CTL_MAX_ROUTE_OPTIONS 32
-#define CTL_LIVE_CONFIGS 64
 
 struct subscriber {
 	uint32_t portid;
@@ -72,10 +68,9 @@ static struct {
 	bool draining;
 	struct subscriber subs[KFWD_CTL_MAX_SUBSCRIBERS];
 	struct timer heartbeat;
-	uint64_t requests, denied, malformed, dropped, events, events_lost;
 } ctl = { .fd = -1 };
 
-unsigned int ctl_n_subscribers;
+static unsigned int ctl_n_subscribers;
 
 /* One datagram in, answers out: 4-byte aligned for the netlink structures. */
 static uint32_t rxbuf[KFWD_CTL_RECV_MAX / 4];
@@ -122,7 +117,7 @@ static void send_reply(const struct req *r, const void *buf, size_t len)
 	int e = send_to(r->portid, buf, len);
 
 	if (e < 0) {
-		ctl.dropped++;
+		stats.ctl_dropped++;
 		log_debug("ctl: answer to port id %u dropped: %s", r->portid, strerror(-e));
 	}
 }
@@ -298,36 +293,6 @@ static void dump_done(struct dump *d, bool more, uint64_t cursor, bool interrupt
 
 /* ------------------------------------------------------------------ helpers */
 
-static void sockaddr_to_text(const struct sockaddr_storage *ss, char *out, size_t len)
-{
-	char ip[INET6_ADDRSTRLEN] = "?";
-
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *sin = (const void *)ss;
-
-		inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
-		snprintf(out, len, "%s:%u", ip, ntohs(sin->sin_port));
-	} else if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *sin6 = (const void *)ss;
-
-		inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip));
-		snprintf(out, len, "[%s]:%u", ip, ntohs(sin6->sin6_port));
-	} else {
-		snprintf(out, len, "?");
-	}
-}
-
-static void client_text(const struct session *s, char *out, size_t len)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-
-	if (s->client.fd >= 0 && getpeername(s->client.fd, (struct sockaddr *)&ss, &sl) == 0)
-		sockaddr_to_text(&ss, out, len);
-	else
-		snprintf(out, len, "%s", s->client_addr);
-}
-
 static struct session *find_session(uint64_t id)
 {
 	for (struct session *s = session_first(); s; s = s->next)
@@ -337,22 +302,6 @@ static struct session *find_session(uint64_t id)
 }
 
 /* The running configuration and every other one still used by a connection. */
-static size_t live_configs(const struct config **out, size_t max)
-{
-	size_t n = 0;
-
-	out[n++] = ctl.cfg;
-	for (struct session *s = session_first(); s && n < max; s = s->next) {
-		size_t i;
-
-		for (i = 0; i < n && out[i] != s->cfg; i++)
-			;
-		if (i == n)
-			out[n++] = s->cfg;
-	}
-	return n;
-}
-
 static struct upstream *find_upstream(const struct config *cfg, const char *name)
 {
 	for (size_t i = 0; i < cfg->n_upstreams; i++)
@@ -437,9 +386,8 @@ static int check_permission(const struct ucred *cr, unsigned int cmd, char *why,
 /* ------------------------------------------------------------------ events */
 
 struct event {
-	uint32_t type;
-	const struct session *s;
-	const struct flow *f;
+	uint32_t type; /* enum kfwd_event_type */
+	const struct kev *k; /* a connection or flow event of the data path */
 	uint32_t generation;
 	const char *what;
 };
@@ -455,34 +403,30 @@ static uint64_t wall_ms(void)
 static void fill_event(struct mb *b, const struct event *ev, uint64_t lost)
 {
 	struct nlattr *n = nest_start(b, KFWD_A_EVENT);
-	char text[INET6_ADDRSTRLEN + 16];
 
 	put_u32(b, KFWD_EV_TYPE, ev->type);
 	put_u64(b, KFWD_EV_TIME_MS, wall_ms());
 	if (lost)
 		put_u64(b, KFWD_EV_LOST, lost);
-	if (ev->s) {
-		const struct session *s = ev->s;
+	if (ev->k) {
+		const struct kev *k = ev->k;
 
-		put_u64(b, KFWD_EV_CONN_ID, s->id);
-		if (ev->type == KFWD_EVENT_OPEN || ev->type == KFWD_EVENT_CLOSE) {
-			client_text(s, text, sizeof(text));
-			put_str(b, KFWD_EV_CLIENT, text);
+		put_u64(b, KFWD_EV_CONN_ID, k->conn_id);
+		if (k->client)
+			put_str(b, KFWD_EV_CLIENT, k->client);
+		if (k->type == KEV_CONN_CLOSE) {
+			if (k->upstream && k->upstream[0])
+				put_str(b, KFWD_EV_UPSTREAM, k->upstream);
+			put_u64(b, KFWD_EV_BYTES_UP, k->bytes_up);
+			put_u64(b, KFWD_EV_BYTES_DOWN, k->bytes_down);
+			put_u64(b, KFWD_EV_DURATION_MS, k->duration_ms);
+			put_u32(b, KFWD_EV_STATUS, k->status);
 		}
-		if (ev->type == KFWD_EVENT_CLOSE) {
-			if (s->up_addr_text[0])
-				put_str(b, KFWD_EV_UPSTREAM, s->up_addr_text);
-			put_u64(b, KFWD_EV_BYTES_UP, s->req.bytes_out);
-			put_u64(b, KFWD_EV_BYTES_DOWN, s->resp.bytes_out);
-			put_u64(b, KFWD_EV_DURATION_MS, now_ms() - s->created_ms);
-			put_u32(b, KFWD_EV_STATUS,
-				(uint32_t)(s->last_status > 0 ? s->last_status : 0));
+		if (k->type == KEV_FLOW_PAUSE || k->type == KEV_FLOW_RESUME) {
+			put_str(b, KFWD_EV_DIR, k->dir == DIR_REQUEST ? "request" : "response");
+			put_u64(b, KFWD_EV_LEVEL, k->level);
+			put_u64(b, KFWD_EV_PAUSES, k->pauses);
 		}
-	}
-	if (ev->f) {
-		put_str(b, KFWD_EV_DIR, ev->f->dir == DIR_REQUEST ? "request" : "response");
-		put_u64(b, KFWD_EV_LEVEL, flow_level(ev->f));
-		put_u64(b, KFWD_EV_PAUSES, ev->f->pauses);
 	}
 	if (ev->type == KFWD_EVENT_CONFIG) {
 		put_u32(b, KFWD_EV_GENERATION, ev->generation);
@@ -496,8 +440,10 @@ static void drop_subscriber(unsigned int i)
 {
 	log_debug("ctl: monitor at port id %u gone", ctl.subs[i].portid);
 	ctl.subs[i] = ctl.subs[--ctl_n_subscribers];
-	if (!ctl_n_subscribers)
+	if (!ctl_n_subscribers) {
 		timer_cancel(&ctl.heartbeat);
+		kev_set_sink(NULL);
+	}
 }
 
 static void broadcast(const struct event *ev)
@@ -516,27 +462,25 @@ static void broadcast(const struct event *ev)
 		}
 		if (e < 0) {
 			sub->lost++;
-			ctl.events_lost++;
+			stats.ctl_events_lost++;
 		} else {
 			sub->lost = 0;
-			ctl.events++;
+			stats.ctl_events++;
 		}
 		i++;
 	}
 }
 
-void ctl_event_conn(const struct session *s, bool open)
+/* The sink of event.h, registered while somebody monitors. */
+static void on_kev(const struct kev *k)
 {
-	struct event ev = { .type = open ? KFWD_EVENT_OPEN : KFWD_EVENT_CLOSE, .s = s };
-
-	broadcast(&ev);
-}
-
-void ctl_event_flow(const struct flow *f, bool paused)
-{
-	struct event ev = { .type = paused ? KFWD_EVENT_PAUSE : KFWD_EVENT_RESUME,
-			    .f = f,
-			    .s = f->src ? f->src->s : NULL };
+	static const uint32_t types[] = {
+		[KEV_CONN_OPEN] = KFWD_EVENT_OPEN,
+		[KEV_CONN_CLOSE] = KFWD_EVENT_CLOSE,
+		[KEV_FLOW_PAUSE] = KFWD_EVENT_PAUSE,
+		[KEV_FLOW_RESUME] = KFWD_EVENT_RESUME,
+	};
+	struct event ev = { .type = types[k->type], .k = k };
 
 	broadcast(&ev);
 }
@@ -706,81 +650,25 @@ static unsigned int runtime_changes(const char *text)
 
 /* ------------------------------------------------------------------ swapping configurations */
 
-static bool metrics_differ(const struct config *a, const struct config *b)
-{
-	if (a->has_metrics != b->has_metrics)
-		return true;
-	return a->has_metrics && strcmp(a->metrics.text, b->metrics.text);
-}
-
-/* Passive health and kfwdctl drains survive a new configuration (same upstream and server). */
-static void carry_server_state(const struct config *from, const struct config *to)
-{
-	for (size_t i = 0; i < to->n_upstreams; i++) {
-		struct upstream *nu = &to->upstreams[i], *ou = find_upstream(from, nu->name);
-
-		for (size_t j = 0; ou && j < nu->n_servers; j++) {
-			struct upstream_server *os = find_server(ou, nu->servers[j].text);
-
-			if (!os)
-				continue;
-			nu->servers[j].admin_down = os->admin_down;
-			nu->servers[j].down_until_ms = os->down_until_ms;
-			nu->servers[j].failures = os->failures;
-			nu->servers[j].consecutive_fails = os->consecutive_fails;
-		}
-	}
-}
-
 /*
  * Put @ncfg (its reference becomes the running one) in force: metrics and listening sockets
  * first, since they can fail; then nothing can. On failure nothing changed, @ncfg is
  * released and @err says why.
  */
-static int swap_config(const struct config *ncfg, const char *what, char *note, size_t notelen,
-		       char *err, size_t errlen)
+static int swap_config(struct config *ncfg, const char *what, char *note, size_t notelen, char *err,
+		       size_t errlen)
 {
 	const struct config *old = ctl.cfg;
-	bool metrics_changed = metrics_differ(old, ncfg);
 	unsigned int on_old = 0;
 	size_t used = 0;
+	int rc;
 
 	note[0] = '\0';
-	if (metrics_changed) {
-		metrics_close();
-		if (metrics_open(ncfg) < 0) {
-			snprintf(err, errlen, "metrics-listen %s: cannot listen (see the log)",
-				 ncfg->metrics.text);
-			if (metrics_open(old) < 0)
-				log_err("ctl: metrics endpoint %s could not be reopened",
-					old->metrics.text);
-			config_put(ncfg);
-			return -EADDRNOTAVAIL;
-		}
-	}
-	if (listeners_update(ncfg, err, errlen) < 0) {
-		if (metrics_changed) {
-			metrics_close();
-			if (metrics_open(old) < 0)
-				log_err("ctl: metrics endpoint %s could not be reopened",
-					old->metrics.text);
-		}
+	rc = config_apply(ncfg, old, err, errlen);
+	if (rc < 0) {
 		config_put(ncfg);
-		return -EADDRNOTAVAIL;
+		return rc;
 	}
-	carry_server_state(old, ncfg);
-	/* A data-path or route mode that now asks for sockmap loads it (no-op otherwise). */
-	sockmap_path_init(ncfg);
-	if (ncfg->pipe_size != old->pipe_size)
-		pipe_pool_configure(ncfg->pipe_size, PIPE_POOL_MAX);
-	if (ncfg->upstream_max_idle != old->upstream_max_idle ||
-	    ncfg->upstream_idle_timeout_ms != old->upstream_idle_timeout_ms)
-		upstream_pool_configure(ncfg->upstream_max_idle, ncfg->upstream_idle_timeout_ms);
-	if (ncfg->log_level != old->log_level)
-		klog_level = ncfg->log_level;
-	if (strcmp(ncfg->log_syslog, old->log_syslog))
-		log_sink_open(ncfg->log_syslog);
-	access_log_configure(ncfg);
 	for (struct session *s = session_first(); s; s = s->next)
 		on_old += s->cfg != ncfg;
 	if (on_old)
@@ -908,46 +796,11 @@ static void cmd_status_fill(struct mb *b)
 static void cmd_stats_fill(struct mb *b)
 {
 	struct nlattr *n = nest_start(b, KFWD_A_STATS);
-	uint64_t sockmap_bytes[DIR_COUNT];
+	uint64_t v[KFWD_STAT_MAX + 1];
 
-	put_u64(b, KFWD_STAT_CONN_ACCEPTED, stats.connections_accepted);
-	put_u64(b, KFWD_STAT_CONN_ACTIVE, stats.connections_active);
-	put_u64(b, KFWD_STAT_CONN_REJECTED, stats.connections_rejected);
-	put_u64(b, KFWD_STAT_REQUESTS, stats.requests);
-	for (int i = 0; i < 5; i++)
-		put_u64(b, (uint16_t)(KFWD_STAT_RESP_1XX + i), stats.responses[i]);
-	put_u64(b, KFWD_STAT_UP_CONNECTS, stats.upstream_connects);
-	put_u64(b, KFWD_STAT_UP_REUSES, stats.upstream_reuses);
-	put_u64(b, KFWD_STAT_UP_CONNECT_ERRORS, stats.upstream_connect_errors);
-	put_u64(b, KFWD_STAT_UP_RETRIES, stats.upstream_retries);
-	put_u64(b, KFWD_STAT_UP_IDLE, upstream_pool_idle_count());
-	put_u64(b, KFWD_STAT_SPLICED_REQ, stats.bytes_spliced[DIR_REQUEST]);
-	put_u64(b, KFWD_STAT_SPLICED_RESP, stats.bytes_spliced[DIR_RESPONSE]);
-	put_u64(b, KFWD_STAT_COPIED_REQ, stats.bytes_copied[DIR_REQUEST]);
-	put_u64(b, KFWD_STAT_COPIED_RESP, stats.bytes_copied[DIR_RESPONSE]);
-	session_sockmap_bytes(sockmap_bytes);
-	put_u64(b, KFWD_STAT_SOCKMAP_REQ, sockmap_bytes[DIR_REQUEST]);
-	put_u64(b, KFWD_STAT_SOCKMAP_RESP, sockmap_bytes[DIR_RESPONSE]);
-	put_u64(b, KFWD_STAT_PAUSES, stats.pauses);
-	put_u64(b, KFWD_STAT_RESUMES, stats.resumes);
-	put_u64(b, KFWD_STAT_PAUSED_FLOWS, stats.paused_flows);
-	put_u64(b, KFWD_STAT_PIPES_IN_USE, stats.pipes_in_use);
-	put_u64(b, KFWD_STAT_PIPES_POOLED, stats.pipes_pooled);
-	put_u64(b, KFWD_STAT_PIPE_FALLBACKS, stats.pipe_fallbacks);
-	put_u64(b, KFWD_STAT_CLIENT_ERRORS, stats.client_errors);
-	put_u64(b, KFWD_STAT_UPSTREAM_ERRORS, stats.upstream_errors);
-	put_u64(b, KFWD_STAT_TIMEOUTS, stats.timeouts);
-	put_u64(b, KFWD_STAT_ABORTED, stats.aborted_transfers);
-	put_u64(b, KFWD_STAT_CTL_REQUESTS, ctl.requests);
-	put_u64(b, KFWD_STAT_CTL_DENIED, ctl.denied);
-	put_u64(b, KFWD_STAT_CTL_MALFORMED, ctl.malformed);
-	put_u64(b, KFWD_STAT_CTL_DROPPED, ctl.dropped);
-	put_u64(b, KFWD_STAT_CTL_EVENTS, ctl.events);
-	put_u64(b, KFWD_STAT_CTL_EVENTS_LOST, ctl.events_lost);
-	put_u64(b, KFWD_STAT_ACCESS_LOG_DROPPED, stats.access_log_dropped);
-	put_u64(b, KFWD_STAT_INTERIM_FLOODS, stats.interim_floods);
-	put_u64(b, KFWD_STAT_ACCEPT_PAUSES, stats.accept_pauses);
-	put_u64(b, KFWD_STAT_LOG_SUPPRESSED, stats.log_suppressed);
+	stats_snapshot(v);
+	for (uint16_t type = KFWD_STAT_UNSPEC + 1; type <= KFWD_STAT_MAX; type++)
+		put_u64(b, type, v[type]);
 	nest_end(b, n);
 }
 
@@ -987,7 +840,7 @@ static void fill_conn(struct mb *b, const void *arg)
 	char text[INET6_ADDRSTRLEN + 16];
 
 	put_u64(b, KFWD_CONN_ID, s->id);
-	client_text(s, text, sizeof(text));
+	session_peer_text(s, text, sizeof(text));
 	put_str(b, KFWD_CONN_CLIENT, text);
 	if (s->up_addr_text[0])
 		put_str(b, KFWD_CONN_UPSTREAM, s->up_addr_text);
@@ -1113,35 +966,24 @@ static void cmd_route_list(const struct req *r)
 static void fill_upstream(struct mb *b, const void *arg)
 {
 	const struct upstream *u = arg;
-	const struct config *live[CTL_LIVE_CONFIGS];
-	size_t nlive = live_configs(live, CTL_LIVE_CONFIGS);
 	struct nlattr *n = nest_start(b, KFWD_A_UPSTREAM_INFO);
-	uint64_t now = now_ms();
 
 	put_str(b, KFWD_UP_NAME, u->name);
 	for (size_t i = 0; i < u->n_servers; i++) {
 		const struct upstream_server *srv = &u->servers[i];
 		struct nlattr *sn = nest_start(b, KFWD_UP_SERVER);
-		unsigned int conns = srv->conns;
+		struct upstream_server_info info;
 
-		/* Connections opened under earlier configurations count too. */
-		for (size_t c = 1; c < nlive; c++) {
-			const struct upstream *ou = find_upstream(live[c], u->name);
-			const struct upstream_server *os = ou ? find_server(ou, srv->text) : NULL;
-
-			if (os)
-				conns += os->conns;
-		}
+		upstream_server_info(srv, &info);
 		put_str(b, KFWD_SRV_ADDR, srv->text);
 		put_str(b, KFWD_SRV_STATE,
-			srv->admin_down		? "drained" :
+			info.drained		? "drained" :
 			upstream_server_up(srv) ? "up" :
 						  "down");
-		put_u8(b, KFWD_SRV_DRAINED, srv->admin_down);
-		put_u64(b, KFWD_SRV_DOWN_MS,
-			srv->down_until_ms > now ? srv->down_until_ms - now : 0);
-		put_u64(b, KFWD_SRV_FAILURES, srv->failures);
-		put_u32(b, KFWD_SRV_CONNS, conns);
+		put_u8(b, KFWD_SRV_DRAINED, info.drained);
+		put_u64(b, KFWD_SRV_DOWN_MS, info.down_ms);
+		put_u64(b, KFWD_SRV_FAILURES, info.failures);
+		put_u32(b, KFWD_SRV_CONNS, info.conns);
 		nest_end(b, sn);
 	}
 	nest_end(b, n);
@@ -1325,10 +1167,8 @@ static void cmd_route_del(const struct req *r)
 static void cmd_upstream_admin(const struct req *r, bool drain)
 {
 	const char *name = str_attr(r, KFWD_A_UPSTREAM), *server = str_attr(r, KFWD_A_SERVER);
-	const struct config *live[CTL_LIVE_CONFIGS];
 	struct upstream *u;
 	char what[300];
-	size_t nlive;
 
 	if (!name) {
 		reply_ack(r, -EINVAL, -1, "upstream %s needs an upstream name",
@@ -1345,24 +1185,10 @@ static void cmd_upstream_admin(const struct req *r, bool drain)
 			  name, server);
 		return;
 	}
-	/* Every configuration that can still pick a server: the running one and those that
-	 * open keep-alive connections started with. Idempotent, so sessions past the array's
-	 * capacity are handled one by one. */
-	nlive = live_configs(live, CTL_LIVE_CONFIGS);
-	for (size_t c = 0; c < nlive; c++) {
-		struct upstream *cu = find_upstream(live[c], name);
-
-		for (size_t i = 0; cu && i < cu->n_servers; i++)
-			if (!server || !strcmp(cu->servers[i].text, server))
-				cu->servers[i].admin_down = drain;
-	}
-	for (struct session *s = session_first(); s && nlive == CTL_LIVE_CONFIGS; s = s->next) {
-		struct upstream *cu = find_upstream(s->cfg, name);
-
-		for (size_t i = 0; cu && i < cu->n_servers; i++)
-			if (!server || !strcmp(cu->servers[i].text, server))
-				cu->servers[i].admin_down = drain;
-	}
+	/* The state is shared by every configuration naming the server (upstream.c). */
+	for (size_t i = 0; i < u->n_servers; i++)
+		if (!server || !strcmp(u->servers[i].text, server))
+			upstream_set_drained(&u->servers[i], drain);
 	snprintf(what, sizeof(what), "upstream %s %s%s%s", drain ? "drain" : "enable", name,
 		 server ? " " : "", server ? server : "");
 	log_info("kfwdctl (pid %d): %s", (int)r->cred.pid, what);
@@ -1506,6 +1332,7 @@ static void cmd_monitor(const struct req *r)
 		ctl_n_subscribers++;
 	}
 	ctl.subs[i] = (struct subscriber){ .portid = r->portid, .seq = r->nlh->nlmsg_seq };
+	kev_set_sink(on_kev);
 	if (!timer_armed(&ctl.heartbeat))
 		timer_arm(&ctl.heartbeat, KFWD_CTL_HEARTBEAT_MS);
 	log_debug("ctl: monitor at port id %u (pid %d)", r->portid, (int)r->cred.pid);
@@ -1526,23 +1353,23 @@ static void handle_msg(const struct nlmsghdr *nlh, const struct ucred *cred, uin
 	/* Never answer an answer: two peers must not bounce errors forever. */
 	if (cmd == NLMSG_NOOP || cmd == NLMSG_ERROR || cmd == NLMSG_DONE || cmd == NLMSG_OVERRUN ||
 	    !(nlh->nlmsg_flags & NLM_F_REQUEST)) {
-		ctl.malformed += cmd != NLMSG_NOOP;
+		stats.ctl_malformed += cmd != NLMSG_NOOP;
 		return;
 	}
-	ctl.requests++;
+	stats.ctl_requests++;
 	if (!cred) {
-		ctl.denied++;
+		stats.ctl_denied++;
 		reply_ack(&r, -EPERM, -1, "no credentials with the request");
 		return;
 	}
 	r.cred = *cred;
 	if (cmd < KFWD_CTL_CMD_MIN || cmd > KFWD_CTL_CMD_MAX || cmd == KFWD_CMD_EVENT) {
-		ctl.malformed++;
+		stats.ctl_malformed++;
 		reply_ack(&r, -EOPNOTSUPP, -1, "unknown command %u", cmd);
 		return;
 	}
 	if (check_permission(cred, cmd, why, sizeof(why)) < 0) {
-		ctl.denied++;
+		stats.ctl_denied++;
 		log_info("ctl: %s from pid %d uid %u refused", kctl_cmd_name(cmd), (int)cred->pid,
 			 (unsigned int)cred->uid);
 		reply_ack(&r, -EPERM, -1, "%s", why);
@@ -1550,12 +1377,12 @@ static void handle_msg(const struct nlmsghdr *nlh, const struct ucred *cred, uin
 	}
 	rc = kctl_msg_parse(nlh, &r.m, &err);
 	if (rc != KCTL_PARSE_OK) {
-		ctl.malformed++;
+		stats.ctl_malformed++;
 		reply_ack(&r, -EINVAL, err.off, "malformed request: %s", err.msg);
 		return;
 	}
 	if (!r.m.tb[KFWD_A_VERSION]) {
-		ctl.malformed++;
+		stats.ctl_malformed++;
 		reply_ack(&r, -EPROTO, -1, "request without KFWD_A_VERSION");
 		return;
 	}
@@ -1625,7 +1452,7 @@ static void handle_datagram(size_t len, bool truncated, uint32_t portid, const s
 	int handled = 0;
 
 	if (truncated) {
-		ctl.malformed++;
+		stats.ctl_malformed++;
 		if (len >= NLMSG_HDRLEN &&
 		    !(((const struct nlmsghdr *)rxbuf)->nlmsg_type < NLMSG_MIN_TYPE)) {
 			struct req r = { .nlh = (const void *)rxbuf, .portid = portid };
@@ -1637,13 +1464,13 @@ static void handle_datagram(size_t len, bool truncated, uint32_t portid, const s
 	}
 	while ((nlh = kctl_next_msg(&pos, &rem, &err))) {
 		if (handled++ == CTL_MSGS_PER_DATAGRAM) {
-			ctl.malformed++;
+			stats.ctl_malformed++;
 			return;
 		}
 		handle_msg(nlh, cred, portid);
 	}
 	if (err.msg[0]) {
-		ctl.malformed++;
+		stats.ctl_malformed++;
 		log_debug("ctl: from port id %u: %s", portid, err.msg);
 	}
 }
@@ -1662,14 +1489,14 @@ static void on_ctl_event(struct loop_handler *h, uint32_t events)
 			if (errno == EAGAIN || errno == EINTR)
 				return;
 			if (errno == ENOBUFS) {
-				ctl.malformed++;
+				stats.ctl_malformed++;
 				continue;
 			}
 			log_warn("ctl: recvmsg: %m");
 			return;
 		}
 		if (from.nl_pid == 0) {
-			ctl.malformed++;
+			stats.ctl_malformed++;
 			continue;
 		}
 		handle_datagram((size_t)n, truncated, from.nl_pid, cred);
@@ -1881,6 +1708,7 @@ void ctl_close_socket(void)
 		(void)send_to(ctl.subs[i].portid, txbuf, b.nlh->nlmsg_len);
 	}
 	ctl_n_subscribers = 0;
+	kev_set_sink(NULL);
 	timer_cancel(&ctl.heartbeat);
 	if (ctl.fd >= 0) {
 		loop_del(ctl.fd);

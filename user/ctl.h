@@ -13,9 +13,6 @@
 
 #include "config.h"
 
-struct session;
-struct flow;
-
 /*
  * Take a reference on @cfg as the running configuration and, unless ctl-port-id is off, bind
  * the control socket and publish it in ctl-socket-file. @extra_listens (-l) are applied again
@@ -34,34 +31,5 @@ const struct config *ctl_config(void);
 void ctl_draining(void);
 /* SIGHUP: reload like "kfwdctl reload", the result goes to the log. */
 void ctl_reload_signal(void);
-
-/* Monitor hooks, called from session.c and flow.c; free when nobody listens. */
-extern unsigned int ctl_n_subscribers;
-void ctl_event_conn(const struct session *s, bool open);
-void ctl_event_flow(const struct flow *f, bool paused);
-
-static inline void ctl_notify_conn_open(const struct session *s)
-{
-	if (ctl_n_subscribers)
-		ctl_event_conn(s, true);
-}
-
-static inline void ctl_notify_conn_close(const struct session *s)
-{
-	if (ctl_n_subscribers)
-		ctl_event_conn(s, false);
-}
-
-static inline void ctl_notify_pause(const struct flow *f)
-{
-	if (ctl_n_subscribers)
-		ctl_event_flow(f, true);
-}
-
-static inline void ctl_notify_resume(const struct flow *f)
-{
-	if (ctl_n_subscribers)
-		ctl_event_flow(f, false);
-}
 
 #endif

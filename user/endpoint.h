@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "buf.h"
 #include "loop.h"
@@ -28,9 +29,24 @@ struct endpoint {
 	bool rd_eof; /* a read returned 0 */
 	bool hup; /* EPOLLHUP/EPOLLERR seen */
 	struct buf in; /* bytes read and not yet consumed (heads, chunk size lines) */
+	/* The transport (xprt.h): &xprt_raw unless another was put in place after attach. */
 	const struct xprt_ops *xprt;
 	void *xprt_ctx;
 	uint32_t xprt_want; /* EPOLLIN/EPOLLOUT the transport waits for */
 };
+
+/* Read into @b's free space, at most @max bytes, through the transport. As recv(). */
+ssize_t endpoint_recv_buf(struct endpoint *e, struct buf *b, size_t max);
+
+static inline bool endpoint_can_splice(const struct endpoint *e)
+{
+	return e->xprt->can_splice(e);
+}
+
+/* Readable now: epoll said so, or the transport holds bytes already (TLS records). */
+static inline bool endpoint_readable(const struct endpoint *e)
+{
+	return e->readable || (e->fd >= 0 && e->xprt->pending(e));
+}
 
 #endif

@@ -7,7 +7,7 @@
  */
 #include <string.h>
 
-#include "ctl.h"
+#include "event.h"
 #include "flow.h"
 #include "log.h"
 #include "loop.h"
@@ -69,6 +69,18 @@ void flow_start_body(struct flow *f, enum body_framing framing, uint64_t length)
 	f->last_progress_ms = now_ms();
 }
 
+/* Tell the control plane (kfwdctl monitor) that this flow paused or resumed. */
+static void flow_event(const struct flow *f, enum kev_type type)
+{
+	struct kev ev = { .type = type, .conn_id = f->conn_id, .dir = f->dir };
+
+	if (!kev_listening())
+		return;
+	ev.level = flow_level(f);
+	ev.pauses = f->pauses;
+	kev_emit(&ev);
+}
+
 static void pause_flow(struct flow *f, size_t level)
 {
 	size_t low = low_water(f);
@@ -82,7 +94,7 @@ static void pause_flow(struct flow *f, size_t level)
 	/* A pipe can run out of slots below its byte capacity; resume at half of that level. */
 	f->resume_level = level / 2 < low ? level / 2 : low;
 	log_debug("flow %p paused at %zu bytes", (void *)f, level);
-	ctl_notify_pause(f);
+	flow_event(f, KEV_FLOW_PAUSE);
 }
 
 static void resume_flow(struct flow *f)
@@ -91,7 +103,7 @@ static void resume_flow(struct flow *f)
 	f->resumes++;
 	stats.resumes++;
 	stats.paused_flows--;
-	ctl_notify_resume(f);
+	flow_event(f, KEV_FLOW_RESUME);
 }
 
 bool flow_wants_read(const struct flow *f)
@@ -208,7 +220,7 @@ static int fill_step(struct flow *f)
 		log_debug("peer closed inside a framed body");
 		return FLOW_SRC_ERROR;
 	}
-	if (!f->src->readable)
+	if (!endpoint_readable(f->src))
 		return 0;
 
 	want = room;
@@ -223,7 +235,9 @@ static int fill_step(struct flow *f)
 		if (want > f->chunk.remaining)
 			want = f->chunk.remaining;
 	}
-	if (f->use_splice && !f->splice_failed && !buf_len(&f->pending)) {
+	/* The transports decide too: TLS records cannot be spliced. */
+	if (f->use_splice && !f->splice_failed && !buf_len(&f->pending) &&
+	    endpoint_can_splice(f->src) && endpoint_can_splice(f->dst)) {
 		r = splice_fill(f, (size_t)want, &moved);
 		if (r == FILL_UNSUPPORTED) {
 			/* No pipe, or a socket splice refuses: copy the rest of this body. */

@@ -27,6 +27,7 @@
  */
 struct flow {
 	enum flow_dir dir;
+	uint64_t conn_id; /* the owner's connection id, for events */
 	struct endpoint *src;
 	struct endpoint *dst;
 	const struct config *cfg;

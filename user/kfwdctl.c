@@ -886,6 +886,9 @@ static int stats_cb(const struct kctl_msg *m, void *arg)
 	printf("              copy     request %" PRIu64 "  response %" PRIu64
 	       "  (heads and chunk lines included)\n",
 	       V(COPIED_REQ), V(COPIED_RESP));
+	printf("sockmap       flows %" PRIu64 "  response bodies %" PRIu64
+	       "  start fallbacks %" PRIu64 "  tunnels %" PRIu64 "\n",
+	       V(SOCKMAP_FLOWS), V(SOCKMAP_RESPONSES), V(SOCKMAP_START_FALLBACKS), V(TUNNELS));
 	printf("backpressure  pauses %" PRIu64 "  resumes %" PRIu64 "  paused now %" PRIu64 "\n",
 	       V(PAUSES), V(RESUMES), V(PAUSED_FLOWS));
 	printf("upstream      connects %" PRIu64 "  reuses %" PRIu64 "  connect errors %" PRIu64

@@ -10,11 +10,14 @@
 #include <time.h>
 
 #include "log.h"
-#include "log_sink.h"
-#include "loop.h"
-#include "stats.h"
 
 int klog_level = KLOG_INFO;
+static klog_output_fn output;
+
+void klog_set_output(klog_output_fn fn)
+{
+	output = fn;
+}
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
@@ -37,45 +40,10 @@ void klog(int level, const char *fmt, ...)
 	va_end(ap);
 	/* One fputs per line so concurrent writers (tests reading stderr) never see torn lines. */
 	strncat(line, "\n", sizeof(line) - strlen(line) - 1);
-	log_sink_write(level, line, (size_t)n);
-}
-
-/* A layer above klog(), which stays the one sink. */
-void klog_limited(struct klog_limit *rl, int level, const char *fmt, ...)
-{
-	const uint32_t full = KLOG_BURST * 1000;
-	uint64_t now, add;
-	int saved_errno = errno; /* for %m */
-	char msg[1024];
-	va_list ap;
-
-	if (level > klog_level)
-		return;
-	now = now_ms();
-	if (!rl->primed) {
-		rl->primed = true;
-		rl->tokens_milli = full;
-	} else {
-		add = (now - rl->last_ms) * KLOG_RATE;
-		rl->tokens_milli = add >= full - rl->tokens_milli ? full : rl->tokens_milli + add;
-	}
-	rl->last_ms = now;
-	if (rl->tokens_milli < 1000) {
-		rl->suppressed++;
-		stats.log_suppressed++;
-		return;
-	}
-	rl->tokens_milli -= 1000;
-	if (rl->suppressed) {
-		klog(level, "(%lu lines like the next one suppressed: more than %d per second)",
-		     (unsigned long)rl->suppressed, KLOG_RATE);
-		rl->suppressed = 0;
-	}
-	errno = saved_errno;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	klog(level, "%s", msg);
+	if (output)
+		output(level, line, (size_t)n);
+	else
+		fputs(line, stderr);
 }
 
 int klog_level_parse(const char *name)

@@ -3,11 +3,19 @@
 #define KFWD_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 enum klog_level { KLOG_ERR, KLOG_WARN, KLOG_INFO, KLOG_DEBUG };
 
 extern int klog_level;
+
+/*
+ * Where finished lines go: @line (newline included) starts with a @prefix_len byte prefix
+ * (time, name, level). log_sink.c registers its writer; until then (or with NULL) stderr.
+ */
+typedef void (*klog_output_fn)(int level, const char *line, size_t prefix_len);
+void klog_set_output(klog_output_fn fn);
 
 void klog(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int klog_level_parse(const char *name);
@@ -28,6 +36,7 @@ struct klog_limit {
 	uint64_t suppressed;
 };
 
+/* log_limit.c */
 void klog_limited(struct klog_limit *rl, int level, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 

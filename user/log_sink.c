@@ -104,6 +104,7 @@ int syslog_client_send(struct syslog_client *c, int priority, const char *tag, c
 
 int log_sink_open(const char *path)
 {
+	klog_set_output(log_sink_write);
 	if (!path || !path[0]) {
 		syslog_client_close(&daemon_log);
 		return 0;

@@ -13,6 +13,7 @@
 
 #include "access_log.h"
 #include "accept.h"
+#include "apply.h"
 #include "config.h"
 #include "ctl.h"
 #include "log.h"
@@ -20,6 +21,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "pipe_pool.h"
+#include "proto.h"
 #include "privdrop.h"
 #include "resolve.h"
 #include "sd_notify.h"
@@ -28,6 +30,7 @@
 #include "sockmap_path.h"
 #include "tls.h"
 #include "upgrade.h"
+#include "upstream.h"
 #include "upstream_pool.h"
 
 #define MAX_LISTEN_ARGS 16
@@ -204,6 +207,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
+	/* The protocols are known above the configuration parser (proto.c). */
+	if (proto_check_config(cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		config_free(cfg);
+		return 1;
+	}
 	/* Certificates, keys and cipher lists are checked by building the contexts. */
 	if (config_wants_tls(cfg)) {
 		struct tls_set *tls;
@@ -244,29 +253,18 @@ int main(int argc, char **argv)
 	}
 	if (resolve_init() < 0)
 		goto out_loop;
-	pipe_pool_configure(cfg->pipe_size, PIPE_POOL_MAX);
-	upstream_pool_configure(cfg->upstream_max_idle, cfg->upstream_idle_timeout_ms);
 	if (takeover && upgrade_takeover(takeover, cfg) < 0)
 		goto out_resolve;
-	if (listeners_open(cfg) < 0)
+	/* Listeners, metrics, the hand-over of a binary upgrade, server state, sockmap, access
+	 * log, pools: as at reload (apply.c). From the hand-over on the old kfwd no longer
+	 * accepts: what follows must not fail for reasons the old one could have avoided (the
+	 * same configuration started it). */
+	if (config_apply(cfg, NULL, err, sizeof(err)) < 0) {
+		log_err("%s", err);
 		goto out_resolve;
-	if (metrics_open(cfg) < 0)
-		goto out_listeners;
-	/* From here on the old kfwd no longer accepts: what follows must not fail for reasons
-	 * the old one could have avoided (the same configuration started it). */
-	if (upgrade_ready() < 0) {
-		metrics_close();
-		goto out_listeners;
 	}
-	upgrade_takeover_done();
-	if (ctl_open(cfg, listen_args, n_listen) < 0) {
-		metrics_close();
-		goto out_listeners;
-	}
-	sockmap_path_init(cfg);
-	/* Like nginx: an access log that cannot be opened at start is a configuration error. */
-	if (access_log_configure(cfg) < 0)
-		goto out_ctl;
+	if (ctl_open(cfg, listen_args, n_listen) < 0)
+		goto out_sockets;
 	if (upgrade_listen(cfg, hand_over) < 0)
 		goto out_ctl;
 	if (privdrop_apply(cfg) < 0)
@@ -283,15 +281,16 @@ int main(int argc, char **argv)
 	log_info("kfwd stopped");
 out_ctl:
 	upgrade_close();
+	ctl_close();
+out_sockets:
 	access_log_close();
 	sockmap_path_fini();
-	ctl_close();
 	metrics_close();
-out_listeners:
 	listeners_close();
 out_resolve:
 	upgrade_takeover_done();
 	upstream_pool_flush();
+	upstream_fini();
 	pipe_pool_flush();
 	resolve_fini();
 out_loop:

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -11,7 +12,7 @@
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
-#include "session.h"
+#include "sockmap.h"
 #include "stats.h"
 #include "upstream_pool.h"
 
@@ -48,98 +49,66 @@ static void emit(struct writer *w, const char *fmt, ...)
 		w->used += (size_t)n < w->len - w->used ? (size_t)n : w->len - w->used - 1;
 }
 
-static void counter(struct writer *w, const char *name, const char *help, uint64_t v)
+enum counter_kind { COUNTER, GAUGE };
+
+struct counter_def {
+	const char *name; /* "base" or "base.label-value" */
+	const char *label; /* the label's name, NULL for a plain counter */
+	const char *help;
+	enum counter_kind kind;
+};
+
+static const struct counter_def counter_defs[KFWD_STAT_MAX + 1] = {
+#define COUNTER_DEF(id, wire, lab, k, text, value) \
+	[KFWD_STAT_##id] = { .name = wire, .label = lab, .help = text, .kind = k },
+	KFWD_COUNTERS(COUNTER_DEF)
+#undef COUNTER_DEF
+};
+
+void stats_snapshot(uint64_t v[KFWD_STAT_MAX + 1])
 {
-	emit(w, "# HELP %s %s\n# TYPE %s counter\n%s %lu\n", name, help, name, name,
-	     (unsigned long)v);
+	uint64_t sockmap_bytes[2]; /* enum sockmap_dir: fd_a is always the client */
+
+	sockmap_bytes_redirected(sockmap_bytes);
+	v[KFWD_STAT_UNSPEC] = 0;
+#define COUNTER_VALUE(id, wire, lab, k, text, value) v[KFWD_STAT_##id] = (value);
+	KFWD_COUNTERS(COUNTER_VALUE)
+#undef COUNTER_VALUE
 }
 
-static void gauge(struct writer *w, const char *name, const char *help, uint64_t v)
+/* Length of the family name: @name up to its '.', or all of it. */
+static int family_len(const char *name)
 {
-	emit(w, "# HELP %s %s\n# TYPE %s gauge\n%s %lu\n", name, help, name, name,
-	     (unsigned long)v);
-}
+	const char *dot = strchr(name, '.');
 
-static void by_direction(struct writer *w, const char *name, const char *help,
-			 const uint64_t v[DIR_COUNT])
-{
-	emit(w, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
-	emit(w, "%s{direction=\"request\"} %lu\n", name, (unsigned long)v[DIR_REQUEST]);
-	emit(w, "%s{direction=\"response\"} %lu\n", name, (unsigned long)v[DIR_RESPONSE]);
+	return dot ? (int)(dot - name) : (int)strlen(name);
 }
 
 size_t metrics_render(char *out, size_t len)
 {
 	struct writer w = { out, len, 0 };
-	uint64_t sockmap_bytes[DIR_COUNT];
+	uint64_t v[KFWD_STAT_MAX + 1];
+	const char *family = "";
+	int flen = 0;
 
-	counter(&w, "kfwd_connections_accepted_total", "Client connections accepted.",
-		stats.connections_accepted);
-	gauge(&w, "kfwd_connections_active", "Client connections open now.",
-	      stats.connections_active);
-	counter(&w, "kfwd_connections_rejected_total", "Clients refused over max-connections.",
-		stats.connections_rejected);
-	counter(&w, "kfwd_requests_total", "Request heads parsed.", stats.requests);
-	emit(&w, "# HELP kfwd_responses_total Responses sent to clients by status class.\n"
-		 "# TYPE kfwd_responses_total counter\n");
-	for (int i = 0; i < 5; i++)
-		emit(&w, "kfwd_responses_total{class=\"%dxx\"} %lu\n", i + 1,
-		     (unsigned long)stats.responses[i]);
-	counter(&w, "kfwd_upstream_connects_total", "New upstream connections.",
-		stats.upstream_connects);
-	counter(&w, "kfwd_upstream_reuses_total", "Requests sent on a pooled connection.",
-		stats.upstream_reuses);
-	counter(&w, "kfwd_upstream_connect_errors_total", "Upstream connects that failed.",
-		stats.upstream_connect_errors);
-	counter(&w, "kfwd_upstream_retries_total",
-		"Requests resent after a stale pooled connection.", stats.upstream_retries);
-	gauge(&w, "kfwd_upstream_idle", "Idle pooled upstream connections.",
-	      upstream_pool_idle_count());
-	by_direction(&w, "kfwd_bytes_spliced_total",
-		     "Bytes moved socket to pipe by splice (never in user space).",
-		     stats.bytes_spliced);
-	by_direction(&w, "kfwd_bytes_copied_total",
-		     "Bytes that passed through user space (heads, chunk lines, copy path).",
-		     stats.bytes_copied);
-	session_sockmap_bytes(sockmap_bytes);
-	by_direction(&w, "kfwd_bytes_sockmap_total",
-		     "Bytes redirected in the kernel by the sockmap program (live flows included).",
-		     sockmap_bytes);
-	counter(&w, "kfwd_sockmap_flows_total",
-		"Tunnels and response bodies handed to the BPF sockmap.", stats.sockmap_flows);
-	counter(&w, "kfwd_sockmap_responses_total",
-		"Response bodies (upstream to client only) handed to the BPF sockmap.",
-		stats.sockmap_responses);
-	counter(&w, "kfwd_sockmap_start_fallbacks_total",
-		"Hand-overs to the sockmap given up (source never paused): they splice.",
-		stats.sockmap_start_fallbacks);
-	counter(&w, "kfwd_pauses_total", "Flows paused at the high-water mark (edges).",
-		stats.pauses);
-	counter(&w, "kfwd_resumes_total", "Flows resumed below the low-water mark.", stats.resumes);
-	gauge(&w, "kfwd_paused_flows", "Flows whose source has EPOLLIN off now.",
-	      stats.paused_flows);
-	gauge(&w, "kfwd_pipes_in_use", "Pipes held by flows.", stats.pipes_in_use);
-	gauge(&w, "kfwd_pipes_pooled", "Empty pipes kept for reuse.", stats.pipes_pooled);
-	counter(&w, "kfwd_pipe_fallbacks_total", "Bodies copied because no pipe could be had.",
-		stats.pipe_fallbacks);
-	counter(&w, "kfwd_client_errors_total", "4xx answers generated by kfwd.",
-		stats.client_errors);
-	counter(&w, "kfwd_upstream_errors_total", "502 answers generated by kfwd.",
-		stats.upstream_errors);
-	counter(&w, "kfwd_timeouts_total", "504 answers and idle transfers cut.", stats.timeouts);
-	counter(&w, "kfwd_aborted_transfers_total", "Responses cut because a peer failed mid-body.",
-		stats.aborted_transfers);
-	counter(&w, "kfwd_tunnels_total", "Upgrade (101) and CONNECT tunnels opened.",
-		stats.tunnels);
-	counter(&w, "kfwd_access_log_dropped_total",
-		"Access log lines lost (buffer full, write failed, syslog not taking them).",
-		stats.access_log_dropped);
-	counter(&w, "kfwd_interim_floods_total",
-		"502 answers for more interim (1xx) responses than allowed.", stats.interim_floods);
-	counter(&w, "kfwd_accept_pauses_total",
-		"Listeners paused because the fd limit was reached.", stats.accept_pauses);
-	counter(&w, "kfwd_log_suppressed_total", "Log lines dropped by the rate limit.",
-		stats.log_suppressed);
+	stats_snapshot(v);
+	for (unsigned int i = KFWD_STAT_UNSPEC + 1; i <= KFWD_STAT_MAX; i++) {
+		const struct counter_def *d = &counter_defs[i];
+		int n = family_len(d->name);
+
+		/* HELP and TYPE once per family: its members are adjacent in the table. */
+		if (n != flen || strncmp(d->name, family, (size_t)n)) {
+			family = d->name;
+			flen = n;
+			emit(&w, "# HELP kfwd_%.*s %s\n# TYPE kfwd_%.*s %s\n", n, d->name, d->help,
+			     n, d->name, d->kind == GAUGE ? "gauge" : "counter");
+		}
+		if (d->label)
+			emit(&w, "kfwd_%.*s{%s=\"%s\"} %lu\n", n, d->name, d->label,
+			     d->name + n + 1, (unsigned long)v[i]);
+		else
+			emit(&w, "kfwd_%s %lu\n", d->name, (unsigned long)v[i]);
+	}
 	return w.used;
 }
 
@@ -222,6 +191,7 @@ int metrics_open(const struct config *cfg)
 		return -1;
 	}
 	listen_handler.on_event = on_metrics_accept;
+	accept_pause_with(metrics_listen_enable);
 	if (loop_add(listen_fd, EPOLLIN, &listen_handler) < 0) {
 		close(listen_fd);
 		listen_fd = -1;

@@ -13,7 +13,7 @@ struct kpipe {
 };
 
 /* Pipes handed out from now on have @size bytes of capacity; at most @max_pooled are kept idle. */
-/* Empty pipes kept for reuse (main.c, ctl.c): 2 fds each. */
+/* Empty pipes kept for reuse (apply.c): 2 fds each. */
 #define PIPE_POOL_MAX 64
 
 void pipe_pool_configure(size_t size, size_t max_pooled);

@@ -12,6 +12,7 @@
 #include "http.h"
 #include "loop.h"
 #include "route.h"
+#include "upstream.h"
 
 enum session_state {
 	S_REQUEST_HEAD, /* waiting for / reading a request head (idle keep-alive included) */
@@ -24,9 +25,31 @@ enum session_state {
 	S_LINGER, /* client write side shut; reading until the client closes */
 };
 
+struct session;
+
+/*
+ * A protocol: what a listener speaks (listen ADDR:PORT [proto]). The session proper (session.c)
+ * owns the connection's lifecycle, its endpoints and epoll interest, its timer, kfwd's own
+ * error replies and the linger; it hands everything protocol-specific to these operations.
+ */
+struct proto_ops {
+	const char *name; /* the listen keyword */
+	/* S_REQUEST_HEAD and S_EXCHANGE: move the protocol on (read heads, pump flows). */
+	void (*step)(struct session *s);
+	/* The session timer fired in any state but S_REPLYING and S_LINGER. */
+	void (*timeout)(struct session *s);
+	/* The upstream connection is ready (new, or taken from the pool): start the exchange. */
+	void (*connected)(struct session *s);
+	/* No upstream could serve the request (after retries): answer @status, or close. */
+	void (*connect_failed)(struct session *s, int status);
+	/* The session closes: release what the protocol holds (a sockmap flow...). May be NULL. */
+	void (*release)(struct session *s);
+};
+
 struct session {
 	uint64_t id;
 	struct session *prev, *next;
+	const struct proto_ops *proto; /* chosen by the listener */
 	const struct config *cfg;
 	enum session_state state;
 	struct timer timer;
@@ -47,8 +70,7 @@ struct session {
 	struct route_target target;
 	struct upstream_server *server; /* chosen for this attempt (NULL: url-embedded) */
 	struct upstream_server *conn_server; /* whose connection slot the upstream fd holds */
-	struct session *wait_next; /* S_QUEUED: FIFO link */
-	struct upstream_server *wait_server;
+	struct upstream_waiter wait; /* S_QUEUED: in the server's FIFO */
 	unsigned int attempts; /* retries done for this request */
 	int last_failure_status; /* what the last failed attempt would have answered */
 	struct sockaddr_any up_addr;
@@ -98,17 +120,59 @@ struct session {
 	char *log_target; /* only while an access log is configured */
 };
 
-/* Take over an accepted client socket. @reject: answer 503 and close (over the limit). */
-struct session *session_create(int fd, const struct config *cfg, bool reject);
+/* Take over an accepted client socket speaking @proto. @reject: answer 503 and close (over the
+ * limit). */
+struct session *session_create(int fd, const struct config *cfg, const struct proto_ops *proto,
+			       bool reject);
 /* SIGTERM: idle connections close now, the others after their current transaction. */
 void session_drain_all(void);
 unsigned int session_count(void);
 struct session *session_first(void);
 void session_kill(struct session *s);
 const char *session_state_name(enum session_state st);
-/* Bytes redirected in the kernel so far, by direction: ended flows and the live ones. */
-void session_sockmap_bytes(uint64_t out[DIR_COUNT]);
-/* The sockmap module reported something on @flow_id (a pause): pump that session. */
-void session_sockmap_event(uint64_t flow_id);
+/* The client's ADDR:PORT (its address alone once the socket is gone). */
+void session_peer_text(const struct session *s, char *out, size_t len);
+
+/* ---- for the modules a session is built from (upstream_conn, tunnel, sockmap_path, http1) */
+
+/* Move the session on as far as it goes now, then set its epoll interest. */
+void session_run(struct session *s);
+/* The loop handler of both endpoints. */
+void session_endpoint_event(struct loop_handler *h, uint32_t events);
+/* Close the connection (the upstream one too) and free the session after this batch. */
+void session_close(struct session *s);
+/* kfwd's own answer; the connection closes after it. Only before any final response byte. */
+void session_reply_error(struct session *s, int status);
+void session_reply_error_headers(struct session *s, int status, const char *extra_headers);
+/* FIN after the last byte, then read until the client closes (or a short timeout). */
+void session_begin_linger(struct session *s);
+/* The exchange's transfer timer fired: re-arm while the flows progress, else cut it. */
+void session_exchange_idle(struct session *s);
+/* SIGTERM received: no new requests, no retries. */
+bool session_draining(void);
+/* @fn runs after each session closed its client socket (accept.c: a descriptor is free). */
+void session_set_closed_hook(void (*fn)(void));
+/* Interim responses wait for the client: the upstream is not read meanwhile. */
+bool session_interim_backlogged(const struct session *s);
+
+void session_endpoint_attach(struct endpoint *e, int fd);
+/* Close the upstream socket and give its connection slot back. */
+void session_close_upstream(struct session *s);
+/* tcp-keepalive and tcp-user-timeout on @fd. */
+void session_dead_peer_options(int fd, const struct config *cfg);
+uint64_t session_connect_timeout(const struct session *s);
+uint64_t session_response_timeout(const struct session *s);
+uint64_t session_idle_timeout(const struct session *s);
+
+/* Heads being parsed: allocated while one is read, freed when done. */
+struct http_head *session_head_start(struct http_head **slot, bool is_request);
+void session_head_free(struct http_head **slot);
+
+/* Responses by status class; the status the access log records for the request. */
+void session_count_status(int status);
+void session_final_status(struct session *s, int status);
+/* The access log's record of a request: begun at its head, written when it is over. */
+void session_access_begin(struct session *s, const char *target, size_t len);
+void session_access_end(struct session *s);
 
 #endif

@@ -147,6 +147,12 @@ void *sockmap_flow_owner(uint64_t flow_id)
 	return NULL;
 }
 
+void sockmap_bytes_redirected(uint64_t out[2])
+{
+	out[SOCKMAP_A_TO_B] = 0;
+	out[SOCKMAP_B_TO_A] = 0;
+}
+
 #else /* SOCKMAP_HAVE_SKEL */
 
 #define SM_BUF_SIZE (128 * 1024)
@@ -199,6 +205,7 @@ struct sm_dir {
 struct sm_flow {
 	uint64_t id;
 	void *owner;
+	void (*on_event)(void *owner);
 	int fd_a;
 	int fd_b;
 	unsigned int flags;
@@ -224,6 +231,7 @@ static struct {
 	uint64_t lost_seen;
 	sockmap_event_cb cb;
 	void *cb_ctx;
+	uint64_t ended_redirected[2]; /* by enum sockmap_dir, flows already deleted */
 	int ncb;
 } sm = {
 	.socks_fd = -1,
@@ -508,6 +516,21 @@ fail_errno:
 	return -1;
 }
 
+static struct sm_flow *flow_get(uint64_t id);
+
+/* Tell the flow's owner, then the caller of sockmap_handle_events(). Either may delete the
+ * flow: nothing of it is touched after its on_event. */
+static void notify_flow(uint64_t flow_id)
+{
+	struct sm_flow *f = flow_get(flow_id);
+
+	if (f && f->on_event)
+		f->on_event(f->owner);
+	if (sm.cb)
+		sm.cb(sm.cb_ctx, flow_id);
+	sm.ncb++;
+}
+
 static int on_event(void *ctx, void *data, size_t size)
 {
 	const struct kfwd_event *ev = data;
@@ -515,10 +538,7 @@ static int on_event(void *ctx, void *data, size_t size)
 	(void)ctx;
 	if (size < sizeof(*ev))
 		return 0;
-	if (sm.cb) {
-		sm.cb(sm.cb_ctx, ev->flow_id);
-		sm.ncb++;
-	}
+	notify_flow(ev->flow_id);
 	return 0;
 }
 
@@ -703,10 +723,8 @@ int sockmap_handle_events(sockmap_event_cb cb, void *ctx)
 		/* the ring overflowed: any flow may be waiting */
 		sm.lost_seen = lost;
 		for (i = 0; i < sm.nslots; i++) {
-			if (sm.flows[i] && cb) {
-				cb(ctx, sm.flows[i]->id);
-				sm.ncb++;
-			}
+			if (sm.flows[i])
+				notify_flow(sm.flows[i]->id);
 		}
 	}
 	sm.cb = NULL;
@@ -952,6 +970,7 @@ int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
 	f->fd_b = args->fd_b;
 	f->flags = args->flags;
 	f->owner = args->owner;
+	f->on_event = args->on_event;
 	sm.gens[slot]++;
 	if (!sm.gens[slot])
 		sm.gens[slot] = 1;
@@ -1362,6 +1381,27 @@ void *sockmap_flow_owner(uint64_t flow_id)
 	return f ? f->owner : NULL;
 }
 
+/* The redirected bytes of flow @id, added to @out (by enum sockmap_dir). */
+static void add_redirected(uint64_t id, uint64_t out[2])
+{
+	struct sockmap_stats st;
+
+	if (sockmap_flow_stats(id, &st) < 0)
+		return;
+	out[SOCKMAP_A_TO_B] += st.dir[SOCKMAP_A_TO_B].redirected;
+	out[SOCKMAP_B_TO_A] += st.dir[SOCKMAP_B_TO_A].redirected;
+}
+
+void sockmap_bytes_redirected(uint64_t out[2])
+{
+	out[SOCKMAP_A_TO_B] = sm.ended_redirected[SOCKMAP_A_TO_B];
+	out[SOCKMAP_B_TO_A] = sm.ended_redirected[SOCKMAP_B_TO_A];
+	for (uint32_t i = 0; i < sm.nslots; i++) {
+		if (sm.flows[i])
+			add_redirected(sm.flows[i]->id, out);
+	}
+}
+
 int sockmap_flow_del(uint64_t flow_id)
 {
 	struct sm_flow *f = flow_get(flow_id);
@@ -1369,6 +1409,7 @@ int sockmap_flow_del(uint64_t flow_id)
 
 	if (!f)
 		return -1;
+	add_redirected(flow_id, sm.ended_redirected);
 	flow_unmap(f);
 	flow_free(f);
 	sm.flows[slot] = NULL;

@@ -88,6 +88,11 @@ struct sockmap_flow_args {
 	 * that returns -1 turns the failure into ENOMEM.
 	 */
 	int (*spill)(void *owner, int dir, const void *data, size_t len);
+	/*
+	 * Called from sockmap_handle_events() when the program reported
+	 * something on this flow (a pause, a resume): pump it.  May be NULL.
+	 */
+	void (*on_event)(void *owner);
 };
 
 struct sockmap_dir_stats {
@@ -134,8 +139,9 @@ int sockmap_probe_access(void);
 
 /* Epoll-able fd, readable when the program paused or resumed a flow. */
 int sockmap_event_fd(void);
-/* Drain the event ring; cb once per event (a flow may come more than once).
- * Returns the number of callbacks, -1 on error. */
+/* Drain the event ring; per event (a flow may come more than once) the
+ * flow's on_event (sockmap_flow_args), then cb when not NULL.
+ * Returns the number of events, -1 on error. */
 int sockmap_handle_events(sockmap_event_cb cb, void *ctx);
 
 /*
@@ -159,6 +165,9 @@ int sockmap_flow_stats(uint64_t flow_id, struct sockmap_stats *st);
 /* The owner given at add, NULL if flow_id is gone (events may name
  * flows deleted since). */
 void *sockmap_flow_owner(uint64_t flow_id);
+/* Bytes redirected in the kernel since sockmap_init() by direction (enum
+ * sockmap_dir): flows deleted since and the live ones. */
+void sockmap_bytes_redirected(uint64_t out[2]);
 /* Remove both sockets from the map; bytes still queued in the kernel for
  * this flow are dropped, so call it after SOCKMAP_DONE or to abort. */
 int sockmap_flow_del(uint64_t flow_id);

@@ -331,6 +331,7 @@ int upgrade_takeover(const char *path, const struct config *cfg)
 	char buf[UPGRADE_MSG_MAX + 1];
 	size_t announced;
 
+	listen_set_inherited(upgrade_take_listener);
 	if (strlen(path) >= sizeof(sun.sun_path)) {
 		log_err("-x %s: path too long", path);
 		return -1;

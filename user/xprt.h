@@ -2,6 +2,17 @@
 #ifndef KFWD_XPRT_H
 #define KFWD_XPRT_H
 
+/*
+ * Transport operations of an endpoint (the raw socket today, TLS next), in the manner of
+ * HAProxy's xprt: the session and the flows read, write and shut down through them, and ask
+ * them whether bytes may be spliced. A transport that cannot splice (TLS keeps its records in
+ * user space) gets the bounded copy path, and neither the sockmap.
+ *
+ * Contract. e->fd is the socket; the transport keeps its state in e->xprt_ctx and, when an
+ * operation would block on the socket in the other direction (a TLS read that must write), it
+ * sets e->xprt_want (EPOLLIN/EPOLLOUT) which the session adds to the endpoint's epoll interest;
+ * it clears it once that wait is over.
+ */
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -19,5 +30,8 @@ struct xprt_ops {
 	int (*shutdown)(struct endpoint *e); /* close_notify / FIN: 1 done, 0 wait, -1 */
 	void (*release)(struct endpoint *e); /* free transport state (fd closed by caller) */
 };
+
+/* The plain TCP socket: recv/send/shutdown(SHUT_WR), splice allowed. */
+extern const struct xprt_ops xprt_raw;
 
 #endif

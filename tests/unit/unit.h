@@ -17,6 +17,10 @@ extern int passed, failed;
 		}                                                                       \
 	} while (0)
 
+/* unit_arch.c: the retry policy, the flow FIFO, configuration text editing */
+void test_retry_policy(void);
+void test_flow_fifo(void);
+
 /* unit_rtsp.c: the RTSP parser, framer, rewriter, authentication and URLs */
 void unit_rtsp(void);
 /* unit_tls.c: TLS contexts and the TLS transport over socketpairs */

@@ -410,6 +410,8 @@ int main(void)
 	test_embedded_prefixes();
 	test_config_errors();
 	test_sizes();
+	test_retry_policy();
+	test_flow_fifo();
 	unit_rtsp();
 	unit_tls();
 	printf("%d passed, %d failed\n", passed, failed);

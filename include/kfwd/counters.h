@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Every counter kfwd exports, defined once. The control protocol's attribute numbers
+ * (enum kfwd_stats_attr), kfwdctl's names, the daemon's snapshot and /metrics are all
+ * generated from KFWD_COUNTERS, so a counter added here appears everywhere.
+ *
+ * X(ID, NAME, LABEL, KIND, HELP, VALUE)
+ *   ID     KFWD_STAT_<ID>: the attribute number is the position in this list, so new counters
+ *          go at the end (kfwdctl and kfwd of different builds still understand each other).
+ *   NAME   the wire/JSON name; /metrics shows "kfwd_" NAME. "base.value" is one member of a
+ *          labelled family: /metrics renders it as kfwd_base{LABEL="value"}, kfwdctl -j as
+ *          {"base": {"value": N}}. Members of one family are adjacent.
+ *   LABEL  the label's name for a family member, NULL otherwise.
+ *   KIND   COUNTER (only grows) or GAUGE (a level).
+ *   HELP   the Prometheus HELP text (the family's first member carries it).
+ *   VALUE  an expression the daemon evaluates for the value (user/metrics.c); kfwdctl and the
+ *          protocol parser ignore it.
+ */
+#ifndef KFWD_COUNTERS_H
+#define KFWD_COUNTERS_H
+
+#define KFWD_COUNTERS(X)                                                                         \
+	X(CONN_ACCEPTED, "connections_accepted_total", NULL, COUNTER,                            \
+	  "Client connections accepted.", stats.connections_accepted)                            \
+	X(CONN_ACTIVE, "connections_active", NULL, GAUGE, "Client connections open now.",        \
+	  stats.connections_active)                                                              \
+	X(CONN_REJECTED, "connections_rejected_total", NULL, COUNTER,                            \
+	  "Clients refused over max-connections.", stats.connections_rejected)                   \
+	X(REQUESTS, "requests_total", NULL, COUNTER, "Request heads parsed.", stats.requests)    \
+	X(RESP_1XX, "responses_total.1xx", "class", COUNTER,                                     \
+	  "Responses sent to clients by status class.", stats.responses[0])                      \
+	X(RESP_2XX, "responses_total.2xx", "class", COUNTER, "", stats.responses[1])             \
+	X(RESP_3XX, "responses_total.3xx", "class", COUNTER, "", stats.responses[2])             \
+	X(RESP_4XX, "responses_total.4xx", "class", COUNTER, "", stats.responses[3])             \
+	X(RESP_5XX, "responses_total.5xx", "class", COUNTER, "", stats.responses[4])             \
+	X(UP_CONNECTS, "upstream_connects_total", NULL, COUNTER, "New upstream connections.",    \
+	  stats.upstream_connects)                                                               \
+	X(UP_REUSES, "upstream_reuses_total", NULL, COUNTER,                                     \
+	  "Requests sent on a pooled connection.", stats.upstream_reuses)                        \
+	X(UP_CONNECT_ERRORS, "upstream_connect_errors_total", NULL, COUNTER,                     \
+	  "Upstream connects that failed.", stats.upstream_connect_errors)                       \
+	X(UP_RETRIES, "upstream_retries_total", NULL, COUNTER,                                   \
+	  "Requests resent after a stale pooled connection.", stats.upstream_retries)            \
+	X(UP_IDLE, "upstream_idle", NULL, GAUGE, "Idle pooled upstream connections.",            \
+	  upstream_pool_idle_count())                                                            \
+	X(SPLICED_REQ, "bytes_spliced_total.request", "direction", COUNTER,                      \
+	  "Bytes moved socket to pipe by splice (never in user space).",                         \
+	  stats.bytes_spliced[DIR_REQUEST])                                                      \
+	X(SPLICED_RESP, "bytes_spliced_total.response", "direction", COUNTER, "",                \
+	  stats.bytes_spliced[DIR_RESPONSE])                                                     \
+	X(COPIED_REQ, "bytes_copied_total.request", "direction", COUNTER,                        \
+	  "Bytes that passed through user space (heads, chunk lines, copy path).",               \
+	  stats.bytes_copied[DIR_REQUEST])                                                       \
+	X(COPIED_RESP, "bytes_copied_total.response", "direction", COUNTER, "",                  \
+	  stats.bytes_copied[DIR_RESPONSE])                                                      \
+	X(SOCKMAP_REQ, "bytes_sockmap_total.request", "direction", COUNTER,                      \
+	  "Bytes redirected in the kernel by the sockmap program (live flows included).",        \
+	  sockmap_bytes[SOCKMAP_A_TO_B])                                                         \
+	X(SOCKMAP_RESP, "bytes_sockmap_total.response", "direction", COUNTER, "",                \
+	  sockmap_bytes[SOCKMAP_B_TO_A])                                                         \
+	X(PAUSES, "pauses_total", NULL, COUNTER, "Flows paused at the high-water mark (edges).", \
+	  stats.pauses)                                                                          \
+	X(RESUMES, "resumes_total", NULL, COUNTER, "Flows resumed below the low-water mark.",    \
+	  stats.resumes)                                                                         \
+	X(PAUSED_FLOWS, "paused_flows", NULL, GAUGE, "Flows whose source has EPOLLIN off now.",  \
+	  stats.paused_flows)                                                                    \
+	X(PIPES_IN_USE, "pipes_in_use", NULL, GAUGE, "Pipes held by flows.", stats.pipes_in_use) \
+	X(PIPES_POOLED, "pipes_pooled", NULL, GAUGE, "Empty pipes kept for reuse.",              \
+	  stats.pipes_pooled)                                                                    \
+	X(PIPE_FALLBACKS, "pipe_fallbacks_total", NULL, COUNTER,                                 \
+	  "Bodies copied because no pipe could be had.", stats.pipe_fallbacks)                   \
+	X(CLIENT_ERRORS, "client_errors_total", NULL, COUNTER, "4xx answers generated by kfwd.", \
+	  stats.client_errors)                                                                   \
+	X(UPSTREAM_ERRORS, "upstream_errors_total", NULL, COUNTER,                               \
+	  "502 answers generated by kfwd.", stats.upstream_errors)                               \
+	X(TIMEOUTS, "timeouts_total", NULL, COUNTER, "504 answers and idle transfers cut.",      \
+	  stats.timeouts)                                                                        \
+	X(ABORTED, "aborted_transfers_total", NULL, COUNTER,                                     \
+	  "Responses cut because a peer failed mid-body.", stats.aborted_transfers)              \
+	X(CTL_REQUESTS, "ctl_requests_total", NULL, COUNTER, "Control requests received.",       \
+	  stats.ctl_requests)                                                                    \
+	X(CTL_DENIED, "ctl_denied_total", NULL, COUNTER,                                         \
+	  "Control requests refused by the permission model.", stats.ctl_denied)                 \
+	X(CTL_MALFORMED, "ctl_malformed_total", NULL, COUNTER,                                   \
+	  "Control messages rejected as malformed.", stats.ctl_malformed)                        \
+	X(CTL_DROPPED, "ctl_replies_dropped_total", NULL, COUNTER,                               \
+	  "Control answers dropped (the reader's buffer was full).", stats.ctl_dropped)          \
+	X(CTL_EVENTS, "ctl_events_total", NULL, COUNTER, "Monitor events delivered.",            \
+	  stats.ctl_events)                                                                      \
+	X(CTL_EVENTS_LOST, "ctl_events_lost_total", NULL, COUNTER,                               \
+	  "Monitor events dropped for a slow subscriber.", stats.ctl_events_lost)                \
+	X(ACCESS_LOG_DROPPED, "access_log_dropped_total", NULL, COUNTER,                         \
+	  "Access log lines lost (buffer full, write failed, syslog not taking them).",          \
+	  stats.access_log_dropped)                                                              \
+	X(INTERIM_FLOODS, "interim_floods_total", NULL, COUNTER,                                 \
+	  "502 answers for more interim (1xx) responses than allowed.", stats.interim_floods)    \
+	X(ACCEPT_PAUSES, "accept_pauses_total", NULL, COUNTER,                                   \
+	  "Listeners paused because the fd limit was reached.", stats.accept_pauses)             \
+	X(LOG_SUPPRESSED, "log_suppressed_total", NULL, COUNTER,                                 \
+	  "Log lines dropped by the rate limit.", stats.log_suppressed)                          \
+	X(SOCKMAP_FLOWS, "sockmap_flows_total", NULL, COUNTER,                                   \
+	  "Tunnels and response bodies handed to the BPF sockmap.", stats.sockmap_flows)         \
+	X(SOCKMAP_RESPONSES, "sockmap_responses_total", NULL, COUNTER,                           \
+	  "Response bodies (upstream to client only) handed to the BPF sockmap.",                \
+	  stats.sockmap_responses)                                                               \
+	X(SOCKMAP_START_FALLBACKS, "sockmap_start_fallbacks_total", NULL, COUNTER,               \
+	  "Hand-overs to the sockmap given up (source never paused): they splice.",              \
+	  stats.sockmap_start_fallbacks)                                                         \
+	X(TUNNELS, "tunnels_total", NULL, COUNTER, "Upgrade (101) and CONNECT tunnels opened.",  \
+	  stats.tunnels)
+
+#endif

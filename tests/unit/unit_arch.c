@@ -1,0 +1,217 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * C unit tests of the mechanisms the session is built from: the retry policy (pure) and the
+ * flow FIFO (user buffer, pipe, pending buffer) over real loopback TCP sockets, through a
+ * transport that splices and one that cannot.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <llhttp.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "flow.h"
+#include "pipe_pool.h"
+#include "retry.h"
+#include "unit.h"
+#include "xprt.h"
+
+#define FIFO_BODY (3 * 1024 * 1024) /* several pipe fills and pauses */
+#define FIFO_POLL_MS 2000
+#define SMALL_SOCKBUF 16384
+
+void test_retry_policy(void)
+{
+	struct route r = {
+		.retries = 2,
+		.retry_on = RETRY_ON_CONNECT | RETRY_ON_5XX,
+		.retry_backoff_ms = 100,
+		.retry_backoff_max_ms = 1000,
+	};
+	struct retry_attempt a = { .method = HTTP_GET };
+
+	CHECK(http_method_idempotent(HTTP_PUT) && !http_method_idempotent(HTTP_POST));
+	CHECK(retry_allowed(&r, TRIGGER_CONNECT, &a));
+	CHECK(retry_allowed(&r, TRIGGER_5XX, &a));
+	CHECK(!retry_allowed(&r, TRIGGER_TIMEOUT, &a)); /* not in retry-on */
+	CHECK(!retry_allowed(NULL, TRIGGER_CONNECT, &a));
+	a.attempts = 2;
+	CHECK(!retry_allowed(&r, TRIGGER_CONNECT, &a)); /* retries used up */
+	a.attempts = 0;
+	a.response_started = true;
+	CHECK(!retry_allowed(&r, TRIGGER_CONNECT, &a));
+	a.response_started = false;
+	a.draining = true;
+	CHECK(!retry_allowed(&r, TRIGGER_CONNECT, &a));
+	a.draining = false;
+	/* A POST may be retried only when it never left, unless the route says otherwise. */
+	a.method = HTTP_POST;
+	CHECK(retry_allowed(&r, TRIGGER_CONNECT, &a));
+	CHECK(!retry_allowed(&r, TRIGGER_5XX, &a));
+	r.retry_non_idempotent = true;
+	CHECK(retry_allowed(&r, TRIGGER_5XX, &a));
+	/* A body already forwarded cannot be sent again. */
+	a.has_body = true;
+	CHECK(!retry_allowed(&r, TRIGGER_5XX, &a));
+	CHECK(retry_allowed(&r, TRIGGER_CONNECT, &a));
+
+	CHECK(retry_backoff_ceiling(&r, 1) == 100);
+	CHECK(retry_backoff_ceiling(&r, 2) == 200);
+	CHECK(retry_backoff_ceiling(&r, 4) == 800);
+	CHECK(retry_backoff_ceiling(&r, 5) == 1000); /* capped */
+	CHECK(retry_backoff_ceiling(&r, 40) == 1000);
+	CHECK(retry_backoff_pick(0, 12345) == 0);
+	CHECK(retry_backoff_pick(100, 100) == 100 && retry_backoff_pick(100, 101) == 0);
+}
+
+/* A connected loopback TCP pair: *a writes, *b reads (both non-blocking). */
+static int tcp_pair(int *a, int *b)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET,
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sin);
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+
+	*a = *b = -1;
+	if (l < 0)
+		return -1;
+	if (bind(l, (struct sockaddr *)&sin, sizeof(sin)) < 0 || listen(l, 1) < 0 ||
+	    getsockname(l, (struct sockaddr *)&sin, &len) < 0)
+		goto fail;
+	*a = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	if (*a < 0 || (connect(*a, (struct sockaddr *)&sin, len) < 0 && errno != EINPROGRESS))
+		goto fail;
+	*b = accept4(l, NULL, NULL, SOCK_NONBLOCK);
+	if (*b < 0)
+		goto fail;
+	close(l);
+	return 0;
+fail:
+	close(l);
+	if (*a >= 0)
+		close(*a);
+	*a = -1;
+	return -1;
+}
+
+static unsigned char pattern(size_t i)
+{
+	return (unsigned char)(i * 7 + i / 4099);
+}
+
+struct fifo_run {
+	int src_w, dst_r; /* the test's ends */
+	struct endpoint src, dst; /* the flow's ends */
+	struct flow f;
+	size_t written, read, bad;
+};
+
+/* Write what the source socket takes, pump, read what the destination got; check order. */
+static void fifo_round(struct fifo_run *r, const char *head, size_t head_len)
+{
+	unsigned char buf[65536];
+	ssize_t n;
+
+	while (r->written < FIFO_BODY) {
+		size_t want = FIFO_BODY - r->written < sizeof(buf) ? FIFO_BODY - r->written :
+								     sizeof(buf);
+
+		for (size_t i = 0; i < want; i++)
+			buf[i] = pattern(r->written + i);
+		n = send(r->src_w, buf, want, MSG_NOSIGNAL);
+		if (n <= 0)
+			break;
+		r->written += (size_t)n;
+	}
+	r->src.readable = true;
+	r->dst.writable = true;
+	CHECK(flow_pump(&r->f) == FLOW_OK);
+	while ((n = recv(r->dst_r, buf, sizeof(buf), 0)) > 0) {
+		for (ssize_t i = 0; i < n; i++, r->read++) {
+			unsigned char want = r->read < head_len ? (unsigned char)head[r->read] :
+								  pattern(r->read - head_len);
+
+			r->bad += buf[i] != want;
+		}
+	}
+}
+
+static bool never_splice(const struct endpoint *e)
+{
+	return false;
+}
+
+/* Through @x on both ends; the body goes through the pipe exactly when @spliced. */
+static void flow_fifo_over(const struct xprt_ops *x, bool spliced)
+{
+	static const char head[] = "HTTP/1.1 200 OK\r\nContent-Length: 3145728\r\n\r\n";
+	const size_t head_len = sizeof(head) - 1;
+	char err[256];
+	struct config *cfg = config_load_text(NULL,
+					      "listen 127.0.0.1:1\nroute /http/ url-embedded\n"
+					      "pipe-size 64k\npipe-high-water 64k\n"
+					      "pipe-low-water 32k\n",
+					      NULL, 0, err, sizeof(err));
+	struct fifo_run r = { .src_w = -1, .dst_r = -1 };
+	int src_r = -1, dst_w = -1;
+
+	CHECK(cfg != NULL);
+	if (!cfg)
+		return;
+	pipe_pool_configure(cfg->pipe_size, 4);
+	if (tcp_pair(&r.src_w, &src_r) < 0 || tcp_pair(&dst_w, &r.dst_r) < 0) {
+		CHECK(!"loopback TCP pairs");
+		goto out;
+	}
+	/* Small kernel buffers on the way out, so the FIFO fills and pauses. */
+	(void)setsockopt(dst_w, SOL_SOCKET, SO_SNDBUF, &(int){ SMALL_SOCKBUF }, sizeof(int));
+	(void)setsockopt(r.dst_r, SOL_SOCKET, SO_RCVBUF, &(int){ SMALL_SOCKBUF }, sizeof(int));
+	r.src.fd = src_r;
+	r.dst.fd = dst_w;
+	r.src.xprt = r.dst.xprt = x;
+	flow_init(&r.f, DIR_RESPONSE, &r.src, &r.dst, cfg);
+	/* A head in the user stage, then a Content-Length body through the pipe: the bytes
+	 * must come out in order, with the level never above the high-water mark. */
+	CHECK(flow_push(&r.f, head, head_len) == 0);
+	flow_start_body(&r.f, FRAMING_LENGTH, FIFO_BODY);
+	for (int i = 0; i < 100000 && r.read < head_len + FIFO_BODY; i++) {
+		struct pollfd p = { .fd = r.dst_r, .events = POLLIN };
+
+		fifo_round(&r, head, head_len);
+		CHECK(flow_level(&r.f) <= flow_high_water(&r.f));
+		if (r.read < head_len + FIFO_BODY)
+			(void)poll(&p, 1, FIFO_POLL_MS);
+	}
+	CHECK(r.read == head_len + FIFO_BODY);
+	CHECK(r.bad == 0);
+	CHECK(flow_complete(&r.f));
+	CHECK((r.f.bytes_spliced > 0) == spliced);
+	CHECK(spliced || r.f.bytes_copied >= FIFO_BODY); /* else the bounded copy path */
+	CHECK(r.f.pauses > 0 && r.f.resumes == r.f.pauses);
+	flow_finish(&r.f);
+out:
+	for (size_t i = 0; i < 4; i++) {
+		int fd = (int[]){ r.src_w, src_r, dst_w, r.dst_r }[i];
+
+		if (fd >= 0)
+			close(fd);
+	}
+	pipe_pool_flush();
+	config_free(cfg);
+}
+
+void test_flow_fifo(void)
+{
+	struct xprt_ops no_splice = xprt_raw;
+
+	flow_fifo_over(&xprt_raw, true);
+	/* A transport that cannot splice (TLS) gets the copy path, same bytes, same bounds. */
+	no_splice.can_splice = never_splice;
+	flow_fifo_over(&no_splice, false);
+}

@@ -1,0 +1,651 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The HTTP/1.1 protocol module: request heads (parse, route, rewrite), the exchange (request
+ * forwarded, response head parsed and rewritten, bodies moved by the flows), keep-alive to the
+ * next request, upgrades and CONNECT handed to tunnel.c, long response bodies to the sockmap.
+ * Its operations (http1_ops) are what `listen ADDR:PORT http` (the default) gives a session.
+ */
+#include <errno.h>
+#include <linux/sockios.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+#include "http1.h"
+#include "http_rewrite.h"
+#include "log.h"
+#include "retry.h"
+#include "session.h"
+#include "sockmap_path.h"
+#include "stats.h"
+#include "tunnel.h"
+#include "upstream.h"
+#include "upstream_conn.h"
+#include "upstream_pool.h"
+
+/*
+ * Interim (1xx) responses one request may receive before its final response: 100 Continue and
+ * a few 103 Early Hints are normal; more is a server looping on them, answered with 502.
+ */
+#define INTERIM_MAX_COUNT 16
+#define INTERIM_MAX_BYTES (64 << 10)
+/*
+ * Reads per wake-up for a response head: a peer that always has bytes ready must not hold the
+ * loop; level-triggered epoll brings us back for the rest.
+ */
+#define HEAD_READ_BUDGET 16
+
+static void http1_finish_transaction(struct session *s);
+
+static int status_for_parse_error(enum http_error e)
+{
+	switch (e) {
+	case HTTP_ERR_URI_TOO_LONG:
+		return 414;
+	case HTTP_ERR_TOO_LARGE:
+		return 431;
+	case HTTP_ERR_TRANSFER_CODING:
+		return 501;
+	default:
+		return 400;
+	}
+}
+
+static void http1_start_exchange(struct session *s)
+{
+	static const char established[] = "HTTP/1.1 200 Connection Established\r\n\r\n";
+
+	s->state = S_EXCHANGE;
+	if (s->connect_tunnel) {
+		if (flow_push(&s->resp, established, sizeof(established) - 1) < 0) {
+			session_reply_error(s, 500);
+			return;
+		}
+		session_final_status(s, 200);
+		tunnel_start(s);
+		return;
+	}
+	if (flow_push(&s->req, buf_start(&s->req_head), buf_len(&s->req_head)) < 0) {
+		session_reply_error(s, 500);
+		return;
+	}
+	flow_start_body(&s->req, s->req_framing, s->req_length);
+	if (!session_head_start(&s->rs, false)) {
+		session_reply_error(s, 500);
+		return;
+	}
+	s->final_response = false;
+	s->req_failed = false;
+	s->req_sent = false;
+	/* Until the request is sent, the idle timeout bounds inactivity. */
+	timer_arm(&s->timer, session_idle_timeout(s) < session_response_timeout(s) ?
+				     session_idle_timeout(s) :
+				     session_response_timeout(s));
+}
+
+/* CONNECT host:port: a tunnel to a destination allow/deny admits, when `connect on`. */
+static void handle_connect(struct session *s)
+{
+	const struct config *cfg = s->cfg;
+	struct http_head *h = s->rq;
+	const char *url = buf_start(&s->client.in) + h->url.off;
+
+	if (!cfg->connect_enabled) {
+		session_reply_error(s, 501);
+		return;
+	}
+	route_target_free(&s->target);
+	if (route_target_connect(url, h->url.len, &s->target) < 0 || h->has_content_length ||
+	    h->has_transfer_encoding) {
+		session_reply_error(s, 400);
+		return;
+	}
+	if (s->target.host_is_literal &&
+	    !route_destination_allowed(cfg, s->target.host, &s->target.addr)) {
+		log_info("session %lu: CONNECT to %s denied", (unsigned long)s->id, s->target.host);
+		session_reply_error(s, 403);
+		return;
+	}
+	s->connect_tunnel = true;
+	s->req_framing = FRAMING_NONE;
+	s->req_length = 0;
+	s->req_is_head = false;
+	s->req_keep_alive = false;
+	s->client_http10 = h->http_minor == 0;
+	buf_free(&s->req_head);
+	buf_consume(&s->client.in, h->head_len);
+	upstream_conn_to_destination(s);
+}
+
+static void handle_request(struct session *s)
+{
+	const struct config *cfg = s->cfg;
+	struct http_head *h = s->rq;
+	const char *base = buf_start(&s->client.in);
+	const char *url = base + h->url.off;
+	struct request_rewrite rw = { 0 };
+	const struct http_header *host = NULL;
+	const struct route *r;
+	int hosts = 0;
+
+	stats.requests++;
+	s->requests++;
+	session_access_begin(s, url, h->url.len);
+	s->interim_sent = s->response_started = s->final_response = false;
+	s->interim_count = 0;
+	s->interim_bytes = 0;
+	s->retried = false;
+	s->close_after = false;
+	s->attempts = 0;
+	for (unsigned int i = 0; i < h->n_headers; i++) {
+		if (http_span_eq(base, h->headers[i].name, "Host")) {
+			host = &h->headers[i];
+			hosts++;
+		}
+	}
+	/* RFC 9112 §3.2: exactly one Host in HTTP/1.1. */
+	if (h->http_major != 1 || (h->http_minor >= 1 && hosts != 1) || hosts > 1) {
+		session_reply_error(s, 400);
+		return;
+	}
+	s->req_upgrade = s->connect_tunnel = s->tunnel = false;
+	if (h->parser.method == HTTP_CONNECT) {
+		handle_connect(s);
+		return;
+	}
+	if (h->url.len == 0 || url[0] != '/') {
+		session_reply_error(s, 400);
+		return;
+	}
+	r = route_match(cfg, url, h->url.len, host ? base + host->value.off : NULL,
+			host ? host->value.len : 0);
+	if (!r) {
+		session_reply_error(s, 404);
+		return;
+	}
+	if (!route_allows_method(r, h->parser.method)) {
+		char allow[512], extra[560];
+
+		route_allow_header(r, allow, sizeof(allow));
+		snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
+		session_reply_error_headers(s, 405, extra);
+		return;
+	}
+	route_target_free(&s->target);
+	if (route_target_build(r, url, h->url.len, &s->target) < 0) {
+		session_reply_error(s, 400);
+		return;
+	}
+	if (r->kind == ROUTE_URL_EMBEDDED && s->target.host_is_literal &&
+	    !route_destination_allowed(cfg, s->target.host, &s->target.addr)) {
+		log_info("session %lu: destination %s denied", (unsigned long)s->id,
+			 s->target.host);
+		session_reply_error(s, 403);
+		return;
+	}
+	s->req_framing = h->chunked	       ? FRAMING_CHUNKED :
+			 h->has_content_length ? FRAMING_LENGTH :
+						 FRAMING_NONE;
+	s->req_length = h->content_length;
+	s->req_is_head = h->parser.method == HTTP_HEAD;
+	s->req_keep_alive = h->keep_alive && !session_draining();
+	s->client_http10 = h->http_minor == 0;
+
+	if (r->mode >= 0)
+		s->req.use_splice = s->resp.use_splice = r->mode != DATA_PATH_COPY;
+	rw.target = s->target.target;
+	rw.target_len = s->target.target_len;
+	if (s->target.host_header[0])
+		rw.host = s->target.host_header;
+	else if (r->host_rewrite)
+		rw.host = r->host_rewrite;
+	rw.client_addr = s->client_addr;
+	rw.forwarded = r->forwarded;
+	rw.upgrade = http_upgrade_header(h, base);
+	s->req_upgrade = rw.upgrade >= 0;
+	buf_free(&s->req_head);
+	if (http_build_request(&s->req_head, h, base, &rw) < 0) {
+		session_reply_error(s, 500);
+		return;
+	}
+	buf_consume(&s->client.in, h->head_len);
+
+	if (r->kind == ROUTE_UPSTREAM) {
+		upstream_conn_choose_server(s);
+		return;
+	}
+	upstream_conn_to_destination(s);
+}
+
+static void step_request_head(struct session *s)
+{
+	const struct config *cfg = s->cfg;
+	struct endpoint *c = &s->client;
+
+	for (;;) {
+		size_t had;
+		ssize_t n;
+
+		if (buf_len(&c->in)) {
+			enum http_parse_status st;
+
+			if (!s->rq && !session_head_start(&s->rq, true)) {
+				session_reply_error(s, 500);
+				return;
+			}
+			st = http_head_feed(s->rq, buf_start(&c->in), buf_len(&c->in),
+					    cfg->max_request_line, cfg->max_header_size);
+			if (st == HTTP_PARSE_DONE) {
+				s->req_method = s->rq->parser.method;
+				handle_request(s);
+				session_head_free(&s->rq);
+				return;
+			}
+			if (st == HTTP_PARSE_ERROR) {
+				log_debug("session %lu: bad request: %s", (unsigned long)s->id,
+					  s->rq->error_reason ? s->rq->error_reason : "limits");
+				session_reply_error(s, status_for_parse_error(s->rq->error));
+				session_head_free(&s->rq);
+				return;
+			}
+		}
+		if (!endpoint_readable(c))
+			return;
+		if (buf_reserve(&c->in, 4096, cfg->max_header_size + 4096) < 0) {
+			session_reply_error(s, 431);
+			return;
+		}
+		had = buf_len(&c->in);
+		n = endpoint_recv_buf(c, &c->in, cfg->max_header_size + 1);
+		if (n > 0) {
+			/* The first byte of a head starts its clock; later bytes do not extend it,
+			 * so a client trickling a head cannot hold the connection forever. */
+			if (!had)
+				timer_arm(&s->timer, cfg->client_timeout_ms);
+			continue;
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+			c->readable = false;
+			return;
+		}
+		/* Closed (or reset) between requests or inside a head: nothing to answer. */
+		session_close(s);
+		return;
+	}
+}
+
+static bool may_replace_pooled(struct session *s)
+{
+	/* A pooled connection the server had already closed: resend once on a fresh one, when
+	 * no byte of a body was consumed and nothing of a response arrived. */
+	return s->upstream_reused && !s->retried && s->req_framing == FRAMING_NONE &&
+	       http_method_idempotent(s->req_method) && !s->interim_sent && !s->response_started &&
+	       buf_len(&s->req_head) > 0 && buf_len(&s->upstream.in) == 0;
+}
+
+/* The upstream closed, reset or misbehaved before a final response head. */
+static void upstream_failed(struct session *s, int status, const char *why)
+{
+	log_info("session %lu: upstream %s: %s", (unsigned long)s->id, s->up_addr_text, why);
+	if (may_replace_pooled(s)) {
+		s->retried = true;
+		stats.upstream_retries++;
+		session_close_upstream(s);
+		flow_reset(&s->req);
+		upstream_conn_open(s, false);
+		return;
+	}
+	if (!s->upstream_reused)
+		upstream_request_failed(s->server);
+	session_close_upstream(s);
+	upstream_conn_retry_or_fail(s, TRIGGER_EMPTY, status);
+}
+
+/* Returns 1 when a final response head was taken, 0 when more is needed, -1 on failure. */
+static int handle_response_head(struct session *s)
+{
+	struct http_head *h = s->rs;
+	const char *base = buf_start(&s->upstream.in);
+	struct location_rewrite loc = { 0 };
+	enum body_framing framing;
+	struct buf head = { 0 };
+	bool sockmap_body;
+	int rc;
+
+	if (h->status < 100 || h->status > 999) {
+		upstream_failed(s, 502, "bad status");
+		return -1;
+	}
+	if (h->status < 200) {
+		if (h->status == 101) {
+			if (!s->req_upgrade || !flow_complete(&s->req)) {
+				upstream_failed(s, 502, "101 without an upgrade request");
+				return -1;
+			}
+			if (http_build_switch(&head, h, base) < 0 ||
+			    flow_push(&s->resp, buf_start(&head), buf_len(&head)) < 0) {
+				buf_free(&head);
+				upstream_failed(s, 502, "out of memory");
+				return -1;
+			}
+			buf_free(&head);
+			session_final_status(s, 101);
+			buf_consume(&s->upstream.in, h->head_len);
+			tunnel_start(s);
+			return 1;
+		}
+		/* Interim responses (100 Continue, 103 Early Hints) are relayed as they are. */
+		s->interim_count++;
+		s->interim_bytes += h->head_len;
+		if (s->interim_count > INTERIM_MAX_COUNT || s->interim_bytes > INTERIM_MAX_BYTES) {
+			stats.interim_floods++;
+			upstream_failed(s, 502, "too many interim responses");
+			return -1;
+		}
+		if (flow_push(&s->resp, base, h->head_len) < 0) {
+			upstream_failed(s, 502, "out of memory");
+			return -1;
+		}
+		session_count_status(h->status);
+		s->interim_sent = true;
+		buf_consume(&s->upstream.in, h->head_len);
+		http_head_init(s->rs, false);
+		return 0;
+	}
+	upstream_mark_ok(s->server);
+	if (h->status >= 500 && upstream_conn_can_retry(s, TRIGGER_5XX)) {
+		log_info("session %lu: upstream %s answered %d", (unsigned long)s->id,
+			 s->up_addr_text, h->status);
+		upstream_conn_schedule_retry(s);
+		return -1;
+	}
+	if (s->req_is_head || h->status == 204 || h->status == 304)
+		framing = FRAMING_NONE;
+	else if (h->has_transfer_encoding)
+		framing = h->chunked ? FRAMING_CHUNKED : FRAMING_CLOSE;
+	else if (h->has_content_length)
+		framing = FRAMING_LENGTH;
+	else
+		framing = FRAMING_CLOSE;
+
+	sockmap_body = sockmap_session_wants_response(s, framing, h->content_length);
+	s->upstream_reusable = h->keep_alive && framing != FRAMING_CLOSE && !s->req_failed &&
+			       !sockmap_body;
+	/* An answer before the request body was fully sent poisons the upstream connection, and
+	 * the client connection cannot find its next request: both close after this response. */
+	if (!flow_complete(&s->req) || s->req_failed) {
+		s->upstream_reusable = false;
+		s->close_after = true;
+	}
+	if (!s->req_keep_alive || framing == FRAMING_CLOSE || sockmap_body || session_draining())
+		s->close_after = true;
+
+	if (s->target.route->kind == ROUTE_URL_EMBEDDED) {
+		loc.prefix = s->target.route->prefix;
+		loc.authority = s->target.host_header;
+		loc.req_path = s->target.target;
+	}
+	rc = http_build_response(&head, h, base, s->close_after, s->client_http10,
+				 loc.prefix ? &loc : NULL);
+	if (rc == 0)
+		rc = flow_push(&s->resp, buf_start(&head), buf_len(&head));
+	buf_free(&head);
+	if (rc < 0) {
+		upstream_failed(s, 502, "out of memory");
+		return -1;
+	}
+	session_final_status(s, h->status);
+	s->final_response = true;
+	s->response_started = true;
+	buf_free(&s->req_head);
+	buf_consume(&s->upstream.in, h->head_len);
+	flow_start_body(&s->resp, framing, h->content_length);
+	timer_arm(&s->timer, session_idle_timeout(s));
+	if (sockmap_body) {
+		if (sockmap_session_start_response(s) == SOCKMAP_STEP_RESPONSE_DONE)
+			http1_finish_transaction(s);
+		if (s->client.fd < 0)
+			return -1;
+	}
+	return 1;
+}
+
+/*
+ * Parse the response head(s) in u->in, reading more while the upstream has bytes, within
+ * HEAD_READ_BUDGET reads and while relayed interim responses do not back up. Returns 1 when a
+ * final response head was taken, 0 when more is needed, -1 when the session moved on (error).
+ */
+static int read_response_head(struct session *s)
+{
+	const struct config *cfg = s->cfg;
+	struct endpoint *u = &s->upstream;
+	unsigned int reads = 0;
+
+	for (;;) {
+		ssize_t n;
+
+		if (buf_len(&u->in)) {
+			enum http_parse_status st =
+				http_head_feed(s->rs, buf_start(&u->in), buf_len(&u->in),
+					       cfg->max_header_size, cfg->max_header_size);
+
+			if (st == HTTP_PARSE_DONE) {
+				int r = handle_response_head(s);
+
+				if (r > 0)
+					session_head_free(&s->rs);
+				if (r != 0)
+					return r;
+				continue;
+			}
+			if (st == HTTP_PARSE_ERROR) {
+				upstream_failed(s, 502, "malformed response head");
+				return -1;
+			}
+		}
+		if (u->rd_eof) {
+			upstream_failed(s, 502, "closed before the response head");
+			return -1;
+		}
+		if (!endpoint_readable(u) || session_interim_backlogged(s) ||
+		    reads++ == HEAD_READ_BUDGET)
+			return 0;
+		if (buf_reserve(&u->in, 4096, cfg->max_header_size + 4096) < 0) {
+			upstream_failed(s, 502, "response head too large");
+			return -1;
+		}
+		n = endpoint_recv_buf(u, &u->in, cfg->max_header_size + 1);
+		if (n > 0)
+			continue;
+		if (n == 0) {
+			u->rd_eof = true;
+			continue;
+		}
+		if (errno == EAGAIN || errno == EINTR) {
+			u->readable = false;
+			return 0;
+		}
+		upstream_failed(s, 502, strerror(errno));
+		return -1;
+	}
+}
+
+static bool upstream_clean(struct session *s)
+{
+	struct endpoint *u = &s->upstream;
+	int unread = 0;
+
+	if (!s->upstream_reusable || buf_len(&u->in) || u->rd_eof || u->hup || s->resp.paused)
+		return false;
+	/* Bytes past the end of the response mean the framing was not what it said. */
+	if (ioctl(u->fd, SIOCINQ, &unread) < 0 || unread > 0)
+		return false;
+	return true;
+}
+
+static void http1_finish_transaction(struct session *s)
+{
+	session_access_end(s);
+	if (!flow_complete(&s->req) || s->req_failed) {
+		s->close_after = true;
+		s->upstream_reusable = false;
+	}
+	if (s->upstream.fd >= 0) {
+		if (upstream_clean(s)) {
+			int fd = s->upstream.fd;
+			bool registered = s->upstream.in_epoll;
+
+			s->upstream.in_epoll = false;
+			s->upstream.fd = -1;
+			buf_free(&s->upstream.in);
+			struct upstream_server *srv = s->conn_server;
+
+			s->conn_server = NULL;
+			upstream_pool_put(fd, &s->up_addr, srv, registered);
+		} else {
+			session_close_upstream(s);
+		}
+	}
+	flow_finish(&s->req);
+	flow_finish(&s->resp);
+	route_target_free(&s->target);
+	buf_free(&s->req_head);
+	if (s->close_after || session_draining()) {
+		session_begin_linger(s);
+		return;
+	}
+	s->state = S_REQUEST_HEAD;
+	session_head_free(&s->rs);
+	buf_release(&s->client.in);
+	timer_arm(&s->timer, s->cfg->client_timeout_ms);
+}
+
+static void step_exchange(struct session *s)
+{
+	enum flow_status st;
+
+	if (s->sockmap) {
+		if (sockmap_session_step(s) == SOCKMAP_STEP_RESPONSE_DONE)
+			http1_finish_transaction(s);
+		return;
+	}
+	if (s->tunnel) {
+		tunnel_step(s);
+		return;
+	}
+	if (s->client.hup) {
+		/* Client gone: the upstream connection is closed, not reused; pipes discarded. */
+		log_debug("session %lu: client gone", (unsigned long)s->id);
+		if (s->final_response && !flow_complete(&s->resp))
+			stats.aborted_transfers++;
+		session_close(s);
+		return;
+	}
+	if (!s->req_failed && s->upstream.fd >= 0) {
+		st = flow_pump(&s->req);
+		if (st == FLOW_SRC_ERROR) {
+			/* The client's body ended early or was malformed: nothing sane to answer. */
+			log_info("session %lu: request body from client failed",
+				 (unsigned long)s->id);
+			session_close(s);
+			return;
+		}
+		if (st == FLOW_DST_ERROR) {
+			s->req_failed = true;
+			flow_reset(&s->req);
+			if (may_replace_pooled(s)) {
+				upstream_failed(s, 502, "request refused by a pooled connection");
+				return;
+			}
+			/* The server may still have answered (e.g. 413): read on. */
+		}
+		if (!s->req_sent && flow_complete(&s->req)) {
+			s->req_sent = true;
+			if (!s->final_response)
+				timer_arm(&s->timer, session_response_timeout(s));
+		}
+	}
+	if (!s->final_response && s->upstream.fd >= 0 && read_response_head(s) < 0)
+		return;
+	if (s->state != S_EXCHANGE)
+		return;
+	if (s->sockmap)
+		return;
+	if (s->tunnel) {
+		tunnel_step(s);
+		return;
+	}
+	st = flow_pump(&s->resp);
+	if (st == FLOW_SRC_ERROR) {
+		log_info("session %lu: upstream %s failed inside the response body",
+			 (unsigned long)s->id, s->up_addr_text);
+		stats.aborted_transfers++;
+		session_close(s);
+		return;
+	}
+	if (st == FLOW_DST_ERROR) {
+		if (!flow_complete(&s->resp))
+			stats.aborted_transfers++;
+		session_close(s);
+		return;
+	}
+	if (s->final_response && flow_complete(&s->resp))
+		http1_finish_transaction(s);
+}
+
+static void http1_step(struct session *s)
+{
+	if (s->state == S_REQUEST_HEAD)
+		step_request_head(s);
+	else
+		step_exchange(s);
+}
+
+static void http1_timeout(struct session *s)
+{
+	switch (s->state) {
+	case S_REQUEST_HEAD:
+		/* Inside a head: 408; between requests: the keep-alive connection just closes. */
+		if (buf_len(&s->client.in))
+			session_reply_error(s, 408);
+		else
+			session_close(s);
+		break;
+	case S_EXCHANGE:
+		if (s->sockmap) {
+			sockmap_session_timeout(s);
+			break;
+		}
+		if (s->req_sent && !s->final_response) {
+			log_info("session %lu: no response from %s in time", (unsigned long)s->id,
+				 s->up_addr_text);
+			upstream_request_failed(s->server);
+			session_close_upstream(s);
+			upstream_conn_retry_or_fail(s, TRIGGER_TIMEOUT, 504);
+			break;
+		}
+		session_exchange_idle(s);
+		break;
+	default:
+		upstream_conn_timeout(s);
+		break;
+	}
+}
+
+static void http1_release(struct session *s)
+{
+	if (s->sockmap)
+		sockmap_session_finish(s);
+}
+
+const struct proto_ops http1_ops = {
+	.name = "http",
+	.step = http1_step,
+	.timeout = http1_timeout,
+	.connected = http1_start_exchange,
+	.connect_failed = session_reply_error,
+	.release = http1_release,
+};
