@@ -25,6 +25,7 @@
 #include "upstream.h"
 #include "upstream_conn.h"
 #include "upstream_pool.h"
+#include "xprt_tls.h"
 
 /*
  * Interim (1xx) responses one request may receive before its final response: 100 Continue and
@@ -203,6 +204,7 @@ static void handle_request(struct session *s)
 	else if (r->host_rewrite)
 		rw.host = r->host_rewrite;
 	rw.client_addr = s->client_addr;
+	rw.client_tls = s->client.xprt == &xprt_tls_ops;
 	rw.forwarded = r->forwarded;
 	rw.upgrade = http_upgrade_header(h, base);
 	s->req_upgrade = rw.upgrade >= 0;

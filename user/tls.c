@@ -228,9 +228,12 @@ bool tls_ktls_available(void)
 
 int tls_init(void)
 {
+	static bool done;
 	char why[160];
 	int rc;
 
+	if (done)
+		return 0;
 	if (OPENSSL_init_ssl(OPENSSL_INIT_LOAD_SSL_STRINGS | OPENSSL_INIT_LOAD_CRYPTO_STRINGS,
 			     NULL) != 1) {
 		log_err("OpenSSL initialisation failed");
@@ -252,6 +255,7 @@ int tls_init(void)
 		log_info("kTLS available: TLS sockets splice once the handshake is done");
 	else
 		log_info("kTLS unavailable (%s): TLS uses the copy path", why);
+	done = true;
 	return 0;
 }
 
@@ -683,9 +687,14 @@ int tls_apply(const struct config *cfg, char *err, size_t errlen)
 		if (!set)
 			return -1;
 	}
+	tls_install(set);
+	return 0;
+}
+
+void tls_install(struct tls_set *set)
+{
 	tls_set_put(current_set);
 	current_set = set;
-	return 0;
 }
 
 struct tls_set *tls_current(void)

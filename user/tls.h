@@ -29,7 +29,8 @@ void tls_count_handshake_error(enum tls_err_class c);
 
 /*
  * Process-wide set-up: OpenSSL, the in-memory session ticket keys, and the kTLS probe, whose
- * result is logged once ("kTLS unavailable (<why>): TLS uses the copy path"). 0 or -1.
+ * result is logged once ("kTLS unavailable (<why>): TLS uses the copy path"). 0 or -1; calls
+ * after a successful one do nothing.
  */
 int tls_init(void);
 void tls_fini(void);
@@ -91,6 +92,8 @@ void tls_set_put(struct tls_set *set);
  * Connections keep the set they started with until they close. No TLS in @cfg: current is NULL.
  */
 int tls_apply(const struct config *cfg, char *err, size_t errlen);
+/* Make @set (built by tls_set_build, or NULL) current; takes the caller's reference. */
+void tls_install(struct tls_set *set);
 struct tls_set *tls_current(void);
 
 /* The listener's server context (listens[@i]), or NULL for a plain listener. */

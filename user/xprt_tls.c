@@ -23,13 +23,6 @@
 #define SHUTDOWN_DISCARD_BYTES 4096
 #define SHUTDOWN_DISCARD_ROUNDS 16
 
-const char xprt_tls_plain_http_reply[] = "HTTP/1.1 400 Bad Request\r\n"
-					 "Content-Type: text/plain\r\n"
-					 "Content-Length: 45\r\n"
-					 "Connection: close\r\n"
-					 "\r\n"
-					 "Plain HTTP request was sent to an HTTPS port\n";
-
 struct tls_conn {
 	SSL *ssl;
 	struct tls_set *set; /* a reference: the SNI callback reads its certificate table */
@@ -379,6 +372,13 @@ static void tls_release(struct endpoint *e)
 	free(c);
 	e->xprt_ctx = NULL;
 	e->xprt_want = 0;
+}
+
+bool xprt_tls_handshaking(const struct endpoint *e)
+{
+	const struct tls_conn *c = e->xprt == &xprt_tls_ops ? e->xprt_ctx : NULL;
+
+	return c && !c->handshake_done && !c->fatal;
 }
 
 bool xprt_tls_plain_http(const struct endpoint *e)

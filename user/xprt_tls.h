@@ -11,9 +11,6 @@
 
 extern const struct xprt_ops xprt_tls_ops;
 
-/* The reply to clear-text HTTP on a TLS port (sent in clear text by the session, then close). */
-extern const char xprt_tls_plain_http_reply[];
-
 /*
  * Make @e (its fd connected and non-blocking) a TLS server endpoint with @ctx from @set (a
  * reference on @set is held until release), or a TLS client towards @host (the SNI and the name
@@ -24,6 +21,8 @@ int xprt_tls_server(struct endpoint *e, struct tls_set *set, SSL_CTX *ctx);
 int xprt_tls_client(struct endpoint *e, struct tls_set *set, struct tls_client *c,
 		    const char *host);
 
+/* A TLS endpoint whose handshake has not finished (nor failed)? */
+bool xprt_tls_handshaking(const struct endpoint *e);
 /* After a failed handshake: was it clear-text HTTP on a TLS port? */
 bool xprt_tls_plain_http(const struct endpoint *e);
 /* For kfwdctl conn list: "TLSv1.3", the cipher, the server name (NULL before the handshake). */
