@@ -10,10 +10,14 @@ The pytest fixture `tls_certs` (session scope) has a CA and the leaves most test
 """
 
 import os
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+
+import peers
 
 OPENSSL = "openssl"
 DAYS = "2"
@@ -70,5 +74,68 @@ def tls_certs(tmp_path_factory):
     certs.leaf("exact", ["exact.test"])
     certs.leaf("wild", ["*.wild.test"])
     certs.leaf("localhost", ["localhost", "127.0.0.1"])
-    certs.self_signed("rogue", ["localhost"])
+    certs.self_signed("rogue", ["localhost", "127.0.0.1"])
     return certs
+
+
+class NginxTls:
+    """An HTTPS origin: nginx with `ssl` serving @root under /files/, with @cert/@key."""
+
+    def __init__(self, prefix, root, cert, key):
+        self.prefix = Path(prefix)
+        (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
+        (self.prefix / "tmp").mkdir(parents=True, exist_ok=True)
+        self.port = peers.free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        conf = self.prefix / "nginx.conf"
+        conf.write_text(f"""
+daemon off;
+master_process off;
+worker_processes 1;
+pid {self.prefix}/nginx.pid;
+error_log {self.prefix}/logs/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {self.prefix}/tmp/body;
+    proxy_temp_path {self.prefix}/tmp/proxy;
+    fastcgi_temp_path {self.prefix}/tmp/fastcgi;
+    uwsgi_temp_path {self.prefix}/tmp/uwsgi;
+    scgi_temp_path {self.prefix}/tmp/scgi;
+    types {{ }}
+    default_type application/octet-stream;
+    keepalive_timeout 300s;
+    server {{
+        listen 127.0.0.1:{self.port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location /files/ {{ alias {root}/; }}
+        location = /ok {{ return 200 "ok\\n"; }}
+    }}
+}}
+""")
+        self.log = open(self.prefix / "logs" / "stderr.log", "wb")
+        self.proc = subprocess.Popen(["/usr/sbin/nginx", "-p", str(self.prefix), "-c", str(conf)],
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nginx ssl exited {self.proc.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("nginx ssl did not start")
+                time.sleep(0.02)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()

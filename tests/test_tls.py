@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 import peers
-from peers_tls import tls_certs  # noqa: F401 (fixture)
+from peers_tls import NginxTls, tls_certs  # noqa: F401 (fixture)
 
 
 def curl(args, timeout=120):
@@ -88,3 +88,37 @@ def test_x_forwarded_proto_https(kfwd, peer, tls_certs):
     seen = peers.Headers(json.loads(body)["headers"])
     assert seen.get_all("X-Forwarded-Proto") == ["https"], seen
     assert seen.get_all("Forwarded")[0].endswith(";proto=https"), seen
+
+
+@pytest.mark.parametrize("mode", ["rogue-verify", "rogue-noverify", "good-ca"])
+def test_tls_origin_verification(kfwd, tmp_path, files_dir, tls_certs, mode):
+    """An HTTPS origin (nginx ssl): a certificate the CA did not sign is a 502 with verification
+    on, served with verify=off; the CA's certificate for the name verifies. Bodies byte-exact."""
+    cert, key = tls_certs.pair("rogue" if mode.startswith("rogue") else "localhost")
+    origin = NginxTls(tmp_path / "o", files_dir["8m"].path.parent, cert, key)
+    try:
+        opts = {"rogue-verify": f"tls ca={tls_certs.ca}", "rogue-noverify": "tls verify=off",
+                "good-ca": f"tls ca={tls_certs.ca}"}[mode]
+        k = kfwd(f"upstream o {origin.addr} {opts}\nroute / o\n")
+        f = files_dir["8m"]
+        r = curl(["-o", "/dev/stdout", "-w", "%{http_code}", f"http://127.0.0.1:{k.port}/files/8m"])
+        if mode == "rogue-verify":
+            assert r.stdout.endswith(b"502"), r.stdout[-200:]
+        else:
+            assert r.stdout[-3:] == b"200", r.stdout[-200:]
+            assert hashlib.sha256(r.stdout[:-3]).hexdigest() == f.sha256
+    finally:
+        origin.stop()
+
+
+def test_https_url_embedded_and_location(kfwd, tmp_path, files_dir, tls_certs):
+    """/https/host:port/path reaches an HTTPS origin, verified against the URL's host."""
+    cert, key = tls_certs.pair("localhost")
+    origin = NginxTls(tmp_path / "o", files_dir["1k"].path.parent, cert, key)
+    try:
+        k = kfwd(f"route /https/ url-embedded tls ca={tls_certs.ca}\nroute /http/ url-embedded\nallow *\n")
+        f = files_dir["1k"]
+        r = curl(["-o", "/dev/stdout", f"http://127.0.0.1:{k.port}/https/localhost:{origin.port}/files/1k"])
+        assert r.returncode == 0 and hashlib.sha256(r.stdout).hexdigest() == f.sha256, r.stderr
+    finally:
+        origin.stop()

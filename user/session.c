@@ -479,8 +479,14 @@ static bool transports_ready(struct session *s)
 		session_reply_error(s, 400);
 		return false;
 	}
-	if (r > 0 && s->upstream.fd >= 0 && s->state == S_EXCHANGE)
+	if (r > 0 && s->upstream.fd >= 0 && s->state == S_EXCHANGE) {
 		r = s->upstream.xprt->handshake(&s->upstream);
+		/* A TLS origin that fails its handshake (its certificate, say): nothing was sent yet. */
+		if (r < 0) {
+			session_reply_error(s, 502);
+			return false;
+		}
+	}
 	if (r < 0)
 		session_close(s);
 	return r > 0;
