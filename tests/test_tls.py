@@ -43,7 +43,9 @@ def test_tls_download_byte_exact_keepalive_copy_path(kfwd, nginx, tls_certs):
 
 def test_plain_http_to_tls_port_gets_400(kfwd, nginx, tls_certs):
     port = peers.free_port()
-    kfwd(f"{tls_listen(tls_certs, port)}\nupstream o {nginx.addr}\nroute / o\n")
+    k = kfwd(f"{tls_listen(tls_certs, port)}\nupstream o {nginx.addr}\nroute / o\n")
+    key = 'kfwd_tls_handshake_errors_total{reason="plain_http"}'
+    before = k.metrics()[key]
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         data = b""
@@ -54,6 +56,8 @@ def test_plain_http_to_tls_port_gets_400(kfwd, nginx, tls_certs):
             data += chunk
     assert data.startswith(b"HTTP/1.1 400 "), data
     assert b"Connection: close" in data
+    assert k.metrics()[key] == before + 1  # counted by reason, logged at debug level only
+    assert "clear-text" not in k.stderr
 
 
 def test_sni_picks_the_certificate(kfwd, nginx, tls_certs):
