@@ -17,6 +17,15 @@ def curl(args, timeout=120):
     return subprocess.run(["curl", "-sS", "--http1.1", *args], capture_output=True, timeout=timeout)
 
 
+def read_to_eof(sock):
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def tls_listen(certs, port, name="localhost"):
     c, k = certs.pair(name)
     return f"listen 127.0.0.1:{port} tls cert={c} key={k}"
@@ -48,12 +57,7 @@ def test_plain_http_to_tls_port_gets_400(kfwd, nginx, tls_certs):
     before = k.metrics()[key]
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+        data = read_to_eof(s)
     assert data.startswith(b"HTTP/1.1 400 "), data
     assert b"Connection: close" in data
     assert k.metrics()[key] == before + 1  # counted by reason, logged at debug level only
@@ -81,12 +85,7 @@ def test_x_forwarded_proto_https(kfwd, peer, tls_certs):
     ctx = ssl.create_default_context(cafile=str(tls_certs.ca))
     with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="localhost") as s:
         s.sendall(b"GET /x HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-Proto: ftp\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = read_to_eof(s)
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 "), head
     seen = peers.Headers(json.loads(body)["headers"])
