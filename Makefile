@@ -52,7 +52,7 @@ ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) $(SAN_FLAGS) -D_GNU_SOURCE -Iinclude 
 	-MMD -MP
 # Third-party llhttp is compiled as Debian ships it, in strict mode, without our -Werror.
 LLHTTP_CFLAGS := -std=gnu11 -O2 -g -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -w $(SAN_FLAGS)
-LDLIBS   := -lbpf -lelf -lz -lmnl -lcares -lcrypto
+LDLIBS   := -lbpf -lelf -lz -lmnl -lcares -lssl -lcrypto
 
 # BPF: CO-RE object from bpf/kfwd.bpf.c against the committed vmlinux.h, embedded in the daemon
 # as a libbpf skeleton (bpftool gen skeleton).
@@ -189,6 +189,7 @@ fuzz: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
 bench: deps
 	@$(MAKE) --no-print-directory all
 	$(PYTHON) scripts/bench.py
+	$(PYTHON) scripts/bench_tls.py
 
 format:
 	clang-format -i $(wildcard user/*.c user/*.h include/kfwd/*.h bpf/*.bpf.c tests/unit/*.c)

@@ -205,7 +205,7 @@ def test_stats_human_and_json_match_metrics(ckfwd, peer):
     flat = {}
     for name, value in s.items():
         if isinstance(value, dict):
-            label = "class" if name == "responses_total" else "direction"
+            label = {"responses_total": "class", "tls_handshake_errors_total": "reason"}.get(name, "direction")
             for member, v in value.items():
                 flat[f'kfwd_{name}{{{label}="{member}"}}'] = v
         else:

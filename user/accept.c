@@ -19,6 +19,7 @@
 #include "proto.h"
 #include "session.h"
 #include "stats.h"
+#include "tls.h"
 #include "upstream_pool.h"
 
 #define ACCEPT_BATCH 64
@@ -189,7 +190,9 @@ static void on_accept(struct loop_handler *h, uint32_t events)
 			stats.connections_rejected++;
 			continue;
 		}
-		session_create(fd, l->cfg, l->proto, active >= l->cfg->max_connections);
+		/* listeners[j] serves listens[j] of the current configuration and TLS contexts. */
+		session_create(fd, l->cfg, l->proto, active >= l->cfg->max_connections,
+			       tls_set_listener(tls_current(), (size_t)(l - listeners)));
 	}
 }
 

@@ -13,6 +13,7 @@
 #include "pipe_pool.h"
 #include "proto.h"
 #include "sockmap_path.h"
+#include "tls.h"
 #include "upgrade.h"
 #include "upstream.h"
 #include "upstream_pool.h"
@@ -71,17 +72,33 @@ static int open_sockets(const struct config *ncfg, const struct config *old, cha
 
 int config_apply(struct config *ncfg, const struct config *old, char *err, size_t errlen)
 {
+	struct tls_set *tls = NULL;
 	int rc;
 
 	if (proto_check_config(ncfg, err, errlen) < 0)
 		return -EINVAL;
+	/* The TLS contexts first: certificates that do not load leave the old ones serving. */
+	if (config_wants_tls(ncfg)) {
+		if (tls_init() < 0) {
+			snprintf(err, errlen, "OpenSSL could not be initialised");
+			return -EIO;
+		}
+		tls = tls_set_build(ncfg, err, errlen);
+		if (!tls)
+			return -EINVAL;
+	}
 	if (upstream_attach(ncfg) < 0) {
+		tls_set_put(tls);
 		snprintf(err, errlen, "out of memory for the upstream servers' state");
 		return -ENOMEM;
 	}
 	rc = open_sockets(ncfg, old, err, errlen);
-	if (rc < 0)
+	if (rc < 0) {
+		tls_set_put(tls);
 		return rc;
+	}
+	/* Connections accepted from now on use the new contexts; open ones keep theirs. */
+	tls_install(tls);
 	/* Start-up by binary upgrade (-x): the old kfwd stops accepting and gives up its BPF pins
 	 * and a fixed ctl-port-id once our sockets are set up; what follows needs them. Without
 	 * -x this does nothing. */

@@ -111,6 +111,22 @@ static bool is_sockmap(int dp)
 	return dp == DATA_PATH_SOCKMAP || dp == DATA_PATH_SOCKMAP_UNBOUNDED;
 }
 
+bool config_wants_tls(const struct config *cfg)
+{
+	if (cfg->n_tls_certs)
+		return true;
+	for (size_t i = 0; i < cfg->n_listens; i++)
+		if (cfg->listens[i].tls)
+			return true;
+	for (size_t i = 0; i < cfg->n_upstreams; i++)
+		if (cfg->upstreams[i].tls.on)
+			return true;
+	for (size_t i = 0; i < cfg->n_routes; i++)
+		if (cfg->routes[i].tls.on)
+			return true;
+	return false;
+}
+
 bool config_wants_sockmap(const struct config *cfg)
 {
 	if (is_sockmap(cfg->data_path))
@@ -225,13 +241,97 @@ static int add_listen(struct parse_ctx *ctx, struct listen_addr **arr, size_t *n
 	return 0;
 }
 
+/* A copy of @v into *@out for a FILE option; a second one is an error. */
+static int set_file_option(struct parse_ctx *ctx, const char *name, const char *v, char **out)
+{
+	if (!v || !*v)
+		return fail(ctx, "%s needs a file name", name);
+	if (*out)
+		return fail(ctx, "%s given twice", name);
+	*out = strdup(v);
+	return *out ? 0 : fail(ctx, "out of memory");
+}
+
+/* listen ADDR:PORT [PROTOCOL] [tls cert=FILE key=FILE] */
+static int parse_listen(struct parse_ctx *ctx, char **tok, int ntok)
+{
+	struct config *cfg = ctx->cfg;
+	int tls_at = ntok > 2 && strcmp(tok[2], "tls") ? 3 : 2;
+	struct listen_addr *a;
+
+	if (ntok < 2 || (ntok > tls_at && strcmp(tok[tls_at], "tls")))
+		return fail(ctx, "usage: listen ADDR:PORT [PROTOCOL] [tls cert=FILE key=FILE]");
+	if (add_listen(ctx, &cfg->listens, &cfg->n_listens, tok[1], tls_at == 3 ? tok[2] : "http") <
+	    0)
+		return -1;
+	if (ntok == tls_at)
+		return 0;
+	a = &cfg->listens[cfg->n_listens - 1];
+	a->tls = true;
+	for (int i = tls_at + 1; i < ntok; i++) {
+		if (!strncmp(tok[i], "cert=", 5)) {
+			if (set_file_option(ctx, "cert=", tok[i] + 5, &a->tls_cert) < 0)
+				return -1;
+		} else if (!strncmp(tok[i], "key=", 4)) {
+			if (set_file_option(ctx, "key=", tok[i] + 4, &a->tls_key) < 0)
+				return -1;
+		} else {
+			return fail(ctx, "unknown listen tls option '%s' (cert=FILE key=FILE)",
+				    tok[i]);
+		}
+	}
+	if (!a->tls_cert || !a->tls_key)
+		return fail(ctx, "listen %s tls needs cert=FILE and key=FILE", tok[1]);
+	return 0;
+}
+
+/*
+ * One option of an origin's "tls ..." (sni=NAME, verify=on|off, ca=FILE; sni= only where
+ * @sni_allowed): 1 when @o was one, 0 when it is not a TLS option, -1 on error.
+ */
+static int parse_tls_origin_option(struct parse_ctx *ctx, struct tls_origin *t, const char *o,
+				   bool sni_allowed)
+{
+	const char *v = strchr(o, '=');
+
+	v = v ? v + 1 : NULL;
+	if (!strcmp(o, "tls")) {
+		t->on = true;
+		t->verify = true;
+		t->line = ctx->line;
+		return 1;
+	}
+	if (strncmp(o, "sni=", 4) && strncmp(o, "verify=", 7) && strncmp(o, "ca=", 3))
+		return 0;
+	if (!t->on)
+		return fail(ctx, "'%s' needs 'tls' before it", o);
+	if (!strncmp(o, "verify=", 7)) {
+		if (strcmp(v, "on") && strcmp(v, "off"))
+			return fail(ctx, "usage: verify=on|off");
+		t->verify = !strcmp(v, "on");
+		return 1;
+	}
+	if (!strncmp(o, "ca=", 3))
+		return set_file_option(ctx, "ca=", v, &t->ca) < 0 ? -1 : 1;
+	if (!sni_allowed)
+		return fail(ctx, "sni= does not apply here: the name is the URL's host");
+	if (!*v || strlen(v) > 253 || strpbrk(v, "/:[]*"))
+		return fail(ctx, "bad sni= name '%s'", v);
+	return set_file_option(ctx, "sni=", v, &t->sni) < 0 ? -1 : 1;
+}
+
 static int parse_upstream(struct parse_ctx *ctx, char **tok, int ntok)
 {
 	struct config *cfg = ctx->cfg;
 	struct upstream *u;
 
-	if (ntok < 3)
-		return fail(ctx, "usage: upstream NAME ADDR:PORT [ADDR:PORT ...]");
+	int nserv = 0, rc;
+
+	while (2 + nserv < ntok && strcmp(tok[2 + nserv], "tls"))
+		nserv++;
+	if (nserv == 0)
+		return fail(ctx, "usage: upstream NAME ADDR:PORT [ADDR:PORT ...] "
+				 "[tls [sni=NAME] [verify=on|off] [ca=FILE]]");
 	if (strlen(tok[1]) >= CONFIG_NAME_MAX)
 		return fail(ctx, "upstream name too long");
 	if (find_upstream(cfg, tok[1]))
@@ -243,10 +343,17 @@ static int parse_upstream(struct parse_ctx *ctx, char **tok, int ntok)
 	u = &cfg->upstreams[cfg->n_upstreams++];
 	memset(u, 0, sizeof(*u));
 	snprintf(u->name, sizeof(u->name), "%s", tok[1]);
-	u->servers = calloc((size_t)ntok - 2, sizeof(*u->servers));
+	u->servers = calloc((size_t)nserv, sizeof(*u->servers));
 	if (!u->servers)
 		return fail(ctx, "out of memory");
-	for (int i = 2; i < ntok; i++) {
+	for (int i = 2 + nserv; i < ntok; i++) {
+		rc = parse_tls_origin_option(ctx, &u->tls, tok[i], true);
+		if (rc < 0)
+			return -1;
+		if (rc == 0)
+			return fail(ctx, "unknown upstream tls option '%s'", tok[i]);
+	}
+	for (int i = 2; i < 2 + nserv; i++) {
 		struct upstream_server *s = &u->servers[u->n_servers];
 
 		if (parse_addr_port(tok[i], &s->addr, true) < 0)
@@ -334,6 +441,14 @@ static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **op
 		unsigned long n;
 
 		v = v ? v + 1 : NULL;
+		if (r->kind == ROUTE_URL_EMBEDDED) {
+			int rc = parse_tls_origin_option(ctx, &r->tls, o, false);
+
+			if (rc < 0)
+				return -1;
+			if (rc > 0)
+				continue;
+		}
 		if (!strcmp(o, "strip-prefix")) {
 			r->strip_prefix = true;
 		} else if (!strncmp(o, "host=", 5)) {
@@ -533,6 +648,54 @@ static int parse_uint(const char *text, unsigned long max, unsigned long *out)
 	return 0;
 }
 
+/* tls-cert FILE KEY, tls-ciphers LIST, tls-ciphersuites LIST, tls-min-version 1.2|1.3 */
+static int parse_tls_directive(struct parse_ctx *ctx, char **tok, int ntok)
+{
+	struct config *cfg = ctx->cfg;
+	const char *d = tok[0];
+	struct tls_cert_file *c;
+	char **text;
+
+	if (!strcmp(d, "tls-cert")) {
+		if (ntok != 3)
+			return fail(ctx, "usage: tls-cert CERT-FILE KEY-FILE");
+		c = grow(cfg->tls_certs, cfg->n_tls_certs, sizeof(*c));
+		if (!c)
+			return fail(ctx, "out of memory");
+		cfg->tls_certs = c;
+		c = &cfg->tls_certs[cfg->n_tls_certs++];
+		memset(c, 0, sizeof(*c));
+		c->line = ctx->line;
+		c->cert = strdup(tok[1]);
+		c->key = strdup(tok[2]);
+		return c->cert && c->key ? 0 : fail(ctx, "out of memory");
+	}
+	if (!strcmp(d, "tls-min-version")) {
+		if (ntok == 2 && !strcmp(tok[1], "1.2"))
+			cfg->tls_min_version = TLS_VERSION_1_2;
+		else if (ntok == 2 && !strcmp(tok[1], "1.3"))
+			cfg->tls_min_version = TLS_VERSION_1_3;
+		else
+			return fail(ctx, "usage: tls-min-version 1.2|1.3");
+		return 0;
+	}
+	if (!strcmp(d, "tls-ciphers")) {
+		text = &cfg->tls_ciphers;
+		cfg->tls_ciphers_line = ctx->line;
+	} else if (!strcmp(d, "tls-ciphersuites")) {
+		text = &cfg->tls_ciphersuites;
+		cfg->tls_ciphersuites_line = ctx->line;
+	} else {
+		return fail(ctx, "unknown directive '%s'", d);
+	}
+	/* The list is checked by OpenSSL when the contexts are built (user/tls.c). */
+	if (ntok != 2)
+		return fail(ctx, "usage: %s OPENSSL-CIPHER-STRING (one word)", d);
+	free(*text);
+	*text = strdup(tok[1]);
+	return *text ? 0 : fail(ctx, "out of memory");
+}
+
 /* "syslog" (/dev/log) or "syslog:PATH": the socket's path into @out; -1 if @text is neither. */
 static int parse_syslog_target(const char *text, char *out, size_t len)
 {
@@ -673,12 +836,10 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 	size_t size;
 	int rc;
 
-	if (!strcmp(d, "listen")) {
-		if (ntok != 2 && ntok != 3)
-			return fail(ctx, "usage: listen ADDR:PORT [PROTOCOL]");
-		return add_listen(ctx, &cfg->listens, &cfg->n_listens, tok[1],
-				  ntok == 3 ? tok[2] : "http");
-	}
+	if (!strcmp(d, "listen"))
+		return parse_listen(ctx, tok, ntok);
+	if (!strncmp(d, "tls-", 4))
+		return parse_tls_directive(ctx, tok, ntok);
 	if (!strcmp(d, "upstream"))
 		return parse_upstream(ctx, tok, ntok);
 	if (!strcmp(d, "route"))
@@ -1099,9 +1260,24 @@ void config_free(struct config *cfg)
 {
 	if (!cfg)
 		return;
-	for (size_t i = 0; i < cfg->n_upstreams; i++)
+	for (size_t i = 0; i < cfg->n_upstreams; i++) {
 		free(cfg->upstreams[i].servers);
+		free(cfg->upstreams[i].tls.sni);
+		free(cfg->upstreams[i].tls.ca);
+	}
+	for (size_t i = 0; i < cfg->n_listens; i++) {
+		free(cfg->listens[i].tls_cert);
+		free(cfg->listens[i].tls_key);
+	}
+	for (size_t i = 0; i < cfg->n_tls_certs; i++) {
+		free(cfg->tls_certs[i].cert);
+		free(cfg->tls_certs[i].key);
+	}
+	free(cfg->tls_certs);
+	free(cfg->tls_ciphers);
+	free(cfg->tls_ciphersuites);
 	for (size_t i = 0; i < cfg->n_routes; i++) {
+		free(cfg->routes[i].tls.ca);
 		free(cfg->routes[i].prefix);
 		free(cfg->routes[i].host);
 		free(cfg->routes[i].host_rewrite);

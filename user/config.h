@@ -23,11 +23,21 @@ struct upstream_server {
 	struct server_state *state;
 };
 
+/* TLS towards an origin: an upstream's "tls ..." options, or a url-embedded route's. */
+struct tls_origin {
+	bool on;
+	bool verify; /* verify=on (default): chain against ca= or the system store, and the name */
+	char *sni; /* sni=: the name sent and verified; NULL: the upstream's host or URL host */
+	char *ca; /* ca=FILE: PEM CA bundle instead of the system store */
+	int line; /* where it was written, for certificate errors */
+};
+
 struct upstream {
 	char name[CONFIG_NAME_MAX];
 	struct upstream_server *servers;
 	size_t n_servers;
 	size_t next_server; /* round-robin cursor */
+	struct tls_origin tls;
 	const struct config *cfg; /* owner: an upstream connection holds a reference on it */
 };
 
@@ -59,6 +69,7 @@ struct route {
 	uint64_t retry_backoff_ms;
 	uint64_t retry_backoff_max_ms;
 	int mode; /* mode=: an enum data_path for this route, or -1 for data-path */
+	struct tls_origin tls; /* url-embedded "tls": /https/host[:port]/path */
 	uint64_t connect_timeout_ms; /* 0: the global value */
 	uint64_t response_timeout_ms;
 	uint64_t idle_timeout_ms;
@@ -108,6 +119,22 @@ struct listen_addr {
 	/* listen ADDR:PORT [PROTO]: what the listener speaks ("http" by default); user/proto.c
 	 * knows the protocols and rejects an unknown one when the configuration is applied. */
 	char proto[CONFIG_PROTO_MAX];
+	bool tls; /* listen ADDR:PORT tls cert=FILE key=FILE */
+	char *tls_cert; /* PEM: the certificate, then its chain */
+	char *tls_key;
+};
+
+/* tls-cert FILE KEY: one more certificate offered by SNI on every TLS listener. */
+struct tls_cert_file {
+	char *cert;
+	char *key;
+	int line;
+};
+
+/* tls-min-version */
+enum tls_version {
+	TLS_VERSION_1_2,
+	TLS_VERSION_1_3,
 };
 
 struct config {
@@ -146,6 +173,13 @@ struct config {
 	unsigned int upstream_max_idle;
 	unsigned int upstream_max_conns; /* per server; 0 = unlimited */
 	uint64_t upstream_down_time_ms;
+	struct tls_cert_file *tls_certs;
+	size_t n_tls_certs;
+	char *tls_ciphers; /* tls-ciphers: TLS 1.2 cipher list; NULL: OpenSSL's default */
+	int tls_ciphers_line;
+	char *tls_ciphersuites; /* tls-ciphersuites: TLS 1.3 suites; NULL: OpenSSL's default */
+	int tls_ciphersuites_line;
+	enum tls_version tls_min_version;
 	unsigned int upstream_max_fails; /* consecutive connect failures that mark a server down */
 	bool has_metrics;
 	struct listen_addr metrics;
@@ -208,5 +242,7 @@ const char *data_path_name(enum data_path dp);
 int data_path_parse(const char *name); /* "auto" is splice; -1 if unknown */
 /* Does anything in @cfg ask for the sockmap data path? */
 bool config_wants_sockmap(const struct config *cfg);
+/* Does anything in @cfg terminate or originate TLS? */
+bool config_wants_tls(const struct config *cfg);
 
 #endif

@@ -25,6 +25,7 @@
 #include "upstream.h"
 #include "upstream_conn.h"
 #include "upstream_pool.h"
+#include "xprt_tls.h"
 
 /*
  * Interim (1xx) responses one request may receive before its final response: 100 Continue and
@@ -52,11 +53,68 @@ static int status_for_parse_error(enum http_error e)
 	}
 }
 
+/* The host of "HOST:PORT" or "[V6]:PORT" (as an upstream server is written) into @out. */
+static int server_host(const char *text, char *out, size_t len)
+{
+	const char *end = text[0] == '[' ? strchr(text, ']') : strrchr(text, ':');
+	size_t n;
+
+	if (!end)
+		return -1;
+	if (text[0] == '[')
+		text++;
+	n = (size_t)(end - text);
+	if (n == 0 || n >= len)
+		return -1;
+	memcpy(out, text, n);
+	out[n] = '\0';
+	return 0;
+}
+
+/*
+ * A TLS origin: the new upstream connection gets the TLS transport towards the server's host
+ * (or the URL's), with the current contexts of the upstream / url-embedded route. Its
+ * handshake runs in the session's transport step before any request byte. 0, or -1 (502).
+ */
+static int origin_tls(struct session *s)
+{
+	const struct route *r = s->target.route;
+	struct tls_set *set = tls_current();
+	struct tls_client *c;
+	char host[ROUTE_HOST_MAX];
+
+	if (s->upstream.xprt != &xprt_raw || s->connect_tunnel)
+		return 0;
+	if (r->kind == ROUTE_URL_EMBEDDED) {
+		if (!r->tls.on)
+			return 0;
+		c = tls_set_route_prefixed(set, r->prefix);
+		snprintf(host, sizeof(host), "%s", s->target.host);
+	} else {
+		if (!r->upstream->tls.on)
+			return 0;
+		c = tls_set_upstream_named(set, r->upstream->name);
+		/* The server as written, without its port (and brackets). */
+		if (!s->conn_server || server_host(s->conn_server->text, host, sizeof(host)) < 0)
+			return -1;
+	}
+	if (!c || xprt_tls_client(&s->upstream, set, c, host) < 0) {
+		log_warn("session %lu: TLS towards %s: %s", (unsigned long)s->id, host,
+			 c ? strerror(errno) : "no TLS context (reloaded without tls?)");
+		return -1;
+	}
+	return 0;
+}
+
 static void http1_start_exchange(struct session *s)
 {
 	static const char established[] = "HTTP/1.1 200 Connection Established\r\n\r\n";
 
 	s->state = S_EXCHANGE;
+	if (origin_tls(s) < 0) {
+		session_reply_error(s, 502);
+		return;
+	}
 	if (s->connect_tunnel) {
 		if (flow_push(&s->resp, established, sizeof(established) - 1) < 0) {
 			session_reply_error(s, 500);
@@ -236,6 +294,7 @@ static int request_forward_head(struct session *s, const struct route *r, const 
 	else if (r->host_rewrite)
 		rw.host = r->host_rewrite;
 	rw.client_addr = s->client_addr;
+	rw.client_tls = s->client.xprt == &xprt_tls_ops;
 	rw.forwarded = r->forwarded;
 	rw.upgrade = http_upgrade_header(h, base);
 	s->req_upgrade = rw.upgrade >= 0;
@@ -481,6 +540,8 @@ static int handle_response_head(struct session *s)
 		loc.prefix = s->target.route->prefix;
 		loc.authority = s->target.host_header;
 		loc.req_path = s->target.target;
+		loc.tls = s->target.route->tls.on;
+		loc.other_prefix = route_embedded_prefix(s->cfg, !loc.tls);
 	}
 	rc = http_build_response(&head, h, base, s->close_after, s->client_http10,
 				 loc.prefix ? &loc : NULL);
@@ -588,7 +649,8 @@ static void http1_finish_transaction(struct session *s)
 		s->upstream_reusable = false;
 	}
 	if (s->upstream.fd >= 0) {
-		if (upstream_clean(s)) {
+		/* The pool keeps sockets, not TLS state: a TLS origin connection is not pooled. */
+		if (upstream_clean(s) && s->upstream.xprt == &xprt_raw) {
 			int fd = s->upstream.fd;
 			bool registered = s->upstream.in_epoll;
 

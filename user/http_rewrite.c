@@ -73,7 +73,7 @@ static int append_forwarded(struct buf *out, const struct http_head *h, const ch
 	     buf_append(out, base + client_host->value.off, client_host->value.len) < 0 ||
 	     append_str(out, "\"") < 0))
 		return -1;
-	return append_str(out, ";proto=http\r\n");
+	return append_str(out, rw->client_tls ? ";proto=https\r\n" : ";proto=http\r\n");
 }
 
 int http_build_request(struct buf *out, const struct http_head *h, const char *base,
@@ -123,7 +123,8 @@ int http_build_request(struct buf *out, const struct http_head *h, const char *b
 	if ((xff_seen && append_str(out, ", ") < 0) || append_str(out, rw->client_addr) < 0 ||
 	    append_str(out, "\r\n") < 0)
 		return -1;
-	if (append_str(out, "X-Forwarded-Proto: http\r\n") < 0)
+	if (append_str(out, rw->client_tls ? "X-Forwarded-Proto: https\r\n" :
+					     "X-Forwarded-Proto: http\r\n") < 0)
 		return -1;
 	if (client_host &&
 	    (append_str(out, "X-Forwarded-Host: ") < 0 ||
@@ -168,14 +169,14 @@ static bool has_scheme(const char *v, size_t len)
 	return false;
 }
 
-static int append_embedded(struct buf *out, const struct location_rewrite *loc, const char *auth,
-			   size_t auth_len, const char *path, size_t path_len)
+static int append_embedded(struct buf *out, const char *prefix, const char *auth, size_t auth_len,
+			   const char *path, size_t path_len)
 {
-	size_t plen = strlen(loc->prefix);
+	size_t plen = strlen(prefix);
 
-	if (buf_append(out, loc->prefix, plen) < 0)
+	if (buf_append(out, prefix, plen) < 0)
 		return -1;
-	if ((plen == 0 || loc->prefix[plen - 1] != '/') && append_str(out, "/") < 0)
+	if ((plen == 0 || prefix[plen - 1] != '/') && append_str(out, "/") < 0)
 		return -1;
 	if (buf_append(out, auth, auth_len) < 0)
 		return -1;
@@ -187,20 +188,24 @@ static int append_embedded(struct buf *out, const struct location_rewrite *loc, 
 int http_rewrite_location(struct buf *out, const char *v, size_t len,
 			  const struct location_rewrite *loc)
 {
+	const char *auth, *prefix = loc->prefix;
 	size_t auth_len = 0;
-	const char *auth;
+	bool https = len >= 8 && !strncasecmp(v, "https://", 8);
 
-	if (len >= 7 && !strncasecmp(v, "http://", 7)) {
-		v += 7;
-		len -= 7;
+	if ((len >= 7 && !strncasecmp(v, "http://", 7)) || https) {
+		/* The other scheme's URLs go to its route, if there is one. */
+		if (https != loc->tls && !(prefix = loc->other_prefix))
+			return 1;
+		v += https ? 8 : 7;
+		len -= https ? 8 : 7;
 	} else if (len >= 2 && v[0] == '/' && v[1] == '/') {
-		/* Network-path reference: same scheme, http. */
+		/* Network-path reference: the request's scheme. */
 		v += 2;
 		len -= 2;
 	} else if (has_scheme(v, len)) {
-		return 1; /* https and every other scheme stay as they are */
+		return 1; /* every other scheme stays as it is */
 	} else if (len && v[0] == '/') {
-		return append_embedded(out, loc, loc->authority, strlen(loc->authority), v, len);
+		return append_embedded(out, prefix, loc->authority, strlen(loc->authority), v, len);
 	} else {
 		/* Relative reference (RFC 3986 §5.2.2): "?q" keeps the request's path, "#f" its
 		 * path and query; anything else replaces the last segment of the path. */
@@ -212,7 +217,8 @@ int http_rewrite_location(struct buf *out, const char *v, size_t len,
 		else if (!len || v[0] != '?')
 			while (rlen && rp[rlen - 1] != '/')
 				rlen--;
-		if (append_embedded(out, loc, loc->authority, strlen(loc->authority), rp, rlen) < 0)
+		if (append_embedded(out, prefix, loc->authority, strlen(loc->authority), rp, rlen) <
+		    0)
 			return -1;
 		return buf_append(out, v, len);
 	}
@@ -221,7 +227,7 @@ int http_rewrite_location(struct buf *out, const char *v, size_t len,
 		auth_len++;
 	if (auth_len == 0)
 		return 1;
-	return append_embedded(out, loc, auth, auth_len, v + auth_len, len - auth_len);
+	return append_embedded(out, prefix, auth, auth_len, v + auth_len, len - auth_len);
 }
 
 /* Status line and end-to-end headers of a response, Location rewritten when @loc is given. */

@@ -14,13 +14,20 @@ struct request_rewrite {
 	const char *client_addr; /* appended to X-Forwarded-For */
 	bool forwarded; /* add an RFC 7239 Forwarded element */
 	int upgrade; /* index of the Upgrade header to pass on (a tunnel request), or -1 */
+	bool client_tls; /* the client came over TLS: proto https in X-Forwarded-Proto, Forwarded */
 };
 
-/* Location rewriting for url-embedded routes: http://h/p -> PREFIX/h/p. */
+/*
+ * Location rewriting for url-embedded routes: http://h/p -> PREFIX/h/p, and for a TLS route
+ * (/https/ url-embedded tls) https://h/p -> PREFIX/h/p. A URL of the other scheme goes to
+ * @other_prefix, the url-embedded route of that scheme, or stays as it is without one.
+ */
 struct location_rewrite {
-	const char *prefix; /* the route prefix, e.g. "/http/" */
+	const char *prefix; /* the request's route prefix, e.g. "/http/" */
 	const char *authority; /* the upstream as named in the URL: host[:port] */
 	const char *req_path; /* the path sent upstream, to resolve relative references */
+	bool tls; /* the request's route reaches https destinations */
+	const char *other_prefix; /* the other scheme's url-embedded route prefix, or NULL */
 };
 
 /* Forwarded request head: hop-by-hop headers dropped, X-Forwarded-For appended. */

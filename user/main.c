@@ -28,6 +28,7 @@
 #include "session.h"
 #include "sockmap.h"
 #include "sockmap_path.h"
+#include "tls.h"
 #include "upgrade.h"
 #include "upstream.h"
 #include "upstream_pool.h"
@@ -212,6 +213,23 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		config_free(cfg);
 		return 1;
+	}
+	/* -t: certificates, keys and cipher lists are checked by building the contexts (at start
+	 * and reload config_apply builds the ones it serves with). */
+	if (check_only && config_wants_tls(cfg)) {
+		struct tls_set *tls;
+
+		if (tls_init() < 0) {
+			config_free(cfg);
+			return 1;
+		}
+		tls = tls_set_build(cfg, err, sizeof(err));
+		if (!tls) {
+			fprintf(stderr, "%s\n", err);
+			config_free(cfg);
+			return 1;
+		}
+		tls_set_put(tls);
 	}
 	if (check_only) {
 		fprintf(stderr, "%s: configuration ok\n", config_path ? config_path : "<embedded>");

@@ -14,6 +14,7 @@
 #include "metrics.h"
 #include "sockmap.h"
 #include "stats.h"
+#include "tls.h"
 #include "upstream_pool.h"
 
 #define METRICS_TEXT_MAX 8192

@@ -150,9 +150,15 @@ static bool valid_hostname(const char *h, size_t len)
 	return true;
 }
 
-/* "<host>[:<port>]/<path>[?query]" after the route prefix; IPv6 literals in brackets. */
-/* Long: the url-embedded forms parsed in one pass, each branch a form of the grammar. */
-static int parse_embedded(struct route_target *t, const char *s, size_t len)
+#define HTTP_DEFAULT_PORT 80
+#define HTTPS_DEFAULT_PORT 443
+
+/*
+ * "<host>[:<port>]/<path>[?query]" after the route prefix; IPv6 literals in brackets. The port
+ * defaults to @default_port (80, or 443 on a tls route), which the Host header then omits.
+ * Long: the url-embedded forms parsed in one pass, each branch a form of the grammar.
+ */
+static int parse_embedded(struct route_target *t, const char *s, size_t len, uint16_t default_port)
 {
 	size_t auth_len = 0, host_len;
 	const char *host = s, *port_text = NULL;
@@ -188,7 +194,7 @@ static int parse_embedded(struct route_target *t, const char *s, size_t len)
 		return -1;
 	memcpy(t->host, host, host_len);
 	t->host[host_len] = '\0';
-	t->port = 80;
+	t->port = default_port;
 	if (port_text) {
 		unsigned long port = 0;
 
@@ -228,7 +234,7 @@ static int parse_embedded(struct route_target *t, const char *s, size_t len)
 	}
 	snprintf(t->host_header, sizeof(t->host_header), "%s%s%s", bracketed ? "[" : "", t->host,
 		 bracketed ? "]" : "");
-	if (t->port != 80) {
+	if (t->port != default_port) {
 		size_t n = strlen(t->host_header);
 
 		snprintf(t->host_header + n, sizeof(t->host_header) - n, ":%u", t->port);
@@ -247,7 +253,8 @@ int route_target_build(const struct route *r, const char *url, size_t url_len,
 		/* "route /http url-embedded" reads "/http/host/..." too. */
 		if (skip < url_len && url[skip] == '/' && r->prefix[r->prefix_len - 1] != '/')
 			skip++;
-		return parse_embedded(t, url + skip, url_len - skip);
+		return parse_embedded(t, url + skip, url_len - skip,
+				      r->tls.on ? HTTPS_DEFAULT_PORT : HTTP_DEFAULT_PORT);
 	}
 	if (r->strip_prefix)
 		return set_target(t, url + r->prefix_len, url_len - r->prefix_len);
@@ -260,10 +267,22 @@ int route_target_connect(const char *authority, size_t len, struct route_target 
 	if (!len || memchr(authority, '/', len) || memchr(authority, '?', len))
 		return -1;
 	/* Reuse the url-embedded parser; a CONNECT target must name its port. */
-	if (parse_embedded(t, authority, len) < 0 || !strchr(t->host_header, ':') ||
+	if (parse_embedded(t, authority, len, HTTP_DEFAULT_PORT) < 0 ||
+	    !strchr(t->host_header, ':') ||
 	    (t->host_header[0] == '[' && !strstr(t->host_header, "]:")))
 		return -1;
 	return 0;
+}
+
+const char *route_embedded_prefix(const struct config *cfg, bool tls)
+{
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		const struct route *r = &cfg->routes[i];
+
+		if (r->kind == ROUTE_URL_EMBEDDED && r->tls.on == tls)
+			return r->prefix;
+	}
+	return NULL;
 }
 
 void route_target_free(struct route_target *t)

@@ -47,5 +47,10 @@ int route_target_build(const struct route *r, const char *url, size_t url_len,
 /* CONNECT's request-target, "host:port" (port required). */
 int route_target_connect(const char *authority, size_t len, struct route_target *t);
 void route_target_free(struct route_target *t);
+/*
+ * The prefix of the first url-embedded route whose destinations speak TLS (@tls) or plain
+ * HTTP, or NULL: where a Location of that scheme is rewritten to.
+ */
+const char *route_embedded_prefix(const struct config *cfg, bool tls);
 
 #endif

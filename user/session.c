@@ -28,6 +28,7 @@
 #include "stats.h"
 #include "upstream.h"
 #include "util.h"
+#include "xprt_tls.h"
 
 #define LINGER_MS 2000
 #define SESSION_MAX_TRANSITIONS 64
@@ -469,8 +470,21 @@ static bool transports_ready(struct session *s)
 {
 	int r = s->client.xprt->handshake(&s->client);
 
-	if (r > 0 && s->upstream.fd >= 0 && s->state == S_EXCHANGE)
+	/* Clear-text HTTP on a TLS port: a 400 in clear text, then close (as nginx does). */
+	if (r < 0 && xprt_tls_plain_http(&s->client)) {
+		s->client.xprt->release(&s->client);
+		s->client.xprt = &xprt_raw;
+		session_reply_error(s, 400);
+		return false;
+	}
+	if (r > 0 && s->upstream.fd >= 0 && s->state == S_EXCHANGE) {
 		r = s->upstream.xprt->handshake(&s->upstream);
+		/* A TLS origin that fails its handshake (its certificate, say): nothing was sent yet. */
+		if (r < 0) {
+			session_reply_error(s, 502);
+			return false;
+		}
+	}
 	if (r < 0)
 		session_close(s);
 	return r > 0;
@@ -559,6 +573,15 @@ static void on_session_timer(struct timer *t)
 	case S_LINGER:
 		session_close(s);
 		return;
+	case S_REQUEST_HEAD:
+		/* A TLS client still in its handshake gets no 408 (nothing to send it over). */
+		if (xprt_tls_handshaking(&s->client)) {
+			tls_count_handshake_error(TLS_ERR_TIMEOUT);
+			session_close(s);
+			return;
+		}
+		s->proto->timeout(s);
+		break;
 	default:
 		s->proto->timeout(s);
 		break;
@@ -568,7 +591,7 @@ static void on_session_timer(struct timer *t)
 }
 
 struct session *session_create(int fd, const struct config *cfg, const struct proto_ops *proto,
-			       bool reject)
+			       bool reject, struct ssl_ctx_st *tls)
 {
 	struct sockaddr_any peer = { .len = sizeof(peer.ss) };
 	struct session *s = calloc(1, sizeof(*s));
@@ -616,6 +639,11 @@ struct session *session_create(int fd, const struct config *cfg, const struct pr
 	stats.connections_active++;
 	session_event(s, KEV_CONN_OPEN);
 
+	if (tls && xprt_tls_server(&s->client, tls_current(), tls) < 0) {
+		log_warn("session %lu: TLS: %m", (unsigned long)s->id);
+		session_close(s);
+		return NULL;
+	}
 	if (reject) {
 		stats.connections_rejected++;
 		session_reply_error(s, 503);

@@ -121,9 +121,10 @@ struct session {
 };
 
 /* Take over an accepted client socket speaking @proto. @reject: answer 503 and close (over the
- * limit). */
+ * limit). @tls: the listener's TLS context (the client speaks TLS first), or NULL. */
+struct ssl_ctx_st;
 struct session *session_create(int fd, const struct config *cfg, const struct proto_ops *proto,
-			       bool reject);
+			       bool reject, struct ssl_ctx_st *tls);
 /* SIGTERM: idle connections close now, the others after their current transaction. */
 void session_drain_all(void);
 unsigned int session_count(void);

@@ -107,6 +107,21 @@
 	  "Hand-overs to the sockmap given up (source never paused): they splice.",              \
 	  stats.sockmap_start_fallbacks)                                                         \
 	X(TUNNELS, "tunnels_total", NULL, COUNTER, "Upgrade (101) and CONNECT tunnels opened.",  \
-	  stats.tunnels)
+	  stats.tunnels)                                                                         \
+	X(TLS_HS_PLAIN_HTTP, "tls_handshake_errors_total.plain_http", "reason", COUNTER,         \
+	  "TLS handshakes that failed, by reason (user/tls.h).",                                 \
+	  tls_handshake_errors[TLS_ERR_PLAIN_HTTP])                                              \
+	X(TLS_HS_PROTOCOL, "tls_handshake_errors_total.protocol", "reason", COUNTER, "",         \
+	  tls_handshake_errors[TLS_ERR_PROTOCOL])                                                \
+	X(TLS_HS_CERT_VERIFY, "tls_handshake_errors_total.cert_verify", "reason", COUNTER, "",   \
+	  tls_handshake_errors[TLS_ERR_CERT_VERIFY])                                             \
+	X(TLS_HS_PEER_ALERT, "tls_handshake_errors_total.peer_alert", "reason", COUNTER, "",     \
+	  tls_handshake_errors[TLS_ERR_PEER_ALERT])                                              \
+	X(TLS_HS_ABORTED, "tls_handshake_errors_total.aborted", "reason", COUNTER, "",           \
+	  tls_handshake_errors[TLS_ERR_ABORTED])                                                 \
+	X(TLS_HS_TIMEOUT, "tls_handshake_errors_total.timeout", "reason", COUNTER, "",           \
+	  tls_handshake_errors[TLS_ERR_TIMEOUT])                                                 \
+	X(TLS_HS_OTHER, "tls_handshake_errors_total.other", "reason", COUNTER, "",               \
+	  tls_handshake_errors[TLS_ERR_OTHER])
 
 #endif

@@ -23,5 +23,7 @@ void test_flow_fifo(void);
 
 /* unit_rtsp.c: the RTSP parser, framer, rewriter, authentication and URLs */
 void unit_rtsp(void);
+/* unit_tls.c: TLS contexts and the TLS transport over socketpairs */
+void unit_tls(void);
 
 #endif

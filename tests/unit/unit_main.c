@@ -107,6 +107,32 @@ static void test_head_parse(void)
 	CHECK(st == HTTP_PARSE_DONE && h.head_len == strlen(req) - 3);
 }
 
+/* A client over TLS: X-Forwarded-Proto and Forwarded say https, whatever the client sent. */
+static void test_forwarded_proto(void)
+{
+	const char *req = "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: ftp\r\n\r\n";
+	struct request_rewrite rw = { .target = "/",
+				      .target_len = 1,
+				      .client_addr = "10.0.0.1",
+				      .forwarded = true,
+				      .upgrade = -1 };
+	struct http_head h;
+	struct buf out = { 0 };
+
+	CHECK(feed_all(&h, req, true, 8192, 32768) == HTTP_PARSE_DONE);
+	for (int tls = 0; tls < 2; tls++) {
+		rw.client_tls = tls;
+		buf_consume(&out, buf_len(&out));
+		CHECK(http_build_request(&out, &h, req, &rw) == 0);
+		CHECK(buf_append(&out, "", 1) == 0);
+		CHECK(strstr(buf_start(&out), tls ? "\r\nX-Forwarded-Proto: https\r\n" :
+						    "\r\nX-Forwarded-Proto: http\r\n"));
+		CHECK(strstr(buf_start(&out), tls ? ";proto=https\r\n" : ";proto=http\r\n"));
+		CHECK(!strstr(buf_start(&out), "ftp"));
+	}
+	buf_free(&out);
+}
+
 static void test_head_limits(void)
 {
 	struct http_head h;
@@ -221,6 +247,17 @@ static void test_url_embedded(void)
 	u = "/http/h:99999/x";
 	CHECK(route_target_build(&r, u, strlen(u), &t) < 0);
 	route_target_free(&t);
+
+	/* A tls route: port 443 by default, and only another port is named in Host. */
+	r.tls.on = true;
+	u = "/http/secure.test/x";
+	CHECK(route_target_build(&r, u, strlen(u), &t) == 0 && t.port == 443 &&
+	      !strcmp(t.host_header, "secure.test"));
+	route_target_free(&t);
+	u = "/http/secure.test:80/x";
+	CHECK(route_target_build(&r, u, strlen(u), &t) == 0 && t.port == 80 &&
+	      !strcmp(t.host_header, "secure.test:80"));
+	route_target_free(&t);
 }
 
 static void test_access_rules(void)
@@ -249,9 +286,9 @@ static void test_access_rules(void)
 	config_free(cfg);
 }
 
-static void check_location(const char *in, const char *want)
+static void check_location_with(const struct location_rewrite *rw, const char *in, const char *want)
 {
-	struct location_rewrite loc = { "/http/", "up:8080", "/dir/page?q=1" };
+	struct location_rewrite loc = *rw;
 	struct buf out = { 0 };
 	int r = http_rewrite_location(&out, in, strlen(in), &loc);
 
@@ -266,6 +303,46 @@ static void check_location(const char *in, const char *want)
 				buf_start(&out), want);
 	}
 	buf_free(&out);
+}
+
+static void check_location(const char *in, const char *want)
+{
+	struct location_rewrite loc = { "/http/", "up:8080", "/dir/page?q=1", false, NULL };
+
+	check_location_with(&loc, in, want);
+}
+
+/* With a /https/ url-embedded tls route: each scheme to its route; "//h" keeps the request's. */
+static void test_location_https(void)
+{
+	struct location_rewrite plain = { "/http/", "up:8080", "/d/p", false, "/https/" };
+	struct location_rewrite tls = { "/https/", "secure.com", "/d/p", true, "/http/" };
+	struct location_rewrite tls_only = { "/https/", "secure.com", "/d/p", true, NULL };
+
+	check_location_with(&plain, "https://secure.com/x?y", "/https/secure.com/x?y");
+	check_location_with(&plain, "http://other.com/x", "/http/other.com/x");
+	check_location_with(&tls, "https://secure.com:8443/x", "/https/secure.com:8443/x");
+	check_location_with(&tls, "HTTP://plain.com/x", "/http/plain.com/x");
+	check_location_with(&tls, "//cdn.net/a", "/https/cdn.net/a");
+	check_location_with(&tls, "/abs", "/https/secure.com/abs");
+	check_location_with(&tls, "rel", "/https/secure.com/d/rel");
+	check_location_with(&tls_only, "http://plain.com/x", NULL);
+	check_location_with(&tls_only, "https://s.com", "/https/s.com/");
+}
+
+static void test_embedded_prefixes(void)
+{
+	char err[256];
+	struct config *cfg = load_text("listen 127.0.0.1:1\nroute /http/ url-embedded\n"
+				       "route /https/ url-embedded tls\n",
+				       err, sizeof(err));
+
+	CHECK(cfg && !strcmp(route_embedded_prefix(cfg, false), "/http/") &&
+	      !strcmp(route_embedded_prefix(cfg, true), "/https/"));
+	config_free(cfg);
+	cfg = load_text("listen 127.0.0.1:1\nroute /http/ url-embedded\n", err, sizeof(err));
+	CHECK(cfg && route_embedded_prefix(cfg, true) == NULL);
+	config_free(cfg);
 }
 
 static void test_location(void)
@@ -417,15 +494,19 @@ int main(void)
 	test_head_framing();
 	test_request_target();
 	test_head_limits();
+	test_forwarded_proto();
 	test_routes();
 	test_url_embedded();
 	test_access_rules();
 	test_location();
+	test_location_https();
+	test_embedded_prefixes();
 	test_config_errors();
 	test_sizes();
 	test_retry_policy();
 	test_flow_fifo();
 	unit_rtsp();
+	unit_tls();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }

@@ -1,0 +1,141 @@
+"""Throwaway TLS material made with the `openssl` command at test time.
+
+    certs = TlsCerts(directory)          # a CA (ca.pem/ca.key) in @directory
+    certs.leaf("web", ["web.test", "*.web.test"])  -> (cert_path, key_path), signed by the CA
+    certs.self_signed("rogue", ["web.test"])       -> a pair no CA vouches for
+
+The pytest fixture `tls_certs` (session scope) has a CA and the leaves most tests need:
+"default" (default.test), "exact" (exact.test), "wild" (*.wild.test), "localhost"
+(localhost, IP 127.0.0.1), "rogue" (self-signed localhost). Keys are written mode 0600.
+"""
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import peers
+
+OPENSSL = "openssl"
+DAYS = "2"
+CURVE = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+
+
+def _run(args, cwd):
+    subprocess.run([OPENSSL, *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def _san(names):
+    out = []
+    for n in names:
+        kind = "IP" if n.replace(".", "").isdigit() or ":" in n else "DNS"
+        out.append(f"{kind}:{n}")
+    return "subjectAltName=" + ",".join(out) + "\n"
+
+
+class TlsCerts:
+    def __init__(self, directory):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ca = self.dir / "ca.pem"
+        _run(["req", "-x509", *CURVE, "-keyout", "ca.key", "-out", "ca.pem", "-days", DAYS,
+              "-subj", "/CN=kfwd-test-ca"], self.dir)
+        os.chmod(self.dir / "ca.key", 0o600)
+
+    def leaf(self, name, names):
+        ext = self.dir / f"{name}.ext"
+        ext.write_text(_san(names))
+        _run(["req", *CURVE, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}"],
+             self.dir)
+        _run(["x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+              "-CAcreateserial", "-days", DAYS, "-extfile", ext.name, "-out", f"{name}.pem"], self.dir)
+        os.chmod(self.dir / f"{name}.key", 0o600)
+        return self.dir / f"{name}.pem", self.dir / f"{name}.key"
+
+    def self_signed(self, name, names):
+        ext = self.dir / f"{name}.ext"
+        ext.write_text(_san(names))
+        _run(["req", "-x509", *CURVE, "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", DAYS,
+              "-subj", f"/CN={name}", "-addext", _san(names).strip()], self.dir)
+        os.chmod(self.dir / f"{name}.key", 0o600)
+        return self.dir / f"{name}.pem", self.dir / f"{name}.key"
+
+    def pair(self, name):
+        return self.dir / f"{name}.pem", self.dir / f"{name}.key"
+
+
+@pytest.fixture(scope="session")
+def tls_certs(tmp_path_factory):
+    certs = TlsCerts(tmp_path_factory.mktemp("tls"))
+    certs.leaf("default", ["default.test"])
+    certs.leaf("exact", ["exact.test"])
+    certs.leaf("wild", ["*.wild.test"])
+    certs.leaf("localhost", ["localhost", "127.0.0.1"])
+    certs.self_signed("rogue", ["localhost", "127.0.0.1"])
+    return certs
+
+
+class NginxTls:
+    """An HTTPS origin: nginx with `ssl` serving @root under /files/, with @cert/@key."""
+
+    def __init__(self, prefix, root, cert, key):
+        self.prefix = Path(prefix)
+        (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
+        (self.prefix / "tmp").mkdir(parents=True, exist_ok=True)
+        self.port = peers.free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        conf = self.prefix / "nginx.conf"
+        conf.write_text(f"""
+daemon off;
+master_process off;
+worker_processes 1;
+pid {self.prefix}/nginx.pid;
+error_log {self.prefix}/logs/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {self.prefix}/tmp/body;
+    proxy_temp_path {self.prefix}/tmp/proxy;
+    fastcgi_temp_path {self.prefix}/tmp/fastcgi;
+    uwsgi_temp_path {self.prefix}/tmp/uwsgi;
+    scgi_temp_path {self.prefix}/tmp/scgi;
+    types {{ }}
+    default_type application/octet-stream;
+    keepalive_timeout 300s;
+    server {{
+        listen 127.0.0.1:{self.port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location /files/ {{ alias {root}/; }}
+        location = /ok {{ return 200 "ok\\n"; }}
+    }}
+}}
+""")
+        self.log = open(self.prefix / "logs" / "stderr.log", "wb")
+        self.proc = subprocess.Popen(["/usr/sbin/nginx", "-p", str(self.prefix), "-c", str(conf)],
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nginx ssl exited {self.proc.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("nginx ssl did not start")
+                time.sleep(0.02)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
