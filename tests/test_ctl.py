@@ -237,9 +237,12 @@ def test_conn_list_and_kill(ckfwd, peer):
             assert x["state"] == "request-head" and x["requests"] == 0
             for d in ("request", "response"):
                 assert x[d]["path"] == "splice" and x[d]["paused"] is False and x[d]["pauses"] == 0
+            assert x["protocol"] == "http"
         ids = sorted(x["id"] for x in conns)
         human = c.ok("conn", "list")
         assert human.splitlines()[0].split()[:5] == ["ID", "CLIENT", "UPSTREAM", "ROUTE", "STATE"]
+        assert human.splitlines()[0].split()[-2:] == ["PROTO", "DETAILS"]
+        assert all(ln.split()[-2:] == ["http", "-"] for ln in human.splitlines()[1:])
         assert len(human.splitlines()) == 4
         victim = next(x for x in conns if x["id"] == ids[0])
         c.ok("conn", "kill", str(victim["id"]))

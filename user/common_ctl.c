@@ -46,6 +46,8 @@ static const struct kctl_policy conn_attrs[] = {
 	[KFWD_CONN_LAST_STATUS] = { .name = "last-status", .type = KCTL_U32 },
 	[KFWD_CONN_REQ] = { .name = "request", .type = KCTL_NEST, .nest = &kctl_flow },
 	[KFWD_CONN_RESP] = { .name = "response", .type = KCTL_NEST, .nest = &kctl_flow },
+	[KFWD_CONN_PROTO] = { .name = "protocol", .type = KCTL_STR },
+	[KFWD_CONN_DETAIL] = { .name = "details", .type = KCTL_KV, .multi = true },
 };
 const struct kctl_set kctl_conn = SET("conn", conn_attrs);
 
@@ -231,6 +233,7 @@ static int check_attr(const void *msg_start, const struct nlattr *a, const struc
 		want = 8;
 		break;
 	case KCTL_STR:
+	case KCTL_KV:
 		if (plen == 0 || plen > KFWD_CTL_STR_MAX)
 			return bad(err, msg_start, a, "%s/%s: string of %zu bytes (1..%d)",
 				   set->name, pol->name, plen, KFWD_CTL_STR_MAX);

@@ -24,6 +24,7 @@ enum kctl_type {
 	KCTL_U64,
 	KCTL_STR, /* NUL-terminated, no embedded NUL, at most KFWD_CTL_STR_MAX bytes */
 	KCTL_NEST, /* attributes of policy set 'nest' */
+	KCTL_KV, /* a KCTL_STR "key=value"; repeated ones form one JSON object */
 };
 
 struct kctl_set;

@@ -838,6 +838,7 @@ static void fill_conn(struct mb *b, const void *arg)
 	const struct session *s = arg;
 	struct nlattr *n = nest_start(b, KFWD_A_CONN);
 	char text[INET6_ADDRSTRLEN + 16];
+	struct conn_details details;
 
 	put_u64(b, KFWD_CONN_ID, s->id);
 	session_peer_text(s, text, sizeof(text));
@@ -852,6 +853,10 @@ static void fill_conn(struct mb *b, const void *arg)
 	put_u32(b, KFWD_CONN_LAST_STATUS, (uint32_t)(s->last_status > 0 ? s->last_status : 0));
 	fill_flow(b, KFWD_CONN_REQ, &s->req);
 	fill_flow(b, KFWD_CONN_RESP, &s->resp);
+	put_str(b, KFWD_CONN_PROTO, s->proto->name);
+	session_describe(s, &details);
+	for (unsigned int i = 0; i < details.n; i++)
+		put_str(b, KFWD_CONN_DETAIL, details.item[i]);
 	nest_end(b, n);
 }
 

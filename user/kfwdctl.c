@@ -186,6 +186,27 @@ static void json_bool(const char *key, bool v)
 	fputs(v ? "true" : "false", J.out);
 }
 
+/* "key=value" as a member "key": value, the value a number when it is all digits. */
+static void json_kv(const char *item)
+{
+	const char *eq = strchr(item, '=');
+	const char *v = eq ? eq + 1 : "";
+	char key[64];
+	size_t klen = eq ? (size_t)(eq - item) : strlen(item);
+	size_t digits = strspn(v, "0123456789");
+
+	if (klen >= sizeof(key))
+		klen = sizeof(key) - 1;
+	for (size_t i = 0; i < klen; i++)
+		key[i] = item[i] == '-' ? '_' : item[i];
+	key[klen] = '\0';
+	json_key(key);
+	if (*v && !v[digits] && (digits == 1 || v[0] != '0') && digits < 20)
+		fputs(v, J.out);
+	else
+		json_string(v);
+}
+
 /* "age-ms" -> "age_ms" */
 static const char *json_name(const char *name, char *buf, size_t len)
 {
@@ -229,13 +250,14 @@ static void json_members(const struct nlattr *nest, const struct kctl_set *set, 
 						json_close('}');
 						group = NULL;
 					}
-					json_open(json_name(pol->name, name, sizeof(name)), '[');
+					json_open(json_name(pol->name, name, sizeof(name)),
+						  pol->type == KCTL_KV ? '{' : '[');
 					any = true;
 				}
 				json_attr(NULL, a, pol);
 			}
 			if (any)
-				json_close(']');
+				json_close(pol->type == KCTL_KV ? '}' : ']');
 			continue;
 		}
 		if (!tb[t])
@@ -280,6 +302,9 @@ static void json_attr(const char *key, const struct nlattr *a, const struct kctl
 		break;
 	case KCTL_STR:
 		json_str(key, mnl_attr_get_str(a));
+		break;
+	case KCTL_KV:
+		json_kv(mnl_attr_get_str(a));
 		break;
 	case KCTL_NEST:
 		json_open(key, '{');
@@ -990,13 +1015,33 @@ static char *json_object_text(const struct nlattr *nest, const struct kctl_set *
 	return buf;
 }
 
+/* The repeated KFWD_CONN_DETAIL items of @c joined by spaces ("-" when none). */
+static void conn_details_text(const struct nlattr *c, char *out, size_t len)
+{
+	const struct nlattr *a;
+	size_t used = 0;
+
+	snprintf(out, len, "-");
+	mnl_attr_for_each_nested(a, c)
+	{
+		int n;
+
+		if (mnl_attr_get_type(a) != KFWD_CONN_DETAIL)
+			continue;
+		n = snprintf(out + used, len - used, "%s%s", used ? " " : "", mnl_attr_get_str(a));
+		if (n < 0 || (size_t)n >= len - used)
+			break;
+		used += (size_t)n;
+	}
+}
+
 static int conn_cb(const struct kctl_msg *m, void *arg)
 {
 	struct rows *rows = arg;
 	const struct nlattr *c = m->tb[KFWD_A_CONN], *tb[KFWD_CONN_MAX + 1];
 	uint64_t up_b, up_q, up_p, dn_b, dn_q, dn_p;
 	bool up_paused, dn_paused;
-	char age[32], *text = NULL;
+	char age[32], details[1024], *text = NULL;
 	int n;
 
 	if (!c)
@@ -1010,9 +1055,10 @@ static int conn_cb(const struct kctl_msg *m, void *arg)
 	flow_cells(tb[KFWD_CONN_REQ], &up_b, &up_q, &up_paused, &up_p);
 	flow_cells(tb[KFWD_CONN_RESP], &dn_b, &dn_q, &dn_paused, &dn_p);
 	fmt_duration(u64_or0(tb[KFWD_CONN_AGE_MS]), age, sizeof(age));
+	conn_details_text(c, details, sizeof(details));
 	n = asprintf(&text,
 		     "%" PRIu64 "\t%s\t%s\t%s\t%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
-		     "/%" PRIu64 "\t%s\t%" PRIu64 "\t%s",
+		     "/%" PRIu64 "\t%s\t%" PRIu64 "\t%s\t%s\t%s",
 		     u64_or0(tb[KFWD_CONN_ID]), str_or(tb[KFWD_CONN_CLIENT], "-"),
 		     str_or(tb[KFWD_CONN_UPSTREAM], "-"), str_or(tb[KFWD_CONN_ROUTE], "-"),
 		     str_or(tb[KFWD_CONN_STATE], "?"), u64_or0(tb[KFWD_CONN_REQUESTS]), up_b, dn_b,
@@ -1021,7 +1067,7 @@ static int conn_cb(const struct kctl_msg *m, void *arg)
 		     up_paused		    ? "request" :
 		     dn_paused		    ? "response" :
 					      "-",
-		     up_p + dn_p, age);
+		     up_p + dn_p, age, str_or(tb[KFWD_CONN_PROTO], "-"), details);
 	if (n < 0) {
 		perror("kfwdctl");
 		exit(EX_FAIL);
@@ -1074,10 +1120,11 @@ static int list_rows(uint16_t cmd, const char *name, msg_cb cb, bool sort, const
 
 static int conn_list(void)
 {
-	static const char *const heads[] = { "ID",     "CLIENT",   "UPSTREAM",	 "ROUTE",  "STATE",
-					     "REQS",   "BYTES-UP", "BYTES-DOWN", "QUEUED", "PAUSED",
-					     "PAUSES", "AGE",	   NULL };
-	return list_rows(KFWD_CMD_CONN_LIST, "conn list", conn_cb, true, heads, "rlllllrrrlrr");
+	static const char *const heads[] = { "ID",     "CLIENT",  "UPSTREAM", "ROUTE",
+					     "STATE",  "REQS",	  "BYTES-UP", "BYTES-DOWN",
+					     "QUEUED", "PAUSED",  "PAUSES",   "AGE",
+					     "PROTO",  "DETAILS", NULL };
+	return list_rows(KFWD_CMD_CONN_LIST, "conn list", conn_cb, true, heads, "rlllllrrrlrrll");
 }
 
 static int route_cb(const struct kctl_msg *m, void *arg)

@@ -255,6 +255,17 @@ void session_peer_text(const struct session *s, char *out, size_t len)
 		snprintf(out, len, "%s", s->client_addr);
 }
 
+void session_describe(const struct session *s, struct conn_details *d)
+{
+	d->n = 0;
+	if (s->proto->describe)
+		s->proto->describe(s, d);
+	if (s->client.fd >= 0 && s->client.xprt->describe)
+		s->client.xprt->describe(&s->client, "client", d);
+	if (s->upstream.fd >= 0 && s->upstream.xprt->describe)
+		s->upstream.xprt->describe(&s->upstream, "upstream", d);
+}
+
 /*
  * tcp-keepalive finds a peer that vanished while the connection is idle (nothing unacked);
  * tcp-user-timeout one that vanished while bytes were in flight, which keepalive never probes

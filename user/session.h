@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "conn_details.h"
 #include "endpoint.h"
 #include "flow.h"
 #include "http.h"
@@ -44,6 +45,8 @@ struct proto_ops {
 	void (*connect_failed)(struct session *s, int status);
 	/* The session closes: release what the protocol holds (a sockmap flow...). May be NULL. */
 	void (*release)(struct session *s);
+	/* Add the protocol's own `kfwdctl conn list` details (RTSP session...). May be NULL. */
+	void (*describe)(const struct session *s, struct conn_details *d);
 };
 
 struct session {
@@ -133,6 +136,8 @@ void session_kill(struct session *s);
 const char *session_state_name(enum session_state st);
 /* The client's ADDR:PORT (its address alone once the socket is gone). */
 void session_peer_text(const struct session *s, char *out, size_t len);
+/* The details of `kfwdctl conn list`: the protocol's, then each endpoint transport's. */
+void session_describe(const struct session *s, struct conn_details *d);
 
 /* ---- for the modules a session is built from (upstream_conn, tunnel, sockmap_path, http1) */
 

@@ -18,6 +18,7 @@
 #include <sys/types.h>
 
 struct endpoint;
+struct conn_details;
 
 struct xprt_ops {
 	const char *name;
@@ -29,6 +30,9 @@ struct xprt_ops {
 	int (*handshake)(struct endpoint *e); /* 1 done, 0 wait (xprt_want), -1 fail */
 	int (*shutdown)(struct endpoint *e); /* close_notify / FIN: 1 done, 0 wait, -1 */
 	void (*release)(struct endpoint *e); /* free transport state (fd closed by caller) */
+	/* Add details for `kfwdctl conn list`, keys prefixed with @side ("client"/"upstream"),
+	 * e.g. client-tls-version=TLSv1.3. May be NULL. */
+	void (*describe)(const struct endpoint *e, const char *side, struct conn_details *d);
 };
 
 /* The plain TCP socket: recv/send/shutdown(SHUT_WR), splice allowed. */

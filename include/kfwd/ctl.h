@@ -205,6 +205,8 @@ enum kfwd_conn_attr {
 	KFWD_CONN_LAST_STATUS, /* u32: last response status, 0 before any */
 	KFWD_CONN_REQ, /* nested KFWD_FLOW_*: client -> upstream */
 	KFWD_CONN_RESP, /* nested KFWD_FLOW_*: upstream -> client */
+	KFWD_CONN_PROTO, /* string: the listener's protocol (http, rtsp...) */
+	KFWD_CONN_DETAIL, /* string "key=value", repeated: protocol and transport details */
 	__KFWD_CONN_MAX,
 };
 #define KFWD_CONN_MAX (__KFWD_CONN_MAX - 1)
