@@ -11,6 +11,7 @@ The pytest fixture `tls_certs` (session scope) has a CA and the leaves most test
 
 import os
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -22,6 +23,36 @@ import peers
 OPENSSL = "openssl"
 DAYS = "2"
 CURVE = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+
+
+def curl(args, timeout=120):
+    return subprocess.run(["curl", "-sS", "--http1.1", *args], capture_output=True, timeout=timeout)
+
+
+def read_to_eof(sock):
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def tls_listen(certs, port, name="localhost"):
+    """The `listen` line of a TLS listener on 127.0.0.1:@port with the certificate @name."""
+    c, k = certs.pair(name)
+    return f"listen 127.0.0.1:{port} tls cert={c} key={k}"
+
+
+def tls_client(certs, port, name="localhost", *, rcvbuf=None, timeout=10):
+    """A TLS client socket to 127.0.0.1:@port verifying the server as @name against the CA."""
+    ctx = ssl.create_default_context(cafile=str(certs.ca))
+    sock = socket.socket()
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(timeout)
+    sock.connect(("127.0.0.1", port))
+    return ctx.wrap_socket(sock, server_hostname=name)
 
 
 def _run(args, cwd):

@@ -14,6 +14,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include "conn_details.h"
 #include "log.h"
 #include "xprt_tls.h"
 
@@ -401,6 +402,31 @@ void xprt_tls_info(const struct endpoint *e, const char **version, const char **
 	*sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
 }
 
+/* `kfwdctl conn list`: <side>-tls-version, -cipher, -sni (when one was sent or received), -ktls. */
+static void tls_describe(const struct endpoint *e, const char *side, struct conn_details *d)
+{
+	const struct tls_conn *c = e->xprt_ctx;
+	const char *version, *cipher, *sni;
+	char key[CONN_DETAIL_LEN];
+
+	xprt_tls_info(e, &version, &cipher, &sni);
+	if (!version) {
+		snprintf(key, sizeof(key), "%s-tls", side);
+		conn_details_add(d, key, "handshake");
+		return;
+	}
+	snprintf(key, sizeof(key), "%s-tls-version", side);
+	conn_details_add(d, key, "%s", version);
+	snprintf(key, sizeof(key), "%s-tls-cipher", side);
+	conn_details_add(d, key, "%s", cipher ? cipher : "none");
+	if (sni) {
+		snprintf(key, sizeof(key), "%s-tls-sni", side);
+		conn_details_add(d, key, "%s", sni);
+	}
+	snprintf(key, sizeof(key), "%s-tls-ktls", side);
+	conn_details_add(d, key, "%s", c->ktls ? "yes" : "no");
+}
+
 SSL *xprt_tls_ssl(const struct endpoint *e)
 {
 	const struct tls_conn *c = e->xprt == &xprt_tls_ops ? e->xprt_ctx : NULL;
@@ -417,4 +443,5 @@ const struct xprt_ops xprt_tls_ops = {
 	.handshake = tls_handshake,
 	.shutdown = tls_shutdown,
 	.release = tls_release,
+	.describe = tls_describe,
 };
