@@ -679,6 +679,19 @@ static void http1_finish_transaction(struct session *s)
 	timer_arm(&s->timer, s->cfg->client_timeout_ms);
 }
 
+/*
+ * A close-delimited body ends with the connection, so a FIN after a failed upstream would tell
+ * the client the cut body is whole: reset instead (a TLS origin's EOF without close_notify is
+ * such a failure too).
+ */
+static void reset_client(struct session *s)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	if (setsockopt(s->client.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) < 0)
+		log_debug("session %lu: SO_LINGER: %m", (unsigned long)s->id);
+}
+
 static void step_exchange(struct session *s)
 {
 	enum flow_status st;
@@ -750,6 +763,8 @@ static void step_exchange(struct session *s)
 			return;
 		}
 		stats.aborted_transfers++;
+		if (s->resp.framing == FRAMING_CLOSE)
+			reset_client(s);
 		session_close(s);
 		return;
 	}
