@@ -7,6 +7,10 @@
 The pytest fixture `tls_certs` (session scope) has a CA and the leaves most tests need:
 "default" (default.test), "exact" (exact.test), "wild" (*.wild.test), "localhost"
 (localhost, IP 127.0.0.1), "rogue" (self-signed localhost). Keys are written mode 0600.
+
+Peers and clients over TLS: NginxTls (an HTTPS origin), tls_peer(peer, cert, key) (any
+tests/peers.py server behind TLS), tls_client / TlsHttpConn (a verifying client), curl,
+tls_listen (a listener's config line).
 """
 
 import os
@@ -53,6 +57,41 @@ def tls_client(certs, port, name="localhost", *, rcvbuf=None, timeout=10):
     sock.settimeout(timeout)
     sock.connect(("127.0.0.1", port))
     return ctx.wrap_socket(sock, server_hostname=name)
+
+
+class TlsHttpConn(peers.HttpConn):
+    """peers.HttpConn over TLS to 127.0.0.1:@port, the server verified as @name."""
+
+    def __init__(self, certs, port, name="localhost", **kw):
+        super().__init__(port, **kw)
+        ctx = ssl.create_default_context(cafile=str(certs.ca))
+        self.sock = ctx.wrap_socket(self.sock, server_hostname=name)
+        self.stream = peers.Stream(self.sock)
+
+
+def tls_peer(peer, cert, key):
+    """Make a tests/peers.py server (before .start()) speak TLS with @cert/@key: each accepted
+    connection is wrapped (handshake first) before the peer's handler sees it. A handler that
+    closes or shuts the socket down sends no close_notify: a cut, as a crashing origin's."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    plain_run = peer._run
+
+    def run(sock, addr):
+        try:
+            tsock = ctx.wrap_socket(sock, server_side=True)
+        except (ssl.SSLError, OSError):
+            with peer.lock:
+                peer.conns.discard(sock)
+            sock.close()
+            return
+        with peer.lock:
+            peer.conns.discard(sock)
+            peer.conns.add(tsock)
+        plain_run(tsock, addr)
+
+    peer._run = run
+    return peer
 
 
 def _run(args, cwd):
