@@ -149,9 +149,11 @@ def tls_certs(tmp_path_factory):
 
 
 class NginxTls:
-    """An HTTPS origin: nginx with `ssl` serving @root under /files/, with @cert/@key."""
+    """An HTTPS origin: nginx with `ssl` serving @root under /files/, with @cert/@key.
+    keepalive_timeout: how long nginx keeps an idle connection. .requests() reads the access
+    log: one (connection serial, request number on it, SNI or "-", URI) per request."""
 
-    def __init__(self, prefix, root, cert, key):
+    def __init__(self, prefix, root, cert, key, keepalive_timeout="300s"):
         self.prefix = Path(prefix)
         (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
         (self.prefix / "tmp").mkdir(parents=True, exist_ok=True)
@@ -166,7 +168,8 @@ pid {self.prefix}/nginx.pid;
 error_log {self.prefix}/logs/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
-    access_log off;
+    log_format conns '$connection $connection_requests $ssl_server_name $request_uri';
+    access_log {self.prefix}/logs/access.log conns;
     client_body_temp_path {self.prefix}/tmp/body;
     proxy_temp_path {self.prefix}/tmp/proxy;
     fastcgi_temp_path {self.prefix}/tmp/fastcgi;
@@ -174,7 +177,7 @@ http {{
     scgi_temp_path {self.prefix}/tmp/scgi;
     types {{ }}
     default_type application/octet-stream;
-    keepalive_timeout 300s;
+    keepalive_timeout {keepalive_timeout};
     server {{
         listen 127.0.0.1:{self.port} ssl;
         ssl_certificate {cert};
@@ -199,6 +202,18 @@ http {{
                 if time.monotonic() > deadline:
                     raise RuntimeError("nginx ssl did not start")
                 time.sleep(0.02)
+
+    def requests(self):
+        """[(connection, request number, server name, uri)] from the access log (nginx writes
+        each line when the request ends)."""
+        path = self.prefix / "logs" / "access.log"
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            conn, n, name, uri = line.split(" ", 3)
+            out.append((int(conn), int(n), name, uri))
+        return out
 
     def stop(self):
         if self.proc.poll() is None:

@@ -28,6 +28,7 @@ struct tls_conn {
 	SSL *ssl;
 	struct tls_set *set; /* a reference: the SNI callback reads its certificate table */
 	char *name; /* client: the server name its sessions are saved under (SSL app data) */
+	const struct tls_client *client; /* client: its origin settings (pool identity) */
 	bool server;
 	bool first_byte_seen; /* server: the first byte was checked for clear-text HTTP */
 	bool plain_http;
@@ -102,6 +103,7 @@ int xprt_tls_client(struct endpoint *e, struct tls_set *set, struct tls_client *
 		errno = EINVAL;
 		return -1;
 	}
+	c->client = tc;
 	sess = tls_client_take_session(tc, name);
 	if (sess) {
 		/* A session that does not fit any more only means a full handshake. */
@@ -400,6 +402,17 @@ void xprt_tls_info(const struct endpoint *e, const char **version, const char **
 	*version = SSL_get_version(c->ssl);
 	*cipher = SSL_get_cipher_name(c->ssl);
 	*sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
+}
+
+bool xprt_tls_origin(const struct endpoint *e, const void **settings, const char **name)
+{
+	const struct tls_conn *c = e->xprt == &xprt_tls_ops ? e->xprt_ctx : NULL;
+
+	if (!c || c->server || !c->handshake_done || c->fatal)
+		return false;
+	*settings = c->client;
+	*name = c->name;
+	return true;
 }
 
 /* `kfwdctl conn list`: <side>-tls-version, -cipher, -sni (when one was sent or received), -ktls. */
