@@ -618,6 +618,7 @@ static const struct size_directive size_directives[] = {
 	{ "pipe-high-water", CFG_OFF(pipe_high_water), 1, 1 << 30 },
 	{ "pipe-low-water", CFG_OFF(pipe_low_water), 0, 1 << 30 },
 	{ "copy-buffer-size", CFG_OFF(copy_buffer_size), 4096, 1 << 30 },
+	{ "tls-copy-buffer-size", CFG_OFF(tls_copy_buffer_size), TLS_RECORD_MAX, 1 << 30 },
 	{ "max-request-line", CFG_OFF(max_request_line), 64, 1 << 20 },
 	{ "max-header-size", CFG_OFF(max_header_size), 256, 1 << 20 },
 	{ "sockmap-cap", CFG_OFF(sockmap_cap), 65536, 1 << 30 },
@@ -838,8 +839,6 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 
 	if (!strcmp(d, "listen"))
 		return parse_listen(ctx, tok, ntok);
-	if (!strncmp(d, "tls-", 4))
-		return parse_tls_directive(ctx, tok, ntok);
 	if (!strcmp(d, "upstream"))
 		return parse_upstream(ctx, tok, ntok);
 	if (!strcmp(d, "route"))
@@ -862,6 +861,9 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 			*low_set = true;
 		return 0;
 	}
+	/* After the sizes: tls-copy-buffer-size is one of them. */
+	if (!strncmp(d, "tls-", 4))
+		return parse_tls_directive(ctx, tok, ntok);
 	for (size_t i = 0; i < sizeof(duration_directives) / sizeof(duration_directives[0]); i++) {
 		const struct duration_directive *dd = &duration_directives[i];
 
@@ -1006,6 +1008,7 @@ static void set_defaults(struct config *cfg)
 	strcpy(cfg->bpf_pin_dir, "/sys/fs/bpf/kfwd");
 	cfg->pipe_size = 1 << 20;
 	cfg->copy_buffer_size = 256 << 10;
+	cfg->tls_copy_buffer_size = TLS_COPY_BUFFER_DEFAULT;
 	cfg->client_sndbuf = 256 << 10;
 	cfg->upstream_rcvbuf = 256 << 10;
 	cfg->max_connections = 0; /* derived from RLIMIT_NOFILE in check_config() */
