@@ -9,6 +9,7 @@ import signal
 import socket
 import ssl
 import struct
+import time
 
 import pytest
 
@@ -132,3 +133,24 @@ def test_reload_swaps_certificate_old_connection_finishes(kfwd, nginx, tmp_path,
         # and it stays usable: keep-alive on the old connection after the reload
         old.request("GET", "/ok")
         assert old.read_response().status == 200
+
+
+@pytest.mark.timeout(30)
+def test_stalled_handshake_closed_at_client_timeout(kfwd, nginx, tls_certs):
+    """A client that sends half a ClientHello and waits: kfwd closes it after client-timeout,
+    with nothing in clear text (no 408 outside TLS), counted as a handshake timeout."""
+    port = peers.free_port()
+    c, key = tls_certs.pair("localhost")
+    k = kfwd(f"listen 127.0.0.1:{port} tls cert={c} key={key}\nupstream o {nginx.addr}\nroute / o\n"
+             "client-timeout 1s\n")
+    name = 'kfwd_tls_handshake_errors_total{reason="timeout"}'
+    before = k.metric(name, 0)
+    hello = client_hello(tls_certs.ca)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(hello[: len(hello) // 2])
+        t0 = time.monotonic()
+        data = s.recv(4096)
+        waited = time.monotonic() - t0
+    assert data == b"", data
+    assert 0.8 <= waited < 5, f"closed after {waited:.1f} s with client-timeout 1s"
+    assert k.metric(name, 0) == before + 1
