@@ -1,6 +1,7 @@
 """TLS connections coming and going: 1000 handshakes cut at random steps leave kfwd's fds and
 memory where they were; reload (kfwdctl reload, SIGHUP) swaps the certificate for new
-connections while an old connection finishes its transfer with the old one."""
+connections while an old connection finishes its transfer with the old one; a stalled
+handshake is closed at client-timeout."""
 
 import hashlib
 import random
