@@ -53,6 +53,7 @@ struct session {
 	uint64_t id;
 	struct session *prev, *next;
 	const struct proto_ops *proto; /* chosen by the listener */
+	void *proto_data; /* the protocol's own state (RTSP), freed by its release */
 	const struct config *cfg;
 	enum session_state state;
 	struct timer timer;
