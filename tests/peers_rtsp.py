@@ -450,6 +450,25 @@ class ScriptedRtspServer:
         self.stop()
 
 
+# --------------------------------------------------------------------------- kfwd helpers
+
+KFWDCTL = os.path.join(os.path.dirname(HERE), "build", "kfwdctl")
+
+
+def kfwd_rtsp_config(port, ctl_file, routes, extra=""):
+    """A kfwd configuration with an RTSP listener on 127.0.0.1:port; routes: the route/upstream
+    lines."""
+    return f"listen {LOCAL}:{port} rtsp\nctl-socket-file {ctl_file}\n{routes}\n{extra}\n"
+
+
+def conn_details(ctl_file):
+    """`kfwdctl -j conn list` of the kfwd publishing ctl_file: the RTSP connections' details."""
+    import json
+    out = subprocess.run([KFWDCTL, "-f", str(ctl_file), "-j", "conn", "list"], capture_output=True,
+                         text=True, timeout=10, check=True).stdout
+    return [c.get("details", {}) for c in json.loads(out) if c.get("protocol") == "rtsp"]
+
+
 # --------------------------------------------------------------------------- gst-rtsp-server
 
 
