@@ -461,12 +461,17 @@ def kfwd_rtsp_config(port, ctl_file, routes, extra=""):
     return f"listen {LOCAL}:{port} rtsp\nctl-socket-file {ctl_file}\n{routes}\n{extra}\n"
 
 
-def conn_details(ctl_file):
-    """`kfwdctl -j conn list` of the kfwd publishing ctl_file: the RTSP connections' details."""
+def conns(ctl_file):
+    """`kfwdctl -j conn list` of the kfwd publishing ctl_file: its RTSP connections."""
     import json
     out = subprocess.run([KFWDCTL, "-f", str(ctl_file), "-j", "conn", "list"], capture_output=True,
                          text=True, timeout=10, check=True).stdout
-    return [c.get("details", {}) for c in json.loads(out) if c.get("protocol") == "rtsp"]
+    return [c for c in json.loads(out) if c.get("protocol") == "rtsp"]
+
+
+def conn_details(ctl_file):
+    """The `details` of every RTSP connection of conns()."""
+    return [c.get("details", {}) for c in conns(ctl_file)]
 
 
 # --------------------------------------------------------------------------- gst-rtsp-server
