@@ -5,6 +5,7 @@ own errors with CSeq, upstream credentials (Basic, Digest), TEARDOWN for a vanis
 
 import hashlib
 import socket
+import subprocess
 
 import pytest
 
@@ -252,3 +253,17 @@ def test_rtsp_server_gone_closes_the_client(rtsp):
             assert c.next() == ("$", 0, b"z" * 100)
             with pytest.raises((EOFError, ConnectionResetError)):
                 c.next()
+
+
+@pytest.mark.parametrize("option,message", [("on-slow=later", "bad on-slow 'later'"),
+                                            ("auth=nocolon", "bad auth"),
+                                            ("auth=:pass", "bad auth")])
+def test_rtsp_route_options_checked_at_load(tmp_path, option, message):
+    from conftest import KFWD_BIN
+    conf = tmp_path / "k.conf"
+    conf.write_text(f"listen 127.0.0.1:{peers.free_port()} rtsp\nupstream a 127.0.0.1:1\nroute /a a {option}\n")
+    p = subprocess.run([str(KFWD_BIN), "-t", "-c", str(conf)], capture_output=True, text=True, timeout=10)
+    assert p.returncode != 0 and f"{conf}:3:" in p.stderr and message in p.stderr, p.stderr
+    conf.write_text(f"listen 127.0.0.1:{peers.free_port()} rtsp\nupstream a 127.0.0.1:1\n"
+                    "route /a a on-slow=drop-frames auth=cam:s3cret\n")
+    assert subprocess.run([str(KFWD_BIN), "-t", "-c", str(conf)], capture_output=True, timeout=10).returncode == 0
