@@ -50,6 +50,8 @@
 #define RTSP_DROP_HOLD_FACTOR 4
 #define RTSP_READ_BUDGET 32 /* reads per side and wake-up; epoll brings us back for more */
 #define RTSP_VIA_NAME "kfwd"
+/* rewrite_message() out of memory: apart from every enum rtsp_rw_result */
+#define RTSP_REWRITE_NOMEM (-100)
 
 enum rtsp_play_state {
 	RTSP_ST_INIT,
@@ -446,7 +448,7 @@ static size_t grow_room(const struct rtsp_url_map *m, size_t len)
 /*
  * The message at @base (head @h, @body_len bytes of body) rewritten by @rw and appended to
  * @out: the head, then the body (an SDP's absolute controls mapped too). *@head_len is the new
- * head's length. -1 when out of memory, else an rtsp_rw_result.
+ * head's length. RTSP_REWRITE_NOMEM, or an rtsp_rw_result.
  */
 static int rewrite_message(const char *base, const struct rtsp_head *h, size_t body_len,
 			   struct rtsp_rewrite *rw, struct buf *out, size_t *head_len)
@@ -460,7 +462,7 @@ static int rewrite_message(const char *base, const struct rtsp_head *h, size_t b
 		cap = grow_room(rw->map, body_len);
 		sdp = malloc(cap);
 		if (!sdp)
-			return -1;
+			return RTSP_REWRITE_NOMEM;
 		r = rtsp_rewrite_sdp(body, body_len, rw->map, rw->dir, sdp, cap, &n);
 		if (r != RTSP_RW_OK)
 			goto out;
@@ -469,11 +471,12 @@ static int rewrite_message(const char *base, const struct rtsp_head *h, size_t b
 	}
 	cap = grow_room(rw->map, h->head_len);
 	head = malloc(cap);
-	r = head ? rtsp_rewrite_head(base, h, rw, head, cap, &hl) : -1;
+	r = head ? rtsp_rewrite_head(base, h, rw, head, cap, &hl) : RTSP_REWRITE_NOMEM;
 	if (r != RTSP_RW_OK)
 		goto out;
 	*head_len = hl;
-	r = buf_append(out, head, hl) < 0 || buf_append(out, body, n) < 0 ? -1 : RTSP_RW_OK;
+	r = buf_append(out, head, hl) < 0 || buf_append(out, body, n) < 0 ? RTSP_REWRITE_NOMEM :
+									    RTSP_RW_OK;
 out:
 	free(head);
 	free(sdp);
@@ -726,7 +729,7 @@ static enum msg_result client_message(struct session *s, struct rtsp_conn *c, co
 	if (!c->connected)
 		return MSG_DONE; /* no server asked anything */
 	r = rewrite_message(base, h, body_len, &rw, &c->to_upstream, &hl);
-	if (r < 0 || flush_to_upstream(s, c) < 0) {
+	if (r != RTSP_RW_OK || flush_to_upstream(s, c) < 0) {
 		session_close(s);
 		return MSG_STOP;
 	}
