@@ -190,16 +190,6 @@ static int flush_to_upstream(struct session *s, struct rtsp_conn *c)
 
 /* ---- kfwd's own answers */
 
-static void count_error(int status)
-{
-	if (status >= 400 && status < 500)
-		stats.client_errors++;
-	else if (status == 502)
-		stats.upstream_errors++;
-	else if (status == 504)
-		stats.timeouts++;
-}
-
 static int build_answer(struct rtsp_conn *c, struct buf *out, int status, const char *extra)
 {
 	char text[RTSP_REPLY_MAX];
@@ -214,7 +204,7 @@ static int build_answer(struct rtsp_conn *c, struct buf *out, int status, const 
 /* An answer to the request being handled; the connection goes on. -1 when out of memory. */
 static int answer(struct session *s, struct rtsp_conn *c, int status, const char *extra)
 {
-	count_error(status);
+	session_count_error(status);
 	session_final_status(s, status);
 	if (build_answer(c, &c->to_client, status, extra) < 0 || flush_to_client(s, c) < 0)
 		return -1;
@@ -253,7 +243,7 @@ static void answer_close(struct session *s, struct rtsp_conn *c, int status)
 	upstream_unwait(&s->wait);
 	session_close_upstream(s);
 	flow_reset(&s->req);
-	count_error(status);
+	session_count_error(status);
 	session_final_status(s, status);
 	/* Inside a frame toward the client an answer would be taken for payload. */
 	if (side_mid_frame(&c->s2c) || build_answer(c, &c->to_client, status, NULL) < 0 ||
