@@ -375,8 +375,10 @@ static enum msg_result start_upstream(struct session *s, struct rtsp_conn *c,
 		const struct rtsp_url *d = &t->dest;
 		char addr[RTSP_URL_HOST_MAX + 16];
 
-		if (dest_text(d, c->upstream_prefix, sizeof(c->upstream_prefix)) < 0)
-			return answer_close(s, c, 414), MSG_STOP;
+		if (dest_text(d, c->upstream_prefix, sizeof(c->upstream_prefix)) < 0) {
+			answer_close(s, c, 414);
+			return MSG_STOP;
+		}
 		snprintf(c->dest, sizeof(c->dest), "%s:%u", d->host, d->port);
 		if (d->has_credentials) {
 			c->has_cred = true;
@@ -583,6 +585,16 @@ static void note_request(struct rtsp_conn *c, const struct rtsp_head *h, const c
 		snprintf(c->teardown_url, sizeof(c->teardown_url), "%s", uri);
 }
 
+static enum msg_result answered(struct session *s, struct rtsp_conn *c, int status,
+				const char *extra)
+{
+	if (answer(s, c, status, extra) < 0) {
+		session_close(s);
+		return MSG_STOP;
+	}
+	return MSG_DONE;
+}
+
 /* The request rewritten toward the upstream and queued. */
 static enum msg_result forward_request(struct session *s, struct rtsp_conn *c,
 				       const struct rtsp_target *t, const char *base,
@@ -601,41 +613,31 @@ static enum msg_result forward_request(struct session *s, struct rtsp_conn *c,
 
 	rtsp_map_url(&map, RTSP_TO_UPSTREAM, url, h->http.url.len, &o);
 	if (o.overflow)
-		return answer(s, c, 414, NULL) < 0 ? (session_close(s), MSG_STOP) : MSG_DONE;
+		return answered(s, c, 414, NULL);
 	uri[o.len] = '\0';
 	r = rewrite_message(base, h, body_len, &rw, &msg, &e.head_len);
 	if (r == RTSP_RW_NO_TRANSPORT || r == RTSP_RW_OVERFLOW || r == RTSP_RW_MALFORMED) {
 		buf_free(&msg);
-		r = answer(s, c,
-			   r == RTSP_RW_NO_TRANSPORT ? 461 :
-			   r == RTSP_RW_OVERFLOW     ? 413 :
-						       400,
-			   NULL);
-		return r < 0 ? (session_close(s), MSG_STOP) : MSG_DONE;
+		return answered(s, c,
+				r == RTSP_RW_NO_TRANSPORT ? 461 :
+				r == RTSP_RW_OVERFLOW	  ? 413 :
+							    400,
+				NULL);
 	}
 	e.msg = buf_start(&msg);
 	e.msg_len = buf_len(&msg);
 	e.uri = strdup(uri);
 	e.method_name = strndup(base, strcspn(base, " "));
 	e.auth_retried = rtsp_header_next(h, base, "Authorization", -1) >= 0;
-	if (r < 0 || !e.uri || !e.method_name || queue_request(s, c, &e, !e.auth_retried) < 0) {
-		if (r < 0 || !e.uri || !e.method_name)
+	if (r != RTSP_RW_OK || !e.uri || !e.method_name ||
+	    queue_request(s, c, &e, !e.auth_retried) < 0) {
+		if (r != RTSP_RW_OK || !e.uri || !e.method_name)
 			sent_free(&e);
 		session_close(s);
 		return MSG_STOP;
 	}
 	note_request(c, h, base, uri);
 	s->requests++;
-	return MSG_DONE;
-}
-
-static enum msg_result answered(struct session *s, struct rtsp_conn *c, int status,
-				const char *extra)
-{
-	if (answer(s, c, status, extra) < 0) {
-		session_close(s);
-		return MSG_STOP;
-	}
 	return MSG_DONE;
 }
 
