@@ -267,3 +267,12 @@ def test_rtsp_route_options_checked_at_load(tmp_path, option, message):
     conf.write_text(f"listen 127.0.0.1:{peers.free_port()} rtsp\nupstream a 127.0.0.1:1\n"
                     "route /a a on-slow=drop-frames auth=cam:s3cret\n")
     assert subprocess.run([str(KFWD_BIN), "-t", "-c", str(conf)], capture_output=True, timeout=10).returncode == 0
+
+
+def test_rtsp_route_credentials_hidden_from_route_list(rtsp):
+    with R.ScriptedRtspServer() as srv:
+        routes = f"upstream cams 127.0.0.1:{srv.port}\nroute /cam cams strip-prefix auth=cam:s3cret on-slow=drop-frames"
+        k, _, ctl = rtsp(srv, routes=routes)
+        out = subprocess.run([R.KFWDCTL, "-f", str(ctl), "-j", "route", "list"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout
+        assert "s3cret" not in out and "auth=*** on-slow=drop-frames" in out
