@@ -69,18 +69,22 @@ def test_rtsp_frames_and_server_requests_split_at_every_boundary(rtsp):
             script.append(("request", "ANNOUNCE", "URL", [("Content-Type", "application/sdp")], b"$dollar-body"))
         if i == 30:
             script.append(("$", 1, b"\x80\xc8\x00\x06" + b"r" * 24))
+        if i == 40:  # a response (to nothing kfwd sent) with a body, between frames
+            script.append(R.message("RTSP/1.0 200 OK", [("CSeq", "77"), ("Content-Base", "BASE")], b"$ok"))
     with R.ScriptedRtspServer(script=script, chunks=[1, 2, 3, 5, 7, 1331, 4001], gap=0) as srv:
         # The server's own URLs in its requests: they come back under the client's prefix.
-        srv.script = [(it[0], it[1], srv.url("/stream"), *it[3:]) if it[0] == "request" else it
+        srv.script = [(it[0], it[1], srv.url("/stream"), *it[3:]) if isinstance(it, tuple) and it[0] == "request"
+                      else it.replace(b"BASE", srv.url("/stream/").encode()) if isinstance(it, bytes) else it
                       for it in script]
         k, base, ctl = rtsp(srv)
         with R.RtspConn(k.port) as c:
             c.call("SETUP", base + "/stream/trackID=0", [TCP])
-            frames, sreqs = [], []
+            frames, sreqs, resps = [], [], []
             c.call("PLAY", base + "/stream", [("Session", "12345678")], frames=frames, server_requests=sreqs)
-            while len([f for f in frames if f[1] == 0]) < len(payloads) or len(sreqs) < 2:
+            while len([f for f in frames if f[1] == 0]) < len(payloads) or len(sreqs) < 2 or not resps:
                 item = c.next()
-                (frames if isinstance(item, tuple) else sreqs).append(item)
+                (frames if isinstance(item, tuple) else resps if item.is_response else sreqs).append(item)
+            assert [(r.cseq, r.header("Content-Base"), r.body) for r in resps] == [("77", base + "/stream/", b"$ok")]
             got = b"".join(f[2] for f in frames if f[1] == 0)
             assert hashlib.sha256(got).hexdigest() == hashlib.sha256(b"".join(payloads)).hexdigest()
             assert [f[2] for f in frames if f[1] == 1] == [b"\x80\xc8\x00\x06" + b"r" * 24]
