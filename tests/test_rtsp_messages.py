@@ -132,7 +132,8 @@ def test_rtsp_only_tcp_transports_reach_the_server(rtsp):
             mixed = c.call("SETUP", base + "/s/trackID=0",
                            [("Transport", "RTP/AVP;unicast;client_port=5000-5001,RTP/AVP/TCP;unicast;interleaved=0-1")])
             assert mixed.status == 200
-        assert [q.header("Transport") for q in srv.requests] == ["RTP/AVP/TCP;unicast;interleaved=0-1"]
+        assert [q.header("Transport") for q in srv.requests if q.method == "SETUP"] == \
+            ["RTP/AVP/TCP;unicast;interleaved=0-1"]
 
 
 def test_rtsp_redirects_rewritten(rtsp):
@@ -198,8 +199,10 @@ def test_rtsp_route_credentials_answer_the_server(rtsp, auth):
                 assert r.status == 200, (m, r.raw)
                 seen.append(r.raw)
             assert not any(b"s3cret" in x or b"WWW-Authenticate" in x or b"Authorization" in x for x in seen)
+        # The client left with its session set up: kfwd's TEARDOWN is authorized too.
+        assert peers.wait_for(lambda: srv.requests[-1].method == "TEARDOWN", 5)
         ok = [q for q in srv.requests if q.header("Authorization")]
-        assert [q.method for q in ok] == ["DESCRIBE", "SETUP", "PLAY"]
+        assert [q.method for q in ok] == ["DESCRIBE", "SETUP", "PLAY", "TEARDOWN"]
         # One challenge, answered; later requests carry the answer at once.
         assert [q.method for q in srv.requests].count("DESCRIBE") == 2
 
@@ -216,7 +219,7 @@ def test_rtsp_url_embedded_with_credentials_and_deny(kfwd, tmp_path):
             assert b"p%20w" not in d.raw and b"u:p" not in d.raw
             # Later requests name the destination without credentials; kfwd still has them.
             assert c.call("SETUP", d.header("Content-Base") + "trackID=0", [TCP]).status == 200
-        assert srv.requests[-1].url == srv.url("/s/trackID=0")
+        assert [q.url for q in srv.requests if q.method == "SETUP"] == [srv.url("/s/trackID=0")]
         with R.RtspConn(k.port) as c:
             r = c.call("OPTIONS", f"rtsp://127.0.0.1:{port}/rtsp/10.1.2.3:554/x")
             assert (r.status, r.cseq) == (403, "1")
@@ -280,3 +283,19 @@ def test_rtsp_route_credentials_hidden_from_route_list(rtsp):
         out = subprocess.run([R.KFWDCTL, "-f", str(ctl), "-j", "route", "list"], capture_output=True, text=True,
                              timeout=10, check=True).stdout
         assert "s3cret" not in out and "auth=*** on-slow=drop-frames" in out
+
+
+def test_rtsp_access_log_one_line_per_request(rtsp, tmp_path):
+    log = tmp_path / "access.log"
+    with R.ScriptedRtspServer() as srv:
+        k, base, _ = rtsp(srv, extra=f"access-log {log}")
+        with R.RtspConn(k.port) as c:
+            c.call("DESCRIBE", base + "/s")
+            c.call("SETUP", base + "/s/trackID=0", [("Transport", "RTP/AVP;unicast;client_port=5000-5001")])
+            c.call("SETUP", base + "/s/trackID=0", [TCP])
+            c.call("DESCRIBE", base[:-len("/cam")] + "/none")
+        assert peers.wait_for(lambda: log.exists() and log.read_text().count("\n") >= 4, 5)
+        lines = log.read_text().splitlines()
+        got = [(ln.split('"')[1].split()[0], ln.split('"')[2].split()[0]) for ln in lines]
+        assert got == [("DESCRIBE", "200"), ("SETUP", "461"), ("SETUP", "200"), ("DESCRIBE", "404")]
+        assert f'"DESCRIBE {base}/s"' in lines[0]

@@ -102,6 +102,7 @@ struct rtsp_conn {
 	char sessions[RTSP_SESSIONS_MAX][RTSP_ID_MAX];
 	unsigned int n_sessions;
 	uint32_t last_cseq; /* the client's highest CSeq: kfwd's TEARDOWNs follow it */
+	uint32_t log_cseq; /* the request the access log's pending record is for */
 	char cseq[RTSP_CSEQ_MAX]; /* the request being answered */
 	enum rtsp_play_state play;
 	uint64_t requests;
@@ -206,23 +207,46 @@ static int answer(struct session *s, struct rtsp_conn *c, int status, const char
 {
 	session_count_error(status);
 	session_final_status(s, status);
+	session_access_end(s);
 	if (build_answer(c, &c->to_client, status, extra) < 0 || flush_to_client(s, c) < 0)
 		return -1;
+	return 0;
+}
+
+/* "Authorization: ...\r\n" for @e with the server's last challenge; -1 when none fits. */
+static int auth_line(struct rtsp_conn *c, const struct rtsp_sent *e, char *out, size_t cap)
+{
+	static const char name[] = "Authorization: ";
+	size_t n = sizeof(name) - 1;
+	int v;
+
+	memcpy(out, name, n);
+	v = rtsp_auth_authorization(&c->chal, c->user, c->pass, e->method_name, e->uri, ++c->nc,
+				    c->cnonce, out + n, cap - n - 2);
+	if (v < 0)
+		return -1;
+	memcpy(out + n + (size_t)v, "\r\n", 3);
 	return 0;
 }
 
 /* TEARDOWN for every session the client set up and did not tear down (it is gone). */
 static void send_teardowns(struct session *s, struct rtsp_conn *c)
 {
-	char msg[RTSP_URL_MAX + RTSP_ID_MAX + 128];
+	char msg[RTSP_URL_MAX + RTSP_ID_MAX + RTSP_AUTH_LINE_MAX + 128];
 
 	if (!c->connected || s->upstream.fd < 0 || side_mid_frame(&c->c2s) || !c->teardown_url[0])
 		return;
 	for (unsigned int i = 0; i < c->n_sessions; i++) {
-		int n = snprintf(msg, sizeof(msg),
-				 "TEARDOWN %s RTSP/1.0\r\nCSeq: %u\r\nSession: %s\r\n"
-				 "Via: RTSP/1.0 " RTSP_VIA_NAME "\r\n\r\n",
-				 c->teardown_url, ++c->last_cseq, c->sessions[i]);
+		struct rtsp_sent e = { .method_name = "TEARDOWN", .uri = c->teardown_url };
+		char auth[RTSP_AUTH_LINE_MAX] = "";
+		int n;
+
+		if (c->has_challenge && auth_line(c, &e, auth, sizeof(auth)) < 0)
+			auth[0] = '\0';
+		n = snprintf(msg, sizeof(msg),
+			     "TEARDOWN %s RTSP/1.0\r\nCSeq: %u\r\nSession: %s\r\n%s"
+			     "Via: RTSP/1.0 " RTSP_VIA_NAME "\r\n\r\n",
+			     c->teardown_url, ++c->last_cseq, c->sessions[i], auth);
 
 		if (n < 0 || (size_t)n >= sizeof(msg) ||
 		    buf_append(&c->to_upstream, msg, (size_t)n))
@@ -519,22 +543,6 @@ static bool session_known(const struct rtsp_conn *c, const char *id, size_t len,
 	return false;
 }
 
-/* "Authorization: ...\r\n" for @e with the server's last challenge; -1 when none fits. */
-static int auth_line(struct rtsp_conn *c, const struct rtsp_sent *e, char *out, size_t cap)
-{
-	static const char name[] = "Authorization: ";
-	size_t n = sizeof(name) - 1;
-	int v;
-
-	memcpy(out, name, n);
-	v = rtsp_auth_authorization(&c->chal, c->user, c->pass, e->method_name, e->uri, ++c->nc,
-				    c->cnonce, out + n, cap - n - 2);
-	if (v < 0)
-		return -1;
-	memcpy(out + n + (size_t)v, "\r\n", 3);
-	return 0;
-}
-
 /*
  * Send the request @e (its message without Authorization) upstream, with kfwd's Authorization
  * when @add_auth and a challenge is known, and track it until its response. Takes @e's memory.
@@ -652,6 +660,22 @@ static enum msg_result method_not_allowed(struct session *s, struct rtsp_conn *c
 	return answered(s, c, 405, extra);
 }
 
+/*
+ * The access log's record of the request being handled: one at a time, a pipelined request
+ * ends the record of the one before (without its status). A first request that waited for its
+ * connection is handled twice: one record.
+ */
+static void log_begin(struct session *s, struct rtsp_conn *c, const struct rtsp_head *h,
+		      const char *base)
+{
+	if (s->log_pending && h->has_cseq && c->log_cseq == h->cseq)
+		return;
+	session_access_end(s);
+	s->req_method = (uint8_t)h->http.parser.method;
+	session_access_begin(s, base + h->http.url.off, h->http.url.len);
+	c->log_cseq = h->cseq;
+}
+
 static enum msg_result client_request(struct session *s, struct rtsp_conn *c, const char *base,
 				      const struct rtsp_head *h, size_t body_len)
 {
@@ -660,6 +684,7 @@ static enum msg_result client_request(struct session *s, struct rtsp_conn *c, co
 	int status;
 
 	cseq_text(c, h, base);
+	log_begin(s, c, h, base);
 	if (h->proxy_require.len) {
 		char extra[RTSP_REPLY_MAX / 2];
 
@@ -837,7 +862,13 @@ static enum msg_result server_message(struct session *s, struct rtsp_conn *c, co
 			note_response(c, c->sent[i].method, h, base);
 			sent_remove(c, (unsigned int)i, true);
 		}
-		session_final_status(s, h->status);
+		if (s->log_pending && h->has_cseq && h->cseq == c->log_cseq) {
+			session_final_status(s, h->status);
+			session_access_end(s);
+		} else {
+			session_count_status(h->status);
+			s->last_status = h->status;
+		}
 	}
 	r = rewrite_message(base, h, body_len, &rw, &c->to_client, &hl);
 	if (r != RTSP_RW_OK) {
