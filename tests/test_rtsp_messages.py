@@ -299,3 +299,18 @@ def test_rtsp_access_log_one_line_per_request(rtsp, tmp_path):
         got = [(ln.split('"')[1].split()[0], ln.split('"')[2].split()[0]) for ln in lines]
         assert got == [("DESCRIBE", "200"), ("SETUP", "461"), ("SETUP", "200"), ("DESCRIBE", "404")]
         assert f'"DESCRIBE {base}/s"' in lines[0]
+
+
+def test_rtsp_server_garbage_is_502(rtsp):
+    def handler(server, index, msg):
+        return b"\x00\x01 this is not RTSP\r\n\r\n" if msg.method == "DESCRIBE" else None
+
+    with R.ScriptedRtspServer(handler=handler) as srv:
+        k, base, _ = rtsp(srv)
+        with R.RtspConn(k.port) as c:
+            assert c.call("OPTIONS", base + "/s").status == 200
+            r = c.call("DESCRIBE", base + "/s")
+            assert (r.status, r.cseq) == (502, "2")
+            with pytest.raises((EOFError, ConnectionResetError)):
+                c.next()
+        assert k.metric("kfwd_upstream_errors_total") == 1
