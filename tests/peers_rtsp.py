@@ -240,6 +240,7 @@ class ScriptedRtspServer:
     requests     every request received, in order, as Message objects (with .conn, the index of
                  the connection it came on)
     responses    the answers clients gave to server requests
+    client_frames  the '$' frames clients sent, as ('$', channel, payload)
     Options:
       tracks, absolute, sdp_pad   the SDP: tracks with absolute (or relative) controls, padded
                                   to sdp_pad bytes
@@ -268,7 +269,7 @@ class ScriptedRtspServer:
         self.session_timeout, self.tcp_only = session_timeout, tcp_only
         self.script, self.chunks, self.gap = list(script), chunks, gap
         self.handler, self.session_id = handler, session_id
-        self.requests, self.responses, self.conns = [], [], []
+        self.requests, self.responses, self.conns, self.client_frames = [], [], [], []
         self.lock = threading.Lock()
         self.stopping = False
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -344,7 +345,9 @@ class ScriptedRtspServer:
             while not self.stopping:
                 item = reader.next()
                 if isinstance(item, tuple):
-                    continue  # RTCP or RECORD media from the client
+                    with self.lock:
+                        self.client_frames.append(item)  # RTCP or RECORD media from the client
+                    continue
                 if item.is_response:
                     with self.lock:
                         self.responses.append(item)

@@ -68,10 +68,13 @@ def test_rtsp_stalled_client_pauses_the_server(kfwd, tmp_path):
         stalled_at = srv.sent
         assert peers.wait_for(lambda: srv.sent == stalled_at, 5, interval=0.5)
         assert srv.sent < PAUSE_FRAMES
-        # Keepalives still reach the server during the stall.
+        # Keepalives and RTCP still reach the server during the stall.
+        rtcp = b"\x80\xc9\x00\x01" + b"\x00" * 4
         for _ in range(2):
             c.request("GET_PARAMETER", base + "/s", [("Session", "12345678")])
+            c.send(R.frame(1, rtcp))
         assert peers.wait_for(lambda: [q.method for q in srv.requests].count("GET_PARAMETER") == 2, 5)
+        assert peers.wait_for(lambda: srv.client_frames == [("$", 1, rtcp)] * 2, 5)
         assert k.rss_kb() - rss0 < RSS_GROWTH_MAX_KB
         # Reading again: every frame, in order, byte for byte.
         got = hashlib.sha256()
