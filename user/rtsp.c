@@ -327,6 +327,32 @@ static int target_embedded(const struct route *r, const char *url, const char *p
 			 (size_t)(t->dest.path - (at ? at + 1 : auth_start)));
 }
 
+/*
+ * A Request-URI: rtsp://, or rtsps:// from a client of a TLS listener (the server is asked
+ * rtsp://, the client's scheme comes back in the URLs mapped to it). @u->path points into @url.
+ */
+static int parse_request_uri(const char *url, size_t len, struct rtsp_url *u)
+{
+	static const char tls_scheme[] = "rtsps://";
+	const size_t n = sizeof(tls_scheme) - 1;
+	char *plain;
+	int r;
+
+	if (len < n || strncasecmp(url, tls_scheme, n))
+		return rtsp_url_parse(url, len, u);
+	/* "rtsp://" then the rest: one byte shorter, so the path moves back by one. */
+	plain = malloc(len);
+	if (!plain)
+		return -1;
+	memcpy(plain, "rtsp://", n - 1);
+	memcpy(plain + n - 1, url + n, len - n);
+	r = rtsp_url_parse(plain, len - 1, u);
+	if (r == 0)
+		u->path = url + (u->path - plain) + 1;
+	free(plain);
+	return r;
+}
+
 /* The route of the Request-URI @url and what it maps; an RTSP status when there is none. */
 static int request_target(const struct session *s, const char *url, size_t len,
 			  struct rtsp_target *t)
@@ -340,7 +366,7 @@ static int request_target(const struct session *s, const char *url, size_t len,
 		t->route = route_match(s->cfg, path, path_len, NULL, 0);
 		return t->route ? 0 : 404;
 	}
-	if (rtsp_url_parse(url, len, &u) < 0)
+	if (parse_request_uri(url, len, &u) < 0)
 		return 400;
 	authority_len = (size_t)(u.path - url);
 	if (u.path_len) {
