@@ -64,7 +64,7 @@ def test_rtsp_frames_and_server_requests_split_at_every_boundary(rtsp):
     for i, p in enumerate(payloads):
         script.append(("$", 0, p))
         if i == 10:
-            script.append(("request", "GET_PARAMETER", R.LOCAL and "rtsp://x/stream", [], b""))
+            script.append(("request", "GET_PARAMETER", "URL", [], b""))
         if i == 20:
             script.append(("request", "ANNOUNCE", "URL", [("Content-Type", "application/sdp")], b"$dollar-body"))
         if i == 30:
