@@ -314,3 +314,78 @@ def test_rtsp_server_garbage_is_502(rtsp):
             with pytest.raises((EOFError, ConnectionResetError)):
                 c.next()
         assert k.metric("kfwd_upstream_errors_total") == 1
+
+
+class _HttpAndRtspServer:
+    """Answers HTTP/1.1 GETs (keep-alive) and RTSP requests on the same port, and records which
+    protocols each accepted connection carried."""
+
+    def __init__(self):
+        import threading
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.port = self.lsock.getsockname()[1]
+        self.carried = []  # per connection: the set of protocols seen
+        self.threads = []
+        self.accepter = threading.Thread(target=self._accept, daemon=True)
+        self.accepter.start()
+
+    def _accept(self):
+        import threading
+        while True:
+            try:
+                conn, _ = self.lsock.accept()
+            except OSError:
+                return
+            seen = set()
+            self.carried.append(seen)
+            t = threading.Thread(target=self._serve, args=(conn, seen), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    @staticmethod
+    def _serve(conn, seen):
+        buf = b""
+        conn.settimeout(10)
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    try:
+                        d = conn.recv(4096)
+                    except OSError:
+                        return
+                    if not d:
+                        return
+                    buf += d
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                lines = head.decode().split("\r\n")
+                if lines[0].endswith("HTTP/1.1"):
+                    seen.add("http")
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                else:
+                    seen.add("rtsp")
+                    cseq = next(v for k, _, v in (ln.partition(": ") for ln in lines[1:])
+                                if k.lower() == "cseq")
+                    conn.sendall(f"RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nPublic: OPTIONS\r\n\r\n"
+                                 .encode())
+
+    def close(self):
+        self.lsock.close()
+
+
+def test_rtsp_never_takes_a_pooled_http_connection(rtsp):
+    """An HTTP listener and an RTSP listener routing to the same server: the idle keep-alive
+    connection the HTTP request leaves in the pool must not carry the RTSP session."""
+    srv = _HttpAndRtspServer()
+    try:
+        http_port = peers.free_port()
+        k, base, ctl = rtsp(srv, extra=f"listen 127.0.0.1:{http_port}")
+        r = peers.get(http_port, "/cam/x", keep_body=True)
+        assert r.status == 200 and r.body == b"ok"
+        assert peers.wait_for(lambda: k.metric("kfwd_upstream_idle") == 1, 5)
+        with R.RtspConn(k.port) as c:
+            assert c.call("OPTIONS", base + "/x").status == 200
+        assert len(srv.carried) == 2 and all(len(p) == 1 for p in srv.carried), srv.carried
+    finally:
+        srv.close()

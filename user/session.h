@@ -35,6 +35,13 @@ struct session;
  */
 struct proto_ops {
 	const char *name; /* the listen keyword */
+	/*
+	 * Its upstream connections are plain HTTP/1.1 keep-alive ones that may be taken from and
+	 * given back to the idle pool (keyed by address only). A protocol that owns its upstream
+	 * connection for the client's lifetime (RTSP, the gateway) leaves it false: a pooled HTTP
+	 * connection to the same address must never carry it.
+	 */
+	bool pooled_upstream;
 	/* S_REQUEST_HEAD and S_EXCHANGE: move the protocol on (read heads, pump flows). */
 	void (*step)(struct session *s);
 	/* The session timer fired in any state but S_REPLYING and S_LINGER. */
