@@ -44,6 +44,13 @@ struct upstream {
 enum route_kind {
 	ROUTE_UPSTREAM,
 	ROUTE_URL_EMBEDDED,
+	ROUTE_RTSP_GATEWAY, /* /rtsp/HOST[:PORT]/PATH: kfwd plays the RTSP URL, answers MPEG-TS */
+};
+
+/* What a slow client gets on a live media route (on-slow=). */
+enum on_slow {
+	ON_SLOW_PAUSE, /* the server is not read: no byte lost (default) */
+	ON_SLOW_DROP_FRAMES, /* whole media frames for the client are discarded */
 };
 
 enum retry_on {
@@ -73,6 +80,8 @@ struct route {
 	uint64_t connect_timeout_ms; /* 0: the global value */
 	uint64_t response_timeout_ms;
 	uint64_t idle_timeout_ms;
+	enum on_slow on_slow;
+	char *user_agent; /* user-agent=: the RTSP gateway's User-Agent; NULL: rtsp-user-agent */
 	int line; /* where it was defined, for messages */
 };
 
@@ -169,6 +178,10 @@ struct config {
 	uint64_t drain_timeout_ms;
 	uint64_t tunnel_timeout_ms;
 	bool connect_enabled; /* CONNECT host:port, to destinations allow/deny admits */
+	/* The HTTP->RTSP gateway (user/rtsp_gateway.c) */
+	char *rtsp_user_agent;
+	uint64_t rtsp_handshake_timeout_ms; /* request to the PLAY answer */
+	uint64_t rtsp_first_media_timeout_ms; /* PLAY answer to the first media frame */
 	uint64_t upstream_idle_timeout_ms;
 	unsigned int upstream_max_idle;
 	unsigned int upstream_max_conns; /* per server; 0 = unlimited */
