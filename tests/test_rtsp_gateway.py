@@ -70,6 +70,7 @@ def test_gateway_request_sequence_headers_and_ts_bytes(kfwd):
                                            "MP2T/TCP;unicast;interleaved=0-1,"
                                            "RTP/AVP/TCP;unicast;interleaved=0-1")
     assert reqs[2].header("Session") is None
+    assert len(reqs[2].header("Transport").split(",")) == 3
     assert all(r.header("Session") == "12345678" for r in reqs[3:])
     assert all(len({r.conn for r in reqs}) == 1 for _ in [0])
     m = k.metrics()

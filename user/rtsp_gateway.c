@@ -25,6 +25,7 @@
 #include "rtsp_url.h"
 #include "stats.h"
 #include "upstream_conn.h"
+#include "util.h"
 
 #define GW_URL_MAX 2048
 #define GW_SESSION_MAX 128
@@ -83,6 +84,7 @@ struct gateway {
 	bool auth_tried; /* the request in progress was answered 401 once already */
 	bool have_challenge;
 	uint8_t media_channel;
+	unsigned int transport_offer; /* index in transport_offers[] */
 	unsigned int redirects;
 	unsigned int conn_gen; /* counts the connections (redirects): g->in is another one's */
 	uint32_t cseq; /* of the last request sent */
@@ -120,9 +122,17 @@ static const char *const gw_state_names[] = {
 	[GW_TEARDOWN] = "teardown",
 };
 
-static const char transports_offered[] = "MP2T/RTP/TCP;unicast;interleaved=0-1,"
-					 "MP2T/TCP;unicast;interleaved=0-1,"
-					 "RTP/AVP/TCP;unicast;interleaved=0-1";
+/*
+ * SETUP's Transport offers, in order: the three TCP transports as one list, then, after a 461
+ * (gst-rtsp-server refuses a list whose first entry it does not know), the last two alone.
+ */
+static const char *const transport_offers[] = {
+	"MP2T/RTP/TCP;unicast;interleaved=0-1,MP2T/TCP;unicast;interleaved=0-1,"
+	"RTP/AVP/TCP;unicast;interleaved=0-1",
+	"MP2T/TCP;unicast;interleaved=0-1",
+	"RTP/AVP/TCP;unicast;interleaved=0-1",
+};
+#define RTSP_STATUS_UNSUPPORTED_TRANSPORT 461
 
 static struct gateway *gw_of(const struct session *s)
 {
@@ -188,13 +198,14 @@ static int send_request(struct session *s, const char *method, const char *uri, 
 static int send_step(struct session *s, const char *method, const char *uri)
 {
 	struct gateway *g = gw_of(s);
-	char extra[sizeof(transports_offered) + 64];
+	char extra[256];
 
 	extra[0] = '\0';
 	if (!strcmp(method, "DESCRIBE"))
 		snprintf(extra, sizeof(extra), "Accept: application/sdp\r\n");
 	else if (!strcmp(method, "SETUP"))
-		snprintf(extra, sizeof(extra), "Transport: %s\r\n", transports_offered);
+		snprintf(extra, sizeof(extra), "Transport: %s\r\n",
+			 transport_offers[g->transport_offer]);
 	else if (!strcmp(method, "PLAY"))
 		snprintf(extra, sizeof(extra), "Range: npt=0.000-\r\n");
 	if (send_request(s, method, uri, extra) < 0)
@@ -655,6 +666,13 @@ static void handshake_answer(struct session *s, const struct rtsp_head *h, const
 	}
 	if (st == RTSP_STATUS_UNAUTHORIZED) {
 		answer_challenge(s, h, base);
+		return;
+	}
+	if (st == RTSP_STATUS_UNSUPPORTED_TRANSPORT && g->state == GW_SETUP &&
+	    g->transport_offer + 1 < ARRAY_LEN(transport_offers)) {
+		g->transport_offer++;
+		if (send_step(s, "SETUP", g->setup_url) < 0)
+			gw_fail(s, 500, GATEWAY_BAD_ANSWER, "cannot build the request");
 		return;
 	}
 	if (st < 200 || st >= 300) {
