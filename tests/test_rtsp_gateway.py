@@ -4,6 +4,7 @@ errors and timeouts, TEARDOWN when the client leaves."""
 
 import hashlib
 import json
+import signal
 import subprocess
 import time
 
@@ -299,3 +300,67 @@ def test_gateway_describe_in_conn_list_and_teardown_on_disconnect(kfwd, tmp_path
         teardown = [r for r in srv.requests if r.method == "TEARDOWN"][0]
         assert teardown.header("Session") == "12345678"
         assert peers.wait_for(lambda: k.metric("kfwd_connections_active") == 0, 5)
+
+
+@pytest.mark.parametrize("line, error", [
+    ("route /rtsp/ rtsp-gateway on-slow=sometimes", "bad on-slow"),
+    ("route /rtsp/ rtsp-gateway user-agent=", "user-agent needs a value"),
+    ("route /a/ up user-agent=x", "unknown route option"),
+    ("rtsp-handshake-timeout soon", "usage: rtsp-handshake-timeout"),
+    ("rtsp-first-media-timeout", "usage: rtsp-first-media-timeout"),
+    ("rtsp-user-agent", "usage: rtsp-user-agent"),
+])
+def test_gateway_config_errors_name_file_and_line(tmp_path, line, error):
+    conf = tmp_path / "k.conf"
+    conf.write_text(f"listen 127.0.0.1:1\nupstream up 127.0.0.1:2\n{line}\n")
+    p = subprocess.run([str(ROOT / "build" / "kfwd"), "-t", "-c", str(conf)], capture_output=True,
+                       text=True, timeout=10)
+    assert p.returncode != 0
+    assert f"{conf}:3:" in p.stderr and error in p.stderr, p.stderr
+
+
+def test_gateway_keepalive_falls_back_to_options(kfwd):
+    script, ts = media_script(3)
+
+    def no_get_parameter(server, conn, req):
+        if req.method == "OPTIONS" and req.cseq == "1":
+            return (f"RTSP/1.0 200 OK\r\nCSeq: {req.cseq}\r\n"
+                    "Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN\r\n\r\n").encode()
+        return None
+
+    with ScriptedRtspServer(media="ts", script=script, session_timeout=1,
+                            handler=no_get_parameter) as srv:
+        k = kfwd(gateway_config())
+        with HttpStream(k.port, f"/rtsp/127.0.0.1:{srv.port}/x") as c:
+            assert c.read_head() == 200
+            assert c.read(len(ts)) == ts
+            assert peers.wait_for(lambda: methods(srv).count("OPTIONS") >= 3, 5), methods(srv)
+    assert "GET_PARAMETER" not in methods(srv)
+    keepalives = [r for r in srv.requests if r.method == "OPTIONS"][1:]
+    assert all(r.header("Session") == "12345678" for r in keepalives)
+
+    # GET_PARAMETER answered 501: OPTIONS from then on.
+    def refuse_get_parameter(server, conn, req):
+        if req.method == "GET_PARAMETER":
+            return f"RTSP/1.0 501 Not Implemented\r\nCSeq: {req.cseq}\r\n\r\n".encode()
+        return None
+
+    with ScriptedRtspServer(media="ts", script=script, session_timeout=1,
+                            handler=refuse_get_parameter) as srv:
+        with HttpStream(k.port, f"/rtsp/127.0.0.1:{srv.port}/x") as c:
+            assert c.read_head() == 200
+            assert peers.wait_for(lambda: methods(srv).count("OPTIONS") >= 2, 5), methods(srv)
+    assert methods(srv).count("GET_PARAMETER") == 1
+
+
+def test_gateway_drain_sends_teardown(kfwd):
+    script, ts = media_script(10)
+    with ScriptedRtspServer(media="ts", script=script) as srv:
+        k = kfwd(gateway_config())
+        c = HttpStream(k.port, f"/rtsp/127.0.0.1:{srv.port}/x")
+        assert c.read_head() == 200
+        c.read(len(ts))
+        k.send_signal(signal.SIGTERM)
+        assert peers.wait_for(lambda: "TEARDOWN" in methods(srv), 5), methods(srv)
+        assert k.wait(10) == 0
+        c.close()
