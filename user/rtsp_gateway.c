@@ -50,8 +50,6 @@
 #define GW_SESSION_TIMEOUT_DEFAULT_S 60 /* RFC 2326 §12.37 */
 #define GW_DEFAULT_USER_AGENT "kfwd"
 #define TS_SYNC 0x47
-#define RTP_HDR_LEN 12
-#define RTP_VERSION 2
 #define RTP_PT_MP2T 33 /* RFC 3551 static payload type */
 #define RTSP_STATUS_UNAUTHORIZED 401
 
@@ -127,8 +125,8 @@ static const char *const gw_state_names[] = {
  * (gst-rtsp-server refuses a list whose first entry it does not know), the last two alone.
  */
 static const char *const transport_offers[] = {
-	"MP2T/RTP/TCP;unicast;interleaved=0-1,MP2T/TCP;unicast;interleaved=0-1,"
-	"RTP/AVP/TCP;unicast;interleaved=0-1",
+	("MP2T/RTP/TCP;unicast;interleaved=0-1,MP2T/TCP;unicast;interleaved=0-1,"
+	 "RTP/AVP/TCP;unicast;interleaved=0-1"),
 	"MP2T/TCP;unicast;interleaved=0-1",
 	"RTP/AVP/TCP;unicast;interleaved=0-1",
 };
@@ -308,112 +306,6 @@ static int start_streaming(struct session *s)
 }
 
 /* ---- URLs and the SDP */
-
-static size_t authority_end(const char *url)
-{
-	const char *p = strstr(url, "://");
-	size_t i = p ? (size_t)(p - url) + 3 : 0;
-
-	while (url[i] && url[i] != '/' && url[i] != '?')
-		i++;
-	return i;
-}
-
-/* RFC 3986 §5.2.4 on the path of @url (from @from up to '?' or the end), in place. */
-static void remove_dot_segments(char *url, size_t from)
-{
-	char in[GW_URL_MAX], out[GW_URL_MAX], *tail;
-	const char *q = strchr(url + from, '?');
-	size_t n = q ? (size_t)(q - url) - from : strlen(url + from), i = 0, o = 0;
-
-	if (n >= sizeof(in))
-		return;
-	memcpy(in, url + from, n);
-	in[n] = '\0';
-	while (i < n) {
-		const char *p = in + i;
-
-		if (!strncmp(p, "../", 3)) {
-			i += 3;
-		} else if (!strncmp(p, "./", 2) || !strncmp(p, "/./", 3)) {
-			i += 2;
-		} else if (!strcmp(p, "/.")) {
-			in[++i] = '/';
-		} else if (!strncmp(p, "/../", 4) || !strcmp(p, "/..")) {
-			/* "/../x" -> "/x", "/.." -> "/" */
-			i += 2;
-			if (p[3] == '/')
-				i++;
-			else
-				in[i] = '/';
-			while (o > 0 && out[o - 1] != '/')
-				o--;
-			if (o > 0)
-				o--;
-		} else if (!strcmp(p, ".") || !strcmp(p, "..")) {
-			i = n;
-		} else {
-			do
-				out[o++] = in[i++];
-			while (i < n && in[i] != '/');
-		}
-	}
-	tail = url + from + n;
-	memmove(url + from + o, tail, strlen(tail) + 1);
-	memcpy(url + from, out, o);
-}
-
-static bool has_scheme(const char *ref, size_t len)
-{
-	size_t i = 0;
-
-	if (!len || !isalpha((unsigned char)ref[0]))
-		return false;
-	while (i < len && (isalnum((unsigned char)ref[i]) || strchr("+-.", ref[i])))
-		i++;
-	return i < len && ref[i] == ':';
-}
-
-/*
- * @ref (an a=control) resolved against @base per RFC 3986 §5.2 into @out; "*" or none is the
- * request URL @orig. -1 when it does not fit.
- */
-static int resolve_control(const char *base, const char *orig, const char *ref, size_t len,
-			   char *out, size_t cap)
-{
-	size_t auth = authority_end(base), keep;
-	const char *q;
-
-	if (!len || (len == 1 && ref[0] == '*'))
-		return (size_t)snprintf(out, cap, "%s", orig) < cap ? 0 : -1;
-	if (has_scheme(ref, len))
-		return (size_t)snprintf(out, cap, "%.*s", (int)len, ref) < cap ? 0 : -1;
-	if (ref[0] == '/' && len > 1 && ref[1] == '/')
-		keep = (size_t)(strstr(base, "//") - base);
-	else if (ref[0] == '/')
-		keep = auth;
-	else if (ref[0] == '?')
-		keep = (q = strchr(base + auth, '?')) ? (size_t)(q - base) : strlen(base);
-	else {
-		const char *end = (q = strchr(base + auth, '?')) ? q : base + strlen(base);
-
-		while (end > base + auth && end[-1] != '/')
-			end--;
-		keep = (size_t)(end - base);
-		if (keep == auth) { /* an empty base path merges as "/" */
-			if ((size_t)snprintf(out, cap, "%.*s/%.*s", (int)keep, base, (int)len,
-					     ref) >= cap)
-				return -1;
-			remove_dot_segments(out, auth);
-			return 0;
-		}
-	}
-	if ((size_t)snprintf(out, cap, "%.*s%.*s", (int)keep, base, (int)len, ref) >= cap)
-		return -1;
-	if (ref[0] != '?')
-		remove_dot_segments(out, auth);
-	return 0;
-}
 
 /* The line of @sdp at @p (up to CR/LF), its length. */
 static size_t line_len(const char *p, const char *end)
@@ -595,12 +487,17 @@ static void after_describe(struct session *s, const struct rtsp_head *h, const c
 		answer_head_request(s);
 		return;
 	}
-	if (b->len && b->len < sizeof(cbase))
+	/* A base that is not an absolute URL is ignored: the DESCRIBE URL is the base then. */
+	if (b->len && b->len < sizeof(cbase) && rtsp_url_has_scheme(base + b->off, b->len))
 		snprintf(cbase, sizeof(cbase), "%.*s", (int)b->len, base + b->off);
 	else
 		snprintf(cbase, sizeof(cbase), "%s", g->url_fmt);
-	if (resolve_control(cbase, g->url_fmt, m.control, m.control_len, g->setup_url,
-			    sizeof(g->setup_url)) < 0) {
+	/* "*" or no control: the request URL (RFC 2326 §C.1.1). */
+	if (!m.control_len || (m.control_len == 1 && m.control[0] == '*') ?
+		    (size_t)snprintf(g->setup_url, sizeof(g->setup_url), "%s", g->url_fmt) >=
+			    sizeof(g->setup_url) :
+		    rtsp_url_resolve(cbase, m.control, m.control_len, g->setup_url,
+				     sizeof(g->setup_url)) < 0) {
 		gw_fail(s, 502, GATEWAY_BAD_ANSWER, "media control URL too long");
 		return;
 	}
@@ -723,6 +620,8 @@ static int server_request(struct session *s, const struct rtsp_head *h, const ch
 			 known ? "200 OK" : "501 Not Implemented", (int)h->cseq_span.len,
 			 base + h->cseq_span.off);
 
+	if (n < 0 || (size_t)n >= sizeof(text))
+		return 0; /* a CSeq too long to echo: not answered */
 	return flow_push(&s->req, text, (size_t)n);
 }
 
@@ -798,34 +697,6 @@ static int take_message(struct session *s, char *p, size_t avail, size_t *used)
 }
 
 /*
- * The TS bytes of an RTP packet: past the CSRC list and the header extension, before the
- * padding (RFC 3550 §5.1). -1 when it is not a well-formed RTP packet.
- */
-static int rtp_payload(const uint8_t *p, size_t n, size_t *off, size_t *end)
-{
-	size_t o, e = n;
-
-	if (n < RTP_HDR_LEN || p[0] >> 6 != RTP_VERSION)
-		return -1;
-	o = RTP_HDR_LEN + 4 * (size_t)(p[0] & 0x0f);
-	if (p[0] & 0x10) {
-		if (o + 4 > n)
-			return -1;
-		o += 4 + 4 * (size_t)((p[o + 2] << 8) | p[o + 3]);
-	}
-	if (p[0] & 0x20) {
-		if (!p[n - 1] || p[n - 1] > n)
-			return -1;
-		e -= p[n - 1];
-	}
-	if (o > e)
-		return -1;
-	*off = o;
-	*end = e;
-	return 0;
-}
-
-/*
  * One interleaved frame (@payload, @n bytes, on @channel). Media TS bytes move down to
  * @out + *@w (never past the frame: the buffer is compacted in place). -1: the session moved on.
  */
@@ -837,7 +708,7 @@ static int on_frame(struct session *s, uint8_t channel, uint8_t *payload, size_t
 
 	if ((g->state != GW_FIRST_MEDIA && g->state != GW_STREAMING) || channel != g->media_channel)
 		return 0; /* RTCP, other channels, media after the client left */
-	if (g->rtp && rtp_payload(payload, n, &off, &end) < 0) {
+	if (g->rtp && rtsp_rtp_payload(payload, n, &off, &end) < 0) {
 		g->frames_dropped++;
 		stats.gateway_frames_dropped++;
 		return 0;
@@ -985,7 +856,8 @@ static void begin_teardown(struct session *s)
 
 	count_outcome(g, GATEWAY_ABORTED);
 	flow_reset(&s->resp);
-	if (s->upstream.fd < 0 || !g->session[0] || send_request(s, "TEARDOWN", g->url_fmt, NULL)) {
+	if (s->upstream.fd < 0 || !g->session[0] ||
+	    send_request(s, "TEARDOWN", g->url_fmt, NULL) < 0) {
 		session_close(s);
 		return;
 	}
@@ -1261,6 +1133,12 @@ void rtsp_gateway_start(struct session *s, const struct route *r, const char *ta
 	s->proto_state = g;
 	s->own_upstream = true;
 	s->close_after = true;
+	if (s->req_method != HTTP_GET && s->req_method != HTTP_HEAD) {
+		snprintf(g->url_fmt, sizeof(g->url_fmt), "(none)");
+		g->outcome_counted = true; /* no handshake */
+		session_reply_error_headers(s, 405, "Allow: GET, HEAD\r\n");
+		return;
+	}
 	if (set_url(g, target + skip, len - skip, true) < 0) {
 		snprintf(g->url_fmt, sizeof(g->url_fmt), "(invalid)");
 		gw_fail(s, 400, GATEWAY_REFUSED, "not an RTSP URL");

@@ -506,6 +506,7 @@ int main(void)
 	test_retry_policy();
 	test_flow_fifo();
 	unit_rtsp();
+	unit_rtsp_client();
 	unit_tls();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
