@@ -208,7 +208,23 @@ def ts_packets(n, seed=0):
     return bytes(out)
 
 
-class HttpStream:
+class _SocketClient:
+    """close() and the context manager of a client owning self.sock."""
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+
+class HttpStream(_SocketClient):
     """A raw HTTP/1.x client for the gateway: sends a GET or HEAD, parses the answer head and
     reads the endless body on demand."""
 
@@ -256,23 +272,11 @@ class HttpStream:
         out, self.buf = self.buf, b""
         return out
 
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.close()
-
 
 # --------------------------------------------------------------------------- client
 
 
-class RtspConn:
+class RtspConn(_SocketClient):
     """A raw RTSP client connection: send requests, read responses, frames and server requests."""
 
     def __init__(self, port, host=LOCAL, timeout=10.0):
@@ -312,17 +316,6 @@ class RtspConn:
     def call(self, method, url, headers=(), body=b"", **kw):
         return self.response(self.request(method, url, headers, body), **kw)
 
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.close()
 
 
 # --------------------------------------------------------------------------- scripted server
