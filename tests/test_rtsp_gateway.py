@@ -80,6 +80,7 @@ def test_gateway_request_sequence_headers_and_ts_bytes(kfwd):
 
 
 def test_gateway_session_from_options_echoed_everywhere(kfwd):
+    """Also: the pasted rtsp:// form, and a route's user-agent= over rtsp-user-agent."""
     script, ts = media_script(5)
 
     def handler(server, conn, req):
@@ -89,11 +90,13 @@ def test_gateway_session_from_options_echoed_everywhere(kfwd):
         return None
 
     with ScriptedRtspServer(media="ts", script=script, handler=handler) as srv:
-        k = kfwd(gateway_config())
+        k = kfwd(gateway_config().replace("rtsp-gateway", "rtsp-gateway user-agent=RouteAgent/2"))
         with HttpStream(k.port, f"/rtsp/rtsp://127.0.0.1:{srv.port}/x") as c:
             assert c.read_head() == 200
             assert c.read(len(ts)) == ts
     assert [r.header("Session") for r in srv.requests[1:4]] == ["early77"] * 3
+    assert srv.requests[0].url == f"rtsp://127.0.0.1:{srv.port}/x"
+    assert {r.header("User-Agent") for r in srv.requests} == {"RouteAgent/2"}
 
 
 @pytest.mark.parametrize("base, controls, want", [
@@ -267,6 +270,10 @@ def test_gateway_unreachable_denied_and_bad_urls(kfwd, free_port):
         assert c.read_head() == 502
     with HttpStream(k.port, "/rtsp/10.255.255.1/x") as c:  # not allowed
         assert c.read_head() == 403
+    with HttpStream(k.port, "/rtsp/[2001:db8::1]:8554/x") as c:  # an IPv6 literal, not allowed
+        assert c.read_head() == 403
+    with HttpStream(k.port, "/rtsp/[2001:db8::1/x") as c:
+        assert c.read_head() == 400
     with HttpStream(k.port, "/rtsp/") as c:
         assert c.read_head() == 400
     with HttpStream(k.port, "/rtsp/127.0.0.1/x", method="POST") as c:
