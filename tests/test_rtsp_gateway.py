@@ -152,7 +152,8 @@ def test_gateway_wrong_password_is_401_after_one_retry(kfwd):
 def test_gateway_redirect_chain_and_sixth_refused(kfwd):
     script, ts = media_script(5)
     with ScriptedRtspServer(media="ts", script=script) as srv:
-        hops = {f"/r{i}": (302, srv.url(f"/r{i + 1}")) for i in range(5)}
+        hops = {f"/r{i}": (302, srv.url(f"/r{i + 1}")) for i in range(4)}
+        hops["/r4"] = (301, "../r5")  # relative: resolved against the URL that answered
         srv.redirects = hops
         k = kfwd(gateway_config())
         with HttpStream(k.port, f"/rtsp/127.0.0.1:{srv.port}/r0") as c:

@@ -427,6 +427,7 @@ static void gw_connect(struct session *s)
 static void follow_redirect(struct session *s, const struct rtsp_head *h, const char *base)
 {
 	struct gateway *g = gw_of(s);
+	char target[GW_URL_MAX];
 
 	if (!h->location.len) {
 		gw_fail(s, 502, GATEWAY_REFUSED, "redirect without Location");
@@ -436,7 +437,10 @@ static void follow_redirect(struct session *s, const struct rtsp_head *h, const 
 		gw_fail(s, 502, GATEWAY_REFUSED, "too many redirects");
 		return;
 	}
-	if (set_url(g, base + h->location.off, h->location.len, false) < 0) {
+	/* A relative Location is resolved against the URL that answered (RFC 3986 §5.2). */
+	if (rtsp_url_resolve(g->url_fmt, base + h->location.off, h->location.len, target,
+			     sizeof(target)) < 0 ||
+	    set_url(g, target, strlen(target), false) < 0) {
 		gw_fail(s, 502, GATEWAY_BAD_ANSWER, "bad redirect Location");
 		return;
 	}
