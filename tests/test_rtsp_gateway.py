@@ -372,3 +372,16 @@ def test_gateway_drain_sends_teardown(kfwd):
         assert peers.wait_for(lambda: "TEARDOWN" in methods(srv), 5), methods(srv)
         assert k.wait(10) == 0
         c.close()
+
+
+def test_gateway_trickle_below_the_wakeup_threshold_is_delivered(kfwd):
+    """A stream slower than SO_RCVLOWAT's 16 KiB per wake-up still flows (the flush tick)."""
+    script, ts = media_script(10)
+    frame_len = 4 + len(script[0][2])
+    with ScriptedRtspServer(media="ts", script=script, chunks=[frame_len], gap=0.1) as srv:
+        k = kfwd(gateway_config())
+        with HttpStream(k.port, f"/rtsp/127.0.0.1:{srv.port}/x") as c:
+            assert c.read_head() == 200
+            t0 = time.monotonic()
+            assert c.read(len(ts)) == ts
+            assert time.monotonic() - t0 < 11 * 0.1 + 0.8

@@ -41,8 +41,8 @@
 #define GW_CLIENT_READ_BUDGET 4
 /*
  * While streaming, the upstream socket wakes kfwd once per this many bytes (SO_RCVLOWAT):
- * at 760 frames/s the wake-ups, not the bytes, are the cost (README, "RTSP"). A trickle
- * below it is read by the flush tick.
+ * at 760 frames/s the wake-ups, not the bytes, are the cost (README, "RTSP (in progress)").
+ * A trickle below it is read by the flush tick.
  */
 #define GW_RCVLOWAT (16 << 10)
 #define GW_FLUSH_MS 200
@@ -52,6 +52,7 @@
 #define TS_SYNC 0x47
 #define RTP_PT_MP2T 33 /* RFC 3551 static payload type */
 #define RTSP_STATUS_UNAUTHORIZED 401
+#define RTSP_STATUS_UNSUPPORTED_TRANSPORT 461
 
 enum gw_state {
 	GW_CONNECTING,
@@ -130,7 +131,8 @@ static const char *const transport_offers[] = {
 	"MP2T/TCP;unicast;interleaved=0-1",
 	"RTP/AVP/TCP;unicast;interleaved=0-1",
 };
-#define RTSP_STATUS_UNSUPPORTED_TRANSPORT 461
+
+static void arm_timer(struct session *s);
 
 static struct gateway *gw_of(const struct session *s)
 {
@@ -302,6 +304,7 @@ static int start_streaming(struct session *s)
 	g->state = GW_STREAMING;
 	if (setsockopt(s->upstream.fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)) < 0)
 		log_debug("SO_RCVLOWAT: %m");
+	arm_timer(s);
 	return 0;
 }
 
