@@ -190,6 +190,7 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	$(PYTHON) scripts/bench.py
 	$(PYTHON) scripts/bench_tls.py
+	$(PYTHON) scripts/bench_rtsp.py
 	$(PYTHON) scripts/bench_rtsp_gateway.py
 
 format:

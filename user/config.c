@@ -434,18 +434,6 @@ static bool valid_host_pattern(const char *p)
 	return true;
 }
 
-/* on-slow=pause|drop-frames: what a slow client of a live media route gets. */
-static int parse_on_slow(const char *v, enum on_slow *out)
-{
-	if (!strcmp(v, "pause"))
-		*out = ON_SLOW_PAUSE;
-	else if (!strcmp(v, "drop-frames"))
-		*out = ON_SLOW_DROP_FRAMES;
-	else
-		return -1;
-	return 0;
-}
-
 static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **opt, int nopt)
 {
 	for (int i = 0; i < nopt; i++) {
@@ -520,8 +508,19 @@ static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **op
 			if (parse_duration_ms(v, &r->idle_timeout_ms) < 0 || !r->idle_timeout_ms)
 				return fail(ctx, "bad idle-timeout '%s'", v);
 		} else if (!strncmp(o, "on-slow=", 8)) {
-			if (parse_on_slow(v, &r->on_slow) < 0)
-				return fail(ctx, "bad on-slow '%s' (pause|drop-frames)", v);
+			if (strcmp(v, "pause") && strcmp(v, "drop-frames"))
+				return fail(ctx, "bad on-slow '%s' (pause or drop-frames)", v);
+			r->drop_frames = !strcmp(v, "drop-frames");
+		} else if (!strncmp(o, "auth=", 5)) {
+			const char *colon = strchr(v, ':');
+
+			if (!colon || colon == v || strlen(v) >= ROUTE_AUTH_MAX)
+				return fail(ctx, "bad auth (USER:PASS, at most %d bytes)",
+					    ROUTE_AUTH_MAX - 1);
+			free(r->auth);
+			r->auth = strdup(v);
+			if (!r->auth)
+				return fail(ctx, "out of memory");
 		} else if (!strncmp(o, "user-agent=", 11) && r->kind == ROUTE_RTSP_GATEWAY) {
 			if (!*v || strpbrk(v, "\r\n"))
 				return fail(ctx, "user-agent needs a value");
@@ -1340,6 +1339,7 @@ void config_free(struct config *cfg)
 		free(cfg->routes[i].prefix);
 		free(cfg->routes[i].host);
 		free(cfg->routes[i].host_rewrite);
+		free(cfg->routes[i].auth);
 		free(cfg->routes[i].user_agent);
 	}
 	for (size_t i = 0; i < cfg->n_rules; i++)

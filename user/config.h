@@ -11,6 +11,8 @@
 #include "addr.h"
 
 #define CONFIG_NAME_MAX 64
+/* route ... auth=USER:PASS, NUL included */
+#define ROUTE_AUTH_MAX 256
 
 struct server_state;
 
@@ -47,12 +49,6 @@ enum route_kind {
 	ROUTE_RTSP_GATEWAY, /* /rtsp/HOST[:PORT]/PATH: kfwd plays the RTSP URL, answers MPEG-TS */
 };
 
-/* What a slow client gets on a live media route (on-slow=). */
-enum on_slow {
-	ON_SLOW_PAUSE, /* the server is not read: no byte lost (default) */
-	ON_SLOW_DROP_FRAMES, /* whole media frames for the client are discarded */
-};
-
 enum retry_on {
 	RETRY_ON_CONNECT = 1 << 0, /* connect refused / timed out: nothing was sent */
 	RETRY_ON_5XX = 1 << 1,
@@ -80,7 +76,8 @@ struct route {
 	uint64_t connect_timeout_ms; /* 0: the global value */
 	uint64_t response_timeout_ms;
 	uint64_t idle_timeout_ms;
-	enum on_slow on_slow;
+	bool drop_frames; /* RTSP on-slow=drop-frames: a slow client loses whole '$' frames */
+	char *auth; /* RTSP auth=USER:PASS: kfwd answers the server's 401 with these */
 	char *user_agent; /* user-agent=: the RTSP gateway's User-Agent; NULL: rtsp-user-agent */
 	int line; /* where it was defined, for messages */
 };

@@ -5,7 +5,7 @@
  * (OPTIONS, DESCRIBE, SETUP with TCP-interleaved transports, PLAY; 401 answered once with
  * Basic or Digest, 3xx followed a few times) and answers the HTTP client with an endless
  * video/mp2t body: the media channel's frames with their RTP headers stripped. This file owns
- * the gateway's per-connection state (s->proto_state), its handshake, the de-framing, the
+ * the gateway's per-connection state (s->proto_data), its handshake, the de-framing, the
  * keepalives and the TEARDOWN; the session proper and upstream_conn.c own the sockets.
  */
 #include <ctype.h>
@@ -41,7 +41,7 @@
 #define GW_CLIENT_READ_BUDGET 4
 /*
  * While streaming, the upstream socket wakes kfwd once per this many bytes (SO_RCVLOWAT):
- * at 760 frames/s the wake-ups, not the bytes, are the cost (README, "RTSP (in progress)").
+ * at 760 frames/s the wake-ups, not the bytes, are the cost (README, "RTSP").
  * A trickle below it is read by the flush tick.
  */
 #define GW_RCVLOWAT (16 << 10)
@@ -136,7 +136,7 @@ static void arm_timer(struct session *s);
 
 static struct gateway *gw_of(const struct session *s)
 {
-	return s->proto_state;
+	return s->proto_data;
 }
 
 static void count_outcome(struct gateway *g, enum gateway_outcome o)
@@ -730,7 +730,7 @@ static int on_frame(struct session *s, uint8_t channel, uint8_t *payload, size_t
 		if (start_streaming(s) < 0)
 			return -1;
 	}
-	if (g->route->on_slow == ON_SLOW_DROP_FRAMES &&
+	if (g->route->drop_frames &&
 	    flow_level(&s->resp) + *w >= flow_high_water(&s->resp)) {
 		g->frames_dropped++;
 		stats.gateway_frames_dropped++;
@@ -792,7 +792,7 @@ static bool update_pause(struct session *s)
 	struct gateway *g = gw_of(s);
 	size_t level = flow_level(&s->resp), high = flow_high_water(&s->resp);
 
-	if (g->route->on_slow != ON_SLOW_PAUSE)
+	if (g->route->drop_frames)
 		return false;
 	if (!g->paused && level >= high) {
 		g->paused = true;
@@ -1070,7 +1070,7 @@ static void gw_release(struct session *s)
 	count_outcome(g, GATEWAY_ABORTED);
 	buf_free(&g->in);
 	free(g);
-	s->proto_state = NULL;
+	s->proto_data = NULL;
 }
 
 static void gw_describe(const struct session *s, struct conn_details *d)
@@ -1137,7 +1137,7 @@ void rtsp_gateway_start(struct session *s, const struct route *r, const char *ta
 	g->is_head = s->req_method == HTTP_HEAD;
 	g->http10 = s->client_http10;
 	s->proto = &rtsp_gateway_ops;
-	s->proto_state = g;
+	s->proto_data = g;
 	s->own_upstream = true;
 	s->close_after = true;
 	if (s->req_method != HTTP_GET && s->req_method != HTTP_HEAD) {

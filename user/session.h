@@ -56,7 +56,7 @@ struct session {
 	uint64_t id;
 	struct session *prev, *next;
 	const struct proto_ops *proto; /* chosen by the listener (a request may switch it) */
-	void *proto_state; /* the protocol's own per-connection state, freed by its release */
+	void *proto_data; /* the protocol's own state (RTSP, the gateway), freed by its release */
 	const struct config *cfg;
 	enum session_state state;
 	struct timer timer;
@@ -181,6 +181,8 @@ void session_head_free(struct http_head **slot);
 
 /* Responses by status class; the status the access log records for the request. */
 void session_count_status(int status);
+/* An error kfwd answers itself, in the error counters (4xx, 502, 504). */
+void session_count_error(int status);
 void session_final_status(struct session *s, int status);
 /* The access log's record of a request: begun at its head, written when it is over. */
 void session_access_begin(struct session *s, const char *target, size_t len);
