@@ -54,13 +54,16 @@ struct proto_ops {
 	void (*release)(struct session *s);
 	/* Add the protocol's own `kfwdctl conn list` details (RTSP session...). May be NULL. */
 	void (*describe)(const struct session *s, struct conn_details *d);
+	/* S_EXCHANGE: the epoll interest of both endpoints, for a protocol that does not move
+	 * its bytes through the two flows as HTTP does. NULL: the flows decide. */
+	void (*interest)(const struct session *s, uint32_t *client, uint32_t *upstream);
 };
 
 struct session {
 	uint64_t id;
 	struct session *prev, *next;
-	const struct proto_ops *proto; /* chosen by the listener */
-	void *proto_data; /* the protocol's own state (RTSP), freed by its release */
+	const struct proto_ops *proto; /* chosen by the listener (a request may switch it) */
+	void *proto_data; /* the protocol's own state (RTSP, the gateway), freed by its release */
 	const struct config *cfg;
 	enum session_state state;
 	struct timer timer;
@@ -103,6 +106,7 @@ struct session {
 	bool req_sent; /* request fully forwarded: the response timeout runs */
 	bool req_upgrade; /* the client asked to switch protocols */
 	bool connect_tunnel; /* a CONNECT request */
+	bool own_upstream; /* the upstream connection is never pooled nor taken from the pool */
 	bool tunnel; /* 101 or CONNECT: both flows carry raw bytes until EOF */
 	/* A tunnel or a response body handed to the BPF sockmap: the daemon no longer reads or
 	 * writes its sockets until the flow is done. */
