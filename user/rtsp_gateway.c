@@ -1138,7 +1138,6 @@ void rtsp_gateway_start(struct session *s, const struct route *r, const char *ta
 	g->http10 = s->client_http10;
 	s->proto = &rtsp_gateway_ops;
 	s->proto_data = g;
-	s->own_upstream = true;
 	s->close_after = true;
 	if (s->req_method != HTTP_GET && s->req_method != HTTP_HEAD) {
 		snprintf(g->url_fmt, sizeof(g->url_fmt), "(none)");

@@ -106,7 +106,6 @@ struct session {
 	bool req_sent; /* request fully forwarded: the response timeout runs */
 	bool req_upgrade; /* the client asked to switch protocols */
 	bool connect_tunnel; /* a CONNECT request */
-	bool own_upstream; /* the upstream connection is never pooled nor taken from the pool */
 	bool tunnel; /* 101 or CONNECT: both flows carry raw bytes until EOF */
 	/* A tunnel or a response body handed to the BPF sockmap: the daemon no longer reads or
 	 * writes its sockets until the flow is done. */

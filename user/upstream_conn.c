@@ -304,7 +304,7 @@ static void on_resolved(void *arg, int status, const struct sockaddr_any *addr)
 	} else {
 		s->up_addr = *addr;
 		addr_text(&s->up_addr.ss, s->up_addr_text, sizeof(s->up_addr_text));
-		upstream_conn_open(s, !s->connect_tunnel && !s->own_upstream);
+		upstream_conn_open(s, !s->connect_tunnel);
 	}
 	/* May run inside resolve_start() (names from /etc/hosts): session_run updates events. */
 	if (s->client.fd >= 0 && s->state != S_RESOLVING)
@@ -322,7 +322,7 @@ void upstream_conn_to_destination(struct session *s)
 		s->up_addr = s->target.addr;
 		addr_text(&s->up_addr.ss, s->up_addr_text, sizeof(s->up_addr_text));
 		/* A tunnel owns its connection: never a pooled one. */
-		upstream_conn_open(s, !s->connect_tunnel && !s->own_upstream);
+		upstream_conn_open(s, !s->connect_tunnel);
 		return;
 	}
 	s->state = S_RESOLVING;
