@@ -297,7 +297,7 @@ static void answer(const struct wmsg *q, int rc, uint64_t arg, const void *paylo
 	int e = send_msg(wk.fd, &a, payload, MSG_DONTWAIT);
 
 	if (e < 0)
-		log_warn("worker %u: answer to the master lost: %s", wk.self, strerror(-e));
+		log_warn("answer to the master lost: %s", strerror(-e));
 }
 
 static void answer_upstream(const struct wmsg *q, const char *names, size_t len)
@@ -361,7 +361,7 @@ static void on_master(struct loop_handler *h, uint32_t events)
 		return;
 	if (n <= 0) {
 		/* The master is gone: drain as for its SIGTERM (PR_SET_PDEATHSIG sends one too). */
-		log_warn("worker %u: the master is gone: draining", wk.self);
+		log_warn("the master is gone: draining");
 		loop_del(wk.fd);
 		kill(getpid(), SIGTERM);
 		return;
@@ -383,8 +383,11 @@ static void report_ready(int rc)
 static void __attribute__((noreturn)) become_worker(unsigned int slot, pid_t master)
 {
 	const struct config *cfg = ctl_config();
+	char name[KLOG_NAME_MAX];
 
 	wk.self = slot + 1;
+	snprintf(name, sizeof(name), "kfwd worker %u", wk.self);
+	klog_set_name(name);
 	/* A master killed with SIGKILL must not leave workers serving on. */
 	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != master)
 		_exit(1);
@@ -413,7 +416,7 @@ static void __attribute__((noreturn)) become_worker(unsigned int slot, pid_t mas
 		_exit(1);
 	}
 	report_ready(0);
-	log_info("worker %u serving", wk.self);
+	log_info("serving");
 	/* _exit: the master's objects copied at fork are not this process's to free. */
 	_exit(wk.child_main());
 }
