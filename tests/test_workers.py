@@ -39,7 +39,11 @@ def ctl(k, *args):
 
 
 def start(kfwd, tmp_path, body, workers=2):
-    return kfwd(f"workers {workers}\nctl-socket-file {tmp_path}/ctl-workers\n" + body)
+    k = kfwd(f"workers {workers}\nctl-socket-file {tmp_path}/ctl-workers\n" + body)
+    # The port answers once the first worker listens; the master says when all do.
+    if workers > 1:
+        assert peers.wait_for(lambda: f"{workers} workers serving" in k.stderr, 10), k.stderr
+    return k
 
 
 def parent_of(pid):
@@ -86,6 +90,20 @@ def test_two_workers_both_serve(kfwd, peer, tmp_path):
     ctl(k, "conn", "kill", str(victim["id"]))
     assert peers.wait_for(lambda: len(ctl(k, "conn", "list")) == SPREAD - 1, 5)
     assert victim["id"] not in {c["id"] for c in ctl(k, "conn", "list")}
+    for c in conns:
+        c.close()
+
+
+def test_conn_list_pages_across_workers(kfwd, peer, tmp_path):
+    # More connections than one dump page (48 KiB) and one answer of a worker (64 KiB) hold.
+    n = 250
+    origin = peer(peers.EchoUpload())
+    k = start(kfwd, tmp_path, f"upstream up {origin.addr}\nroute / up\n")
+    conns, statuses = open_kept(k.port, n)
+    assert statuses == [200] * n
+    ids = [c["id"] for c in ctl(k, "conn", "list")]
+    assert len(ids) == n and len(set(ids)) == n
+    assert set(by_worker(k)) == {1, 2}
     for c in conns:
         c.close()
 

@@ -65,8 +65,12 @@ static void drain(const char *why)
 	/* A hand-over is no stop of the service: the new process serves on. */
 	if (!upgrade_handed_over())
 		sd_notify_stopping();
-	log_info("%s: no longer accepting; finishing %u connections (up to %lu ms)", why,
-		 session_count(), (unsigned long)ctl_config()->drain_timeout_ms);
+	if (workers_master())
+		log_info("%s: every worker drains (up to %lu ms)", why,
+			 (unsigned long)ctl_config()->drain_timeout_ms);
+	else
+		log_info("%s: no longer accepting; finishing %u connections (up to %lu ms)", why,
+			 session_count(), (unsigned long)ctl_config()->drain_timeout_ms);
 	ctl_draining();
 	listeners_close();
 	metrics_close();
