@@ -225,6 +225,76 @@ def test_killed_worker_is_restarted(kfwd, peer, tmp_path):
         c.close()
 
 
+class PacedStream(peers.Peer):
+    """A close-delimited body (a live stream): `piece` bytes every `interval` s up to `size`,
+    then a close once every byte was acknowledged: a producer that sets the pace, the case the
+    sockmap path keeps in the kernel."""
+
+    def __init__(self, size, piece=64 * 1024, interval=0.002, seed=71, **kw):
+        super().__init__(**kw)
+        self.payload = peers.Payload(size, seed=seed)
+        self.piece = piece
+        self.interval = interval
+
+    def handle(self, conn):
+        req = conn.read_request()
+        if req is None:
+            return
+        self.requests.append(req)
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\n\r\n")
+        for p in self.payload.pieces(self.piece):
+            conn.send(p)
+            time.sleep(self.interval)
+        deadline = time.monotonic() + 30
+        while peers.outq(conn.sock) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        peers.graceful_close(conn.sock, linger=30)
+
+
+@pytest.fixture
+def pin_dir():
+    """A BPF pin directory of its own; requested before kfwd, so removed after kfwd stopped."""
+    p = Path("/sys/fs/bpf") / f"kfwd-test-workers-{os.getpid()}-{time.monotonic_ns():x}"
+    yield p
+    if p.exists():
+        for e in p.iterdir():
+            e.unlink()
+        p.rmdir()
+
+
+def test_sockmap_shared_by_every_worker(pin_dir, kfwd, peer, tmp_path):
+    """One program and pin set, loaded by the master; each worker's flows use it, and the events
+    of the one ring reach the flow's worker: clients that stall past the cap and then read get
+    every byte."""
+    size, n = 8 * MiB, 8
+    origin = peer(PacedStream(size))
+    k = start(kfwd, tmp_path, f"data-path sockmap\nbpf-pin-dir {pin_dir}\nlog-level debug\nupstream up {origin.addr}\nroute / up\n")
+    if "sockmap data path ready" not in k.stderr:
+        pytest.skip("no BPF sockmap here: " + k.stderr[-300:])
+    assert sorted(e.name for e in pin_dir.iterdir()) == ["kfwd_ctl", "kfwd_dirs", "kfwd_events", "kfwd_socks", "kfwd_verdict"]
+    clients = []
+    for _ in range(n):
+        c = peers.HttpConn(k.port, rcvbuf=64 * 1024, timeout=30)
+        c.request("GET", "/live")
+        clients.append(c)
+    assert peers.wait_for(lambda: len(ctl(k, "conn", "list")) == n, 5)
+    assert set(by_worker(k)) == {1, 2}
+    time.sleep(0.5)  # stalled: every flow pauses at the cap and waits for its worker's event
+    for c in clients:
+        r = c.read_response()
+        assert r.status == 200 and r.body_len == size and r.sha256 == origin.payload.sha256, r
+    assert peers.wait_for(lambda: not ctl(k, "conn", "list"), 5), ctl(k, "conn", "list")
+    # The master read the ring and passed each event to the worker whose flow it names.
+    for w in (1, 2):
+        assert f"kfwd worker {w} debug: sockmap event from the master: flow 0x{w:02x}" in k.stderr
+    m = k.metrics()
+    assert m["kfwd_sockmap_responses_total"] == n
+    assert m['kfwd_bytes_sockmap_total{direction="response"}'] > 0
+    k.send_signal(signal.SIGTERM)
+    assert k.wait(10) == 0, k.stderr
+    assert not pin_dir.exists(), "the master left its pins"
+
+
 def test_workers_one_is_one_process(kfwd, peer, tmp_path):
     origin = peer(peers.EchoUpload())
     k = start(kfwd, tmp_path, f"upstream up {origin.addr}\nroute / up\n", workers=1)
@@ -244,7 +314,6 @@ def test_workers_one_is_one_process(kfwd, peer, tmp_path):
         ("workers 0", "usage: workers N|auto"),
         ("workers many", "usage: workers N|auto"),
         ("workers 65", "usage: workers N|auto"),
-        ("workers 2\ndata-path sockmap", "needs workers 1"),
         ("workers 2\nupgrade-socket /run/kfwd-test.upgrade", "needs workers 1"),
     ],
 )

@@ -1084,20 +1084,14 @@ static unsigned int default_max_connections(const struct config *cfg)
 }
 
 /*
- * More than one worker: the sockmap program has one event ring, read by one process, and a
- * binary upgrade hands over one process's listeners; neither is built for workers yet. The
- * default upgrade socket is simply not offered.
+ * More than one worker: a binary upgrade hands over one process's listeners, which is not built
+ * for workers yet. The default upgrade socket is simply not offered.
  */
 static int check_workers(struct parse_ctx *ctx)
 {
 	struct config *cfg = ctx->cfg;
 
 	ctx->line = cfg->workers_line;
-	if (config_wants_sockmap(cfg))
-		return fail(ctx,
-			    "workers %u: the sockmap data path (data-path or a route's mode) "
-			    "needs workers 1",
-			    cfg->workers);
 	if (cfg->upgrade_socket_set && cfg->upgrade_socket[0])
 		return fail(ctx, "workers %u: binary upgrade (upgrade-socket) needs workers 1",
 			    cfg->workers);

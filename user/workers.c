@@ -40,6 +40,7 @@
 #include "resolve.h"
 #include "sd_notify.h"
 #include "session.h"
+#include "sockmap_path.h"
 #include "stats.h"
 #include "workers.h"
 
@@ -65,6 +66,7 @@ enum wmsg_type {
 	W_KILL, /* arg: connection id; rc: 0 or -ENOENT */
 	W_CONFIG, /* arg: text length (in the shared mapping); reply on error: the reason */
 	W_UPSTREAM, /* arg: bit 0 drain, bit 1 a server named; payload "NAME\0SERVER\0" */
+	W_EVENT, /* master -> worker, no answer: arg is a sockmap flow id with news */
 };
 
 struct wmsg {
@@ -279,6 +281,25 @@ static int peer_config_changed(const struct config *cfg, char *err, size_t errle
 	return rc;
 }
 
+/* The sockmap event ring has one reader, the master: each event goes to the flow's worker. */
+static void route_event(void *ctx, uint64_t flow_id)
+{
+	struct wmsg m = { .type = W_EVENT, .arg = flow_id };
+	unsigned int tag = flow_id == SOCKMAP_FLOW_ALL ? 0 : sockmap_flow_tag(flow_id);
+
+	for (unsigned int i = 0; i < wk.n; i++) {
+		struct worker *w = &wk.w[i];
+		int e;
+
+		if ((tag && tag != i + 1) || !w->pid || w->fd < 0)
+			continue;
+		e = send_msg(w->fd, &m, NULL, MSG_DONTWAIT);
+		if (e < 0)
+			log_warn("worker %u (pid %d): sockmap event lost: %s", i + 1, (int)w->pid,
+				 strerror(-e));
+	}
+}
+
 static const struct ctl_peers peers = {
 	.config_changed = peer_config_changed,
 	.conn_kill = peer_conn_kill,
@@ -343,6 +364,10 @@ static void answer_question(const struct wmsg *q, const char *payload, size_t le
 	case W_UPSTREAM:
 		answer_upstream(q, payload, len);
 		break;
+	case W_EVENT:
+		log_debug("sockmap event from the master: flow %#018lx", (unsigned long)q->arg);
+		sockmap_notify(q->arg);
+		break;
 	default:
 		answer(q, -EOPNOTSUPP, 0, NULL, 0);
 		break;
@@ -399,6 +424,7 @@ static void __attribute__((noreturn)) become_worker(unsigned int slot, pid_t mas
 		_exit(1);
 	ctl_forget_after_fork();
 	metrics_close();
+	sockmap_path_share_after_fork((uint8_t)wk.self);
 	stats_snapshot_add(NULL);
 	sd_notify_fini();
 	resolve_fini();
@@ -494,6 +520,7 @@ int workers_start(const struct config *cfg, int (*child_main)(void))
 			return -1;
 	stats_snapshot_add(add_stats);
 	ctl_set_peers(&peers);
+	sockmap_path_route_events(route_event);
 	log_info("%u workers serving", wk.n);
 	return 0;
 }
@@ -579,6 +606,7 @@ void workers_fini(void)
 		return;
 	ctl_set_peers(NULL);
 	stats_snapshot_add(NULL);
+	sockmap_path_route_events(NULL);
 	workers_drain();
 	while (any_running()) {
 		pid_t pid;
