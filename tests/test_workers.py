@@ -225,32 +225,6 @@ def test_killed_worker_is_restarted(kfwd, peer, tmp_path):
         c.close()
 
 
-class PacedStream(peers.Peer):
-    """A close-delimited body (a live stream): `piece` bytes every `interval` s up to `size`,
-    then a close once every byte was acknowledged: a producer that sets the pace, the case the
-    sockmap path keeps in the kernel."""
-
-    def __init__(self, size, piece=64 * 1024, interval=0.002, seed=71, **kw):
-        super().__init__(**kw)
-        self.payload = peers.Payload(size, seed=seed)
-        self.piece = piece
-        self.interval = interval
-
-    def handle(self, conn):
-        req = conn.read_request()
-        if req is None:
-            return
-        self.requests.append(req)
-        conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\n\r\n")
-        for p in self.payload.pieces(self.piece):
-            conn.send(p)
-            time.sleep(self.interval)
-        deadline = time.monotonic() + 30
-        while peers.outq(conn.sock) and time.monotonic() < deadline:
-            time.sleep(0.005)
-        peers.graceful_close(conn.sock, linger=30)
-
-
 @pytest.fixture
 def pin_dir():
     """A BPF pin directory of its own; requested before kfwd, so removed after kfwd stopped."""
@@ -267,7 +241,7 @@ def test_sockmap_shared_by_every_worker(pin_dir, kfwd, peer, tmp_path):
     of the one ring reach the flow's worker: clients that stall past the cap and then read get
     every byte."""
     size, n = 8 * MiB, 8
-    origin = peer(PacedStream(size))
+    origin = peer(peers.CloseDelimited(size, piece=64 * 1024, interval=0.002))  # a live stream
     k = start(kfwd, tmp_path, f"data-path sockmap\nbpf-pin-dir {pin_dir}\nlog-level debug\nupstream up {origin.addr}\nroute / up\n")
     if "sockmap data path ready" not in k.stderr:
         pytest.skip("no BPF sockmap here: " + k.stderr[-300:])
