@@ -240,8 +240,9 @@ def test_sockmap_shared_by_every_worker(pin_dir, kfwd, peer, tmp_path):
     """One program and pin set, loaded by the master; each worker's flows use it, and the events
     of the one ring reach the flow's worker: clients that stall past the cap and then read get
     every byte."""
-    size, n = 8 * MiB, 8
-    origin = peer(peers.CloseDelimited(size, piece=64 * 1024, interval=0.002))  # a live stream
+    size, n = 4 * MiB, 8
+    # A live stream, 8 MB/s: its queue is empty when kfwd hands it to the program.
+    origin = peer(peers.CloseDelimited(size, piece=32 * 1024, interval=0.004))
     k = start(kfwd, tmp_path, f"data-path sockmap\nbpf-pin-dir {pin_dir}\nlog-level debug\nupstream up {origin.addr}\nroute / up\n")
     if "sockmap data path ready" not in k.stderr:
         pytest.skip("no BPF sockmap here: " + k.stderr[-300:])
@@ -262,7 +263,10 @@ def test_sockmap_shared_by_every_worker(pin_dir, kfwd, peer, tmp_path):
     for w in (1, 2):
         assert f"kfwd worker {w} debug: sockmap event from the master: flow 0x{w:02x}" in k.stderr
     m = k.metrics()
-    assert m["kfwd_sockmap_responses_total"] == n
+    # A body whose source never paused during the hand-over splices (start fallback): rare at
+    # this pace, not rare under ASan.
+    assert m["kfwd_sockmap_responses_total"] + m["kfwd_sockmap_start_fallbacks_total"] >= n
+    assert m["kfwd_sockmap_responses_total"] >= 2
     assert m['kfwd_bytes_sockmap_total{direction="response"}'] > 0
     k.send_signal(signal.SIGTERM)
     assert k.wait(10) == 0, k.stderr
