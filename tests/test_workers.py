@@ -1,10 +1,12 @@
 """workers N: a master and N worker processes, each with its own SO_REUSEPORT listeners and
 sessions (user/workers.c); the master's control socket and metrics endpoint answer for all.
 
-Connections land on both workers (their pids in `conn list` details), counters are summed,
-`conn kill` reaches a worker's connection, a route added by kfwdctl or by a reloaded file serves
-on every worker, SIGTERM drains every worker (in-flight downloads complete), a killed worker is
-restarted, `workers 1` stays one process, and the directive's bad values are refused.
+Connections land on both workers (their pids in `conn list` details, listed across dump pages),
+counters are summed, `conn kill` and `kfwdctl monitor` reach every worker, a route added by
+kfwdctl or by a reloaded file serves on every worker, SIGTERM drains every worker (in-flight
+downloads complete), a killed worker is restarted, the sockmap program is shared (the master
+passes ring events to the flow's worker), `workers 1` stays one process, and bad values are
+refused.
 """
 
 import json
@@ -106,6 +108,34 @@ def test_conn_list_pages_across_workers(kfwd, peer, tmp_path):
     assert set(by_worker(k)) == {1, 2}
     for c in conns:
         c.close()
+
+
+def test_monitor_sees_every_worker(kfwd, peer, tmp_path):
+    origin = peer(peers.EchoUpload())
+    k = start(kfwd, tmp_path, f"upstream up {origin.addr}\nroute / up\n")
+    path = Path(k.config_path).parent / "ctl-workers"
+    mon = subprocess.Popen(
+        [str(KFWDCTL), "-f", str(path), "-j", "monitor", "count", str(2 * SPREAD)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        # status asks every worker after the master told it a monitor listens (one socket,
+        # in order): connections opened from then on are seen.
+        assert peers.wait_for(lambda: ctl(k, "status")["monitors"] == 1, 5)
+        conns, statuses = open_kept(k.port, SPREAD)
+        for c in conns:
+            c.close()
+        out, err = mon.communicate(timeout=20)
+    finally:
+        if mon.poll() is None:
+            mon.kill()
+            mon.wait()
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    opened = {e["conn"] for e in events if e["event"] == "open"}
+    closed = {e["conn"] for e in events if e["event"] == "close"}
+    assert len(opened) == SPREAD and opened == closed, (out, err)
+    assert {c >> 48 for c in opened} == {1, 2}, "events of one worker only"
+    assert all(e["status"] == 200 for e in events if e["event"] == "close"), out
 
 
 def test_stats_and_metrics_sum_every_worker(kfwd, peer, tmp_path):

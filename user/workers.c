@@ -34,6 +34,7 @@
 #include "accept.h"
 #include "apply.h"
 #include "ctl.h"
+#include "event.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -58,6 +59,7 @@
 #define WORKER_TEXT_MAX (1 << 20) /* config.c reads files up to 1 MiB */
 #define WORKER_ERR_MAX 300
 #define WORKER_NAMES_MAX 512 /* upstream name and server address */
+#define WORKER_EVENT_BATCH 64 /* monitor events read per wake-up */
 
 enum wmsg_type {
 	W_READY = 1, /* worker -> master once its listeners are open; rc < 0: it exits */
@@ -67,6 +69,26 @@ enum wmsg_type {
 	W_CONFIG, /* arg: text length (in the shared mapping); reply on error: the reason */
 	W_UPSTREAM, /* arg: bit 0 drain, bit 1 a server named; payload "NAME\0SERVER\0" */
 	W_EVENT, /* master -> worker, no answer: arg is a sockmap flow id with news */
+	W_MONITOR, /* master -> worker, no answer: arg 1: send W_KEV events, 0: stop */
+	W_KEV, /* worker -> master, unasked: a struct wkev for kfwdctl monitor */
+};
+
+#define WKEV_TEXT_MAX 128
+
+/* A struct kev on the wire: numbers and the texts it points at. */
+struct wkev {
+	uint32_t type;
+	uint32_t status;
+	uint32_t dir;
+	uint32_t pad;
+	uint64_t conn_id;
+	uint64_t bytes_up;
+	uint64_t bytes_down;
+	uint64_t duration_ms;
+	uint64_t level;
+	uint64_t pauses;
+	char client[WKEV_TEXT_MAX];
+	char upstream[WKEV_TEXT_MAX];
 };
 
 struct wmsg {
@@ -78,6 +100,7 @@ struct wmsg {
 };
 
 struct worker {
+	struct loop_handler h; /* the master reads W_KEV events here */
 	pid_t pid; /* 0: not running */
 	int fd; /* the master's end of the socketpair */
 	unsigned int gen; /* starts so far */
@@ -125,6 +148,31 @@ static int send_msg(int fd, const struct wmsg *m, const void *payload, int flags
 	return sendmsg(fd, &mh, flags | MSG_NOSIGNAL) < 0 ? -errno : 0;
 }
 
+/* A worker's monitor event, to the master's own sink (kfwdctl monitor, user/ctl.c). */
+static void deliver_kev(const void *payload, size_t len)
+{
+	struct wkev w;
+	struct kev k;
+
+	if (len != sizeof(w) || !kev_listening())
+		return;
+	memcpy(&w, payload, sizeof(w));
+	w.client[WKEV_TEXT_MAX - 1] = w.upstream[WKEV_TEXT_MAX - 1] = '\0';
+	k = (struct kev){ .type = (enum kev_type)w.type,
+			  .conn_id = w.conn_id,
+			  .client = w.client,
+			  .upstream = w.upstream,
+			  .bytes_up = w.bytes_up,
+			  .bytes_down = w.bytes_down,
+			  .duration_ms = w.duration_ms,
+			  .status = w.status,
+			  .dir = (enum flow_dir)w.dir,
+			  .level = w.level,
+			  .pauses = w.pauses };
+	if (k.type <= KEV_FLOW_RESUME && k.dir < DIR_COUNT)
+		kev_emit(&k);
+}
+
 /*
  * Wait up to @timeout_ms for the message answering @seq (0: any) on @fd; earlier answers that
  * came too late are skipped. Returns the payload length, or -errno (-EPIPE: the worker is gone).
@@ -156,7 +204,9 @@ static ssize_t recv_answer(int fd, uint32_t seq, struct wmsg *rh, void *buf, siz
 			return -errno;
 		if (n == 0)
 			return -EPIPE;
-		if ((size_t)n < sizeof(*rh) || (seq && rh->seq != seq))
+		if ((size_t)n >= sizeof(*rh) && rh->type == W_KEV)
+			deliver_kev(buf, (size_t)n - sizeof(*rh));
+		if ((size_t)n < sizeof(*rh) || rh->type == W_KEV || (seq && rh->seq != seq))
 			continue;
 		return n - (ssize_t)sizeof(*rh);
 	}
@@ -281,6 +331,44 @@ static int peer_config_changed(const struct config *cfg, char *err, size_t errle
 	return rc;
 }
 
+/* Tell worker @w whether kfwdctl monitor listens (no answer). */
+static void tell_monitor(struct worker *w, bool on)
+{
+	struct wmsg m = { .type = W_MONITOR, .arg = on };
+
+	if (w->pid && w->fd >= 0 && send_msg(w->fd, &m, NULL, MSG_DONTWAIT) < 0)
+		log_warn("worker %u (pid %d): monitor %s not passed on: %m",
+			 (unsigned int)(w - wk.w) + 1, (int)w->pid, on ? "start" : "stop");
+}
+
+static void monitor_changed(bool on)
+{
+	for (unsigned int i = 0; i < wk.n; i++)
+		tell_monitor(&wk.w[i], on);
+}
+
+/* Between questions a worker's socket brings its monitor events (answers too late are dropped). */
+static void on_worker(struct loop_handler *h, uint32_t events)
+{
+	struct worker *w = (struct worker *)h;
+
+	for (int i = 0; i < WORKER_EVENT_BATCH && w->fd >= 0; i++) {
+		struct wmsg rh;
+		struct iovec iov[2] = { { &rh, sizeof(rh) }, { reply_buf, sizeof(reply_buf) } };
+		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+		ssize_t n = recvmsg(w->fd, &mh, MSG_DONTWAIT);
+
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n <= 0) {
+			loop_del(w->fd); /* gone: reaped with its SIGCHLD */
+			return;
+		}
+		if ((size_t)n >= sizeof(rh) && rh.type == W_KEV)
+			deliver_kev(reply_buf, (size_t)n - sizeof(rh));
+	}
+}
+
 /* The sockmap event ring has one reader, the master: each event goes to the flow's worker. */
 static void route_event(void *ctx, uint64_t flow_id)
 {
@@ -319,6 +407,26 @@ static void answer(const struct wmsg *q, int rc, uint64_t arg, const void *paylo
 
 	if (e < 0)
 		log_warn("answer to the master lost: %s", strerror(-e));
+}
+
+/* The worker's event sink while a monitor listens: each event to the master, never waiting. */
+static void forward_kev(const struct kev *k)
+{
+	struct wkev w = { .type = k->type,
+			  .status = k->status,
+			  .dir = k->dir,
+			  .conn_id = k->conn_id,
+			  .bytes_up = k->bytes_up,
+			  .bytes_down = k->bytes_down,
+			  .duration_ms = k->duration_ms,
+			  .level = k->level,
+			  .pauses = k->pauses };
+	struct wmsg m = { .type = W_KEV, .len = sizeof(w) };
+
+	snprintf(w.client, sizeof(w.client), "%s", k->client ? k->client : "");
+	snprintf(w.upstream, sizeof(w.upstream), "%s", k->upstream ? k->upstream : "");
+	if (send_msg(wk.fd, &m, &w, MSG_DONTWAIT) < 0)
+		stats.ctl_events_lost++;
 }
 
 static void answer_upstream(const struct wmsg *q, const char *names, size_t len)
@@ -363,6 +471,9 @@ static void answer_question(const struct wmsg *q, const char *payload, size_t le
 		break;
 	case W_UPSTREAM:
 		answer_upstream(q, payload, len);
+		break;
+	case W_MONITOR:
+		kev_set_sink(q->arg ? forward_kev : NULL);
 		break;
 	case W_EVENT:
 		log_debug("sockmap event from the master: flow %#018lx", (unsigned long)q->arg);
@@ -422,6 +533,7 @@ static void __attribute__((noreturn)) become_worker(unsigned int slot, pid_t mas
 	wk.n = 0;
 	if (loop_reset_after_fork() < 0)
 		_exit(1);
+	kev_on_sink_change(NULL);
 	ctl_forget_after_fork();
 	metrics_close();
 	sockmap_path_share_after_fork((uint8_t)wk.self);
@@ -488,6 +600,11 @@ static int spawn(unsigned int slot)
 			(int)w->pid);
 		return -1; /* reaped with its SIGCHLD, or by workers_fini() */
 	}
+	w->h.on_event = on_worker;
+	if (loop_add(w->fd, EPOLLIN, &w->h) < 0)
+		log_warn("worker %u: its monitor events will not be read", slot + 1);
+	if (kev_listening())
+		tell_monitor(w, true);
 	log_info("worker %u started, pid %d", slot + 1, (int)w->pid);
 	return 0;
 }
@@ -521,6 +638,7 @@ int workers_start(const struct config *cfg, int (*child_main)(void))
 	stats_snapshot_add(add_stats);
 	ctl_set_peers(&peers);
 	sockmap_path_route_events(route_event);
+	kev_on_sink_change(monitor_changed);
 	log_info("%u workers serving", wk.n);
 	return 0;
 }
@@ -607,6 +725,7 @@ void workers_fini(void)
 	ctl_set_peers(NULL);
 	stats_snapshot_add(NULL);
 	sockmap_path_route_events(NULL);
+	kev_on_sink_change(NULL);
 	workers_drain();
 	while (any_running()) {
 		pid_t pid;
