@@ -138,6 +138,25 @@ def test_monitor_sees_every_worker(kfwd, peer, tmp_path):
     assert all(e["status"] == 200 for e in events if e["event"] == "close"), out
 
 
+def test_upstream_list_sums_every_worker(kfwd, peer, tmp_path):
+    origin = peer(peers.EchoUpload())
+    dead = peers.free_port()  # nothing listens: each worker's first try fails there
+    k = start(
+        kfwd, tmp_path,
+        f"upstream-max-fails 1\nupstream up 127.0.0.1:{dead} {origin.addr}\nroute / up\n",
+    )
+    conns, statuses = open_kept(k.port, SPREAD)
+    assert statuses == [200] * SPREAD
+    assert set(by_worker(k)) == {1, 2}
+    (up,) = ctl(k, "upstream", "list")
+    bad, good = up["servers"]
+    # Every upstream connection is one a worker holds (in use or pooled): the master has none.
+    assert good["conns"] == origin.accepted and good["state"] == "up"
+    assert bad["state"] == "down" and bad["failures"] >= 2 and bad["down_ms"] > 0, bad
+    for c in conns:
+        c.close()
+
+
 def test_stats_and_metrics_sum_every_worker(kfwd, peer, tmp_path):
     origin = peer(peers.EchoUpload())
     k = start(kfwd, tmp_path, f"upstream up {origin.addr}\nroute / up\n")

@@ -1058,13 +1058,13 @@ static void fill_upstream(struct mb *b, const void *arg)
 		const struct upstream_server *srv = &u->servers[i];
 		struct nlattr *sn = nest_start(b, KFWD_UP_SERVER);
 		struct upstream_server_info info;
+		bool up = upstream_server_up(srv);
 
 		upstream_server_info(srv, &info);
+		if (peers)
+			peers->server_info(u->name, i, &info, &up);
 		put_str(b, KFWD_SRV_ADDR, srv->text);
-		put_str(b, KFWD_SRV_STATE,
-			info.drained		? "drained" :
-			upstream_server_up(srv) ? "up" :
-						  "down");
+		put_str(b, KFWD_SRV_STATE, info.drained ? "drained" : up ? "up" : "down");
 		put_u8(b, KFWD_SRV_DRAINED, info.drained);
 		put_u64(b, KFWD_SRV_DOWN_MS, info.down_ms);
 		put_u64(b, KFWD_SRV_FAILURES, info.failures);
@@ -1852,6 +1852,17 @@ int ctl_upstream_admin(const char *name, const char *server, bool drain)
 	if (!u)
 		return -ENOENT;
 	set_drained(u, server, drain);
+	return 0;
+}
+
+int ctl_server_info(const char *name, size_t index, struct upstream_server_info *info, bool *up)
+{
+	const struct upstream *u = find_upstream(ctl.cfg, name);
+
+	if (!u || index >= u->n_servers)
+		return -ENOENT;
+	upstream_server_info(&u->servers[index], info);
+	*up = upstream_server_up(&u->servers[index]);
 	return 0;
 }
 

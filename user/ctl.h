@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "upstream.h"
 
 /*
  * Take a reference on @cfg as the running configuration and, unless ctl-port-id is off, bind
@@ -47,6 +48,10 @@ struct ctl_peers {
 	/* Records of the workers' connections with ids below @below, ids descending, as many as
 	 * fit in @size bytes (at least one if there is one); 0 when there are none. */
 	size_t (*conns)(uint64_t below, void *buf, size_t size);
+	/* Add the workers' view of server @index of upstream @name: connections and failures
+	 * summed, down (*@up false) if down in any worker, for the longest. */
+	void (*server_info)(const char *name, size_t index, struct upstream_server_info *info,
+			    bool *up);
 };
 
 /* One connection in ctl_peers.conns and ctl_conn_records: its KFWD_A_CONN nest follows,
@@ -70,6 +75,8 @@ void ctl_forget_after_fork(void);
 int ctl_apply_text(const char *text, char *err, size_t errlen);
 /* In a worker: the master's "upstream drain/enable" (-ENOENT: no such upstream). */
 int ctl_upstream_admin(const char *name, const char *server, bool drain);
+/* In a worker: server @index of upstream @name as this worker sees it; -ENOENT if none. */
+int ctl_server_info(const char *name, size_t index, struct upstream_server_info *info, bool *up);
 /* In a worker: kill connection @id; -ENOENT if it has none. */
 int ctl_conn_kill(uint64_t id);
 /* In a worker: this process's connections with ids below @below, as ctl_peers.conns. */

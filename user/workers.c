@@ -69,11 +69,17 @@ enum wmsg_type {
 	W_CONFIG, /* arg: text length (in the shared mapping); reply on error: the reason */
 	W_UPSTREAM, /* arg: bit 0 drain, bit 1 a server named; payload "NAME\0SERVER\0" */
 	W_EVENT, /* master -> worker, no answer: arg is a sockmap flow id with news */
+	W_SERVER, /* arg: server index, payload "UPSTREAM\0"; reply: struct wserver */
 	W_MONITOR, /* master -> worker, no answer: arg 1: send W_KEV events, 0: stop */
 	W_KEV, /* worker -> master, unasked: a struct wkev for kfwdctl monitor */
 };
 
 #define WKEV_TEXT_MAX 128
+
+struct wserver {
+	struct upstream_server_info info;
+	bool up;
+};
 
 /* A struct kev on the wire: numbers and the texts it points at. */
 struct wkev {
@@ -298,6 +304,25 @@ static void peer_upstream_admin(const char *name, const char *server, bool drain
 			   (size_t)len + 1, &rh, reply_buf, sizeof(reply_buf));
 }
 
+static void peer_server_info(const char *name, size_t index, struct upstream_server_info *info,
+			     bool *up)
+{
+	for (unsigned int i = 0; i < wk.n; i++) {
+		struct wserver ws;
+		struct wmsg rh;
+
+		if (call(&wk.w[i], W_SERVER, index, name, strlen(name) + 1, &rh, &ws, sizeof(ws)) !=
+			    sizeof(ws) ||
+		    rh.rc < 0)
+			continue;
+		info->conns += ws.info.conns;
+		info->failures += ws.info.failures;
+		if (ws.info.down_ms > info->down_ms)
+			info->down_ms = ws.info.down_ms;
+		*up = *up && ws.up;
+	}
+}
+
 static int peer_config_changed(const struct config *cfg, char *err, size_t errlen)
 {
 	size_t len = strlen(cfg->source), used = 0;
@@ -394,6 +419,7 @@ static const struct ctl_peers peers = {
 	.upstream_admin = peer_upstream_admin,
 	.sessions = peer_sessions,
 	.conns = peer_conns,
+	.server_info = peer_server_info,
 };
 
 /* ------------------------------------------------------------------ the worker's side */
@@ -427,6 +453,14 @@ static void forward_kev(const struct kev *k)
 	snprintf(w.upstream, sizeof(w.upstream), "%s", k->upstream ? k->upstream : "");
 	if (send_msg(wk.fd, &m, &w, MSG_DONTWAIT) < 0)
 		stats.ctl_events_lost++;
+}
+
+static void answer_server(const struct wmsg *q, const char *name, size_t len)
+{
+	struct wserver ws = { 0 };
+	int rc = len && !name[len - 1] ? ctl_server_info(name, q->arg, &ws.info, &ws.up) : -EINVAL;
+
+	answer(q, rc, 0, &ws, sizeof(ws));
 }
 
 static void answer_upstream(const struct wmsg *q, const char *names, size_t len)
@@ -471,6 +505,9 @@ static void answer_question(const struct wmsg *q, const char *payload, size_t le
 		break;
 	case W_UPSTREAM:
 		answer_upstream(q, payload, len);
+		break;
+	case W_SERVER:
+		answer_server(q, payload, len);
 		break;
 	case W_MONITOR:
 		kev_set_sink(q->arg ? forward_kev : NULL);
