@@ -941,15 +941,15 @@ size_t ctl_conn_records(uint64_t below, void *buf, size_t size)
 
 	for (struct session *s = session_first(); s; s = s->next) {
 		struct ctl_conn_record *cr = (void *)((char *)buf + used);
-		const struct nlattr *a, *nest = NULL;
+		const struct nlattr *nest;
 		struct mb b;
 
 		if (s->id >= below)
 			continue;
 		mb_start(&b, txbuf, sizeof(txbuf), KFWD_CMD_CONN_LIST, 0, 0);
+		nest = mnl_nlmsg_get_payload_tail(b.nlh); /* fill_conn's nest starts here */
 		fill_conn(&b, s);
-		mnl_attr_for_each(a, b.nlh, 0) if (mnl_attr_get_type(a) == KFWD_A_CONN) nest = a;
-		if (b.full || !nest)
+		if (b.full)
 			continue;
 		if (used + CTL_CONN_RECORD_SIZE(nest->nla_len) > size)
 			break;
