@@ -12,7 +12,10 @@
  * Master and worker talk over one SOCK_SEQPACKET socketpair per worker: the master asks, the
  * worker answers from its loop at once. The master waits for the answer (bounded by
  * WORKER_RPC_TIMEOUT_MS): it has no connection that could stall meanwhile. A configuration
- * text travels in a shared mapping (up to WORKER_TEXT_MAX), not through the socket.
+ * text travels in a shared mapping (up to WORKER_TEXT_MAX), not through the socket. Two kinds
+ * of message are never answered: the master passes each sockmap ring event to the worker whose
+ * flow it names (it loaded the one program before forking and is the ring's only reader), and
+ * while kfwdctl monitor listens each worker sends its connection events to the master.
  *
  * Connection ids stay unique: worker slot i (numbered i + 1 in `conn list`) counts from
  * (i + 1) << WORKER_ID_SHIFT, plus its restart generation << WORKER_GEN_SHIFT, so the ids of
