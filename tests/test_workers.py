@@ -221,6 +221,23 @@ def test_route_add_and_reload_reach_every_worker(kfwd, peer, tmp_path):
         c.close()
 
 
+def test_upstream_drain_and_set_reach_every_worker(kfwd, peer, tmp_path):
+    origin = peer(peers.EchoUpload())
+    k = start(kfwd, tmp_path, f"upstream up {origin.addr}\nroute / up\n")
+    conns, _ = open_kept(k.port, SPREAD)
+    assert set(by_worker(k)) == {1, 2}
+    ctl(k, "upstream", "drain", "up")
+    # Every server of the group drained: 502 at once, from whichever worker accepts.
+    assert [s for s, _ in routed_to(k.port, "/d", SPREAD)] == [502] * SPREAD
+    ctl(k, "upstream", "enable", "up")
+    assert routed_to(k.port, "/e", SPREAD) == [(200, "/e")] * SPREAD
+    # set: max-connections 1 per worker; the kept connections already exceed it everywhere.
+    ctl(k, "set", "max-connections", "1")
+    assert [s for s, _ in routed_to(k.port, "/f", SPREAD)] == [503] * SPREAD
+    for c in conns:
+        c.close()
+
+
 def test_sigterm_drains_every_worker(kfwd, peer, tmp_path):
     size = 16 * MiB
     origin = peer(peers.CountingSender(size=size))
