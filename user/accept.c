@@ -58,6 +58,14 @@ void listen_set_inherited(int (*take)(const struct sockaddr_any *addr))
 	take_inherited = take;
 }
 
+/* Workers (user/workers.c): every worker's listener joins the address's SO_REUSEPORT group. */
+static bool reuseport;
+
+void listen_set_reuseport(bool on)
+{
+	reuseport = on;
+}
+
 /* Another listening socket to pause with ours (metrics.c registers its own). */
 static void (*other_listener)(bool on);
 
@@ -146,6 +154,10 @@ int listen_socket(const struct sockaddr_any *addr, const char *text)
 	}
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) {
 		log_err("listen %s: SO_REUSEADDR: %m", text);
+		goto fail;
+	}
+	if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+		log_err("listen %s: SO_REUSEPORT: %m", text);
 		goto fail;
 	}
 	if (sa->sa_family == AF_INET6 &&

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <llhttp.h>
 
@@ -1020,6 +1021,21 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 		snprintf(cfg->ctl_socket_file, sizeof(cfg->ctl_socket_file), "%s", tok[1]);
 		return 0;
 	}
+	if (!strcmp(d, "workers")) {
+		if (ntok == 2 && !strcmp(tok[1], "auto")) {
+			long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+			v = n < 1		   ? 1 :
+			    n > CONFIG_WORKERS_MAX ? CONFIG_WORKERS_MAX :
+						     (unsigned long)n;
+		} else if (ntok != 2 || parse_uint(tok[1], CONFIG_WORKERS_MAX, &v) < 0 || !v) {
+			return fail(ctx, "usage: workers N|auto (N: 1..%d; auto: the online CPUs)",
+				    CONFIG_WORKERS_MAX);
+		}
+		cfg->workers = (unsigned int)v;
+		cfg->workers_line = ctx->line;
+		return 0;
+	}
 	if (!strcmp(d, "ctl-group")) {
 		struct group *gr;
 
@@ -1067,6 +1083,7 @@ static void set_defaults(struct config *cfg)
 	cfg->client_sndbuf = 256 << 10;
 	cfg->upstream_rcvbuf = 256 << 10;
 	cfg->max_connections = 0; /* derived from RLIMIT_NOFILE in check_config() */
+	cfg->workers = 1;
 	cfg->max_request_line = 8 << 10;
 	cfg->max_header_size = 32 << 10;
 	cfg->connect_timeout_ms = 5000;
@@ -1126,6 +1143,22 @@ static unsigned int default_max_connections(const struct config *cfg)
 	return n > MAX_CONNECTIONS_MAX ? MAX_CONNECTIONS_MAX : (unsigned int)n;
 }
 
+/*
+ * More than one worker: a binary upgrade hands over one process's listeners, which is not built
+ * for workers yet. The default upgrade socket is simply not offered.
+ */
+static int check_workers(struct parse_ctx *ctx)
+{
+	struct config *cfg = ctx->cfg;
+
+	ctx->line = cfg->workers_line;
+	if (cfg->upgrade_socket_set && cfg->upgrade_socket[0])
+		return fail(ctx, "workers %u: binary upgrade (upgrade-socket) needs workers 1",
+			    cfg->workers);
+	cfg->upgrade_socket[0] = '\0';
+	return 0;
+}
+
 static int check_config(struct parse_ctx *ctx, bool high_set, bool low_set)
 {
 	struct config *cfg = ctx->cfg;
@@ -1146,6 +1179,8 @@ static int check_config(struct parse_ctx *ctx, bool high_set, bool low_set)
 		return fail(ctx, "no listen address");
 	if (!cfg->upgrade_socket_set)
 		default_upgrade_socket(cfg);
+	if (cfg->workers > 1 && check_workers(ctx) < 0)
+		return -1;
 	if (!cfg->n_routes)
 		return fail(ctx, "no route");
 	if (!cfg->max_connections)

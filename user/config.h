@@ -119,6 +119,8 @@ enum access_log_kind {
  * not the pipe's megabyte.
  */
 #define TLS_COPY_BUFFER_DEFAULT (4 * TLS_RECORD_MAX)
+/* workers N: event-loop processes at most (also what `auto` is capped to) */
+#define CONFIG_WORKERS_MAX 64
 /*
  * Rejected clients still get a 503 and a clean close, up to this many past max-connections
  * (accept.c); the default max-connections leaves their descriptors free.
@@ -233,6 +235,10 @@ struct config {
 	/* Binary upgrade (user/upgrade.c): where a new kfwd asks for the listening sockets */
 	char upgrade_socket[CONFIG_SOCKET_PATH_MAX]; /* "" for off */
 	bool upgrade_socket_set; /* upgrade-socket given; else next to ctl-socket-file */
+
+	/* Event loops (user/workers.c): 1 = this process serves; more = a master and N workers */
+	unsigned int workers;
+	int workers_line;
 
 	char *source; /* the text this configuration was parsed from */
 	unsigned int refcount; /* config_get/config_put */

@@ -71,6 +71,8 @@ static struct {
 } ctl = { .fd = -1 };
 
 static unsigned int ctl_n_subscribers;
+/* The worker processes that serve with this one (user/workers.c), NULL without workers. */
+static const struct ctl_peers *peers;
 
 /* One datagram in, answers out: 4-byte aligned for the netlink structures. */
 static uint32_t rxbuf[KFWD_CTL_RECV_MAX / 4];
@@ -650,6 +652,18 @@ static unsigned int runtime_changes(const char *text)
 
 /* ------------------------------------------------------------------ swapping configurations */
 
+/* The workers take the configuration now in force before kfwdctl hears it took: what failed
+ * there is appended to @note (and logged by workers.c). */
+static void peers_config_changed(const struct config *cfg, char *note, size_t notelen)
+{
+	char err[300];
+	size_t used = strlen(note);
+
+	if (!peers || peers->config_changed(cfg, err, sizeof(err)) == 0)
+		return;
+	snprintf(note + used, notelen - used, "%s%s", used ? "; " : "", err);
+}
+
 /*
  * Put @ncfg (its reference becomes the running one) in force: metrics and listening sockets
  * first, since they can fail; then nothing can. On failure nothing changed, @ncfg is
@@ -692,6 +706,7 @@ static int swap_config(struct config *ncfg, const char *what, char *note, size_t
 	ctl.cfg = ncfg;
 	ctl.generation++;
 	config_put(old);
+	peers_config_changed(ncfg, note, notelen);
 	log_info("configuration %u in force (%s)", ctl.generation, what);
 	event_config(what);
 	return 0;
@@ -784,7 +799,7 @@ static void cmd_status_fill(struct mb *b)
 	put_u64(b, KFWD_ST_COPY_BUF, cfg->copy_buffer_size);
 	put_u32(b, KFWD_ST_MAX_CONNS, cfg->max_connections);
 	put_str(b, KFWD_ST_LOG_LEVEL, klog_level_name(klog_level));
-	put_u32(b, KFWD_ST_CONNECTIONS, session_count());
+	put_u32(b, KFWD_ST_CONNECTIONS, session_count() + (peers ? peers->sessions() : 0));
 	put_u8(b, KFWD_ST_DRAINING, ctl.draining);
 	put_u32(b, KFWD_ST_CTL_PORT_ID, ctl.portid);
 	if (cfg->has_ctl_group)
@@ -860,6 +875,41 @@ static void fill_conn(struct mb *b, const void *arg)
 	nest_end(b, n);
 }
 
+/* A KFWD_A_CONN nest a worker built (ctl_conn_records), copied as it is. */
+static void fill_raw(struct mb *b, const void *arg)
+{
+	const struct nlattr *a = arg;
+
+	if (b->full || b->nlh->nlmsg_len + MNL_ALIGN(a->nla_len) > b->size) {
+		b->full = true;
+		return;
+	}
+	memcpy(mnl_nlmsg_get_payload_tail(b->nlh), a, a->nla_len);
+	b->nlh->nlmsg_len += MNL_ALIGN(a->nla_len);
+}
+
+/* The workers' connections with ids below @cursor, after this process's own. */
+static void conn_list_peers(struct dump *d, uint64_t cursor)
+{
+	static uint64_t rec[CTL_CONN_RECORDS_MAX / sizeof(uint64_t)];
+	size_t n;
+
+	while ((n = peers->conns(cursor, rec, sizeof(rec))) > 0) {
+		for (size_t off = 0; off < n;) {
+			const struct ctl_conn_record *cr = (const void *)((char *)rec + off);
+
+			if (dump_page_full(d)) {
+				dump_done(d, true, cr->id + 1, false);
+				return;
+			}
+			(void)dump_object(d, fill_raw, cr + 1);
+			cursor = cr->id;
+			off += CTL_CONN_RECORD_SIZE(cr->len);
+		}
+	}
+	dump_done(d, false, 0, false);
+}
+
 static void cmd_conn_list(const struct req *r)
 {
 	const struct nlattr *c = r->m.tb[KFWD_A_CURSOR];
@@ -878,7 +928,37 @@ static void cmd_conn_list(const struct req *r)
 			log_warn("ctl: connection %lu does not fit in a message",
 				 (unsigned long)s->id);
 	}
+	if (peers) {
+		conn_list_peers(&d, cursor);
+		return;
+	}
 	dump_done(&d, false, 0, false);
+}
+
+size_t ctl_conn_records(uint64_t below, void *buf, size_t size)
+{
+	size_t used = 0;
+
+	for (struct session *s = session_first(); s; s = s->next) {
+		struct ctl_conn_record *cr = (void *)((char *)buf + used);
+		const struct nlattr *nest;
+		struct mb b;
+
+		if (s->id >= below)
+			continue;
+		mb_start(&b, txbuf, sizeof(txbuf), KFWD_CMD_CONN_LIST, 0, 0);
+		nest = mnl_nlmsg_get_payload_tail(b.nlh); /* fill_conn's nest starts here */
+		fill_conn(&b, s);
+		if (b.full)
+			continue;
+		if (used + CTL_CONN_RECORD_SIZE(nest->nla_len) > size)
+			break;
+		cr->id = s->id;
+		cr->len = nest->nla_len;
+		memcpy(cr + 1, nest, nest->nla_len);
+		used += CTL_CONN_RECORD_SIZE(nest->nla_len);
+	}
+	return used;
 }
 
 struct route_item {
@@ -983,13 +1063,13 @@ static void fill_upstream(struct mb *b, const void *arg)
 		const struct upstream_server *srv = &u->servers[i];
 		struct nlattr *sn = nest_start(b, KFWD_UP_SERVER);
 		struct upstream_server_info info;
+		bool up = upstream_server_up(srv);
 
 		upstream_server_info(srv, &info);
+		if (peers)
+			peers->server_info(u->name, i, &info, &up);
 		put_str(b, KFWD_SRV_ADDR, srv->text);
-		put_str(b, KFWD_SRV_STATE,
-			info.drained		? "drained" :
-			upstream_server_up(srv) ? "up" :
-						  "down");
+		put_str(b, KFWD_SRV_STATE, info.drained ? "drained" : up ? "up" : "down");
 		put_u8(b, KFWD_SRV_DRAINED, info.drained);
 		put_u64(b, KFWD_SRV_DOWN_MS, info.down_ms);
 		put_u64(b, KFWD_SRV_FAILURES, info.failures);
@@ -1041,13 +1121,14 @@ static void cmd_conn_kill(const struct req *r)
 	}
 	id = mnl_attr_get_u64(r->m.tb[KFWD_A_CONN_ID]);
 	s = find_session(id);
-	if (!s) {
+	if (!s && (!peers || peers->conn_kill(id) < 0)) {
 		reply_ack(r, -ENOENT, attr_off(r, KFWD_A_CONN_ID), "no connection %lu",
 			  (unsigned long)id);
 		return;
 	}
 	log_info("kfwdctl (pid %d): killing connection %lu", (int)r->cred.pid, (unsigned long)id);
-	session_kill(s);
+	if (s)
+		session_kill(s);
 	reply_ack(r, 0, -1, NULL);
 }
 
@@ -1174,6 +1255,15 @@ static void cmd_route_del(const struct req *r)
 	finish_change(r, rc, note, err);
 }
 
+/* @server of @u, or all its servers when NULL. */
+static void set_drained(const struct upstream *u, const char *server, bool drain)
+{
+	/* The state is shared by every configuration naming the server (upstream.c). */
+	for (size_t i = 0; i < u->n_servers; i++)
+		if (!server || !strcmp(u->servers[i].text, server))
+			upstream_set_drained(&u->servers[i], drain);
+}
+
 static void cmd_upstream_admin(const struct req *r, bool drain)
 {
 	const char *name = str_attr(r, KFWD_A_UPSTREAM), *server = str_attr(r, KFWD_A_SERVER);
@@ -1195,10 +1285,9 @@ static void cmd_upstream_admin(const struct req *r, bool drain)
 			  name, server);
 		return;
 	}
-	/* The state is shared by every configuration naming the server (upstream.c). */
-	for (size_t i = 0; i < u->n_servers; i++)
-		if (!server || !strcmp(u->servers[i].text, server))
-			upstream_set_drained(&u->servers[i], drain);
+	set_drained(u, server, drain);
+	if (peers)
+		peers->upstream_admin(name, server, drain);
 	snprintf(what, sizeof(what), "upstream %s %s%s%s", drain ? "drain" : "enable", name,
 		 server ? " " : "", server ? server : "");
 	log_info("kfwdctl (pid %d): %s", (int)r->cred.pid, what);
@@ -1735,4 +1824,59 @@ void ctl_close(void)
 	if (ctl.cfg)
 		config_put(ctl.cfg);
 	ctl.cfg = NULL;
+}
+
+void ctl_set_peers(const struct ctl_peers *p)
+{
+	peers = p;
+}
+
+void ctl_forget_after_fork(void)
+{
+	/* The socket, the file and the monitors stay the parent's: just drop our copy. */
+	if (ctl.fd >= 0)
+		close(ctl.fd);
+	ctl.fd = -1;
+	ctl.published = false;
+	ctl_n_subscribers = 0;
+	kev_set_sink(NULL);
+	peers = NULL;
+}
+
+int ctl_apply_text(const char *text, char *err, size_t errlen)
+{
+	char note[512];
+
+	return apply_text(text, "from the master", note, sizeof(note), err, errlen);
+}
+
+int ctl_upstream_admin(const char *name, const char *server, bool drain)
+{
+	struct upstream *u = find_upstream(ctl.cfg, name);
+
+	if (!u)
+		return -ENOENT;
+	set_drained(u, server, drain);
+	return 0;
+}
+
+int ctl_server_info(const char *name, size_t index, struct upstream_server_info *info, bool *up)
+{
+	const struct upstream *u = find_upstream(ctl.cfg, name);
+
+	if (!u || index >= u->n_servers)
+		return -ENOENT;
+	upstream_server_info(&u->servers[index], info);
+	*up = upstream_server_up(&u->servers[index]);
+	return 0;
+}
+
+int ctl_conn_kill(uint64_t id)
+{
+	struct session *s = find_session(id);
+
+	if (!s)
+		return -ENOENT;
+	session_kill(s);
+	return 0;
 }

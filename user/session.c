@@ -43,6 +43,7 @@
 static struct session *sessions;
 static unsigned int n_sessions;
 static uint64_t next_id = 1;
+static unsigned int worker_no; /* 0: the only process (workers 1) */
 static bool draining;
 static void (*closed_hook)(void);
 
@@ -259,9 +260,19 @@ void session_peer_text(const struct session *s, char *out, size_t len)
 		snprintf(out, len, "%s", s->client_addr);
 }
 
+void session_set_worker(unsigned int worker, uint64_t first_id)
+{
+	worker_no = worker;
+	next_id = first_id;
+}
+
 void session_describe(const struct session *s, struct conn_details *d)
 {
 	d->n = 0;
+	if (worker_no) {
+		conn_details_add(d, "worker", "%u", worker_no);
+		conn_details_add(d, "pid", "%d", (int)getpid());
+	}
 	if (s->proto->describe)
 		s->proto->describe(s, d);
 	if (s->client.fd >= 0 && s->client.xprt->describe)

@@ -142,6 +142,9 @@ struct session *session_create(int fd, const struct config *cfg, const struct pr
 /* SIGTERM: idle connections close now, the others after their current transaction. */
 void session_drain_all(void);
 unsigned int session_count(void);
+/* A worker process (user/workers.c): its number for `conn list` details (worker=, pid=) and
+ * the first of its connection ids, so ids stay unique across workers. */
+void session_set_worker(unsigned int worker, uint64_t first_id);
 struct session *session_first(void);
 void session_kill(struct session *s);
 const char *session_state_name(enum session_state st);
