@@ -10,13 +10,11 @@ import json
 import os
 import random
 import resource
-import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -27,11 +25,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ctlproto as P  # noqa: E402
 import peers  # noqa: E402
+from conftest import KFWDCTL  # noqa: E402
 from peers import KiB, MiB  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 KFWD = Path(os.environ.get("KFWD_BIN") or ROOT / "build" / "kfwd")
-KFWDCTL = Path(os.environ.get("KFWDCTL_BIN") or ROOT / "build" / "kfwdctl")
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 EX_OK, EX_FAIL, EX_USAGE, EX_UNREACH, EX_IMPOSTOR, EX_PERM, EX_PROTO = 0, 1, 2, 3, 4, 5, 6
@@ -80,15 +78,6 @@ class Ctl:
         p = self.run(*args, **kw)
         assert p.returncode == code, f"kfwdctl {' '.join(args)}: exit {p.returncode}, wanted {code}\n{p.stdout}\n{p.stderr}"
         return p.stderr
-
-
-@pytest.fixture
-def ctl_dir():
-    # tmp_path is 0700: a non-root kfwdctl could not read the file there.
-    d = Path(tempfile.mkdtemp(prefix="kfwd-ctl-test-", dir="/run"))
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

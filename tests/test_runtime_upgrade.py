@@ -1,4 +1,4 @@
-"""Seamless binary upgrade (issue 17, item 8): `kfwd -x SOCKET` takes the listening sockets over
+"""Seamless binary upgrade: `kfwd -x SOCKET` takes the listening sockets over
 from the running kfwd (fd passing over its upgrade-socket), which stops accepting, drains and
 exits 0.
 
@@ -21,11 +21,9 @@ from pathlib import Path
 import pytest
 
 import peers
-from conftest import KFWD_BIN, SAN_CPU, Kfwd
+from conftest import KFWD_BIN, KFWDCTL, SAN_CPU, Kfwd
 from peers import MiB, wait_for
-from test_ctl import KFWDCTL
-from test_sockmap_bodies import PacedCloseDelimited, url
-from test_tunnels import PIN_NAMES, SM_RESP, _pins, env, wait_log  # noqa: F401  (fixtures)
+from peers_sockmap import PIN_NAMES, SM_RESP, PacedCloseDelimited, url, wait_log
 
 ACCEPTED = "kfwd_connections_accepted_total"
 
