@@ -39,6 +39,13 @@
 #define CTL_RECV_BATCH 64 /* datagrams per readiness event */
 #define CTL_MSGS_PER_DATAGRAM 16 /* requests answered per datagram */
 #define CTL_MAX_ROUTE_OPTIONS 32
+#define CTL_MAX_SETTINGS 16 /* KEY VALUE pairs in one set */
+/* Texts of a change: what it was (logs, monitor), the note and the error kfwdctl shows. */
+#define CTL_WHAT_LEN 300
+#define CTL_NOTE_LEN 512
+#define CTL_ERR_LEN 600
+#define CTL_LINE_MAX 4096 /* a route line added at runtime */
+#define CTL_SET_TEXT_MAX 2048 /* the directive lines of one set */
 
 static struct {
 	struct ctl_run run;
@@ -141,7 +148,7 @@ static int apply_text(const char *text, const char *what, char *note, size_t not
 		      size_t errlen)
 {
 	const struct config *cfg = ctl.run.cfg;
-	char perr[512];
+	char perr[CTL_ERR_LEN];
 	struct config *ncfg;
 
 	ncfg = config_load_text(cfg->path, text, ctl.extra_listens, ctl.n_extra, perr,
@@ -191,7 +198,7 @@ static void cmd_route_add(const struct ctl_req *r)
 {
 	const char *prefix = ctl_str_attr(r, KFWD_A_PREFIX),
 		   *target = ctl_str_attr(r, KFWD_A_TARGET);
-	char line[4096], what[300], note[512], err[600];
+	char line[CTL_LINE_MAX], what[CTL_WHAT_LEN], note[CTL_NOTE_LEN], err[CTL_ERR_LEN];
 	const struct nlattr *opt;
 	struct config_edit e = { 0 };
 	size_t used;
@@ -252,7 +259,7 @@ static void cmd_route_del(const struct ctl_req *r)
 	const char *prefix = ctl_str_attr(r, KFWD_A_PREFIX), *host = ctl_str_attr(r, KFWD_A_HOST);
 	const struct config *cfg = ctl.run.cfg;
 	const struct route *found = NULL;
-	char what[300], note[512], err[600], line[1024];
+	char what[CTL_WHAT_LEN], note[CTL_NOTE_LEN], err[CTL_ERR_LEN], line[CTL_LINE_MAX];
 	struct config_edit e = { 0 };
 	unsigned int matches = 0;
 	char *text;
@@ -307,7 +314,7 @@ static void cmd_upstream_admin(const struct ctl_req *r, bool drain)
 	const char *name = ctl_str_attr(r, KFWD_A_UPSTREAM),
 		   *server = ctl_str_attr(r, KFWD_A_SERVER);
 	struct upstream *u;
-	char what[300];
+	char what[CTL_WHAT_LEN];
 
 	if (!name) {
 		ctl_reply_ack(r, -EINVAL, -1, "upstream %s needs an upstream name",
@@ -337,8 +344,8 @@ static void cmd_upstream_admin(const struct ctl_req *r, bool drain)
 
 static void cmd_set(const struct ctl_req *r)
 {
-	const char *keys[16];
-	char append[2048], what[600], note[512], err[600];
+	const char *keys[CTL_MAX_SETTINGS];
+	char append[CTL_SET_TEXT_MAX], what[CTL_ERR_LEN], note[CTL_NOTE_LEN], err[CTL_ERR_LEN];
 	const struct nlattr *item;
 	struct config_edit e = { 0 };
 	size_t used = 0, wused = 0;
@@ -433,7 +440,7 @@ static int do_reload(char *note, size_t notelen, char *err, size_t errlen)
 
 static void cmd_reload(const struct ctl_req *r)
 {
-	char note[512], err[600];
+	char note[CTL_NOTE_LEN], err[CTL_ERR_LEN];
 	int rc;
 
 	log_info("kfwdctl (pid %d): reload", (int)r->cred.pid);
@@ -445,7 +452,7 @@ static void cmd_reload(const struct ctl_req *r)
 
 void ctl_reload_signal(void)
 {
-	char note[512], err[600];
+	char note[CTL_NOTE_LEN], err[CTL_ERR_LEN];
 
 	if (ctl.run.draining || !ctl.run.cfg)
 		return;
@@ -465,7 +472,7 @@ static void handle_msg(const struct nlmsghdr *nlh, const struct ucred *cred, uin
 	struct ctl_req r = { .nlh = nlh, .portid = portid };
 	unsigned int cmd = nlh->nlmsg_type;
 	struct kctl_err err;
-	char why[256];
+	char why[CTL_NOTE_LEN];
 	uint32_t version;
 	int rc;
 
