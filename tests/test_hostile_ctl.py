@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import peers
-from conftest import KFWD_BIN, KFWDCTL, SAN_CPU
+from conftest import KFWD_BIN, KFWDCTL_BIN, SAN_CPU
 from peers import mget
 
 TESTS = Path(__file__).resolve().parent
@@ -60,7 +60,7 @@ def portid_of(file):
 
 
 def kfwdctl_json(file, *args):
-    p = subprocess.run([str(KFWDCTL), "-j", "-f", str(file), *args], capture_output=True, text=True, timeout=20)
+    p = subprocess.run([str(KFWDCTL_BIN), "-j", "-f", str(file), *args], capture_output=True, text=True, timeout=20)
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
 

@@ -20,7 +20,7 @@ import time
 import pytest
 
 import peers
-from conftest import KFWD_BIN, KFWDCTL, SAN, SAN_CPU
+from conftest import KFWD_BIN, KFWDCTL_BIN, SAN, SAN_CPU
 from peers import mdelta, mget
 
 CONNECT_ERRORS = "kfwd_upstream_connect_errors_total"
@@ -165,7 +165,7 @@ def run_check_nofile(tmp_path, nofile, config):
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert peers.wait_for(ctl.exists, 10), "kfwd did not publish its control socket"
-        out = subprocess.run([str(KFWDCTL), "-j", "-f", str(ctl), "status"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run([str(KFWDCTL_BIN), "-j", "-f", str(ctl), "status"], capture_output=True, text=True, timeout=10)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)["max_connections"]
     finally:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import peers
-from conftest import KFWD_BIN, KFWDCTL
+from conftest import KFWD_BIN, KFWDCTL_BIN
 from peers import MiB, mdelta
 from peers_sockmap import PIN_NAMES, SM_RESP, PacedCloseDelimited, url, wait_log
 
@@ -62,7 +62,7 @@ def low_free_port():
 
 def ctl(k, *args):
     ctl_file = re.search(r"published in (\S+)", k.stderr).group(1)
-    return subprocess.run([str(KFWDCTL), "-f", ctl_file, *args], capture_output=True, text=True, timeout=30)
+    return subprocess.run([str(KFWDCTL_BIN), "-f", ctl_file, *args], capture_output=True, text=True, timeout=30)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import peers
-from conftest import KFWD_BIN, KFWDCTL, SAN_CPU, Kfwd
+from conftest import KFWD_BIN, KFWDCTL_BIN, SAN_CPU, Kfwd
 from peers import MiB, wait_for
 from peers_sockmap import PIN_NAMES, SM_RESP, PacedCloseDelimited, url, wait_log
 
@@ -139,7 +139,7 @@ def test_upgrade_under_load(kfwd, nginx, files_dir, tmp_path, port_id):
         )
         assert new.metric(ACCEPTED) >= 100
         # kfwdctl finds the new process through the same file
-        r = subprocess.run([str(KFWDCTL), "-j", "-f", ctl_file(old), "status"], capture_output=True, text=True,
+        r = subprocess.run([str(KFWDCTL_BIN), "-j", "-f", ctl_file(old), "status"], capture_output=True, text=True,
                            timeout=30)
         assert r.returncode == 0 and f'"pid":{new.pid}' in r.stdout.replace(" ", ""), r.stdout + r.stderr
         # and the new one can be upgraded in turn (its own upgrade socket)

@@ -508,6 +508,20 @@ static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **op
 		} else if (!strncmp(o, "idle-timeout=", 13)) {
 			if (parse_duration_ms(v, &r->idle_timeout_ms) < 0 || !r->idle_timeout_ms)
 				return fail(ctx, "bad idle-timeout '%s'", v);
+		} else if (!strncmp(o, "on-slow=", 8)) {
+			if (strcmp(v, "pause") && strcmp(v, "drop-frames"))
+				return fail(ctx, "bad on-slow '%s' (pause or drop-frames)", v);
+			r->drop_frames = !strcmp(v, "drop-frames");
+		} else if (!strncmp(o, "auth=", 5)) {
+			const char *colon = strchr(v, ':');
+
+			if (!colon || colon == v || strlen(v) >= ROUTE_AUTH_MAX)
+				return fail(ctx, "bad auth (USER:PASS, at most %d bytes)",
+					    ROUTE_AUTH_MAX - 1);
+			free(r->auth);
+			r->auth = strdup(v);
+			if (!r->auth)
+				return fail(ctx, "out of memory");
 		} else {
 			return fail(ctx, "unknown route option '%s'", o);
 		}
@@ -619,6 +633,7 @@ static const struct size_directive size_directives[] = {
 	{ "pipe-high-water", CFG_OFF(pipe_high_water), 1, 1 << 30 },
 	{ "pipe-low-water", CFG_OFF(pipe_low_water), 0, 1 << 30 },
 	{ "copy-buffer-size", CFG_OFF(copy_buffer_size), 4096, 1 << 30 },
+	{ "tls-copy-buffer-size", CFG_OFF(tls_copy_buffer_size), TLS_RECORD_MAX, 1 << 30 },
 	{ "max-request-line", CFG_OFF(max_request_line), 64, 1 << 20 },
 	{ "max-header-size", CFG_OFF(max_header_size), 256, 1 << 20 },
 	{ "sockmap-cap", CFG_OFF(sockmap_cap), 65536, 1 << 30 },
@@ -839,8 +854,6 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 
 	if (!strcmp(d, "listen"))
 		return parse_listen(ctx, tok, ntok);
-	if (!strncmp(d, "tls-", 4))
-		return parse_tls_directive(ctx, tok, ntok);
 	if (!strcmp(d, "upstream"))
 		return parse_upstream(ctx, tok, ntok);
 	if (!strcmp(d, "route"))
@@ -863,6 +876,9 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 			*low_set = true;
 		return 0;
 	}
+	/* After the sizes: tls-copy-buffer-size is one of them. */
+	if (!strncmp(d, "tls-", 4))
+		return parse_tls_directive(ctx, tok, ntok);
 	for (size_t i = 0; i < sizeof(duration_directives) / sizeof(duration_directives[0]); i++) {
 		const struct duration_directive *dd = &duration_directives[i];
 
@@ -1007,6 +1023,7 @@ static void set_defaults(struct config *cfg)
 	strcpy(cfg->bpf_pin_dir, "/sys/fs/bpf/kfwd");
 	cfg->pipe_size = 1 << 20;
 	cfg->copy_buffer_size = 256 << 10;
+	cfg->tls_copy_buffer_size = TLS_COPY_BUFFER_DEFAULT;
 	cfg->client_sndbuf = 256 << 10;
 	cfg->upstream_rcvbuf = 256 << 10;
 	cfg->max_connections = 0; /* derived from RLIMIT_NOFILE in check_config() */
@@ -1282,6 +1299,7 @@ void config_free(struct config *cfg)
 		free(cfg->routes[i].prefix);
 		free(cfg->routes[i].host);
 		free(cfg->routes[i].host_rewrite);
+		free(cfg->routes[i].auth);
 	}
 	for (size_t i = 0; i < cfg->n_rules; i++)
 		free(cfg->rules[i].host);

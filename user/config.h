@@ -11,6 +11,8 @@
 #include "addr.h"
 
 #define CONFIG_NAME_MAX 64
+/* route ... auth=USER:PASS, NUL included */
+#define ROUTE_AUTH_MAX 256
 
 struct server_state;
 
@@ -73,6 +75,8 @@ struct route {
 	uint64_t connect_timeout_ms; /* 0: the global value */
 	uint64_t response_timeout_ms;
 	uint64_t idle_timeout_ms;
+	bool drop_frames; /* RTSP on-slow=drop-frames: a slow client loses whole '$' frames */
+	char *auth; /* RTSP auth=USER:PASS: kfwd answers the server's 401 with these */
 	int line; /* where it was defined, for messages */
 };
 
@@ -105,6 +109,14 @@ enum access_log_kind {
 };
 
 #define CONFIG_PROTO_MAX 16
+/* The largest TLS record's plaintext (RFC 8446 5.1): an SSL_read returns at most this much. */
+#define TLS_RECORD_MAX (16 << 10)
+/*
+ * tls-copy-buffer-size: four records. Measured (README "TLS"): the TLS copy path costs the
+ * same CPU per GiB with 16 KiB to 256 KiB buffers, so a stalled TLS client holds a few records,
+ * not the pipe's megabyte.
+ */
+#define TLS_COPY_BUFFER_DEFAULT (4 * TLS_RECORD_MAX)
 /*
  * Rejected clients still get a 503 and a clean close, up to this many past max-connections
  * (accept.c); the default max-connections leaves their descriptors free.
@@ -157,6 +169,7 @@ struct config {
 	size_t pipe_high_water;
 	size_t pipe_low_water;
 	size_t copy_buffer_size;
+	size_t tls_copy_buffer_size; /* the bound of a flow with a TLS endpoint (copy path) */
 	int client_sndbuf;
 	int upstream_rcvbuf;
 	unsigned int max_connections;

@@ -13,6 +13,9 @@
 #define MARKER_LEN (sizeof(CONFIG_EDIT_MARKER) - 1)
 #define DELETED_LEN (sizeof(CONFIG_EDIT_DELETED) - 1)
 #define ROUTE_FIXED_WORDS 3 /* route PREFIX TARGET */
+#define AUTH_OPTION "auth="
+#define AUTH_OPTION_LEN (sizeof(AUTH_OPTION) - 1)
+#define AUTH_SHOWN AUTH_OPTION "***"
 
 const char *config_edit_runtime_start(const char *text)
 {
@@ -148,9 +151,15 @@ void config_edit_route_options(const char *line, char *out, size_t outlen)
 		n = strcspn(p, " \t\r");
 		if (!n || p[0] == '#')
 			break;
-		if (++word > ROUTE_FIXED_WORDS && used < outlen)
+		if (++word > ROUTE_FIXED_WORDS && used < outlen) {
+			/* RTSP upstream credentials stay out of what ctl-group members may list. */
+			bool secret = !strncmp(p, AUTH_OPTION, AUTH_OPTION_LEN);
+
 			used += (size_t)snprintf(out + used, outlen - used, "%s%.*s",
-						 used ? " " : "", (int)n, p);
+						 used ? " " : "",
+						 secret ? (int)strlen(AUTH_SHOWN) : (int)n,
+						 secret ? AUTH_SHOWN : p);
+		}
 		p += n;
 	}
 }

@@ -42,7 +42,8 @@ bool config_edit_line(const char *text, int no, char *out, size_t outlen);
 char *config_edit_text(const char *text, const struct config_edit *e);
 /*
  * The words of a route line after `route PREFIX TARGET` up to a comment, separated by one
- * space, into @out (cut to @outlen; "" when there are none).
+ * space, into @out (cut to @outlen; "" when there are none); credentials (auth=USER:PASS)
+ * shown as auth=***.
  */
 void config_edit_route_options(const char *line, char *out, size_t outlen);
 /*

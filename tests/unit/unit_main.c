@@ -506,6 +506,7 @@ int main(void)
 	test_retry_policy();
 	test_flow_fifo();
 	test_config_edit();
+	test_flow_hold();
 	unit_rtsp();
 	unit_tls();
 	printf("%d passed, %d failed\n", passed, failed);
