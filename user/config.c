@@ -522,6 +522,13 @@ static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **op
 			r->auth = strdup(v);
 			if (!r->auth)
 				return fail(ctx, "out of memory");
+		} else if (!strncmp(o, "user-agent=", 11) && r->kind == ROUTE_RTSP_GATEWAY) {
+			if (!*v || strpbrk(v, "\r\n"))
+				return fail(ctx, "user-agent needs a value");
+			free(r->user_agent);
+			r->user_agent = strdup(v);
+			if (!r->user_agent)
+				return fail(ctx, "out of memory");
 		} else {
 			return fail(ctx, "unknown route option '%s'", o);
 		}
@@ -583,7 +590,8 @@ static int parse_route(struct parse_ctx *ctx, char **tok, int ntok)
 
 	if (ntok < 3)
 		return fail(ctx,
-			    "usage: route PREFIX NAME [strip-prefix] | route PREFIX url-embedded");
+			    "usage: route PREFIX NAME [strip-prefix] | route PREFIX url-embedded | "
+			    "route PREFIX rtsp-gateway");
 	if (tok[1][0] != '/')
 		return fail(ctx, "route prefix '%s' must start with '/'", tok[1]);
 	r = grow(cfg->routes, cfg->n_routes, sizeof(*r));
@@ -605,6 +613,12 @@ static int parse_route(struct parse_ctx *ctx, char **tok, int ntok)
 	r->retry_backoff_max_ms = 1000;
 	if (!strcmp(tok[2], "url-embedded")) {
 		r->kind = ROUTE_URL_EMBEDDED;
+		return parse_route_options(ctx, r, tok + 3, ntok - 3);
+	}
+	if (!strcmp(tok[2], "rtsp-gateway")) {
+		/* GET and HEAD only: the gateway plays a stream, it forwards no request. */
+		r->kind = ROUTE_RTSP_GATEWAY;
+		r->methods = (1ULL << HTTP_GET) | (1ULL << HTTP_HEAD);
 		return parse_route_options(ctx, r, tok + 3, ntok - 3);
 	}
 	r->kind = ROUTE_UPSTREAM;
@@ -649,6 +663,8 @@ static const struct duration_directive duration_directives[] = {
 	{ "tunnel-timeout", CFG_OFF(tunnel_timeout_ms) },
 	{ "upstream-idle-timeout", CFG_OFF(upstream_idle_timeout_ms) },
 	{ "upstream-down-time", CFG_OFF(upstream_down_time_ms) },
+	{ "rtsp-handshake-timeout", CFG_OFF(rtsp_handshake_timeout_ms) },
+	{ "rtsp-first-media-timeout", CFG_OFF(rtsp_first_media_timeout_ms) },
 };
 
 static int parse_uint(const char *text, unsigned long max, unsigned long *out)
@@ -710,6 +726,29 @@ static int parse_tls_directive(struct parse_ctx *ctx, char **tok, int ntok)
 	free(*text);
 	*text = strdup(tok[1]);
 	return *text ? 0 : fail(ctx, "out of memory");
+}
+
+/* rtsp-user-agent TEXT...: the words joined by one blank (a User-Agent has blanks). */
+static int parse_rtsp_user_agent(struct parse_ctx *ctx, char **tok, int ntok)
+{
+	struct config *cfg = ctx->cfg;
+	size_t len = 0;
+
+	if (ntok < 2)
+		return fail(ctx, "usage: rtsp-user-agent TEXT");
+	for (int i = 1; i < ntok; i++)
+		len += strlen(tok[i]) + 1;
+	free(cfg->rtsp_user_agent);
+	cfg->rtsp_user_agent = malloc(len);
+	if (!cfg->rtsp_user_agent)
+		return fail(ctx, "out of memory");
+	cfg->rtsp_user_agent[0] = '\0';
+	for (int i = 1; i < ntok; i++) {
+		if (i > 1)
+			strcat(cfg->rtsp_user_agent, " ");
+		strcat(cfg->rtsp_user_agent, tok[i]);
+	}
+	return 0;
 }
 
 /* "syslog" (/dev/log) or "syslog:PATH": the socket's path into @out; -1 if @text is neither. */
@@ -905,6 +944,8 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 			return fail(ctx, "usage: connect on|off");
 		return 0;
 	}
+	if (!strcmp(d, "rtsp-user-agent"))
+		return parse_rtsp_user_agent(ctx, tok, ntok);
 	if (!strcmp(d, "data-path")) {
 		int dp = ntok == 2 ? data_path_parse(tok[1]) : -1;
 
@@ -1036,6 +1077,8 @@ static void set_defaults(struct config *cfg)
 	cfg->drain_timeout_ms = 30000;
 	cfg->tunnel_timeout_ms = 3600000;
 	cfg->upstream_idle_timeout_ms = 60000;
+	cfg->rtsp_handshake_timeout_ms = 5000;
+	cfg->rtsp_first_media_timeout_ms = 5000;
 	cfg->upstream_max_idle = 32;
 	cfg->upstream_max_conns = 0;
 	cfg->upstream_down_time_ms = 10000;
@@ -1293,6 +1336,7 @@ void config_free(struct config *cfg)
 	}
 	free(cfg->tls_certs);
 	free(cfg->tls_ciphers);
+	free(cfg->rtsp_user_agent);
 	free(cfg->tls_ciphersuites);
 	for (size_t i = 0; i < cfg->n_routes; i++) {
 		free(cfg->routes[i].tls.ca);
@@ -1300,6 +1344,7 @@ void config_free(struct config *cfg)
 		free(cfg->routes[i].host);
 		free(cfg->routes[i].host_rewrite);
 		free(cfg->routes[i].auth);
+		free(cfg->routes[i].user_agent);
 	}
 	for (size_t i = 0; i < cfg->n_rules; i++)
 		free(cfg->rules[i].host);

@@ -46,6 +46,7 @@ struct upstream {
 enum route_kind {
 	ROUTE_UPSTREAM,
 	ROUTE_URL_EMBEDDED,
+	ROUTE_RTSP_GATEWAY, /* /rtsp/HOST[:PORT]/PATH: kfwd plays the RTSP URL, answers MPEG-TS */
 };
 
 enum retry_on {
@@ -77,6 +78,7 @@ struct route {
 	uint64_t idle_timeout_ms;
 	bool drop_frames; /* RTSP on-slow=drop-frames: a slow client loses whole '$' frames */
 	char *auth; /* RTSP auth=USER:PASS: kfwd answers the server's 401 with these */
+	char *user_agent; /* user-agent=: the RTSP gateway's User-Agent; NULL: rtsp-user-agent */
 	int line; /* where it was defined, for messages */
 };
 
@@ -182,6 +184,10 @@ struct config {
 	uint64_t drain_timeout_ms;
 	uint64_t tunnel_timeout_ms;
 	bool connect_enabled; /* CONNECT host:port, to destinations allow/deny admits */
+	/* The HTTP->RTSP gateway (user/rtsp_gateway.c) */
+	char *rtsp_user_agent;
+	uint64_t rtsp_handshake_timeout_ms; /* request to the PLAY answer */
+	uint64_t rtsp_first_media_timeout_ms; /* PLAY answer to the first media frame */
 	uint64_t upstream_idle_timeout_ms;
 	unsigned int upstream_max_idle;
 	unsigned int upstream_max_conns; /* per server; 0 = unlimited */

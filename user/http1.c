@@ -18,6 +18,7 @@
 #include "http_rewrite.h"
 #include "log.h"
 #include "retry.h"
+#include "rtsp_gateway.h"
 #include "session.h"
 #include "sockmap_path.h"
 #include "stats.h"
@@ -302,6 +303,14 @@ static void handle_request(struct session *s)
 	}
 	if (!request_route(s, h, base, host, &r))
 		return;
+	if (r->kind == ROUTE_RTSP_GATEWAY) {
+		/* The gateway takes the session over: it answers from an RTSP server. */
+		s->req_is_head = h->parser.method == HTTP_HEAD;
+		s->client_http10 = h->http_minor == 0;
+		buf_consume(&s->client.in, h->head_len);
+		rtsp_gateway_start(s, r, s->target.target, s->target.target_len);
+		return;
+	}
 	s->req_framing = h->chunked	       ? FRAMING_CHUNKED :
 			 h->has_content_length ? FRAMING_LENGTH :
 						 FRAMING_NONE;

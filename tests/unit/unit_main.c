@@ -508,6 +508,7 @@ int main(void)
 	test_config_edit();
 	test_flow_hold();
 	unit_rtsp();
+	unit_rtsp_client();
 	unit_tls();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
