@@ -1,4 +1,4 @@
-"""Peers and clients for the tunnel suite (tests/test_tunnels.py): raw TCP servers reached
+"""Peers and clients for the tunnel suite (tests/test_tunnel_*.py): raw TCP servers reached
 through CONNECT, a CONNECT client, and a WebSocket server/client (python3-websockets) that
 runs as its own process so that the server and the client do not share one GIL.
 

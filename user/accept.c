@@ -263,6 +263,10 @@ static bool listener_kept(const struct listener *nl, size_t n, int fd)
 	return false;
 }
 
+/*
+ * Long: the new listeners opened (each one undone on failure), then the switch-over in one
+ * go, with the old array kept valid for events still queued in this batch.
+ */
 int listeners_update(const struct config *cfg, char *err, size_t errlen)
 {
 	struct listener *nl = calloc(cfg->n_listens, sizeof(*nl));

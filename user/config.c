@@ -435,6 +435,7 @@ static bool valid_host_pattern(const char *p)
 	return true;
 }
 
+/* Long: one branch per route option, each with its own check and FILE:LINE message. */
 static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **opt, int nopt)
 {
 	for (int i = 0; i < nopt; i++) {

@@ -672,67 +672,47 @@ static void reset_client(struct session *s)
 		log_debug("session %lu: SO_LINGER: %m", (unsigned long)s->id);
 }
 
-static void step_exchange(struct session *s)
+/*
+ * The request body towards the upstream: false when that ended the exchange (a 400 or 502
+ * answered, the session closed). A refused request body leaves the response to be read.
+ */
+static bool exchange_pump_request(struct session *s)
 {
-	enum flow_status st;
+	enum flow_status st = flow_pump(&s->req);
 
-	if (s->sockmap) {
-		if (sockmap_session_step(s) == SOCKMAP_STEP_RESPONSE_DONE)
-			http1_finish_transaction(s);
-		return;
+	if (st == FLOW_SRC_ERROR) {
+		/* The client's body ended early or was malformed: the upstream connection holds
+		 * part of a message and closes; the client hears 400 unless a final response has
+		 * begun. */
+		log_info("session %lu: request body from client failed", (unsigned long)s->id);
+		if (s->final_response)
+			session_close(s);
+		else
+			session_reply_error(s, 400);
+		return false;
 	}
-	if (s->tunnel) {
-		tunnel_step(s);
-		return;
-	}
-	if (s->client.hup) {
-		/* Client gone: the upstream connection is closed, not reused; pipes discarded. */
-		log_debug("session %lu: client gone", (unsigned long)s->id);
-		if (s->final_response && !flow_complete(&s->resp))
-			stats.aborted_transfers++;
-		session_close(s);
-		return;
-	}
-	if (!s->req_failed && s->upstream.fd >= 0) {
-		st = flow_pump(&s->req);
-		if (st == FLOW_SRC_ERROR) {
-			/* The client's body ended early or was malformed: the upstream connection
-			 * holds part of a message and closes; the client hears 400 unless a final
-			 * response has begun. */
-			log_info("session %lu: request body from client failed",
-				 (unsigned long)s->id);
-			if (s->final_response)
-				session_close(s);
-			else
-				session_reply_error(s, 400);
-			return;
+	if (st == FLOW_DST_ERROR) {
+		s->req_failed = true;
+		flow_reset(&s->req);
+		if (may_replace_pooled(s)) {
+			upstream_failed(s, 502, "request refused by a pooled connection");
+			return false;
 		}
-		if (st == FLOW_DST_ERROR) {
-			s->req_failed = true;
-			flow_reset(&s->req);
-			if (may_replace_pooled(s)) {
-				upstream_failed(s, 502, "request refused by a pooled connection");
-				return;
-			}
-			/* The server may still have answered (e.g. 413): read on. */
-		}
-		if (!s->req_sent && flow_complete(&s->req)) {
-			s->req_sent = true;
-			if (!s->final_response)
-				timer_arm(&s->timer, session_response_timeout(s));
-		}
+		/* The server may still have answered (e.g. 413): read on. */
 	}
-	if (!s->final_response && s->upstream.fd >= 0 && read_response_head(s) < 0)
-		return;
-	if (s->state != S_EXCHANGE)
-		return;
-	if (s->sockmap)
-		return;
-	if (s->tunnel) {
-		tunnel_step(s);
-		return;
+	if (!s->req_sent && flow_complete(&s->req)) {
+		s->req_sent = true;
+		if (!s->final_response)
+			timer_arm(&s->timer, session_response_timeout(s));
 	}
-	st = flow_pump(&s->resp);
+	return true;
+}
+
+/* The response body towards the client; the transaction ends with its last byte. */
+static void exchange_pump_response(struct session *s)
+{
+	enum flow_status st = flow_pump(&s->resp);
+
 	if (st == FLOW_SRC_ERROR) {
 		log_info("session %lu: upstream %s failed inside the response body",
 			 (unsigned long)s->id, s->up_addr_text);
@@ -756,6 +736,40 @@ static void step_exchange(struct session *s)
 	}
 	if (s->final_response && flow_complete(&s->resp))
 		http1_finish_transaction(s);
+}
+
+static void step_exchange(struct session *s)
+{
+	if (s->sockmap) {
+		if (sockmap_session_step(s) == SOCKMAP_STEP_RESPONSE_DONE)
+			http1_finish_transaction(s);
+		return;
+	}
+	if (s->tunnel) {
+		tunnel_step(s);
+		return;
+	}
+	if (s->client.hup) {
+		/* Client gone: the upstream connection is closed, not reused; pipes discarded. */
+		log_debug("session %lu: client gone", (unsigned long)s->id);
+		if (s->final_response && !flow_complete(&s->resp))
+			stats.aborted_transfers++;
+		session_close(s);
+		return;
+	}
+	if (!s->req_failed && s->upstream.fd >= 0 && !exchange_pump_request(s))
+		return;
+	if (!s->final_response && s->upstream.fd >= 0 && read_response_head(s) < 0)
+		return;
+	if (s->state != S_EXCHANGE)
+		return;
+	if (s->sockmap)
+		return;
+	if (s->tunnel) {
+		tunnel_step(s);
+		return;
+	}
+	exchange_pump_response(s);
 }
 
 static void http1_step(struct session *s)

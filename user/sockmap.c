@@ -571,6 +571,10 @@ static int silent_print(enum libbpf_print_level level, const char *fmt, va_list 
 	return vfprintf(stderr, fmt, ap);
 }
 
+/*
+ * Long: the start-up sequence (bpffs, stale pins, open, load, pin, attach, event ring), each
+ * step undone by the ones after it on failure; split, the unwinding would be spread out.
+ */
 int sockmap_init(const char *pin_dir, char *why, size_t whylen)
 {
 	int err;
@@ -983,6 +987,11 @@ static int spill_drained(struct sm_flow *f, const struct sockmap_flow_args *args
 	return 0;
 }
 
+/*
+ * Long: one ordered hand-over (drain both sources, insert the directions then the sockets,
+ * read what arrived in between, request the redirect) with one unwinding path; the order of
+ * these steps is what keeps bytes in sequence (see the comments at each).
+ */
 int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
 {
 	const void *pend[2] = { args->pending_a_to_b, args->pending_b_to_a };

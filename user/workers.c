@@ -37,6 +37,7 @@
 #include "accept.h"
 #include "apply.h"
 #include "ctl.h"
+#include "ctl_show.h"
 #include "event.h"
 #include "log.h"
 #include "loop.h"

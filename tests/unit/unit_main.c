@@ -505,6 +505,7 @@ int main(void)
 	test_sizes();
 	test_retry_policy();
 	test_flow_fifo();
+	test_config_edit();
 	test_flow_hold();
 	unit_rtsp();
 	unit_rtsp_client();
