@@ -542,6 +542,7 @@ static int handle_response_head(struct session *s)
 		loc.req_path = s->target.target;
 		loc.tls = s->target.route->tls.on;
 		loc.other_prefix = route_embedded_prefix(s->cfg, !loc.tls);
+		loc.rtsp_prefix = route_rtsp_prefix(s->cfg);
 	}
 	rc = http_build_response(&head, h, base, s->close_after, s->client_http10,
 				 loc.prefix ? &loc : NULL);

@@ -191,6 +191,7 @@ int http_rewrite_location(struct buf *out, const char *v, size_t len,
 	const char *auth, *prefix = loc->prefix;
 	size_t auth_len = 0;
 	bool https = len >= 8 && !strncasecmp(v, "https://", 8);
+	bool rtsp = len >= 7 && !strncasecmp(v, "rtsp://", 7);
 
 	if ((len >= 7 && !strncasecmp(v, "http://", 7)) || https) {
 		/* The other scheme's URLs go to its route, if there is one. */
@@ -198,6 +199,11 @@ int http_rewrite_location(struct buf *out, const char *v, size_t len,
 			return 1;
 		v += https ? 8 : 7;
 		len -= https ? 8 : 7;
+	} else if (rtsp) {
+		if (!(prefix = loc->rtsp_prefix))
+			return 1;
+		v += 7;
+		len -= 7;
 	} else if (len >= 2 && v[0] == '/' && v[1] == '/') {
 		/* Network-path reference: the request's scheme. */
 		v += 2;

@@ -20,7 +20,8 @@ struct request_rewrite {
 /*
  * Location rewriting for url-embedded routes: http://h/p -> PREFIX/h/p, and for a TLS route
  * (/https/ url-embedded tls) https://h/p -> PREFIX/h/p. A URL of the other scheme goes to
- * @other_prefix, the url-embedded route of that scheme, or stays as it is without one.
+ * @other_prefix, the url-embedded route of that scheme, or stays as it is without one; an
+ * rtsp:// URL goes to @rtsp_prefix, the HTTP-to-RTSP gateway's route, likewise.
  */
 struct location_rewrite {
 	const char *prefix; /* the request's route prefix, e.g. "/http/" */
@@ -28,6 +29,7 @@ struct location_rewrite {
 	const char *req_path; /* the path sent upstream, to resolve relative references */
 	bool tls; /* the request's route reaches https destinations */
 	const char *other_prefix; /* the other scheme's url-embedded route prefix, or NULL */
+	const char *rtsp_prefix; /* rtsp://h/p -> RTSP_PREFIX/h/p (the gateway's route), or NULL */
 };
 
 /* Forwarded request head: hop-by-hop headers dropped, X-Forwarded-For appended. */

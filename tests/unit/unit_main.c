@@ -307,7 +307,7 @@ static void check_location_with(const struct location_rewrite *rw, const char *i
 
 static void check_location(const char *in, const char *want)
 {
-	struct location_rewrite loc = { "/http/", "up:8080", "/dir/page?q=1", false, NULL };
+	struct location_rewrite loc = { "/http/", "up:8080", "/dir/page?q=1", false, NULL, NULL };
 
 	check_location_with(&loc, in, want);
 }
@@ -315,9 +315,9 @@ static void check_location(const char *in, const char *want)
 /* With a /https/ url-embedded tls route: each scheme to its route; "//h" keeps the request's. */
 static void test_location_https(void)
 {
-	struct location_rewrite plain = { "/http/", "up:8080", "/d/p", false, "/https/" };
-	struct location_rewrite tls = { "/https/", "secure.com", "/d/p", true, "/http/" };
-	struct location_rewrite tls_only = { "/https/", "secure.com", "/d/p", true, NULL };
+	struct location_rewrite plain = { "/http/", "up:8080", "/d/p", false, "/https/", "/rtsp/" };
+	struct location_rewrite tls = { "/https/", "secure.com", "/d/p", true, "/http/", NULL };
+	struct location_rewrite tls_only = { "/https/", "secure.com", "/d/p", true, NULL, NULL };
 
 	check_location_with(&plain, "https://secure.com/x?y", "/https/secure.com/x?y");
 	check_location_with(&plain, "http://other.com/x", "/http/other.com/x");
@@ -328,6 +328,23 @@ static void test_location_https(void)
 	check_location_with(&tls, "rel", "/https/secure.com/d/rel");
 	check_location_with(&tls_only, "http://plain.com/x", NULL);
 	check_location_with(&tls_only, "https://s.com", "/https/s.com/");
+	/* rtsp:// to the gateway's route when there is one, else left as it is. */
+	check_location_with(&plain, "rtsp://cam:8554/live?t=1", "/rtsp/cam:8554/live?t=1");
+	check_location_with(&plain, "RTSP://u:p@cam", "/rtsp/u:p@cam/");
+	check_location_with(&tls, "rtsp://cam/live", NULL);
+}
+
+/* The whole URL pasted after a url-embedded prefix. */
+static void test_pasted_scheme(void)
+{
+	CHECK(url_pasted_scheme("http://h/p", 10, "http") == 7);
+	CHECK(url_pasted_scheme("HTTP:/h/p", 9, "http") == 6);
+	CHECK(url_pasted_scheme("http:///h", 9, "http") == 7); /* two slashes at most */
+	CHECK(url_pasted_scheme("http:h/p", 8, "http") == -1);
+	CHECK(url_pasted_scheme("https://h", 9, "http") == 0);
+	CHECK(url_pasted_scheme("h:80/p", 6, "http") == 0);
+	CHECK(url_pasted_scheme("http", 4, "http") == 0);
+	CHECK(url_pasted_scheme("rtsp://h", 8, "rtsp") == 7);
 }
 
 static void test_embedded_prefixes(void)
@@ -501,6 +518,7 @@ int main(void)
 	test_location();
 	test_location_https();
 	test_embedded_prefixes();
+	test_pasted_scheme();
 	test_config_errors();
 	test_sizes();
 	test_retry_policy();
