@@ -52,6 +52,13 @@ enum retry_on {
 	RETRY_ON_TIMEOUT = 1 << 2, /* no response head in time */
 };
 
+/* set-header NAME VALUE / remove-header NAME: the request as sent upstream, after hop-by-hop
+ * handling (user/http_rewrite.c). */
+struct header_override {
+	char *name;
+	char *value; /* NULL: remove-header */
+};
+
 struct route {
 	char *prefix;
 	size_t prefix_len;
@@ -73,6 +80,8 @@ struct route {
 	uint64_t connect_timeout_ms; /* 0: the global value */
 	uint64_t response_timeout_ms;
 	uint64_t idle_timeout_ms;
+	struct header_override *header_overrides; /* in the order written */
+	size_t n_header_overrides;
 	int line; /* where it was defined, for messages */
 };
 

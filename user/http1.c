@@ -296,6 +296,8 @@ static int request_forward_head(struct session *s, const struct route *r, const 
 	rw.client_addr = s->client_addr;
 	rw.client_tls = s->client.xprt == &xprt_tls_ops;
 	rw.forwarded = r->forwarded;
+	rw.overrides = r->header_overrides;
+	rw.n_overrides = r->n_header_overrides;
 	rw.upgrade = http_upgrade_header(h, base);
 	s->req_upgrade = rw.upgrade >= 0;
 	buf_free(&s->req_head);

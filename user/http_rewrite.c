@@ -76,6 +76,26 @@ static int append_forwarded(struct buf *out, const struct http_head *h, const ch
 	return append_str(out, rw->client_tls ? ";proto=https\r\n" : ";proto=http\r\n");
 }
 
+static bool is_overridden(const struct request_rewrite *rw, const char *base, struct http_span name)
+{
+	for (size_t i = 0; i < rw->n_overrides; i++)
+		if (http_span_eq(base, name, rw->overrides[i].name))
+			return true;
+	return false;
+}
+
+static int append_set_headers(struct buf *out, const struct request_rewrite *rw)
+{
+	for (size_t i = 0; i < rw->n_overrides; i++) {
+		const struct header_override *o = &rw->overrides[i];
+
+		if (o->value && (append_str(out, o->name) < 0 || append_str(out, ": ") < 0 ||
+				 append_str(out, o->value) < 0 || append_str(out, "\r\n") < 0))
+			return -1;
+	}
+	return 0;
+}
+
 int http_build_request(struct buf *out, const struct http_head *h, const char *base,
 		       const struct request_rewrite *rw)
 {
@@ -93,7 +113,7 @@ int http_build_request(struct buf *out, const struct http_head *h, const char *b
 	for (unsigned int i = 0; i < h->n_headers; i++) {
 		const struct http_header *hdr = &h->headers[i];
 
-		if (is_hop_by_hop(h, base, hdr->name))
+		if (is_hop_by_hop(h, base, hdr->name) || is_overridden(rw, base, hdr->name))
 			continue;
 		if (http_span_eq(base, hdr->name, "Host")) {
 			client_host = hdr;
@@ -108,6 +128,8 @@ int http_build_request(struct buf *out, const struct http_head *h, const char *b
 		if (append_header(out, base, hdr) < 0)
 			return -1;
 	}
+	if (append_set_headers(out, rw) < 0)
+		return -1;
 	/* Earlier hops' X-Forwarded-For values, in order, then this client, as one field. */
 	if (append_str(out, "X-Forwarded-For: ") < 0)
 		return -1;

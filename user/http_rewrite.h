@@ -5,6 +5,7 @@
 #include <stdbool.h>
 
 #include "buf.h"
+#include "config.h"
 #include "http.h"
 
 struct request_rewrite {
@@ -15,6 +16,10 @@ struct request_rewrite {
 	bool forwarded; /* add an RFC 7239 Forwarded element */
 	int upgrade; /* index of the Upgrade header to pass on (a tunnel request), or -1 */
 	bool client_tls; /* the client came over TLS: proto https in X-Forwarded-Proto, Forwarded */
+	/* The route's set-header / remove-header: the client's fields of these names go, the
+	 * set ones are added. */
+	const struct header_override *overrides;
+	size_t n_overrides;
 };
 
 /*
@@ -32,7 +37,8 @@ struct location_rewrite {
 	const char *rtsp_prefix; /* rtsp://h/p -> RTSP_PREFIX/h/p (the gateway's route), or NULL */
 };
 
-/* Forwarded request head: hop-by-hop headers dropped, X-Forwarded-For appended. */
+/* Forwarded request head: hop-by-hop headers dropped, the route's overrides applied,
+ * X-Forwarded-For appended. */
 int http_build_request(struct buf *out, const struct http_head *h, const char *base,
 		       const struct request_rewrite *rw);
 /*
