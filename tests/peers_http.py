@@ -234,3 +234,45 @@ class Slow(Peer):
             with self.lock:
                 self.open_conns -= 1
 
+
+
+class Files(Peer):
+    """Keep-alive server of fixed resources: files = {path: (content_type, body)}; the query is
+    ignored. Framing by the request's X-Framing header: "length" (default), "chunked" (the body
+    in chunks of X-Chunk bytes, default 100) or "close" (no length, closed after the body).
+    Unknown paths get 404. Records .requests."""
+
+    name = "files"
+
+    def __init__(self, files, **kw):
+        super().__init__(**kw)
+        self.files = dict(files)
+
+    def handle(self, conn):
+        while True:
+            req = conn.read_request()
+            if req is None:
+                return
+            conn.read_body(req)
+            with self.lock:
+                self.requests.append(req)
+            path = req.target.split("?", 1)[0]
+            if path not in self.files:
+                _send_response(conn, 404, "Not Found", b"no such file\n")
+                continue
+            ctype, body = self.files[path]
+            framing = req.headers.get("x-framing", "length")
+            head = "HTTP/1.1 200 OK\r\n" + (f"Content-Type: {ctype}\r\n" if ctype else "")
+            if framing == "chunked":
+                step = int(req.headers.get("x-chunk", "100"))
+                out = bytearray()
+                for i in range(0, len(body), step):
+                    piece = body[i:i + step]
+                    out += b"%x;ext=1\r\n" % len(piece) + piece + b"\r\n"
+                conn.send((head + "Transfer-Encoding: chunked\r\n\r\n").encode() + bytes(out)
+                          + b"0\r\nX-Trailer: t\r\n\r\n")
+            elif framing == "close":
+                conn.send((head + "Connection: close\r\n\r\n").encode() + body)
+                return
+            else:
+                conn.send((head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body)

@@ -24,6 +24,8 @@
 #include "util.h"
 
 #define MAX_TOKENS 64
+/* A playlist is held whole in memory while it is rewritten: a bound per response. */
+#define PLAYLIST_MAX_SIZE_LIMIT (64 << 20)
 /* The kernel's MAX_TCP_KEEPIDLE / MAX_TCP_KEEPINTVL and MAX_TCP_KEEPCNT. */
 #define TCP_KEEP_SECONDS_MAX 32767
 #define TCP_KEEP_COUNT_MAX 127
@@ -708,6 +710,7 @@ static const struct size_directive size_directives[] = {
 	{ "max-header-size", CFG_OFF(max_header_size), 256, 1 << 20 },
 	{ "sockmap-cap", CFG_OFF(sockmap_cap), 65536, 1 << 30 },
 	{ "sockmap-body-min", CFG_OFF(sockmap_body_min), 0, SIZE_MAX },
+	{ "playlist-max-size", CFG_OFF(playlist_max_size), 0, PLAYLIST_MAX_SIZE_LIMIT },
 };
 
 static const struct duration_directive duration_directives[] = {
@@ -1114,6 +1117,7 @@ static void set_defaults(struct config *cfg)
 	strcpy(cfg->bpf_pin_dir, "/sys/fs/bpf/kfwd");
 	cfg->pipe_size = 1 << 20;
 	cfg->copy_buffer_size = 256 << 10;
+	cfg->playlist_max_size = 1 << 20;
 	cfg->client_sndbuf = 256 << 10;
 	cfg->upstream_rcvbuf = 256 << 10;
 	cfg->max_connections = 0; /* derived from RLIMIT_NOFILE in check_config() */

@@ -166,6 +166,7 @@ struct config {
 	size_t pipe_high_water;
 	size_t pipe_low_water;
 	size_t copy_buffer_size;
+	size_t playlist_max_size; /* HLS/M3U playlists read whole up to this; 0: not rewritten */
 	int client_sndbuf;
 	int upstream_rcvbuf;
 	unsigned int max_connections;

@@ -11,12 +11,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include "http1.h"
 #include "http_rewrite.h"
 #include "log.h"
+#include "playlist.h"
 #include "retry.h"
 #include "session.h"
 #include "sockmap_path.h"
@@ -38,6 +40,23 @@
  * loop; level-triggered epoll brings us back for the rest.
  */
 #define HEAD_READ_BUDGET 16
+/* Room made per read while a playlist is read whole. */
+#define PLAYLIST_READ_CHUNK (64 << 10)
+
+/*
+ * A playlist response (user/playlist.c) being read whole, up to playlist-max-size, before its
+ * URIs are rewritten. Until then the response has no final head as far as the session knows:
+ * the upstream stays readable and a failure can still be answered 502/504.
+ */
+struct playlist_fetch {
+	struct buf head; /* the response head as it goes out when the body is not rewritten */
+	enum body_framing framing;
+	uint64_t length; /* FRAMING_LENGTH */
+	int status;
+	struct chunk_scan scan; /* FRAMING_CHUNKED: the bytes of upstream.in known valid */
+	size_t scanned;
+	size_t body_len; /* the message's bytes in upstream.in, once whole */
+};
 
 static void http1_finish_transaction(struct session *s);
 
@@ -106,11 +125,21 @@ static int origin_tls(struct session *s)
 	return 0;
 }
 
+static void playlist_free(struct session *s)
+{
+	if (!s->playlist)
+		return;
+	buf_free(&s->playlist->head);
+	free(s->playlist);
+	s->playlist = NULL;
+}
+
 static void http1_start_exchange(struct session *s)
 {
 	static const char established[] = "HTTP/1.1 200 Connection Established\r\n\r\n";
 
 	s->state = S_EXCHANGE;
+	playlist_free(s);
 	if (origin_tls(s) < 0) {
 		session_reply_error(s, 502);
 		return;
@@ -493,6 +522,76 @@ static int handle_interim_head(struct session *s, struct http_head *h, const cha
 	return 0;
 }
 
+/* How a url-embedded route's Location values and playlist URIs are rewritten. */
+static const struct location_rewrite *location_for(const struct session *s,
+						   struct location_rewrite *loc)
+{
+	const struct route *r = s->target.route;
+
+	if (r->kind != ROUTE_URL_EMBEDDED)
+		return NULL;
+	loc->prefix = r->prefix;
+	loc->authority = s->target.host_header;
+	loc->req_path = s->target.target;
+	loc->tls = r->tls.on;
+	loc->other_prefix = route_embedded_prefix(s->cfg, !loc->tls);
+	loc->rtsp_prefix = route_rtsp_prefix(s->cfg);
+	return loc;
+}
+
+/*
+ * Is this response a playlist to read whole and rewrite: a 2xx from a url-embedded route with a
+ * body that is not content-coded, of a playlist type (playlist_detect())? One announced larger
+ * than playlist-max-size is not (counted).
+ */
+static bool playlist_wanted(struct session *s, const struct http_head *h, const char *base,
+			    enum body_framing framing)
+{
+	const struct http_header *type = NULL;
+
+	if (s->target.route->kind != ROUTE_URL_EMBEDDED || !s->cfg->playlist_max_size ||
+	    h->status < 200 || h->status > 299 || h->status == 206 || framing == FRAMING_NONE)
+		return false;
+	for (unsigned int i = 0; i < h->n_headers; i++) {
+		const struct http_header *f = &h->headers[i];
+
+		if (http_span_eq(base, f->name, "Content-Encoding") &&
+		    !(f->value.len == 8 && !strncasecmp(base + f->value.off, "identity", 8)))
+			return false;
+		if (http_span_eq(base, f->name, "Content-Type"))
+			type = f;
+	}
+	if (!playlist_detect(type ? base + type->value.off : NULL, type ? type->value.len : 0,
+			     s->target.target, s->target.target_len))
+		return false;
+	if (framing == FRAMING_LENGTH && h->content_length > s->cfg->playlist_max_size) {
+		stats.playlists_unmodified++;
+		return false;
+	}
+	return true;
+}
+
+/* Start reading a playlist's body whole; @head (taken) goes out if it is not rewritten. */
+static int playlist_begin(struct session *s, const struct http_head *h, enum body_framing framing,
+			  struct buf *head)
+{
+	struct playlist_fetch *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return -1;
+	p->head = *head;
+	memset(head, 0, sizeof(*head));
+	p->framing = framing;
+	p->length = h->content_length;
+	p->status = h->status;
+	chunk_scan_init(&p->scan);
+	s->playlist = p;
+	buf_free(&s->req_head);
+	buf_consume(&s->upstream.in, h->head_len);
+	timer_arm(&s->timer, session_idle_timeout(s));
+	return 0;
+}
+
 /* Returns 1 when a final response head was taken, 0 when more is needed, -1 on failure. */
 static int handle_response_head(struct session *s)
 {
@@ -501,7 +600,7 @@ static int handle_response_head(struct session *s)
 	struct location_rewrite loc = { 0 };
 	enum body_framing framing;
 	struct buf head = { 0 };
-	bool sockmap_body;
+	bool sockmap_body, playlist;
 	int rc;
 
 	if (h->status < 100 || h->status > 999) {
@@ -526,7 +625,8 @@ static int handle_response_head(struct session *s)
 	else
 		framing = FRAMING_CLOSE;
 
-	sockmap_body = sockmap_session_wants_response(s, framing, h->content_length);
+	playlist = playlist_wanted(s, h, base, framing);
+	sockmap_body = !playlist && sockmap_session_wants_response(s, framing, h->content_length);
 	s->upstream_reusable = h->keep_alive && framing != FRAMING_CLOSE && !s->req_failed &&
 			       !sockmap_body;
 	/* An answer before the request body was fully sent poisons the upstream connection, and
@@ -538,16 +638,13 @@ static int handle_response_head(struct session *s)
 	if (!s->req_keep_alive || framing == FRAMING_CLOSE || sockmap_body || session_draining())
 		s->close_after = true;
 
-	if (s->target.route->kind == ROUTE_URL_EMBEDDED) {
-		loc.prefix = s->target.route->prefix;
-		loc.authority = s->target.host_header;
-		loc.req_path = s->target.target;
-		loc.tls = s->target.route->tls.on;
-		loc.other_prefix = route_embedded_prefix(s->cfg, !loc.tls);
-		loc.rtsp_prefix = route_rtsp_prefix(s->cfg);
-	}
 	rc = http_build_response(&head, h, base, s->close_after, s->client_http10,
-				 loc.prefix ? &loc : NULL);
+				 location_for(s, &loc));
+	if (rc == 0 && playlist) {
+		rc = playlist_begin(s, h, framing, &head);
+		if (rc == 0)
+			return 1;
+	}
 	if (rc == 0)
 		rc = flow_push(&s->resp, buf_start(&head), buf_len(&head));
 	buf_free(&head);
@@ -628,6 +725,135 @@ static int read_response_head(struct session *s)
 		}
 		upstream_failed(s, 502, strerror(errno));
 		return -1;
+	}
+}
+
+/* The playlist went to the flow (rewritten, or as it is from where it is): the response is on. */
+static int playlist_started(struct session *s, enum body_framing framing, uint64_t length)
+{
+	session_final_status(s, s->playlist->status);
+	s->final_response = true;
+	s->response_started = true;
+	flow_start_body(&s->resp, framing, length);
+	timer_arm(&s->timer, session_idle_timeout(s));
+	playlist_free(s);
+	return 1;
+}
+
+static int playlist_fail(struct session *s, int status, const char *why)
+{
+	log_info("session %lu: playlist from %s: %s", (unsigned long)s->id, s->up_addr_text, why);
+	playlist_free(s);
+	session_reply_error(s, status);
+	return -1;
+}
+
+/* Over playlist-max-size: the head as built, then the body from where it is, unmodified. */
+static int playlist_pass(struct session *s)
+{
+	struct playlist_fetch *p = s->playlist;
+
+	if (flow_push(&s->resp, buf_start(&p->head), buf_len(&p->head)) < 0)
+		return playlist_fail(s, 502, "out of memory");
+	stats.playlists_unmodified++;
+	return playlist_started(s, p->framing, p->length);
+}
+
+/* The whole playlist, rewritten, with a Content-Length of its new size. */
+static int playlist_send(struct session *s)
+{
+	struct playlist_fetch *p = s->playlist;
+	struct buf body = { 0 }, out = { 0 }, head = { 0 };
+	const char *text = buf_start(&s->upstream.in);
+	size_t len = p->body_len;
+	struct location_rewrite loc = { 0 };
+	int rc = 0;
+
+	if (p->framing == FRAMING_CHUNKED) {
+		rc = chunk_decode(&body, text, len);
+		text = buf_start(&body);
+		len = buf_len(&body);
+	}
+	if (rc == 0)
+		rc = playlist_rewrite(&out, text, len, location_for(s, &loc));
+	if (rc == 0)
+		rc = http_head_set_length(&head, buf_start(&p->head), buf_len(&p->head),
+					  buf_len(&out));
+	if (rc == 0)
+		rc = flow_push(&s->resp, buf_start(&head), buf_len(&head));
+	if (rc == 0)
+		rc = flow_push(&s->resp, buf_start(&out), buf_len(&out));
+	buf_free(&body);
+	buf_free(&out);
+	buf_free(&head);
+	if (rc < 0)
+		return playlist_fail(s, 502, "out of memory");
+	buf_consume(&s->upstream.in, p->body_len);
+	stats.playlists_rewritten++;
+	return playlist_started(s, FRAMING_LENGTH, 0);
+}
+
+/* Is the playlist's body whole in @in? 1 (p->body_len set), 0, or -1 (bad chunked framing). */
+static int playlist_whole(struct playlist_fetch *p, const struct buf *in, bool eof)
+{
+	switch (p->framing) {
+	case FRAMING_LENGTH:
+		p->body_len = (size_t)p->length;
+		return buf_len(in) >= p->length;
+	case FRAMING_CHUNKED:
+		p->scanned +=
+			chunk_scan(&p->scan, buf_start(in) + p->scanned, buf_len(in) - p->scanned);
+		if (p->scan.state == CHUNK_ERROR)
+			return -1;
+		p->body_len = p->scanned;
+		return p->scan.state == CHUNK_DONE;
+	default:
+		p->body_len = buf_len(in);
+		return eof;
+	}
+}
+
+/*
+ * A playlist's body read into upstream.in until it is whole, then rewritten and sent; past
+ * playlist-max-size it goes out as it is. Returns 1 when the response went to the flow, 0 when
+ * more is needed, -1 when the session moved on (502).
+ */
+static int read_playlist(struct session *s)
+{
+	size_t max = s->cfg->playlist_max_size;
+	struct endpoint *u = &s->upstream;
+	unsigned int reads = 0;
+
+	for (;;) {
+		int whole = playlist_whole(s->playlist, &u->in, u->rd_eof);
+		ssize_t n;
+
+		if (whole < 0)
+			return playlist_fail(s, 502, "bad chunked framing");
+		if (whole)
+			return playlist_send(s);
+		if (buf_len(&u->in) > max)
+			return playlist_pass(s);
+		if (u->rd_eof)
+			return playlist_fail(s, 502, "closed inside the body");
+		if (!endpoint_readable(u) || reads++ == HEAD_READ_BUDGET)
+			return 0;
+		if (buf_reserve(&u->in, PLAYLIST_READ_CHUNK, max + PLAYLIST_READ_CHUNK) < 0)
+			return playlist_fail(s, 502, "out of memory");
+		n = endpoint_recv_buf(u, &u->in, max + 1 - buf_len(&u->in));
+		if (n > 0) {
+			timer_arm(&s->timer, session_idle_timeout(s));
+			continue;
+		}
+		if (n == 0) {
+			u->rd_eof = true;
+			continue;
+		}
+		if (errno == EAGAIN || errno == EINTR) {
+			u->readable = false;
+			return 0;
+		}
+		return playlist_fail(s, 502, strerror(errno));
 	}
 }
 
@@ -732,7 +958,9 @@ static void step_exchange(struct session *s)
 				timer_arm(&s->timer, session_response_timeout(s));
 		}
 	}
-	if (!s->final_response && s->upstream.fd >= 0 && read_response_head(s) < 0)
+	if (!s->final_response && !s->playlist && s->upstream.fd >= 0 && read_response_head(s) < 0)
+		return;
+	if (s->playlist && read_playlist(s) < 0)
 		return;
 	if (s->state != S_EXCHANGE)
 		return;
@@ -789,6 +1017,10 @@ static void http1_timeout(struct session *s)
 			sockmap_session_timeout(s);
 			break;
 		}
+		if (s->playlist) {
+			playlist_fail(s, 504, "not whole in time");
+			break;
+		}
 		if (s->req_sent && !s->final_response) {
 			log_info("session %lu: no response from %s in time", (unsigned long)s->id,
 				 s->up_addr_text);
@@ -807,6 +1039,7 @@ static void http1_timeout(struct session *s)
 
 static void http1_release(struct session *s)
 {
+	playlist_free(s);
 	if (s->sockmap)
 		sockmap_session_finish(s);
 }

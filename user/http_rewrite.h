@@ -3,6 +3,7 @@
 #define KFWD_HTTP_REWRITE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "buf.h"
 #include "config.h"
@@ -47,6 +48,11 @@ int http_build_request(struct buf *out, const struct http_head *h, const char *b
  */
 int http_build_response(struct buf *out, const struct http_head *h, const char *base, bool close,
 			bool client_http10, const struct location_rewrite *loc);
+/*
+ * @head, a head http_build_response() built, with its framing fields (Content-Length,
+ * Transfer-Encoding) replaced by "Content-Length: @length": for a body kfwd rewrote.
+ */
+int http_head_set_length(struct buf *out, const char *head, size_t len, uint64_t length);
 /* A 101 Switching Protocols: hop-by-hop headers go, Upgrade and Connection: Upgrade stay. */
 int http_build_switch(struct buf *out, const struct http_head *h, const char *base);
 /* Does this head ask to switch protocols (Connection: upgrade and an Upgrade header)?

@@ -51,6 +51,8 @@ struct kfwd_stats {
 	uint64_t interim_floods; /* 502: more 1xx responses than INTERIM_MAX_* allow */
 	uint64_t accept_pauses; /* listeners paused at the fd limit (EMFILE/ENFILE) */
 	uint64_t log_suppressed; /* log lines dropped by the per-call-site rate limit */
+	uint64_t playlists_rewritten; /* HLS/M3U playlists sent with their URIs rewritten */
+	uint64_t playlists_unmodified; /* playlists over playlist-max-size, forwarded as they are */
 };
 
 extern struct kfwd_stats stats;

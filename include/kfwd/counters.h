@@ -122,6 +122,11 @@
 	X(TLS_HS_TIMEOUT, "tls_handshake_errors_total.timeout", "reason", COUNTER, "",           \
 	  tls_handshake_errors[TLS_ERR_TIMEOUT])                                                 \
 	X(TLS_HS_OTHER, "tls_handshake_errors_total.other", "reason", COUNTER, "",               \
-	  tls_handshake_errors[TLS_ERR_OTHER])
+	  tls_handshake_errors[TLS_ERR_OTHER])                                                   \
+	X(PLAYLISTS_REWRITTEN, "playlists_rewritten_total", NULL, COUNTER,                       \
+	  "HLS/M3U playlists from url-embedded routes sent with their URIs rewritten.",          \
+	  stats.playlists_rewritten)                                                             \
+	X(PLAYLISTS_UNMODIFIED, "playlists_unmodified_total", NULL, COUNTER,                     \
+	  "Playlists over playlist-max-size, forwarded unmodified.", stats.playlists_unmodified)
 
 #endif

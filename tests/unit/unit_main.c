@@ -371,6 +371,13 @@ static void test_location(void)
 	check_location("?only=1", "/http/up:8080/dir/page?only=1");
 	check_location("#frag", "/http/up:8080/dir/page?q=1#frag");
 	check_location("//cdn.net/a", "/http/cdn.net/a");
+	/* Dot segments go (RFC 3986 §5.2.4), never above the destination's root. */
+	check_location("../x?a=../b", "/http/up:8080/x?a=../b");
+	check_location("../../../x", "/http/up:8080/x");
+	check_location("./y/./z/..", "/http/up:8080/dir/y/");
+	check_location("/a/./b/../c", "/http/up:8080/a/c");
+	check_location("http://h/a/../b/.", "/http/h/b/");
+	check_location(".hidden/..x", "/http/up:8080/dir/.hidden/..x");
 	check_location("https://secure.com/x", NULL);
 	check_location("mailto:x@y", NULL);
 }
