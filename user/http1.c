@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
@@ -50,12 +49,8 @@
  */
 struct playlist_fetch {
 	struct buf head; /* the response head as it goes out when the body is not rewritten */
-	enum body_framing framing;
-	uint64_t length; /* FRAMING_LENGTH */
 	int status;
-	struct chunk_scan scan; /* FRAMING_CHUNKED: the bytes of upstream.in known valid */
-	size_t scanned;
-	size_t body_len; /* the message's bytes in upstream.in, once whole */
+	struct playlist_body body;
 };
 
 static void http1_finish_transaction(struct session *s);
@@ -539,30 +534,13 @@ static const struct location_rewrite *location_for(const struct session *s,
 	return loc;
 }
 
-/*
- * Is this response a playlist to read whole and rewrite: a 2xx from a url-embedded route with a
- * body that is not content-coded, of a playlist type (playlist_detect())? One announced larger
- * than playlist-max-size is not (counted).
- */
+/* Read this response whole and rewrite it? One announced too large is not (counted). */
 static bool playlist_wanted(struct session *s, const struct http_head *h, const char *base,
 			    enum body_framing framing)
 {
-	const struct http_header *type = NULL;
-
 	if (s->target.route->kind != ROUTE_URL_EMBEDDED || !s->cfg->playlist_max_size ||
-	    h->status < 200 || h->status > 299 || h->status == 206 || framing == FRAMING_NONE)
-		return false;
-	for (unsigned int i = 0; i < h->n_headers; i++) {
-		const struct http_header *f = &h->headers[i];
-
-		if (http_span_eq(base, f->name, "Content-Encoding") &&
-		    !(f->value.len == 8 && !strncasecmp(base + f->value.off, "identity", 8)))
-			return false;
-		if (http_span_eq(base, f->name, "Content-Type"))
-			type = f;
-	}
-	if (!playlist_detect(type ? base + type->value.off : NULL, type ? type->value.len : 0,
-			     s->target.target, s->target.target_len))
+	    framing == FRAMING_NONE ||
+	    !playlist_response(h, base, s->target.target, s->target.target_len))
 		return false;
 	if (framing == FRAMING_LENGTH && h->content_length > s->cfg->playlist_max_size) {
 		stats.playlists_unmodified++;
@@ -581,10 +559,8 @@ static int playlist_begin(struct session *s, const struct http_head *h, enum bod
 		return -1;
 	p->head = *head;
 	memset(head, 0, sizeof(*head));
-	p->framing = framing;
-	p->length = h->content_length;
 	p->status = h->status;
-	chunk_scan_init(&p->scan);
+	playlist_body_init(&p->body, framing, h->content_length);
 	s->playlist = p;
 	buf_free(&s->req_head);
 	buf_consume(&s->upstream.in, h->head_len);
@@ -756,61 +732,30 @@ static int playlist_pass(struct session *s)
 	if (flow_push(&s->resp, buf_start(&p->head), buf_len(&p->head)) < 0)
 		return playlist_fail(s, 502, "out of memory");
 	stats.playlists_unmodified++;
-	return playlist_started(s, p->framing, p->length);
+	return playlist_started(s, p->body.framing, p->body.length);
 }
 
 /* The whole playlist, rewritten, with a Content-Length of its new size. */
 static int playlist_send(struct session *s)
 {
 	struct playlist_fetch *p = s->playlist;
-	struct buf body = { 0 }, out = { 0 }, head = { 0 };
-	const char *text = buf_start(&s->upstream.in);
-	size_t len = p->body_len;
+	struct buf body = { 0 }, head = { 0 };
 	struct location_rewrite loc = { 0 };
-	int rc = 0;
+	int rc;
 
-	if (p->framing == FRAMING_CHUNKED) {
-		rc = chunk_decode(&body, text, len);
-		text = buf_start(&body);
-		len = buf_len(&body);
-	}
-	if (rc == 0)
-		rc = playlist_rewrite(&out, text, len, location_for(s, &loc));
-	if (rc == 0)
-		rc = http_head_set_length(&head, buf_start(&p->head), buf_len(&p->head),
-					  buf_len(&out));
+	rc = playlist_body_rewrite(&p->body, buf_start(&s->upstream.in), buf_start(&p->head),
+				   buf_len(&p->head), location_for(s, &loc), &head, &body);
 	if (rc == 0)
 		rc = flow_push(&s->resp, buf_start(&head), buf_len(&head));
 	if (rc == 0)
-		rc = flow_push(&s->resp, buf_start(&out), buf_len(&out));
+		rc = flow_push(&s->resp, buf_start(&body), buf_len(&body));
 	buf_free(&body);
-	buf_free(&out);
 	buf_free(&head);
 	if (rc < 0)
 		return playlist_fail(s, 502, "out of memory");
-	buf_consume(&s->upstream.in, p->body_len);
+	buf_consume(&s->upstream.in, p->body.len);
 	stats.playlists_rewritten++;
 	return playlist_started(s, FRAMING_LENGTH, 0);
-}
-
-/* Is the playlist's body whole in @in? 1 (p->body_len set), 0, or -1 (bad chunked framing). */
-static int playlist_whole(struct playlist_fetch *p, const struct buf *in, bool eof)
-{
-	switch (p->framing) {
-	case FRAMING_LENGTH:
-		p->body_len = (size_t)p->length;
-		return buf_len(in) >= p->length;
-	case FRAMING_CHUNKED:
-		p->scanned +=
-			chunk_scan(&p->scan, buf_start(in) + p->scanned, buf_len(in) - p->scanned);
-		if (p->scan.state == CHUNK_ERROR)
-			return -1;
-		p->body_len = p->scanned;
-		return p->scan.state == CHUNK_DONE;
-	default:
-		p->body_len = buf_len(in);
-		return eof;
-	}
 }
 
 /*
@@ -825,7 +770,8 @@ static int read_playlist(struct session *s)
 	unsigned int reads = 0;
 
 	for (;;) {
-		int whole = playlist_whole(s->playlist, &u->in, u->rd_eof);
+		int whole = playlist_body_whole(&s->playlist->body, buf_start(&u->in),
+						buf_len(&u->in), u->rd_eof);
 		ssize_t n;
 
 		if (whole < 0)

@@ -61,6 +61,75 @@ bool playlist_detect(const char *type, size_t type_len, const char *target, size
 	       (has_suffix(target, plen, ".m3u") || has_suffix(target, plen, ".m3u8"));
 }
 
+bool playlist_response(const struct http_head *h, const char *base, const char *target,
+		       size_t target_len)
+{
+	const struct http_header *type = NULL;
+
+	if (h->status < 200 || h->status > 299 || h->status == 204 || h->status == 206)
+		return false;
+	for (unsigned int i = 0; i < h->n_headers; i++) {
+		const struct http_header *f = &h->headers[i];
+
+		/* A content-coded (gzip...) body is not text kfwd could rewrite. */
+		if (http_span_eq(base, f->name, "Content-Encoding") &&
+		    !(f->value.len == strlen("identity") &&
+		      !strncasecmp(base + f->value.off, "identity", f->value.len)))
+			return false;
+		if (http_span_eq(base, f->name, "Content-Type"))
+			type = f;
+	}
+	return playlist_detect(type ? base + type->value.off : NULL, type ? type->value.len : 0,
+			       target, target_len);
+}
+
+void playlist_body_init(struct playlist_body *b, enum body_framing framing, uint64_t length)
+{
+	memset(b, 0, sizeof(*b));
+	b->framing = framing;
+	b->length = length;
+	chunk_scan_init(&b->scan);
+}
+
+int playlist_body_whole(struct playlist_body *b, const char *data, size_t len, bool eof)
+{
+	switch (b->framing) {
+	case FRAMING_LENGTH:
+		b->len = (size_t)b->length;
+		return len >= b->length;
+	case FRAMING_CHUNKED:
+		b->scanned += chunk_scan(&b->scan, data + b->scanned, len - b->scanned);
+		if (b->scan.state == CHUNK_ERROR)
+			return -1;
+		b->len = b->scanned;
+		return b->scan.state == CHUNK_DONE;
+	default:
+		b->len = len;
+		return eof;
+	}
+}
+
+int playlist_body_rewrite(const struct playlist_body *b, const char *data, const char *head,
+			  size_t head_len, const struct location_rewrite *loc, struct buf *out_head,
+			  struct buf *body)
+{
+	struct buf decoded = { 0 };
+	size_t len = b->len;
+	int rc = 0;
+
+	if (b->framing == FRAMING_CHUNKED) {
+		rc = chunk_decode(&decoded, data, len);
+		data = buf_start(&decoded);
+		len = buf_len(&decoded);
+	}
+	if (rc == 0)
+		rc = playlist_rewrite(body, data, len, loc);
+	if (rc == 0)
+		rc = http_head_set_length(out_head, head, head_len, buf_len(body));
+	buf_free(&decoded);
+	return rc;
+}
+
 /* One URI as a Location is rewritten, or as it is when it stays (another scheme). */
 static int rewrite_uri(struct buf *out, const char *v, size_t len,
 		       const struct location_rewrite *loc)
