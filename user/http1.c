@@ -735,6 +735,12 @@ static int playlist_pass(struct session *s)
 	return playlist_started(s, p->body.framing, p->body.length);
 }
 
+/* The bytes read from the upstream; an empty buffer has no memory (and NULL + 0 is undefined). */
+static const char *upstream_bytes(const struct session *s)
+{
+	return buf_len(&s->upstream.in) ? buf_start(&s->upstream.in) : "";
+}
+
 /* The whole playlist, rewritten, with a Content-Length of its new size. */
 static int playlist_send(struct session *s)
 {
@@ -743,7 +749,7 @@ static int playlist_send(struct session *s)
 	struct location_rewrite loc = { 0 };
 	int rc;
 
-	rc = playlist_body_rewrite(&p->body, buf_start(&s->upstream.in), buf_start(&p->head),
+	rc = playlist_body_rewrite(&p->body, upstream_bytes(s), buf_start(&p->head),
 				   buf_len(&p->head), location_for(s, &loc), &head, &body);
 	if (rc == 0)
 		rc = flow_push(&s->resp, buf_start(&head), buf_len(&head));
@@ -770,7 +776,7 @@ static int read_playlist(struct session *s)
 	unsigned int reads = 0;
 
 	for (;;) {
-		int whole = playlist_body_whole(&s->playlist->body, buf_start(&u->in),
+		int whole = playlist_body_whole(&s->playlist->body, upstream_bytes(s),
 						buf_len(&u->in), u->rd_eof);
 		ssize_t n;
 

@@ -119,7 +119,7 @@ int playlist_body_rewrite(const struct playlist_body *b, const char *data, const
 
 	if (b->framing == FRAMING_CHUNKED) {
 		rc = chunk_decode(&decoded, data, len);
-		data = buf_start(&decoded);
+		data = buf_len(&decoded) ? buf_start(&decoded) : "";
 		len = buf_len(&decoded);
 	}
 	if (rc == 0)

@@ -531,6 +531,7 @@ int main(void)
 	test_retry_policy();
 	test_flow_fifo();
 	unit_rtsp();
+	unit_playlist();
 	unit_tls();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
