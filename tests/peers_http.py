@@ -43,6 +43,18 @@ def _hold_open(peer, conn):
             return
 
 
+def _requests(peer, conn):
+    """Each request of a keep-alive connection, its body read, recorded in peer.requests."""
+    while True:
+        req = conn.read_request()
+        if req is None:
+            return
+        conn.read_body(req)
+        with peer.lock:
+            peer.requests.append(req)
+        yield req
+
+
 class Scripted(Peer):
     """Keep-alive server whose answer the request chooses through its own headers:
       X-Status: N            status code (default 200)
@@ -52,13 +64,7 @@ class Scripted(Peer):
     name = "scripted"
 
     def handle(self, conn):
-        while True:
-            req = conn.read_request()
-            if req is None:
-                return
-            conn.read_body(req)
-            with self.lock:
-                self.requests.append(req)
+        for req in _requests(self, conn):
             status = int(req.headers.get("x-status", "200"))
             hdrs = [("Content-Type", "application/json")]
             loc = req.headers.get_all("x-location")
@@ -249,13 +255,7 @@ class Files(Peer):
         self.files = dict(files)
 
     def handle(self, conn):
-        while True:
-            req = conn.read_request()
-            if req is None:
-                return
-            conn.read_body(req)
-            with self.lock:
-                self.requests.append(req)
+        for req in _requests(self, conn):
             path = req.target.split("?", 1)[0]
             if path not in self.files:
                 _send_response(conn, 404, "Not Found", b"no such file\n")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import peers
-from conftest import KFWD_BIN, ROOT
+from conftest import ROOT, check_config
 
 KFWDCTL = Path(os.environ.get("KFWDCTL_BIN") or ROOT / "build" / "kfwdctl")
 UA = "Mozilla/5.0 (SMART-TV; Linux) IPTV/1.0"
@@ -76,13 +76,6 @@ def test_route_list_shows_the_overrides(kfwd, peer, tmp_path):
     assert routes[0]["options"] == f'remove-header Referer set-header User-Agent "{UA}"'
 
 
-def kfwd_t(tmp_path, text):
-    conf = tmp_path / "k.conf"
-    conf.write_text(text)
-    p = subprocess.run([str(KFWD_BIN), "-t", "-c", str(conf)], capture_output=True, text=True, timeout=20)
-    return p.returncode, p.stderr.strip(), str(conf)
-
-
 BASE = "listen 127.0.0.1:18080\nupstream o 127.0.0.1:1\n"
 
 
@@ -100,11 +93,11 @@ BASE = "listen 127.0.0.1:18080\nupstream o 127.0.0.1:1\n"
     ('set-header User-Agent "VLC"3', "quoted word ends without"),
 ])
 def test_bad_overrides_refused_with_file_line(tmp_path, opts, what):
-    rc, err, conf = kfwd_t(tmp_path, BASE + f"route / o {opts}\n")
+    rc, err, conf = check_config(tmp_path, BASE + f"route / o {opts}\n")
     assert rc != 0 and err.startswith(f"{conf}:3: ") and what in err, err
 
 
 def test_good_overrides_accepted(tmp_path):
-    rc, err, _ = kfwd_t(tmp_path, BASE + f'route / o set-header User-Agent "{UA}" remove-header Referer '
+    rc, err, _ = check_config(tmp_path, BASE + f'route / o set-header User-Agent "{UA}" remove-header Referer '
                                          'set-header X-Empty ""\n')
     assert rc == 0, err

@@ -644,6 +644,32 @@ static int handle_response_head(struct session *s)
 	return 1;
 }
 
+enum upstream_read {
+	UP_READ_BYTES,
+	UP_READ_EOF, /* rd_eof is set */
+	UP_READ_AGAIN, /* nothing now: readable is cleared */
+	UP_READ_ERROR, /* errno says why */
+};
+
+/* One read from the upstream into upstream.in, at most @max bytes. */
+static enum upstream_read upstream_read(struct session *s, size_t max)
+{
+	struct endpoint *u = &s->upstream;
+	ssize_t n = endpoint_recv_buf(u, &u->in, max);
+
+	if (n > 0)
+		return UP_READ_BYTES;
+	if (n == 0) {
+		u->rd_eof = true;
+		return UP_READ_EOF;
+	}
+	if (errno == EAGAIN || errno == EINTR) {
+		u->readable = false;
+		return UP_READ_AGAIN;
+	}
+	return UP_READ_ERROR;
+}
+
 /*
  * Parse the response head(s) in u->in, reading more while the upstream has bytes, within
  * HEAD_READ_BUDGET reads and while relayed interim responses do not back up. Returns 1 when a
@@ -656,7 +682,7 @@ static int read_response_head(struct session *s)
 	unsigned int reads = 0;
 
 	for (;;) {
-		ssize_t n;
+		enum upstream_read rd;
 
 		if (buf_len(&u->in)) {
 			enum http_parse_status st =
@@ -688,17 +714,11 @@ static int read_response_head(struct session *s)
 			upstream_refused(s, "response head too large");
 			return -1;
 		}
-		n = endpoint_recv_buf(u, &u->in, cfg->max_header_size + 1);
-		if (n > 0)
+		rd = upstream_read(s, cfg->max_header_size + 1);
+		if (rd == UP_READ_BYTES || rd == UP_READ_EOF)
 			continue;
-		if (n == 0) {
-			u->rd_eof = true;
-			continue;
-		}
-		if (errno == EAGAIN || errno == EINTR) {
-			u->readable = false;
+		if (rd == UP_READ_AGAIN)
 			return 0;
-		}
 		upstream_failed(s, 502, strerror(errno));
 		return -1;
 	}
@@ -778,7 +798,7 @@ static int read_playlist(struct session *s)
 	for (;;) {
 		int whole = playlist_body_whole(&s->playlist->body, upstream_bytes(s),
 						buf_len(&u->in), u->rd_eof);
-		ssize_t n;
+		enum upstream_read rd;
 
 		if (whole < 0)
 			return playlist_fail(s, 502, "bad chunked framing");
@@ -792,20 +812,13 @@ static int read_playlist(struct session *s)
 			return 0;
 		if (buf_reserve(&u->in, PLAYLIST_READ_CHUNK, max + PLAYLIST_READ_CHUNK) < 0)
 			return playlist_fail(s, 502, "out of memory");
-		n = endpoint_recv_buf(u, &u->in, max + 1 - buf_len(&u->in));
-		if (n > 0) {
+		rd = upstream_read(s, max + 1 - buf_len(&u->in));
+		if (rd == UP_READ_BYTES)
 			timer_arm(&s->timer, session_idle_timeout(s));
-			continue;
-		}
-		if (n == 0) {
-			u->rd_eof = true;
-			continue;
-		}
-		if (errno == EAGAIN || errno == EINTR) {
-			u->readable = false;
+		else if (rd == UP_READ_AGAIN)
 			return 0;
-		}
-		return playlist_fail(s, 502, strerror(errno));
+		else if (rd == UP_READ_ERROR)
+			return playlist_fail(s, 502, strerror(errno));
 	}
 }
 
