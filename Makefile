@@ -190,6 +190,7 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	$(PYTHON) scripts/bench.py
 	$(PYTHON) scripts/bench_tls.py
+	$(PYTHON) scripts/bench_rtsp.py
 
 format:
 	clang-format -i $(wildcard user/*.c user/*.h include/kfwd/*.h bpf/*.bpf.c tests/unit/*.c)

@@ -240,6 +240,7 @@ class ScriptedRtspServer:
     requests     every request received, in order, as Message objects (with .conn, the index of
                  the connection it came on)
     responses    the answers clients gave to server requests
+    client_frames  the '$' frames clients sent, as ('$', channel, payload)
     Options:
       tracks, absolute, sdp_pad   the SDP: tracks with absolute (or relative) controls, padded
                                   to sdp_pad bytes
@@ -268,7 +269,7 @@ class ScriptedRtspServer:
         self.session_timeout, self.tcp_only = session_timeout, tcp_only
         self.script, self.chunks, self.gap = list(script), chunks, gap
         self.handler, self.session_id = handler, session_id
-        self.requests, self.responses, self.conns = [], [], []
+        self.requests, self.responses, self.conns, self.client_frames = [], [], [], []
         self.lock = threading.Lock()
         self.stopping = False
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -344,7 +345,9 @@ class ScriptedRtspServer:
             while not self.stopping:
                 item = reader.next()
                 if isinstance(item, tuple):
-                    continue  # RTCP or RECORD media from the client
+                    with self.lock:
+                        self.client_frames.append(item)  # RTCP or RECORD media from the client
+                    continue
                 if item.is_response:
                     with self.lock:
                         self.responses.append(item)
@@ -448,6 +451,30 @@ class ScriptedRtspServer:
 
     def __exit__(self, *a):
         self.stop()
+
+
+# --------------------------------------------------------------------------- kfwd helpers
+
+KFWDCTL = os.path.join(os.path.dirname(HERE), "build", "kfwdctl")
+
+
+def kfwd_rtsp_config(port, ctl_file, routes, extra=""):
+    """A kfwd configuration with an RTSP listener on 127.0.0.1:port; routes: the route/upstream
+    lines."""
+    return f"listen {LOCAL}:{port} rtsp\nctl-socket-file {ctl_file}\n{routes}\n{extra}\n"
+
+
+def conns(ctl_file):
+    """`kfwdctl -j conn list` of the kfwd publishing ctl_file: its RTSP connections."""
+    import json
+    out = subprocess.run([KFWDCTL, "-f", str(ctl_file), "-j", "conn", "list"], capture_output=True,
+                         text=True, timeout=10, check=True).stdout
+    return [c for c in json.loads(out) if c.get("protocol") == "rtsp"]
+
+
+def conn_details(ctl_file):
+    """The `details` of every RTSP connection of conns()."""
+    return [c.get("details", {}) for c in conns(ctl_file)]
 
 
 # --------------------------------------------------------------------------- gst-rtsp-server

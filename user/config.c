@@ -595,6 +595,20 @@ static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **op
 		} else if (!strncmp(o, "idle-timeout=", 13)) {
 			if (parse_duration_ms(v, &r->idle_timeout_ms) < 0 || !r->idle_timeout_ms)
 				return fail(ctx, "bad idle-timeout '%s'", v);
+		} else if (!strncmp(o, "on-slow=", 8)) {
+			if (strcmp(v, "pause") && strcmp(v, "drop-frames"))
+				return fail(ctx, "bad on-slow '%s' (pause or drop-frames)", v);
+			r->drop_frames = !strcmp(v, "drop-frames");
+		} else if (!strncmp(o, "auth=", 5)) {
+			const char *colon = strchr(v, ':');
+
+			if (!colon || colon == v || strlen(v) >= ROUTE_AUTH_MAX)
+				return fail(ctx, "bad auth (USER:PASS, at most %d bytes)",
+					    ROUTE_AUTH_MAX - 1);
+			free(r->auth);
+			r->auth = strdup(v);
+			if (!r->auth)
+				return fail(ctx, "out of memory");
 		} else {
 			return fail(ctx, "unknown route option '%s'", o);
 		}
@@ -1396,6 +1410,7 @@ void config_free(struct config *cfg)
 		free(cfg->routes[i].prefix);
 		free(cfg->routes[i].host);
 		free(cfg->routes[i].host_rewrite);
+		free(cfg->routes[i].auth);
 		for (size_t k = 0; k < cfg->routes[i].n_header_overrides; k++) {
 			free(cfg->routes[i].header_overrides[k].name);
 			free(cfg->routes[i].header_overrides[k].value);

@@ -11,6 +11,8 @@
 #include "addr.h"
 
 #define CONFIG_NAME_MAX 64
+/* route ... auth=USER:PASS, NUL included */
+#define ROUTE_AUTH_MAX 256
 
 struct server_state;
 
@@ -80,6 +82,8 @@ struct route {
 	uint64_t connect_timeout_ms; /* 0: the global value */
 	uint64_t response_timeout_ms;
 	uint64_t idle_timeout_ms;
+	bool drop_frames; /* RTSP on-slow=drop-frames: a slow client loses whole '$' frames */
+	char *auth; /* RTSP auth=USER:PASS: kfwd answers the server's 401 with these */
 	struct header_override *header_overrides; /* in the order written */
 	size_t n_header_overrides;
 	int line; /* where it was defined, for messages */

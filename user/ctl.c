@@ -920,6 +920,9 @@ static void fill_route(struct mb *b, const void *arg)
 				break;
 			if (++word <= 3 || used >= sizeof(opts))
 				continue;
+			/* RTSP upstream credentials: ctl-group members may list routes. */
+			if (!strncmp(w, "auth=", 5))
+				w = "auth=***";
 			used += (size_t)snprintf(opts + used, sizeof(opts) - used, "%s%s",
 						 used ? " " : "", w);
 		}

@@ -339,6 +339,31 @@ enum flow_status flow_pump(struct flow *f)
 	return FLOW_OK;
 }
 
+bool flow_hold_full(struct flow *f)
+{
+	size_t level = flow_level(f);
+
+	if (level < flow_high_water(f))
+		return false;
+	pause_flow(f, level);
+	return true;
+}
+
+enum flow_status flow_flush(struct flow *f)
+{
+	if (flow_level(f) > 0 && f->dst->writable) {
+		uint64_t before = f->bytes_out;
+
+		if (drain(f) < 0)
+			return FLOW_DST_ERROR;
+		if (f->bytes_out != before)
+			f->last_progress_ms = now_ms();
+	}
+	if (f->paused && flow_level(f) <= f->resume_level)
+		resume_flow(f);
+	return FLOW_OK;
+}
+
 static void release(struct flow *f, bool empty)
 {
 	if (f->paused) {

@@ -1011,6 +1011,7 @@ static void http1_release(struct session *s)
 
 const struct proto_ops http1_ops = {
 	.name = "http",
+	.pooled_upstream = true,
 	.step = http1_step,
 	.timeout = http1_timeout,
 	.connected = http1_start_exchange,

@@ -51,6 +51,12 @@ struct kfwd_stats {
 	uint64_t interim_floods; /* 502: more 1xx responses than INTERIM_MAX_* allow */
 	uint64_t accept_pauses; /* listeners paused at the fd limit (EMFILE/ENFILE) */
 	uint64_t log_suppressed; /* log lines dropped by the per-call-site rate limit */
+	/* RTSP (user/rtsp.c) */
+	uint64_t rtsp_requests; /* from clients (server requests are counted as messages too) */
+	uint64_t rtsp_responses; /* from servers */
+	uint64_t rtsp_frames; /* interleaved frames forwarded, both directions */
+	uint64_t rtsp_frames_dropped; /* on-slow=drop-frames */
+	uint64_t rtsp_bytes_dropped;
 	uint64_t playlists_rewritten; /* HLS/M3U playlists sent with their URIs rewritten */
 	uint64_t playlists_unmodified; /* playlists over playlist-max-size, forwarded as they are */
 };

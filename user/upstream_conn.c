@@ -105,7 +105,9 @@ void upstream_conn_open(struct session *s, bool allow_pool)
 	const struct config *cfg = s->cfg;
 	const struct sockaddr *sa = (const struct sockaddr *)&s->up_addr.ss;
 	struct upstream_server *pooled_srv = NULL;
-	int fd = allow_pool ? upstream_pool_take(&s->up_addr, &pooled_srv) : -1;
+	int fd = allow_pool && s->proto->pooled_upstream ?
+			 upstream_pool_take(&s->up_addr, &pooled_srv) :
+			 -1;
 	int one = 1;
 
 	if (fd >= 0) {

@@ -123,6 +123,18 @@
 	  tls_handshake_errors[TLS_ERR_TIMEOUT])                                                 \
 	X(TLS_HS_OTHER, "tls_handshake_errors_total.other", "reason", COUNTER, "",               \
 	  tls_handshake_errors[TLS_ERR_OTHER])                                                   \
+	X(RTSP_REQUESTS, "rtsp_requests_total", NULL, COUNTER,                                   \
+	  "RTSP requests from clients (kfwd's own answers included).", stats.rtsp_requests)      \
+	X(RTSP_RESPONSES, "rtsp_responses_total", NULL, COUNTER, "RTSP responses from servers.", \
+	  stats.rtsp_responses)                                                                  \
+	X(RTSP_FRAMES, "rtsp_frames_total", NULL, COUNTER,                                       \
+	  "RTSP interleaved ('$') frames forwarded, both directions.", stats.rtsp_frames)        \
+	X(RTSP_FRAMES_DROPPED, "rtsp_frames_dropped_total", NULL, COUNTER,                       \
+	  "RTSP interleaved frames discarded for slow clients (on-slow=drop-frames).",           \
+	  stats.rtsp_frames_dropped)                                                             \
+	X(RTSP_BYTES_DROPPED, "rtsp_bytes_dropped_total", NULL, COUNTER,                         \
+	  "Bytes of the RTSP interleaved frames discarded (headers included).",                  \
+	  stats.rtsp_bytes_dropped)                                                              \
 	X(PLAYLISTS_REWRITTEN, "playlists_rewritten_total", NULL, COUNTER,                       \
 	  "HLS/M3U playlists from url-embedded routes sent with their URIs rewritten.",          \
 	  stats.playlists_rewritten)                                                             \

@@ -20,6 +20,7 @@ extern int passed, failed;
 /* unit_arch.c: the retry policy, the flow FIFO, configuration text editing */
 void test_retry_policy(void);
 void test_flow_fifo(void);
+void test_flow_hold(void);
 
 /* unit_rtsp.c: the RTSP parser, framer, rewriter, authentication and URLs */
 void unit_rtsp(void);

@@ -530,6 +530,7 @@ int main(void)
 	test_sizes();
 	test_retry_policy();
 	test_flow_fifo();
+	test_flow_hold();
 	unit_rtsp();
 	unit_playlist();
 	unit_tls();
