@@ -245,8 +245,9 @@ class Slow(Peer):
 class Files(Peer):
     """Keep-alive server of fixed resources: files = {path: (content_type, body)}; the query is
     ignored. Framing by the request's X-Framing header: "length" (default), "chunked" (the body
-    in chunks of X-Chunk bytes, default 100) or "close" (no length, closed after the body).
-    Unknown paths get 404. Records .requests."""
+    in chunks of X-Chunk bytes, default 100) or "close" (no length, closed after the body); or a
+    failure after the head and half the body: "truncate" (closed) or "stall" (held open until
+    the other side closes). Unknown paths get 404. Records .requests."""
 
     name = "files"
 
@@ -273,6 +274,11 @@ class Files(Peer):
                           + b"0\r\nX-Trailer: t\r\n\r\n")
             elif framing == "close":
                 conn.send((head + "Connection: close\r\n\r\n").encode() + body)
+                return
+            elif framing in ("truncate", "stall"):
+                conn.send((head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body[: len(body) // 2])
+                if framing == "stall":
+                    _hold_open(self, conn)
                 return
             else:
                 conn.send((head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body)

@@ -207,3 +207,13 @@ def test_playlist_rewriting_off(kfwd, origin):
     k = kfwd(config("playlist-max-size 0\n"))
     r = fetch(k.port, f"/http/{origin.addr}/live/master.m3u8")
     assert r.status == 200 and r.body == MASTER.format(up=origin.addr).encode()
+
+
+@pytest.mark.parametrize("failure,status", [("truncate", 502), ("stall", 504)])
+def test_upstream_failing_inside_a_playlist_gets_an_answer(kfwd, origin, failure, status):
+    """Nothing of a playlist went out before it is whole: the client hears 502 for an upstream
+    that closes inside it, 504 for one that stalls past the route's idle-timeout."""
+    k = kfwd("route /http/ url-embedded idle-timeout=1s\nallow 127.0.0.1\n")
+    r = fetch(k.port, f"/http/{origin.addr}/live/master.m3u8", failure)
+    assert r.status == status, (r.status, r.body[:200])
+    assert r.body == f"{status} {'Bad Gateway' if status == 502 else 'Gateway Timeout'}\n".encode()
