@@ -334,6 +334,49 @@ static void test_location_https(void)
 	check_location_with(&tls, "rtsp://cam/live", NULL);
 }
 
+/* set-header / remove-header: a quoted value keeps its blanks; the client's fields of those
+ * names go, whatever their case; the set ones come after the client's fields. */
+static void test_header_overrides(void)
+{
+	const char *req = "GET / HTTP/1.1\r\nHost: h\r\nuser-agent: curl\r\nReferer: r\r\n"
+			  "Accept: */*\r\n\r\n";
+	char err[256];
+	struct config *cfg = load_text("listen 127.0.0.1:1\nroute / url-embedded remove-header "
+				       "REFERER set-header User-Agent \"A  b\tc (d)\" # \"x\n",
+				       err, sizeof(err));
+	struct request_rewrite rw = { .target = "/", .target_len = 1, .client_addr = "1.2.3.4" };
+	struct http_head h;
+	struct buf out = { 0 };
+
+	CHECK(cfg && cfg->routes[0].n_header_overrides == 2);
+	if (!cfg)
+		return;
+	rw.upgrade = -1;
+	rw.overrides = cfg->routes[0].header_overrides;
+	rw.n_overrides = cfg->routes[0].n_header_overrides;
+	CHECK(feed_all(&h, req, true, 8192, 32768) == HTTP_PARSE_DONE);
+	CHECK(http_build_request(&out, &h, req, &rw) == 0 && buf_append(&out, "", 1) == 0);
+	CHECK(strstr(buf_start(&out), "\r\nAccept: */*\r\nUser-Agent: A  b\tc (d)\r\n"));
+	CHECK(!strstr(buf_start(&out), "curl") && !strstr(buf_start(&out), "Referer"));
+	buf_free(&out);
+	config_free(cfg);
+}
+
+/* A rewritten body's head: framing fields replaced by one Content-Length. */
+static void test_head_set_length(void)
+{
+	const char head[] = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nX: 1\r\n"
+			    "Transfer-Encoding: chunked\r\nContent-Lengthy: 2\r\n\r\n";
+	const char want[] = "HTTP/1.1 200 OK\r\nX: 1\r\nContent-Lengthy: 2\r\n"
+			    "Content-Length: 123\r\n\r\n";
+	struct buf out = { 0 };
+
+	CHECK(http_head_set_length(&out, head, sizeof(head) - 1, 123) == 0);
+	CHECK(buf_len(&out) == sizeof(want) - 1 &&
+	      !memcmp(buf_start(&out), want, sizeof(want) - 1));
+	buf_free(&out);
+}
+
 /* The whole URL pasted after a url-embedded prefix. */
 static void test_pasted_scheme(void)
 {
@@ -526,6 +569,8 @@ int main(void)
 	test_location_https();
 	test_embedded_prefixes();
 	test_pasted_scheme();
+	test_header_overrides();
+	test_head_set_length();
 	test_config_errors();
 	test_sizes();
 	test_retry_policy();
