@@ -13,6 +13,7 @@ Strict mode: KFWD_TEST_STRICT=1 turns every skipped test into a failure.
 
 import faulthandler
 import hashlib
+import json
 import os
 import re
 import signal
@@ -30,6 +31,7 @@ import peers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 KFWD_BIN = Path(os.environ.get("KFWD_BIN") or ROOT / "build" / "kfwd")  # override: env KFWD_BIN
+KFWDCTL_BIN = Path(os.environ.get("KFWDCTL_BIN") or ROOT / "build" / "kfwdctl")
 STRICT = os.environ.get("KFWD_TEST_STRICT") == "1"
 # make test SANITIZE=1: KFWD_BIN is an ASan+UBSan build; any report in kfwd's output fails the test.
 SANITIZE = os.environ.get("KFWD_SANITIZE") == "1"
@@ -261,6 +263,20 @@ class Kfwd:
 
     def metric(self, key, default=None):
         return self.metrics().get(key, default)
+
+    # ---- control socket
+    def ctl(self, *args):
+        """`kfwdctl ARGS` against this kfwd (through the file its control socket is published
+        in); asserts exit 0 and returns stdout."""
+        m = re.search(r"published in (\S+)", self.stderr)
+        assert m, "kfwd did not publish its control socket"
+        p = subprocess.run([str(KFWDCTL_BIN), "-f", m.group(1), *args], capture_output=True, text=True,
+                           timeout=30)
+        assert p.returncode == 0, f"kfwdctl {' '.join(args)}: exit {p.returncode}\n{p.stderr}"
+        return p.stdout
+
+    def ctl_json(self, *args):
+        return json.loads(self.ctl("-j", *args))
 
     # ---- lifecycle
     def wait_ready(self, timeout=10.0):

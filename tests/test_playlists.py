@@ -119,7 +119,7 @@ def fetch(port, target, framing="length", chunk=100, method="GET"):
 
 
 def config(extra=""):
-    return f"route /http/ url-embedded\nupstream g 127.0.0.1:9\nroute /rtsp/ g\nallow 127.0.0.1\n{extra}"
+    return f"route /http/ url-embedded\nroute /rtsp/ rtsp-gateway\nallow 127.0.0.1\n{extra}"
 
 
 def check_rewritten(r, expect):

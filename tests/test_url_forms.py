@@ -1,7 +1,7 @@
 """URL forms of url-embedded routes that users paste: `/http/http://HOST/...` and
 `/https/https://HOST/...` (the whole URL after the prefix), under the same allow/deny as
 `/http/HOST/...`; and a redirect to `rtsp://h/p` from a url-embedded upstream, which becomes
-`/rtsp/h/p` when a route serves `/rtsp/`.
+`/rtsp/h/p` when there is an `rtsp-gateway` route.
 
 Upstreams: the Python servers of tests/peers.py and tests/peers_http.py, and an HTTPS nginx
 (tests/peers_tls.py). Everything listens on 127.0.0.1.
@@ -67,7 +67,7 @@ def test_pasted_https_url_reaches_the_tls_origin(kfwd, tmp_path, files_dir, tls_
 @pytest.mark.parametrize("gateway", [True, False], ids=["rtsp-route", "no-rtsp-route"])
 def test_rtsp_location_rewritten(kfwd, peer, gateway):
     s = peer(peers_http.Scripted())
-    extra = f"upstream g {s.addr}\nroute /rtsp/ g\n" if gateway else ""
+    extra = "route /rtsp/ rtsp-gateway\n" if gateway else ""
     k = kfwd(f"route /http/ url-embedded\n{extra}allow 127.0.0.1\n")
     cases = [
         ("rtsp://cam.example/live/ch1?token=x", "/rtsp/cam.example/live/ch1?token=x"),

@@ -609,6 +609,13 @@ static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **op
 			r->auth = strdup(v);
 			if (!r->auth)
 				return fail(ctx, "out of memory");
+		} else if (!strncmp(o, "user-agent=", 11) && r->kind == ROUTE_RTSP_GATEWAY) {
+			if (!*v || strpbrk(v, "\r\n"))
+				return fail(ctx, "user-agent needs a value");
+			free(r->user_agent);
+			r->user_agent = strdup(v);
+			if (!r->user_agent)
+				return fail(ctx, "out of memory");
 		} else {
 			return fail(ctx, "unknown route option '%s'", o);
 		}
@@ -670,7 +677,8 @@ static int parse_route(struct parse_ctx *ctx, char **tok, int ntok)
 
 	if (ntok < 3)
 		return fail(ctx,
-			    "usage: route PREFIX NAME [strip-prefix] | route PREFIX url-embedded");
+			    "usage: route PREFIX NAME [strip-prefix] | route PREFIX url-embedded | "
+			    "route PREFIX rtsp-gateway");
 	if (tok[1][0] != '/')
 		return fail(ctx, "route prefix '%s' must start with '/'", tok[1]);
 	r = grow(cfg->routes, cfg->n_routes, sizeof(*r));
@@ -692,6 +700,12 @@ static int parse_route(struct parse_ctx *ctx, char **tok, int ntok)
 	r->retry_backoff_max_ms = 1000;
 	if (!strcmp(tok[2], "url-embedded")) {
 		r->kind = ROUTE_URL_EMBEDDED;
+		return parse_route_options(ctx, r, tok + 3, ntok - 3);
+	}
+	if (!strcmp(tok[2], "rtsp-gateway")) {
+		/* GET and HEAD only: the gateway plays a stream, it forwards no request. */
+		r->kind = ROUTE_RTSP_GATEWAY;
+		r->methods = (1ULL << HTTP_GET) | (1ULL << HTTP_HEAD);
 		return parse_route_options(ctx, r, tok + 3, ntok - 3);
 	}
 	r->kind = ROUTE_UPSTREAM;
@@ -720,6 +734,7 @@ static const struct size_directive size_directives[] = {
 	{ "pipe-high-water", CFG_OFF(pipe_high_water), 1, 1 << 30 },
 	{ "pipe-low-water", CFG_OFF(pipe_low_water), 0, 1 << 30 },
 	{ "copy-buffer-size", CFG_OFF(copy_buffer_size), 4096, 1 << 30 },
+	{ "tls-copy-buffer-size", CFG_OFF(tls_copy_buffer_size), TLS_RECORD_MAX, 1 << 30 },
 	{ "max-request-line", CFG_OFF(max_request_line), 64, 1 << 20 },
 	{ "max-header-size", CFG_OFF(max_header_size), 256, 1 << 20 },
 	{ "sockmap-cap", CFG_OFF(sockmap_cap), 65536, 1 << 30 },
@@ -736,6 +751,8 @@ static const struct duration_directive duration_directives[] = {
 	{ "tunnel-timeout", CFG_OFF(tunnel_timeout_ms) },
 	{ "upstream-idle-timeout", CFG_OFF(upstream_idle_timeout_ms) },
 	{ "upstream-down-time", CFG_OFF(upstream_down_time_ms) },
+	{ "rtsp-handshake-timeout", CFG_OFF(rtsp_handshake_timeout_ms) },
+	{ "rtsp-first-media-timeout", CFG_OFF(rtsp_first_media_timeout_ms) },
 };
 
 static int parse_uint(const char *text, unsigned long max, unsigned long *out)
@@ -797,6 +814,29 @@ static int parse_tls_directive(struct parse_ctx *ctx, char **tok, int ntok)
 	free(*text);
 	*text = strdup(tok[1]);
 	return *text ? 0 : fail(ctx, "out of memory");
+}
+
+/* rtsp-user-agent TEXT...: the words joined by one blank (a User-Agent has blanks). */
+static int parse_rtsp_user_agent(struct parse_ctx *ctx, char **tok, int ntok)
+{
+	struct config *cfg = ctx->cfg;
+	size_t len = 0;
+
+	if (ntok < 2)
+		return fail(ctx, "usage: rtsp-user-agent TEXT");
+	for (int i = 1; i < ntok; i++)
+		len += strlen(tok[i]) + 1;
+	free(cfg->rtsp_user_agent);
+	cfg->rtsp_user_agent = malloc(len);
+	if (!cfg->rtsp_user_agent)
+		return fail(ctx, "out of memory");
+	cfg->rtsp_user_agent[0] = '\0';
+	for (int i = 1; i < ntok; i++) {
+		if (i > 1)
+			strcat(cfg->rtsp_user_agent, " ");
+		strcat(cfg->rtsp_user_agent, tok[i]);
+	}
+	return 0;
 }
 
 /* "syslog" (/dev/log) or "syslog:PATH": the socket's path into @out; -1 if @text is neither. */
@@ -941,8 +981,6 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 
 	if (!strcmp(d, "listen"))
 		return parse_listen(ctx, tok, ntok);
-	if (!strncmp(d, "tls-", 4))
-		return parse_tls_directive(ctx, tok, ntok);
 	if (!strcmp(d, "upstream"))
 		return parse_upstream(ctx, tok, ntok);
 	if (!strcmp(d, "route"))
@@ -965,6 +1003,9 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 			*low_set = true;
 		return 0;
 	}
+	/* After the sizes: tls-copy-buffer-size is one of them. */
+	if (!strncmp(d, "tls-", 4))
+		return parse_tls_directive(ctx, tok, ntok);
 	for (size_t i = 0; i < sizeof(duration_directives) / sizeof(duration_directives[0]); i++) {
 		const struct duration_directive *dd = &duration_directives[i];
 
@@ -991,6 +1032,8 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 			return fail(ctx, "usage: connect on|off");
 		return 0;
 	}
+	if (!strcmp(d, "rtsp-user-agent"))
+		return parse_rtsp_user_agent(ctx, tok, ntok);
 	if (!strcmp(d, "data-path")) {
 		int dp = ntok == 2 ? data_path_parse(tok[1]) : -1;
 
@@ -1131,6 +1174,7 @@ static void set_defaults(struct config *cfg)
 	strcpy(cfg->bpf_pin_dir, "/sys/fs/bpf/kfwd");
 	cfg->pipe_size = 1 << 20;
 	cfg->copy_buffer_size = 256 << 10;
+	cfg->tls_copy_buffer_size = TLS_COPY_BUFFER_DEFAULT;
 	cfg->playlist_max_size = 1 << 20;
 	cfg->client_sndbuf = 256 << 10;
 	cfg->upstream_rcvbuf = 256 << 10;
@@ -1144,6 +1188,8 @@ static void set_defaults(struct config *cfg)
 	cfg->drain_timeout_ms = 30000;
 	cfg->tunnel_timeout_ms = 3600000;
 	cfg->upstream_idle_timeout_ms = 60000;
+	cfg->rtsp_handshake_timeout_ms = 5000;
+	cfg->rtsp_first_media_timeout_ms = 5000;
 	cfg->upstream_max_idle = 32;
 	cfg->upstream_max_conns = 0;
 	cfg->upstream_down_time_ms = 10000;
@@ -1404,6 +1450,7 @@ void config_free(struct config *cfg)
 	}
 	free(cfg->tls_certs);
 	free(cfg->tls_ciphers);
+	free(cfg->rtsp_user_agent);
 	free(cfg->tls_ciphersuites);
 	for (size_t i = 0; i < cfg->n_routes; i++) {
 		free(cfg->routes[i].tls.ca);
@@ -1411,6 +1458,7 @@ void config_free(struct config *cfg)
 		free(cfg->routes[i].host);
 		free(cfg->routes[i].host_rewrite);
 		free(cfg->routes[i].auth);
+		free(cfg->routes[i].user_agent);
 		for (size_t k = 0; k < cfg->routes[i].n_header_overrides; k++) {
 			free(cfg->routes[i].header_overrides[k].name);
 			free(cfg->routes[i].header_overrides[k].value);

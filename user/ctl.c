@@ -898,7 +898,9 @@ static void fill_route(struct mb *b, const void *arg)
 	put_u32(b, KFWD_ROUTE_INDEX, it->index);
 	put_str(b, KFWD_ROUTE_PREFIX, r->prefix);
 	put_str(b, KFWD_ROUTE_TARGET,
-		r->kind == ROUTE_URL_EMBEDDED ? "url-embedded" : r->upstream->name);
+		r->kind == ROUTE_UPSTREAM     ? r->upstream->name :
+		r->kind == ROUTE_URL_EMBEDDED ? "url-embedded" :
+						"rtsp-gateway");
 	if (r->host)
 		put_str(b, KFWD_ROUTE_HOST, r->host);
 	if (r->methods) {

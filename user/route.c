@@ -305,15 +305,9 @@ const char *route_embedded_prefix(const struct config *cfg, bool tls)
 
 const char *route_rtsp_prefix(const struct config *cfg)
 {
-	/* The gateway's route is "route /rtsp/ rtsp-gateway": found by its prefix. A url-embedded
-	 * one is an RTSP listener's forwarder (rtsp://kfwd/rtsp/h/p), which HTTP clients cannot use. */
-	for (size_t i = 0; i < cfg->n_routes; i++) {
-		const struct route *r = &cfg->routes[i];
-
-		if (r->kind != ROUTE_URL_EMBEDDED &&
-		    (!strcmp(r->prefix, "/rtsp/") || !strcmp(r->prefix, "/rtsp")))
-			return r->prefix;
-	}
+	for (size_t i = 0; i < cfg->n_routes; i++)
+		if (cfg->routes[i].kind == ROUTE_RTSP_GATEWAY)
+			return cfg->routes[i].prefix;
 	return NULL;
 }
 

@@ -53,7 +53,7 @@ void route_target_free(struct route_target *t);
  */
 const char *route_embedded_prefix(const struct config *cfg, bool tls);
 /*
- * The prefix of the route that serves "/rtsp/HOST/PATH" (the HTTP-to-RTSP gateway's), or NULL:
+ * The prefix of the first HTTP-to-RTSP gateway route ("route /rtsp/ rtsp-gateway"), or NULL:
  * where an rtsp:// Location or playlist URI is rewritten to.
  */
 const char *route_rtsp_prefix(const struct config *cfg);

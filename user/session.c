@@ -159,6 +159,10 @@ static void update_events(struct session *s)
 		umask = EPOLLOUT;
 		break;
 	case S_EXCHANGE:
+		if (s->proto->interest) {
+			s->proto->interest(s, &cmask, &umask);
+			break;
+		}
 		if (s->sockmap) {
 			/* Edge-triggered, as the module asks: HUP cannot be masked, and the last
 			 * bytes drain after both FINs. */

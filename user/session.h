@@ -54,13 +54,16 @@ struct proto_ops {
 	void (*release)(struct session *s);
 	/* Add the protocol's own `kfwdctl conn list` details (RTSP session...). May be NULL. */
 	void (*describe)(const struct session *s, struct conn_details *d);
+	/* S_EXCHANGE: the epoll interest of both endpoints, for a protocol that does not move
+	 * its bytes through the two flows as HTTP does. NULL: the flows decide. */
+	void (*interest)(const struct session *s, uint32_t *client, uint32_t *upstream);
 };
 
 struct session {
 	uint64_t id;
 	struct session *prev, *next;
-	const struct proto_ops *proto; /* chosen by the listener */
-	void *proto_data; /* the protocol's own state (RTSP), freed by its release */
+	const struct proto_ops *proto; /* chosen by the listener (a request may switch it) */
+	void *proto_data; /* the protocol's own state (RTSP, the gateway), freed by its release */
 	const struct config *cfg;
 	enum session_state state;
 	struct timer timer;

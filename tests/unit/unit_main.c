@@ -577,6 +577,7 @@ int main(void)
 	test_flow_fifo();
 	test_flow_hold();
 	unit_rtsp();
+	unit_rtsp_client();
 	unit_playlist();
 	unit_tls();
 	printf("%d passed, %d failed\n", passed, failed);
