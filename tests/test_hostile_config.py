@@ -7,14 +7,11 @@ import subprocess
 import pytest
 
 import peers
-from conftest import KFWD_BIN
+from conftest import KFWD_BIN, check_config
 
 
 def check(tmp_path, text):
-    conf = tmp_path / "k.conf"
-    conf.write_text(text)
-    p = subprocess.run([str(KFWD_BIN), "-t", "-c", str(conf)], capture_output=True, text=True, timeout=20)
-    return p.returncode, p.stderr.strip(), str(conf)
+    return check_config(tmp_path, text)
 
 
 BASE = "listen 127.0.0.1:18080\nroute /a/ url-embedded\n"

@@ -82,6 +82,8 @@ struct session {
 	struct http_head *rs;
 	uint8_t req_method; /* llhttp method of the current request */
 	struct route_target target;
+	/* A playlist response read whole before its URIs are rewritten (user/http1.c), or NULL */
+	struct playlist_fetch *playlist;
 	struct upstream_server *server; /* chosen for this attempt (NULL: url-embedded) */
 	struct upstream_server *conn_server; /* whose connection slot the upstream fd holds */
 	struct upstream_waiter wait; /* S_QUEUED: in the server's FIFO */

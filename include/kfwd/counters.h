@@ -125,8 +125,8 @@
 	  tls_handshake_errors[TLS_ERR_OTHER])                                                   \
 	X(RTSP_REQUESTS, "rtsp_requests_total", NULL, COUNTER,                                   \
 	  "RTSP requests from clients (kfwd's own answers included).", stats.rtsp_requests)      \
-	X(RTSP_RESPONSES, "rtsp_responses_total", NULL, COUNTER,                                 \
-	  "RTSP responses from servers.", stats.rtsp_responses)                                  \
+	X(RTSP_RESPONSES, "rtsp_responses_total", NULL, COUNTER, "RTSP responses from servers.", \
+	  stats.rtsp_responses)                                                                  \
 	X(RTSP_FRAMES, "rtsp_frames_total", NULL, COUNTER,                                       \
 	  "RTSP interleaved ('$') frames forwarded, both directions.", stats.rtsp_frames)        \
 	X(RTSP_FRAMES_DROPPED, "rtsp_frames_dropped_total", NULL, COUNTER,                       \
@@ -156,6 +156,11 @@
 	  stats.gateway_frames_dropped)                                                          \
 	X(GW_KEEPALIVES, "rtsp_gateway_keepalives_total", NULL, COUNTER,                         \
 	  "RTSP keepalives (GET_PARAMETER or OPTIONS) the gateway sent.",                        \
-	  stats.gateway_keepalives)
+	  stats.gateway_keepalives)                                                              \
+	X(PLAYLISTS_REWRITTEN, "playlists_rewritten_total", NULL, COUNTER,                       \
+	  "HLS/M3U playlists from url-embedded routes sent with their URIs rewritten.",          \
+	  stats.playlists_rewritten)                                                             \
+	X(PLAYLISTS_UNMODIFIED, "playlists_unmodified_total", NULL, COUNTER,                     \
+	  "Playlists over playlist-max-size, forwarded unmodified.", stats.playlists_unmodified)
 
 #endif

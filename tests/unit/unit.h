@@ -27,6 +27,8 @@ void test_flow_hold(void);
 void unit_rtsp(void);
 /* unit_rtsp_client.c: reference resolution and RTP payloads, for the RTSP client side */
 void unit_rtsp_client(void);
+/* unit_playlist.c: HLS/M3U detection and rewriting, chunked decoding */
+void unit_playlist(void);
 /* unit_tls.c: TLS contexts and the TLS transport over socketpairs */
 void unit_tls(void);
 
