@@ -13,6 +13,7 @@ Strict mode: KFWD_TEST_STRICT=1 turns every skipped test into a failure.
 
 import faulthandler
 import hashlib
+import json
 import os
 import re
 import signal
@@ -30,6 +31,7 @@ import peers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 KFWD_BIN = Path(os.environ.get("KFWD_BIN") or ROOT / "build" / "kfwd")  # override: env KFWD_BIN
+KFWDCTL_BIN = Path(os.environ.get("KFWDCTL_BIN") or ROOT / "build" / "kfwdctl")
 STRICT = os.environ.get("KFWD_TEST_STRICT") == "1"
 # make test SANITIZE=1: KFWD_BIN is an ASan+UBSan build; any report in kfwd's output fails the test.
 SANITIZE = os.environ.get("KFWD_SANITIZE") == "1"
@@ -254,6 +256,15 @@ class Kfwd:
     def metric(self, key, default=None):
         return self.metrics().get(key, default)
 
+    # ---- control socket
+    def ctl_json(self, *args):
+        """kfwdctl -j ARGS against this kfwd (its ctl-socket-file from the configuration)."""
+        file = next(ln.split()[1] for ln in Path(self.config_path).read_text().splitlines()
+                    if ln.startswith("ctl-socket-file "))
+        p = subprocess.run([str(KFWDCTL_BIN), "-f", file, "-j", *args], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, f"kfwdctl {' '.join(args)}: exit {p.returncode}\n{p.stderr}"
+        return json.loads(p.stdout)
+
     # ---- lifecycle
     def wait_ready(self, timeout=10.0):
         ports = list(self.listen_ports) + ([self.metrics_port] if self.metrics_port else [])
@@ -428,6 +439,7 @@ FILES = {
     "256m": 256 * MiB,
     "30m": 30_000_000,
     "8m": 8 * MiB,
+    "2m": 2 * MiB,
     "100k": 100 * KiB,
     "1k": 1 * KiB,
 }

@@ -33,6 +33,7 @@
 #include "flow.h"
 #include "log.h"
 #include "loop.h"
+#include "mem_budget.h"
 #include "metrics.h"
 #include "route.h"
 #include "sd_notify.h"
@@ -790,6 +791,9 @@ static void cmd_status_fill(struct mb *b)
 	if (cfg->has_ctl_group)
 		put_str(b, KFWD_ST_CTL_GROUP, cfg->ctl_group_name);
 	put_u32(b, KFWD_ST_SUBSCRIBERS, ctl_n_subscribers);
+	put_u64(b, KFWD_ST_MAX_MEMORY, mem_budget.budget);
+	put_u64(b, KFWD_ST_MEMORY_HELD, mem_budget.held);
+	put_u64(b, KFWD_ST_FAIR_SHARE, mem_budget_fair_share());
 	nest_end(b, st);
 }
 

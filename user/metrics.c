@@ -11,6 +11,7 @@
 #include "accept.h"
 #include "log.h"
 #include "loop.h"
+#include "mem_budget.h"
 #include "metrics.h"
 #include "sockmap.h"
 #include "stats.h"
