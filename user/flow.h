@@ -107,10 +107,12 @@ void flow_budget_check(struct flow *f);
 /* After a pump: grow when dst took enough, and charge the level. */
 void flow_budget_after_pump(struct flow *f);
 void flow_budget_end(struct flow *f);
-/* The response flow's sockets go to the sockmap: their buffers back to client-sndbuf and
- * upstream-rcvbuf (the kernel path has no flow of kfwd's to grow them); returns the bytes that
- * adds to the sockmap flow's charge (0 without max-memory). */
-uint64_t flow_budget_sockmap_sockets(struct flow *f);
+/* What a sockmap flow is charged for the response flow's sockets under max-memory (0 when off):
+ * their configured sizes, which flow_budget_sockmap_sockets() gives them back once the flow is
+ * in the sockmap (no flow of kfwd's grows them there; given before the hand-over, the larger
+ * window let the source outrun the hand-over's drain). */
+uint64_t flow_budget_sockmap_charge(const struct flow *f);
+void flow_budget_sockmap_sockets(struct flow *f);
 size_t flow_budget_low_water(const struct flow *f);
 /* SO_RCVBUF for a new upstream socket: the receive buffer's share of MEM_BUDGET_FLOOR under
  * max-memory (it grows with its flow, see struct flow), else upstream-rcvbuf. */

@@ -191,20 +191,29 @@ size_t flow_budget_low_water(const struct flow *f)
 	return scaled(cfg->pipe_low_water, f->budget_high, cfg->pipe_high_water);
 }
 
-uint64_t flow_budget_sockmap_sockets(struct flow *f)
+uint64_t flow_budget_sockmap_charge(const struct flow *f)
+{
+	struct flow_sizes z;
+
+	if (!mem_budget_on())
+		return 0;
+	full_sizes(f->cfg, f->dir, f->use_splice, &z);
+	return SOCKBUF_KERNEL_FACTOR * ((uint64_t)z.snd + (uint64_t)z.rcv);
+}
+
+void flow_budget_sockmap_sockets(struct flow *f)
 {
 	struct flow_sizes z;
 	int snd, rcv;
 
 	if (!mem_budget_on())
-		return 0;
+		return;
 	full_sizes(f->cfg, f->dir, f->use_splice, &z);
 	snd = (int)z.snd;
 	rcv = (int)z.rcv;
 	if (snd && f->dst->fd >= 0 && snd != f->sndbuf_set &&
 	    setsockopt(f->dst->fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd)) < 0)
-		snd = f->sndbuf_set;
-	if (rcv && f->src->fd >= 0 && rcv > f->rcvbuf_set && raise_rcvbuf(f->src->fd, rcv) < 0)
-		rcv = f->rcvbuf_set;
-	return SOCKBUF_KERNEL_FACTOR * ((uint64_t)snd + (uint64_t)rcv);
+		log_debug("SO_SNDBUF of fd %d: %m", f->dst->fd);
+	if (rcv && f->src->fd >= 0 && rcv > f->rcvbuf_set)
+		(void)raise_rcvbuf(f->src->fd, rcv);
 }

@@ -236,15 +236,15 @@ static void sockmap_args_init(struct sockmap_flow_args *args, struct session *s)
 }
 
 /*
- * max-memory: the flow is charged its caps, and the sockets' buffers, which go back to their
- * configured sizes (passed bytes wait in the upstream's receive queue, redirected ones in the
- * client's send queue).
+ * max-memory: the flow is charged its caps, and the sockets' buffers at their configured sizes
+ * (passed bytes wait in the upstream's receive queue, redirected ones in the client's send
+ * queue), which they get back once in the sockmap.
  */
 static void sockmap_args_charge(struct sockmap_flow_args *args, struct session *s, int dirs)
 {
 	if (!mem_budget_on())
 		return;
-	args->mem_charge = args->cap_bytes * (uint64_t)dirs + flow_budget_sockmap_sockets(&s->resp);
+	args->mem_charge = args->cap_bytes * (uint64_t)dirs + flow_budget_sockmap_charge(&s->resp);
 }
 
 /* The flow is in the sockmap: the daemon leaves its sockets alone; its idle clock starts. */
@@ -316,6 +316,7 @@ void sockmap_session_start_tunnel(struct session *s)
 			session_close(s);
 		return;
 	}
+	flow_budget_sockmap_sockets(&s->resp);
 	flow_reset(&s->req);
 	flow_reset(&s->resp);
 	buf_free(&s->client.in);
@@ -389,6 +390,7 @@ enum sockmap_step_result sockmap_session_start_response(struct session *s)
 		}
 		return SOCKMAP_STEP_RUNNING; /* on the splice path */
 	}
+	flow_budget_sockmap_sockets(&s->resp);
 	flow_reset(&s->resp);
 	s->resp.body_done = true;
 	buf_free(&s->upstream.in);
