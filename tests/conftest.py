@@ -257,13 +257,18 @@ class Kfwd:
         return self.metrics().get(key, default)
 
     # ---- control socket
-    def ctl_json(self, *args):
-        """kfwdctl -j ARGS against this kfwd (its ctl-socket-file from the configuration)."""
-        file = next(ln.split()[1] for ln in Path(self.config_path).read_text().splitlines()
-                    if ln.startswith("ctl-socket-file "))
-        p = subprocess.run([str(KFWDCTL_BIN), "-f", file, "-j", *args], capture_output=True, text=True, timeout=30)
+    def ctl(self, *args):
+        """`kfwdctl ARGS` against this kfwd (through the file its control socket is published
+        in); asserts exit 0 and returns stdout."""
+        m = re.search(r"published in (\S+)", self.stderr)
+        assert m, "kfwd did not publish its control socket"
+        p = subprocess.run([str(KFWDCTL_BIN), "-f", m.group(1), *args], capture_output=True, text=True,
+                           timeout=30)
         assert p.returncode == 0, f"kfwdctl {' '.join(args)}: exit {p.returncode}\n{p.stderr}"
-        return json.loads(p.stdout)
+        return p.stdout
+
+    def ctl_json(self, *args):
+        return json.loads(self.ctl("-j", *args))
 
     # ---- lifecycle
     def wait_ready(self, timeout=10.0):

@@ -205,7 +205,8 @@ def test_stats_human_and_json_match_metrics(ckfwd, peer):
     flat = {}
     for name, value in s.items():
         if isinstance(value, dict):
-            label = {"responses_total": "class", "tls_handshake_errors_total": "reason"}.get(name, "direction")
+            label = {"responses_total": "class", "tls_handshake_errors_total": "reason",
+                     "rtsp_gateway_handshakes_total": "outcome"}.get(name, "direction")
             for member, v in value.items():
                 flat[f'kfwd_{name}{{{label}="{member}"}}'] = v
         else:

@@ -507,6 +507,27 @@ static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **op
 		} else if (!strncmp(o, "idle-timeout=", 13)) {
 			if (parse_duration_ms(v, &r->idle_timeout_ms) < 0 || !r->idle_timeout_ms)
 				return fail(ctx, "bad idle-timeout '%s'", v);
+		} else if (!strncmp(o, "on-slow=", 8)) {
+			if (strcmp(v, "pause") && strcmp(v, "drop-frames"))
+				return fail(ctx, "bad on-slow '%s' (pause or drop-frames)", v);
+			r->drop_frames = !strcmp(v, "drop-frames");
+		} else if (!strncmp(o, "auth=", 5)) {
+			const char *colon = strchr(v, ':');
+
+			if (!colon || colon == v || strlen(v) >= ROUTE_AUTH_MAX)
+				return fail(ctx, "bad auth (USER:PASS, at most %d bytes)",
+					    ROUTE_AUTH_MAX - 1);
+			free(r->auth);
+			r->auth = strdup(v);
+			if (!r->auth)
+				return fail(ctx, "out of memory");
+		} else if (!strncmp(o, "user-agent=", 11) && r->kind == ROUTE_RTSP_GATEWAY) {
+			if (!*v || strpbrk(v, "\r\n"))
+				return fail(ctx, "user-agent needs a value");
+			free(r->user_agent);
+			r->user_agent = strdup(v);
+			if (!r->user_agent)
+				return fail(ctx, "out of memory");
 		} else {
 			return fail(ctx, "unknown route option '%s'", o);
 		}
@@ -568,7 +589,8 @@ static int parse_route(struct parse_ctx *ctx, char **tok, int ntok)
 
 	if (ntok < 3)
 		return fail(ctx,
-			    "usage: route PREFIX NAME [strip-prefix] | route PREFIX url-embedded");
+			    "usage: route PREFIX NAME [strip-prefix] | route PREFIX url-embedded | "
+			    "route PREFIX rtsp-gateway");
 	if (tok[1][0] != '/')
 		return fail(ctx, "route prefix '%s' must start with '/'", tok[1]);
 	r = grow(cfg->routes, cfg->n_routes, sizeof(*r));
@@ -590,6 +612,12 @@ static int parse_route(struct parse_ctx *ctx, char **tok, int ntok)
 	r->retry_backoff_max_ms = 1000;
 	if (!strcmp(tok[2], "url-embedded")) {
 		r->kind = ROUTE_URL_EMBEDDED;
+		return parse_route_options(ctx, r, tok + 3, ntok - 3);
+	}
+	if (!strcmp(tok[2], "rtsp-gateway")) {
+		/* GET and HEAD only: the gateway plays a stream, it forwards no request. */
+		r->kind = ROUTE_RTSP_GATEWAY;
+		r->methods = (1ULL << HTTP_GET) | (1ULL << HTTP_HEAD);
 		return parse_route_options(ctx, r, tok + 3, ntok - 3);
 	}
 	r->kind = ROUTE_UPSTREAM;
@@ -618,6 +646,7 @@ static const struct size_directive size_directives[] = {
 	{ "pipe-high-water", CFG_OFF(pipe_high_water), 1, 1 << 30 },
 	{ "pipe-low-water", CFG_OFF(pipe_low_water), 0, 1 << 30 },
 	{ "copy-buffer-size", CFG_OFF(copy_buffer_size), 4096, 1 << 30 },
+	{ "tls-copy-buffer-size", CFG_OFF(tls_copy_buffer_size), TLS_RECORD_MAX, 1 << 30 },
 	{ "max-request-line", CFG_OFF(max_request_line), 64, 1 << 20 },
 	{ "max-header-size", CFG_OFF(max_header_size), 256, 1 << 20 },
 	{ "sockmap-cap", CFG_OFF(sockmap_cap), 65536, 1 << 30 },
@@ -634,6 +663,8 @@ static const struct duration_directive duration_directives[] = {
 	{ "tunnel-timeout", CFG_OFF(tunnel_timeout_ms) },
 	{ "upstream-idle-timeout", CFG_OFF(upstream_idle_timeout_ms) },
 	{ "upstream-down-time", CFG_OFF(upstream_down_time_ms) },
+	{ "rtsp-handshake-timeout", CFG_OFF(rtsp_handshake_timeout_ms) },
+	{ "rtsp-first-media-timeout", CFG_OFF(rtsp_first_media_timeout_ms) },
 };
 
 static int parse_uint(const char *text, unsigned long max, unsigned long *out)
@@ -695,6 +726,29 @@ static int parse_tls_directive(struct parse_ctx *ctx, char **tok, int ntok)
 	free(*text);
 	*text = strdup(tok[1]);
 	return *text ? 0 : fail(ctx, "out of memory");
+}
+
+/* rtsp-user-agent TEXT...: the words joined by one blank (a User-Agent has blanks). */
+static int parse_rtsp_user_agent(struct parse_ctx *ctx, char **tok, int ntok)
+{
+	struct config *cfg = ctx->cfg;
+	size_t len = 0;
+
+	if (ntok < 2)
+		return fail(ctx, "usage: rtsp-user-agent TEXT");
+	for (int i = 1; i < ntok; i++)
+		len += strlen(tok[i]) + 1;
+	free(cfg->rtsp_user_agent);
+	cfg->rtsp_user_agent = malloc(len);
+	if (!cfg->rtsp_user_agent)
+		return fail(ctx, "out of memory");
+	cfg->rtsp_user_agent[0] = '\0';
+	for (int i = 1; i < ntok; i++) {
+		if (i > 1)
+			strcat(cfg->rtsp_user_agent, " ");
+		strcat(cfg->rtsp_user_agent, tok[i]);
+	}
+	return 0;
 }
 
 /* "syslog" (/dev/log) or "syslog:PATH": the socket's path into @out; -1 if @text is neither. */
@@ -839,8 +893,6 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 
 	if (!strcmp(d, "listen"))
 		return parse_listen(ctx, tok, ntok);
-	if (!strncmp(d, "tls-", 4))
-		return parse_tls_directive(ctx, tok, ntok);
 	if (!strcmp(d, "upstream"))
 		return parse_upstream(ctx, tok, ntok);
 	if (!strcmp(d, "route"))
@@ -866,6 +918,9 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 			*low_set = true;
 		return 0;
 	}
+	/* After the sizes: tls-copy-buffer-size is one of them. */
+	if (!strncmp(d, "tls-", 4))
+		return parse_tls_directive(ctx, tok, ntok);
 	for (size_t i = 0; i < sizeof(duration_directives) / sizeof(duration_directives[0]); i++) {
 		const struct duration_directive *dd = &duration_directives[i];
 
@@ -892,6 +947,8 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 			return fail(ctx, "usage: connect on|off");
 		return 0;
 	}
+	if (!strcmp(d, "rtsp-user-agent"))
+		return parse_rtsp_user_agent(ctx, tok, ntok);
 	if (!strcmp(d, "data-path")) {
 		int dp = ntok == 2 ? data_path_parse(tok[1]) : -1;
 
@@ -1011,6 +1068,7 @@ static void set_defaults(struct config *cfg)
 	strcpy(cfg->bpf_pin_dir, "/sys/fs/bpf/kfwd");
 	cfg->pipe_size = 1 << 20;
 	cfg->copy_buffer_size = 256 << 10;
+	cfg->tls_copy_buffer_size = TLS_COPY_BUFFER_DEFAULT;
 	cfg->client_sndbuf = 256 << 10;
 	cfg->upstream_rcvbuf = 256 << 10;
 	cfg->max_connections = 0; /* derived from RLIMIT_NOFILE in check_config() */
@@ -1023,6 +1081,8 @@ static void set_defaults(struct config *cfg)
 	cfg->drain_timeout_ms = 30000;
 	cfg->tunnel_timeout_ms = 3600000;
 	cfg->upstream_idle_timeout_ms = 60000;
+	cfg->rtsp_handshake_timeout_ms = 5000;
+	cfg->rtsp_first_media_timeout_ms = 5000;
 	cfg->upstream_max_idle = 32;
 	cfg->upstream_max_conns = 0;
 	cfg->upstream_down_time_ms = 10000;
@@ -1280,12 +1340,15 @@ void config_free(struct config *cfg)
 	}
 	free(cfg->tls_certs);
 	free(cfg->tls_ciphers);
+	free(cfg->rtsp_user_agent);
 	free(cfg->tls_ciphersuites);
 	for (size_t i = 0; i < cfg->n_routes; i++) {
 		free(cfg->routes[i].tls.ca);
 		free(cfg->routes[i].prefix);
 		free(cfg->routes[i].host);
 		free(cfg->routes[i].host_rewrite);
+		free(cfg->routes[i].auth);
+		free(cfg->routes[i].user_agent);
 	}
 	for (size_t i = 0; i < cfg->n_rules; i++)
 		free(cfg->rules[i].host);

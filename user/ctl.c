@@ -902,7 +902,9 @@ static void fill_route(struct mb *b, const void *arg)
 	put_u32(b, KFWD_ROUTE_INDEX, it->index);
 	put_str(b, KFWD_ROUTE_PREFIX, r->prefix);
 	put_str(b, KFWD_ROUTE_TARGET,
-		r->kind == ROUTE_URL_EMBEDDED ? "url-embedded" : r->upstream->name);
+		r->kind == ROUTE_UPSTREAM     ? r->upstream->name :
+		r->kind == ROUTE_URL_EMBEDDED ? "url-embedded" :
+						"rtsp-gateway");
 	if (r->host)
 		put_str(b, KFWD_ROUTE_HOST, r->host);
 	if (r->methods) {
@@ -924,6 +926,9 @@ static void fill_route(struct mb *b, const void *arg)
 				break;
 			if (++word <= 3 || used >= sizeof(opts))
 				continue;
+			/* RTSP upstream credentials: ctl-group members may list routes. */
+			if (!strncmp(w, "auth=", 5))
+				w = "auth=***";
 			used += (size_t)snprintf(opts + used, sizeof(opts) - used, "%s%s",
 						 used ? " " : "", w);
 		}

@@ -127,6 +127,9 @@ void flow_budget_start(struct flow *f, enum body_framing framing, uint64_t lengt
 	if (!mem_budget_on() || f->charge.on || framing == FRAMING_NONE ||
 	    (framing == FRAMING_LENGTH && length < SHORT_BODY))
 		return;
+	/* A TLS endpoint bounds the flow by tls-copy-buffer-size (flow.c): not charged. */
+	if (!endpoint_can_splice(f->src) || !endpoint_can_splice(f->dst))
+		return;
 	full_sizes(f->cfg, f->dir, f->use_splice, &z);
 	if (full_total(&z) <= MEM_BUDGET_FLOOR)
 		return;

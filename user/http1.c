@@ -18,6 +18,7 @@
 #include "http_rewrite.h"
 #include "log.h"
 #include "retry.h"
+#include "rtsp_gateway.h"
 #include "session.h"
 #include "sockmap_path.h"
 #include "stats.h"
@@ -53,52 +54,24 @@ static int status_for_parse_error(enum http_error e)
 	}
 }
 
-/* The host of "HOST:PORT" or "[V6]:PORT" (as an upstream server is written) into @out. */
-static int server_host(const char *text, char *out, size_t len)
-{
-	const char *end = text[0] == '[' ? strchr(text, ']') : strrchr(text, ':');
-	size_t n;
-
-	if (!end)
-		return -1;
-	if (text[0] == '[')
-		text++;
-	n = (size_t)(end - text);
-	if (n == 0 || n >= len)
-		return -1;
-	memcpy(out, text, n);
-	out[n] = '\0';
-	return 0;
-}
-
 /*
  * A TLS origin: the new upstream connection gets the TLS transport towards the server's host
  * (or the URL's), with the current contexts of the upstream / url-embedded route. Its
- * handshake runs in the session's transport step before any request byte. 0, or -1 (502).
+ * handshake runs in the session's transport step before any request byte; a connection taken
+ * from the pool has its TLS already. 0, or -1 (502).
  */
 static int origin_tls(struct session *s)
 {
-	const struct route *r = s->target.route;
-	struct tls_set *set = tls_current();
-	struct tls_client *c;
+	struct tls_client *c = NULL;
 	char host[ROUTE_HOST_MAX];
+	int tls;
 
 	if (s->upstream.xprt != &xprt_raw || s->connect_tunnel)
 		return 0;
-	if (r->kind == ROUTE_URL_EMBEDDED) {
-		if (!r->tls.on)
-			return 0;
-		c = tls_set_route_prefixed(set, r->prefix);
-		snprintf(host, sizeof(host), "%s", s->target.host);
-	} else {
-		if (!r->upstream->tls.on)
-			return 0;
-		c = tls_set_upstream_named(set, r->upstream->name);
-		/* The server as written, without its port (and brackets). */
-		if (!s->conn_server || server_host(s->conn_server->text, host, sizeof(host)) < 0)
-			return -1;
-	}
-	if (!c || xprt_tls_client(&s->upstream, set, c, host) < 0) {
+	tls = upstream_conn_tls_target(s, s->conn_server, &c, host, sizeof(host));
+	if (tls <= 0)
+		return tls;
+	if (!c || xprt_tls_client(&s->upstream, tls_current(), c, host) < 0) {
 		log_warn("session %lu: TLS towards %s: %s", (unsigned long)s->id, host,
 			 c ? strerror(errno) : "no TLS context (reloaded without tls?)");
 		return -1;
@@ -330,6 +303,14 @@ static void handle_request(struct session *s)
 	}
 	if (!request_route(s, h, base, host, &r))
 		return;
+	if (r->kind == ROUTE_RTSP_GATEWAY) {
+		/* The gateway takes the session over: it answers from an RTSP server. */
+		s->req_is_head = h->parser.method == HTTP_HEAD;
+		s->client_http10 = h->http_minor == 0;
+		buf_consume(&s->client.in, h->head_len);
+		rtsp_gateway_start(s, r, s->target.target, s->target.target_len);
+		return;
+	}
 	s->req_framing = h->chunked	       ? FRAMING_CHUNKED :
 			 h->has_content_length ? FRAMING_LENGTH :
 						 FRAMING_NONE;
@@ -633,7 +614,8 @@ static bool upstream_clean(struct session *s)
 	struct endpoint *u = &s->upstream;
 	int unread = 0;
 
-	if (!s->upstream_reusable || buf_len(&u->in) || u->rd_eof || u->hup || s->resp.paused)
+	if (!s->upstream_reusable || buf_len(&u->in) || u->rd_eof || u->hup || s->resp.paused ||
+	    u->xprt->pending(u))
 		return false;
 	/* Bytes past the end of the response mean the framing was not what it said. */
 	if (ioctl(u->fd, SIOCINQ, &unread) < 0 || unread > 0)
@@ -649,18 +631,16 @@ static void http1_finish_transaction(struct session *s)
 		s->upstream_reusable = false;
 	}
 	if (s->upstream.fd >= 0) {
-		/* The pool keeps sockets, not TLS state: a TLS origin connection is not pooled. */
-		if (upstream_clean(s) && s->upstream.xprt == &xprt_raw) {
-			int fd = s->upstream.fd;
-			bool registered = s->upstream.in_epoll;
+		struct pool_identity id = { 0 };
 
-			s->upstream.in_epoll = false;
-			s->upstream.fd = -1;
-			buf_free(&s->upstream.in);
+		/* A TLS origin connection is pooled with its TLS state, for its settings and name. */
+		if (upstream_clean(s) && (s->upstream.xprt == &xprt_raw ||
+					  xprt_tls_origin(&s->upstream, &id.tls, &id.name))) {
 			struct upstream_server *srv = s->conn_server;
 
+			buf_free(&s->upstream.in);
 			s->conn_server = NULL;
-			upstream_pool_put(fd, &s->up_addr, srv, registered);
+			upstream_pool_put(&s->upstream, &s->up_addr, srv, &id);
 		} else {
 			session_close_upstream(s);
 		}
@@ -677,6 +657,19 @@ static void http1_finish_transaction(struct session *s)
 	session_head_free(&s->rs);
 	buf_release(&s->client.in);
 	timer_arm(&s->timer, s->cfg->client_timeout_ms);
+}
+
+/*
+ * A close-delimited body ends with the connection, so a FIN after a failed upstream would tell
+ * the client the cut body is whole: reset instead (a TLS origin's EOF without close_notify is
+ * such a failure too).
+ */
+static void reset_client(struct session *s)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	if (setsockopt(s->client.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) < 0)
+		log_debug("session %lu: SO_LINGER: %m", (unsigned long)s->id);
 }
 
 static void step_exchange(struct session *s)
@@ -750,6 +743,8 @@ static void step_exchange(struct session *s)
 			return;
 		}
 		stats.aborted_transfers++;
+		if (s->resp.framing == FRAMING_CLOSE)
+			reset_client(s);
 		session_close(s);
 		return;
 	}
@@ -810,6 +805,7 @@ static void http1_release(struct session *s)
 
 const struct proto_ops http1_ops = {
 	.name = "http",
+	.pooled_upstream = true,
 	.step = http1_step,
 	.timeout = http1_timeout,
 	.connected = http1_start_exchange,

@@ -159,6 +159,10 @@ static void update_events(struct session *s)
 		umask = EPOLLOUT;
 		break;
 	case S_EXCHANGE:
+		if (s->proto->interest) {
+			s->proto->interest(s, &cmask, &umask);
+			break;
+		}
 		if (s->sockmap) {
 			/* Edge-triggered, as the module asks: HUP cannot be masked, and the last
 			 * bytes drain after both FINs. */
@@ -394,6 +398,16 @@ void session_final_status(struct session *s, int status)
 	s->log_status = status;
 }
 
+void session_count_error(int status)
+{
+	if (status >= 400 && status < 500)
+		stats.client_errors++;
+	else if (status == 502)
+		stats.upstream_errors++;
+	else if (status == 504)
+		stats.timeouts++;
+}
+
 /* kfwd's own answer; the connection closes after it. Only before any final response byte. */
 void session_reply_error_headers(struct session *s, int status, const char *extra_headers)
 {
@@ -407,12 +421,7 @@ void session_reply_error_headers(struct session *s, int status, const char *extr
 	flow_reset(&s->req);
 	if (s->resp.active)
 		flow_reset(&s->resp);
-	if (status >= 400 && status < 500)
-		stats.client_errors++;
-	else if (status == 502)
-		stats.upstream_errors++;
-	else if (status == 504)
-		stats.timeouts++;
+	session_count_error(status);
 	session_final_status(s, status);
 	if (http_build_error(&text, status, extra_headers) < 0 ||
 	    flow_push(&s->resp, buf_start(&text), buf_len(&text)) < 0) {

@@ -1,4 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
+/*
+ * The keep-alive pool of idle upstream connections (see upstream_pool.h): each entry owns its
+ * socket and its transport state (a TLS connection's SSL) until it is taken or discarded.
+ */
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +19,9 @@ struct idle_conn {
 	struct loop_handler h;
 	struct timer timer;
 	int fd;
+	struct endpoint ep; /* fd, xprt and xprt_ctx: the transport's release and recv need it */
+	const void *tls; /* struct pool_identity */
+	char *name;
 	struct sockaddr_any addr;
 	struct upstream_server *srv;
 	struct idle_conn *prev, *next;
@@ -63,14 +71,44 @@ static void unlink_conn(struct idle_conn *c)
 	timer_cancel(&c->timer);
 }
 
+static void conn_free(void *p)
+{
+	struct idle_conn *c = p;
+
+	free(c->name);
+	free(c);
+}
+
 static void discard(struct idle_conn *c)
 {
 	unlink_conn(c);
 	loop_del(c->fd);
+	c->ep.xprt->release(&c->ep);
 	close(c->fd);
 	c->fd = -1;
-	loop_defer_free(c, free);
+	loop_defer_free(c, conn_free);
 	upstream_conn_closed(c->srv);
+}
+
+static bool identity_equal(const struct idle_conn *c, const struct pool_identity *id)
+{
+	if (c->tls != id->tls)
+		return false;
+	return !c->tls || (c->name && id->name && !strcmp(c->name, id->name));
+}
+
+/*
+ * A readable idle TLS connection may only have received records without application data
+ * (TLS 1.3 session tickets, a key update): the transport consumes them and says EAGAIN.
+ */
+static bool only_handshake_records(struct idle_conn *c, uint32_t events)
+{
+	char byte;
+
+	if (c->ep.xprt == &xprt_raw || events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP))
+		return false;
+	return c->ep.xprt->recv(&c->ep, &byte, 1) < 0 && errno == EAGAIN &&
+	       c->ep.xprt_want != EPOLLOUT;
 }
 
 static void on_idle_event(struct loop_handler *h, uint32_t events)
@@ -78,7 +116,7 @@ static void on_idle_event(struct loop_handler *h, uint32_t events)
 	struct idle_conn *c = (struct idle_conn *)h;
 
 	/* An idle server sends nothing: any event is a close, an error or a protocol violation. */
-	if (c->fd >= 0) {
+	if (c->fd >= 0 && !only_handshake_records(c, events)) {
 		log_debug("pooled upstream fd %d closed by server", c->fd);
 		discard(c);
 	}
@@ -91,12 +129,28 @@ static void on_idle_timeout(struct timer *t)
 	discard(c);
 }
 
-void upstream_pool_put(int fd, const struct sockaddr_any *addr, struct upstream_server *srv,
-		       bool in_epoll)
+/* Give up a connection that could not be pooled: its transport state, socket and slot. */
+static void drop(struct endpoint *e, int fd, struct upstream_server *srv)
+{
+	e->xprt->release(e);
+	close(fd);
+	upstream_conn_closed(srv);
+}
+
+void upstream_pool_put(struct endpoint *e, const struct sockaddr_any *addr,
+		       struct upstream_server *srv, const struct pool_identity *id)
 {
 	unsigned int same = 0;
 	struct idle_conn *c, *oldest = NULL;
+	struct endpoint ep = { .fd = e->fd, .xprt = e->xprt, .xprt_ctx = e->xprt_ctx };
+	bool in_epoll = e->in_epoll;
+	int fd = e->fd;
 
+	e->fd = -1;
+	e->in_epoll = false;
+	e->xprt = &xprt_raw;
+	e->xprt_ctx = NULL;
+	e->xprt_want = 0;
 	for (c = idle_head; c; c = c->next) {
 		if (sockaddr_equal(&c->addr, addr)) {
 			same++;
@@ -104,28 +158,28 @@ void upstream_pool_put(int fd, const struct sockaddr_any *addr, struct upstream_
 		}
 	}
 	if (max_idle == 0) {
-		close(fd);
-		upstream_conn_closed(srv);
+		drop(&ep, fd, srv);
 		return;
 	}
 	if (same >= max_idle)
 		discard(oldest);
 	c = calloc(1, sizeof(*c));
-	if (!c) {
-		close(fd);
-		upstream_conn_closed(srv);
+	if (!c || (id->tls && !(c->name = strdup(id->name)))) {
+		free(c);
+		drop(&ep, fd, srv);
 		return;
 	}
 	c->srv = srv;
 	c->h.on_event = on_idle_event;
 	c->timer.on_expire = on_idle_timeout;
 	c->fd = fd;
+	c->ep = ep;
+	c->tls = id->tls;
 	c->addr = *addr;
 	if ((in_epoll ? loop_mod(fd, EPOLLIN | EPOLLRDHUP, &c->h) :
 			loop_add(fd, EPOLLIN | EPOLLRDHUP, &c->h)) < 0) {
-		close(fd);
-		free(c);
-		upstream_conn_closed(srv);
+		conn_free(c);
+		drop(&ep, fd, srv);
 		return;
 	}
 	c->next = idle_head;
@@ -137,17 +191,20 @@ void upstream_pool_put(int fd, const struct sockaddr_any *addr, struct upstream_
 	upstream_conn_idle(srv);
 }
 
-int upstream_pool_take(const struct sockaddr_any *addr, struct upstream_server **srv)
+int upstream_pool_take(const struct sockaddr_any *addr, const struct pool_identity *id,
+		       struct upstream_server **srv, const struct xprt_ops **xprt, void **xprt_ctx)
 {
 	for (struct idle_conn *c = idle_head; c; c = c->next) {
 		int fd = c->fd;
 
-		if (!sockaddr_equal(&c->addr, addr))
+		if (!sockaddr_equal(&c->addr, addr) || !identity_equal(c, id))
 			continue;
 		unlink_conn(c);
 		c->fd = -1; /* an event already queued for it in this batch is ignored */
 		*srv = c->srv;
-		loop_defer_free(c, free);
+		*xprt = c->ep.xprt;
+		*xprt_ctx = c->ep.xprt_ctx;
+		loop_defer_free(c, conn_free);
 		return fd;
 	}
 	return -1;

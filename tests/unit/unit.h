@@ -21,9 +21,12 @@ extern int passed, failed;
 void test_retry_policy(void);
 void test_flow_fifo(void);
 void test_flow_budget(void);
+void test_flow_hold(void);
 
 /* unit_rtsp.c: the RTSP parser, framer, rewriter, authentication and URLs */
 void unit_rtsp(void);
+/* unit_rtsp_client.c: reference resolution and RTP payloads, for the RTSP client side */
+void unit_rtsp_client(void);
 /* unit_tls.c: TLS contexts and the TLS transport over socketpairs */
 void unit_tls(void);
 

@@ -506,7 +506,9 @@ int main(void)
 	test_retry_policy();
 	test_flow_fifo();
 	test_flow_budget();
+	test_flow_hold();
 	unit_rtsp();
+	unit_rtsp_client();
 	unit_tls();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
