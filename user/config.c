@@ -742,6 +742,7 @@ static const struct size_directive size_directives[] = {
 	{ "sockmap-cap", CFG_OFF(sockmap_cap), 65536, 1 << 30 },
 	{ "sockmap-body-min", CFG_OFF(sockmap_body_min), 0, SIZE_MAX },
 	{ "playlist-max-size", CFG_OFF(playlist_max_size), 0, PLAYLIST_MAX_SIZE_LIMIT },
+	{ "max-memory", CFG_OFF(max_memory), 0, SIZE_MAX },
 };
 
 static const struct duration_directive duration_directives[] = {
@@ -998,6 +999,9 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 			return fail(ctx, "usage: %s BYTES (suffix k, m allowed)", d);
 		if (size < sd->min || size > sd->max)
 			return fail(ctx, "%s must be between %zu and %zu", d, sd->min, sd->max);
+		if (!strcmp(d, "max-memory") && size && size < MAX_MEMORY_MIN)
+			return fail(ctx, "max-memory must be 0 (off) or at least %u",
+				    MAX_MEMORY_MIN);
 		*(size_t *)((char *)cfg + sd->offset) = size;
 		if (!strcmp(d, "pipe-high-water"))
 			*high_set = true;
@@ -1188,6 +1192,7 @@ static void set_defaults(struct config *cfg)
 	cfg->data_path = DATA_PATH_SPLICE;
 	cfg->sockmap_cap = 1 << 20;
 	cfg->sockmap_body_min = 1 << 20;
+	cfg->max_memory = MAX_MEMORY_DEFAULT;
 	strcpy(cfg->bpf_pin_dir, "/sys/fs/bpf/kfwd");
 	cfg->pipe_size = 1 << 20;
 	cfg->copy_buffer_size = 256 << 10;

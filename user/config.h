@@ -108,6 +108,10 @@ enum data_path {
 	DATA_PATH_SOCKMAP_UNBOUNDED, /* the same without the cap: measured unbounded */
 };
 
+/* max-memory: sized for a small router; a smaller budget than one MiB is a typo */
+#define MAX_MEMORY_DEFAULT (64u << 20)
+#define MAX_MEMORY_MIN (1u << 20)
+
 /* sun_path of struct sockaddr_un */
 #define CONFIG_SOCKET_PATH_MAX 108
 #define CONFIG_PATH_MAX 256
@@ -184,6 +188,7 @@ struct config {
 	size_t copy_buffer_size;
 	size_t tls_copy_buffer_size; /* the bound of a flow with a TLS endpoint (copy path) */
 	size_t playlist_max_size; /* HLS/M3U playlists read whole up to this; 0: not rewritten */
+	size_t max_memory; /* bytes held in flight by every flow together (mem_budget.h); 0: off */
 	int client_sndbuf;
 	int upstream_rcvbuf;
 	unsigned int max_connections;

@@ -161,6 +161,16 @@
 	  "HLS/M3U playlists from url-embedded routes sent with their URIs rewritten.",          \
 	  stats.playlists_rewritten)                                                             \
 	X(PLAYLISTS_UNMODIFIED, "playlists_unmodified_total", NULL, COUNTER,                     \
-	  "Playlists over playlist-max-size, forwarded unmodified.", stats.playlists_unmodified)
+	  "Playlists over playlist-max-size, forwarded unmodified.",                             \
+	  stats.playlists_unmodified)                                                             \
+	X(MEMORY_BUDGET, "memory_budget_bytes", NULL, GAUGE,                                     \
+	  "max-memory: the budget for bytes held in flight (0: off).", mem_budget.budget)        \
+	X(MEMORY_HELD, "memory_held_bytes", NULL, GAUGE,                                         \
+	  "Bytes charged to the budget: marks or levels, sized socket buffers, sockmap caps.",   \
+	  mem_budget.held)                                                                       \
+	X(MEMORY_FLOWS, "memory_flows", NULL, GAUGE, "Flows charged to the budget.",             \
+	  mem_budget.flows)                                                                      \
+	X(MEMORY_FAIR_SHARE, "memory_fair_share_bytes", NULL, GAUGE,                             \
+	  "max-memory / charged flows, at least the 64 KiB floor.", mem_budget_fair_share())
 
 #endif

@@ -17,10 +17,11 @@ extern int passed, failed;
 		}                                                                       \
 	} while (0)
 
-/* unit_arch.c: the retry policy, the flow FIFO, configuration text editing */
+/* unit_arch.c: the retry policy, the flow FIFO (and under max-memory), configuration text editing */
 void test_retry_policy(void);
 void test_flow_fifo(void);
 void test_config_edit(void);
+void test_flow_budget(void);
 void test_flow_hold(void);
 
 /* unit_rtsp.c: the RTSP parser, framer, rewriter, authentication and URLs */

@@ -576,6 +576,7 @@ int main(void)
 	test_retry_policy();
 	test_flow_fifo();
 	test_config_edit();
+	test_flow_budget();
 	test_flow_hold();
 	unit_rtsp();
 	unit_rtsp_client();
