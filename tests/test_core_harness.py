@@ -185,6 +185,7 @@ def test_timeout_and_strict_mode(tmp_path):
     d.mkdir()
     shutil.copy(HERE / "conftest.py", d / "conftest.py")
     shutil.copy(HERE / "peers.py", d / "peers.py")
+    shutil.copy(HERE / "peers_http.py", d / "peers_http.py")
     (d / "test_probe.py").write_text(PROBE_TESTS)
 
     def run(strict):
