@@ -730,8 +730,7 @@ static int on_frame(struct session *s, uint8_t channel, uint8_t *payload, size_t
 		if (start_streaming(s) < 0)
 			return -1;
 	}
-	if (g->route->drop_frames &&
-	    flow_level(&s->resp) + *w >= flow_high_water(&s->resp)) {
+	if (g->route->drop_frames && flow_level(&s->resp) + *w >= flow_high_water(&s->resp)) {
 		g->frames_dropped++;
 		stats.gateway_frames_dropped++;
 		return 0;

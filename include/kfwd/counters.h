@@ -161,8 +161,7 @@
 	  "HLS/M3U playlists from url-embedded routes sent with their URIs rewritten.",          \
 	  stats.playlists_rewritten)                                                             \
 	X(PLAYLISTS_UNMODIFIED, "playlists_unmodified_total", NULL, COUNTER,                     \
-	  "Playlists over playlist-max-size, forwarded unmodified.",                             \
-	  stats.playlists_unmodified)                                                             \
+	  "Playlists over playlist-max-size, forwarded unmodified.", stats.playlists_unmodified) \
 	X(MEMORY_BUDGET, "memory_budget_bytes", NULL, GAUGE,                                     \
 	  "max-memory: the budget for bytes held in flight (0: off).", mem_budget.budget)        \
 	X(MEMORY_HELD, "memory_held_bytes", NULL, GAUGE,                                         \
