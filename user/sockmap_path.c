@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include "log.h"
@@ -299,6 +301,21 @@ static bool sockmap_add_failed(struct session *s)
 }
 
 /*
+ * On 6.18 a socket enters a sockmap only while TCP_ESTABLISHED: one whose peer already sent its
+ * FIN (CLOSE_WAIT) is refused with EOPNOTSUPP, after the hand-over has drained bytes from it.
+ * Checked first, so such a tunnel simply stays on splice with nothing taken.
+ */
+static bool tcp_established(int fd)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+		return false;
+	return ti.tcpi_state == TCP_ESTABLISHED;
+}
+
+/*
  * Hand a tunnel to the BPF sockmap when its data path says so and the path is ready. Bytes
  * kfwd holds (the 101 head, bytes read past the heads) go to the module first. Falls back to
  * splice when a pipe already holds bytes (they could not be handed over in order).
@@ -318,6 +335,12 @@ void sockmap_session_start_tunnel(struct session *s)
 	if (!sockmap_ready() || s->req.pipe_level || s->resp.pipe_level) {
 		log_debug("session %lu: tunnel stays on splice (%s)", (unsigned long)s->id,
 			  sockmap_ready() ? "pipe not empty" : sockmap_path_reason());
+		return;
+	}
+	if (!tcp_established(s->client.fd) || !tcp_established(s->upstream.fd)) {
+		log_debug("session %lu: tunnel stays on splice (a peer already closed)",
+			  (unsigned long)s->id);
+		stats.sockmap_start_fallbacks++;
 		return;
 	}
 	if (collect_pending(&to_up, &s->req, SIZE_MAX) < 0 ||

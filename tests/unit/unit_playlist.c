@@ -22,8 +22,9 @@ static void check_rewrite(const char *in, const char *want)
 {
 	struct buf out = { 0 };
 	int r = playlist_rewrite(&out, in, strlen(in), &loc);
+	/* memcmp with an empty buffer's NULL start is undefined even for 0 bytes */
 	bool ok = r == 0 && buf_len(&out) == strlen(want) &&
-		  !memcmp(buf_start(&out), want, strlen(want));
+		  (!*want || !memcmp(buf_start(&out), want, strlen(want)));
 
 	CHECK(ok);
 	if (!ok)
@@ -84,7 +85,7 @@ static void check_decode(const char *in, int want_rc, const char *want)
 	CHECK(r == want_rc);
 	if (r == 0)
 		CHECK(buf_len(&out) == strlen(want) &&
-		      !memcmp(buf_start(&out), want, strlen(want)));
+		      (!*want || !memcmp(buf_start(&out), want, strlen(want))));
 	buf_free(&out);
 }
 
