@@ -325,7 +325,7 @@ out_ctl:
 out_sockets:
 	access_log_close();
 	sockmap_path_fini();
-	metrics_close();
+	metrics_fini();
 	listeners_close();
 out_resolve:
 	upgrade_takeover_done();

@@ -23,14 +23,20 @@
 #define METRICS_TEXT_MAX 32768
 /* Connections accepted per wake-up: a connection flood must not hold the loop. */
 #define METRICS_ACCEPT_BATCH 16
+/* Open scrape connections at most; the oldest gives way to a new one, so clients that connect
+ * and never ask can neither grow memory nor lock out the next scrape. */
+#define METRICS_CONNS_MAX 32
 
 struct metrics_conn {
 	struct loop_handler h;
+	struct metrics_conn *prev, *next; /* oldest first */
 	int fd;
 };
 
 static struct loop_handler listen_handler;
 static int listen_fd = -1;
+static struct metrics_conn *conns_head, *conns_tail;
+static unsigned int conns_open;
 
 struct writer {
 	char *p;
@@ -126,11 +132,27 @@ size_t metrics_render(char *out, size_t len)
 	return w.used;
 }
 
-static void close_conn(struct metrics_conn *c)
+static void conn_unlink(struct metrics_conn *c)
 {
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		conns_head = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	else
+		conns_tail = c->prev;
+	c->prev = c->next = NULL;
+	conns_open--;
 	loop_del(c->fd);
 	close(c->fd);
 	c->fd = -1;
+}
+
+/* From an event: the loop may still hold @c for this round, so it is freed after it. */
+static void close_conn(struct metrics_conn *c)
+{
+	conn_unlink(c);
 	loop_defer_free(c, free);
 }
 
@@ -192,7 +214,17 @@ static void on_metrics_accept(struct loop_handler *h, uint32_t events)
 		if (loop_add(fd, EPOLLIN | EPOLLRDHUP, &c->h) < 0) {
 			close(fd);
 			free(c);
+			continue;
 		}
+		if (conns_open == METRICS_CONNS_MAX)
+			close_conn(conns_head);
+		c->prev = conns_tail;
+		if (conns_tail)
+			conns_tail->next = c;
+		else
+			conns_head = c;
+		conns_tail = c;
+		conns_open++;
 	}
 }
 
@@ -228,4 +260,13 @@ void metrics_close(void)
 	loop_del(listen_fd);
 	close(listen_fd);
 	listen_fd = -1;
+}
+
+void metrics_fini(void)
+{
+	metrics_close();
+	/* Deferred: a new worker forks inside an event round that may still name a connection
+	 * (closed ones ignore their events); loop_fini frees them at shutdown. */
+	while (conns_head)
+		close_conn(conns_head);
 }

@@ -10,7 +10,10 @@
 
 /* The counters in Prometheus text format, answered to any request on metrics-listen. */
 int metrics_open(const struct config *cfg);
+/* Stops listening; scrapes already accepted are still answered. */
 void metrics_close(void);
+/* Stops listening and closes every scrape connection (shutdown, a new worker process). */
+void metrics_fini(void);
 /* Every counter of kfwd/counters.h now, indexed by enum kfwd_stats_attr. */
 void stats_snapshot(uint64_t v[KFWD_STAT_MAX + 1]);
 /* Every snapshot adds @add's counters (a master adds its workers'); NULL: only this process. */

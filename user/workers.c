@@ -579,7 +579,7 @@ static void __attribute__((noreturn)) become_worker(unsigned int slot, pid_t mas
 		_exit(1);
 	kev_on_sink_change(NULL);
 	ctl_forget_after_fork();
-	metrics_close();
+	metrics_fini();
 	sockmap_path_share_after_fork((uint8_t)wk.self);
 	stats_snapshot_add(NULL);
 	sd_notify_fini();
