@@ -53,7 +53,9 @@ int copy_drain(struct flow *f, struct buf *from)
 		log_debug("send to fd %d: %m", f->dst->fd);
 		return -1;
 	}
-	/* The buffer stays allocated while the body moves (flow_finish frees it): a copy-path
-	 * transfer would otherwise mmap and munmap 256 KiB on every round. */
+	/* A large buffer stays allocated while the body moves (flow_finish frees it): a copy-path
+	 * transfer would otherwise mmap and munmap 256 KiB on every round. A small one (a head)
+	 * goes back to the pool now, so a connection awaiting its response holds none. */
+	buf_release_small(from);
 	return 1;
 }

@@ -129,10 +129,8 @@ static void http1_start_exchange(struct session *s)
 		return;
 	}
 	flow_start_body(&s->req, s->req_framing, s->req_length);
-	if (!session_head_start(&s->rs, false)) {
-		session_reply_error(s, 500);
-		return;
-	}
+	/* A retry's response starts afresh; the parse state is taken at its first byte. */
+	session_head_free(&s->rs);
 	s->final_response = false;
 	s->req_failed = false;
 	s->req_sent = false;
@@ -344,6 +342,8 @@ static void handle_request(struct session *s)
 		return;
 	}
 	buf_consume(&s->client.in, h->head_len);
+	/* Nothing pipelined behind the head: no buffer held while the response is awaited. */
+	buf_release(&s->client.in);
 	if (r->kind == ROUTE_UPSTREAM)
 		upstream_conn_choose_server(s);
 	else
@@ -583,9 +583,14 @@ static int read_response_head(struct session *s)
 		ssize_t n;
 
 		if (buf_len(&u->in)) {
-			enum http_parse_status st =
-				http_head_feed(s->rs, buf_start(&u->in), buf_len(&u->in),
-					       cfg->max_header_size, cfg->max_header_size);
+			enum http_parse_status st;
+
+			if (!s->rs && !session_head_start(&s->rs, false)) {
+				upstream_refused(s, "out of memory");
+				return -1;
+			}
+			st = http_head_feed(s->rs, buf_start(&u->in), buf_len(&u->in),
+					    cfg->max_header_size, cfg->max_header_size);
 
 			if (st == HTTP_PARSE_DONE) {
 				int r = handle_response_head(s);
@@ -635,8 +640,9 @@ static bool upstream_clean(struct session *s)
 
 	if (!s->upstream_reusable || buf_len(&u->in) || u->rd_eof || u->hup || s->resp.paused)
 		return false;
-	/* Bytes past the end of the response mean the framing was not what it said. */
-	if (ioctl(u->fd, SIOCINQ, &unread) < 0 || unread > 0)
+	/* Bytes past the end of the response mean the framing was not what it said. A read that
+	 * emptied the queue cleared the readable hint: only otherwise is the queue asked. */
+	if (u->readable && (ioctl(u->fd, SIOCINQ, &unread) < 0 || unread > 0))
 		return false;
 	return true;
 }
@@ -651,16 +657,19 @@ static void http1_finish_transaction(struct session *s)
 	if (s->upstream.fd >= 0) {
 		/* The pool keeps sockets, not TLS state: a TLS origin connection is not pooled. */
 		if (upstream_clean(s) && s->upstream.xprt == &xprt_raw) {
-			int fd = s->upstream.fd;
-			bool registered = s->upstream.in_epoll;
-
-			s->upstream.in_epoll = false;
-			s->upstream.fd = -1;
-			buf_free(&s->upstream.in);
+			struct endpoint *u = &s->upstream;
+			struct pool_registration reg = { .in_epoll = u->in_epoll,
+							 .events = u->registered,
+							 .via = u->via };
 			struct upstream_server *srv = s->conn_server;
+			int fd = u->fd;
 
+			u->in_epoll = false;
+			u->fd = -1;
+			u->via = NULL;
+			buf_free(&u->in);
 			s->conn_server = NULL;
-			upstream_pool_put(fd, &s->up_addr, srv, registered);
+			upstream_pool_put(fd, &s->up_addr, srv, &reg);
 		} else {
 			session_close_upstream(s);
 		}

@@ -27,6 +27,7 @@
 #include "session.h"
 #include "stats.h"
 #include "upstream.h"
+#include "upstream_pool.h"
 #include "util.h"
 #include "xprt_tls.h"
 
@@ -64,10 +65,36 @@ struct session *session_first(void)
 	return sessions;
 }
 
+/*
+ * Interest kept registered while the session does not want it, until an event for it comes:
+ * between a request and its response the client sends nothing (but a pipelined request or a
+ * FIN), so leaving EPOLLIN on saves two epoll_ctl per request for one rare extra wake-up.
+ */
+#define LAZY_OFF_MASK (EPOLLIN | EPOLLRDHUP)
+
+static struct loop_handler *endpoint_target(struct endpoint *e)
+{
+	return e->via ? e->via : &e->h;
+}
+
+/* The registration may keep more than @mask: only lazily-dropped bits, and none has fired. */
+static bool keep_registration(const struct endpoint *e, uint32_t mask)
+{
+	uint32_t extra = e->registered & ~mask;
+
+	if (mask & ~e->registered)
+		return false;
+	if (extra & ~LAZY_OFF_MASK)
+		return false;
+	/* Edge-triggered masks (the sockmap module) are applied exactly. */
+	return !e->unwanted_event && !(mask & EPOLLET);
+}
+
 static void endpoint_watch(struct endpoint *e, uint32_t mask)
 {
 	if (e->fd < 0)
 		return;
+	e->wanted = mask;
 	/* HUP/ERR are reported whatever the mask: keep a hung-up fd we cannot act on out. */
 	if (e->hup && !(mask & (EPOLLIN | EPOLLOUT))) {
 		if (e->in_epoll) {
@@ -77,15 +104,18 @@ static void endpoint_watch(struct endpoint *e, uint32_t mask)
 		return;
 	}
 	if (!e->in_epoll) {
-		if (loop_add(e->fd, mask, &e->h) == 0) {
+		if (loop_add(e->fd, mask, endpoint_target(e)) == 0) {
 			e->in_epoll = true;
 			e->registered = mask;
+			e->unwanted_event = false;
 		}
 		return;
 	}
-	if ((mask != e->registered || e->force_mod) && loop_mod(e->fd, mask, &e->h) == 0) {
+	if (keep_registration(e, mask))
+		return;
+	if (loop_mod(e->fd, mask, endpoint_target(e)) == 0) {
 		e->registered = mask;
-		e->force_mod = false;
+		e->unwanted_event = false;
 	}
 }
 
@@ -98,8 +128,11 @@ static void endpoint_close(struct endpoint *e)
 		e->xprt_ctx = NULL;
 		e->xprt_want = 0;
 		close(e->fd);
+		if (e->via)
+			upstream_pool_link_drop(e->via);
 	}
 	e->fd = -1;
+	e->via = NULL;
 	e->in_epoll = false;
 	e->registered = 0;
 	buf_free(&e->in);
@@ -114,16 +147,27 @@ void session_endpoint_attach(struct endpoint *e, int fd)
 	e->writable = true;
 	e->rd_eof = false;
 	e->hup = false;
-	e->force_mod = false;
+	e->unwanted_event = false;
+	e->wanted = 0;
+	e->via = NULL;
 	e->xprt = &xprt_raw;
 	e->xprt_ctx = NULL;
 	e->xprt_want = 0;
 }
 
+/*
+ * Parse states given back are kept for the next head, up to a cap (2.2 KiB each): every
+ * request parses two heads, and an idle connection holds none.
+ */
+#define HEAD_POOL_MAX 16
+
+static struct http_head *head_pool[HEAD_POOL_MAX];
+static unsigned int head_pool_len;
+
 struct http_head *session_head_start(struct http_head **slot, bool is_request)
 {
 	if (!*slot) {
-		*slot = malloc(sizeof(**slot));
+		*slot = head_pool_len ? head_pool[--head_pool_len] : malloc(sizeof(**slot));
 		if (!*slot)
 			return NULL;
 	}
@@ -133,7 +177,10 @@ struct http_head *session_head_start(struct http_head **slot, bool is_request)
 
 void session_head_free(struct http_head **slot)
 {
-	free(*slot);
+	if (*slot && head_pool_len < HEAD_POOL_MAX)
+		head_pool[head_pool_len++] = *slot;
+	else
+		free(*slot);
 	*slot = NULL;
 }
 
@@ -540,6 +587,8 @@ void session_endpoint_event(struct loop_handler *h, uint32_t events)
 
 	if (e->fd < 0 || s->client.fd < 0)
 		return; /* closed earlier in this batch */
+	if ((events & (EPOLLIN | EPOLLRDHUP)) && !(e->wanted & EPOLLIN))
+		e->unwanted_event = true;
 	if (events & EPOLLIN)
 		e->readable = true;
 	if (events & EPOLLOUT)

@@ -105,17 +105,19 @@ void upstream_conn_open(struct session *s, bool allow_pool)
 	const struct config *cfg = s->cfg;
 	const struct sockaddr *sa = (const struct sockaddr *)&s->up_addr.ss;
 	struct upstream_server *pooled_srv = NULL;
-	int fd = allow_pool ? upstream_pool_take(&s->up_addr, &pooled_srv) : -1;
+	struct loop_handler *via = NULL;
+	int fd = allow_pool ? upstream_pool_take(&s->up_addr, &pooled_srv, &s->upstream.h, &via) :
+			      -1;
 	int one = 1;
 
 	if (fd >= 0) {
 		s->upstream_reused = true;
 		stats.upstream_reuses++;
 		session_endpoint_attach(&s->upstream, fd);
-		/* Still registered, with the pool's handler: update_events re-points it. */
+		/* Still registered, through its pool record, which forwards the events here. */
+		s->upstream.via = via;
 		s->upstream.in_epoll = true;
 		s->upstream.registered = EPOLLIN | EPOLLRDHUP;
-		s->upstream.force_mod = true;
 		s->conn_server = pooled_srv;
 		s->proto->connected(s);
 		return;

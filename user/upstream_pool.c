@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -10,8 +12,18 @@
 #include "upstream.h"
 #include "upstream_pool.h"
 
+/* What a pooled connection is watched for while idle. */
+#define POOL_EVENTS (EPOLLIN | EPOLLRDHUP)
+
+/*
+ * A pooled upstream connection, from its first return to the pool until its socket closes. It
+ * is the socket's epoll target all that time: while a session owns the socket, events are
+ * forwarded to the session's endpoint; while idle, they discard it. So moving the socket
+ * between the pool and sessions changes no registration and allocates nothing.
+ */
 struct idle_conn {
-	struct loop_handler h;
+	struct loop_handler h; /* first: the endpoint's via points here */
+	struct loop_handler *owner; /* the owning endpoint's handler; NULL while idle */
 	struct timer timer;
 	int fd;
 	struct sockaddr_any addr;
@@ -59,6 +71,7 @@ static void unlink_conn(struct idle_conn *c)
 		idle_head = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
 	idle_count--;
 	timer_cancel(&c->timer);
 }
@@ -73,12 +86,31 @@ static void discard(struct idle_conn *c)
 	upstream_conn_closed(c->srv);
 }
 
-static void on_idle_event(struct loop_handler *h, uint32_t events)
+/*
+ * An idle server sends nothing: a byte, a close or an error discards the connection. An event
+ * that epoll reported while a session still owned the socket may arrive after it came back in
+ * the same batch (the session read those bytes meanwhile): a peek tells.
+ */
+static bool idle_event_real(struct idle_conn *c, uint32_t events)
+{
+	char byte;
+
+	if (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP))
+		return true;
+	if (!(events & EPOLLIN))
+		return false;
+	return recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) >= 0 || errno != EAGAIN;
+}
+
+static void on_conn_event(struct loop_handler *h, uint32_t events)
 {
 	struct idle_conn *c = (struct idle_conn *)h;
 
-	/* An idle server sends nothing: any event is a close, an error or a protocol violation. */
-	if (c->fd >= 0) {
+	if (c->owner) {
+		c->owner->on_event(c->owner, events);
+		return;
+	}
+	if (c->fd >= 0 && idle_event_real(c, events)) {
 		log_debug("pooled upstream fd %d closed by server", c->fd);
 		discard(c);
 	}
@@ -91,8 +123,24 @@ static void on_idle_timeout(struct timer *t)
 	discard(c);
 }
 
+/* The pool's record for a socket returning for the first time, registered through it. */
+static struct idle_conn *conn_new(int fd, bool in_epoll)
+{
+	struct idle_conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->h.on_event = on_conn_event;
+	c->timer.on_expire = on_idle_timeout;
+	if ((in_epoll ? loop_mod(fd, POOL_EVENTS, &c->h) : loop_add(fd, POOL_EVENTS, &c->h)) < 0) {
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
 void upstream_pool_put(int fd, const struct sockaddr_any *addr, struct upstream_server *srv,
-		       bool in_epoll)
+		       const struct pool_registration *reg)
 {
 	unsigned int same = 0;
 	struct idle_conn *c, *oldest = NULL;
@@ -103,31 +151,36 @@ void upstream_pool_put(int fd, const struct sockaddr_any *addr, struct upstream_
 			oldest = c;
 		}
 	}
+	c = reg->via ? (struct idle_conn *)reg->via : NULL;
 	if (max_idle == 0) {
+		if (c)
+			upstream_pool_link_drop(&c->h);
 		close(fd);
 		upstream_conn_closed(srv);
 		return;
 	}
 	if (same >= max_idle)
 		discard(oldest);
-	c = calloc(1, sizeof(*c));
+	if (c) {
+		/* Its registration points at the record already: only a wider mask changes. */
+		c->owner = NULL;
+		if ((!reg->in_epoll && loop_add(fd, POOL_EVENTS, &c->h) < 0) ||
+		    (reg->in_epoll && reg->events != POOL_EVENTS &&
+		     loop_mod(fd, POOL_EVENTS, &c->h) < 0)) {
+			upstream_pool_link_drop(&c->h);
+			c = NULL;
+		}
+	} else {
+		c = conn_new(fd, reg->in_epoll);
+	}
 	if (!c) {
 		close(fd);
 		upstream_conn_closed(srv);
 		return;
 	}
 	c->srv = srv;
-	c->h.on_event = on_idle_event;
-	c->timer.on_expire = on_idle_timeout;
 	c->fd = fd;
 	c->addr = *addr;
-	if ((in_epoll ? loop_mod(fd, EPOLLIN | EPOLLRDHUP, &c->h) :
-			loop_add(fd, EPOLLIN | EPOLLRDHUP, &c->h)) < 0) {
-		close(fd);
-		free(c);
-		upstream_conn_closed(srv);
-		return;
-	}
 	c->next = idle_head;
 	if (idle_head)
 		idle_head->prev = c;
@@ -137,20 +190,29 @@ void upstream_pool_put(int fd, const struct sockaddr_any *addr, struct upstream_
 	upstream_conn_idle(srv);
 }
 
-int upstream_pool_take(const struct sockaddr_any *addr, struct upstream_server **srv)
+int upstream_pool_take(const struct sockaddr_any *addr, struct upstream_server **srv,
+		       struct loop_handler *owner, struct loop_handler **via)
 {
 	for (struct idle_conn *c = idle_head; c; c = c->next) {
-		int fd = c->fd;
-
 		if (!sockaddr_equal(&c->addr, addr))
 			continue;
 		unlink_conn(c);
-		c->fd = -1; /* an event already queued for it in this batch is ignored */
+		c->owner = owner;
 		*srv = c->srv;
-		loop_defer_free(c, free);
-		return fd;
+		*via = &c->h;
+		return c->fd;
 	}
 	return -1;
+}
+
+void upstream_pool_link_drop(struct loop_handler *via)
+{
+	struct idle_conn *c = (struct idle_conn *)via;
+
+	/* The owner closed the socket: events already queued in this batch are ignored. */
+	c->owner = NULL;
+	c->fd = -1;
+	loop_defer_free(c, free);
 }
 
 void upstream_pool_flush(void)

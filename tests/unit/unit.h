@@ -23,6 +23,8 @@ void test_flow_fifo(void);
 
 /* unit_rtsp.c: the RTSP parser, framer, rewriter, authentication and URLs */
 void unit_rtsp(void);
+/* unit_loop.c: timers and the small-buffer pool */
+void unit_loop(void);
 /* unit_tls.c: TLS contexts and the TLS transport over socketpairs */
 void unit_tls(void);
 

@@ -505,6 +505,7 @@ int main(void)
 	test_sizes();
 	test_retry_policy();
 	test_flow_fifo();
+	unit_loop();
 	unit_rtsp();
 	unit_tls();
 	printf("%d passed, %d failed\n", passed, failed);
