@@ -77,20 +77,23 @@ static struct loop_handler *endpoint_target(struct endpoint *e)
 	return e->via ? e->via : &e->h;
 }
 
-/* The registration may keep more than @mask: only lazily-dropped bits, and none has fired. */
-static bool keep_registration(const struct endpoint *e, uint32_t mask)
+/*
+ * The registration may keep more than @mask: only lazily-dropped bits, and none has fired.
+ * @exact: the sockmap module's masks (edge-triggered, or none while the kernel moves the
+ * bytes) are applied as they are.
+ */
+static bool keep_registration(const struct endpoint *e, uint32_t mask, bool exact)
 {
 	uint32_t extra = e->registered & ~mask;
 
-	if (mask & ~e->registered)
+	if (exact || (mask & ~e->registered))
 		return false;
 	if (extra & ~LAZY_OFF_MASK)
 		return false;
-	/* Edge-triggered masks (the sockmap module) are applied exactly. */
-	return !e->unwanted_event && !(mask & EPOLLET);
+	return !e->unwanted_event;
 }
 
-static void endpoint_watch(struct endpoint *e, uint32_t mask)
+static void endpoint_watch(struct endpoint *e, uint32_t mask, bool exact)
 {
 	if (e->fd < 0)
 		return;
@@ -111,7 +114,7 @@ static void endpoint_watch(struct endpoint *e, uint32_t mask)
 		}
 		return;
 	}
-	if (keep_registration(e, mask))
+	if (keep_registration(e, mask, exact))
 		return;
 	if (loop_mod(e->fd, mask, endpoint_target(e)) == 0) {
 		e->registered = mask;
@@ -228,8 +231,8 @@ static void update_events(struct session *s)
 			cmask |= EPOLLOUT;
 		break;
 	}
-	endpoint_watch(&s->client, cmask | s->client.xprt_want);
-	endpoint_watch(&s->upstream, umask | s->upstream.xprt_want);
+	endpoint_watch(&s->client, cmask | s->client.xprt_want, s->sockmap);
+	endpoint_watch(&s->upstream, umask | s->upstream.xprt_want, s->sockmap);
 }
 
 void session_close_upstream(struct session *s)
