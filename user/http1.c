@@ -78,7 +78,7 @@ static int server_host(const char *text, char *out, size_t len)
  */
 static int origin_tls(struct session *s)
 {
-	const struct route *r = s->target.route;
+	const struct route *r = s->target->route;
 	struct tls_set *set = tls_current();
 	struct tls_client *c;
 	char host[ROUTE_HOST_MAX];
@@ -89,7 +89,7 @@ static int origin_tls(struct session *s)
 		if (!r->tls.on)
 			return 0;
 		c = tls_set_route_prefixed(set, r->prefix);
-		snprintf(host, sizeof(host), "%s", s->target.host);
+		snprintf(host, sizeof(host), "%s", s->target->host);
 	} else {
 		if (!r->upstream->tls.on)
 			return 0;
@@ -151,15 +151,20 @@ static void handle_connect(struct session *s)
 		session_reply_error(s, 501);
 		return;
 	}
-	route_target_free(&s->target);
-	if (route_target_connect(url, h->url.len, &s->target) < 0 || h->has_content_length ||
+	if (!session_target_start(s)) {
+		session_reply_error(s, 500);
+		return;
+	}
+	s->route = NULL;
+	if (route_target_connect(url, h->url.len, s->target) < 0 || h->has_content_length ||
 	    h->has_transfer_encoding) {
 		session_reply_error(s, 400);
 		return;
 	}
-	if (s->target.host_is_literal &&
-	    !route_destination_allowed(cfg, s->target.host, &s->target.addr)) {
-		log_info("session %lu: CONNECT to %s denied", (unsigned long)s->id, s->target.host);
+	if (s->target->host_is_literal &&
+	    !route_destination_allowed(cfg, s->target->host, &s->target->addr)) {
+		log_info("session %lu: CONNECT to %s denied", (unsigned long)s->id,
+			 s->target->host);
 		session_reply_error(s, 403);
 		return;
 	}
@@ -195,28 +200,31 @@ static int request_target(struct session *s, const struct route *r, const struct
 			  const char *path, size_t path_len, const char *route_host,
 			  size_t route_host_len)
 {
-	route_target_free(&s->target);
+	if (!session_target_start(s)) {
+		session_reply_error(s, 500);
+		return -1;
+	}
 	if (form->form == HTTP_TARGET_ASTERISK) {
 		/* "*" is forwarded as it is: no prefix to strip. */
-		memset(&s->target, 0, sizeof(s->target));
-		s->target.route = r;
-		s->target.target = strdup("*");
-		if (!s->target.target) {
+		s->target->route = r;
+		s->target->target = strdup("*");
+		if (!s->target->target) {
 			session_reply_error(s, 500);
 			return -1;
 		}
-		s->target.target_len = 1;
-	} else if (route_target_build(r, path, path_len, &s->target) < 0) {
+		s->target->target_len = 1;
+	} else if (route_target_build(r, path, path_len, s->target) < 0) {
 		session_reply_error(s, 400);
 		return -1;
 	}
-	if (form->form == HTTP_TARGET_ABSOLUTE && !s->target.host_header[0] && !r->host_rewrite) {
-		if (route_host_len >= sizeof(s->target.host_header)) {
+	s->route = r;
+	if (form->form == HTTP_TARGET_ABSOLUTE && !s->target->host_header[0] && !r->host_rewrite) {
+		if (route_host_len >= sizeof(s->target->host_header)) {
 			session_reply_error(s, 400);
 			return -1;
 		}
-		memcpy(s->target.host_header, route_host, route_host_len);
-		s->target.host_header[route_host_len] = '\0';
+		memcpy(s->target->host_header, route_host, route_host_len);
+		s->target->host_header[route_host_len] = '\0';
 	}
 	return 0;
 }
@@ -268,10 +276,10 @@ static bool request_route(struct session *s, const struct http_head *h, const ch
 	}
 	if (request_target(s, r, &form, path, path_len, route_host, route_host_len) < 0)
 		return false;
-	if (r->kind == ROUTE_URL_EMBEDDED && s->target.host_is_literal &&
-	    !route_destination_allowed(s->cfg, s->target.host, &s->target.addr)) {
+	if (r->kind == ROUTE_URL_EMBEDDED && s->target->host_is_literal &&
+	    !route_destination_allowed(s->cfg, s->target->host, &s->target->addr)) {
 		log_info("session %lu: destination %s denied", (unsigned long)s->id,
-			 s->target.host);
+			 s->target->host);
 		session_reply_error(s, 403);
 		return false;
 	}
@@ -285,10 +293,10 @@ static int request_forward_head(struct session *s, const struct route *r, const 
 {
 	struct request_rewrite rw = { 0 };
 
-	rw.target = s->target.target;
-	rw.target_len = s->target.target_len;
-	if (s->target.host_header[0])
-		rw.host = s->target.host_header;
+	rw.target = s->target->target;
+	rw.target_len = s->target->target_len;
+	if (s->target->host_header[0])
+		rw.host = s->target->host_header;
 	else if (r->host_rewrite)
 		rw.host = r->host_rewrite;
 	rw.client_addr = s->client_addr;
@@ -536,11 +544,11 @@ static int handle_response_head(struct session *s)
 	if (!s->req_keep_alive || framing == FRAMING_CLOSE || sockmap_body || session_draining())
 		s->close_after = true;
 
-	if (s->target.route->kind == ROUTE_URL_EMBEDDED) {
-		loc.prefix = s->target.route->prefix;
-		loc.authority = s->target.host_header;
-		loc.req_path = s->target.target;
-		loc.tls = s->target.route->tls.on;
+	if (s->target->route->kind == ROUTE_URL_EMBEDDED) {
+		loc.prefix = s->target->route->prefix;
+		loc.authority = s->target->host_header;
+		loc.req_path = s->target->target;
+		loc.tls = s->target->route->tls.on;
 		loc.other_prefix = route_embedded_prefix(s->cfg, !loc.tls);
 	}
 	rc = http_build_response(&head, h, base, s->close_after, s->client_http10,
@@ -676,7 +684,7 @@ static void http1_finish_transaction(struct session *s)
 	}
 	flow_finish(&s->req);
 	flow_finish(&s->resp);
-	route_target_free(&s->target);
+	session_target_end(s);
 	buf_free(&s->req_head);
 	if (s->close_after || session_draining()) {
 		session_begin_linger(s);

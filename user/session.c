@@ -159,18 +159,37 @@ void session_endpoint_attach(struct endpoint *e, int fd)
 }
 
 /*
- * Parse states given back are kept for the next head, up to a cap (2.2 KiB each): every
- * request parses two heads, and an idle connection holds none.
+ * Per-request records given back are kept for the next request, up to a cap: every request
+ * parses two heads (2.2 KiB each) and has a target (0.7 KiB), and an idle connection holds none.
  */
-#define HEAD_POOL_MAX 16
+#define RECORD_POOL_MAX 16
 
-static struct http_head *head_pool[HEAD_POOL_MAX];
-static unsigned int head_pool_len;
+struct record_pool {
+	size_t size;
+	unsigned int len;
+	void *items[RECORD_POOL_MAX];
+};
+
+static struct record_pool head_pool = { .size = sizeof(struct http_head) };
+static struct record_pool target_pool = { .size = sizeof(struct route_target) };
+
+static void *record_get(struct record_pool *p)
+{
+	return p->len ? p->items[--p->len] : malloc(p->size);
+}
+
+static void record_put(struct record_pool *p, void *rec)
+{
+	if (rec && p->len < RECORD_POOL_MAX)
+		p->items[p->len++] = rec;
+	else
+		free(rec);
+}
 
 struct http_head *session_head_start(struct http_head **slot, bool is_request)
 {
 	if (!*slot) {
-		*slot = head_pool_len ? head_pool[--head_pool_len] : malloc(sizeof(**slot));
+		*slot = record_get(&head_pool);
 		if (!*slot)
 			return NULL;
 	}
@@ -180,11 +199,30 @@ struct http_head *session_head_start(struct http_head **slot, bool is_request)
 
 void session_head_free(struct http_head **slot)
 {
-	if (*slot && head_pool_len < HEAD_POOL_MAX)
-		head_pool[head_pool_len++] = *slot;
-	else
-		free(*slot);
+	record_put(&head_pool, *slot);
 	*slot = NULL;
+}
+
+struct route_target *session_target_start(struct session *s)
+{
+	if (!s->target) {
+		s->target = record_get(&target_pool);
+		if (!s->target)
+			return NULL;
+	} else {
+		route_target_free(s->target);
+	}
+	memset(s->target, 0, sizeof(*s->target));
+	return s->target;
+}
+
+void session_target_end(struct session *s)
+{
+	if (!s->target)
+		return;
+	route_target_free(s->target);
+	record_put(&target_pool, s->target);
+	s->target = NULL;
 }
 
 bool session_interim_backlogged(const struct session *s)
@@ -249,21 +287,21 @@ void session_close_upstream(struct session *s)
 
 uint64_t session_connect_timeout(const struct session *s)
 {
-	const struct route *r = s->target.route;
+	const struct route *r = s->route;
 
 	return r && r->connect_timeout_ms ? r->connect_timeout_ms : s->cfg->connect_timeout_ms;
 }
 
 uint64_t session_response_timeout(const struct session *s)
 {
-	const struct route *r = s->target.route;
+	const struct route *r = s->route;
 
 	return r && r->response_timeout_ms ? r->response_timeout_ms : s->cfg->response_timeout_ms;
 }
 
 uint64_t session_idle_timeout(const struct session *s)
 {
-	const struct route *r = s->target.route;
+	const struct route *r = s->route;
 
 	if (s->tunnel)
 		return s->cfg->tunnel_timeout_ms;
@@ -398,7 +436,7 @@ void session_close(struct session *s)
 	endpoint_close(&s->client);
 	if (closed_hook)
 		closed_hook();
-	route_target_free(&s->target);
+	session_target_end(s);
 	buf_free(&s->req_head);
 	session_head_free(&s->rq);
 	session_head_free(&s->rs);

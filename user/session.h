@@ -70,7 +70,9 @@ struct session {
 	struct http_head *rq;
 	struct http_head *rs;
 	uint8_t req_method; /* llhttp method of the current request */
-	struct route_target target;
+	/* The request in progress only (0.7 KiB): taken at its head, given back at its end. */
+	struct route_target *target;
+	const struct route *route; /* of the request in progress, or of the last one */
 	struct upstream_server *server; /* chosen for this attempt (NULL: url-embedded) */
 	struct upstream_server *conn_server; /* whose connection slot the upstream fd holds */
 	struct upstream_waiter wait; /* S_QUEUED: in the server's FIFO */
@@ -169,6 +171,10 @@ void session_dead_peer_options(int fd, const struct config *cfg);
 uint64_t session_connect_timeout(const struct session *s);
 uint64_t session_response_timeout(const struct session *s);
 uint64_t session_idle_timeout(const struct session *s);
+
+/* s->target for a new request, emptied (the previous one's released), or NULL. */
+struct route_target *session_target_start(struct session *s);
+void session_target_end(struct session *s);
 
 /* Heads being parsed: allocated while one is read, freed when done. */
 struct http_head *session_head_start(struct http_head **slot, bool is_request);

@@ -41,13 +41,13 @@ bool upstream_conn_can_retry(const struct session *s, enum retry_trigger trigger
 		.draining = session_draining(),
 	};
 
-	return retry_allowed(s->target.route, trigger, &a);
+	return retry_allowed(s->target->route, trigger, &a);
 }
 
 /* Full jitter (uniform in [0, min(cap, base * 2^attempt)]): retries from many clients spread. */
 static uint64_t backoff_ms(const struct session *s)
 {
-	return retry_backoff_pick(retry_backoff_ceiling(s->target.route, s->attempts),
+	return retry_backoff_pick(retry_backoff_ceiling(s->target->route, s->attempts),
 				  (uint64_t)random());
 }
 
@@ -61,7 +61,7 @@ void upstream_conn_schedule_retry(struct session *s)
 	flow_reset(&s->req);
 	delay = backoff_ms(s);
 	log_info("session %lu: retry %u of %s %s in %lu ms", (unsigned long)s->id, s->attempts,
-		 llhttp_method_name((llhttp_method_t)s->req_method), s->target.target,
+		 llhttp_method_name((llhttp_method_t)s->req_method), s->target->target,
 		 (unsigned long)delay);
 	s->state = S_BACKOFF;
 	timer_arm(&s->timer, delay);
@@ -166,7 +166,7 @@ void upstream_conn_open(struct session *s, bool allow_pool)
 /* Pick a server of the route's upstream (round-robin, healthy ones) and connect. */
 void upstream_conn_choose_server(struct session *s)
 {
-	struct upstream *u = s->target.route->upstream;
+	struct upstream *u = s->target->route->upstream;
 	/* A retry goes elsewhere: a server that failed may fail again before it is marked down. */
 	struct upstream_server *srv = upstream_pick(u, s->attempts ? s->server : NULL);
 
@@ -199,7 +199,7 @@ static void on_slot_available(struct upstream_waiter *w)
 
 static void retry_now(struct session *s)
 {
-	if (s->target.route->kind == ROUTE_UPSTREAM)
+	if (s->target->route->kind == ROUTE_UPSTREAM)
 		upstream_conn_choose_server(s);
 	else
 		upstream_conn_open(s, false);
@@ -226,12 +226,12 @@ static void on_resolved(void *arg, int status, const struct sockaddr_any *addr)
 	struct session *s = arg;
 
 	if (!addr) {
-		log_info("session %lu: resolve %s: %s", (unsigned long)s->id, s->target.host,
+		log_info("session %lu: resolve %s: %s", (unsigned long)s->id, s->target->host,
 			 resolve_strerror(status));
 		s->proto->connect_failed(s, 502);
-	} else if (!route_destination_allowed(s->cfg, s->target.host, addr)) {
+	} else if (!route_destination_allowed(s->cfg, s->target->host, addr)) {
 		log_info("session %lu: destination %s denied", (unsigned long)s->id,
-			 s->target.host);
+			 s->target->host);
 		s->proto->connect_failed(s, 403);
 	} else {
 		s->up_addr = *addr;
@@ -250,17 +250,18 @@ static void on_resolved(void *arg, int status, const struct sockaddr_any *addr)
 void upstream_conn_to_destination(struct session *s)
 {
 	s->server = NULL;
-	if (s->target.host_is_literal) {
-		s->up_addr = s->target.addr;
+	if (s->target->host_is_literal) {
+		s->up_addr = s->target->addr;
 		addr_text(&s->up_addr.ss, s->up_addr_text, sizeof(s->up_addr_text));
 		/* A tunnel owns its connection: never a pooled one. */
 		upstream_conn_open(s, !s->connect_tunnel);
 		return;
 	}
 	s->state = S_RESOLVING;
-	snprintf(s->up_addr_text, sizeof(s->up_addr_text), "%s:%u", s->target.host, s->target.port);
+	snprintf(s->up_addr_text, sizeof(s->up_addr_text), "%s:%u", s->target->host,
+		 s->target->port);
 	timer_arm(&s->timer, session_connect_timeout(s));
-	if (resolve_start(&s->resolve, s->target.host, s->target.port, on_resolved, s) < 0)
+	if (resolve_start(&s->resolve, s->target->host, s->target->port, on_resolved, s) < 0)
 		s->proto->connect_failed(s, 502);
 }
 
