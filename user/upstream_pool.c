@@ -145,7 +145,8 @@ void upstream_pool_put(int fd, const struct sockaddr_any *addr, struct upstream_
 	unsigned int same = 0;
 	struct idle_conn *c, *oldest = NULL;
 
-	for (c = idle_head; c; c = c->next) {
+	/* Fewer idle connections in all than the cap: no address can be at it. */
+	for (c = idle_count >= max_idle ? idle_head : NULL; c; c = c->next) {
 		if (sockaddr_equal(&c->addr, addr)) {
 			same++;
 			oldest = c;
