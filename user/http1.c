@@ -677,7 +677,7 @@ static void http1_finish_transaction(struct session *s)
 			u->via = NULL;
 			buf_free(&u->in);
 			s->conn_server = NULL;
-			upstream_pool_put(fd, &s->up_addr, srv, &reg);
+			upstream_pool_put(fd, s->up_addr, srv, &reg);
 		} else {
 			session_close_upstream(s);
 		}

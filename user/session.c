@@ -2,7 +2,8 @@
 /*
  * The session proper: one client connection's lifecycle. The registry of sessions, the two
  * endpoints and their epoll interest, the timer and its dispatch, kfwd's own error replies and
- * the linger before close; the access log record and the monitor events of the connection.
+ * the linger before close; the access log record and the monitor events of the connection;
+ * the free lists of per-request records (parse states, targets), so idle connections hold none.
  * Everything that depends on what the connection speaks goes through s->proto (struct
  * proto_ops, chosen by the listener); the upstream connection is upstream_conn.c's.
  */
@@ -173,10 +174,17 @@ struct record_pool {
 	void **items;
 };
 
+/* What a request routes to and connects to: one record, s->target and s->up_addr point in. */
+struct request_record {
+	struct route_target target;
+	struct sockaddr_any up_addr;
+};
+
 static void *head_items[HEAD_POOL_MAX], *target_items[TARGET_POOL_MAX];
 static struct record_pool head_pool = { sizeof(struct http_head), 0, HEAD_POOL_MAX, head_items };
-static struct record_pool target_pool = { sizeof(struct route_target), 0, TARGET_POOL_MAX,
+static struct record_pool target_pool = { sizeof(struct request_record), 0, TARGET_POOL_MAX,
 					  target_items };
+static const char no_upstream[] = "";
 
 static void *record_get(struct record_pool *p)
 {
@@ -210,14 +218,18 @@ void session_head_free(struct http_head **slot)
 
 struct route_target *session_target_start(struct session *s)
 {
-	if (!s->target) {
-		s->target = record_get(&target_pool);
-		if (!s->target)
+	struct request_record *rec = (struct request_record *)s->target;
+
+	if (!rec) {
+		rec = record_get(&target_pool);
+		if (!rec)
 			return NULL;
 	} else {
-		route_target_free(s->target);
+		route_target_free(&rec->target);
 	}
-	memset(s->target, 0, sizeof(*s->target));
+	memset(rec, 0, sizeof(*rec));
+	s->target = &rec->target;
+	s->up_addr = &rec->up_addr;
 	return s->target;
 }
 
@@ -228,6 +240,21 @@ void session_target_end(struct session *s)
 	route_target_free(s->target);
 	record_put(&target_pool, s->target);
 	s->target = NULL;
+	s->up_addr = NULL;
+}
+
+void session_set_upstream_text(struct session *s, const char *text)
+{
+	char *copy;
+
+	if (!strcmp(s->up_addr_text, text))
+		return;
+	copy = strdup(text);
+	if (!copy)
+		return; /* keeps the previous text: only logs and conn list show it */
+	if (s->up_addr_text != no_upstream)
+		free((char *)s->up_addr_text);
+	s->up_addr_text = copy;
 }
 
 bool session_interim_backlogged(const struct session *s)
@@ -319,6 +346,8 @@ static void session_free(void *p)
 {
 	struct session *s = p;
 
+	if (s->up_addr_text != no_upstream)
+		free((char *)s->up_addr_text);
 	config_put(s->cfg);
 	free(s);
 }
@@ -712,6 +741,7 @@ struct session *session_create(int fd, const struct config *cfg, const struct pr
 	s->cfg = config_get(cfg); /* dropped in session_free() */
 	s->created_ms = now_ms();
 	s->timer.on_expire = on_session_timer;
+	s->up_addr_text = no_upstream;
 	/* X-Forwarded-For carries the address without the port. */
 	if (getpeername(fd, (struct sockaddr *)&peer.ss, &peer.len) == 0)
 		addr_host_text(&peer.ss, s->client_addr, sizeof(s->client_addr));

@@ -78,8 +78,10 @@ struct session {
 	struct upstream_waiter wait; /* S_QUEUED: in the server's FIFO */
 	unsigned int attempts; /* retries done for this request */
 	int last_failure_status; /* what the last failed attempt would have answered */
-	struct sockaddr_any up_addr;
-	char up_addr_text[ROUTE_HOST_MAX + 16];
+	struct sockaddr_any *up_addr; /* with s->target: the request in progress only */
+	/* ADDR:PORT or HOST:PORT of the current or last upstream ("" before any); set it with
+	 * session_set_upstream_text(), which allocates only when it changes. */
+	const char *up_addr_text;
 	struct resolve_req *resolve;
 	struct buf req_head; /* forwarded request head, kept for one retry */
 	enum body_framing req_framing;
@@ -172,7 +174,8 @@ uint64_t session_connect_timeout(const struct session *s);
 uint64_t session_response_timeout(const struct session *s);
 uint64_t session_idle_timeout(const struct session *s);
 
-/* s->target for a new request, emptied (the previous one's released), or NULL. */
+void session_set_upstream_text(struct session *s, const char *text);
+/* s->target (and s->up_addr) for a new request, emptied, or NULL. */
 struct route_target *session_target_start(struct session *s);
 void session_target_end(struct session *s);
 

@@ -103,10 +103,10 @@ static void connect_failed(struct session *s, int err)
 void upstream_conn_open(struct session *s, bool allow_pool)
 {
 	const struct config *cfg = s->cfg;
-	const struct sockaddr *sa = (const struct sockaddr *)&s->up_addr.ss;
+	const struct sockaddr *sa = (const struct sockaddr *)&s->up_addr->ss;
 	struct upstream_server *pooled_srv = NULL;
 	struct loop_handler *via = NULL;
-	int fd = allow_pool ? upstream_pool_take(&s->up_addr, &pooled_srv, &s->upstream.h, &via) :
+	int fd = allow_pool ? upstream_pool_take(s->up_addr, &pooled_srv, &s->upstream.h, &via) :
 			      -1;
 	int one = 1;
 
@@ -149,7 +149,7 @@ void upstream_conn_open(struct session *s, bool allow_pool)
 	session_endpoint_attach(&s->upstream, fd);
 	s->conn_server = s->server;
 	upstream_conn_opened(s->server);
-	if (connect(fd, sa, s->up_addr.len) == 0) {
+	if (connect(fd, sa, s->up_addr->len) == 0) {
 		s->proto->connected(s);
 		return;
 	}
@@ -180,8 +180,8 @@ void upstream_conn_choose_server(struct session *s)
 		return;
 	}
 	s->server = srv;
-	s->up_addr = srv->addr;
-	snprintf(s->up_addr_text, sizeof(s->up_addr_text), "%s", srv->text);
+	*s->up_addr = srv->addr;
+	session_set_upstream_text(s, srv->text);
 	upstream_conn_open(s, true);
 }
 
@@ -221,6 +221,15 @@ static void upstream_conn_finish(struct session *s)
 	s->proto->connected(s);
 }
 
+/* The upstream text of a destination by address: ADDR:PORT. */
+static void upstream_text_numeric(struct session *s)
+{
+	char text[ADDR_TEXT_MAX];
+
+	addr_text(&s->up_addr->ss, text, sizeof(text));
+	session_set_upstream_text(s, text);
+}
+
 static void on_resolved(void *arg, int status, const struct sockaddr_any *addr)
 {
 	struct session *s = arg;
@@ -234,8 +243,8 @@ static void on_resolved(void *arg, int status, const struct sockaddr_any *addr)
 			 s->target->host);
 		s->proto->connect_failed(s, 403);
 	} else {
-		s->up_addr = *addr;
-		addr_text(&s->up_addr.ss, s->up_addr_text, sizeof(s->up_addr_text));
+		*s->up_addr = *addr;
+		upstream_text_numeric(s);
 		upstream_conn_open(s, !s->connect_tunnel);
 	}
 	/* May run inside resolve_start() (names from /etc/hosts): session_run updates events. */
@@ -249,17 +258,19 @@ static void on_resolved(void *arg, int status, const struct sockaddr_any *addr)
  */
 void upstream_conn_to_destination(struct session *s)
 {
+	char text[ROUTE_HOST_MAX + 16];
+
 	s->server = NULL;
 	if (s->target->host_is_literal) {
-		s->up_addr = s->target->addr;
-		addr_text(&s->up_addr.ss, s->up_addr_text, sizeof(s->up_addr_text));
+		*s->up_addr = s->target->addr;
+		upstream_text_numeric(s);
 		/* A tunnel owns its connection: never a pooled one. */
 		upstream_conn_open(s, !s->connect_tunnel);
 		return;
 	}
 	s->state = S_RESOLVING;
-	snprintf(s->up_addr_text, sizeof(s->up_addr_text), "%s:%u", s->target->host,
-		 s->target->port);
+	snprintf(text, sizeof(text), "%s:%u", s->target->host, s->target->port);
+	session_set_upstream_text(s, text);
 	timer_arm(&s->timer, session_connect_timeout(s));
 	if (resolve_start(&s->resolve, s->target->host, s->target->port, on_resolved, s) < 0)
 		s->proto->connect_failed(s, 502);
