@@ -190,6 +190,8 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	$(PYTHON) scripts/bench.py
 	$(PYTHON) scripts/bench_tls.py
+	$(PYTHON) scripts/bench_rtsp.py
+	$(PYTHON) scripts/bench_rtsp_gateway.py
 
 format:
 	clang-format -i $(wildcard user/*.c user/*.h include/kfwd/*.h bpf/*.bpf.c tests/unit/*.c)

@@ -7,6 +7,7 @@ reused, and a 1 KB file).  Peers (columns of the table):
 
   direct        client -> origin, no proxy
   kfwd splice   build/kfwd, data-path splice
+  kfwd splice w2  the same with `workers 2` (a master and two worker processes; [1] and [2] only)
   kfwd copy     build/kfwd, data-path copy
   kfwd sockmap  build/kfwd, data-path sockmap (the download only: its body goes through the sockmap)
   haproxy       HAProxy, mode http, option splice-request + splice-response
@@ -463,6 +464,8 @@ class Peer:
     # such a peer runs the download (512 MiB body) and sits out the small-body HTTP workloads,
     # which would measure splice.
     tunnel_only = False
+    # The workloads this peer runs; None: every one.
+    workloads = None
 
     def __init__(self, ctx):
         self.ctx = ctx
@@ -608,12 +611,24 @@ backend be
         return self.launch([self.ctx.haproxy, "-db", "-f", str(d / "haproxy.cfg")], d, port)
 
 
+def runs(peer, workload):
+    """Does @peer take part in @workload (a tunnel-only peer runs only the download)?"""
+    if peer.workloads is not None and workload not in peer.workloads:
+        return False
+    return workload == "download" or not peer.tunnel_only
+
+
 class Kfwd(Peer):
-    def __init__(self, ctx, path):
+    def __init__(self, ctx, path, workers=1):
         super().__init__(ctx)
         self.path = path
-        self.key = "kfwd-" + path
-        self.label = "kfwd " + path
+        self.workers = workers
+        self.key = "kfwd-" + path + ("-w%d" % workers if workers > 1 else "")
+        self.label = "kfwd " + path + (" w%d" % workers if workers > 1 else "")
+        if workers > 1:
+            self.workloads = ("download", "wrk")
+            self.notes.append("workers %d: a master and %d worker processes (SO_REUSEPORT); runs [1] and [2] "
+                              "only; the load generator shares the same cores" % (workers, workers))
         self.tunnel_only = path.startswith("sockmap")
         if self.tunnel_only:
             self.notes.append("sockmap carries tunnels and bodies of at least sockmap-body-min (1 MiB): the "
@@ -636,6 +651,7 @@ class Kfwd(Peer):
             # idle upstream connections kept, as nginx's `keepalive 64` (HAProxy keeps all):
             # the default 32 would close and reopen some under wrk's 50 connections
             "upstream-max-idle 64",
+            "workers %d" % self.workers,
         ]
         if self.tunnel_only:
             lines += ["connect on", "allow 127.0.0.0/8", "bpf-pin-dir /sys/fs/bpf/kfwd-bench"]
@@ -1407,7 +1423,8 @@ def main():
         ctx.up_port = origin_inst.port
         ctx.origin = origin_inst
 
-        peers = [Direct(ctx), Kfwd(ctx, "splice"), Kfwd(ctx, "copy"), Kfwd(ctx, "sockmap"), Haproxy(ctx), Nginx(ctx)]
+        peers = [Direct(ctx), Kfwd(ctx, "splice"), Kfwd(ctx, "splice", workers=2), Kfwd(ctx, "copy"),
+                 Kfwd(ctx, "sockmap"), Haproxy(ctx), Nginx(ctx)]
         if ONLY_PEERS:
             peers = [p for p in peers if p.key in ONLY_PEERS]
         for p in peers:
@@ -1428,8 +1445,7 @@ def main():
             if name in WORKLOADS:
                 t = time.monotonic()
                 log("%s ..." % name)
-                fn(ctx, res, live if name == "download" else
-                   {k: i for k, i in live.items() if not i.peer.tunnel_only})
+                fn(ctx, res, {k: i for k, i in live.items() if runs(i.peer, name)})
                 ctx.meta["t_" + name] = round(time.monotonic() - t, 1)
         for key, inst in live.items():
             dead(res, key, inst)
@@ -1439,7 +1455,7 @@ def main():
         if "memory" in WORKLOADS:
             t = time.monotonic()
             log("memory ...")
-            run_memory(ctx, res, [p for p in active if not p.tunnel_only])
+            run_memory(ctx, res, [p for p in active if runs(p, "memory")])
             ctx.meta["t_memory"] = round(time.monotonic() - t, 1)
 
         for p in peers:

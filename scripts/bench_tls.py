@@ -13,7 +13,9 @@ Workloads (client -> proxy over TLS, proxy -> origin plain HTTP/1.1):
 A throwaway CA and a P-256 certificate for 127.0.0.1 are made with `openssl` in the run's temp
 directory. Uses scripts/bench.py's process tracking, origin and files (build/bench/www).
 Output: a table on stdout and build/bench_tls.txt, the data in build/bench_tls.json.
-Knobs: BENCH_QUICK=1, BENCH_PEERS=kfwd-tls,haproxy-tls,nginx-tls, BENCH_TLS_IDLE_N=N.
+Knobs: BENCH_QUICK=1, BENCH_PEERS=kfwd-tls,haproxy-tls,nginx-tls, BENCH_TLS_IDLE_N=N,
+BENCH_TLS_KFWD_EXTRA="directive;directive" (more lines for kfwd's configuration, e.g.
+"tls-copy-buffer-size 256k" to measure another bound).
 Standard library only; run with Debian's /usr/bin/python3.
 """
 
@@ -41,6 +43,7 @@ QUICK = bench.QUICK
 RUNS = 3
 HANDSHAKE_SECS = 5 if not QUICK else 2
 IDLE_N = bench.env_int("BENCH_TLS_IDLE_N", 1000 if not QUICK else 300)
+KFWD_EXTRA = [x.strip() for x in os.environ.get("BENCH_TLS_KFWD_EXTRA", "").split(";") if x.strip()]
 STALL_N = 200
 STALL_BYTES = MIB
 SETTLE_SECS = 3.0
@@ -123,6 +126,7 @@ class KfwdTls(TlsPeer):
             "route / origin",
             "max-connections %d" % (IDLE_N + 2048),
             "client-timeout 600s",
+            *KFWD_EXTRA,
         ]) + "\n")
         return self.launch([str(KFWD), "-c", str(cfg)], d, port)
 

@@ -6,6 +6,10 @@ Fixtures
   nginx                    -> session nginx serving generated files of known sha256
   upload_file              -> session 100 MiB file of known sha256 (for uploads)
   peer(PeerInstance)       -> starts a tests/peers.py server, stopped at teardown
+  mini_nginx(ident)        -> a private nginx process (peers_http.MiniNginx), stopped at teardown
+  ctl_dir                  -> a 0755 directory in /run for ctl-socket-file (readable by non-root)
+  env                      -> peers_sockmap.Env: kfwd for the tunnel and sockmap suites, a pin dir
+                              of its own each, removed after kfwd stopped
 
 Per-test time limit: SIGALRM, 120 s by default, @pytest.mark.timeout(N) to change it.
 Strict mode: KFWD_TEST_STRICT=1 turns every skipped test into a failure.
@@ -13,12 +17,15 @@ Strict mode: KFWD_TEST_STRICT=1 turns every skipped test into a failure.
 
 import faulthandler
 import hashlib
+import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -27,9 +34,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402
+from peers_http import MiniNginx  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 KFWD_BIN = Path(os.environ.get("KFWD_BIN") or ROOT / "build" / "kfwd")  # override: env KFWD_BIN
+KFWDCTL_BIN = Path(os.environ.get("KFWDCTL_BIN") or ROOT / "build" / "kfwdctl")  # override: env KFWDCTL_BIN
 STRICT = os.environ.get("KFWD_TEST_STRICT") == "1"
 # make test SANITIZE=1: KFWD_BIN is an ASan+UBSan build; any report in kfwd's output fails the test.
 SANITIZE = os.environ.get("KFWD_SANITIZE") == "1"
@@ -253,6 +262,20 @@ class Kfwd:
 
     def metric(self, key, default=None):
         return self.metrics().get(key, default)
+
+    # ---- control socket
+    def ctl(self, *args):
+        """`kfwdctl ARGS` against this kfwd (through the file its control socket is published
+        in); asserts exit 0 and returns stdout."""
+        m = re.search(r"published in (\S+)", self.stderr)
+        assert m, "kfwd did not publish its control socket"
+        p = subprocess.run([str(KFWDCTL_BIN), "-f", m.group(1), *args], capture_output=True, text=True,
+                           timeout=30)
+        assert p.returncode == 0, f"kfwdctl {' '.join(args)}: exit {p.returncode}\n{p.stderr}"
+        return p.stdout
+
+    def ctl_json(self, *args):
+        return json.loads(self.ctl("-j", *args))
 
     # ---- lifecycle
     def wait_ready(self, timeout=10.0):
@@ -528,3 +551,72 @@ def nginx(tmp_path_factory, files_dir):
     n = Nginx(tmp_path_factory.mktemp("nginx"), files_dir)
     yield n
     n.stop()
+
+
+@pytest.fixture
+def mini_nginx(tmp_path):
+    started = []
+
+    def start(ident):
+        n = MiniNginx(tmp_path / f"nginx-{ident}", ident)
+        started.append(n)
+        return n
+
+    yield start
+    for n in started:
+        n.stop()
+
+
+# --------------------------------------------------------------------------- the control socket
+
+
+@pytest.fixture
+def ctl_dir():
+    # tmp_path is 0700: a non-root kfwdctl could not read the file there.
+    d = Path(tempfile.mkdtemp(prefix="kfwd-ctl-test-", dir="/run"))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- tunnels and the sockmap
+
+
+@pytest.fixture
+def env(kfwd, tmp_path):
+    from peers_sockmap import Env
+
+    e = Env(kfwd, tmp_path)
+    yield e
+    e.close()
+    # kfwd (fixture) is stopped after this fixture's teardown; pins are removed by _pins
+
+
+@pytest.fixture(autouse=True)
+def _pins(request):
+    """Set up first: torn down last, after kfwd stopped, removing any pin dir env left."""
+    yield
+    e = request.node.funcargs.get("env")
+    if e:
+        from peers_sockmap import remove_pin_dir
+
+        for p in e.pins:
+            remove_pin_dir(p)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _report_measurements():
+    """The numbers the tunnel and sockmap tests measured (peers_sockmap.MEASURE), printed and
+    written to build/tunnel_measurements.json once the session ends."""
+    yield
+    measure = getattr(sys.modules.get("peers_sockmap"), "MEASURE", None)
+    if not measure:
+        return
+    text = json.dumps(measure, indent=2, sort_keys=True)
+    print(f"\n---- tunnel measurements ----\n{text}")
+    try:
+        out = ROOT / "build" / "tunnel_measurements.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(text + "\n")
+    except OSError:
+        pass

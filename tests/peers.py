@@ -759,13 +759,16 @@ class CloseMidBody(Peer):
 class CloseDelimited(Peer):
     """HTTP/1.1 200 without Content-Length or chunking (Connection: close): streams `size`
     payload bytes, waits until kfwd has acknowledged every byte (TIOCOUTQ == 0), records
-    .closed (event) and closes. The body ends at EOF."""
+    .closed (event) and closes. The body ends at EOF. With `interval` (s) it sleeps after each
+    `piece`: a producer that sets the pace (a live stream)."""
 
     name = "close-delimited"
 
-    def __init__(self, size=MiB, seed=3, **kw):
+    def __init__(self, size=MiB, seed=3, piece=256 * KiB, interval=0.0, **kw):
         super().__init__(**kw)
         self.payload = Payload(size, seed=seed)
+        self.piece = piece
+        self.interval = interval
         self.closed = threading.Event()
         self.closed_at = None
 
@@ -775,8 +778,10 @@ class CloseDelimited(Peer):
             return
         self.requests.append(req)
         conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n")
-        for p in self.payload.pieces(256 * KiB):
+        for p in self.payload.pieces(self.piece):
             conn.send(p)
+            if self.interval:
+                time.sleep(self.interval)
         deadline = time.monotonic() + 120
         while outq(conn.sock) and time.monotonic() < deadline and not self.stopping.is_set():
             time.sleep(0.005)

@@ -1,15 +1,23 @@
-"""Python upstream servers for tests/test_http_semantics.py (HTTP gateway semantics: routes,
-Location rewriting, retries, health, connection slots). Built on tests/peers.py's Peer base:
-threaded, 127.0.0.1 only, every connection in a daemon thread, stopped with .stop().
+"""Python upstream servers and helpers for the HTTP gateway tests (tests/test_http_*.py: routes,
+Location rewriting, header rewriting, connection reuse, retries, health, connection slots). The
+servers are built on tests/peers.py's Peer base: threaded, 127.0.0.1 only, every connection in a
+daemon thread, stopped with .stop(). Each records what it saw (.requests, arrival times,
+concurrency) for the test to assert on.
 
-Each server records what it saw (.requests, arrival times, concurrency) for the test to assert on.
+Helpers: one request on a fresh connection (request), the echo upstream's view of it (echo_json,
+seen_headers), kfwd's own answers (is_kfwd_answer), the counters the suite reads, and MiniNginx,
+a private nginx process that a test may SIGKILL (the mini_nginx fixture of conftest.py).
 """
 
 import json
+import os
+import signal
 import socket
 import struct
+import subprocess
 import time
 
+import peers
 from peers import Peer
 
 
@@ -234,3 +242,126 @@ class Slow(Peer):
             with self.lock:
                 self.open_conns -= 1
 
+
+# --------------------------------------------------------------------------- helpers of the HTTP tests
+
+CONNECTS = "kfwd_upstream_connects_total"
+
+
+REUSES = "kfwd_upstream_reuses_total"
+
+
+CONNECT_ERRORS = "kfwd_upstream_connect_errors_total"
+
+
+RETRIES = "kfwd_upstream_retries_total"
+
+
+IDLE = "kfwd_upstream_idle"
+
+
+SLACK = 0.050  # scheduling slack for timing assertions (2 shared cores)
+
+
+def cfg(*lines):
+    return "\n".join(lines)
+
+
+def request(port, method, target, headers=None, body=None, host="kfwd.test", timeout=10.0):
+    """One request on a fresh client connection; the Response keeps its body."""
+    with peers.HttpConn(port, timeout=timeout) as c:
+        c.request(method, target, headers, body, host=host)
+        return c.read_response(method, keep_body=True)
+
+
+def echo_json(r):
+    assert r.status == 200, f"expected 200 from the echo upstream, got {r} body={r.body[:300]!r}"
+    return json.loads(r.body)
+
+
+def seen_headers(r):
+    return peers.Headers(echo_json(r)["headers"])
+
+
+def is_kfwd_answer(r, status):
+    """kfwd's own answers carry a body '<status> <reason>\\n' and Connection: close."""
+    return (
+        r.status == status
+        and r.body is not None
+        and r.body.startswith(f"{status} ".encode())
+        and "close" in r.headers.tokens("connection")
+    )
+
+
+def nreq(p):
+    with p.lock:
+        return len(p.requests)
+
+
+class MiniNginx:
+    """One nginx-light process (master_process off: the PID is the server) answering
+    `location / { return 200 "<ident>\\n"; }` on its own port."""
+
+    def __init__(self, prefix, ident):
+        self.prefix = prefix
+        self.ident = ident
+        self.port = peers.free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        (prefix / "tmp").mkdir(parents=True, exist_ok=True)
+        conf = f"""
+daemon off;
+master_process off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+    default_type text/plain;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    server {{
+        listen 127.0.0.1:{self.port} backlog=1024;
+        location / {{ return 200 "{ident}\\n"; }}
+    }}
+}}
+"""
+        (prefix / "nginx.conf").write_text(conf)
+        self.log = open(prefix / "stderr.log", "wb")
+        self.proc = subprocess.Popen(
+            ["/usr/sbin/nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        self.pid = self.proc.pid
+        deadline = time.monotonic() + 10
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nginx exited {self.proc.returncode}: {(prefix / 'stderr.log').read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("nginx did not start")
+                time.sleep(0.02)
+
+    def kill(self):
+        """SIGKILL by PID: sockets die with the process, as in a crash."""
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.log.close()

@@ -60,14 +60,24 @@ def message(start_line, headers=(), body=b""):
     return CRLF.join(lines) + CRLF + CRLF + bytes(body)
 
 
-def sdp(control_base, tracks=1, absolute=True, pad_to=0):
+RTPMAPS = {"h264": (96, "H264/90000"), "ts": (33, "MP2T/90000")}
+
+
+def sdp(control_base, tracks=1, absolute=True, pad_to=0, media="h264", controls=None):
     """An SDP whose media controls are absolute URLs under control_base (or relative); padded
-    with a=x-pad lines up to pad_to bytes to make big SDPs."""
+    with a=x-pad lines up to pad_to bytes to make big SDPs. media: "h264" or "ts" (MPEG-TS,
+    static payload type 33). controls: the a=control values of the tracks as they are (None
+    for an absent line), instead of the generated ones."""
     lines = ["v=0", "o=- 1 1 IN IP4 127.0.0.1", "s=kfwd scripted", "t=0 0",
              f"a=control:{control_base.rstrip('/') + '/' if absolute else '*'}"]
+    pt0, encoding = RTPMAPS[media]
     for i in range(tracks):
         ctl = f"{control_base.rstrip('/')}/trackID={i}" if absolute else f"trackID={i}"
-        lines += [f"m=video 0 RTP/AVP {96 + i}", f"a=rtpmap:{96 + i} H264/90000", f"a=control:{ctl}"]
+        if controls is not None:
+            ctl = controls[i]
+        lines += [f"m=video 0 RTP/AVP {pt0 + i}", f"a=rtpmap:{pt0 + i} {encoding}"]
+        if ctl is not None:
+            lines.append(f"a=control:{ctl}")
     text = "\r\n".join(lines) + "\r\n"
     n = 0
     while len(text) < pad_to:
@@ -175,10 +185,98 @@ def parse_auth_params(value):
     return scheme.lower(), params
 
 
+def rtp(seq, payload, *, pt=33, csrcs=0, ext=None, pad=0, marker=False):
+    """An RTP packet (RFC 3550): csrcs CSRC entries, an extension of ext bytes (a multiple of
+    4), pad padding bytes (the last one their count)."""
+    b0 = 0x80 | (0x20 if pad else 0) | (0x10 if ext is not None else 0) | csrcs
+    out = struct.pack(">BBHII", b0, (0x80 if marker else 0) | pt, seq & 0xFFFF, seq * 3000, 0x1234)
+    out += b"".join(struct.pack(">I", 0x1000 + i) for i in range(csrcs))
+    if ext is not None:
+        out += struct.pack(">HH", 0xBEDE, len(ext) // 4) + ext
+    out += payload
+    if pad:
+        out += b"\0" * (pad - 1) + bytes([pad])
+    return out
+
+
+def ts_packets(n, seed=0):
+    """n MPEG-TS packets (188 bytes, sync byte 0x47) of pseudo-random content."""
+    out = bytearray()
+    for i in range(n):
+        body = hashlib.sha256(b"%d-%d" % (seed, i)).digest() * 6
+        out += b"\x47" + body[:187]
+    return bytes(out)
+
+
+class _SocketClient:
+    """close() and the context manager of a client owning self.sock."""
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+
+class HttpStream(_SocketClient):
+    """A raw HTTP/1.x client for the gateway: sends a GET or HEAD, parses the answer head and
+    reads the endless body on demand."""
+
+    def __init__(self, port, target, *, method="GET", version="1.1", timeout=10.0, rcvbuf=None):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect((LOCAL, port))
+        host = "" if version == "1.0" else f"Host: {LOCAL}:{port}\r\n"
+        self.sock.sendall(f"{method} {target} HTTP/{version}\r\n{host}\r\n".encode())
+        self.buf = b""
+        self.status = None
+        self.headers = {}
+
+    def read_head(self):
+        while b"\r\n\r\n" not in self.buf:
+            data = self.sock.recv(RECV_SIZE)
+            if not data:
+                raise EOFError(f"closed before the head: {self.buf!r}")
+            self.buf += data
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers = {k.strip().lower(): v.strip()
+                        for k, _, v in (ln.partition(":") for ln in lines[1:])}
+        return self.status
+
+    def read(self, n):
+        """Exactly n body bytes (EOFError when the body ends first)."""
+        while len(self.buf) < n:
+            data = self.sock.recv(RECV_SIZE)
+            if not data:
+                raise EOFError(f"body ended after {len(self.buf)} of {n} bytes")
+            self.buf += data
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_to_eof(self, limit=1 << 24):
+        while len(self.buf) < limit:
+            data = self.sock.recv(RECV_SIZE)
+            if not data:
+                break
+            self.buf += data
+        out, self.buf = self.buf, b""
+        return out
+
+
 # --------------------------------------------------------------------------- client
 
 
-class RtspConn:
+class RtspConn(_SocketClient):
     """A raw RTSP client connection: send requests, read responses, frames and server requests."""
 
     def __init__(self, port, host=LOCAL, timeout=10.0):
@@ -218,17 +316,6 @@ class RtspConn:
     def call(self, method, url, headers=(), body=b"", **kw):
         return self.response(self.request(method, url, headers, body), **kw)
 
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.close()
 
 
 # --------------------------------------------------------------------------- scripted server
@@ -240,9 +327,14 @@ class ScriptedRtspServer:
     requests     every request received, in order, as Message objects (with .conn, the index of
                  the connection it came on)
     responses    the answers clients gave to server requests
+    client_frames  the '$' frames clients sent, as ('$', channel, payload)
     Options:
       tracks, absolute, sdp_pad   the SDP: tracks with absolute (or relative) controls, padded
                                   to sdp_pad bytes
+      media, controls             the SDP's encoding ("h264" or "ts") and explicit a=control
+                                  values (see sdp())
+      content_base                the DESCRIBE answer's Content-Base: None for the request URL
+                                  + "/", "" for none
       auth                        None, "basic" or "digest" (user/password/realm; qop="auth"
                                   unless qop=None, algorithm "MD5" or "MD5-sess")
       redirects                   {path: (status, location)}: that answer for requests on path
@@ -260,15 +352,17 @@ class ScriptedRtspServer:
     def __init__(self, *, tracks=1, absolute=True, sdp_pad=0, auth=None, user="user",
                  password="pass", realm=DEFAULT_REALM, qop="auth", algorithm="MD5", redirects=None,
                  session_timeout=None, tcp_only=True, script=(), chunks=None, gap=0.002,
-                 handler=None, session_id="12345678"):
+                 handler=None, session_id="12345678", media="h264", controls=None,
+                 content_base=None):
         self.tracks, self.absolute, self.sdp_pad = tracks, absolute, sdp_pad
+        self.media, self.controls, self.content_base = media, controls, content_base
         self.auth, self.user, self.password, self.realm = auth, user, password, realm
         self.qop, self.algorithm = qop, algorithm
         self.redirects = redirects or {}
         self.session_timeout, self.tcp_only = session_timeout, tcp_only
         self.script, self.chunks, self.gap = list(script), chunks, gap
         self.handler, self.session_id = handler, session_id
-        self.requests, self.responses, self.conns = [], [], []
+        self.requests, self.responses, self.conns, self.client_frames = [], [], [], []
         self.lock = threading.Lock()
         self.stopping = False
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -344,7 +438,9 @@ class ScriptedRtspServer:
             while not self.stopping:
                 item = reader.next()
                 if isinstance(item, tuple):
-                    continue  # RTCP or RECORD media from the client
+                    with self.lock:
+                        self.client_frames.append(item)  # RTCP or RECORD media from the client
+                    continue
                 if item.is_response:
                     with self.lock:
                         self.responses.append(item)
@@ -408,10 +504,10 @@ class ScriptedRtspServer:
             return self._reply(req, 200, "OK", [("Public", "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, "
                                                  "TEARDOWN, GET_PARAMETER, SET_PARAMETER")]), False
         if m == "DESCRIBE":
-            base = req.url.rstrip("/") + "/"
-            body = sdp(base, self.tracks, self.absolute, self.sdp_pad)
-            return self._reply(req, 200, "OK", [("Content-Base", base), ("Content-Type", "application/sdp")],
-                               body), False
+            base = req.url.rstrip("/") + "/" if self.content_base is None else self.content_base
+            body = sdp(base or req.url, self.tracks, self.absolute, self.sdp_pad, self.media, self.controls)
+            headers = [("Content-Base", base)] if base else []
+            return self._reply(req, 200, "OK", headers + [("Content-Type", "application/sdp")], body), False
         if m == "SETUP":
             transports = [t.strip() for t in (req.header("Transport") or "").split(",") if t.strip()]
             tcp = [t for t in transports if t.split(";")[0].upper().endswith("/TCP")]
@@ -448,6 +544,30 @@ class ScriptedRtspServer:
 
     def __exit__(self, *a):
         self.stop()
+
+
+# --------------------------------------------------------------------------- kfwd helpers
+
+KFWDCTL = os.path.join(os.path.dirname(HERE), "build", "kfwdctl")
+
+
+def kfwd_rtsp_config(port, ctl_file, routes, extra=""):
+    """A kfwd configuration with an RTSP listener on 127.0.0.1:port; routes: the route/upstream
+    lines."""
+    return f"listen {LOCAL}:{port} rtsp\nctl-socket-file {ctl_file}\n{routes}\n{extra}\n"
+
+
+def conns(ctl_file):
+    """`kfwdctl -j conn list` of the kfwd publishing ctl_file: its RTSP connections."""
+    import json
+    out = subprocess.run([KFWDCTL, "-f", str(ctl_file), "-j", "conn", "list"], capture_output=True,
+                         text=True, timeout=10, check=True).stdout
+    return [c for c in json.loads(out) if c.get("protocol") == "rtsp"]
+
+
+def conn_details(ctl_file):
+    """The `details` of every RTSP connection of conns()."""
+    return [c.get("details", {}) for c in conns(ctl_file)]
 
 
 # --------------------------------------------------------------------------- gst-rtsp-server

@@ -7,10 +7,15 @@
 The pytest fixture `tls_certs` (session scope) has a CA and the leaves most tests need:
 "default" (default.test), "exact" (exact.test), "wild" (*.wild.test), "localhost"
 (localhost, IP 127.0.0.1), "rogue" (self-signed localhost). Keys are written mode 0600.
+
+Peers and clients over TLS: NginxTls (an HTTPS origin), tls_peer(peer, cert, key) (any
+tests/peers.py server behind TLS), tls_client / TlsHttpConn (a verifying client), curl,
+tls_listen (a listener's config line).
 """
 
 import os
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -22,6 +27,71 @@ import peers
 OPENSSL = "openssl"
 DAYS = "2"
 CURVE = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+
+
+def curl(args, timeout=120):
+    return subprocess.run(["curl", "-sS", "--http1.1", *args], capture_output=True, timeout=timeout)
+
+
+def read_to_eof(sock):
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def tls_listen(certs, port, name="localhost"):
+    """The `listen` line of a TLS listener on 127.0.0.1:@port with the certificate @name."""
+    c, k = certs.pair(name)
+    return f"listen 127.0.0.1:{port} tls cert={c} key={k}"
+
+
+def tls_client(certs, port, name="localhost", *, rcvbuf=None, timeout=10):
+    """A TLS client socket to 127.0.0.1:@port verifying the server as @name against the CA."""
+    ctx = ssl.create_default_context(cafile=str(certs.ca))
+    sock = socket.socket()
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(timeout)
+    sock.connect(("127.0.0.1", port))
+    return ctx.wrap_socket(sock, server_hostname=name)
+
+
+class TlsHttpConn(peers.HttpConn):
+    """peers.HttpConn over TLS to 127.0.0.1:@port, the server verified as @name."""
+
+    def __init__(self, certs, port, name="localhost", **kw):
+        super().__init__(port, **kw)
+        ctx = ssl.create_default_context(cafile=str(certs.ca))
+        self.sock = ctx.wrap_socket(self.sock, server_hostname=name)
+        self.stream = peers.Stream(self.sock)
+
+
+def tls_peer(peer, cert, key):
+    """Make a tests/peers.py server (before .start()) speak TLS with @cert/@key: each accepted
+    connection is wrapped (handshake first) before the peer's handler sees it. A handler that
+    closes or shuts the socket down sends no close_notify: a cut, as a crashing origin's."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    plain_run = peer._run
+
+    def run(sock, addr):
+        try:
+            tsock = ctx.wrap_socket(sock, server_side=True)
+        except (ssl.SSLError, OSError):
+            with peer.lock:
+                peer.conns.discard(sock)
+            sock.close()
+            return
+        with peer.lock:
+            peer.conns.discard(sock)
+            peer.conns.add(tsock)
+        plain_run(tsock, addr)
+
+    peer._run = run
+    return peer
 
 
 def _run(args, cwd):
@@ -79,9 +149,11 @@ def tls_certs(tmp_path_factory):
 
 
 class NginxTls:
-    """An HTTPS origin: nginx with `ssl` serving @root under /files/, with @cert/@key."""
+    """An HTTPS origin: nginx with `ssl` serving @root under /files/, with @cert/@key.
+    keepalive_timeout: how long nginx keeps an idle connection. .requests() reads the access
+    log: one (connection serial, request number on it, SNI or "-", URI) per request."""
 
-    def __init__(self, prefix, root, cert, key):
+    def __init__(self, prefix, root, cert, key, keepalive_timeout="300s"):
         self.prefix = Path(prefix)
         (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
         (self.prefix / "tmp").mkdir(parents=True, exist_ok=True)
@@ -96,7 +168,8 @@ pid {self.prefix}/nginx.pid;
 error_log {self.prefix}/logs/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
-    access_log off;
+    log_format conns '$connection $connection_requests $ssl_server_name $request_uri';
+    access_log {self.prefix}/logs/access.log conns;
     client_body_temp_path {self.prefix}/tmp/body;
     proxy_temp_path {self.prefix}/tmp/proxy;
     fastcgi_temp_path {self.prefix}/tmp/fastcgi;
@@ -104,7 +177,7 @@ http {{
     scgi_temp_path {self.prefix}/tmp/scgi;
     types {{ }}
     default_type application/octet-stream;
-    keepalive_timeout 300s;
+    keepalive_timeout {keepalive_timeout};
     server {{
         listen 127.0.0.1:{self.port} ssl;
         ssl_certificate {cert};
@@ -129,6 +202,18 @@ http {{
                 if time.monotonic() > deadline:
                     raise RuntimeError("nginx ssl did not start")
                 time.sleep(0.02)
+
+    def requests(self):
+        """[(connection, request number, server name, uri)] from the access log (nginx writes
+        each line when the request ends)."""
+        path = self.prefix / "logs" / "access.log"
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            conn, n, name, uri = line.split(" ", 3)
+            out.append((int(conn), int(n), name, uri))
+        return out
 
     def stop(self):
         if self.proc.poll() is None:

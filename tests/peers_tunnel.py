@@ -1,4 +1,4 @@
-"""Peers and clients for the tunnel suite (tests/test_tunnels.py): raw TCP servers reached
+"""Peers and clients for the tunnel suite (tests/test_tunnel_*.py): raw TCP servers reached
 through CONNECT, a CONNECT client, and a WebSocket server/client (python3-websockets) that
 runs as its own process so that the server and the client do not share one GIL.
 
@@ -345,13 +345,15 @@ def ws_server_main(size, seed):
     asyncio.run(main())
 
 
-def ws_client(uri, payload, expect, timeout):
-    """Connect to uri, send payload while reading `expect` bytes, then close cleanly.
-    Returns dict(sent, received, sha256, close_code)."""
+def ws_client(uri, payload, expect, timeout, ssl_context=None):
+    """Connect to uri (wss:// with @ssl_context), send payload while reading `expect` bytes,
+    then close cleanly. Returns dict(sent, received, sha256, close_code)."""
     import websockets
 
+    tls = {"ssl": ssl_context} if ssl_context else {}
+
     async def run():
-        async with websockets.connect(uri, open_timeout=10, close_timeout=10, **WS_OPTS) as ws:
+        async with websockets.connect(uri, open_timeout=10, close_timeout=10, **tls, **WS_OPTS) as ws:
             sent, rt, h, got = await ws_exchange(ws, payload)
             deadline = time.monotonic() + timeout
             while got[0] < expect and not rt.done() and time.monotonic() < deadline:

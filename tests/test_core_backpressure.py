@@ -18,7 +18,7 @@ def origin(addr, *extra):
     return "\n".join([f"upstream origin {addr}", *extra, "route / origin"])
 
 
-@pytest.mark.slow("30 MB at 8 KiB per 20 ms is ~75 s by design: the scenario of the issue")
+@pytest.mark.slow("30 MB at 8 KiB per 20 ms is ~75 s by design: the slow-client scenario")
 @pytest.mark.timeout(200)
 def test_slow_reader_30mb_byte_exact(kfwd, nginx):
     f = nginx.files["30m"]
@@ -113,7 +113,7 @@ def test_200_stalled_clients_memory_bounded(kfwd, nginx):
     f = nginx.files["8m"]
     k = kfwd(origin(nginx.addr_small_sndbuf, "pipe-size 256k", "client-sndbuf 256k", "upstream-rcvbuf 256k"))
     assert peers.get(k.port, nginx.files["1k"].url).status == 200
-    time.sleep(0.2)
+    assert peers.wait_for(lambda: k.metric("kfwd_connections_active") == 0, 5), "the warm-up connection still open"
     rss0 = k.rss_kb()
     pages0 = sockstat_tcp_pages()
     conns = []

@@ -131,7 +131,8 @@ def test_504_connect_timeout(kfwd):
 def test_503_over_max_connections(kfwd, peer):
     echo = peer(peers.EchoUpload())
     k = kfwd(f"upstream echo {echo.addr}\nroute / echo\nmax-connections 2")
-    time.sleep(0.3)  # let kfwd retire the start-up probe connections
+    # kfwd retires the start-up probe connections first
+    assert peers.wait_for(lambda: k.metric("kfwd_connections_active") == 0, 5), "start-up probe connections still open"
     a = peers.HttpConn(k.port)
     b = peers.HttpConn(k.port)
     for c in (a, b):
@@ -159,7 +160,7 @@ def test_503_over_max_connections(kfwd, peer):
         assert x.read_response().status == 200
     a.close()
     b.close()
-    time.sleep(0.3)
+    assert peers.wait_for(lambda: k.metric("kfwd_connections_active") == 0, 5), "closed connections still counted"
     assert peers.get(k.port, "/after").status == 200, "a slot did not free up after closing"
     m = k.metrics()
     assert peers.mget(m, "kfwd_connections_rejected_total") >= 1

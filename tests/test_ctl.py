@@ -10,13 +10,11 @@ import json
 import os
 import random
 import resource
-import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -27,11 +25,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ctlproto as P  # noqa: E402
 import peers  # noqa: E402
+from conftest import KFWDCTL_BIN  # noqa: E402
 from peers import KiB, MiB  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 KFWD = Path(os.environ.get("KFWD_BIN") or ROOT / "build" / "kfwd")
-KFWDCTL = Path(os.environ.get("KFWDCTL_BIN") or ROOT / "build" / "kfwdctl")
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 EX_OK, EX_FAIL, EX_USAGE, EX_UNREACH, EX_IMPOSTOR, EX_PERM, EX_PROTO = 0, 1, 2, 3, 4, 5, 6
@@ -65,7 +63,7 @@ class Ctl:
 
     def run(self, *args, opts=(), nobody=False, timeout=30):
         file = [] if "-p" in opts or "-f" in opts else ["-f", str(self.file)]
-        argv = (NOBODY if nobody else []) + [str(KFWDCTL), *file, *opts, *args]
+        argv = (NOBODY if nobody else []) + [str(KFWDCTL_BIN), *file, *opts, *args]
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
     def ok(self, *args, **kw):
@@ -80,15 +78,6 @@ class Ctl:
         p = self.run(*args, **kw)
         assert p.returncode == code, f"kfwdctl {' '.join(args)}: exit {p.returncode}, wanted {code}\n{p.stdout}\n{p.stderr}"
         return p.stderr
-
-
-@pytest.fixture
-def ctl_dir():
-    # tmp_path is 0700: a non-root kfwdctl could not read the file there.
-    d = Path(tempfile.mkdtemp(prefix="kfwd-ctl-test-", dir="/run"))
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
@@ -134,20 +123,20 @@ def wait_exit(proc, timeout):
 
 
 def test_help_version_usage():
-    p = subprocess.run([str(KFWDCTL), "help"], capture_output=True, text=True, timeout=10)
+    p = subprocess.run([str(KFWDCTL_BIN), "help"], capture_output=True, text=True, timeout=10)
     assert p.returncode == 0
     for word in ("status", "stats", "conn list", "conn kill", "route add", "upstream drain", "set KEY VALUE",
                  "reload", "monitor", "exit status", "pipe-high-water"):
         assert word in p.stdout, word
-    assert subprocess.run([str(KFWDCTL), "-V"], capture_output=True, timeout=10).returncode == 0
+    assert subprocess.run([str(KFWDCTL_BIN), "-V"], capture_output=True, timeout=10).returncode == 0
     for bad in ([], ["frobnicate"], ["conn", "kill"], ["conn", "kill", "x"], ["set", "pipe-size"],
                 ["set", "no-such-key", "1"], ["route", "add", "/x/"], ["monitor", "count", "0"], ["status", "extra"]):
-        p = subprocess.run([str(KFWDCTL), *bad], capture_output=True, text=True, timeout=10)
+        p = subprocess.run([str(KFWDCTL_BIN), *bad], capture_output=True, text=True, timeout=10)
         assert p.returncode == EX_USAGE, (bad, p.returncode, p.stderr)
 
 
 def test_not_running(ctl_dir):
-    p = subprocess.run([str(KFWDCTL), "-f", str(ctl_dir / "none"), "status"], capture_output=True, text=True, timeout=10)
+    p = subprocess.run([str(KFWDCTL_BIN), "-f", str(ctl_dir / "none"), "status"], capture_output=True, text=True, timeout=10)
     assert p.returncode == EX_UNREACH and "not running" in p.stderr, p.stderr
 
 
@@ -205,7 +194,8 @@ def test_stats_human_and_json_match_metrics(ckfwd, peer):
     flat = {}
     for name, value in s.items():
         if isinstance(value, dict):
-            label = {"responses_total": "class", "tls_handshake_errors_total": "reason"}.get(name, "direction")
+            label = {"responses_total": "class", "tls_handshake_errors_total": "reason",
+                     "rtsp_gateway_handshakes_total": "outcome"}.get(name, "direction")
             for member, v in value.items():
                 flat[f'kfwd_{name}{{{label}="{member}"}}'] = v
         else:
@@ -448,7 +438,7 @@ def test_open_connection_keeps_its_configuration(ckfwd, peer):
 
 class Monitor:
     def __init__(self, c, *args, json_out=True):
-        argv = [str(KFWDCTL), "-f", str(c.file)] + (["-j"] if json_out else []) + ["monitor", *args]
+        argv = [str(KFWDCTL_BIN), "-f", str(c.file)] + (["-j"] if json_out else []) + ["monitor", *args]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines = []
         self.t = threading.Thread(target=self._read, daemon=True)
@@ -496,7 +486,7 @@ def test_monitor_events(ckfwd, peer):
         m.stop()
         h.stop()
     # count N: exits 0 by itself
-    p = subprocess.Popen([str(KFWDCTL), "-f", str(c.file), "-j", "monitor", "count", "2"], stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen([str(KFWDCTL_BIN), "-f", str(c.file), "-j", "monitor", "count", "2"], stdout=subprocess.PIPE, text=True)
     wait_monitoring(c)
     get(k.port, "/a/x")
     assert wait_exit(p, 10) == 0
@@ -596,7 +586,7 @@ def test_ctl_group_reads_but_cannot_change(ckfwd, peer):
     for args in READ_ONLY:
         c.ok(*args, nobody=True)
     assert c.json("stats", nobody=True)["requests_total"] == 0
-    m = subprocess.Popen(NOBODY + [str(KFWDCTL), "-f", str(c.file), "-j", "monitor", "count", "1"],
+    m = subprocess.Popen(NOBODY + [str(KFWDCTL_BIN), "-f", str(c.file), "-j", "monitor", "count", "1"],
                          stdout=subprocess.PIPE, text=True)
     wait_monitoring(c)
     get(k.port, "/a/x")
@@ -606,10 +596,10 @@ def test_ctl_group_reads_but_cannot_change(ckfwd, peer):
         assert "uid 0 only" in err, (args, err)
     # supplementary group membership counts too (the real gid is not nogroup here)
     sup = ["setpriv", "--reuid=65534", "--regid=100", "--groups=65534"]
-    p = subprocess.run(sup + [str(KFWDCTL), "-f", str(c.file), "status"], capture_output=True, text=True, timeout=10)
+    p = subprocess.run(sup + [str(KFWDCTL_BIN), "-f", str(c.file), "status"], capture_output=True, text=True, timeout=10)
     assert p.returncode == 0, p.stderr
     other = ["setpriv", "--reuid=65534", "--regid=100", "--clear-groups"]
-    p = subprocess.run(other + [str(KFWDCTL), "-f", str(c.file), "status"], capture_output=True, text=True, timeout=10)
+    p = subprocess.run(other + [str(KFWDCTL_BIN), "-f", str(c.file), "status"], capture_output=True, text=True, timeout=10)
     assert p.returncode == EX_PERM and "group nogroup" in p.stderr
 
 
@@ -667,7 +657,7 @@ def test_squatter_detected_by_kfwdctl(ckfwd, peer, ctl_dir):
             err = c.fails(EX_IMPOSTOR, "status", opts=["-p", str(portid)])
             assert f"pid {sq.pid}" in err and "squatting" in err, err
             # non-root kfwdctl (cannot see who holds it): the answer's credentials give it away
-            p = subprocess.run(NOBODY + [str(KFWDCTL), "-p", str(portid), "-t", "2", "status"],
+            p = subprocess.run(NOBODY + [str(KFWDCTL_BIN), "-p", str(portid), "-t", "2", "status"],
                                capture_output=True, text=True, timeout=20)
             if mode == "answer":
                 assert p.returncode == EX_IMPOSTOR, p.stderr
@@ -711,9 +701,9 @@ def test_two_instances_and_port_id_override(ckfwd, peer):
     k1, c1 = ckfwd(upstream_config(a))
     k2, c2 = ckfwd(upstream_config(a))
     assert c1.json("status")["pid"] == k1.pid and c2.json("status")["pid"] == k2.pid
-    p = subprocess.run([str(KFWDCTL), "-j", "-p", str(c2.portid), "status"], capture_output=True, text=True, timeout=10)
+    p = subprocess.run([str(KFWDCTL_BIN), "-j", "-p", str(c2.portid), "status"], capture_output=True, text=True, timeout=10)
     assert p.returncode == 0 and json.loads(p.stdout)["pid"] == k2.pid
-    p = subprocess.run([str(KFWDCTL), "-j", "-f", str(c1.file), "-p", str(c2.portid), "status"],
+    p = subprocess.run([str(KFWDCTL_BIN), "-j", "-f", str(c1.file), "-p", str(c2.portid), "status"],
                        capture_output=True, text=True, timeout=10)
     assert p.returncode == 0, "-p with a file of another instance: that file's pid is not expected"
 

@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 
 import peers
-from conftest import KFWD_BIN, SAN_CPU
+from conftest import KFWD_BIN, KFWDCTL_BIN, SAN_CPU
 from peers import mget
-from test_ctl import KFWDCTL, ctl_dir  # noqa: F401 - ctl_dir: the fixture, a 0755 directory in /run
 
 TESTS = Path(__file__).resolve().parent
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
@@ -61,7 +60,7 @@ def portid_of(file):
 
 
 def kfwdctl_json(file, *args):
-    p = subprocess.run([str(KFWDCTL), "-j", "-f", str(file), *args], capture_output=True, text=True, timeout=20)
+    p = subprocess.run([str(KFWDCTL_BIN), "-j", "-f", str(file), *args], capture_output=True, text=True, timeout=20)
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
 

@@ -134,8 +134,8 @@ def test_chunked_body_rejected(setup, raw):
 
 @pytest.mark.parametrize("close_how", ["close", "shutdown"])
 def test_chunk_error_then_client_gone_no_spin(setup, close_how):
-    """The issue's reproduction: a bad byte after chunk data, then the client leaves. kfwd
-    used to spin a core until transfer-timeout; now the session ends at the bad byte."""
+    """A bad byte after chunk data, then the client leaves: the session ends at the bad byte
+    instead of spinning a core until transfer-timeout."""
     k, origin = setup
     raw = chunked(b"5\r\nhelloXX0\r\n\r\n")
     for _ in range(5):
@@ -155,8 +155,8 @@ def forwarded_one(origin, target):
 
 
 def test_connection_naming_content_length_smuggling(setup):
-    """issue 11 item 2: `Connection: Content-Length` made kfwd drop Content-Length, so the
-    body (a request for /admin, a route kfwd does not have) reached the origin as a request."""
+    """`Connection: Content-Length` must not make kfwd drop Content-Length: the body (a request
+    for /admin, a route kfwd does not have) would reach the origin as a request."""
     k, origin = setup
     raw = (
         b"GET /public/a HTTP/1.1\r\n" + HOST + b"Content-Length: %d\r\nConnection: Content-Length\r\n"

@@ -20,9 +20,8 @@ import time
 import pytest
 
 import peers
-from conftest import KFWD_BIN, SAN, SAN_CPU
+from conftest import KFWD_BIN, KFWDCTL_BIN, SAN, SAN_CPU
 from peers import mdelta, mget
-from test_ctl import KFWDCTL
 
 CONNECT_ERRORS = "kfwd_upstream_connect_errors_total"
 
@@ -119,7 +118,7 @@ def test_emfile_pauses_listeners(kfwd, peer):
     echo = peer(peers.EchoUpload())
     k = kfwd(f"upstream echo {echo.addr}\nroute / echo\nmax-connections 1000")
     assert get(k.port, "/warm").status == 200
-    time.sleep(0.2)
+    assert peers.wait_for(lambda: mget(k.metrics(), "kfwd_connections_active") == 0, 5)
     limit = k.fd_count() + 6
     soft, hard = resource.prlimit(k.pid, resource.RLIMIT_NOFILE)
     resource.prlimit(k.pid, resource.RLIMIT_NOFILE, (limit, hard))
@@ -166,7 +165,7 @@ def run_check_nofile(tmp_path, nofile, config):
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert peers.wait_for(ctl.exists, 10), "kfwd did not publish its control socket"
-        out = subprocess.run([str(KFWDCTL), "-j", "-f", str(ctl), "status"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run([str(KFWDCTL_BIN), "-j", "-f", str(ctl), "status"], capture_output=True, text=True, timeout=10)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)["max_connections"]
     finally:
@@ -191,7 +190,7 @@ def test_connection_flood_over_max_connections(kfwd, peer):
     echo = peer(peers.EchoUpload())
     k = kfwd(f"upstream echo {echo.addr}\nroute / echo\nmax-connections 50")
     assert get(k.port, "/warm").status == 200
-    time.sleep(0.3)
+    assert peers.wait_for(lambda: mget(k.metrics(), "kfwd_connections_active") == 0, 5)
     fds0, rss0, cpu0 = k.fd_count(), k.rss_kb(), cpu_seconds(k.pid)
     conns = []
     try:

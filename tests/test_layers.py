@@ -50,3 +50,29 @@ def test_undeclared_file_is_refused(tmp_path):
     (root / "user" / "newthing.c").write_text('#include "log.h"\n')
     rc, out = run(root)
     assert rc == 1 and "user/newthing: not declared" in out, out
+
+
+LONG = ROOT / "scripts" / "long-functions.py"
+
+
+def long_functions(root):
+    p = subprocess.run(["/usr/bin/python3", str(LONG), str(root)], capture_output=True, text=True, timeout=30)
+    return p.returncode, p.stdout + p.stderr
+
+
+def test_no_long_function_without_a_note():
+    rc, out = long_functions(ROOT)
+    assert rc == 0, out
+
+
+def test_long_function_check_fails_on_a_long_function(tmp_path):
+    """The check can fail: 90 lines without a note are listed, the same with "Long:" above pass."""
+    root = tree_copy(tmp_path)
+    body = "".join(f"\tx += {i};\n" for i in range(88))
+    f = root / "user" / "util_extra.c"
+    f.write_text(f"static int x;\n\nvoid filler(void)\n{{\n{body}}}\n")
+    rc, out = long_functions(root)
+    assert rc == 1 and "util_extra.c:3: filler: 91 lines" in out, out
+    f.write_text(f"static int x;\n\n/* Long: a test. */\nvoid filler(void)\n{{\n{body}}}\n")
+    rc, out = long_functions(root)
+    assert rc == 0, out

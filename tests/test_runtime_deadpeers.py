@@ -1,4 +1,4 @@
-"""Dead peers (issue 17, item 6): `tcp-keepalive IDLE INTERVAL COUNT` and `tcp-user-timeout DUR`
+"""Dead peers: `tcp-keepalive IDLE INTERVAL COUNT` and `tcp-user-timeout DUR`
 on client and upstream sockets.
 
 kfwd and its upstream run in one network namespace, the client in another, joined by a veth.

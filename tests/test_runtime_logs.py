@@ -1,4 +1,4 @@
-"""Logs for a router (issue 17, item 7): `log-target stderr|syslog[:PATH]` and the access log
+"""Logs for a router: `log-target stderr|syslog[:PATH]` and the access log
 (`access-log PATH|syslog[:PATH]|off`).
 
 Asserted: one access line per request with client, connection, method, target, status, bytes
@@ -21,8 +21,7 @@ import pytest
 import peers
 from conftest import KFWD_BIN
 from peers import MiB, wait_for
-from test_sockmap_bodies import PacedCloseDelimited, url
-from test_tunnels import _pins, env  # noqa: F401  (fixtures)
+from peers_sockmap import PacedCloseDelimited, url
 
 DROPPED = "kfwd_access_log_dropped_total"
 LINE = re.compile(

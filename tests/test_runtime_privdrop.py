@@ -1,4 +1,4 @@
-"""Least privilege (issue 17, item 5): `user NAME` / `group NAME`.
+"""Least privilege: `user NAME` / `group NAME`.
 
 Asserted from /proc/PID/status: uid and gid (real, effective, saved, fs), supplementary groups,
 exactly the documented capabilities in the effective, permitted and bounding sets, none
@@ -17,11 +17,9 @@ from pathlib import Path
 import pytest
 
 import peers
-from conftest import KFWD_BIN
+from conftest import KFWD_BIN, KFWDCTL_BIN
 from peers import MiB, mdelta
-from test_ctl import KFWDCTL
-from test_sockmap_bodies import PacedCloseDelimited, url
-from test_tunnels import PIN_NAMES, SM_RESP, _pins, env, wait_log  # noqa: F401  (fixtures)
+from peers_sockmap import PIN_NAMES, SM_RESP, PacedCloseDelimited, url, wait_log
 
 NOBODY = 65534
 CAP_NET_BIND_SERVICE = 10
@@ -64,7 +62,7 @@ def low_free_port():
 
 def ctl(k, *args):
     ctl_file = re.search(r"published in (\S+)", k.stderr).group(1)
-    return subprocess.run([str(KFWDCTL), "-f", ctl_file, *args], capture_output=True, text=True, timeout=30)
+    return subprocess.run([str(KFWDCTL_BIN), "-f", ctl_file, *args], capture_output=True, text=True, timeout=30)
 
 
 @pytest.fixture

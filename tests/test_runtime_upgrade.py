@@ -1,4 +1,4 @@
-"""Seamless binary upgrade (issue 17, item 8): `kfwd -x SOCKET` takes the listening sockets over
+"""Seamless binary upgrade: `kfwd -x SOCKET` takes the listening sockets over
 from the running kfwd (fd passing over its upgrade-socket), which stops accepting, drains and
 exits 0.
 
@@ -21,11 +21,9 @@ from pathlib import Path
 import pytest
 
 import peers
-from conftest import KFWD_BIN, SAN_CPU, Kfwd
+from conftest import KFWD_BIN, KFWDCTL_BIN, SAN_CPU, Kfwd
 from peers import MiB, wait_for
-from test_ctl import KFWDCTL
-from test_sockmap_bodies import PacedCloseDelimited, url
-from test_tunnels import PIN_NAMES, SM_RESP, _pins, env, wait_log  # noqa: F401  (fixtures)
+from peers_sockmap import PIN_NAMES, SM_RESP, PacedCloseDelimited, url, wait_log
 
 ACCEPTED = "kfwd_connections_accepted_total"
 
@@ -141,7 +139,7 @@ def test_upgrade_under_load(kfwd, nginx, files_dir, tmp_path, port_id):
         )
         assert new.metric(ACCEPTED) >= 100
         # kfwdctl finds the new process through the same file
-        r = subprocess.run([str(KFWDCTL), "-j", "-f", ctl_file(old), "status"], capture_output=True, text=True,
+        r = subprocess.run([str(KFWDCTL_BIN), "-j", "-f", ctl_file(old), "status"], capture_output=True, text=True,
                            timeout=30)
         assert r.returncode == 0 and f'"pid":{new.pid}' in r.stdout.replace(" ", ""), r.stdout + r.stderr
         # and the new one can be upgraded in turn (its own upgrade socket)

@@ -1,4 +1,4 @@
-"""Response bodies through the BPF sockmap (issue 6, "close-delimited or long bodies"): with
+"""Response bodies through the BPF sockmap (close-delimited or long bodies): with
 data-path sockmap a close-delimited response body, or a Content-Length body of at least
 sockmap-body-min, is forwarded upstream -> client by the verdict program once kfwd wrote the head.
 Both connections end with such a body (a socket leaves the sockmap only at connection end), so
@@ -16,19 +16,18 @@ import time
 import pytest
 
 import peers
-from peers import KiB, MiB, Payload, Peer, graceful_close, mdelta, outq
-from test_tunnels import (  # noqa: F401  (fixtures)
+from peers import KiB, MiB, Payload, Peer, graceful_close, mdelta
+from peers_sockmap import (
     FLOWS,
     MEASURE,
     SM_RESP,
     SPL_RESP,
-    _pins,
-    _report_measurements,
-    env,
+    PacedCloseDelimited,
     log_problems,
     mem_available,
     settled,
     tunnel_diagnostics,
+    url,
     wait_idle,
 )
 
@@ -36,37 +35,6 @@ RESPONSES = "kfwd_sockmap_responses_total"
 ABORTED = "kfwd_aborted_transfers_total"
 IDLE_UP = "kfwd_upstream_idle"
 FALLBACKS = "kfwd_sockmap_start_fallbacks_total"
-
-
-class PacedCloseDelimited(Peer):
-    """A live stream: 200 without a length, then (after `head_delay` s) `piece` bytes every
-    `interval` s up to `size`, then close once kfwd acknowledged every byte (.closed is set).
-    With a small interval, the IPTV case: the producer sets the pace."""
-
-    def __init__(self, size, piece=64 * KiB, interval=0.002, head_delay=0.0, seed=61, **kw):
-        super().__init__(**kw)
-        self.payload = Payload(size, seed=seed)
-        self.piece = piece
-        self.interval = interval
-        self.head_delay = head_delay
-        self.closed = threading.Event()
-
-    def handle(self, conn):
-        req = conn.read_request()
-        if req is None:
-            return
-        self.requests.append(req)
-        conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\n\r\n")
-        time.sleep(self.head_delay)
-        for p in self.payload.pieces(self.piece):
-            conn.send(p)
-            if self.interval:
-                time.sleep(self.interval)
-        deadline = time.monotonic() + 60
-        while outq(conn.sock) and time.monotonic() < deadline and not self.stopping.is_set():
-            time.sleep(0.005)
-        self.closed.set()
-        graceful_close(conn.sock, linger=30)
 
 
 class LengthThenExtra(Peer):
@@ -129,10 +97,6 @@ class HeadThenBlast(Peer):
                 break
         if self.cut_at is not None:
             graceful_close(conn.sock)
-
-
-def url(peer, path="/x"):
-    return f"/http/127.0.0.1:{peer.port}{path}"
 
 
 def start(env, extra=()):

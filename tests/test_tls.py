@@ -10,25 +10,7 @@ import subprocess
 import pytest
 
 import peers
-from peers_tls import NginxTls, tls_certs  # noqa: F401 (fixture)
-
-
-def curl(args, timeout=120):
-    return subprocess.run(["curl", "-sS", "--http1.1", *args], capture_output=True, timeout=timeout)
-
-
-def read_to_eof(sock):
-    data = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-
-
-def tls_listen(certs, port, name="localhost"):
-    c, k = certs.pair(name)
-    return f"listen 127.0.0.1:{port} tls cert={c} key={k}"
+from peers_tls import NginxTls, curl, read_to_eof, tls_certs, tls_client, tls_listen  # noqa: F401 (fixture)
 
 
 def test_tls_download_byte_exact_keepalive_copy_path(kfwd, nginx, tls_certs):
@@ -123,5 +105,37 @@ def test_https_url_embedded_and_location(kfwd, tmp_path, files_dir, tls_certs):
         f = files_dir["1k"]
         r = curl(["-o", "/dev/stdout", f"http://127.0.0.1:{k.port}/https/localhost:{origin.port}/files/1k"])
         assert r.returncode == 0 and hashlib.sha256(r.stdout).hexdigest() == f.sha256, r.stderr
+    finally:
+        origin.stop()
+
+
+def test_conn_list_shows_tls_version_cipher_and_names(kfwd, tmp_path, files_dir, tls_certs):
+    """`kfwdctl -j conn list` details: the client side's TLS version, cipher and the server name
+    it asked for, and the same for the TLS origin connection (the name kfwd sent)."""
+    cert, key = tls_certs.pair("localhost")
+    origin = NginxTls(tmp_path / "o", files_dir["30m"].path.parent, cert, key)
+    try:
+        port = peers.free_port()
+        e, ek = tls_certs.pair("exact")
+        k = kfwd(f"{tls_listen(tls_certs, port)}\ntls-cert {e} {ek}\n"
+                 f"upstream o {origin.addr} tls sni=localhost ca={tls_certs.ca}\nroute / o\n")
+        with tls_client(tls_certs, port, "exact.test", rcvbuf=16 * peers.KiB) as s:
+            s.sendall(b"GET /files/30m HTTP/1.1\r\nHost: exact.test\r\n\r\n")
+            assert s.recv(1024).startswith(b"HTTP/1.1 200 ")  # then stalled: the exchange stays open
+
+            def details():
+                conns = [c for c in k.ctl_json("conn", "list") if c["client"].endswith(f":{s.getsockname()[1]}")]
+                return conns and "upstream_tls_version" in conns[0]["details"] and conns[0]["details"]
+
+            d = peers.wait_for(details, 10)
+            version = s.version()
+            assert d, k.ctl_json("conn", "list")
+        assert d["client_tls_version"] == version == "TLSv1.3", d
+        assert d["client_tls_cipher"] == "TLS_AES_256_GCM_SHA384", d
+        assert d["client_tls_sni"] == "exact.test", d
+        assert d["client_tls_ktls"] == "no", d
+        assert d["upstream_tls_version"] == "TLSv1.3", d
+        assert d["upstream_tls_cipher"].startswith("TLS_"), d
+        assert d["upstream_tls_sni"] == "localhost", d
     finally:
         origin.stop()

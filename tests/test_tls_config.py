@@ -29,6 +29,7 @@ tls-cert {w} {wk}
 tls-min-version 1.2
 tls-ciphers ECDHE+AESGCM:ECDHE+CHACHA20
 tls-ciphersuites TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256
+tls-copy-buffer-size 32k
 upstream secure 127.0.0.1:1 127.0.0.1:2 tls sni=exact.test ca={certs.ca}
 upstream system 127.0.0.1:3 tls
 upstream lax 127.0.0.1:4 tls verify=off
@@ -70,7 +71,7 @@ def test_ktls_probe_logged_once_with_the_reason(tmp_path, tls_certs):
 @pytest.mark.parametrize(
     "case",
     ["missing-cert", "garbage-cert", "key-mismatch", "missing-key", "bad-ca", "ciphers", "ciphersuites",
-     "sni-cert-missing", "no-dns-name"],
+     "sni-cert-missing", "no-dns-name", "copy-buffer-below-a-record"],
 )
 def test_tls_config_check_errors(tmp_path, tls_certs, case):
     d, k = tls_certs.pair("default")
@@ -95,6 +96,7 @@ def test_tls_config_check_errors(tmp_path, tls_certs, case):
         "sni-cert-missing": (f"tls-cert {tmp_path}/none.pem {ek}",
                              f"certificate {tmp_path}/none.pem: No such file or directory"),
         "no-dns-name": (f"tls-cert {ip_only[0]} {ip_only[1]}", f"certificate {ip_only[0]} has no DNS name"),
+        "copy-buffer-below-a-record": ("tls-copy-buffer-size 8k", "tls-copy-buffer-size"),
     }[case]
     cfg = tmp_path / "bad.conf"
     cfg.write_text(head + line3 + "\n")

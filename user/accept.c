@@ -36,6 +36,7 @@ struct listener {
 	int fd;
 	const struct config *cfg;
 	const struct proto_ops *proto; /* what its connections speak */
+	size_t idx; /* its listen line in cfg: the index of its TLS context too */
 };
 
 /* The protocol of @cfg's listen line @i: checked when the configuration was applied. */
@@ -55,6 +56,14 @@ static int (*take_inherited)(const struct sockaddr_any *addr);
 void listen_set_inherited(int (*take)(const struct sockaddr_any *addr))
 {
 	take_inherited = take;
+}
+
+/* Workers (user/workers.c): every worker's listener joins the address's SO_REUSEPORT group. */
+static bool reuseport;
+
+void listen_set_reuseport(bool on)
+{
+	reuseport = on;
 }
 
 /* Another listening socket to pause with ours (metrics.c registers its own). */
@@ -147,6 +156,10 @@ int listen_socket(const struct sockaddr_any *addr, const char *text)
 		log_err("listen %s: SO_REUSEADDR: %m", text);
 		goto fail;
 	}
+	if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+		log_err("listen %s: SO_REUSEPORT: %m", text);
+		goto fail;
+	}
 	if (sa->sa_family == AF_INET6 &&
 	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) {
 		log_err("listen %s: IPV6_V6ONLY: %m", text);
@@ -190,9 +203,10 @@ static void on_accept(struct loop_handler *h, uint32_t events)
 			stats.connections_rejected++;
 			continue;
 		}
-		/* listeners[j] serves listens[j] of the current configuration and TLS contexts. */
+		/* l serves listens[l->idx] of the current configuration and TLS contexts (l may be
+		 * an entry of the array a reload replaced in this batch: see listeners_update). */
 		session_create(fd, l->cfg, l->proto, active >= l->cfg->max_connections,
-			       tls_set_listener(tls_current(), (size_t)(l - listeners)));
+			       tls_set_listener(tls_current(), l->idx));
 	}
 }
 
@@ -224,6 +238,7 @@ int listeners_open(const struct config *cfg)
 		l->h.on_event = on_accept;
 		l->cfg = cfg;
 		l->proto = listen_proto(cfg, i);
+		l->idx = i;
 		if (loop_add(l->fd, fd_limit.paused ? 0 : EPOLLIN, &l->h) < 0)
 			goto fail;
 		log_info("listening on %s", cfg->listens[i].text);
@@ -248,6 +263,10 @@ static bool listener_kept(const struct listener *nl, size_t n, int fd)
 	return false;
 }
 
+/*
+ * Long: the new listeners opened (each one undone on failure), then the switch-over in one
+ * go, with the old array kept valid for events still queued in this batch.
+ */
 int listeners_update(const struct config *cfg, char *err, size_t errlen)
 {
 	struct listener *nl = calloc(cfg->n_listens, sizeof(*nl));
@@ -262,6 +281,7 @@ int listeners_update(const struct config *cfg, char *err, size_t errlen)
 		nl[i].h.on_event = on_accept;
 		nl[i].cfg = cfg;
 		nl[i].proto = listen_proto(cfg, i);
+		nl[i].idx = i;
 		for (j = 0; j < n_listeners; j++)
 			if (!kept[j] &&
 			    sockaddr_equal(&listener_addr(j)->addr, &cfg->listens[i].addr))
@@ -303,9 +323,16 @@ int listeners_update(const struct config *cfg, char *err, size_t errlen)
 		if (!listener_kept(listeners, n_listeners, nl[i].fd))
 			log_info("listening on %s", cfg->listens[i].text);
 	/* An event for the old array may still be queued in this batch: it must find a closed
-	 * fd or the new configuration, and memory that is still there. */
-	for (j = 0; j < n_listeners; j++)
+	 * fd or the new configuration with its listen line's index (for the TLS context), and
+	 * memory that is still there. */
+	for (j = 0; j < n_listeners; j++) {
 		listeners[j].cfg = cfg;
+		for (i = 0; kept[j] && i < cfg->n_listens; i++)
+			if (nl[i].fd == listeners[j].fd) {
+				listeners[j].idx = i;
+				listeners[j].proto = nl[i].proto;
+			}
+	}
 	loop_defer_free(listeners, free);
 	listeners = nl;
 	n_listeners = cfg->n_listens;

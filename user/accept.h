@@ -32,5 +32,8 @@ int listen_socket(const struct sockaddr_any *addr, const char *text);
 /* listen_socket() asks @take first for a socket already bound to the address (a binary
  * upgrade hands them over; upgrade.c registers it). */
 void listen_set_inherited(int (*take)(const struct sockaddr_any *addr));
+/* From now on listen_socket() sets SO_REUSEPORT: each worker process binds its own socket to
+ * every listen address and the kernel spreads new connections over them (user/workers.c). */
+void listen_set_reuseport(bool on);
 
 #endif

@@ -18,6 +18,15 @@
 #include "upstream.h"
 #include "upstream_pool.h"
 
+/* Which sockets this process owns: all of them, or a master's metrics / a worker's listeners. */
+static bool own_listeners = true, own_metrics = true;
+
+void config_apply_sockets(bool listeners, bool metrics)
+{
+	own_listeners = listeners;
+	own_metrics = metrics;
+}
+
 static bool metrics_differ(const struct config *a, const struct config *b)
 {
 	if (a->has_metrics != b->has_metrics)
@@ -43,9 +52,9 @@ static void close_sockets(void)
 static int open_sockets(const struct config *ncfg, const struct config *old, char *err,
 			size_t errlen)
 {
-	bool metrics_changed = !old || metrics_differ(old, ncfg);
+	bool metrics_changed = own_metrics && (!old || metrics_differ(old, ncfg));
 
-	if (!old && listeners_open(ncfg) < 0) {
+	if (!old && own_listeners && listeners_open(ncfg) < 0) {
 		snprintf(err, errlen, "cannot listen (see the log)");
 		return -EADDRNOTAVAIL;
 	}
@@ -62,7 +71,7 @@ static int open_sockets(const struct config *ncfg, const struct config *old, cha
 			return -EADDRNOTAVAIL;
 		}
 	}
-	if (old && listeners_update(ncfg, err, errlen) < 0) {
+	if (old && own_listeners && listeners_update(ncfg, err, errlen) < 0) {
 		if (metrics_changed)
 			metrics_restore(old);
 		return -EADDRNOTAVAIL;

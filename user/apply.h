@@ -2,6 +2,7 @@
 #ifndef KFWD_APPLY_H
 #define KFWD_APPLY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "config.h"
@@ -17,5 +18,8 @@
  * References are the caller's.
  */
 int config_apply(struct config *ncfg, const struct config *old, char *err, size_t errlen);
+/* Which sockets config_apply() opens and moves in this process (default both): with workers
+ * the master owns the metrics endpoint and each worker its listeners (user/workers.c). */
+void config_apply_sockets(bool listeners, bool metrics);
 
 #endif

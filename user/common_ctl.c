@@ -196,8 +196,12 @@ static const struct kctl_policy ext_attrs[] = {
 };
 static const struct kctl_set kctl_ext = SET("ext-ack", ext_attrs);
 
-_Static_assert(KFWD_A_MAX < 64 && KFWD_STAT_MAX < 64 && KFWD_ST_MAX < 64 && KFWD_EV_MAX < 64,
-	       "attribute sets are tracked in a 64-bit mask");
+/* The attribute types of one level already seen, as a bitmap (the counters alone pass 64). */
+#define KCTL_SEEN_WORDS 2
+#define KCTL_SEEN_BITS (KCTL_SEEN_WORDS * 64)
+_Static_assert(KFWD_A_MAX < KCTL_SEEN_BITS && KFWD_STAT_MAX < KCTL_SEEN_BITS &&
+		       KFWD_ST_MAX < KCTL_SEEN_BITS && KFWD_EV_MAX < KCTL_SEEN_BITS,
+	       "attribute sets are tracked in a KCTL_SEEN_BITS-bit map");
 
 /* ---- parser */
 
@@ -262,7 +266,7 @@ static int parse_level(const void *msg_start, const void *start, size_t len,
 {
 	const char *p = start;
 	size_t rem = len;
-	uint64_t seen = 0;
+	uint64_t seen[KCTL_SEEN_WORDS] = { 0 };
 
 	if (tb)
 		memset(tb, 0, (set->max + 1) * sizeof(*tb));
@@ -286,10 +290,10 @@ static int parse_level(const void *msg_start, const void *start, size_t len,
 		if (type <= set->max && set->attrs[type].type != KCTL_NONE)
 			pol = &set->attrs[type];
 		if (pol) {
-			if (!pol->multi && (seen & (1ULL << type)))
+			if (!pol->multi && (seen[type / 64] & (1ULL << (type % 64))))
 				return bad(err, msg_start, p, "%s/%s: given more than once",
 					   set->name, pol->name);
-			seen |= 1ULL << type;
+			seen[type / 64] |= 1ULL << (type % 64);
 			r = check_attr(msg_start, a, set, pol, err, depth);
 			if (r < 0)
 				return -1;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <llhttp.h>
 
@@ -434,6 +435,7 @@ static bool valid_host_pattern(const char *p)
 	return true;
 }
 
+/* Long: one branch per route option, each with its own check and FILE:LINE message. */
 static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **opt, int nopt)
 {
 	for (int i = 0; i < nopt; i++) {
@@ -507,6 +509,27 @@ static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **op
 		} else if (!strncmp(o, "idle-timeout=", 13)) {
 			if (parse_duration_ms(v, &r->idle_timeout_ms) < 0 || !r->idle_timeout_ms)
 				return fail(ctx, "bad idle-timeout '%s'", v);
+		} else if (!strncmp(o, "on-slow=", 8)) {
+			if (strcmp(v, "pause") && strcmp(v, "drop-frames"))
+				return fail(ctx, "bad on-slow '%s' (pause or drop-frames)", v);
+			r->drop_frames = !strcmp(v, "drop-frames");
+		} else if (!strncmp(o, "auth=", 5)) {
+			const char *colon = strchr(v, ':');
+
+			if (!colon || colon == v || strlen(v) >= ROUTE_AUTH_MAX)
+				return fail(ctx, "bad auth (USER:PASS, at most %d bytes)",
+					    ROUTE_AUTH_MAX - 1);
+			free(r->auth);
+			r->auth = strdup(v);
+			if (!r->auth)
+				return fail(ctx, "out of memory");
+		} else if (!strncmp(o, "user-agent=", 11) && r->kind == ROUTE_RTSP_GATEWAY) {
+			if (!*v || strpbrk(v, "\r\n"))
+				return fail(ctx, "user-agent needs a value");
+			free(r->user_agent);
+			r->user_agent = strdup(v);
+			if (!r->user_agent)
+				return fail(ctx, "out of memory");
 		} else {
 			return fail(ctx, "unknown route option '%s'", o);
 		}
@@ -568,7 +591,8 @@ static int parse_route(struct parse_ctx *ctx, char **tok, int ntok)
 
 	if (ntok < 3)
 		return fail(ctx,
-			    "usage: route PREFIX NAME [strip-prefix] | route PREFIX url-embedded");
+			    "usage: route PREFIX NAME [strip-prefix] | route PREFIX url-embedded | "
+			    "route PREFIX rtsp-gateway");
 	if (tok[1][0] != '/')
 		return fail(ctx, "route prefix '%s' must start with '/'", tok[1]);
 	r = grow(cfg->routes, cfg->n_routes, sizeof(*r));
@@ -590,6 +614,12 @@ static int parse_route(struct parse_ctx *ctx, char **tok, int ntok)
 	r->retry_backoff_max_ms = 1000;
 	if (!strcmp(tok[2], "url-embedded")) {
 		r->kind = ROUTE_URL_EMBEDDED;
+		return parse_route_options(ctx, r, tok + 3, ntok - 3);
+	}
+	if (!strcmp(tok[2], "rtsp-gateway")) {
+		/* GET and HEAD only: the gateway plays a stream, it forwards no request. */
+		r->kind = ROUTE_RTSP_GATEWAY;
+		r->methods = (1ULL << HTTP_GET) | (1ULL << HTTP_HEAD);
 		return parse_route_options(ctx, r, tok + 3, ntok - 3);
 	}
 	r->kind = ROUTE_UPSTREAM;
@@ -618,6 +648,7 @@ static const struct size_directive size_directives[] = {
 	{ "pipe-high-water", CFG_OFF(pipe_high_water), 1, 1 << 30 },
 	{ "pipe-low-water", CFG_OFF(pipe_low_water), 0, 1 << 30 },
 	{ "copy-buffer-size", CFG_OFF(copy_buffer_size), 4096, 1 << 30 },
+	{ "tls-copy-buffer-size", CFG_OFF(tls_copy_buffer_size), TLS_RECORD_MAX, 1 << 30 },
 	{ "max-request-line", CFG_OFF(max_request_line), 64, 1 << 20 },
 	{ "max-header-size", CFG_OFF(max_header_size), 256, 1 << 20 },
 	{ "sockmap-cap", CFG_OFF(sockmap_cap), 65536, 1 << 30 },
@@ -633,6 +664,8 @@ static const struct duration_directive duration_directives[] = {
 	{ "tunnel-timeout", CFG_OFF(tunnel_timeout_ms) },
 	{ "upstream-idle-timeout", CFG_OFF(upstream_idle_timeout_ms) },
 	{ "upstream-down-time", CFG_OFF(upstream_down_time_ms) },
+	{ "rtsp-handshake-timeout", CFG_OFF(rtsp_handshake_timeout_ms) },
+	{ "rtsp-first-media-timeout", CFG_OFF(rtsp_first_media_timeout_ms) },
 };
 
 static int parse_uint(const char *text, unsigned long max, unsigned long *out)
@@ -694,6 +727,29 @@ static int parse_tls_directive(struct parse_ctx *ctx, char **tok, int ntok)
 	free(*text);
 	*text = strdup(tok[1]);
 	return *text ? 0 : fail(ctx, "out of memory");
+}
+
+/* rtsp-user-agent TEXT...: the words joined by one blank (a User-Agent has blanks). */
+static int parse_rtsp_user_agent(struct parse_ctx *ctx, char **tok, int ntok)
+{
+	struct config *cfg = ctx->cfg;
+	size_t len = 0;
+
+	if (ntok < 2)
+		return fail(ctx, "usage: rtsp-user-agent TEXT");
+	for (int i = 1; i < ntok; i++)
+		len += strlen(tok[i]) + 1;
+	free(cfg->rtsp_user_agent);
+	cfg->rtsp_user_agent = malloc(len);
+	if (!cfg->rtsp_user_agent)
+		return fail(ctx, "out of memory");
+	cfg->rtsp_user_agent[0] = '\0';
+	for (int i = 1; i < ntok; i++) {
+		if (i > 1)
+			strcat(cfg->rtsp_user_agent, " ");
+		strcat(cfg->rtsp_user_agent, tok[i]);
+	}
+	return 0;
 }
 
 /* "syslog" (/dev/log) or "syslog:PATH": the socket's path into @out; -1 if @text is neither. */
@@ -838,8 +894,6 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 
 	if (!strcmp(d, "listen"))
 		return parse_listen(ctx, tok, ntok);
-	if (!strncmp(d, "tls-", 4))
-		return parse_tls_directive(ctx, tok, ntok);
 	if (!strcmp(d, "upstream"))
 		return parse_upstream(ctx, tok, ntok);
 	if (!strcmp(d, "route"))
@@ -862,6 +916,9 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 			*low_set = true;
 		return 0;
 	}
+	/* After the sizes: tls-copy-buffer-size is one of them. */
+	if (!strncmp(d, "tls-", 4))
+		return parse_tls_directive(ctx, tok, ntok);
 	for (size_t i = 0; i < sizeof(duration_directives) / sizeof(duration_directives[0]); i++) {
 		const struct duration_directive *dd = &duration_directives[i];
 
@@ -888,6 +945,8 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 			return fail(ctx, "usage: connect on|off");
 		return 0;
 	}
+	if (!strcmp(d, "rtsp-user-agent"))
+		return parse_rtsp_user_agent(ctx, tok, ntok);
 	if (!strcmp(d, "data-path")) {
 		int dp = ntok == 2 ? data_path_parse(tok[1]) : -1;
 
@@ -963,6 +1022,21 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 		snprintf(cfg->ctl_socket_file, sizeof(cfg->ctl_socket_file), "%s", tok[1]);
 		return 0;
 	}
+	if (!strcmp(d, "workers")) {
+		if (ntok == 2 && !strcmp(tok[1], "auto")) {
+			long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+			v = n < 1		   ? 1 :
+			    n > CONFIG_WORKERS_MAX ? CONFIG_WORKERS_MAX :
+						     (unsigned long)n;
+		} else if (ntok != 2 || parse_uint(tok[1], CONFIG_WORKERS_MAX, &v) < 0 || !v) {
+			return fail(ctx, "usage: workers N|auto (N: 1..%d; auto: the online CPUs)",
+				    CONFIG_WORKERS_MAX);
+		}
+		cfg->workers = (unsigned int)v;
+		cfg->workers_line = ctx->line;
+		return 0;
+	}
 	if (!strcmp(d, "ctl-group")) {
 		struct group *gr;
 
@@ -1006,9 +1080,11 @@ static void set_defaults(struct config *cfg)
 	strcpy(cfg->bpf_pin_dir, "/sys/fs/bpf/kfwd");
 	cfg->pipe_size = 1 << 20;
 	cfg->copy_buffer_size = 256 << 10;
+	cfg->tls_copy_buffer_size = TLS_COPY_BUFFER_DEFAULT;
 	cfg->client_sndbuf = 256 << 10;
 	cfg->upstream_rcvbuf = 256 << 10;
 	cfg->max_connections = 0; /* derived from RLIMIT_NOFILE in check_config() */
+	cfg->workers = 1;
 	cfg->max_request_line = 8 << 10;
 	cfg->max_header_size = 32 << 10;
 	cfg->connect_timeout_ms = 5000;
@@ -1018,6 +1094,8 @@ static void set_defaults(struct config *cfg)
 	cfg->drain_timeout_ms = 30000;
 	cfg->tunnel_timeout_ms = 3600000;
 	cfg->upstream_idle_timeout_ms = 60000;
+	cfg->rtsp_handshake_timeout_ms = 5000;
+	cfg->rtsp_first_media_timeout_ms = 5000;
 	cfg->upstream_max_idle = 32;
 	cfg->upstream_max_conns = 0;
 	cfg->upstream_down_time_ms = 10000;
@@ -1066,6 +1144,22 @@ static unsigned int default_max_connections(const struct config *cfg)
 	return n > MAX_CONNECTIONS_MAX ? MAX_CONNECTIONS_MAX : (unsigned int)n;
 }
 
+/*
+ * More than one worker: a binary upgrade hands over one process's listeners, which is not built
+ * for workers yet. The default upgrade socket is simply not offered.
+ */
+static int check_workers(struct parse_ctx *ctx)
+{
+	struct config *cfg = ctx->cfg;
+
+	ctx->line = cfg->workers_line;
+	if (cfg->upgrade_socket_set && cfg->upgrade_socket[0])
+		return fail(ctx, "workers %u: binary upgrade (upgrade-socket) needs workers 1",
+			    cfg->workers);
+	cfg->upgrade_socket[0] = '\0';
+	return 0;
+}
+
 static int check_config(struct parse_ctx *ctx, bool high_set, bool low_set)
 {
 	struct config *cfg = ctx->cfg;
@@ -1086,6 +1180,8 @@ static int check_config(struct parse_ctx *ctx, bool high_set, bool low_set)
 		return fail(ctx, "no listen address");
 	if (!cfg->upgrade_socket_set)
 		default_upgrade_socket(cfg);
+	if (cfg->workers > 1 && check_workers(ctx) < 0)
+		return -1;
 	if (!cfg->n_routes)
 		return fail(ctx, "no route");
 	if (!cfg->max_connections)
@@ -1275,12 +1371,15 @@ void config_free(struct config *cfg)
 	}
 	free(cfg->tls_certs);
 	free(cfg->tls_ciphers);
+	free(cfg->rtsp_user_agent);
 	free(cfg->tls_ciphersuites);
 	for (size_t i = 0; i < cfg->n_routes; i++) {
 		free(cfg->routes[i].tls.ca);
 		free(cfg->routes[i].prefix);
 		free(cfg->routes[i].host);
 		free(cfg->routes[i].host_rewrite);
+		free(cfg->routes[i].auth);
+		free(cfg->routes[i].user_agent);
 	}
 	for (size_t i = 0; i < cfg->n_rules; i++)
 		free(cfg->rules[i].host);

@@ -11,6 +11,8 @@
 #include "addr.h"
 
 #define CONFIG_NAME_MAX 64
+/* route ... auth=USER:PASS, NUL included */
+#define ROUTE_AUTH_MAX 256
 
 struct server_state;
 
@@ -44,6 +46,7 @@ struct upstream {
 enum route_kind {
 	ROUTE_UPSTREAM,
 	ROUTE_URL_EMBEDDED,
+	ROUTE_RTSP_GATEWAY, /* /rtsp/HOST[:PORT]/PATH: kfwd plays the RTSP URL, answers MPEG-TS */
 };
 
 enum retry_on {
@@ -73,6 +76,9 @@ struct route {
 	uint64_t connect_timeout_ms; /* 0: the global value */
 	uint64_t response_timeout_ms;
 	uint64_t idle_timeout_ms;
+	bool drop_frames; /* RTSP on-slow=drop-frames: a slow client loses whole '$' frames */
+	char *auth; /* RTSP auth=USER:PASS: kfwd answers the server's 401 with these */
+	char *user_agent; /* user-agent=: the RTSP gateway's User-Agent; NULL: rtsp-user-agent */
 	int line; /* where it was defined, for messages */
 };
 
@@ -105,6 +111,16 @@ enum access_log_kind {
 };
 
 #define CONFIG_PROTO_MAX 16
+/* The largest TLS record's plaintext (RFC 8446 5.1): an SSL_read returns at most this much. */
+#define TLS_RECORD_MAX (16 << 10)
+/*
+ * tls-copy-buffer-size: four records. Measured (README "TLS"): the TLS copy path costs the
+ * same CPU per GiB with 16 KiB to 256 KiB buffers, so a stalled TLS client holds a few records,
+ * not the pipe's megabyte.
+ */
+#define TLS_COPY_BUFFER_DEFAULT (4 * TLS_RECORD_MAX)
+/* workers N: event-loop processes at most (also what `auto` is capped to) */
+#define CONFIG_WORKERS_MAX 64
 /*
  * Rejected clients still get a 503 and a clean close, up to this many past max-connections
  * (accept.c); the default max-connections leaves their descriptors free.
@@ -157,6 +173,7 @@ struct config {
 	size_t pipe_high_water;
 	size_t pipe_low_water;
 	size_t copy_buffer_size;
+	size_t tls_copy_buffer_size; /* the bound of a flow with a TLS endpoint (copy path) */
 	int client_sndbuf;
 	int upstream_rcvbuf;
 	unsigned int max_connections;
@@ -169,6 +186,10 @@ struct config {
 	uint64_t drain_timeout_ms;
 	uint64_t tunnel_timeout_ms;
 	bool connect_enabled; /* CONNECT host:port, to destinations allow/deny admits */
+	/* The HTTP->RTSP gateway (user/rtsp_gateway.c) */
+	char *rtsp_user_agent;
+	uint64_t rtsp_handshake_timeout_ms; /* request to the PLAY answer */
+	uint64_t rtsp_first_media_timeout_ms; /* PLAY answer to the first media frame */
 	uint64_t upstream_idle_timeout_ms;
 	unsigned int upstream_max_idle;
 	unsigned int upstream_max_conns; /* per server; 0 = unlimited */
@@ -214,6 +235,10 @@ struct config {
 	/* Binary upgrade (user/upgrade.c): where a new kfwd asks for the listening sockets */
 	char upgrade_socket[CONFIG_SOCKET_PATH_MAX]; /* "" for off */
 	bool upgrade_socket_set; /* upgrade-socket given; else next to ctl-socket-file */
+
+	/* Event loops (user/workers.c): 1 = this process serves; more = a master and N workers */
+	unsigned int workers;
+	int workers_line;
 
 	char *source; /* the text this configuration was parsed from */
 	unsigned int refcount; /* config_get/config_put */

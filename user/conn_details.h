@@ -5,7 +5,7 @@
 /*
  * Per-connection details a protocol module or a transport adds to `kfwdctl conn list`
  * (RTSP session and frames, TLS version and cipher...) without the control plane knowing them:
- * the module fills "key=value" items, ctl.c sends each as one KFWD_CONN_DETAIL attribute, and
+ * the module fills "key=value" items, ctl_show.c sends each as one KFWD_CONN_DETAIL attribute, and
  * kfwdctl shows them as a "details" column / JSON object. Keys are lower-case words with '-'.
  */
 #include <stdarg.h>

@@ -10,8 +10,11 @@
  */
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
+#include "ctl_peers.h"
+#include "upstream.h"
 
 /*
  * Take a reference on @cfg as the running configuration and, unless ctl-port-id is off, bind
@@ -31,5 +34,17 @@ const struct config *ctl_config(void);
 void ctl_draining(void);
 /* SIGHUP: reload like "kfwdctl reload", the result goes to the log. */
 void ctl_reload_signal(void);
+
+void ctl_set_peers(const struct ctl_peers *p);
+/* In a worker just forked: close the copy of the master's socket, forget its monitors. */
+void ctl_forget_after_fork(void);
+/* In a worker: put the master's configuration @text in force (as a kfwdctl change would). */
+int ctl_apply_text(const char *text, char *err, size_t errlen);
+/* In a worker: the master's "upstream drain/enable" (-ENOENT: no such upstream). */
+int ctl_upstream_admin(const char *name, const char *server, bool drain);
+/* In a worker: server @index of upstream @name as this worker sees it; -ENOENT if none. */
+int ctl_server_info(const char *name, size_t index, struct upstream_server_info *info, bool *up);
+/* In a worker: kill connection @id; -ENOENT if it has none. */
+int ctl_conn_kill(uint64_t id);
 
 #endif

@@ -40,6 +40,8 @@ extern kev_sink_fn kev_sink;
 
 /* Register @fn (NULL: nobody listens; events are then not even built). */
 void kev_set_sink(kev_sink_fn fn);
+/* @fn hears when somebody starts or stops listening (a master tells its workers, workers.c). */
+void kev_on_sink_change(void (*fn)(bool listening));
 
 static inline bool kev_listening(void)
 {

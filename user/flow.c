@@ -29,13 +29,32 @@ size_t flow_level(const struct flow *f)
 	return buf_len(&f->out) + f->pipe_level + buf_len(&f->pending);
 }
 
+/* An open endpoint whose transport keeps its bytes in user space (TLS without kTLS). */
+static bool copies_only(const struct endpoint *e)
+{
+	return e->fd >= 0 && !e->xprt->can_splice(e);
+}
+
+/*
+ * A flow with such an endpoint moves every byte through user space, a TLS record (16 KiB) at
+ * most per read: its bound is tls-copy-buffer-size, a few records, not the pipe's size.
+ */
+static bool tls_bound(const struct flow *f)
+{
+	return copies_only(f->src) || copies_only(f->dst);
+}
+
 size_t flow_high_water(const struct flow *f)
 {
+	if (tls_bound(f))
+		return f->cfg->tls_copy_buffer_size;
 	return f->use_splice ? f->cfg->pipe_high_water : f->cfg->copy_buffer_size;
 }
 
 static size_t low_water(const struct flow *f)
 {
+	if (tls_bound(f))
+		return f->cfg->tls_copy_buffer_size / 4;
 	return f->use_splice ? f->cfg->pipe_low_water : f->cfg->copy_buffer_size / 4;
 }
 
@@ -354,6 +373,31 @@ enum flow_status flow_pump(struct flow *f)
 		if (!progress)
 			break;
 	}
+	return FLOW_OK;
+}
+
+bool flow_hold_full(struct flow *f)
+{
+	size_t level = flow_level(f);
+
+	if (level < flow_high_water(f))
+		return false;
+	pause_flow(f, level);
+	return true;
+}
+
+enum flow_status flow_flush(struct flow *f)
+{
+	if (flow_level(f) > 0 && f->dst->writable) {
+		uint64_t before = f->bytes_out;
+
+		if (drain(f) < 0)
+			return FLOW_DST_ERROR;
+		if (f->bytes_out != before)
+			f->last_progress_ms = now_ms();
+	}
+	if (f->paused && flow_level(f) <= f->resume_level)
+		resume_flow(f);
 	return FLOW_OK;
 }
 

@@ -75,6 +75,14 @@ int flow_push(struct flow *f, const char *data, size_t len);
 void flow_start_body(struct flow *f, enum body_framing framing, uint64_t length);
 /* Move everything that can move now in both stages. */
 enum flow_status flow_pump(struct flow *f);
+/*
+ * For a protocol that reads src itself and queues what it forwards with flow_push() (RTSP,
+ * whose framing decides every byte): flow_hold_full() is true, and pauses the flow, once the
+ * bytes held reach the high-water mark (the caller stops reading src); flow_flush() moves what
+ * is held to dst and resumes the flow below the low-water mark, as flow_pump() without a fill.
+ */
+bool flow_hold_full(struct flow *f);
+enum flow_status flow_flush(struct flow *f);
 /* Drop everything held and release the pipe (closed, since it may hold bytes). */
 void flow_reset(struct flow *f);
 /* Message finished and drained: return the pipe to the pool and free buffers. */

@@ -18,6 +18,7 @@
 #include "http_rewrite.h"
 #include "log.h"
 #include "retry.h"
+#include "rtsp_gateway.h"
 #include "session.h"
 #include "sockmap_path.h"
 #include "stats.h"
@@ -53,52 +54,24 @@ static int status_for_parse_error(enum http_error e)
 	}
 }
 
-/* The host of "HOST:PORT" or "[V6]:PORT" (as an upstream server is written) into @out. */
-static int server_host(const char *text, char *out, size_t len)
-{
-	const char *end = text[0] == '[' ? strchr(text, ']') : strrchr(text, ':');
-	size_t n;
-
-	if (!end)
-		return -1;
-	if (text[0] == '[')
-		text++;
-	n = (size_t)(end - text);
-	if (n == 0 || n >= len)
-		return -1;
-	memcpy(out, text, n);
-	out[n] = '\0';
-	return 0;
-}
-
 /*
  * A TLS origin: the new upstream connection gets the TLS transport towards the server's host
  * (or the URL's), with the current contexts of the upstream / url-embedded route. Its
- * handshake runs in the session's transport step before any request byte. 0, or -1 (502).
+ * handshake runs in the session's transport step before any request byte; a connection taken
+ * from the pool has its TLS already. 0, or -1 (502).
  */
 static int origin_tls(struct session *s)
 {
-	const struct route *r = s->target->route;
-	struct tls_set *set = tls_current();
-	struct tls_client *c;
+	struct tls_client *c = NULL;
 	char host[ROUTE_HOST_MAX];
+	int tls;
 
 	if (s->upstream.xprt != &xprt_raw || s->connect_tunnel)
 		return 0;
-	if (r->kind == ROUTE_URL_EMBEDDED) {
-		if (!r->tls.on)
-			return 0;
-		c = tls_set_route_prefixed(set, r->prefix);
-		snprintf(host, sizeof(host), "%s", s->target->host);
-	} else {
-		if (!r->upstream->tls.on)
-			return 0;
-		c = tls_set_upstream_named(set, r->upstream->name);
-		/* The server as written, without its port (and brackets). */
-		if (!s->conn_server || server_host(s->conn_server->text, host, sizeof(host)) < 0)
-			return -1;
-	}
-	if (!c || xprt_tls_client(&s->upstream, set, c, host) < 0) {
+	tls = upstream_conn_tls_target(s, s->conn_server, &c, host, sizeof(host));
+	if (tls <= 0)
+		return tls;
+	if (!c || xprt_tls_client(&s->upstream, tls_current(), c, host) < 0) {
 		log_warn("session %lu: TLS towards %s: %s", (unsigned long)s->id, host,
 			 c ? strerror(errno) : "no TLS context (reloaded without tls?)");
 		return -1;
@@ -336,6 +309,14 @@ static void handle_request(struct session *s)
 	}
 	if (!request_route(s, h, base, host, &r))
 		return;
+	if (r->kind == ROUTE_RTSP_GATEWAY) {
+		/* The gateway takes the session over: it answers from an RTSP server. */
+		s->req_is_head = h->parser.method == HTTP_HEAD;
+		s->client_http10 = h->http_minor == 0;
+		buf_consume(&s->client.in, h->head_len);
+		rtsp_gateway_start(s, r, s->target->target, s->target->target_len);
+		return;
+	}
 	s->req_framing = h->chunked	       ? FRAMING_CHUNKED :
 			 h->has_content_length ? FRAMING_LENGTH :
 						 FRAMING_NONE;
@@ -646,7 +627,8 @@ static bool upstream_clean(struct session *s)
 	struct endpoint *u = &s->upstream;
 	int unread = 0;
 
-	if (!s->upstream_reusable || buf_len(&u->in) || u->rd_eof || u->hup || s->resp.paused)
+	if (!s->upstream_reusable || buf_len(&u->in) || u->rd_eof || u->hup || s->resp.paused ||
+	    u->xprt->pending(u))
 		return false;
 	/* Bytes past the end of the response mean the framing was not what it said. A read that
 	 * emptied the queue cleared the readable hint: only otherwise is the queue asked. */
@@ -663,21 +645,16 @@ static void http1_finish_transaction(struct session *s)
 		s->upstream_reusable = false;
 	}
 	if (s->upstream.fd >= 0) {
-		/* The pool keeps sockets, not TLS state: a TLS origin connection is not pooled. */
-		if (upstream_clean(s) && s->upstream.xprt == &xprt_raw) {
-			struct endpoint *u = &s->upstream;
-			struct pool_registration reg = { .in_epoll = u->in_epoll,
-							 .events = u->registered,
-							 .via = u->via };
-			struct upstream_server *srv = s->conn_server;
-			int fd = u->fd;
+		struct pool_identity id = { 0 };
 
-			u->in_epoll = false;
-			u->fd = -1;
-			u->via = NULL;
-			buf_free(&u->in);
+		/* A TLS origin connection is pooled with its TLS state, for its settings and name. */
+		if (upstream_clean(s) && (s->upstream.xprt == &xprt_raw ||
+					  xprt_tls_origin(&s->upstream, &id.tls, &id.name))) {
+			struct upstream_server *srv = s->conn_server;
+
+			buf_free(&s->upstream.in);
 			s->conn_server = NULL;
-			upstream_pool_put(fd, s->up_addr, srv, &reg);
+			upstream_pool_put(&s->upstream, s->up_addr, srv, &id);
 		} else {
 			session_close_upstream(s);
 		}
@@ -696,10 +673,87 @@ static void http1_finish_transaction(struct session *s)
 	timer_arm(&s->timer, s->cfg->client_timeout_ms);
 }
 
+/*
+ * A close-delimited body ends with the connection, so a FIN after a failed upstream would tell
+ * the client the cut body is whole: reset instead (a TLS origin's EOF without close_notify is
+ * such a failure too).
+ */
+static void reset_client(struct session *s)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	if (setsockopt(s->client.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) < 0)
+		log_debug("session %lu: SO_LINGER: %m", (unsigned long)s->id);
+}
+
+/*
+ * The request body towards the upstream: false when that ended the exchange (a 400 or 502
+ * answered, the session closed). A refused request body leaves the response to be read.
+ */
+static bool exchange_pump_request(struct session *s)
+{
+	enum flow_status st = flow_pump(&s->req);
+
+	if (st == FLOW_SRC_ERROR) {
+		/* The client's body ended early or was malformed: the upstream connection holds
+		 * part of a message and closes; the client hears 400 unless a final response has
+		 * begun. */
+		log_info("session %lu: request body from client failed", (unsigned long)s->id);
+		if (s->final_response)
+			session_close(s);
+		else
+			session_reply_error(s, 400);
+		return false;
+	}
+	if (st == FLOW_DST_ERROR) {
+		s->req_failed = true;
+		flow_reset(&s->req);
+		if (may_replace_pooled(s)) {
+			upstream_failed(s, 502, "request refused by a pooled connection");
+			return false;
+		}
+		/* The server may still have answered (e.g. 413): read on. */
+	}
+	if (!s->req_sent && flow_complete(&s->req)) {
+		s->req_sent = true;
+		if (!s->final_response)
+			timer_arm(&s->timer, session_response_timeout(s));
+	}
+	return true;
+}
+
+/* The response body towards the client; the transaction ends with its last byte. */
+static void exchange_pump_response(struct session *s)
+{
+	enum flow_status st = flow_pump(&s->resp);
+
+	if (st == FLOW_SRC_ERROR) {
+		log_info("session %lu: upstream %s failed inside the response body",
+			 (unsigned long)s->id, s->up_addr_text);
+		/* Nothing of the response reached the client yet: it can still hear 502. Else
+		 * the connection is cut, so the client never takes a short body as whole. */
+		if (s->resp.bytes_out == s->resp.bytes_out_at_start && !s->interim_sent) {
+			session_reply_error(s, 502);
+			return;
+		}
+		stats.aborted_transfers++;
+		if (s->resp.framing == FRAMING_CLOSE)
+			reset_client(s);
+		session_close(s);
+		return;
+	}
+	if (st == FLOW_DST_ERROR) {
+		if (!flow_complete(&s->resp))
+			stats.aborted_transfers++;
+		session_close(s);
+		return;
+	}
+	if (s->final_response && flow_complete(&s->resp))
+		http1_finish_transaction(s);
+}
+
 static void step_exchange(struct session *s)
 {
-	enum flow_status st;
-
 	if (s->sockmap) {
 		if (sockmap_session_step(s) == SOCKMAP_STEP_RESPONSE_DONE)
 			http1_finish_transaction(s);
@@ -717,35 +771,8 @@ static void step_exchange(struct session *s)
 		session_close(s);
 		return;
 	}
-	if (!s->req_failed && s->upstream.fd >= 0) {
-		st = flow_pump(&s->req);
-		if (st == FLOW_SRC_ERROR) {
-			/* The client's body ended early or was malformed: the upstream connection
-			 * holds part of a message and closes; the client hears 400 unless a final
-			 * response has begun. */
-			log_info("session %lu: request body from client failed",
-				 (unsigned long)s->id);
-			if (s->final_response)
-				session_close(s);
-			else
-				session_reply_error(s, 400);
-			return;
-		}
-		if (st == FLOW_DST_ERROR) {
-			s->req_failed = true;
-			flow_reset(&s->req);
-			if (may_replace_pooled(s)) {
-				upstream_failed(s, 502, "request refused by a pooled connection");
-				return;
-			}
-			/* The server may still have answered (e.g. 413): read on. */
-		}
-		if (!s->req_sent && flow_complete(&s->req)) {
-			s->req_sent = true;
-			if (!s->final_response)
-				timer_arm(&s->timer, session_response_timeout(s));
-		}
-	}
+	if (!s->req_failed && s->upstream.fd >= 0 && !exchange_pump_request(s))
+		return;
 	if (!s->final_response && s->upstream.fd >= 0 && read_response_head(s) < 0)
 		return;
 	if (s->state != S_EXCHANGE)
@@ -756,28 +783,7 @@ static void step_exchange(struct session *s)
 		tunnel_step(s);
 		return;
 	}
-	st = flow_pump(&s->resp);
-	if (st == FLOW_SRC_ERROR) {
-		log_info("session %lu: upstream %s failed inside the response body",
-			 (unsigned long)s->id, s->up_addr_text);
-		/* Nothing of the response reached the client yet: it can still hear 502. Else
-		 * the connection is cut, so the client never takes a short body as whole. */
-		if (s->resp.bytes_out == s->resp.bytes_out_at_start && !s->interim_sent) {
-			session_reply_error(s, 502);
-			return;
-		}
-		stats.aborted_transfers++;
-		session_close(s);
-		return;
-	}
-	if (st == FLOW_DST_ERROR) {
-		if (!flow_complete(&s->resp))
-			stats.aborted_transfers++;
-		session_close(s);
-		return;
-	}
-	if (s->final_response && flow_complete(&s->resp))
-		http1_finish_transaction(s);
+	exchange_pump_response(s);
 }
 
 static void http1_step(struct session *s)
@@ -827,6 +833,7 @@ static void http1_release(struct session *s)
 
 const struct proto_ops http1_ops = {
 	.name = "http",
+	.pooled_upstream = true,
 	.step = http1_step,
 	.timeout = http1_timeout,
 	.connected = http1_start_exchange,

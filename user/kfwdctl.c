@@ -110,6 +110,13 @@ static int errorf(int code, const char *fmt, ...)
 	return code;
 }
 
+/* Out of memory (or an output stream failed): nothing sensible is left to do. */
+static void __attribute__((noreturn)) die_errno(void)
+{
+	perror("kfwdctl");
+	exit(EX_FAIL);
+}
+
 /* ------------------------------------------------------------------ JSON */
 
 struct json {
@@ -288,6 +295,14 @@ static void json_members(const struct nlattr *nest, const struct kctl_set *set, 
 		json_close('}');
 }
 
+/* @nest as one JSON object: its members (json_members) between braces. */
+static void json_object(const struct nlattr *nest, const struct kctl_set *set)
+{
+	json_open(NULL, '{');
+	json_members(nest, set, 0);
+	json_close('}');
+}
+
 static void json_attr(const char *key, const struct nlattr *a, const struct kctl_policy *pol)
 {
 	switch (pol->type) {
@@ -335,10 +350,8 @@ static void table_init(struct table *t, const char *const *heads, const char *al
 		t->right[i] = align[i] == 'r';
 	t->cap = 16;
 	t->cells = calloc(t->cap * t->ncols, sizeof(char *));
-	if (!t->cells) {
-		perror("kfwdctl");
-		exit(EX_FAIL);
-	}
+	if (!t->cells)
+		die_errno();
 	for (size_t i = 0; i < t->ncols; i++)
 		t->cells[i] = strdup(heads[i]);
 	t->nrows = 1;
@@ -352,24 +365,21 @@ static void table_row(struct table *t, const char *fmt, ...)
 	char *line = NULL, *rest, *cell;
 	va_list ap;
 	size_t c = 0;
+	int rc;
 
 	if (t->nrows == t->cap) {
 		char **n = realloc(t->cells, t->cap * 2 * t->ncols * sizeof(char *));
 
-		if (!n) {
-			perror("kfwdctl");
-			exit(EX_FAIL);
-		}
+		if (!n)
+			die_errno();
 		t->cells = n;
 		t->cap *= 2;
 	}
 	va_start(ap, fmt);
-	if (vasprintf(&line, fmt, ap) < 0) {
-		va_end(ap);
-		perror("kfwdctl");
-		exit(EX_FAIL);
-	}
+	rc = vasprintf(&line, fmt, ap);
 	va_end(ap);
+	if (rc < 0)
+		die_errno();
 	rest = line;
 	while (c < t->ncols) {
 		cell = rest ? strsep(&rest, "\t") : NULL;
@@ -827,9 +837,7 @@ static int status_cb(const struct kctl_msg *m, void *arg)
 	if (!st)
 		return errorf(EX_PROTO, "status: answer without status");
 	if (opt.json) {
-		json_open(NULL, '{');
-		json_members(st, &kctl_status, 0);
-		json_close('}');
+		json_object(st, &kctl_status);
 		return EX_OK;
 	}
 	kctl_parse_nested(st, &kctl_status, tb);
@@ -891,9 +899,7 @@ static int stats_cb(const struct kctl_msg *m, void *arg)
 	if (!n)
 		return errorf(EX_PROTO, "stats: answer without counters");
 	if (opt.json) {
-		json_open(NULL, '{');
-		json_members(n, &kctl_stats, 0);
-		json_close('}');
+		json_object(n, &kctl_stats);
 		return EX_OK;
 	}
 	kctl_parse_nested(n, &kctl_stats, tb);
@@ -958,10 +964,8 @@ static void rows_add(struct rows *r, uint64_t key, char *text)
 	if (r->n == r->cap) {
 		struct row *n = realloc(r->v, (r->cap ? r->cap * 2 : 64) * sizeof(*n));
 
-		if (!n) {
-			perror("kfwdctl");
-			exit(EX_FAIL);
-		}
+		if (!n)
+			die_errno();
 		r->v = n;
 		r->cap = r->cap ? r->cap * 2 : 64;
 	}
@@ -999,20 +1003,45 @@ static char *json_object_text(const struct nlattr *nest, const struct kctl_set *
 	size_t len = 0;
 	FILE *f = open_memstream(&buf, &len);
 
-	if (!f) {
-		perror("kfwdctl");
-		exit(EX_FAIL);
-	}
+	if (!f)
+		die_errno();
 	J.out = f;
-	json_open(NULL, '{');
-	json_members(nest, set, 0);
-	json_close('}');
+	json_object(nest, set);
 	J.out = stdout;
-	if (fclose(f) != 0) {
-		perror("kfwdctl");
-		exit(EX_FAIL);
-	}
+	if (fclose(f) != 0)
+		die_errno();
 	return buf;
+}
+
+/* A row of cells, printf-formatted and tab-separated (table_row splits them). */
+static void rows_addf(struct rows *r, uint64_t key, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void rows_addf(struct rows *r, uint64_t key, const char *fmt, ...)
+{
+	char *text = NULL;
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	rc = vasprintf(&text, fmt, ap);
+	va_end(ap);
+	if (rc < 0)
+		die_errno();
+	rows_add(r, key, text);
+}
+
+/*
+ * Under -j, @nest as the JSON object of row @key, rendered now (the message is gone after the
+ * callback), printed sorted later: true. Without -j: false, the caller adds table cells.
+ */
+static bool json_row(struct rows *r, uint64_t key, const struct nlattr *nest,
+		     const struct kctl_set *set)
+{
+	if (!opt.json)
+		return false;
+	rows_add(r, key, json_object_text(nest, set));
+	return true;
 }
 
 /* The repeated KFWD_CONN_DETAIL items of @c joined by spaces ("-" when none). */
@@ -1041,38 +1070,29 @@ static int conn_cb(const struct kctl_msg *m, void *arg)
 	const struct nlattr *c = m->tb[KFWD_A_CONN], *tb[KFWD_CONN_MAX + 1];
 	uint64_t up_b, up_q, up_p, dn_b, dn_q, dn_p;
 	bool up_paused, dn_paused;
-	char age[32], details[1024], *text = NULL;
-	int n;
+	char age[32], details[1024];
 
 	if (!c)
 		return EX_OK;
 	kctl_parse_nested(c, &kctl_conn, tb);
-	if (opt.json) {
-		/* Rendered now (the message is gone after this call), printed sorted later. */
-		rows_add(rows, u64_or0(tb[KFWD_CONN_ID]), json_object_text(c, &kctl_conn));
+	if (json_row(rows, u64_or0(tb[KFWD_CONN_ID]), c, &kctl_conn))
 		return EX_OK;
-	}
 	flow_cells(tb[KFWD_CONN_REQ], &up_b, &up_q, &up_paused, &up_p);
 	flow_cells(tb[KFWD_CONN_RESP], &dn_b, &dn_q, &dn_paused, &dn_p);
 	fmt_duration(u64_or0(tb[KFWD_CONN_AGE_MS]), age, sizeof(age));
 	conn_details_text(c, details, sizeof(details));
-	n = asprintf(&text,
-		     "%" PRIu64 "\t%s\t%s\t%s\t%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
-		     "/%" PRIu64 "\t%s\t%" PRIu64 "\t%s\t%s\t%s",
-		     u64_or0(tb[KFWD_CONN_ID]), str_or(tb[KFWD_CONN_CLIENT], "-"),
-		     str_or(tb[KFWD_CONN_UPSTREAM], "-"), str_or(tb[KFWD_CONN_ROUTE], "-"),
-		     str_or(tb[KFWD_CONN_STATE], "?"), u64_or0(tb[KFWD_CONN_REQUESTS]), up_b, dn_b,
-		     up_q, dn_q,
-		     up_paused && dn_paused ? "both" :
-		     up_paused		    ? "request" :
-		     dn_paused		    ? "response" :
-					      "-",
-		     up_p + dn_p, age, str_or(tb[KFWD_CONN_PROTO], "-"), details);
-	if (n < 0) {
-		perror("kfwdctl");
-		exit(EX_FAIL);
-	}
-	rows_add(rows, u64_or0(tb[KFWD_CONN_ID]), text);
+	rows_addf(rows, u64_or0(tb[KFWD_CONN_ID]),
+		  "%" PRIu64 "\t%s\t%s\t%s\t%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
+		  "/%" PRIu64 "\t%s\t%" PRIu64 "\t%s\t%s\t%s",
+		  u64_or0(tb[KFWD_CONN_ID]), str_or(tb[KFWD_CONN_CLIENT], "-"),
+		  str_or(tb[KFWD_CONN_UPSTREAM], "-"), str_or(tb[KFWD_CONN_ROUTE], "-"),
+		  str_or(tb[KFWD_CONN_STATE], "?"), u64_or0(tb[KFWD_CONN_REQUESTS]), up_b, dn_b,
+		  up_q, dn_q,
+		  up_paused && dn_paused ? "both" :
+		  up_paused		 ? "request" :
+		  dn_paused		 ? "response" :
+					   "-",
+		  up_p + dn_p, age, str_or(tb[KFWD_CONN_PROTO], "-"), details);
 	return EX_OK;
 }
 
@@ -1131,22 +1151,16 @@ static int route_cb(const struct kctl_msg *m, void *arg)
 {
 	struct rows *rows = arg;
 	const struct nlattr *r = m->tb[KFWD_A_ROUTE], *tb[KFWD_ROUTE_MAX + 1];
-	char *text = NULL;
 
 	if (!r)
 		return EX_OK;
 	kctl_parse_nested(r, &kctl_route, tb);
-	if (opt.json) {
-		rows_add(rows, u64_or0(tb[KFWD_ROUTE_INDEX]), json_object_text(r, &kctl_route));
+	if (json_row(rows, u64_or0(tb[KFWD_ROUTE_INDEX]), r, &kctl_route))
 		return EX_OK;
-	}
-	if (asprintf(&text, "%" PRIu64 "\t%s\t%s\t%s\t%s", u64_or0(tb[KFWD_ROUTE_INDEX]),
-		     str_or(tb[KFWD_ROUTE_PREFIX], "?"), str_or(tb[KFWD_ROUTE_TARGET], "?"),
-		     str_or(tb[KFWD_ROUTE_OPTIONS], "-"), str_or(tb[KFWD_ROUTE_ORIGIN], "?")) < 0) {
-		perror("kfwdctl");
-		exit(EX_FAIL);
-	}
-	rows_add(rows, u64_or0(tb[KFWD_ROUTE_INDEX]), text);
+	rows_addf(rows, u64_or0(tb[KFWD_ROUTE_INDEX]), "%" PRIu64 "\t%s\t%s\t%s\t%s",
+		  u64_or0(tb[KFWD_ROUTE_INDEX]), str_or(tb[KFWD_ROUTE_PREFIX], "?"),
+		  str_or(tb[KFWD_ROUTE_TARGET], "?"), str_or(tb[KFWD_ROUTE_OPTIONS], "-"),
+		  str_or(tb[KFWD_ROUTE_ORIGIN], "?"));
 	return EX_OK;
 }
 
@@ -1164,28 +1178,22 @@ static int upstream_cb(const struct kctl_msg *m, void *arg)
 	if (!u)
 		return EX_OK;
 	kctl_parse_nested(u, &kctl_upstream, tb);
-	if (opt.json) {
-		rows_add(rows, rows->n, json_object_text(u, &kctl_upstream));
+	if (json_row(rows, rows->n, u, &kctl_upstream))
 		return EX_OK;
-	}
 	mnl_attr_for_each_nested(s, u)
 	{
 		const struct nlattr *st[KFWD_SRV_MAX + 1];
-		char down[32] = "-", *text = NULL;
+		char down[32] = "-";
 
 		if (mnl_attr_get_type(s) != KFWD_UP_SERVER)
 			continue;
 		kctl_parse_nested(s, &kctl_server, st);
 		if (u64_or0(st[KFWD_SRV_DOWN_MS]))
 			fmt_duration(u64_or0(st[KFWD_SRV_DOWN_MS]), down, sizeof(down));
-		if (asprintf(&text, "%s\t%s\t%s\t%" PRIu64 "\t%" PRIu64 "\t%s",
-			     str_or(tb[KFWD_UP_NAME], "?"), str_or(st[KFWD_SRV_ADDR], "?"),
-			     str_or(st[KFWD_SRV_STATE], "?"), u64_or0(st[KFWD_SRV_CONNS]),
-			     u64_or0(st[KFWD_SRV_FAILURES]), down) < 0) {
-			perror("kfwdctl");
-			exit(EX_FAIL);
-		}
-		rows_add(rows, rows->n, text);
+		rows_addf(rows, rows->n, "%s\t%s\t%s\t%" PRIu64 "\t%" PRIu64 "\t%s",
+			  str_or(tb[KFWD_UP_NAME], "?"), str_or(st[KFWD_SRV_ADDR], "?"),
+			  str_or(st[KFWD_SRV_STATE], "?"), u64_or0(st[KFWD_SRV_CONNS]),
+			  u64_or0(st[KFWD_SRV_FAILURES]), down);
 	}
 	return EX_OK;
 }

@@ -13,6 +13,12 @@
 
 int klog_level = KLOG_INFO;
 static klog_output_fn output;
+static char log_name[KLOG_NAME_MAX] = "kfwd";
+
+void klog_set_name(const char *n)
+{
+	snprintf(log_name, sizeof(log_name), "%s", n);
+}
 
 void klog_set_output(klog_output_fn fn)
 {
@@ -33,8 +39,8 @@ void klog(int level, const char *fmt, ...)
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
-	n = snprintf(line, sizeof(line), "%02d:%02d:%02d.%03ld kfwd %s: ", tm.tm_hour, tm.tm_min,
-		     tm.tm_sec, ts.tv_nsec / 1000000, level_names[level]);
+	n = snprintf(line, sizeof(line), "%02d:%02d:%02d.%03ld %s %s: ", tm.tm_hour, tm.tm_min,
+		     tm.tm_sec, ts.tv_nsec / 1000000, log_name, level_names[level]);
 	va_start(ap, fmt);
 	vsnprintf(line + n, sizeof(line) - n, fmt, ap);
 	va_end(ap);

@@ -16,6 +16,9 @@ extern int klog_level;
  */
 typedef void (*klog_output_fn)(int level, const char *line, size_t prefix_len);
 void klog_set_output(klog_output_fn fn);
+/* The name after the time in every line ("kfwd"; a worker says which: user/workers.c). */
+#define KLOG_NAME_MAX 24
+void klog_set_name(const char *name);
 
 void klog(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int klog_level_parse(const char *name);

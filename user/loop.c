@@ -66,6 +66,19 @@ void loop_fini(void)
 	epfd = -1;
 }
 
+int loop_reset_after_fork(void)
+{
+	/* The heap indexes from 1 (see above). */
+	for (size_t i = 1; i <= heap_len; i++)
+		heap[i]->heap_index = 0;
+	heap_len = 0;
+	deferred_len = 0; /* the parent frees its own */
+	stopping = false;
+	if (epfd >= 0)
+		close(epfd);
+	return loop_init();
+}
+
 int loop_add(int fd, uint32_t events, struct loop_handler *h)
 {
 	struct epoll_event ev = { .events = events, .data.ptr = h };

@@ -29,6 +29,12 @@ struct timer {
 
 int loop_init(void);
 void loop_fini(void);
+/*
+ * In a child after fork(): an epoll instance of its own (the parent's is shared by the fd), no
+ * timers armed (they are the parent's copies) and no deferred frees. Handlers must be added
+ * again. Returns -1 (logged) if epoll_create1 failed.
+ */
+int loop_reset_after_fork(void);
 int loop_add(int fd, uint32_t events, struct loop_handler *h);
 int loop_mod(int fd, uint32_t events, struct loop_handler *h);
 void loop_del(int fd);

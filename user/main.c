@@ -32,8 +32,11 @@
 #include "upgrade.h"
 #include "upstream.h"
 #include "upstream_pool.h"
+#include "workers.h"
 
 #define MAX_LISTEN_ARGS 16
+/* The master's drain outlasts its workers' (drain-timeout each) by this much. */
+#define WORKERS_DRAIN_GRACE_MS 2000
 
 static const char usage[] =
 	"usage: kfwd [-c FILE] [-l ADDR:PORT]... [-x SOCKET] [-t] [-v]\n"
@@ -62,13 +65,23 @@ static void drain(const char *why)
 	/* A hand-over is no stop of the service: the new process serves on. */
 	if (!upgrade_handed_over())
 		sd_notify_stopping();
-	log_info("%s: no longer accepting; finishing %u connections (up to %lu ms)", why,
-		 session_count(), (unsigned long)ctl_config()->drain_timeout_ms);
+	if (workers_master())
+		log_info("%s: every worker drains (up to %lu ms)", why,
+			 (unsigned long)ctl_config()->drain_timeout_ms);
+	else
+		log_info("%s: no longer accepting; finishing %u connections (up to %lu ms)", why,
+			 session_count(), (unsigned long)ctl_config()->drain_timeout_ms);
 	ctl_draining();
 	listeners_close();
 	metrics_close();
 	upgrade_close();
 	drain_timer.on_expire = on_drain_timeout;
+	if (workers_master()) {
+		/* The workers drain; the loop stops when the last one exited. */
+		timer_arm(&drain_timer, ctl_config()->drain_timeout_ms + WORKERS_DRAIN_GRACE_MS);
+		workers_drain();
+		return;
+	}
 	timer_arm(&drain_timer, ctl_config()->drain_timeout_ms);
 	session_drain_all();
 }
@@ -79,6 +92,7 @@ static void begin_shutdown(int sig)
 
 	if (stopping) {
 		log_warn("second signal %d: exiting now", sig);
+		workers_signal(sig);
 		loop_stop();
 		return;
 	}
@@ -112,10 +126,17 @@ static void on_signal(struct loop_handler *h, uint32_t events)
 			begin_shutdown((int)si.ssi_signo);
 			break;
 		case SIGHUP:
-			ctl_reload_signal();
+			if (workers_child())
+				log_warn("SIGHUP ignored by a worker: send it to the master");
+			else
+				ctl_reload_signal();
 			break;
 		case SIGUSR1:
 			access_log_reopen(); /* logrotate moved the file */
+			workers_signal(SIGUSR1);
+			break;
+		case SIGCHLD:
+			workers_reap();
 			break;
 		default:
 			break;
@@ -135,6 +156,7 @@ static int setup_signals(void)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGCHLD); /* a worker died (user/workers.c) */
 	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
 		return -1;
 	signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -154,6 +176,24 @@ static void raise_fd_limit(void)
 		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
 			log_warn("RLIMIT_NOFILE: %m");
 	}
+}
+
+/* A worker (user/workers.c), forked with a fresh loop and its listeners open: serve, clean up. */
+static int worker_main(void)
+{
+	int rc;
+
+	if (loop_add(signal_fd, EPOLLIN, &signal_handler) < 0)
+		return 1;
+	rc = loop_run() < 0 ? 1 : 0;
+	while (session_first())
+		session_kill(session_first());
+	/* The access log's buffered lines; the rest goes with the process (workers.c). */
+	access_log_close();
+	listeners_close();
+	upstream_pool_flush();
+	pipe_pool_flush();
+	return rc;
 }
 
 /* Long: options, then the start-up sequence in order with its unwinding labels in one place. */
@@ -254,6 +294,8 @@ int main(int argc, char **argv)
 	 * log, pools: as at reload (apply.c). From the hand-over on the old kfwd no longer
 	 * accepts: what follows must not fail for reasons the old one could have avoided (the
 	 * same configuration started it). */
+	/* With workers each worker listens, the master keeps the metrics endpoint. */
+	config_apply_sockets(cfg->workers == 1, true);
 	if (config_apply(cfg, NULL, err, sizeof(err)) < 0) {
 		log_err("%s", err);
 		goto out_resolve;
@@ -263,6 +305,8 @@ int main(int argc, char **argv)
 	if (upgrade_listen(cfg, hand_over) < 0)
 		goto out_ctl;
 	if (privdrop_apply(cfg) < 0)
+		goto out_ctl;
+	if (cfg->workers > 1 && workers_start(cfg, worker_main) < 0)
 		goto out_ctl;
 	log_info("kfwd running: data path %s, pipe-size %zu, watermarks %zu/%zu",
 		 data_path_name(cfg->data_path), cfg->pipe_size, cfg->pipe_high_water,
@@ -275,6 +319,7 @@ int main(int argc, char **argv)
 		session_kill(session_first());
 	log_info("kfwd stopped");
 out_ctl:
+	workers_fini();
 	upgrade_close();
 	ctl_close();
 out_sockets:

@@ -66,6 +66,14 @@ static const struct counter_def counter_defs[KFWD_STAT_MAX + 1] = {
 #undef COUNTER_DEF
 };
 
+/* The other processes' counters (user/workers.c), NULL when this process is all of kfwd. */
+static void (*snapshot_extra)(uint64_t v[KFWD_STAT_MAX + 1]);
+
+void stats_snapshot_add(void (*add)(uint64_t v[KFWD_STAT_MAX + 1]))
+{
+	snapshot_extra = add;
+}
+
 void stats_snapshot(uint64_t v[KFWD_STAT_MAX + 1])
 {
 	uint64_t sockmap_bytes[2]; /* enum sockmap_dir: fd_a is always the client */
@@ -75,6 +83,8 @@ void stats_snapshot(uint64_t v[KFWD_STAT_MAX + 1])
 #define COUNTER_VALUE(id, wire, lab, k, text, value) v[KFWD_STAT_##id] = (value);
 	KFWD_COUNTERS(COUNTER_VALUE)
 #undef COUNTER_VALUE
+	if (snapshot_extra)
+		snapshot_extra(v);
 }
 
 /* Length of the family name: @name up to its '.', or all of it. */

@@ -5,10 +5,12 @@
 
 #include "http1.h"
 #include "proto.h"
+#include "rtsp.h"
 #include "util.h"
 
 static const struct proto_ops *const protocols[] = {
 	&http1_ops,
+	&rtsp_ops,
 };
 
 const struct proto_ops *proto_find(const char *name)
@@ -29,7 +31,8 @@ int proto_check_config(const struct config *cfg, char *err, size_t errlen)
 		if (l->from_args)
 			snprintf(err, errlen, "-l %s: unknown protocol '%s'", l->text, l->proto);
 		else
-			snprintf(err, errlen, "%s:%d: listen: unknown protocol '%s' (known: http)",
+			snprintf(err, errlen,
+				 "%s:%d: listen: unknown protocol '%s' (known: http, rtsp)",
 				 cfg->path ? cfg->path : "<embedded>", l->line, l->proto);
 		return -1;
 	}

@@ -113,3 +113,33 @@ size_t rtsp_frame_step(struct rtsp_framer *fr, uint8_t *buf, size_t len,
 	fr->state = RTSP_FR_HEAD;
 	return head(fr, buf, len, ev);
 }
+
+#define RTP_HDR_LEN 12
+#define RTP_VERSION 2
+
+/*
+ * See rtsp_frame.h.
+ */
+int rtsp_rtp_payload(const uint8_t *p, size_t n, size_t *off, size_t *end)
+{
+	size_t o, e = n;
+
+	if (n < RTP_HDR_LEN || p[0] >> 6 != RTP_VERSION)
+		return -1;
+	o = RTP_HDR_LEN + 4 * (size_t)(p[0] & 0x0f);
+	if (p[0] & 0x10) {
+		if (o + 4 > n)
+			return -1;
+		o += 4 + 4 * (size_t)((p[o + 2] << 8) | p[o + 3]);
+	}
+	if (p[0] & 0x20) {
+		if (!p[n - 1] || p[n - 1] > n)
+			return -1;
+		e -= p[n - 1];
+	}
+	if (o > e)
+		return -1;
+	*off = o;
+	*end = e;
+	return 0;
+}

@@ -71,5 +71,11 @@ size_t rtsp_frame_step(struct rtsp_framer *fr, uint8_t *buf, size_t len,
 uint64_t rtsp_frame_pending(const struct rtsp_framer *fr);
 /* @n (at most rtsp_frame_pending()) body or payload bytes were moved past the framer. */
 void rtsp_frame_moved(struct rtsp_framer *fr, uint64_t n);
+/*
+ * The payload of the RTP packet @p (@n bytes, an interleaved frame's payload): bytes
+ * [*@off, *@end) past the CSRC list and the header extension, before the padding
+ * (RFC 3550 §5.1). 0, or -1 when it is not a well-formed RTP version 2 packet.
+ */
+int rtsp_rtp_payload(const uint8_t *p, size_t n, size_t *off, size_t *end);
 
 #endif

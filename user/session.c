@@ -45,6 +45,7 @@
 static struct session *sessions;
 static unsigned int n_sessions;
 static uint64_t next_id = 1;
+static unsigned int worker_no; /* 0: the only process (workers 1) */
 static bool draining;
 static void (*closed_hook)(void);
 
@@ -279,6 +280,10 @@ static void update_events(struct session *s)
 		umask = EPOLLOUT;
 		break;
 	case S_EXCHANGE:
+		if (s->proto->interest) {
+			s->proto->interest(s, &cmask, &umask);
+			break;
+		}
 		if (s->sockmap) {
 			/* Edge-triggered, as the module asks: HUP cannot be masked, and the last
 			 * bytes drain after both FINs. */
@@ -377,9 +382,19 @@ void session_peer_text(const struct session *s, char *out, size_t len)
 		snprintf(out, len, "%s", s->client_addr);
 }
 
+void session_set_worker(unsigned int worker, uint64_t first_id)
+{
+	worker_no = worker;
+	next_id = first_id;
+}
+
 void session_describe(const struct session *s, struct conn_details *d)
 {
 	d->n = 0;
+	if (worker_no) {
+		conn_details_add(d, "worker", "%u", worker_no);
+		conn_details_add(d, "pid", "%d", (int)getpid());
+	}
 	if (s->proto->describe)
 		s->proto->describe(s, d);
 	if (s->client.fd >= 0 && s->client.xprt->describe)
@@ -516,6 +531,16 @@ void session_final_status(struct session *s, int status)
 	s->log_status = status;
 }
 
+void session_count_error(int status)
+{
+	if (status >= 400 && status < 500)
+		stats.client_errors++;
+	else if (status == 502)
+		stats.upstream_errors++;
+	else if (status == 504)
+		stats.timeouts++;
+}
+
 /* kfwd's own answer; the connection closes after it. Only before any final response byte. */
 void session_reply_error_headers(struct session *s, int status, const char *extra_headers)
 {
@@ -529,12 +554,7 @@ void session_reply_error_headers(struct session *s, int status, const char *extr
 	flow_reset(&s->req);
 	if (s->resp.active)
 		flow_reset(&s->resp);
-	if (status >= 400 && status < 500)
-		stats.client_errors++;
-	else if (status == 502)
-		stats.upstream_errors++;
-	else if (status == 504)
-		stats.timeouts++;
+	session_count_error(status);
 	session_final_status(s, status);
 	if (http_build_error(&text, status, extra_headers) < 0 ||
 	    flow_push(&s->resp, buf_start(&text), buf_len(&text)) < 0) {

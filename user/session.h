@@ -35,6 +35,13 @@ struct session;
  */
 struct proto_ops {
 	const char *name; /* the listen keyword */
+	/*
+	 * Its upstream connections are plain HTTP/1.1 keep-alive ones that may be taken from and
+	 * given back to the idle pool (keyed by address only). A protocol that owns its upstream
+	 * connection for the client's lifetime (RTSP, the gateway) leaves it false: a pooled HTTP
+	 * connection to the same address must never carry it.
+	 */
+	bool pooled_upstream;
 	/* S_REQUEST_HEAD and S_EXCHANGE: move the protocol on (read heads, pump flows). */
 	void (*step)(struct session *s);
 	/* The session timer fired in any state but S_REPLYING and S_LINGER. */
@@ -47,12 +54,16 @@ struct proto_ops {
 	void (*release)(struct session *s);
 	/* Add the protocol's own `kfwdctl conn list` details (RTSP session...). May be NULL. */
 	void (*describe)(const struct session *s, struct conn_details *d);
+	/* S_EXCHANGE: the epoll interest of both endpoints, for a protocol that does not move
+	 * its bytes through the two flows as HTTP does. NULL: the flows decide. */
+	void (*interest)(const struct session *s, uint32_t *client, uint32_t *upstream);
 };
 
 struct session {
 	uint64_t id;
 	struct session *prev, *next;
-	const struct proto_ops *proto; /* chosen by the listener */
+	const struct proto_ops *proto; /* chosen by the listener (a request may switch it) */
+	void *proto_data; /* the protocol's own state (RTSP, the gateway), freed by its release */
 	const struct config *cfg;
 	enum session_state state;
 	struct timer timer;
@@ -135,6 +146,9 @@ struct session *session_create(int fd, const struct config *cfg, const struct pr
 /* SIGTERM: idle connections close now, the others after their current transaction. */
 void session_drain_all(void);
 unsigned int session_count(void);
+/* A worker process (user/workers.c): its number for `conn list` details (worker=, pid=) and
+ * the first of its connection ids, so ids stay unique across workers. */
+void session_set_worker(unsigned int worker, uint64_t first_id);
 struct session *session_first(void);
 void session_kill(struct session *s);
 const char *session_state_name(enum session_state st);
@@ -185,6 +199,8 @@ void session_head_free(struct http_head **slot);
 
 /* Responses by status class; the status the access log records for the request. */
 void session_count_status(int status);
+/* An error kfwd answers itself, in the error counters (4xx, 502, 504). */
+void session_count_error(int status);
 void session_final_status(struct session *s, int status);
 /* The access log's record of a request: begun at its head, written when it is over. */
 void session_access_begin(struct session *s, const char *target, size_t len);

@@ -93,6 +93,16 @@ int sockmap_event_fd(void)
 	return -1;
 }
 
+void sockmap_share_after_fork(uint8_t tag)
+{
+	(void)tag;
+}
+
+void sockmap_notify(uint64_t flow_id)
+{
+	(void)flow_id;
+}
+
 int sockmap_handle_events(sockmap_event_cb cb, void *ctx)
 {
 	(void)cb;
@@ -166,6 +176,9 @@ void sockmap_bytes_redirected(uint64_t out[2])
 #define SM_RETRY_MS 1 /* dst still has redirected bytes queued */
 #define SM_READ_MAX (1024 * 1024) /* one pass-mode read, at most */
 #define SM_START_GEN 1 /* pause_count of a new direction: it starts paused */
+/* A flow id: tag (sockmap_share_after_fork) << 56 | slot generation << 32 | slot. */
+#define SM_TAG_SHIFT 56
+#define SM_GEN_MASK 0xffffffu
 
 /* tcpi_state values (include/net/tcp_states.h), not in the uapi headers */
 enum {
@@ -224,6 +237,7 @@ static struct {
 	int prog_fd;
 	bool attached;
 	bool pins_released; /* sockmap_release_pins(): the pin dir is another process's now */
+	uint8_t tag; /* this worker's, in its flow ids; 0 without workers */
 	char pin_dir[PATH_MAX];
 	/* Unpinning goes through this fd: after `user` the bpffs root above the pin dir is not
 	 * searchable, the pin dir itself is the user's (user/privdrop.c). */
@@ -557,6 +571,10 @@ static int silent_print(enum libbpf_print_level level, const char *fmt, va_list 
 	return vfprintf(stderr, fmt, ap);
 }
 
+/*
+ * Long: the start-up sequence (bpffs, stale pins, open, load, pin, attach, event ring), each
+ * step undone by the ones after it on failure; split, the unwinding would be spread out.
+ */
 int sockmap_init(const char *pin_dir, char *why, size_t whylen)
 {
 	int err;
@@ -729,9 +747,31 @@ int sockmap_handle_events(sockmap_event_cb cb, void *ctx)
 			if (sm.flows[i])
 				notify_flow(sm.flows[i]->id);
 		}
+		/* A master's workers have flows of their own. */
+		if (sm.cb)
+			sm.cb(sm.cb_ctx, SOCKMAP_FLOW_ALL);
 	}
 	sm.cb = NULL;
 	return sm.ncb;
+}
+
+void sockmap_share_after_fork(uint8_t tag)
+{
+	sm.tag = tag;
+	/* The master detaches and unpins; this process only closes its copies of the fds. */
+	sm.attached = false;
+	sm.pins_released = true;
+}
+
+void sockmap_notify(uint64_t flow_id)
+{
+	if (flow_id != SOCKMAP_FLOW_ALL) {
+		notify_flow(flow_id);
+		return;
+	}
+	for (uint32_t i = 0; i < sm.nslots; i++)
+		if (sm.flows[i])
+			notify_flow(sm.flows[i]->id);
 }
 
 /* ---- flows ----------------------------------------------------------- */
@@ -740,8 +780,8 @@ static struct sm_flow *flow_get(uint64_t id)
 {
 	uint32_t slot = (uint32_t)id;
 
-	if (!sm.skel || slot >= sm.nslots || !sm.flows[slot] ||
-	    sm.gens[slot] != (uint32_t)(id >> 32)) {
+	if (!sm.skel || slot >= sm.nslots || !sm.flows[slot] || sockmap_flow_tag(id) != sm.tag ||
+	    sm.gens[slot] != ((uint32_t)(id >> 32) & SM_GEN_MASK)) {
 		errno = ENOENT;
 		return NULL;
 	}
@@ -947,6 +987,11 @@ static int spill_drained(struct sm_flow *f, const struct sockmap_flow_args *args
 	return 0;
 }
 
+/*
+ * Long: one ordered hand-over (drain both sources, insert the directions then the sockets,
+ * read what arrived in between, request the redirect) with one unwinding path; the order of
+ * these steps is what keeps bytes in sequence (see the comments at each).
+ */
 int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
 {
 	const void *pend[2] = { args->pending_a_to_b, args->pending_b_to_a };
@@ -976,10 +1021,10 @@ int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
 	f->flags = args->flags;
 	f->owner = args->owner;
 	f->on_event = args->on_event;
-	sm.gens[slot]++;
+	sm.gens[slot] = (sm.gens[slot] + 1) & SM_GEN_MASK;
 	if (!sm.gens[slot])
 		sm.gens[slot] = 1;
-	f->id = ((uint64_t)sm.gens[slot] << 32) | slot;
+	f->id = ((uint64_t)sm.tag << SM_TAG_SHIFT) | ((uint64_t)sm.gens[slot] << 32) | slot;
 
 	for (i = 0; i < 2; i++) {
 		struct sm_dir *d = &f->dir[i];

@@ -137,6 +137,23 @@ void sockmap_release_pins(void);
 /* Can this process still use the maps through its fds? 0, or -1 with errno (EPERM). */
 int sockmap_probe_access(void);
 
+/*
+ * Worker processes (user/workers.c) share the program, maps and pins a master loaded before it
+ * forked them. In a worker just forked: ids of the flows it adds carry @tag (1..255: the worker)
+ * in their top byte, so the master, the only reader of the event ring, knows whose an event is;
+ * the attachment and the pins stay the master's at sockmap_shutdown().
+ */
+void sockmap_share_after_fork(uint8_t tag);
+/* The worker that added flow @flow_id (its tag), 0 for none. */
+static inline uint8_t sockmap_flow_tag(uint64_t flow_id)
+{
+	return (uint8_t)(flow_id >> 56);
+}
+/* Every flow may have news: the event ring overflowed (passed to cb of sockmap_handle_events). */
+#define SOCKMAP_FLOW_ALL UINT64_MAX
+/* An event the master passed on: the flow's on_event, or every flow's for SOCKMAP_FLOW_ALL. */
+void sockmap_notify(uint64_t flow_id);
+
 /* Epoll-able fd, readable when the program paused or resumed a flow. */
 int sockmap_event_fd(void);
 /* Drain the event ring; per event (a flow may come more than once) the

@@ -22,11 +22,34 @@ static char reason[256] = "not enabled: no data-path or route mode asks for sock
 static struct loop_handler event_handler;
 static bool event_registered;
 
+/* A master's: the workers' flows (user/workers.c); NULL when the flows are this process's. */
+static sockmap_event_cb router;
+/* A worker never loads BPF: it would clean the master's pins away as stale. */
+static bool load_forbidden;
+
 static void on_ring_event(struct loop_handler *h, uint32_t events)
 {
 	/* Each flow's owner hears of its events through sockmap_flow_args.on_event. */
-	if (sockmap_handle_events(NULL, NULL) < 0)
+	if (sockmap_handle_events(router, NULL) < 0)
 		log_warn("sockmap: reading the event ring failed");
+}
+
+void sockmap_path_route_events(sockmap_event_cb route)
+{
+	router = route;
+}
+
+void sockmap_path_share_after_fork(uint8_t tag)
+{
+	load_forbidden = true;
+	event_registered = false; /* the master reads the ring */
+	if (sockmap_ready())
+		sockmap_share_after_fork(tag);
+	else
+		snprintf(
+			reason, sizeof(reason),
+			"workers: the master did not load it (it must be in the configuration kfwd "
+			"starts with)");
 }
 
 void sockmap_path_init(const struct config *cfg)
@@ -35,6 +58,10 @@ void sockmap_path_init(const struct config *cfg)
 
 	if (sockmap_ready() || !config_wants_sockmap(cfg))
 		return;
+	if (load_forbidden) {
+		log_warn("sockmap data path unavailable (%s): tunnels use splice", reason);
+		return;
+	}
 	if (sockmap_init(cfg->bpf_pin_dir, reason, sizeof(reason)) < 0) {
 		log_warn("sockmap data path unavailable (%s): tunnels use splice", reason);
 		return;

@@ -7,6 +7,7 @@
 
 #include "config.h"
 #include "http.h"
+#include "sockmap.h"
 
 struct session;
 
@@ -17,6 +18,10 @@ struct session;
  */
 void sockmap_path_init(const struct config *cfg);
 void sockmap_path_fini(void);
+/* A master of workers: pass each event of the ring to @route (the flow ids carry the worker). */
+void sockmap_path_route_events(sockmap_event_cb route);
+/* In a worker just forked: use the master's program and maps (flow ids tagged @tag), never load. */
+void sockmap_path_share_after_fork(uint8_t tag);
 /* NULL when the sockmap path is ready, else why not (for logs and kfwdctl status). */
 const char *sockmap_path_reason(void);
 

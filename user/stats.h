@@ -10,6 +10,18 @@ enum flow_dir {
 	DIR_COUNT,
 };
 
+/* How the HTTP->RTSP gateway's handshakes ended (user/rtsp_gateway.c). */
+enum gateway_outcome {
+	GATEWAY_OK, /* the first media frame arrived (HEAD: DESCRIBE answered) */
+	GATEWAY_UNREACHABLE, /* resolve, connect or reset: 502 */
+	GATEWAY_TIMEOUT, /* connect, handshake or first media too slow: 504 */
+	GATEWAY_REFUSED, /* an RTSP error answer, auth refused, denied, redirect loop */
+	GATEWAY_NOT_TS, /* the media is not MPEG-TS: 502 */
+	GATEWAY_BAD_ANSWER, /* a malformed or unusable answer: 502 */
+	GATEWAY_ABORTED, /* the client left first */
+	GATEWAY_OUTCOMES,
+};
+
 /*
  * Global counters; read by the metrics endpoint and kfwdctl through the table of
  * kfwd/counters.h (which names each field). Single-threaded: plain integers.
@@ -51,6 +63,16 @@ struct kfwd_stats {
 	uint64_t interim_floods; /* 502: more 1xx responses than INTERIM_MAX_* allow */
 	uint64_t accept_pauses; /* listeners paused at the fd limit (EMFILE/ENFILE) */
 	uint64_t log_suppressed; /* log lines dropped by the per-call-site rate limit */
+	/* RTSP (user/rtsp.c) */
+	uint64_t rtsp_requests; /* from clients (server requests are counted as messages too) */
+	uint64_t rtsp_responses; /* from servers */
+	uint64_t rtsp_frames; /* interleaved frames forwarded, both directions */
+	uint64_t rtsp_frames_dropped; /* on-slow=drop-frames */
+	uint64_t rtsp_bytes_dropped;
+	uint64_t gateway_handshakes[GATEWAY_OUTCOMES];
+	uint64_t gateway_frames; /* media frames the gateway forwarded */
+	uint64_t gateway_frames_dropped; /* on-slow=drop-frames, or not RTP */
+	uint64_t gateway_keepalives; /* GET_PARAMETER/OPTIONS keepalives sent */
 };
 
 extern struct kfwd_stats stats;

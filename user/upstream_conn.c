@@ -26,6 +26,7 @@
 #include "upstream_conn.h"
 #include "upstream_pool.h"
 #include "util.h"
+#include "xprt_tls.h"
 
 static void on_slot_available(struct upstream_waiter *w);
 static void on_connecting_event(struct loop_handler *h, uint32_t events);
@@ -100,22 +101,89 @@ static void connect_failed(struct session *s, int err)
 	upstream_conn_retry_or_fail(s, TRIGGER_CONNECT, err == ETIMEDOUT ? 504 : 502);
 }
 
+/* The host of "HOST:PORT" or "[V6]:PORT" (as an upstream server is written) into @out. */
+static int server_host(const char *text, char *out, size_t len)
+{
+	const char *end = text[0] == '[' ? strchr(text, ']') : strrchr(text, ':');
+	size_t n;
+
+	if (!end)
+		return -1;
+	if (text[0] == '[')
+		text++;
+	n = (size_t)(end - text);
+	if (n == 0 || n >= len)
+		return -1;
+	memcpy(out, text, n);
+	out[n] = '\0';
+	return 0;
+}
+
+int upstream_conn_tls_target(const struct session *s, const struct upstream_server *srv,
+			     struct tls_client **tc, char *host, size_t len)
+{
+	const struct route *r = s->target ? s->target->route : NULL;
+	struct tls_set *set = tls_current();
+
+	*tc = NULL;
+	if (!r)
+		return 0;
+	if (r->kind == ROUTE_URL_EMBEDDED) {
+		if (!r->tls.on)
+			return 0;
+		*tc = tls_set_route_prefixed(set, r->prefix);
+		snprintf(host, len, "%s", s->target->host);
+		return 1;
+	}
+	if (!r->upstream || !r->upstream->tls.on)
+		return 0;
+	*tc = tls_set_upstream_named(set, r->upstream->name);
+	/* The server as written, without its port (and brackets). */
+	return srv && server_host(srv->text, host, len) == 0 ? 1 : -1;
+}
+
+/*
+ * An idle connection from the pool for this request: same address, and for a TLS origin the
+ * same origin settings and server name (a connection verified for one name never serves
+ * another). Attached to s->upstream with its transport; -1 when there is none.
+ */
+static int take_pooled(struct session *s, struct upstream_server **srv)
+{
+	struct pool_identity id = { 0 };
+	struct tls_client *tc;
+	char host[ROUTE_HOST_MAX];
+	struct pool_taken t;
+	int fd, tls = upstream_conn_tls_target(s, s->server, &tc, host, sizeof(host));
+
+	if (tls < 0 || (tls > 0 && !tc))
+		return -1;
+	if (tls > 0) {
+		id.tls = tc;
+		id.name = tc->sni ? tc->sni : host;
+	}
+	fd = upstream_pool_take(s->up_addr, &id, &s->upstream.h, &t);
+	if (fd < 0)
+		return -1;
+	session_endpoint_attach(&s->upstream, fd);
+	s->upstream.via = t.via;
+	s->upstream.xprt = t.xprt;
+	s->upstream.xprt_ctx = t.xprt_ctx;
+	*srv = t.srv;
+	return fd;
+}
+
 void upstream_conn_open(struct session *s, bool allow_pool)
 {
 	const struct config *cfg = s->cfg;
 	const struct sockaddr *sa = (const struct sockaddr *)&s->up_addr->ss;
 	struct upstream_server *pooled_srv = NULL;
-	struct loop_handler *via = NULL;
-	int fd = allow_pool ? upstream_pool_take(s->up_addr, &pooled_srv, &s->upstream.h, &via) :
-			      -1;
+	int fd = allow_pool && s->proto->pooled_upstream ? take_pooled(s, &pooled_srv) : -1;
 	int one = 1;
 
 	if (fd >= 0) {
 		s->upstream_reused = true;
 		stats.upstream_reuses++;
-		session_endpoint_attach(&s->upstream, fd);
 		/* Still registered, through its pool record, which forwards the events here. */
-		s->upstream.via = via;
 		s->upstream.in_epoll = true;
 		s->upstream.registered = EPOLLIN | EPOLLRDHUP;
 		s->conn_server = pooled_srv;

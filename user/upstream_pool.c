@@ -1,4 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
+/*
+ * The keep-alive pool of idle upstream connections (see upstream_pool.h): each record owns its
+ * socket and its transport state (a TLS connection's SSL) while idle, and relays the socket's
+ * epoll events to whichever session owns it otherwise.
+ */
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -26,6 +31,10 @@ struct idle_conn {
 	struct loop_handler *owner; /* the owning endpoint's handler; NULL while idle */
 	struct timer timer;
 	int fd;
+	/* While idle: fd, xprt and xprt_ctx (the transport's release and recv need them). */
+	struct endpoint ep;
+	const void *tls; /* struct pool_identity */
+	char *name;
 	struct sockaddr_any addr;
 	struct upstream_server *srv;
 	struct idle_conn *prev, *next;
@@ -76,20 +85,53 @@ static void unlink_conn(struct idle_conn *c)
 	timer_cancel(&c->timer);
 }
 
+static void conn_free(void *p)
+{
+	struct idle_conn *c = p;
+
+	free(c->name);
+	free(c);
+}
+
 static void discard(struct idle_conn *c)
 {
 	unlink_conn(c);
 	loop_del(c->fd);
+	c->ep.xprt->release(&c->ep);
 	close(c->fd);
 	c->fd = -1;
-	loop_defer_free(c, free);
+	loop_defer_free(c, conn_free);
 	upstream_conn_closed(c->srv);
+}
+
+static bool identity_equal(const struct idle_conn *c, const struct pool_identity *id)
+{
+	if (c->tls != id->tls)
+		return false;
+	return !c->tls || (c->name && id->name && !strcmp(c->name, id->name));
+}
+
+/* The record takes @id (a copy of its name): nothing is allocated when it has it already. */
+static int identity_set(struct idle_conn *c, const struct pool_identity *id)
+{
+	char *name = NULL;
+
+	if (identity_equal(c, id))
+		return 0;
+	if (id->tls && !(name = strdup(id->name)))
+		return -1;
+	free(c->name);
+	c->name = name;
+	c->tls = id->tls;
+	return 0;
 }
 
 /*
  * An idle server sends nothing: a byte, a close or an error discards the connection. An event
  * that epoll reported while a session still owned the socket may arrive after it came back in
- * the same batch (the session read those bytes meanwhile): a peek tells.
+ * the same batch (the session read those bytes meanwhile): a peek tells. A readable idle TLS
+ * connection may only have received records without application data (TLS 1.3 session
+ * tickets, a key update): the transport consumes them and says EAGAIN.
  */
 static bool idle_event_real(struct idle_conn *c, uint32_t events)
 {
@@ -99,7 +141,10 @@ static bool idle_event_real(struct idle_conn *c, uint32_t events)
 		return true;
 	if (!(events & EPOLLIN))
 		return false;
-	return recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) >= 0 || errno != EAGAIN;
+	if (c->ep.xprt == &xprt_raw)
+		return recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) >= 0 || errno != EAGAIN;
+	return c->ep.xprt->recv(&c->ep, &byte, 1) >= 0 || errno != EAGAIN ||
+	       c->ep.xprt_want == EPOLLOUT;
 }
 
 static void on_conn_event(struct loop_handler *h, uint32_t events)
@@ -123,6 +168,14 @@ static void on_idle_timeout(struct timer *t)
 	discard(c);
 }
 
+/* Give up a connection that could not be pooled: its transport state, socket and slot. */
+static void drop(struct endpoint *e, struct upstream_server *srv)
+{
+	e->xprt->release(e);
+	close(e->fd);
+	upstream_conn_closed(srv);
+}
+
 /* The pool's record for a socket returning for the first time, registered through it. */
 static struct idle_conn *conn_new(int fd, bool in_epoll)
 {
@@ -139,11 +192,47 @@ static struct idle_conn *conn_new(int fd, bool in_epoll)
 	return c;
 }
 
-void upstream_pool_put(int fd, const struct sockaddr_any *addr, struct upstream_server *srv,
-		       const struct pool_registration *reg)
+/*
+ * The record of a socket coming back from @e's registration: its own (via) re-registered only
+ * if the mask in force is not POOL_EVENTS, or a new one. NULL: the socket cannot be pooled.
+ */
+static struct idle_conn *conn_for(const struct endpoint *e)
+{
+	struct idle_conn *c = (struct idle_conn *)e->via;
+
+	if (!c)
+		return conn_new(e->fd, e->in_epoll);
+	/* Its registration points at the record already: only another mask changes. */
+	c->owner = NULL;
+	if ((!e->in_epoll && loop_add(e->fd, POOL_EVENTS, &c->h) < 0) ||
+	    (e->in_epoll && e->registered != POOL_EVENTS &&
+	     loop_mod(e->fd, POOL_EVENTS, &c->h) < 0)) {
+		upstream_pool_link_drop(&c->h);
+		return NULL;
+	}
+	return c;
+}
+
+/* Move @e's socket and transport out of the endpoint, which is left closed. */
+static struct endpoint endpoint_take(struct endpoint *e)
+{
+	struct endpoint ep = { .fd = e->fd, .xprt = e->xprt, .xprt_ctx = e->xprt_ctx };
+
+	e->fd = -1;
+	e->in_epoll = false;
+	e->via = NULL;
+	e->xprt = &xprt_raw;
+	e->xprt_ctx = NULL;
+	e->xprt_want = 0;
+	return ep;
+}
+
+void upstream_pool_put(struct endpoint *e, const struct sockaddr_any *addr,
+		       struct upstream_server *srv, const struct pool_identity *id)
 {
 	unsigned int same = 0;
 	struct idle_conn *c, *oldest = NULL;
+	struct endpoint ep;
 
 	/* Fewer idle connections in all than the cap: no address can be at it. */
 	for (c = idle_count >= max_idle ? idle_head : NULL; c; c = c->next) {
@@ -152,35 +241,28 @@ void upstream_pool_put(int fd, const struct sockaddr_any *addr, struct upstream_
 			oldest = c;
 		}
 	}
-	c = reg->via ? (struct idle_conn *)reg->via : NULL;
 	if (max_idle == 0) {
-		if (c)
-			upstream_pool_link_drop(&c->h);
-		close(fd);
-		upstream_conn_closed(srv);
+		if (e->via)
+			upstream_pool_link_drop(e->via);
+		ep = endpoint_take(e);
+		drop(&ep, srv);
 		return;
 	}
 	if (same >= max_idle)
 		discard(oldest);
-	if (c) {
-		/* Its registration points at the record already: only a wider mask changes. */
-		c->owner = NULL;
-		if ((!reg->in_epoll && loop_add(fd, POOL_EVENTS, &c->h) < 0) ||
-		    (reg->in_epoll && reg->events != POOL_EVENTS &&
-		     loop_mod(fd, POOL_EVENTS, &c->h) < 0)) {
-			upstream_pool_link_drop(&c->h);
-			c = NULL;
-		}
-	} else {
-		c = conn_new(fd, reg->in_epoll);
+	c = conn_for(e);
+	ep = endpoint_take(e);
+	if (c && identity_set(c, id) < 0) {
+		upstream_pool_link_drop(&c->h);
+		c = NULL;
 	}
 	if (!c) {
-		close(fd);
-		upstream_conn_closed(srv);
+		drop(&ep, srv);
 		return;
 	}
 	c->srv = srv;
-	c->fd = fd;
+	c->fd = ep.fd;
+	c->ep = ep;
 	c->addr = *addr;
 	c->next = idle_head;
 	if (idle_head)
@@ -191,16 +273,21 @@ void upstream_pool_put(int fd, const struct sockaddr_any *addr, struct upstream_
 	upstream_conn_idle(srv);
 }
 
-int upstream_pool_take(const struct sockaddr_any *addr, struct upstream_server **srv,
-		       struct loop_handler *owner, struct loop_handler **via)
+int upstream_pool_take(const struct sockaddr_any *addr, const struct pool_identity *id,
+		       struct loop_handler *owner, struct pool_taken *t)
 {
 	for (struct idle_conn *c = idle_head; c; c = c->next) {
-		if (!sockaddr_equal(&c->addr, addr))
+		if (!sockaddr_equal(&c->addr, addr) || !identity_equal(c, id))
 			continue;
 		unlink_conn(c);
 		c->owner = owner;
-		*srv = c->srv;
-		*via = &c->h;
+		t->srv = c->srv;
+		t->via = &c->h;
+		t->xprt = c->ep.xprt;
+		t->xprt_ctx = c->ep.xprt_ctx;
+		/* The transport state is the owner's now; the pool gets it back at the next put. */
+		c->ep.xprt = &xprt_raw;
+		c->ep.xprt_ctx = NULL;
 		return c->fd;
 	}
 	return -1;
@@ -213,7 +300,7 @@ void upstream_pool_link_drop(struct loop_handler *via)
 	/* The owner closed the socket: events already queued in this batch are ignored. */
 	c->owner = NULL;
 	c->fd = -1;
-	loop_defer_free(c, free);
+	loop_defer_free(c, conn_free);
 }
 
 void upstream_pool_flush(void)

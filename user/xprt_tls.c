@@ -14,6 +14,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include "conn_details.h"
 #include "log.h"
 #include "xprt_tls.h"
 
@@ -27,6 +28,7 @@ struct tls_conn {
 	SSL *ssl;
 	struct tls_set *set; /* a reference: the SNI callback reads its certificate table */
 	char *name; /* client: the server name its sessions are saved under (SSL app data) */
+	const struct tls_client *client; /* client: its origin settings (pool identity) */
 	bool server;
 	bool first_byte_seen; /* server: the first byte was checked for clear-text HTTP */
 	bool plain_http;
@@ -101,6 +103,7 @@ int xprt_tls_client(struct endpoint *e, struct tls_set *set, struct tls_client *
 		errno = EINVAL;
 		return -1;
 	}
+	c->client = tc;
 	sess = tls_client_take_session(tc, name);
 	if (sess) {
 		/* A session that does not fit any more only means a full handshake. */
@@ -401,6 +404,42 @@ void xprt_tls_info(const struct endpoint *e, const char **version, const char **
 	*sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
 }
 
+bool xprt_tls_origin(const struct endpoint *e, const void **settings, const char **name)
+{
+	const struct tls_conn *c = e->xprt == &xprt_tls_ops ? e->xprt_ctx : NULL;
+
+	if (!c || c->server || !c->handshake_done || c->fatal)
+		return false;
+	*settings = c->client;
+	*name = c->name;
+	return true;
+}
+
+/* `kfwdctl conn list`: <side>-tls-version, -cipher, -sni (when one was sent or received), -ktls. */
+static void tls_describe(const struct endpoint *e, const char *side, struct conn_details *d)
+{
+	const struct tls_conn *c = e->xprt_ctx;
+	const char *version, *cipher, *sni;
+	char key[CONN_DETAIL_LEN];
+
+	xprt_tls_info(e, &version, &cipher, &sni);
+	if (!version) {
+		snprintf(key, sizeof(key), "%s-tls", side);
+		conn_details_add(d, key, "handshake");
+		return;
+	}
+	snprintf(key, sizeof(key), "%s-tls-version", side);
+	conn_details_add(d, key, "%s", version);
+	snprintf(key, sizeof(key), "%s-tls-cipher", side);
+	conn_details_add(d, key, "%s", cipher ? cipher : "none");
+	if (sni) {
+		snprintf(key, sizeof(key), "%s-tls-sni", side);
+		conn_details_add(d, key, "%s", sni);
+	}
+	snprintf(key, sizeof(key), "%s-tls-ktls", side);
+	conn_details_add(d, key, "%s", c->ktls ? "yes" : "no");
+}
+
 SSL *xprt_tls_ssl(const struct endpoint *e)
 {
 	const struct tls_conn *c = e->xprt == &xprt_tls_ops ? e->xprt_ctx : NULL;
@@ -417,4 +456,5 @@ const struct xprt_ops xprt_tls_ops = {
 	.handshake = tls_handshake,
 	.shutdown = tls_shutdown,
 	.release = tls_release,
+	.describe = tls_describe,
 };

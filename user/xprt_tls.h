@@ -28,6 +28,12 @@ bool xprt_tls_plain_http(const struct endpoint *e);
 /* For kfwdctl conn list: "TLSv1.3", the cipher, the server name (NULL before the handshake). */
 void xprt_tls_info(const struct endpoint *e, const char **version, const char **cipher,
 		   const char **sni);
+/*
+ * A TLS origin connection in good standing (handshake done, no fatal error): its identity for
+ * the keep-alive pool, the struct tls_client it was made with and the server name it sent and
+ * verified. False otherwise (a server side, a failed or unfinished connection).
+ */
+bool xprt_tls_origin(const struct endpoint *e, const void **settings, const char **name);
 /* The connection's SSL, for session resumption and tests. */
 SSL *xprt_tls_ssl(const struct endpoint *e);
 

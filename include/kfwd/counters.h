@@ -122,6 +122,40 @@
 	X(TLS_HS_TIMEOUT, "tls_handshake_errors_total.timeout", "reason", COUNTER, "",           \
 	  tls_handshake_errors[TLS_ERR_TIMEOUT])                                                 \
 	X(TLS_HS_OTHER, "tls_handshake_errors_total.other", "reason", COUNTER, "",               \
-	  tls_handshake_errors[TLS_ERR_OTHER])
+	  tls_handshake_errors[TLS_ERR_OTHER])                                                   \
+	X(RTSP_REQUESTS, "rtsp_requests_total", NULL, COUNTER,                                   \
+	  "RTSP requests from clients (kfwd's own answers included).", stats.rtsp_requests)      \
+	X(RTSP_RESPONSES, "rtsp_responses_total", NULL, COUNTER,                                 \
+	  "RTSP responses from servers.", stats.rtsp_responses)                                  \
+	X(RTSP_FRAMES, "rtsp_frames_total", NULL, COUNTER,                                       \
+	  "RTSP interleaved ('$') frames forwarded, both directions.", stats.rtsp_frames)        \
+	X(RTSP_FRAMES_DROPPED, "rtsp_frames_dropped_total", NULL, COUNTER,                       \
+	  "RTSP interleaved frames discarded for slow clients (on-slow=drop-frames).",           \
+	  stats.rtsp_frames_dropped)                                                             \
+	X(RTSP_BYTES_DROPPED, "rtsp_bytes_dropped_total", NULL, COUNTER,                         \
+	  "Bytes of the RTSP interleaved frames discarded (headers included).",                  \
+	  stats.rtsp_bytes_dropped)                                                              \
+	X(GW_HS_OK, "rtsp_gateway_handshakes_total.ok", "outcome", COUNTER,                      \
+	  "HTTP->RTSP gateway handshakes by outcome.", stats.gateway_handshakes[GATEWAY_OK])     \
+	X(GW_HS_UNREACH, "rtsp_gateway_handshakes_total.unreachable", "outcome", COUNTER, "",    \
+	  stats.gateway_handshakes[GATEWAY_UNREACHABLE])                                         \
+	X(GW_HS_TIMEOUT, "rtsp_gateway_handshakes_total.timeout", "outcome", COUNTER, "",        \
+	  stats.gateway_handshakes[GATEWAY_TIMEOUT])                                             \
+	X(GW_HS_REFUSED, "rtsp_gateway_handshakes_total.refused", "outcome", COUNTER, "",        \
+	  stats.gateway_handshakes[GATEWAY_REFUSED])                                             \
+	X(GW_HS_NOT_TS, "rtsp_gateway_handshakes_total.not_ts", "outcome", COUNTER, "",          \
+	  stats.gateway_handshakes[GATEWAY_NOT_TS])                                              \
+	X(GW_HS_BAD, "rtsp_gateway_handshakes_total.bad_answer", "outcome", COUNTER, "",         \
+	  stats.gateway_handshakes[GATEWAY_BAD_ANSWER])                                          \
+	X(GW_HS_ABORTED, "rtsp_gateway_handshakes_total.aborted", "outcome", COUNTER, "",        \
+	  stats.gateway_handshakes[GATEWAY_ABORTED])                                             \
+	X(GW_FRAMES, "rtsp_gateway_frames_total", NULL, COUNTER,                                 \
+	  "Media frames the HTTP->RTSP gateway forwarded.", stats.gateway_frames)                \
+	X(GW_FRAMES_DROPPED, "rtsp_gateway_frames_dropped_total", NULL, COUNTER,                 \
+	  "Gateway media frames dropped (on-slow=drop-frames, malformed RTP).",                  \
+	  stats.gateway_frames_dropped)                                                          \
+	X(GW_KEEPALIVES, "rtsp_gateway_keepalives_total", NULL, COUNTER,                         \
+	  "RTSP keepalives (GET_PARAMETER or OPTIONS) the gateway sent.",                        \
+	  stats.gateway_keepalives)
 
 #endif

@@ -20,11 +20,15 @@ extern int passed, failed;
 /* unit_arch.c: the retry policy, the flow FIFO, configuration text editing */
 void test_retry_policy(void);
 void test_flow_fifo(void);
+void test_config_edit(void);
+void test_flow_hold(void);
 
 /* unit_rtsp.c: the RTSP parser, framer, rewriter, authentication and URLs */
 void unit_rtsp(void);
 /* unit_loop.c: timers and the small-buffer pool */
 void unit_loop(void);
+/* unit_rtsp_client.c: reference resolution and RTP payloads, for the RTSP client side */
+void unit_rtsp_client(void);
 /* unit_tls.c: TLS contexts and the TLS transport over socketpairs */
 void unit_tls(void);
 

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * C unit tests of the mechanisms the session is built from: the retry policy (pure) and the
+ * C unit tests of the mechanisms the session is built from: the retry policy (pure), the
  * flow FIFO (user buffer, pipe, pending buffer) over real loopback TCP sockets, through a
- * transport that splices and one that cannot.
+ * transport that splices and one that cannot, and the control socket's configuration text
+ * editing (pure).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "config_edit.h"
 #include "flow.h"
 #include "pipe_pool.h"
 #include "retry.h"
@@ -214,4 +216,147 @@ void test_flow_fifo(void)
 	/* A transport that cannot splice (TLS) gets the copy path, same bytes, same bounds. */
 	no_splice.can_splice = never_splice;
 	flow_fifo_over(&no_splice, false);
+}
+
+/* Configuration text editing: the runtime marker, deletions, set's replacements, options. */
+void test_config_edit(void)
+{
+	static const char file[] = "listen 127.0.0.1:80\n"
+				   "route /a up1 retries=2 # note\n"
+				   "route /b up2";
+	const char *set_keys[] = { "log-level" };
+	struct config_edit add = { .append = "route /c up3 host=x\n" };
+	struct config_edit del = { .del_line = 2 };
+	struct config_edit set = { .drop_keys = set_keys,
+				   .n_drop = 1,
+				   .append = "log-level debug\n" };
+	char *t1, *t2, *t3, *t4, line[64], out[128];
+
+	/* A text without the marker: every line is the file's, no runtime changes. */
+	CHECK(!config_edit_runtime_start(file));
+	CHECK(config_edit_base_lines(file) == 3);
+	CHECK(config_edit_runtime_changes(file) == 0);
+	CHECK(config_edit_line(file, 3, line, sizeof(line)) && !strcmp(line, "route /b up2"));
+	CHECK(!config_edit_line(file, 4, line, sizeof(line)));
+
+	/* route add: the marker, then the line; the file's last line gains its newline. */
+	t1 = config_edit_text(file, &add);
+	CHECK(t1 && !strcmp(t1, "listen 127.0.0.1:80\nroute /a up1 retries=2 # note\n"
+				"route /b up2\n" CONFIG_EDIT_MARKER "\nroute /c up3 host=x\n"));
+	CHECK(t1 && config_edit_base_lines(t1) == 4 && config_edit_runtime_changes(t1) == 1);
+	CHECK(t1 && !strcmp(config_edit_runtime_start(t1), "route /c up3 host=x\n"));
+
+	/* route del of a line of the file comments it out (the line numbers stay). */
+	t2 = t1 ? config_edit_text(t1, &del) : NULL;
+	CHECK(t2 && config_edit_line(t2, 2, out, sizeof(out)) &&
+	      !strcmp(out, CONFIG_EDIT_DELETED "route /a up1 retries=2 # note"));
+	CHECK(t2 && config_edit_base_lines(t2) == 4);
+
+	/* route del of a runtime line drops it. */
+	del.del_line = 5;
+	t3 = t2 ? config_edit_text(t2, &del) : NULL;
+	CHECK(t3 && config_edit_runtime_changes(t3) == 0 && !strstr(t3, "/c up3"));
+
+	/* set twice: the second replaces the first among the runtime lines only. */
+	t4 = t3 ? config_edit_text(t3, &set) : NULL;
+	free(t3);
+	t3 = t4 ? config_edit_text(t4, &set) : NULL;
+	CHECK(t3 && config_edit_runtime_changes(t3) == 1);
+	CHECK(t3 && strstr(t3, "log-level debug\n") &&
+	      !strstr(strstr(t3, "log-level") + 1, "log-level"));
+	free(t1);
+	free(t2);
+	free(t3);
+	free(t4);
+
+	CHECK(config_edit_first_word_is("  log-level info", 16, "log-level"));
+	CHECK(!config_edit_first_word_is("log-levels info", 15, "log-level"));
+	CHECK(config_edit_first_word_is("\tlog-level\r", 11, "log-level"));
+
+	config_edit_route_options("route /a up1 retries=2  timeout=5 # note", out, sizeof(out));
+	CHECK(!strcmp(out, "retries=2 timeout=5"));
+	config_edit_route_options("route /a up1", out, sizeof(out));
+	CHECK(!strcmp(out, ""));
+	config_edit_route_options(
+		"route /cam cams strip-prefix auth=cam:s3cret on-slow=drop-frames", out,
+		sizeof(out));
+	CHECK(!strcmp(out, "strip-prefix auth=*** on-slow=drop-frames"));
+
+	/* Errors on runtime lines lose the file's name and line; others are kept. */
+	t1 = config_edit_text(file, &add);
+	config_edit_explain_error("/etc/kfwd.conf:5: unknown upstream up3", "/etc/kfwd.conf", t1,
+				  out, sizeof(out));
+	CHECK(!strcmp(out, "unknown upstream up3"));
+	config_edit_explain_error("/etc/kfwd.conf:2: bad", "/etc/kfwd.conf", t1, out, sizeof(out));
+	CHECK(!strcmp(out, "/etc/kfwd.conf:2: bad"));
+	config_edit_explain_error("other: bad", "/etc/kfwd.conf", t1, out, sizeof(out));
+	CHECK(!strcmp(out, "other: bad"));
+	free(t1);
+}
+
+/* Drain what @fd holds now; the bytes read. */
+static size_t drain_socket(int fd)
+{
+	char buf[65536];
+	size_t total = 0;
+	ssize_t n;
+
+	while ((n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0)
+		total += (size_t)n;
+	return total;
+}
+
+/*
+ * A protocol that fills a flow itself (RTSP): flow_hold_full() pauses it at the high-water
+ * mark, flow_flush() delivers in order and resumes it under the low-water mark.
+ */
+void test_flow_hold(void)
+{
+	char err[256], chunk[4096];
+	struct config *cfg = config_load_text(NULL,
+					      "listen 127.0.0.1:1\nroute /http/ url-embedded\n"
+					      "copy-buffer-size 64k\n",
+					      NULL, 0, err, sizeof(err));
+	struct endpoint src = { .fd = -1 }, dst = { .fd = -1 };
+	struct flow f;
+	int w = -1, r = -1;
+	size_t pushed = 0, got = 0;
+
+	CHECK(cfg != NULL);
+	if (!cfg || tcp_pair(&w, &r) < 0) {
+		CHECK(!"loopback TCP pair");
+		goto out;
+	}
+	(void)setsockopt(w, SOL_SOCKET, SO_SNDBUF, &(int){ SMALL_SOCKBUF }, sizeof(int));
+	dst.fd = w;
+	dst.xprt = src.xprt = &xprt_raw;
+	flow_init(&f, DIR_RESPONSE, &src, &dst, cfg);
+	memset(chunk, 'x', sizeof(chunk));
+	/* Nobody reads: the flow fills to its high-water mark and pauses there. */
+	while (!flow_hold_full(&f) && pushed < (4u << 20)) {
+		CHECK(flow_push(&f, chunk, sizeof(chunk)) == 0);
+		pushed += sizeof(chunk);
+		dst.writable = true;
+		CHECK(flow_flush(&f) == FLOW_OK);
+	}
+	CHECK(f.paused && f.pauses == 1);
+	CHECK(flow_level(&f) >= flow_high_water(&f));
+	/* The reader drains: the flow delivers everything and resumes. */
+	for (int i = 0; i < 1000 && got < pushed; i++) {
+		struct pollfd p = { .fd = r, .events = POLLIN };
+
+		(void)poll(&p, 1, FIFO_POLL_MS);
+		got += drain_socket(r);
+		dst.writable = true;
+		CHECK(flow_flush(&f) == FLOW_OK);
+	}
+	CHECK(got == pushed);
+	CHECK(!f.paused && f.resumes == 1 && flow_level(&f) == 0);
+	flow_finish(&f);
+out:
+	if (w >= 0)
+		close(w);
+	if (r >= 0)
+		close(r);
+	config_free(cfg);
 }

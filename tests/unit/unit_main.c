@@ -505,8 +505,11 @@ int main(void)
 	test_sizes();
 	test_retry_policy();
 	test_flow_fifo();
+	test_config_edit();
+	test_flow_hold();
 	unit_loop();
 	unit_rtsp();
+	unit_rtsp_client();
 	unit_tls();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;

@@ -32,8 +32,6 @@ static char dir[] = "/tmp/kfwd-unit-tls-XXXXXX";
 #define BULK_BYTES (1 << 20)
 /* Reads ask for more than a record, writes offer 70001 bytes. */
 #define BULK_READ (64 << 10)
-/* RFC 8446 5.1: a record's plaintext is at most 2^14 bytes. */
-#define TLS_RECORD_MAX (1 << 14)
 /* Small socket buffers so both ends hit WANT_WRITE/WANT_READ many times per MiB. */
 #define SMALL_SOCKBUF 4096
 /* Heap an idle server-side TLS connection may keep with SSL_MODE_RELEASE_BUFFERS. */

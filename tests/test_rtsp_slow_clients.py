@@ -1,0 +1,146 @@
+"""RTSP media and slow clients (user/rtsp.c): with on-slow=pause a stalled client pauses the
+server (kfwd's memory bounded, nothing lost, the client's keepalives still reach the server);
+with on-slow=drop-frames a stalled viewer loses whole frames while another viewer of the same
+gst-rtsp-server stream keeps its rate, and resumes at a frame boundary."""
+
+import hashlib
+import socket
+import threading
+import time
+
+import pytest
+
+import peers
+import peers_rtsp as R
+from conftest import SAN
+
+TCP = ("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")
+FRAME_PAYLOAD = 1328
+PAUSE_FRAMES = 6000  # ~8 MB: far more than kfwd, the kernel and the client can hold
+SMALL_RCVBUF = 16 << 10
+RSS_GROWTH_MAX_KB = 16 * 1024 * SAN
+
+
+def payload(i):
+    return i.to_bytes(4, "big") * (FRAME_PAYLOAD // 4)
+
+
+class MediaServer(R.ScriptedRtspServer):
+    """The scripted server, whose PLAY starts a thread sending `frames` numbered frames, so its
+    connection thread goes on reading (and logging) the client's requests meanwhile."""
+
+    def __init__(self, frames, **kw):
+        self.frames, self.sent = frames, 0
+        super().__init__(handler=self._handle, **kw)
+
+    def _handle(self, server, index, msg):
+        if msg.method == "PLAY":
+            sock = self.conns[index]
+            sock.sendall(R.message("RTSP/1.0 200 OK", [("CSeq", msg.cseq), ("Session", "12345678")]))
+            threading.Thread(target=self._send, args=(sock,), daemon=True).start()
+            return b""
+        if msg.method == "GET_PARAMETER":
+            return b""  # logged; an answer would race the media thread on the socket
+        return None
+
+    def _send(self, sock):
+        try:
+            for i in range(self.frames):
+                sock.sendall(R.frame(0, payload(i)))
+                self.sent = i + 1
+        except OSError:
+            pass
+
+
+def test_rtsp_stalled_client_pauses_the_server(kfwd, tmp_path):
+    with MediaServer(PAUSE_FRAMES) as srv:
+        port = peers.free_port()
+        ctl = tmp_path / "ctl"
+        k = kfwd(R.kfwd_rtsp_config(port, ctl, f"upstream m 127.0.0.1:{srv.port}\nroute /cam m strip-prefix"))
+        base = f"rtsp://127.0.0.1:{port}/cam"
+        c = R.RtspConn(port)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_RCVBUF)
+        rss0 = k.rss_kb()
+        c.call("SETUP", base + "/s/trackID=0", [TCP])
+        c.call("PLAY", base + "/s", [("Session", "12345678")])
+        # The client reads nothing more: kfwd's flow toward it pauses, the server stops.
+        assert peers.wait_for(lambda: R.conns(ctl)[0]["response"]["paused"], 20)
+        stalled_at = srv.sent
+        assert peers.wait_for(lambda: srv.sent == stalled_at, 5, interval=0.5)
+        assert srv.sent < PAUSE_FRAMES
+        # Keepalives and RTCP still reach the server during the stall.
+        rtcp = b"\x80\xc9\x00\x01" + b"\x00" * 4
+        for _ in range(2):
+            c.request("GET_PARAMETER", base + "/s", [("Session", "12345678")])
+            c.send(R.frame(1, rtcp))
+        assert peers.wait_for(lambda: [q.method for q in srv.requests].count("GET_PARAMETER") == 2, 5)
+        assert peers.wait_for(lambda: srv.client_frames == [("$", 1, rtcp)] * 2, 5)
+        assert k.rss_kb() - rss0 < RSS_GROWTH_MAX_KB
+        # Reading again: every frame, in order, byte for byte.
+        got = hashlib.sha256()
+        for i in range(PAUSE_FRAMES):
+            item = c.next()
+            assert isinstance(item, tuple) and item[1] == 0
+            got.update(item[2])
+        assert got.hexdigest() == hashlib.sha256(b"".join(payload(i) for i in range(PAUSE_FRAMES))).hexdigest()
+        d = R.conns(ctl)[0]
+        assert d["response"]["pauses"] >= 1 and d["details"]["frames_dropped"] == 0
+        c.close()
+
+
+def read_rate(conn, seconds):
+    """Frames of channel 0 a connection reads in the given time."""
+    n, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        item = conn.next()
+        if isinstance(item, tuple) and item[1] == 0:
+            n += 1
+    return n
+
+
+def play(port, base):
+    c = R.RtspConn(port)
+    d = c.call("DESCRIBE", base + "/ts")
+    s = c.call("SETUP", d.header("Content-Base").rstrip("/") + "/stream=0", [TCP])
+    session = s.header("Session").split(";")[0]
+    assert c.call("PLAY", base + "/ts", [("Session", session)]).status == 200
+    return c
+
+
+@pytest.mark.timeout(90)
+def test_rtsp_drop_frames_keeps_the_other_viewer_at_full_rate(kfwd, tmp_path):
+    rate_window = 3.0
+    with R.GstRtspServer(peers.free_port(), timeout=30) as gst:
+        port = peers.free_port()
+        ctl = tmp_path / "ctl"
+        k = kfwd(R.kfwd_rtsp_config(
+            port, ctl, f"upstream g 127.0.0.1:{gst.port}\nroute /cam g strip-prefix on-slow=drop-frames",
+            "copy-buffer-size 64k\nclient-sndbuf 64k"))
+        base = f"rtsp://127.0.0.1:{port}/cam"
+        slow = R.RtspConn.__new__(R.RtspConn)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_RCVBUF)
+        sock.connect(("127.0.0.1", port))
+        slow.sock, slow.reader, slow.cseq = sock, R.Reader(sock), 0
+        sock.settimeout(10)
+        d = slow.call("DESCRIBE", base + "/ts")
+        s = slow.call("SETUP", d.header("Content-Base").rstrip("/") + "/stream=0", [TCP])
+        slow.call("PLAY", base + "/ts", [("Session", s.header("Session").split(";")[0])])
+        fast = play(port, base)
+        baseline = read_rate(fast, rate_window)
+        # The slow viewer has read nothing since PLAY: its frames are being dropped.
+        assert peers.wait_for(lambda: any(x["frames_dropped"] > 0 for x in R.conn_details(ctl)), 20)
+        during = read_rate(fast, rate_window)
+        assert during >= 0.8 * baseline, (baseline, during)
+        details = [x for x in R.conn_details(ctl) if x["frames_dropped"] > 0]
+        assert len(details) == 1 and details[0]["bytes_dropped"] > 0
+        assert k.metric("kfwd_rtsp_frames_dropped_total") >= details[0]["frames_dropped"]
+        # The stalled viewer reads again: whole frames only, then live frames again.
+        frames = 0
+        while frames < 200:
+            item = slow.next()  # a frame cut anywhere would derail the reader
+            if isinstance(item, tuple):
+                assert item[1] in (0, 1) and item[2][0] & 0xC0 == 0x80  # RTP/RTCP version 2
+                frames += 1
+        fast.close()
+        slow.close()
