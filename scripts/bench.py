@@ -9,7 +9,8 @@ reused, and a 1 KB file).  Peers (columns of the table):
   kfwd splice   build/kfwd, data-path splice
   kfwd splice w2  the same with `workers 2` (a master and two worker processes; [1] and [2] only)
   kfwd copy     build/kfwd, data-path copy
-  kfwd sockmap  build/kfwd, data-path sockmap (the download only: its body goes through the sockmap)
+  kfwd sockmap  build/kfwd, data-path sockmap (the download and the paced streams: their bodies go
+                through the sockmap)
   haproxy       HAProxy, mode http, option splice-request + splice-response
   nginx         nginx proxy_pass, proxy_buffering on, HTTP/1.1 upstream keepalive
 
@@ -308,6 +309,20 @@ def proc_mem(pids):
     return rss, pss
 
 
+def wakeups(pids):
+    """Voluntary context switches of the pids: each is a sleep in epoll_wait ended by a wake-up."""
+    n = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        n += int(line.split()[1])
+        except OSError:
+            pass
+    return n
+
+
 def pipe_mem(pids):
     """Bytes buffered in (FIONREAD) and capacity of (F_GETPIPE_SZ) the pipes the pids hold."""
     seen = set()
@@ -461,7 +476,8 @@ class Peer:
     key = label = ""
     kind = "proxy"
     # kfwd's sockmap path carries tunnels and long response bodies (the connection then closes):
-    # such a peer runs the download (512 MiB body) and sits out the small-body HTTP workloads,
+    # such a peer runs the download and the paced streams (1 GiB bodies) and sits out the
+    # small-body HTTP workloads and the memory rows,
     # which would measure splice.
     tunnel_only = False
     # The workloads this peer runs; None: every one.
@@ -612,10 +628,11 @@ backend be
 
 
 def runs(peer, workload):
-    """Does @peer take part in @workload (a tunnel-only peer runs only the download)?"""
+    """Does @peer take part in @workload (a tunnel-only peer runs only the download and the
+    paced streams, whose bodies go through the sockmap)?"""
     if peer.workloads is not None and workload not in peer.workloads:
         return False
-    return workload == "download" or not peer.tunnel_only
+    return workload in ("download", "streams") or not peer.tunnel_only
 
 
 class Kfwd(Peer):
@@ -632,8 +649,8 @@ class Kfwd(Peer):
         self.tunnel_only = path.startswith("sockmap")
         if self.tunnel_only:
             self.notes.append("sockmap carries tunnels and bodies of at least sockmap-body-min (1 MiB): the "
-                              "download's body goes through it; the small-body HTTP workloads would measure "
-                              "splice and are not run")
+                              "download's and the streams' bodies go through it; the small-body HTTP "
+                              "workloads would measure splice and are not run")
 
     def config(self, d, port, mport):
         cfg = d / "kfwd.conf"
@@ -1030,6 +1047,18 @@ def count_wrk(ctx, res, live):
                                        "malloc_calls": [b - a for a, b in zip(m0, m1)] if m0 and m1 else None})
 
 
+def stream_counters(inst, before):
+    """Note where kfwd's stream bytes went (sockmap, splice, copy) during the row."""
+    if not before:
+        return
+    after = inst.metrics()
+    moved = {re.sub(r'kfwd_bytes_(\w+)_total\{direction="(\w+)"\}', r"\1 \2", k): v - before.get(k, 0)
+             for k, v in after.items() if k.startswith("kfwd_bytes_") and v - before.get(k, 0) >= MIB}
+    if moved:
+        inst.peer.notes.append("kfwd_bytes_* counters during the streams: " + ", ".join(
+            "%s +%.2f GiB" % (k, v / GIB) for k, v in sorted(moved.items())))
+
+
 def run_streams(ctx, res, live):
     total = P["st_window"] * P["st_windows"]
     sec = "[3] %d paced streams x 8 Mbit/s (1 MB/s each) for %.0f s after %.1f s ramp-up; %s of %d windows of %.1f s" % (
@@ -1041,10 +1070,12 @@ def run_streams(ctx, res, live):
     res.define("st.proxy_pct", sec, "CPU % of one CPU, proxy process", "%", ratios=("haproxy",))
     res.define("st.client_pct", sec, "CPU % of one CPU, stream client", "%", ratios=())
     res.define("st.mbps", sec, "delivered MB/s (target %.0f)" % (P["st_n"] * P["st_rate"] / 1e6), "MB/s", ratios=())
+    res.define("st.wakeups", sec, "proxy wake-ups/s (voluntary context switches)", "/s", ratios=("haproxy",))
     for run in range(P["st_runs"]):
         for key, inst in live.items():
             if dead(res, key, inst):
                 continue
+            before = inst.metrics()
             dur = P["st_warm"] + total + 0.3
             p = PROCS.start([PY, str(SCRIPTS / "bench_streams.py"), "--port", str(inst.port), "--path", "/1gib",
                              "--n", str(P["st_n"]), "--rate", str(P["st_rate"]), "--duration", "%.2f" % dur],
@@ -1059,12 +1090,15 @@ def run_streams(ctx, res, live):
             t = t0 + P["st_warm"]
             time.sleep(max(0, t - time.monotonic()))
             s_prev = snap()
+            s_prev["wakeups"] = wakeups(inst.pids())
             for w in range(P["st_windows"]):
                 t += P["st_window"]
                 time.sleep(max(0, t - time.monotonic()))
                 s = snap()
+                s["wakeups"] = wakeups(inst.pids())
                 windows.append((s_prev, s))
                 s_prev = s
+            stream_counters(inst, before)
             try:
                 out, errout = p.communicate(timeout=30)
             except subprocess.TimeoutExpired:
@@ -1101,6 +1135,8 @@ def run_streams(ctx, res, live):
                 if proxy is not None:
                     res.add("st.proxy_pct", key, 100.0 * proxy / c["wall"], c["foreign_pct"])
                 res.add("st.client_pct", key, 100.0 * c["sid"][p.pid] / c["wall"], c["foreign_pct"])
+                if inst.proc:
+                    res.add("st.wakeups", key, (b["wakeups"] - a["wakeups"]) / c["wall"], c["foreign_pct"])
                 res.add("st.mbps", key, mbps)
                 res.rawrun("streams", key, {"run": run + 1, "wall": c["wall"], "system_busy_s": c["busy"],
                                             "foreign_cpu_s": c["foreign"],
@@ -1162,6 +1198,7 @@ def mem_case(ctx, res, peer, mode, n, path):
             allsk = ss_mem("( sport = :{0} or dport = :{0} or sport = :{1} or dport = :{1} )".format(
                 inst.port, ctx.up_port))
             npipes, pbuf, pcap = pipe_mem(pids)
+            km = inst.metrics()
             fds = 0
             for pid in pids:
                 try:
@@ -1188,7 +1225,8 @@ def mem_case(ctx, res, peer, mode, n, path):
                 "tcp_memory_pressure": press, "tcp_mem_limits": tcp_mem_limits, "slab": slab - slab0,
                 "proxy_sockets": own and own["n"], "proxy_sock_queued": own and own["r"] + own["w"],
                 "proxy_ss": own, "test_ss": allsk, "pipes": npipes,
-                "pipe_buffered": pbuf, "pipe_capacity": pcap, "fds": fds}
+                "pipe_buffered": pbuf, "pipe_capacity": pcap, "fds": fds,
+                "kfwd_memory": {k[len("kfwd_memory_"):]: v for k, v in km.items() if k.startswith("kfwd_memory_")}}
     finally:
         inst.stop()
 
@@ -1202,6 +1240,7 @@ def run_memory(ctx, res, peers):
     res.define("stall.rss", sec_s, "proxy RSS, MiB (all its processes)", "MiB", ratios=("haproxy",))
     res.define("stall.sockq", sec_s, "proxy's socket queues, MiB (ss r+w)", "MiB", ratios=("haproxy",))
     res.define("stall.pipe", sec_s, "proxy's pipes, MiB buffered (FIONREAD)", "MiB", ratios=())
+    res.define("stall.held", sec_s, "kfwd max-memory accounting: bytes held, MiB", "MiB", ratios=())
     res.define("stall.tcp", sec_s, "kernel TCP memory, MiB (sockstat delta)", "MiB")
     res.define("stall.tcp_ss", sec_s, "kernel TCP memory, MiB, test's sockets (ss r+w+f)", "MiB")
     for run in range(P["mem_runs"]):
@@ -1231,6 +1270,13 @@ def run_memory(ctx, res, peers):
                         ctx.pressure.add(peer.label)
                     res.add("stall.sockq", peer.key, r["proxy_sock_queued"] / MIB if proxy else None)
                     res.add("stall.pipe", peer.key, r["pipe_buffered"] / MIB if proxy else None)
+                    km = r.get("kfwd_memory") or {}
+                    if "held_bytes" in km:
+                        res.add("stall.held", peer.key, km["held_bytes"] / MIB)
+                        note = "stalled clients: max-memory %.0f MiB, fair share %.0f KiB over %d flows" % (
+                            km.get("budget_bytes", 0) / MIB, km.get("fair_share_bytes", 0) / 1024, km.get("flows", 0))
+                        if note not in peer.notes:
+                            peer.notes.append(note)
 
 
 # --------------------------------------------------------------------------

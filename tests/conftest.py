@@ -172,6 +172,14 @@ _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\S+)?$"
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
 
 
+def check_config(tmp_path, text):
+    """`kfwd -t` on @text written to tmp_path/k.conf: (exit status, stderr stripped, the path)."""
+    conf = tmp_path / "k.conf"
+    conf.write_text(text)
+    p = subprocess.run([str(KFWD_BIN), "-t", "-c", str(conf)], capture_output=True, text=True, timeout=20)
+    return p.returncode, p.stderr.strip(), str(conf)
+
+
 def parse_metrics(text):
     """Prometheus text exposition -> {'name{l1="v1",l2="v2"}': number}, labels in the order
     they appear, no spaces; samples without labels keyed by bare name."""
@@ -451,6 +459,7 @@ FILES = {
     "256m": 256 * MiB,
     "30m": 30_000_000,
     "8m": 8 * MiB,
+    "2m": 2 * MiB,
     "100k": 100 * KiB,
     "1k": 1 * KiB,
 }

@@ -10,11 +10,14 @@ import errno
 import fcntl
 import hashlib
 import json
+import os
 import random
+import re
 import select
 import socket
 import struct
 import subprocess
+import sys
 import termios
 import threading
 import time
@@ -1004,3 +1007,46 @@ def sockstat_tcp_pages():
                 fields = line.split()
                 return int(fields[fields.index("mem") + 1])
     raise RuntimeError("no TCP line in /proc/net/sockstat")
+
+
+def kfwd_socket_mem(pid):
+    """Sum over kfwd's TCP sockets of rmem_alloc + wmem_queued (ss -tmp skmem r and w), bytes."""
+    out = subprocess.run(["ss", "-tanmpH"], capture_output=True, text=True, check=True).stdout
+    total = 0
+    count = 0
+    lines = out.splitlines()
+    for i, line in enumerate(lines):
+        if f"pid={pid}," not in line:
+            continue
+        mem = line if "skmem:" in line else (lines[i + 1] if i + 1 < len(lines) else "")
+        m = re.search(r"skmem:\(r(\d+),rb\d+,t\d+,tb\d+,f\d+,w(\d+)", mem)
+        if m:
+            total += int(m.group(1)) + int(m.group(2))
+            count += 1
+    return total, count
+
+
+def pipe_bytes(pid):
+    """Bytes buffered (FIONREAD) in the pipes process pid holds, and how many pipes."""
+    seen = set()
+    total = 0
+    buf = bytearray(4)
+    fddir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fddir):
+        try:
+            target = os.readlink(f"{fddir}/{fd}")
+        except OSError:
+            continue
+        if not target.startswith("pipe:") or target in seen:
+            continue
+        seen.add(target)
+        try:
+            f = os.open(f"{fddir}/{fd}", os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            fcntl.ioctl(f, termios.FIONREAD, buf)
+            total += int.from_bytes(buf, sys.byteorder)
+        finally:
+            os.close(f)
+    return total, len(seen)

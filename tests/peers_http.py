@@ -51,6 +51,18 @@ def _hold_open(peer, conn):
             return
 
 
+def _requests(peer, conn):
+    """Each request of a keep-alive connection, its body read, recorded in peer.requests."""
+    while True:
+        req = conn.read_request()
+        if req is None:
+            return
+        conn.read_body(req)
+        with peer.lock:
+            peer.requests.append(req)
+        yield req
+
+
 class Scripted(Peer):
     """Keep-alive server whose answer the request chooses through its own headers:
       X-Status: N            status code (default 200)
@@ -60,13 +72,7 @@ class Scripted(Peer):
     name = "scripted"
 
     def handle(self, conn):
-        while True:
-            req = conn.read_request()
-            if req is None:
-                return
-            conn.read_body(req)
-            with self.lock:
-                self.requests.append(req)
+        for req in _requests(self, conn):
             status = int(req.headers.get("x-status", "200"))
             hdrs = [("Content-Type", "application/json")]
             loc = req.headers.get_all("x-location")
@@ -365,3 +371,45 @@ http {{
                 os.kill(self.pid, signal.SIGKILL)
                 self.proc.wait(5)
         self.log.close()
+
+
+class Files(Peer):
+    """Keep-alive server of fixed resources: files = {path: (content_type, body)}; the query is
+    ignored. Framing by the request's X-Framing header: "length" (default), "chunked" (the body
+    in chunks of X-Chunk bytes, default 100) or "close" (no length, closed after the body); or a
+    failure after the head and half the body: "truncate" (closed) or "stall" (held open until
+    the other side closes). Unknown paths get 404. Records .requests."""
+
+    name = "files"
+
+    def __init__(self, files, **kw):
+        super().__init__(**kw)
+        self.files = dict(files)
+
+    def handle(self, conn):
+        for req in _requests(self, conn):
+            path = req.target.split("?", 1)[0]
+            if path not in self.files:
+                _send_response(conn, 404, "Not Found", b"no such file\n")
+                continue
+            ctype, body = self.files[path]
+            framing = req.headers.get("x-framing", "length")
+            head = "HTTP/1.1 200 OK\r\n" + (f"Content-Type: {ctype}\r\n" if ctype else "")
+            if framing == "chunked":
+                step = int(req.headers.get("x-chunk", "100"))
+                out = bytearray()
+                for i in range(0, len(body), step):
+                    piece = body[i:i + step]
+                    out += b"%x;ext=1\r\n" % len(piece) + piece + b"\r\n"
+                conn.send((head + "Transfer-Encoding: chunked\r\n\r\n").encode() + bytes(out)
+                          + b"0\r\nX-Trailer: t\r\n\r\n")
+            elif framing == "close":
+                conn.send((head + "Connection: close\r\n\r\n").encode() + body)
+                return
+            elif framing in ("truncate", "stall"):
+                conn.send((head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body[: len(body) // 2])
+                if framing == "stall":
+                    _hold_open(self, conn)
+                return
+            else:
+                conn.send((head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body)

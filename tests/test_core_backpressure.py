@@ -1,15 +1,13 @@
 """Backpressure: a slow or stalled client slows the upstream; kfwd never drops a byte and never
 buffers without bound (RSS, socket memory, pipes all bounded)."""
 
-import re
-import subprocess
 import time
 
 import pytest
 
 import peers
 from conftest import SAN
-from peers import KiB, MiB, mdelta, mget, sockstat_tcp_pages
+from peers import KiB, MiB, kfwd_socket_mem, mdelta, mget, sockstat_tcp_pages
 
 PAUSED = "kfwd_paused_flows"
 
@@ -74,23 +72,6 @@ def test_stalled_client_blocks_upstream(kfwd, peer):
         assert r.complete and r.body_len == p.payload.size, r
         assert r.sha256 == p.payload.sha256
     assert peers.wait_for(lambda: k.metric(PAUSED) == 0, 5), "paused_flows stayed > 0 after the drain"
-
-
-def kfwd_socket_mem(pid):
-    """Sum over kfwd's TCP sockets of rmem_alloc + wmem_queued (ss -tmp skmem r and w), bytes."""
-    out = subprocess.run(["ss", "-tanmpH"], capture_output=True, text=True, check=True).stdout
-    total = 0
-    count = 0
-    lines = out.splitlines()
-    for i, line in enumerate(lines):
-        if f"pid={pid}," not in line:
-            continue
-        mem = line if "skmem:" in line else (lines[i + 1] if i + 1 < len(lines) else "")
-        m = re.search(r"skmem:\(r(\d+),rb\d+,t\d+,tb\d+,f\d+,w(\d+)", mem)
-        if m:
-            total += int(m.group(1)) + int(m.group(2))
-            count += 1
-    return total, count
 
 
 @pytest.mark.timeout(180)

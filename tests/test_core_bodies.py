@@ -131,7 +131,9 @@ def test_close_delimited_upstream_closes_while_client_stalled(kfwd, peer):
     """Upstream writes the whole body and closes (kfwd has ACKed every byte) while the client
     has not read anything yet: the client must still get every byte, then EOF."""
     p = peer(peers.CloseDelimited(size=MiB))
-    k = kfwd(origin(p.addr))
+    # kfwd must hold the whole body for a client that never read: under max-memory a flow
+    # whose client takes nothing stays at the floor allowance.
+    k = kfwd(origin(p.addr, "max-memory 0"))
     with peers.HttpConn(k.port, rcvbuf=64 * 1024) as c:
         c.request("GET", "/stream")
         assert p.closed.wait(20), "upstream never got its body acknowledged by kfwd"

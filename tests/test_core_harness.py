@@ -184,8 +184,8 @@ def test_timeout_and_strict_mode(tmp_path):
     d = tmp_path / "probe"
     d.mkdir()
     shutil.copy(HERE / "conftest.py", d / "conftest.py")
-    for helper in ("peers.py", "peers_http.py"):  # what conftest imports
-        shutil.copy(HERE / helper, d / helper)
+    shutil.copy(HERE / "peers.py", d / "peers.py")
+    shutil.copy(HERE / "peers_http.py", d / "peers_http.py")
     (d / "test_probe.py").write_text(PROBE_TESTS)
 
     def run(strict):

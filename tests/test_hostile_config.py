@@ -7,14 +7,11 @@ import subprocess
 import pytest
 
 import peers
-from conftest import KFWD_BIN
+from conftest import KFWD_BIN, check_config
 
 
 def check(tmp_path, text):
-    conf = tmp_path / "k.conf"
-    conf.write_text(text)
-    p = subprocess.run([str(KFWD_BIN), "-t", "-c", str(conf)], capture_output=True, text=True, timeout=20)
-    return p.returncode, p.stderr.strip(), str(conf)
+    return check_config(tmp_path, text)
 
 
 BASE = "listen 127.0.0.1:18080\nroute /a/ url-embedded\n"
@@ -36,9 +33,11 @@ BASE = "listen 127.0.0.1:18080\nroute /a/ url-embedded\n"
         (BASE + "upstream-max-fails 1001\n", 3, "usage: upstream-max-fails N"),
         (BASE + "upstream-max-fails -1\n", 3, "usage: upstream-max-fails N"),
         (BASE + "pipe-size 64g\n", 3, "pipe-size must be between"),
+        (BASE + "max-memory 512k\n", 3, "max-memory must be 0 (off) or at least 1048576"),
     ],
     ids=["dup-listen", "listen-is-metrics", "dup-route", "dup-route-host", "cidr-v4", "cidr-deny",
-         "cidr-v6", "duration-unit", "duration-huge", "route-duration", "max-fails-big", "max-fails-neg", "size"],
+         "cidr-v6", "duration-unit", "duration-huge", "route-duration", "max-fails-big", "max-fails-neg", "size",
+         "max-memory-small"],
 )
 def test_rejected(tmp_path, text, line, what):
     rc, err, path = check(tmp_path, text)
@@ -52,7 +51,7 @@ def test_rejected(tmp_path, text, line, what):
     [
         "allow 10.0.0.0/8\nallow 192.168.1.1/32\nallow 192.168.1.1\nallow fd00::/64\nallow ::1\n",
         "route /a/ url-embedded host=x\nroute /b/ url-embedded\n",
-        "metrics-listen 127.0.0.1:18081\ntunnel-timeout 720h\nupstream-max-fails 0\n",
+        "metrics-listen 127.0.0.1:18081\ntunnel-timeout 720h\nupstream-max-fails 0\nmax-memory 0\n",
         "listen [::1]:18080\n",
     ],
     ids=["cidrs", "routes", "limits", "v6-same-port"],

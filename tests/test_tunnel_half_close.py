@@ -120,7 +120,8 @@ def test_connect_both_half_closed_before_client_reads(env, peer, mode):
     down = 640 * KiB + 999
     up = Payload(MiB, seed=49)
     p = peer(pt.SendThenRead(down, seed=51, wait_acked=10))
-    k = env.start(mode, extra=["sockmap-cap 64k", "client-sndbuf 64k"])
+    # kfwd holds the 640 KiB for a client that reads nothing: no max-memory floor allowance
+    k = env.start(mode, extra=["sockmap-cap 64k", "client-sndbuf 64k", "max-memory 0"])
     s, rest = env.tunnel(k, p.port, rcvbuf=16 * KiB)
     assert p.sent_all.wait(15) and p.acked, "setup: kfwd did not take the peer's bytes and FIN"
     for piece in up.pieces():

@@ -9,6 +9,7 @@
 #include "apply.h"
 #include "log.h"
 #include "log_sink.h"
+#include "mem_budget.h"
 #include "metrics.h"
 #include "pipe_pool.h"
 #include "proto.h"
@@ -133,6 +134,8 @@ int config_apply(struct config *ncfg, const struct config *old, char *err, size_
 		log_sink_open(ncfg->log_syslog);
 	if (!old || ncfg->pipe_size != old->pipe_size)
 		pipe_pool_configure(ncfg->pipe_size, PIPE_POOL_MAX);
+	/* Flows keep what they were granted; new grants and fair shares follow the new budget. */
+	mem_budget_configure(ncfg->max_memory);
 	if (!old || ncfg->upstream_max_idle != old->upstream_max_idle ||
 	    ncfg->upstream_idle_timeout_ms != old->upstream_idle_timeout_ms)
 		upstream_pool_configure(ncfg->upstream_max_idle, ncfg->upstream_idle_timeout_ms);

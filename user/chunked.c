@@ -183,3 +183,27 @@ size_t chunk_scan(struct chunk_scan *c, const char *p, size_t len)
 	}
 	return i;
 }
+
+int chunk_decode(struct buf *out, const char *p, size_t len)
+{
+	struct chunk_scan c;
+	size_t i = 0;
+
+	chunk_scan_init(&c);
+	while (i < len && c.state != CHUNK_DONE) {
+		if (chunk_in_data(&c)) {
+			size_t n = c.remaining < len - i ? (size_t)c.remaining : len - i;
+
+			if (buf_append(out, p + i, n) < 0)
+				return -1;
+			chunk_data_moved(&c, n);
+			i += n;
+			continue;
+		}
+		/* One byte at a time outside the data: the scanner would run on into it. */
+		if (chunk_scan(&c, p + i, 1) != 1)
+			return -1;
+		i++;
+	}
+	return c.state == CHUNK_DONE && i == len ? 0 : -1;
+}

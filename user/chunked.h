@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buf.h"
+
 /*
  * Chunked transfer coding (RFC 9112 §7.1) tracked byte by byte so kfwd always knows where the
  * message ends, while forwarding the coding verbatim: size lines and trailers pass through user
@@ -47,6 +49,13 @@ void chunk_scan_init(struct chunk_scan *c);
 size_t chunk_scan(struct chunk_scan *c, const char *p, size_t len);
 /* @n data bytes of the current chunk moved without being scanned (spliced). */
 void chunk_data_moved(struct chunk_scan *c, uint64_t n);
+
+/*
+ * The data of the chunked message in @p (@len bytes, its end included) appended to @out, the
+ * size lines, extensions and trailers left out. 0, or -1 when @p is not one whole message or
+ * memory ran out.
+ */
+int chunk_decode(struct buf *out, const char *p, size_t len);
 
 static inline bool chunk_in_data(const struct chunk_scan *c)
 {

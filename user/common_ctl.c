@@ -85,6 +85,9 @@ static const struct kctl_policy status_attrs[] = {
 	[KFWD_ST_CTL_PORT_ID] = { .name = "ctl-port-id", .type = KCTL_U32 },
 	[KFWD_ST_CTL_GROUP] = { .name = "ctl-group", .type = KCTL_STR },
 	[KFWD_ST_SUBSCRIBERS] = { .name = "monitors", .type = KCTL_U32 },
+	[KFWD_ST_MAX_MEMORY] = { .name = "max-memory", .type = KCTL_U64 },
+	[KFWD_ST_MEMORY_HELD] = { .name = "memory-held", .type = KCTL_U64 },
+	[KFWD_ST_FAIR_SHARE] = { .name = "fair-share", .type = KCTL_U64 },
 };
 const struct kctl_set kctl_status = SET("status", status_attrs);
 

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -21,8 +22,11 @@
 #include "kfwd/ctl.h"
 #include "log.h"
 #include "pipe_pool.h"
+#include "util.h"
 
 #define MAX_TOKENS 64
+/* A playlist is held whole in memory while it is rewritten: a bound per response. */
+#define PLAYLIST_MAX_SIZE_LIMIT (64 << 20)
 /* The kernel's MAX_TCP_KEEPIDLE / MAX_TCP_KEEPINTVL and MAX_TCP_KEEPCNT. */
 #define TCP_KEEP_SECONDS_MAX 32767
 #define TCP_KEEP_COUNT_MAX 127
@@ -435,6 +439,85 @@ static bool valid_host_pattern(const char *p)
 	return true;
 }
 
+/*
+ * Request headers a route may not set or remove: hop-by-hop and framing fields, which kfwd
+ * decides per connection and message (RFC 9110 §7.6.1), and the fields kfwd adds itself.
+ */
+static const char *const kfwd_owned_headers[] = {
+	"Host",
+	"Content-Length",
+	"Transfer-Encoding",
+	"Connection",
+	"Keep-Alive",
+	"Proxy-Connection",
+	"TE",
+	"Trailer",
+	"Upgrade",
+	"X-Forwarded-For",
+	"X-Forwarded-Proto",
+	"X-Forwarded-Host",
+	"Forwarded",
+	"Via",
+};
+
+/* RFC 9110 §5.6.2 token characters. */
+static bool valid_field_name(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s))
+			return false;
+	return true;
+}
+
+/* RFC 9110 §5.5: visible characters, spaces and tabs; no CR, LF or other control bytes. */
+static bool valid_field_value(const char *s)
+{
+	for (; *s; s++)
+		if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f)
+			return false;
+	return true;
+}
+
+/* set-header NAME VALUE | remove-header NAME at opt[*i]; *i moves past its words. */
+static int parse_header_override(struct parse_ctx *ctx, struct route *r, char **opt, int nopt,
+				 int *i)
+{
+	bool set = !strcmp(opt[*i], "set-header");
+	int words = set ? 2 : 1;
+	struct header_override *h;
+	const char *name;
+
+	if (*i + words >= nopt)
+		return fail(ctx,
+			    set ? "usage: set-header NAME VALUE" : "usage: remove-header NAME");
+	name = opt[*i + 1];
+	if (!valid_field_name(name))
+		return fail(ctx, "bad header name '%s'", name);
+	for (size_t k = 0; k < ARRAY_LEN(kfwd_owned_headers); k++)
+		if (!strcasecmp(name, kfwd_owned_headers[k]))
+			return fail(ctx, "%s: '%s' is set by kfwd (hop-by-hop or framing)", opt[*i],
+				    name);
+	if (set && !valid_field_value(opt[*i + 2]))
+		return fail(ctx, "bad value for header '%s' (control characters)", name);
+	h = grow(r->header_overrides, r->n_header_overrides, sizeof(*h));
+	if (!h)
+		return fail(ctx, "out of memory");
+	r->header_overrides = h;
+	h = &r->header_overrides[r->n_header_overrides];
+	h->name = strdup(name);
+	h->value = set ? strdup(opt[*i + 2]) : NULL;
+	if (!h->name || (set && !h->value)) {
+		free(h->name);
+		free(h->value);
+		return fail(ctx, "out of memory");
+	}
+	r->n_header_overrides++;
+	*i += words;
+	return 0;
+}
+
 /* Long: one branch per route option, each with its own check and FILE:LINE message. */
 static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **opt, int nopt)
 {
@@ -443,6 +526,11 @@ static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **op
 		unsigned long n;
 
 		v = v ? v + 1 : NULL;
+		if (!strcmp(o, "set-header") || !strcmp(o, "remove-header")) {
+			if (parse_header_override(ctx, r, opt, nopt, &i) < 0)
+				return -1;
+			continue;
+		}
 		if (r->kind == ROUTE_URL_EMBEDDED) {
 			int rc = parse_tls_origin_option(ctx, &r->tls, o, false);
 
@@ -653,6 +741,8 @@ static const struct size_directive size_directives[] = {
 	{ "max-header-size", CFG_OFF(max_header_size), 256, 1 << 20 },
 	{ "sockmap-cap", CFG_OFF(sockmap_cap), 65536, 1 << 30 },
 	{ "sockmap-body-min", CFG_OFF(sockmap_body_min), 0, SIZE_MAX },
+	{ "playlist-max-size", CFG_OFF(playlist_max_size), 0, PLAYLIST_MAX_SIZE_LIMIT },
+	{ "max-memory", CFG_OFF(max_memory), 0, SIZE_MAX },
 };
 
 static const struct duration_directive duration_directives[] = {
@@ -909,6 +999,9 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 			return fail(ctx, "usage: %s BYTES (suffix k, m allowed)", d);
 		if (size < sd->min || size > sd->max)
 			return fail(ctx, "%s must be between %zu and %zu", d, sd->min, sd->max);
+		if (!strcmp(d, "max-memory") && size && size < MAX_MEMORY_MIN)
+			return fail(ctx, "max-memory must be 0 (off) or at least %u",
+				    MAX_MEMORY_MIN);
 		*(size_t *)((char *)cfg + sd->offset) = size;
 		if (!strcmp(d, "pipe-high-water"))
 			*high_set = true;
@@ -1057,19 +1150,41 @@ static int parse_directive(struct parse_ctx *ctx, char **tok, int ntok, bool *hi
 	return fail(ctx, "unknown directive '%s'", d);
 }
 
+#define WORD_SEPARATORS " \t\r\n"
+
+/*
+ * The words of @line, NUL-terminated in place; a word in double quotes keeps its spaces
+ * (set-header User-Agent "Mozilla/5.0 (X11)"). Returns their number, TOKENIZE_TOO_MANY or
+ * TOKENIZE_UNTERMINATED.
+ */
+#define TOKENIZE_TOO_MANY (-1)
+#define TOKENIZE_UNTERMINATED (-2)
 static int tokenize(char *line, char **tok)
 {
+	char *p = line;
 	int n = 0;
-	char *save = NULL;
 
-	for (char *t = strtok_r(line, " \t\r\n", &save); t; t = strtok_r(NULL, " \t\r\n", &save)) {
-		if (t[0] == '#')
-			break;
+	for (;;) {
+		p += strspn(p, WORD_SEPARATORS);
+		if (!*p || *p == '#')
+			return n;
 		if (n == MAX_TOKENS)
-			return -1;
-		tok[n++] = t;
+			return TOKENIZE_TOO_MANY;
+		if (*p == '"') {
+			char *end = strchr(p + 1, '"');
+
+			if (!end || (end[1] && !strchr(WORD_SEPARATORS, end[1])))
+				return TOKENIZE_UNTERMINATED;
+			*end = '\0';
+			tok[n++] = p + 1;
+			p = end + 1;
+			continue;
+		}
+		tok[n++] = p;
+		p += strcspn(p, WORD_SEPARATORS);
+		if (*p)
+			*p++ = '\0';
 	}
-	return n;
 }
 
 static void set_defaults(struct config *cfg)
@@ -1077,10 +1192,12 @@ static void set_defaults(struct config *cfg)
 	cfg->data_path = DATA_PATH_SPLICE;
 	cfg->sockmap_cap = 1 << 20;
 	cfg->sockmap_body_min = 1 << 20;
+	cfg->max_memory = MAX_MEMORY_DEFAULT;
 	strcpy(cfg->bpf_pin_dir, "/sys/fs/bpf/kfwd");
 	cfg->pipe_size = 1 << 20;
 	cfg->copy_buffer_size = 256 << 10;
 	cfg->tls_copy_buffer_size = TLS_COPY_BUFFER_DEFAULT;
+	cfg->playlist_max_size = 1 << 20;
 	cfg->client_sndbuf = 256 << 10;
 	cfg->upstream_rcvbuf = 256 << 10;
 	cfg->max_connections = 0; /* derived from RLIMIT_NOFILE in check_config() */
@@ -1315,7 +1432,10 @@ struct config *config_load_text(const char *path, const char *text, char *const 
 		ctx.line++;
 		ntok = tokenize(line, tok);
 		if (ntok < 0) {
-			fail(&ctx, "too many words");
+			fail(&ctx,
+			     ntok == TOKENIZE_TOO_MANY ?
+				     "too many words" :
+				     "a quoted word ends without its closing '\"' (or text follows it)");
 			goto fail_file;
 		}
 		if (ntok == 0)
@@ -1380,6 +1500,11 @@ void config_free(struct config *cfg)
 		free(cfg->routes[i].host_rewrite);
 		free(cfg->routes[i].auth);
 		free(cfg->routes[i].user_agent);
+		for (size_t k = 0; k < cfg->routes[i].n_header_overrides; k++) {
+			free(cfg->routes[i].header_overrides[k].name);
+			free(cfg->routes[i].header_overrides[k].value);
+		}
+		free(cfg->routes[i].header_overrides);
 	}
 	for (size_t i = 0; i < cfg->n_rules; i++)
 		free(cfg->rules[i].host);

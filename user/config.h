@@ -55,6 +55,13 @@ enum retry_on {
 	RETRY_ON_TIMEOUT = 1 << 2, /* no response head in time */
 };
 
+/* set-header NAME VALUE / remove-header NAME: the request as sent upstream, after hop-by-hop
+ * handling (user/http_rewrite.c). */
+struct header_override {
+	char *name;
+	char *value; /* NULL: remove-header */
+};
+
 struct route {
 	char *prefix;
 	size_t prefix_len;
@@ -79,6 +86,8 @@ struct route {
 	bool drop_frames; /* RTSP on-slow=drop-frames: a slow client loses whole '$' frames */
 	char *auth; /* RTSP auth=USER:PASS: kfwd answers the server's 401 with these */
 	char *user_agent; /* user-agent=: the RTSP gateway's User-Agent; NULL: rtsp-user-agent */
+	struct header_override *header_overrides; /* in the order written */
+	size_t n_header_overrides;
 	int line; /* where it was defined, for messages */
 };
 
@@ -98,6 +107,10 @@ enum data_path {
 	DATA_PATH_SOCKMAP, /* tunnels in the kernel (bounded); bodies spliced */
 	DATA_PATH_SOCKMAP_UNBOUNDED, /* the same without the cap: measured unbounded */
 };
+
+/* max-memory: sized for a small router; a smaller budget than one MiB is a typo */
+#define MAX_MEMORY_DEFAULT (64u << 20)
+#define MAX_MEMORY_MIN (1u << 20)
 
 /* sun_path of struct sockaddr_un */
 #define CONFIG_SOCKET_PATH_MAX 108
@@ -174,6 +187,8 @@ struct config {
 	size_t pipe_low_water;
 	size_t copy_buffer_size;
 	size_t tls_copy_buffer_size; /* the bound of a flow with a TLS endpoint (copy path) */
+	size_t playlist_max_size; /* HLS/M3U playlists read whole up to this; 0: not rewritten */
+	size_t max_memory; /* bytes held in flight by every flow together (mem_budget.h); 0: off */
 	int client_sndbuf;
 	int upstream_rcvbuf;
 	unsigned int max_connections;

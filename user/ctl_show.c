@@ -17,6 +17,7 @@
 #include "event.h"
 #include "flow.h"
 #include "log.h"
+#include "mem_budget.h"
 #include "loop.h"
 #include "metrics.h"
 #include "route.h"
@@ -257,6 +258,9 @@ static void fill_status(struct mb *b, const void *arg)
 	if (cfg->has_ctl_group)
 		put_str(b, KFWD_ST_CTL_GROUP, cfg->ctl_group_name);
 	put_u32(b, KFWD_ST_SUBSCRIBERS, mon.n);
+	put_u64(b, KFWD_ST_MAX_MEMORY, mem_budget.budget);
+	put_u64(b, KFWD_ST_MEMORY_HELD, mem_budget.held);
+	put_u64(b, KFWD_ST_FAIR_SHARE, mem_budget_fair_share());
 	nest_end(b, st);
 }
 

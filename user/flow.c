@@ -48,6 +48,8 @@ size_t flow_high_water(const struct flow *f)
 {
 	if (tls_bound(f))
 		return f->cfg->tls_copy_buffer_size;
+	if (f->allow)
+		return f->budget_high;
 	return f->use_splice ? f->cfg->pipe_high_water : f->cfg->copy_buffer_size;
 }
 
@@ -55,6 +57,8 @@ static size_t low_water(const struct flow *f)
 {
 	if (tls_bound(f))
 		return f->cfg->tls_copy_buffer_size / 4;
+	if (f->allow)
+		return flow_budget_low_water(f);
 	return f->use_splice ? f->cfg->pipe_low_water : f->cfg->copy_buffer_size / 4;
 }
 
@@ -87,6 +91,7 @@ void flow_start_body(struct flow *f, enum body_framing framing, uint64_t length)
 	f->bytes_out_at_start = f->bytes_out;
 	chunk_scan_init(&f->chunk);
 	f->last_progress_ms = now_ms();
+	flow_budget_start(f, framing, length);
 }
 
 /* Tell the control plane (kfwdctl monitor) that this flow paused or resumed. */
@@ -344,6 +349,9 @@ static bool fill_pending(const struct flow *f)
 
 enum flow_status flow_pump(struct flow *f)
 {
+	enum flow_status st = FLOW_OK;
+
+	flow_budget_check(f);
 	for (int round = 0; round < PUMP_BUDGET || fill_pending(f); round++) {
 		bool progress = false;
 
@@ -351,16 +359,20 @@ enum flow_status flow_pump(struct flow *f)
 		if (f->active && !f->body_done && !f->paused) {
 			int moved = fill_step(f);
 
-			if (moved < 0)
-				return (enum flow_status)moved;
+			if (moved < 0) {
+				st = (enum flow_status)moved;
+				break;
+			}
 			if (moved > 0)
 				progress = true;
 		}
 		if (flow_level(f) > 0 && f->dst->writable) {
 			uint64_t before = f->bytes_out;
 
-			if (drain(f) < 0)
-				return FLOW_DST_ERROR;
+			if (drain(f) < 0) {
+				st = FLOW_DST_ERROR;
+				break;
+			}
 			if (f->bytes_out != before) {
 				f->last_progress_ms = now_ms();
 				progress = true;
@@ -373,7 +385,8 @@ enum flow_status flow_pump(struct flow *f)
 		if (!progress)
 			break;
 	}
-	return FLOW_OK;
+	flow_budget_after_pump(f);
+	return st;
 }
 
 bool flow_hold_full(struct flow *f)
@@ -403,6 +416,7 @@ enum flow_status flow_flush(struct flow *f)
 
 static void release(struct flow *f, bool empty)
 {
+	flow_budget_end(f);
 	if (f->paused) {
 		f->paused = false;
 		stats.paused_flows--;

@@ -10,6 +10,7 @@
 #include "config.h"
 #include "endpoint.h"
 #include "http.h"
+#include "mem_budget.h"
 #include "pipe_pool.h"
 #include "stats.h"
 
@@ -52,6 +53,21 @@ struct flow {
 	uint64_t pauses;
 	uint64_t resumes;
 
+	/*
+	 * max-memory (mem_budget.h): a long body's allowance covers its high-water mark and the
+	 * socket buffers kfwd sizes for it (dst's SO_SNDBUF, src's SO_RCVBUF, as the kernel
+	 * doubles them). It starts at MEM_BUDGET_FLOOR (or where the connection's last body
+	 * ended) and doubles each time dst has taken twice the allowance (flow_budget.c).
+	 */
+	struct mem_charge charge;
+	size_t allow; /* 0: not budgeted, the configured marks apply */
+	size_t budget_high; /* the high-water mark the allowance leaves */
+	int sndbuf_set; /* SO_SNDBUF this flow gave dst, 0: not sized */
+	int rcvbuf_set; /* SO_RCVBUF src has now, 0: not sized */
+	uint64_t budget_out; /* bytes_out at the last grant */
+	size_t earned; /* the allowance the last body ended with: the next one on this
+			* connection starts there (its client has shown it reads) */
+
 	/* Counters */
 	uint64_t bytes_spliced;
 	uint64_t bytes_copied;
@@ -92,6 +108,23 @@ size_t flow_level(const struct flow *f);
 size_t flow_high_water(const struct flow *f);
 bool flow_wants_read(const struct flow *f);
 bool flow_wants_write(const struct flow *f);
+/* flow_budget.c: the allowance of a long body under max-memory (see struct flow). */
+void flow_budget_start(struct flow *f, enum body_framing framing, uint64_t length);
+/* Before a pump: shrink toward the fair share when the budget is exceeded. */
+void flow_budget_check(struct flow *f);
+/* After a pump: grow when dst took enough, and charge the level. */
+void flow_budget_after_pump(struct flow *f);
+void flow_budget_end(struct flow *f);
+/* What a sockmap flow is charged for the response flow's sockets under max-memory (0 when off):
+ * their configured sizes, which flow_budget_sockmap_sockets() gives them back once the flow is
+ * in the sockmap (no flow of kfwd's grows them there; given before the hand-over, the larger
+ * window let the source outrun the hand-over's drain). */
+uint64_t flow_budget_sockmap_charge(const struct flow *f);
+void flow_budget_sockmap_sockets(struct flow *f);
+size_t flow_budget_low_water(const struct flow *f);
+/* SO_RCVBUF for a new upstream socket: the receive buffer's share of MEM_BUDGET_FLOOR under
+ * max-memory (it grows with its flow, see struct flow), else upstream-rcvbuf. */
+int flow_upstream_rcvbuf(const struct config *cfg);
 
 static inline bool flow_drained(const struct flow *f)
 {

@@ -17,6 +17,7 @@
 #include "http1.h"
 #include "http_rewrite.h"
 #include "log.h"
+#include "playlist.h"
 #include "retry.h"
 #include "rtsp_gateway.h"
 #include "session.h"
@@ -39,6 +40,19 @@
  * loop; level-triggered epoll brings us back for the rest.
  */
 #define HEAD_READ_BUDGET 16
+/* Room made per read while a playlist is read whole. */
+#define PLAYLIST_READ_CHUNK (64 << 10)
+
+/*
+ * A playlist response (user/playlist.c) being read whole, up to playlist-max-size, before its
+ * URIs are rewritten. Until then the response has no final head as far as the session knows:
+ * the upstream stays readable and a failure can still be answered 502/504.
+ */
+struct playlist_fetch {
+	struct buf head; /* the response head as it goes out when the body is not rewritten */
+	int status;
+	struct playlist_body body;
+};
 
 static void http1_finish_transaction(struct session *s);
 
@@ -79,11 +93,21 @@ static int origin_tls(struct session *s)
 	return 0;
 }
 
+static void playlist_free(struct session *s)
+{
+	if (!s->playlist)
+		return;
+	buf_free(&s->playlist->head);
+	free(s->playlist);
+	s->playlist = NULL;
+}
+
 static void http1_start_exchange(struct session *s)
 {
 	static const char established[] = "HTTP/1.1 200 Connection Established\r\n\r\n";
 
 	s->state = S_EXCHANGE;
+	playlist_free(s);
 	if (origin_tls(s) < 0) {
 		session_reply_error(s, 502);
 		return;
@@ -275,6 +299,8 @@ static int request_forward_head(struct session *s, const struct route *r, const 
 	rw.client_addr = s->client_addr;
 	rw.client_tls = s->client.xprt == &xprt_tls_ops;
 	rw.forwarded = r->forwarded;
+	rw.overrides = r->header_overrides;
+	rw.n_overrides = r->n_header_overrides;
 	rw.upgrade = http_upgrade_header(h, base);
 	s->req_upgrade = rw.upgrade >= 0;
 	buf_free(&s->req_head);
@@ -480,6 +506,57 @@ static int handle_interim_head(struct session *s, struct http_head *h, const cha
 	return 0;
 }
 
+/* How a url-embedded route's Location values and playlist URIs are rewritten. */
+static const struct location_rewrite *location_for(const struct session *s,
+						   struct location_rewrite *loc)
+{
+	const struct route *r = s->target->route;
+
+	if (r->kind != ROUTE_URL_EMBEDDED)
+		return NULL;
+	loc->prefix = r->prefix;
+	loc->authority = s->target->host_header;
+	loc->req_path = s->target->target;
+	loc->tls = r->tls.on;
+	loc->other_prefix = route_embedded_prefix(s->cfg, !loc->tls);
+	loc->rtsp_prefix = route_rtsp_prefix(s->cfg);
+	return loc;
+}
+
+/* Read this response whole and rewrite it? One announced too large is not (counted). */
+static bool playlist_wanted(struct session *s, const struct http_head *h, const char *base,
+			    enum body_framing framing)
+{
+	if (s->target->route->kind != ROUTE_URL_EMBEDDED || !s->cfg->playlist_max_size ||
+	    framing == FRAMING_NONE ||
+	    !playlist_response(h, base, s->target->target, s->target->target_len))
+		return false;
+	if (framing == FRAMING_LENGTH && h->content_length > s->cfg->playlist_max_size) {
+		stats.playlists_unmodified++;
+		return false;
+	}
+	return true;
+}
+
+/* Start reading a playlist's body whole; @head (taken) goes out if it is not rewritten. */
+static int playlist_begin(struct session *s, const struct http_head *h, enum body_framing framing,
+			  struct buf *head)
+{
+	struct playlist_fetch *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return -1;
+	p->head = *head;
+	memset(head, 0, sizeof(*head));
+	p->status = h->status;
+	playlist_body_init(&p->body, framing, h->content_length);
+	s->playlist = p;
+	buf_free(&s->req_head);
+	buf_consume(&s->upstream.in, h->head_len);
+	timer_arm(&s->timer, session_idle_timeout(s));
+	return 0;
+}
+
 /* Returns 1 when a final response head was taken, 0 when more is needed, -1 on failure. */
 static int handle_response_head(struct session *s)
 {
@@ -488,7 +565,7 @@ static int handle_response_head(struct session *s)
 	struct location_rewrite loc = { 0 };
 	enum body_framing framing;
 	struct buf head = { 0 };
-	bool sockmap_body;
+	bool sockmap_body, playlist;
 	int rc;
 
 	if (h->status < 100 || h->status > 999) {
@@ -513,7 +590,8 @@ static int handle_response_head(struct session *s)
 	else
 		framing = FRAMING_CLOSE;
 
-	sockmap_body = sockmap_session_wants_response(s, framing, h->content_length);
+	playlist = playlist_wanted(s, h, base, framing);
+	sockmap_body = !playlist && sockmap_session_wants_response(s, framing, h->content_length);
 	s->upstream_reusable = h->keep_alive && framing != FRAMING_CLOSE && !s->req_failed &&
 			       !sockmap_body;
 	/* An answer before the request body was fully sent poisons the upstream connection, and
@@ -525,15 +603,13 @@ static int handle_response_head(struct session *s)
 	if (!s->req_keep_alive || framing == FRAMING_CLOSE || sockmap_body || session_draining())
 		s->close_after = true;
 
-	if (s->target->route->kind == ROUTE_URL_EMBEDDED) {
-		loc.prefix = s->target->route->prefix;
-		loc.authority = s->target->host_header;
-		loc.req_path = s->target->target;
-		loc.tls = s->target->route->tls.on;
-		loc.other_prefix = route_embedded_prefix(s->cfg, !loc.tls);
-	}
 	rc = http_build_response(&head, h, base, s->close_after, s->client_http10,
-				 loc.prefix ? &loc : NULL);
+				 location_for(s, &loc));
+	if (rc == 0 && playlist) {
+		rc = playlist_begin(s, h, framing, &head);
+		if (rc == 0)
+			return 1;
+	}
 	if (rc == 0)
 		rc = flow_push(&s->resp, buf_start(&head), buf_len(&head));
 	buf_free(&head);
@@ -557,6 +633,32 @@ static int handle_response_head(struct session *s)
 	return 1;
 }
 
+enum upstream_read {
+	UP_READ_BYTES,
+	UP_READ_EOF, /* rd_eof is set */
+	UP_READ_AGAIN, /* nothing now: readable is cleared */
+	UP_READ_ERROR, /* errno says why */
+};
+
+/* One read from the upstream into upstream.in, at most @max bytes. */
+static enum upstream_read upstream_read(struct session *s, size_t max)
+{
+	struct endpoint *u = &s->upstream;
+	ssize_t n = endpoint_recv_buf(u, &u->in, max);
+
+	if (n > 0)
+		return UP_READ_BYTES;
+	if (n == 0) {
+		u->rd_eof = true;
+		return UP_READ_EOF;
+	}
+	if (errno == EAGAIN || errno == EINTR) {
+		u->readable = false;
+		return UP_READ_AGAIN;
+	}
+	return UP_READ_ERROR;
+}
+
 /*
  * Parse the response head(s) in u->in, reading more while the upstream has bytes, within
  * HEAD_READ_BUDGET reads and while relayed interim responses do not back up. Returns 1 when a
@@ -569,7 +671,7 @@ static int read_response_head(struct session *s)
 	unsigned int reads = 0;
 
 	for (;;) {
-		ssize_t n;
+		enum upstream_read rd;
 
 		if (buf_len(&u->in)) {
 			enum http_parse_status st;
@@ -606,19 +708,111 @@ static int read_response_head(struct session *s)
 			upstream_refused(s, "response head too large");
 			return -1;
 		}
-		n = endpoint_recv_buf(u, &u->in, cfg->max_header_size + 1);
-		if (n > 0)
+		rd = upstream_read(s, cfg->max_header_size + 1);
+		if (rd == UP_READ_BYTES || rd == UP_READ_EOF)
 			continue;
-		if (n == 0) {
-			u->rd_eof = true;
-			continue;
-		}
-		if (errno == EAGAIN || errno == EINTR) {
-			u->readable = false;
+		if (rd == UP_READ_AGAIN)
 			return 0;
-		}
 		upstream_failed(s, 502, strerror(errno));
 		return -1;
+	}
+}
+
+/* The playlist went to the flow (rewritten, or as it is from where it is): the response is on. */
+static int playlist_started(struct session *s, enum body_framing framing, uint64_t length)
+{
+	session_final_status(s, s->playlist->status);
+	s->final_response = true;
+	s->response_started = true;
+	flow_start_body(&s->resp, framing, length);
+	timer_arm(&s->timer, session_idle_timeout(s));
+	playlist_free(s);
+	return 1;
+}
+
+static int playlist_fail(struct session *s, int status, const char *why)
+{
+	log_info("session %lu: playlist from %s: %s", (unsigned long)s->id, s->up_addr_text, why);
+	playlist_free(s);
+	session_reply_error(s, status);
+	return -1;
+}
+
+/* Over playlist-max-size: the head as built, then the body from where it is, unmodified. */
+static int playlist_pass(struct session *s)
+{
+	struct playlist_fetch *p = s->playlist;
+
+	if (flow_push(&s->resp, buf_start(&p->head), buf_len(&p->head)) < 0)
+		return playlist_fail(s, 502, "out of memory");
+	stats.playlists_unmodified++;
+	return playlist_started(s, p->body.framing, p->body.length);
+}
+
+/* The bytes read from the upstream; an empty buffer has no memory (and NULL + 0 is undefined). */
+static const char *upstream_bytes(const struct session *s)
+{
+	return buf_len(&s->upstream.in) ? buf_start(&s->upstream.in) : "";
+}
+
+/* The whole playlist, rewritten, with a Content-Length of its new size. */
+static int playlist_send(struct session *s)
+{
+	struct playlist_fetch *p = s->playlist;
+	struct buf body = { 0 }, head = { 0 };
+	struct location_rewrite loc = { 0 };
+	int rc;
+
+	rc = playlist_body_rewrite(&p->body, upstream_bytes(s), buf_start(&p->head),
+				   buf_len(&p->head), location_for(s, &loc), &head, &body);
+	if (rc == 0)
+		rc = flow_push(&s->resp, buf_start(&head), buf_len(&head));
+	if (rc == 0)
+		rc = flow_push(&s->resp, buf_start(&body), buf_len(&body));
+	buf_free(&body);
+	buf_free(&head);
+	if (rc < 0)
+		return playlist_fail(s, 502, "out of memory");
+	buf_consume(&s->upstream.in, p->body.len);
+	stats.playlists_rewritten++;
+	return playlist_started(s, FRAMING_LENGTH, 0);
+}
+
+/*
+ * A playlist's body read into upstream.in until it is whole, then rewritten and sent; past
+ * playlist-max-size it goes out as it is. Returns 1 when the response went to the flow, 0 when
+ * more is needed, -1 when the session moved on (502).
+ */
+static int read_playlist(struct session *s)
+{
+	size_t max = s->cfg->playlist_max_size;
+	struct endpoint *u = &s->upstream;
+	unsigned int reads = 0;
+
+	for (;;) {
+		int whole = playlist_body_whole(&s->playlist->body, upstream_bytes(s),
+						buf_len(&u->in), u->rd_eof);
+		enum upstream_read rd;
+
+		if (whole < 0)
+			return playlist_fail(s, 502, "bad chunked framing");
+		if (whole)
+			return playlist_send(s);
+		if (buf_len(&u->in) > max)
+			return playlist_pass(s);
+		if (u->rd_eof)
+			return playlist_fail(s, 502, "closed inside the body");
+		if (!endpoint_readable(u) || reads++ == HEAD_READ_BUDGET)
+			return 0;
+		if (buf_reserve(&u->in, PLAYLIST_READ_CHUNK, max + PLAYLIST_READ_CHUNK) < 0)
+			return playlist_fail(s, 502, "out of memory");
+		rd = upstream_read(s, max + 1 - buf_len(&u->in));
+		if (rd == UP_READ_BYTES)
+			timer_arm(&s->timer, session_idle_timeout(s));
+		else if (rd == UP_READ_AGAIN)
+			return 0;
+		else if (rd == UP_READ_ERROR)
+			return playlist_fail(s, 502, strerror(errno));
 	}
 }
 
@@ -773,7 +967,9 @@ static void step_exchange(struct session *s)
 	}
 	if (!s->req_failed && s->upstream.fd >= 0 && !exchange_pump_request(s))
 		return;
-	if (!s->final_response && s->upstream.fd >= 0 && read_response_head(s) < 0)
+	if (!s->final_response && !s->playlist && s->upstream.fd >= 0 && read_response_head(s) < 0)
+		return;
+	if (s->playlist && read_playlist(s) < 0)
 		return;
 	if (s->state != S_EXCHANGE)
 		return;
@@ -809,6 +1005,10 @@ static void http1_timeout(struct session *s)
 			sockmap_session_timeout(s);
 			break;
 		}
+		if (s->playlist) {
+			playlist_fail(s, 504, "not whole in time");
+			break;
+		}
 		if (s->req_sent && !s->final_response) {
 			log_info("session %lu: no response from %s in time", (unsigned long)s->id,
 				 s->up_addr_text);
@@ -827,6 +1027,7 @@ static void http1_timeout(struct session *s)
 
 static void http1_release(struct session *s)
 {
+	playlist_free(s);
 	if (s->sockmap)
 		sockmap_session_finish(s);
 }

@@ -76,6 +76,26 @@ static int append_forwarded(struct buf *out, const struct http_head *h, const ch
 	return append_str(out, rw->client_tls ? ";proto=https\r\n" : ";proto=http\r\n");
 }
 
+static bool is_overridden(const struct request_rewrite *rw, const char *base, struct http_span name)
+{
+	for (size_t i = 0; i < rw->n_overrides; i++)
+		if (http_span_eq(base, name, rw->overrides[i].name))
+			return true;
+	return false;
+}
+
+static int append_set_headers(struct buf *out, const struct request_rewrite *rw)
+{
+	for (size_t i = 0; i < rw->n_overrides; i++) {
+		const struct header_override *o = &rw->overrides[i];
+
+		if (o->value && (append_str(out, o->name) < 0 || append_str(out, ": ") < 0 ||
+				 append_str(out, o->value) < 0 || append_str(out, "\r\n") < 0))
+			return -1;
+	}
+	return 0;
+}
+
 int http_build_request(struct buf *out, const struct http_head *h, const char *base,
 		       const struct request_rewrite *rw)
 {
@@ -93,7 +113,7 @@ int http_build_request(struct buf *out, const struct http_head *h, const char *b
 	for (unsigned int i = 0; i < h->n_headers; i++) {
 		const struct http_header *hdr = &h->headers[i];
 
-		if (is_hop_by_hop(h, base, hdr->name))
+		if (is_hop_by_hop(h, base, hdr->name) || is_overridden(rw, base, hdr->name))
 			continue;
 		if (http_span_eq(base, hdr->name, "Host")) {
 			client_host = hdr;
@@ -108,6 +128,8 @@ int http_build_request(struct buf *out, const struct http_head *h, const char *b
 		if (append_header(out, base, hdr) < 0)
 			return -1;
 	}
+	if (append_set_headers(out, rw) < 0)
+		return -1;
 	/* Earlier hops' X-Forwarded-For values, in order, then this client, as one field. */
 	if (append_str(out, "X-Forwarded-For: ") < 0)
 		return -1;
@@ -169,10 +191,65 @@ static bool has_scheme(const char *v, size_t len)
 	return false;
 }
 
+/* Drop the last segment of the path appended since @mark (RFC 3986 §5.2.4 step 2C). */
+static void drop_last_segment(struct buf *out, size_t mark)
+{
+	while (out->tail > mark && out->data[out->tail - 1] != '/')
+		out->tail--;
+	if (out->tail > mark)
+		out->tail--;
+}
+
+/*
+ * @path (a path, no query) with its "." and ".." segments removed (RFC 3986 §5.2.4), appended:
+ * a reference never climbs above the root of the destination it names.
+ */
+static int append_path(struct buf *out, const char *in, size_t len)
+{
+	size_t mark = out->tail, i = 0;
+
+	while (i < len) {
+		const char *p = in + i;
+		size_t left = len - i, seg;
+
+		if (left >= 3 && !memcmp(p, "../", 3)) {
+			i += 3;
+		} else if (left >= 2 && !memcmp(p, "./", 2)) {
+			i += 2;
+		} else if (left >= 3 && !memcmp(p, "/./", 3)) {
+			i += 2;
+		} else if (left == 2 && !memcmp(p, "/.", 2)) {
+			i += 1;
+			if (append_str(out, "/") < 0)
+				return -1;
+			break;
+		} else if (left >= 4 && !memcmp(p, "/../", 4)) {
+			i += 3;
+			drop_last_segment(out, mark);
+		} else if (left == 3 && !memcmp(p, "/..", 3)) {
+			drop_last_segment(out, mark);
+			if (append_str(out, "/") < 0)
+				return -1;
+			break;
+		} else if ((left == 1 && p[0] == '.') || (left == 2 && !memcmp(p, "..", 2))) {
+			break;
+		} else {
+			seg = 1;
+			while (seg < left && p[seg] != '/')
+				seg++;
+			if (buf_append(out, p, seg) < 0)
+				return -1;
+			i += seg;
+		}
+	}
+	return 0;
+}
+
+/* PREFIX/AUTHORITY then the path of @path (dot segments removed), then its query/fragment. */
 static int append_embedded(struct buf *out, const char *prefix, const char *auth, size_t auth_len,
 			   const char *path, size_t path_len)
 {
-	size_t plen = strlen(prefix);
+	size_t plen = strlen(prefix), end = 0;
 
 	if (buf_append(out, prefix, plen) < 0)
 		return -1;
@@ -180,9 +257,39 @@ static int append_embedded(struct buf *out, const char *prefix, const char *auth
 		return -1;
 	if (buf_append(out, auth, auth_len) < 0)
 		return -1;
-	if ((path_len == 0 || path[0] != '/') && append_str(out, "/") < 0)
+	while (end < path_len && path[end] != '?' && path[end] != '#')
+		end++;
+	if ((end == 0 || path[0] != '/') && append_str(out, "/") < 0)
 		return -1;
-	return buf_append(out, path, path_len);
+	if (append_path(out, path, end) < 0)
+		return -1;
+	return buf_append(out, path + end, path_len - end);
+}
+
+/*
+ * A relative reference (RFC 3986 §5.2.2) against the request's path @rp: "?q" keeps its path,
+ * "#f" its path and query; anything else replaces the last segment of its path.
+ */
+static int append_relative(struct buf *out, const char *prefix, const char *auth, const char *rp,
+			   const char *v, size_t len)
+{
+	const char *q = strchr(rp, '?');
+	size_t rlen = q ? (size_t)(q - rp) : strlen(rp);
+	struct buf merged = { 0 };
+	int r;
+
+	if (len && v[0] == '#')
+		rlen = strlen(rp);
+	else if (!len || v[0] != '?')
+		while (rlen && rp[rlen - 1] != '/')
+			rlen--;
+	if (buf_append(&merged, rp, rlen) < 0 || buf_append(&merged, v, len) < 0) {
+		buf_free(&merged);
+		return -1;
+	}
+	r = append_embedded(out, prefix, auth, strlen(auth), buf_start(&merged), buf_len(&merged));
+	buf_free(&merged);
+	return r;
 }
 
 int http_rewrite_location(struct buf *out, const char *v, size_t len,
@@ -191,6 +298,7 @@ int http_rewrite_location(struct buf *out, const char *v, size_t len,
 	const char *auth, *prefix = loc->prefix;
 	size_t auth_len = 0;
 	bool https = len >= 8 && !strncasecmp(v, "https://", 8);
+	bool rtsp = len >= 7 && !strncasecmp(v, "rtsp://", 7);
 
 	if ((len >= 7 && !strncasecmp(v, "http://", 7)) || https) {
 		/* The other scheme's URLs go to its route, if there is one. */
@@ -198,6 +306,11 @@ int http_rewrite_location(struct buf *out, const char *v, size_t len,
 			return 1;
 		v += https ? 8 : 7;
 		len -= https ? 8 : 7;
+	} else if (rtsp) {
+		if (!(prefix = loc->rtsp_prefix))
+			return 1;
+		v += 7;
+		len -= 7;
 	} else if (len >= 2 && v[0] == '/' && v[1] == '/') {
 		/* Network-path reference: the request's scheme. */
 		v += 2;
@@ -207,20 +320,7 @@ int http_rewrite_location(struct buf *out, const char *v, size_t len,
 	} else if (len && v[0] == '/') {
 		return append_embedded(out, prefix, loc->authority, strlen(loc->authority), v, len);
 	} else {
-		/* Relative reference (RFC 3986 §5.2.2): "?q" keeps the request's path, "#f" its
-		 * path and query; anything else replaces the last segment of the path. */
-		const char *rp = loc->req_path, *q = strchr(rp, '?');
-		size_t rlen = q ? (size_t)(q - rp) : strlen(rp);
-
-		if (len && v[0] == '#')
-			rlen = strlen(rp);
-		else if (!len || v[0] != '?')
-			while (rlen && rp[rlen - 1] != '/')
-				rlen--;
-		if (append_embedded(out, prefix, loc->authority, strlen(loc->authority), rp, rlen) <
-		    0)
-			return -1;
-		return buf_append(out, v, len);
+		return append_relative(out, prefix, loc->authority, loc->req_path, v, len);
 	}
 	auth = v;
 	while (auth_len < len && v[auth_len] != '/' && v[auth_len] != '?' && v[auth_len] != '#')
@@ -274,6 +374,34 @@ int http_build_response(struct buf *out, const struct http_head *h, const char *
 	if (!close && client_http10 && append_str(out, "Connection: keep-alive\r\n") < 0)
 		return -1;
 	return append_str(out, "\r\n");
+}
+
+static bool line_names(const char *line, size_t len, const char *name)
+{
+	size_t n = strlen(name);
+
+	return len > n && line[n] == ':' && !strncasecmp(line, name, n);
+}
+
+int http_head_set_length(struct buf *out, const char *head, size_t len, uint64_t length)
+{
+	char field[48];
+	size_t i = 0;
+
+	while (i < len) {
+		const char *crlf = memmem(head + i, len - i, "\r\n", 2);
+		size_t line_len = crlf ? (size_t)(crlf - head) - i : len - i;
+
+		if (line_len == 0)
+			break; /* the end of the head */
+		if (!line_names(head + i, line_len, "Content-Length") &&
+		    !line_names(head + i, line_len, "Transfer-Encoding") &&
+		    buf_append(out, head + i, line_len + (crlf ? 2 : 0)) < 0)
+			return -1;
+		i += line_len + (crlf ? 2 : 0);
+	}
+	snprintf(field, sizeof(field), "Content-Length: %llu\r\n\r\n", (unsigned long long)length);
+	return append_str(out, field);
 }
 
 int http_upgrade_header(const struct http_head *h, const char *base)

@@ -3,8 +3,10 @@
 #define KFWD_HTTP_REWRITE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "buf.h"
+#include "config.h"
 #include "http.h"
 
 struct request_rewrite {
@@ -15,12 +17,17 @@ struct request_rewrite {
 	bool forwarded; /* add an RFC 7239 Forwarded element */
 	int upgrade; /* index of the Upgrade header to pass on (a tunnel request), or -1 */
 	bool client_tls; /* the client came over TLS: proto https in X-Forwarded-Proto, Forwarded */
+	/* The route's set-header / remove-header: the client's fields of these names go, the
+	 * set ones are added. */
+	const struct header_override *overrides;
+	size_t n_overrides;
 };
 
 /*
  * Location rewriting for url-embedded routes: http://h/p -> PREFIX/h/p, and for a TLS route
  * (/https/ url-embedded tls) https://h/p -> PREFIX/h/p. A URL of the other scheme goes to
- * @other_prefix, the url-embedded route of that scheme, or stays as it is without one.
+ * @other_prefix, the url-embedded route of that scheme, or stays as it is without one; an
+ * rtsp:// URL goes to @rtsp_prefix, the HTTP-to-RTSP gateway's route, likewise.
  */
 struct location_rewrite {
 	const char *prefix; /* the request's route prefix, e.g. "/http/" */
@@ -28,9 +35,11 @@ struct location_rewrite {
 	const char *req_path; /* the path sent upstream, to resolve relative references */
 	bool tls; /* the request's route reaches https destinations */
 	const char *other_prefix; /* the other scheme's url-embedded route prefix, or NULL */
+	const char *rtsp_prefix; /* rtsp://h/p -> RTSP_PREFIX/h/p (the gateway's route), or NULL */
 };
 
-/* Forwarded request head: hop-by-hop headers dropped, X-Forwarded-For appended. */
+/* Forwarded request head: hop-by-hop headers dropped, the route's overrides applied,
+ * X-Forwarded-For appended. */
 int http_build_request(struct buf *out, const struct http_head *h, const char *base,
 		       const struct request_rewrite *rw);
 /*
@@ -39,6 +48,11 @@ int http_build_request(struct buf *out, const struct http_head *h, const char *b
  */
 int http_build_response(struct buf *out, const struct http_head *h, const char *base, bool close,
 			bool client_http10, const struct location_rewrite *loc);
+/*
+ * @head, a head http_build_response() built, with its framing fields (Content-Length,
+ * Transfer-Encoding) replaced by "Content-Length: @length": for a body kfwd rewrote.
+ */
+int http_head_set_length(struct buf *out, const char *head, size_t len, uint64_t length);
 /* A 101 Switching Protocols: hop-by-hop headers go, Upgrade and Connection: Upgrade stay. */
 int http_build_switch(struct buf *out, const struct http_head *h, const char *base);
 /* Does this head ask to switch protocols (Connection: upgrade and an Upgrade header)?

@@ -886,6 +886,14 @@ static int status_cb(const struct kctl_msg *m, void *arg)
 	       "copy-buffer-size %s  log-level %s\n",
 	       str_or(tb[KFWD_ST_DATA_PATH], "?"), v1, v2, v3, v4,
 	       str_or(tb[KFWD_ST_LOG_LEVEL], "?"));
+	if (u64_or0(tb[KFWD_ST_MAX_MEMORY])) {
+		fmt_size(u64_or0(tb[KFWD_ST_MAX_MEMORY]), v1, sizeof(v1));
+		fmt_size(u64_or0(tb[KFWD_ST_MEMORY_HELD]), v2, sizeof(v2));
+		fmt_size(u64_or0(tb[KFWD_ST_FAIR_SHARE]), v3, sizeof(v3));
+		printf("memory       max-memory %s  held %s  fair share %s\n", v1, v2, v3);
+	} else {
+		printf("memory       max-memory off\n");
+	}
 	printf("control      port id %" PRIu64 ", ctl-group %s, monitors %" PRIu64 "\n",
 	       u64_or0(tb[KFWD_ST_CTL_PORT_ID]), str_or(tb[KFWD_ST_CTL_GROUP], "none (root only)"),
 	       u64_or0(tb[KFWD_ST_SUBSCRIBERS]));

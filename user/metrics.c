@@ -11,13 +11,16 @@
 #include "accept.h"
 #include "log.h"
 #include "loop.h"
+#include "mem_budget.h"
 #include "metrics.h"
 #include "sockmap.h"
 #include "stats.h"
 #include "tls.h"
 #include "upstream_pool.h"
 
-#define METRICS_TEXT_MAX 8192
+/* Room for every counter of kfwd/counters.h with its HELP and TYPE lines (about 10 KB with the
+ * RTSP and max-memory counters); a longer text would be cut off. */
+#define METRICS_TEXT_MAX 32768
 /* Connections accepted per wake-up: a connection flood must not hold the loop. */
 #define METRICS_ACCEPT_BATCH 16
 
@@ -154,7 +157,8 @@ static void on_conn_event(struct loop_handler *h, uint32_t events)
 			"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
 			"Content-Length: %zu\r\nConnection: close\r\n\r\n",
 			blen);
-	/* Both fit in a fresh socket's send buffer; a client that cannot take 8 KiB is dropped. */
+	/* Both fit in a fresh socket's send buffer (about 10 KB of text); a client that cannot
+	 * take them is dropped. */
 	if (send(c->fd, head, (size_t)hlen, MSG_NOSIGNAL) == hlen)
 		(void)!send(c->fd, body, blen, MSG_NOSIGNAL);
 	shutdown(c->fd, SHUT_WR);

@@ -242,6 +242,17 @@ static int parse_embedded(struct route_target *t, const char *s, size_t len, uin
 	return set_target(t, s + auth_len, len - auth_len);
 }
 
+int url_pasted_scheme(const char *s, size_t len, const char *scheme)
+{
+	size_t n = strlen(scheme), skip = n + 1;
+
+	if (len < skip || strncasecmp(s, scheme, n) || s[n] != ':')
+		return 0;
+	while (skip < len && skip < n + 3 && s[skip] == '/')
+		skip++;
+	return skip == n + 1 ? -1 : (int)skip;
+}
+
 int route_target_build(const struct route *r, const char *url, size_t url_len,
 		       struct route_target *t)
 {
@@ -249,10 +260,17 @@ int route_target_build(const struct route *r, const char *url, size_t url_len,
 	t->route = r;
 	if (r->kind == ROUTE_URL_EMBEDDED) {
 		size_t skip = r->prefix_len;
+		int pasted;
 
 		/* "route /http url-embedded" reads "/http/host/..." too. */
 		if (skip < url_len && url[skip] == '/' && r->prefix[r->prefix_len - 1] != '/')
 			skip++;
+		/* The whole URL pasted after the prefix: "/http/http://host/...". */
+		pasted =
+			url_pasted_scheme(url + skip, url_len - skip, r->tls.on ? "https" : "http");
+		if (pasted < 0)
+			return -1;
+		skip += (size_t)pasted;
 		return parse_embedded(t, url + skip, url_len - skip,
 				      r->tls.on ? HTTPS_DEFAULT_PORT : HTTP_DEFAULT_PORT);
 	}
@@ -282,6 +300,14 @@ const char *route_embedded_prefix(const struct config *cfg, bool tls)
 		if (r->kind == ROUTE_URL_EMBEDDED && r->tls.on == tls)
 			return r->prefix;
 	}
+	return NULL;
+}
+
+const char *route_rtsp_prefix(const struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->n_routes; i++)
+		if (cfg->routes[i].kind == ROUTE_RTSP_GATEWAY)
+			return cfg->routes[i].prefix;
 	return NULL;
 }
 

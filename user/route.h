@@ -52,5 +52,16 @@ void route_target_free(struct route_target *t);
  * HTTP, or NULL: where a Location of that scheme is rewritten to.
  */
 const char *route_embedded_prefix(const struct config *cfg, bool tls);
+/*
+ * The prefix of the first HTTP-to-RTSP gateway route ("route /rtsp/ rtsp-gateway"), or NULL:
+ * where an rtsp:// Location or playlist URI is rewritten to.
+ */
+const char *route_rtsp_prefix(const struct config *cfg);
+/*
+ * A URL pasted after a url-embedded prefix ("/http/http://HOST/..."): the length of its
+ * "SCHEME://" (or "SCHEME:/", a client merged the slashes), 0 when @s does not start with
+ * "SCHEME:", or -1 when it does without a slash after it.
+ */
+int url_pasted_scheme(const char *s, size_t len, const char *scheme);
 
 #endif

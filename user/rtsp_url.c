@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "route.h"
 #include "rtsp_parse.h"
 #include "rtsp_url.h"
 
@@ -166,19 +167,12 @@ int rtsp_url_parse(const char *s, size_t len, struct rtsp_url *u)
 
 int rtsp_url_parse_embedded(const char *s, size_t len, struct rtsp_url *u)
 {
-	const size_t scheme = strlen(RTSP_SCHEME);
+	/* "rtsp://HOST" as pasted, or "rtsp:/HOST" after a client merged the slashes. */
+	int skip = url_pasted_scheme(s, len, "rtsp");
 
-	if (len > scheme && !strncasecmp(s, RTSP_SCHEME, scheme)) {
-		/* "rtsp://HOST" as pasted, or "rtsp:/HOST" after a client merged the slashes. */
-		size_t skip = scheme;
-
-		while (skip < len && skip < scheme + 2 && s[skip] == '/')
-			skip++;
-		if (skip == scheme)
-			return -1;
-		return parse_authority_path(s + skip, len - skip, u);
-	}
-	return parse_authority_path(s, len, u);
+	if (skip < 0)
+		return -1;
+	return parse_authority_path(s + skip, len - (size_t)skip, u);
 }
 
 static size_t authority_end(const char *url)

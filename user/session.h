@@ -84,6 +84,8 @@ struct session {
 	/* The request in progress only (0.7 KiB): taken at its head, given back at its end. */
 	struct route_target *target;
 	const struct route *route; /* of the request in progress, or of the last one */
+	/* A playlist response read whole before its URIs are rewritten (user/http1.c), or NULL */
+	struct playlist_fetch *playlist;
 	struct upstream_server *server; /* chosen for this attempt (NULL: url-embedded) */
 	struct upstream_server *conn_server; /* whose connection slot the upstream fd holds */
 	struct upstream_waiter wait; /* S_QUEUED: in the server's FIFO */

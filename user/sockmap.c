@@ -34,6 +34,7 @@
 
 #include "kfwd/sockmap.h"
 #include "kfwd.skel.h"
+#include "mem_budget.h"
 #else
 #define SOCKMAP_HAVE_SKEL 0
 #endif
@@ -225,6 +226,7 @@ struct sm_flow {
 	int fd_a;
 	int fd_b;
 	unsigned int flags;
+	struct mem_charge charge; /* max-memory: args->mem_charge while the flow lives */
 	struct sm_dir dir[2];
 };
 
@@ -662,6 +664,7 @@ err_destroy:
 
 static void flow_free(struct sm_flow *f)
 {
+	mem_budget_leave(&f->charge);
 	free(f->dir[0].buf);
 	free(f->dir[1].buf);
 	free(f);
@@ -1133,6 +1136,8 @@ int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
 
 	sm.flows[slot] = f;
 	*flow_id = f->id;
+	if (args->mem_charge)
+		mem_budget_join(&f->charge, args->mem_charge);
 	return 0;
 
 err_unmap:

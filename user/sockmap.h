@@ -93,6 +93,9 @@ struct sockmap_flow_args {
 	 * something on this flow (a pause, a resume): pump it.  May be NULL.
 	 */
 	void (*on_event)(void *owner);
+	/* max-memory: bytes the flow is charged while it lives (its caps, the socket buffers
+	 * its owner sized for it); 0: not charged. */
+	uint64_t mem_charge;
 };
 
 struct sockmap_dir_stats {

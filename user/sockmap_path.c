@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "loop.h"
+#include "mem_budget.h"
 #include "session.h"
 #include "sockmap.h"
 #include "sockmap_path.h"
@@ -247,11 +248,30 @@ static void sockmap_args_init(struct sockmap_flow_args *args, struct session *s)
 	args->fd_a = s->client.fd;
 	args->fd_b = s->upstream.fd;
 	args->cap_bytes = s->cfg->sockmap_cap;
+	if (mem_budget_on()) {
+		/* A cap is granted like a flow's allowance: all of it while the budget has
+		 * room, else the fair share (at least MEM_BUDGET_FLOOR, sockmap-cap's minimum). */
+		struct mem_charge none = { 0 };
+
+		args->cap_bytes = mem_budget_grant(&none, MEM_BUDGET_FLOOR, args->cap_bytes);
+	}
 	if (route_data_path(s) == DATA_PATH_SOCKMAP_UNBOUNDED)
 		args->flags = SOCKMAP_UNBOUNDED;
 	args->owner = s;
 	args->spill = sockmap_spill;
 	args->on_event = sockmap_on_event;
+}
+
+/*
+ * max-memory: the flow is charged its caps, and the sockets' buffers at their configured sizes
+ * (passed bytes wait in the upstream's receive queue, redirected ones in the client's send
+ * queue), which they get back once in the sockmap.
+ */
+static void sockmap_args_charge(struct sockmap_flow_args *args, struct session *s, int dirs)
+{
+	if (!mem_budget_on())
+		return;
+	args->mem_charge = args->cap_bytes * (uint64_t)dirs + flow_budget_sockmap_charge(&s->resp);
 }
 
 /* The flow is in the sockmap: the daemon leaves its sockets alone; its idle clock starts. */
@@ -308,6 +328,7 @@ void sockmap_session_start_tunnel(struct session *s)
 		return;
 	}
 	sockmap_args_init(&args, s);
+	sockmap_args_charge(&args, s, 2);
 	args.pending_a_to_b = buf_start(&to_up);
 	args.pending_a_to_b_len = buf_len(&to_up);
 	args.pending_b_to_a = buf_start(&to_client);
@@ -322,6 +343,7 @@ void sockmap_session_start_tunnel(struct session *s)
 			session_close(s);
 		return;
 	}
+	flow_budget_sockmap_sockets(&s->resp);
 	flow_reset(&s->req);
 	flow_reset(&s->resp);
 	buf_free(&s->client.in);
@@ -376,6 +398,7 @@ enum sockmap_step_result sockmap_session_start_response(struct session *s)
 		return SOCKMAP_STEP_CLOSED;
 	}
 	sockmap_args_init(&args, s);
+	sockmap_args_charge(&args, s, 1);
 	args.flags |= SOCKMAP_B_TO_A_ONLY;
 	if (f->framing == FRAMING_LENGTH) {
 		args.flags |= SOCKMAP_B_LIMIT;
@@ -394,6 +417,7 @@ enum sockmap_step_result sockmap_session_start_response(struct session *s)
 		}
 		return SOCKMAP_STEP_RUNNING; /* on the splice path */
 	}
+	flow_budget_sockmap_sockets(&s->resp);
 	flow_reset(&s->resp);
 	s->resp.body_done = true;
 	buf_free(&s->upstream.in);

@@ -73,6 +73,8 @@ struct kfwd_stats {
 	uint64_t gateway_frames; /* media frames the gateway forwarded */
 	uint64_t gateway_frames_dropped; /* on-slow=drop-frames, or not RTP */
 	uint64_t gateway_keepalives; /* GET_PARAMETER/OPTIONS keepalives sent */
+	uint64_t playlists_rewritten; /* HLS/M3U playlists sent with their URIs rewritten */
+	uint64_t playlists_unmodified; /* playlists over playlist-max-size, forwarded as they are */
 };
 
 extern struct kfwd_stats stats;

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "flow.h"
 #include "log.h"
 #include "resolve.h"
 #include "retry.h"
@@ -179,6 +180,7 @@ void upstream_conn_open(struct session *s, bool allow_pool)
 	struct upstream_server *pooled_srv = NULL;
 	int fd = allow_pool && s->proto->pooled_upstream ? take_pooled(s, &pooled_srv) : -1;
 	int one = 1;
+	int rcvbuf = flow_upstream_rcvbuf(cfg);
 
 	if (fd >= 0) {
 		s->upstream_reused = true;
@@ -207,8 +209,7 @@ void upstream_conn_open(struct session *s, bool allow_pool)
 	}
 	/* Before connect, so the window scale matches: bounds what a stalled client can pile up
 	 * in our receive queue (autotuning alone let 27 MB queue on one connection). */
-	if (cfg->upstream_rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &cfg->upstream_rcvbuf,
-						   sizeof(cfg->upstream_rcvbuf)) < 0)
+	if (rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) < 0)
 		log_warn("SO_RCVBUF: %m");
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
 		log_debug("TCP_NODELAY: %m");

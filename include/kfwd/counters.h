@@ -125,8 +125,8 @@
 	  tls_handshake_errors[TLS_ERR_OTHER])                                                   \
 	X(RTSP_REQUESTS, "rtsp_requests_total", NULL, COUNTER,                                   \
 	  "RTSP requests from clients (kfwd's own answers included).", stats.rtsp_requests)      \
-	X(RTSP_RESPONSES, "rtsp_responses_total", NULL, COUNTER,                                 \
-	  "RTSP responses from servers.", stats.rtsp_responses)                                  \
+	X(RTSP_RESPONSES, "rtsp_responses_total", NULL, COUNTER, "RTSP responses from servers.", \
+	  stats.rtsp_responses)                                                                  \
 	X(RTSP_FRAMES, "rtsp_frames_total", NULL, COUNTER,                                       \
 	  "RTSP interleaved ('$') frames forwarded, both directions.", stats.rtsp_frames)        \
 	X(RTSP_FRAMES_DROPPED, "rtsp_frames_dropped_total", NULL, COUNTER,                       \
@@ -156,6 +156,21 @@
 	  stats.gateway_frames_dropped)                                                          \
 	X(GW_KEEPALIVES, "rtsp_gateway_keepalives_total", NULL, COUNTER,                         \
 	  "RTSP keepalives (GET_PARAMETER or OPTIONS) the gateway sent.",                        \
-	  stats.gateway_keepalives)
+	  stats.gateway_keepalives)                                                              \
+	X(PLAYLISTS_REWRITTEN, "playlists_rewritten_total", NULL, COUNTER,                       \
+	  "HLS/M3U playlists from url-embedded routes sent with their URIs rewritten.",          \
+	  stats.playlists_rewritten)                                                             \
+	X(PLAYLISTS_UNMODIFIED, "playlists_unmodified_total", NULL, COUNTER,                     \
+	  "Playlists over playlist-max-size, forwarded unmodified.",                             \
+	  stats.playlists_unmodified)                                                             \
+	X(MEMORY_BUDGET, "memory_budget_bytes", NULL, GAUGE,                                     \
+	  "max-memory: the budget for bytes held in flight (0: off).", mem_budget.budget)        \
+	X(MEMORY_HELD, "memory_held_bytes", NULL, GAUGE,                                         \
+	  "Bytes charged to the budget: marks or levels, sized socket buffers, sockmap caps.",   \
+	  mem_budget.held)                                                                       \
+	X(MEMORY_FLOWS, "memory_flows", NULL, GAUGE, "Flows charged to the budget.",             \
+	  mem_budget.flows)                                                                      \
+	X(MEMORY_FAIR_SHARE, "memory_fair_share_bytes", NULL, GAUGE,                             \
+	  "max-memory / charged flows, at least the 64 KiB floor.", mem_budget_fair_share())
 
 #endif

@@ -169,6 +169,9 @@ enum kfwd_status_attr {
 	KFWD_ST_CTL_PORT_ID, /* u32 */
 	KFWD_ST_CTL_GROUP, /* string: absent = root only */
 	KFWD_ST_SUBSCRIBERS, /* u32: monitors */
+	KFWD_ST_MAX_MEMORY, /* u64: max-memory, 0: off */
+	KFWD_ST_MEMORY_HELD, /* u64: bytes charged to the budget now */
+	KFWD_ST_FAIR_SHARE, /* u64: max-memory / charged flows, at least the floor */
 	__KFWD_ST_MAX,
 };
 #define KFWD_ST_MAX (__KFWD_ST_MAX - 1)

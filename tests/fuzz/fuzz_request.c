@@ -24,14 +24,16 @@ static void load_config(void)
 {
 	char err[256];
 
-	cfg = config_load_text(NULL,
-			       "listen 127.0.0.1:1\n"
-			       "upstream a 127.0.0.1:10\n"
-			       "route / a\n"
-			       "route /public/ a methods=GET,HEAD\n"
-			       "route /api/ a strip-prefix host=*.example.com\n"
-			       "route /http/ url-embedded\n",
-			       NULL, 0, err, sizeof(err));
+	cfg = config_load_text(
+		NULL,
+		"listen 127.0.0.1:1\n"
+		"upstream a 127.0.0.1:10\n"
+		"route / a\n"
+		"route /public/ a methods=GET,HEAD\n"
+		"route /api/ a strip-prefix host=*.example.com set-header User-Agent "
+		"\"kfwd fuzz\" remove-header Accept\n"
+		"route /http/ url-embedded\n",
+		NULL, 0, err, sizeof(err));
 	if (!cfg) {
 		fprintf(stderr, "fuzz config: %s\n", err);
 		abort();
@@ -84,6 +86,8 @@ static void rewrite(const struct http_head *h, const char *base)
 	rw.host = t.host_header[0] ? t.host_header : NULL;
 	rw.client_addr = "192.0.2.1";
 	rw.forwarded = true;
+	rw.overrides = r->header_overrides;
+	rw.n_overrides = r->n_header_overrides;
 	rw.upgrade = http_upgrade_header(h, base);
 	if (http_build_request(&out, h, base, &rw) == 0)
 		fuzz_check_forwarded(h, &out);

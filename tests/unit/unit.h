@@ -17,10 +17,11 @@ extern int passed, failed;
 		}                                                                       \
 	} while (0)
 
-/* unit_arch.c: the retry policy, the flow FIFO, configuration text editing */
+/* unit_arch.c: the retry policy, the flow FIFO (and under max-memory), configuration text editing */
 void test_retry_policy(void);
 void test_flow_fifo(void);
 void test_config_edit(void);
+void test_flow_budget(void);
 void test_flow_hold(void);
 
 /* unit_rtsp.c: the RTSP parser, framer, rewriter, authentication and URLs */
@@ -29,6 +30,8 @@ void unit_rtsp(void);
 void unit_loop(void);
 /* unit_rtsp_client.c: reference resolution and RTP payloads, for the RTSP client side */
 void unit_rtsp_client(void);
+/* unit_playlist.c: HLS/M3U detection and rewriting, chunked decoding */
+void unit_playlist(void);
 /* unit_tls.c: TLS contexts and the TLS transport over socketpairs */
 void unit_tls(void);
 

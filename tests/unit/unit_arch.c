@@ -149,8 +149,30 @@ static bool never_splice(const struct endpoint *e)
 	return false;
 }
 
+/*
+ * max-memory during a FIFO run: once the allowance has grown past the fair share of two flows,
+ * another charge takes the budget over, so the flow must shrink to that share; the bytes it
+ * already holds stay in order.
+ */
+struct budget_probe {
+	struct mem_charge other;
+	size_t grown; /* the allowance before the squeeze */
+	size_t squeezed; /* after */
+};
+
+static void budget_round(struct budget_probe *b, struct fifo_run *r)
+{
+	if (!b || b->other.on || r->read < FIFO_BODY * 2 / 3)
+		return;
+	b->grown = r->f.allow;
+	mem_budget_join(&b->other, mem_budget.budget);
+	CHECK(mem_budget_over());
+	flow_budget_check(&r->f);
+	b->squeezed = r->f.allow;
+}
+
 /* Through @x on both ends; the body goes through the pipe exactly when @spliced. */
-static void flow_fifo_over(const struct xprt_ops *x, bool spliced)
+static void flow_fifo_over(const struct xprt_ops *x, bool spliced, struct budget_probe *b)
 {
 	static const char head[] = "HTTP/1.1 200 OK\r\nContent-Length: 3145728\r\n\r\n";
 	const size_t head_len = sizeof(head) - 1;
@@ -186,7 +208,8 @@ static void flow_fifo_over(const struct xprt_ops *x, bool spliced)
 		struct pollfd p = { .fd = r.dst_r, .events = POLLIN };
 
 		fifo_round(&r, head, head_len);
-		CHECK(flow_level(&r.f) <= flow_high_water(&r.f));
+		budget_round(b, &r);
+		CHECK(flow_level(&r.f) <= flow_high_water(&r.f) || (b && b->squeezed));
 		if (r.read < head_len + FIFO_BODY)
 			(void)poll(&p, 1, FIFO_POLL_MS);
 	}
@@ -212,10 +235,27 @@ void test_flow_fifo(void)
 {
 	struct xprt_ops no_splice = xprt_raw;
 
-	flow_fifo_over(&xprt_raw, true);
+	flow_fifo_over(&xprt_raw, true, NULL);
 	/* A transport that cannot splice (TLS) gets the copy path, same bytes, same bounds. */
 	no_splice.can_splice = never_splice;
-	flow_fifo_over(&no_splice, false);
+	flow_fifo_over(&no_splice, false, NULL);
+}
+
+void test_flow_budget(void)
+{
+	struct budget_probe b = { 0 };
+	const size_t budget = 1 << 20;
+
+	mem_budget_configure(budget);
+	flow_fifo_over(&xprt_raw, true, &b);
+	/* grew from the floor while dst drained, then squeezed to the fair share of two */
+	CHECK(b.grown > MEM_BUDGET_FLOOR);
+	CHECK(b.grown > budget / 2);
+	CHECK(b.squeezed == budget / 2);
+	CHECK(mem_budget.flows == 1 && mem_budget.held == b.other.bytes);
+	mem_budget_leave(&b.other);
+	CHECK(mem_budget.flows == 0 && mem_budget.held == 0);
+	mem_budget_configure(0);
 }
 
 /* Configuration text editing: the runtime marker, deletions, set's replacements, options. */

@@ -307,7 +307,7 @@ static void check_location_with(const struct location_rewrite *rw, const char *i
 
 static void check_location(const char *in, const char *want)
 {
-	struct location_rewrite loc = { "/http/", "up:8080", "/dir/page?q=1", false, NULL };
+	struct location_rewrite loc = { "/http/", "up:8080", "/dir/page?q=1", false, NULL, NULL };
 
 	check_location_with(&loc, in, want);
 }
@@ -315,9 +315,9 @@ static void check_location(const char *in, const char *want)
 /* With a /https/ url-embedded tls route: each scheme to its route; "//h" keeps the request's. */
 static void test_location_https(void)
 {
-	struct location_rewrite plain = { "/http/", "up:8080", "/d/p", false, "/https/" };
-	struct location_rewrite tls = { "/https/", "secure.com", "/d/p", true, "/http/" };
-	struct location_rewrite tls_only = { "/https/", "secure.com", "/d/p", true, NULL };
+	struct location_rewrite plain = { "/http/", "up:8080", "/d/p", false, "/https/", "/rtsp/" };
+	struct location_rewrite tls = { "/https/", "secure.com", "/d/p", true, "/http/", NULL };
+	struct location_rewrite tls_only = { "/https/", "secure.com", "/d/p", true, NULL, NULL };
 
 	check_location_with(&plain, "https://secure.com/x?y", "/https/secure.com/x?y");
 	check_location_with(&plain, "http://other.com/x", "/http/other.com/x");
@@ -328,6 +328,66 @@ static void test_location_https(void)
 	check_location_with(&tls, "rel", "/https/secure.com/d/rel");
 	check_location_with(&tls_only, "http://plain.com/x", NULL);
 	check_location_with(&tls_only, "https://s.com", "/https/s.com/");
+	/* rtsp:// to the gateway's route when there is one, else left as it is. */
+	check_location_with(&plain, "rtsp://cam:8554/live?t=1", "/rtsp/cam:8554/live?t=1");
+	check_location_with(&plain, "RTSP://u:p@cam", "/rtsp/u:p@cam/");
+	check_location_with(&tls, "rtsp://cam/live", NULL);
+}
+
+/* set-header / remove-header: a quoted value keeps its blanks; the client's fields of those
+ * names go, whatever their case; the set ones come after the client's fields. */
+static void test_header_overrides(void)
+{
+	const char *req = "GET / HTTP/1.1\r\nHost: h\r\nuser-agent: curl\r\nReferer: r\r\n"
+			  "Accept: */*\r\n\r\n";
+	char err[256];
+	struct config *cfg = load_text("listen 127.0.0.1:1\nroute / url-embedded remove-header "
+				       "REFERER set-header User-Agent \"A  b\tc (d)\" # \"x\n",
+				       err, sizeof(err));
+	struct request_rewrite rw = { .target = "/", .target_len = 1, .client_addr = "1.2.3.4" };
+	struct http_head h;
+	struct buf out = { 0 };
+
+	CHECK(cfg && cfg->routes[0].n_header_overrides == 2);
+	if (!cfg)
+		return;
+	rw.upgrade = -1;
+	rw.overrides = cfg->routes[0].header_overrides;
+	rw.n_overrides = cfg->routes[0].n_header_overrides;
+	CHECK(feed_all(&h, req, true, 8192, 32768) == HTTP_PARSE_DONE);
+	CHECK(http_build_request(&out, &h, req, &rw) == 0 && buf_append(&out, "", 1) == 0);
+	CHECK(strstr(buf_start(&out), "\r\nAccept: */*\r\nUser-Agent: A  b\tc (d)\r\n"));
+	CHECK(!strstr(buf_start(&out), "curl") && !strstr(buf_start(&out), "Referer"));
+	buf_free(&out);
+	config_free(cfg);
+}
+
+/* A rewritten body's head: framing fields replaced by one Content-Length. */
+static void test_head_set_length(void)
+{
+	const char head[] = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nX: 1\r\n"
+			    "Transfer-Encoding: chunked\r\nContent-Lengthy: 2\r\n\r\n";
+	const char want[] = "HTTP/1.1 200 OK\r\nX: 1\r\nContent-Lengthy: 2\r\n"
+			    "Content-Length: 123\r\n\r\n";
+	struct buf out = { 0 };
+
+	CHECK(http_head_set_length(&out, head, sizeof(head) - 1, 123) == 0);
+	CHECK(buf_len(&out) == sizeof(want) - 1 &&
+	      !memcmp(buf_start(&out), want, sizeof(want) - 1));
+	buf_free(&out);
+}
+
+/* The whole URL pasted after a url-embedded prefix. */
+static void test_pasted_scheme(void)
+{
+	CHECK(url_pasted_scheme("http://h/p", 10, "http") == 7);
+	CHECK(url_pasted_scheme("HTTP:/h/p", 9, "http") == 6);
+	CHECK(url_pasted_scheme("http:///h", 9, "http") == 7); /* two slashes at most */
+	CHECK(url_pasted_scheme("http:h/p", 8, "http") == -1);
+	CHECK(url_pasted_scheme("https://h", 9, "http") == 0);
+	CHECK(url_pasted_scheme("h:80/p", 6, "http") == 0);
+	CHECK(url_pasted_scheme("http", 4, "http") == 0);
+	CHECK(url_pasted_scheme("rtsp://h", 8, "rtsp") == 7);
 }
 
 static void test_embedded_prefixes(void)
@@ -354,6 +414,13 @@ static void test_location(void)
 	check_location("?only=1", "/http/up:8080/dir/page?only=1");
 	check_location("#frag", "/http/up:8080/dir/page?q=1#frag");
 	check_location("//cdn.net/a", "/http/cdn.net/a");
+	/* Dot segments go (RFC 3986 §5.2.4), never above the destination's root. */
+	check_location("../x?a=../b", "/http/up:8080/x?a=../b");
+	check_location("../../../x", "/http/up:8080/x");
+	check_location("./y/./z/..", "/http/up:8080/dir/y/");
+	check_location("/a/./b/../c", "/http/up:8080/a/c");
+	check_location("http://h/a/../b/.", "/http/h/b/");
+	check_location(".hidden/..x", "/http/up:8080/dir/.hidden/..x");
 	check_location("https://secure.com/x", NULL);
 	check_location("mailto:x@y", NULL);
 }
@@ -501,15 +568,20 @@ int main(void)
 	test_location();
 	test_location_https();
 	test_embedded_prefixes();
+	test_pasted_scheme();
+	test_header_overrides();
+	test_head_set_length();
 	test_config_errors();
 	test_sizes();
 	test_retry_policy();
 	test_flow_fifo();
 	test_config_edit();
+	test_flow_budget();
 	test_flow_hold();
 	unit_loop();
 	unit_rtsp();
 	unit_rtsp_client();
+	unit_playlist();
 	unit_tls();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;

@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * max-memory for one flow: the allowance of a long body, and the high-water mark and socket
+ * buffers it gives (user/mem_budget.c keeps the global sum). An allowance starts at
+ * MEM_BUDGET_FLOOR, so a client that never reads holds little (the next body of a keep-alive
+ * connection starts where the last one ended); it doubles each time dst has taken twice the
+ * allowance since the last grant, up to the configured sizes, while the budget
+ * has room (else up to the fair share); when the budget is exceeded, an allowance above the fair
+ * share shrinks back to it at the flow's next pump. A shrink lowers the mark and SO_SNDBUF: bytes
+ * already held stay (the flow stays paused until dst drains them below the low mark).
+ */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include "flow.h"
+#include "log.h"
+
+/* The kernel doubles SO_SNDBUF and SO_RCVBUF values for its bookkeeping (socket(7)). */
+#define SOCKBUF_KERNEL_FACTOR 2
+/* Grow once dst has taken this many allowances since the last grant. */
+#define GROW_PROOF 2
+/* Bodies shorter than this are not charged: they fit in any allowance. */
+#define SHORT_BODY (MEM_BUDGET_FLOOR / 2)
+/* Never a mark below one page: a pipe write of less would be a wasted syscall. */
+#define MIN_HIGH 4096
+
+/* What a flow may hold at the configured sizes: the mark and the sockets kfwd sizes. */
+struct flow_sizes {
+	size_t high;
+	size_t snd; /* dst's SO_SNDBUF (a response's client socket) */
+	size_t rcv; /* src's SO_RCVBUF (a response's upstream socket) */
+};
+
+static void full_sizes(const struct config *cfg, enum flow_dir dir, bool splice,
+		       struct flow_sizes *z)
+{
+	z->high = splice ? cfg->pipe_high_water : cfg->copy_buffer_size;
+	z->snd = dir == DIR_RESPONSE && cfg->client_sndbuf > 0 ? (size_t)cfg->client_sndbuf : 0;
+	z->rcv = dir == DIR_RESPONSE && cfg->upstream_rcvbuf > 0 ? (size_t)cfg->upstream_rcvbuf : 0;
+}
+
+static size_t full_total(const struct flow_sizes *z)
+{
+	return z->high + SOCKBUF_KERNEL_FACTOR * (z->snd + z->rcv);
+}
+
+/* The part of @size an allowance of @allow out of @full leaves. */
+static size_t scaled(size_t size, size_t allow, size_t full)
+{
+	return (size_t)((uint64_t)size * allow / full);
+}
+
+int flow_upstream_rcvbuf(const struct config *cfg)
+{
+	struct flow_sizes z;
+
+	if (!mem_budget_on() || cfg->upstream_rcvbuf <= 0)
+		return cfg->upstream_rcvbuf;
+	full_sizes(cfg, DIR_RESPONSE, cfg->data_path != DATA_PATH_COPY, &z);
+	if (full_total(&z) <= MEM_BUDGET_FLOOR)
+		return cfg->upstream_rcvbuf;
+	return (int)scaled(z.rcv, MEM_BUDGET_FLOOR, full_total(&z));
+}
+
+/* Raising SO_RCVBUF alone leaves the window clamp where the connect set it (6.18). */
+static int raise_rcvbuf(int fd, int size)
+{
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_WINDOW_CLAMP, &size, sizeof(size)) < 0) {
+		log_debug("raising SO_RCVBUF of fd %d: %m", fd);
+		return -1;
+	}
+	return 0;
+}
+
+static void charge(struct flow *f)
+{
+	size_t level = flow_level(f);
+	uint64_t bytes = (level > f->budget_high ? level : f->budget_high) +
+			 SOCKBUF_KERNEL_FACTOR * (uint64_t)(f->sndbuf_set + f->rcvbuf_set);
+
+	mem_budget_update(&f->charge, bytes);
+}
+
+/*
+ * Size the mark and the sockets for @allow. A receive buffer only grows: shrinking it under a
+ * window already offered made the kernel drop what the sender had the right to send (measured:
+ * 0.4 MB/s on loopback), so it stays charged at its size.
+ */
+static void apply(struct flow *f, size_t allow)
+{
+	struct flow_sizes z;
+	size_t full;
+
+	full_sizes(f->cfg, f->dir, f->use_splice, &z);
+	full = full_total(&z);
+	if (allow > full)
+		allow = full;
+	f->allow = allow;
+	f->budget_high = scaled(z.high, allow, full);
+	if (f->budget_high < MIN_HIGH)
+		f->budget_high = MIN_HIGH;
+	if (z.snd && f->dst->fd >= 0) {
+		int snd = (int)scaled(z.snd, allow, full);
+
+		if (snd != f->sndbuf_set &&
+		    setsockopt(f->dst->fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd)) == 0)
+			f->sndbuf_set = snd;
+	}
+	if (z.rcv && f->src->fd >= 0) {
+		int rcv = (int)scaled(z.rcv, allow, full);
+
+		if (rcv > f->rcvbuf_set && raise_rcvbuf(f->src->fd, rcv) == 0)
+			f->rcvbuf_set = rcv;
+	}
+	f->budget_out = f->bytes_out;
+	charge(f);
+}
+
+void flow_budget_start(struct flow *f, enum body_framing framing, uint64_t length)
+{
+	struct flow_sizes z;
+	int rcv = 0;
+	socklen_t len = sizeof(rcv);
+
+	if (!mem_budget_on() || f->charge.on || framing == FRAMING_NONE ||
+	    (framing == FRAMING_LENGTH && length < SHORT_BODY))
+		return;
+	/* A TLS endpoint bounds the flow by tls-copy-buffer-size (flow.c): not charged. */
+	if (!endpoint_can_splice(f->src) || !endpoint_can_splice(f->dst))
+		return;
+	full_sizes(f->cfg, f->dir, f->use_splice, &z);
+	if (full_total(&z) <= MEM_BUDGET_FLOOR)
+		return;
+	f->sndbuf_set = 0;
+	f->rcvbuf_set = 0;
+	/* A pooled connection keeps the receive buffer an earlier body grew. */
+	if (z.rcv && f->src->fd >= 0 &&
+	    getsockopt(f->src->fd, SOL_SOCKET, SO_RCVBUF, &rcv, &len) == 0)
+		f->rcvbuf_set = rcv / SOCKBUF_KERNEL_FACTOR;
+	mem_budget_join(&f->charge, 0);
+	apply(f, (size_t)mem_budget_grant(&f->charge, MEM_BUDGET_FLOOR,
+					  f->earned > MEM_BUDGET_FLOOR ? f->earned :
+									 MEM_BUDGET_FLOOR));
+}
+
+void flow_budget_check(struct flow *f)
+{
+	uint64_t fair;
+
+	if (!f->charge.on || !mem_budget_over())
+		return;
+	fair = mem_budget_fair_share();
+	if (f->allow > fair)
+		apply(f, (size_t)fair);
+}
+
+void flow_budget_after_pump(struct flow *f)
+{
+	struct flow_sizes z;
+	size_t full, want, got;
+
+	if (!f->charge.on)
+		return;
+	if (f->bytes_out - f->budget_out >= (uint64_t)GROW_PROOF * f->allow) {
+		full_sizes(f->cfg, f->dir, f->use_splice, &z);
+		full = full_total(&z);
+		want = f->allow * 2 < full ? f->allow * 2 : full;
+		got = (size_t)mem_budget_grant(&f->charge, f->allow, want);
+		if (got > f->allow) {
+			apply(f, got);
+			return;
+		}
+		f->budget_out = f->bytes_out;
+	}
+	charge(f);
+}
+
+void flow_budget_end(struct flow *f)
+{
+	if (f->charge.on)
+		f->earned = f->allow;
+	mem_budget_leave(&f->charge);
+	f->allow = 0;
+}
+
+size_t flow_budget_low_water(const struct flow *f)
+{
+	const struct config *cfg = f->cfg;
+
+	if (!f->use_splice)
+		return f->budget_high / 4;
+	return scaled(cfg->pipe_low_water, f->budget_high, cfg->pipe_high_water);
+}
+
+uint64_t flow_budget_sockmap_charge(const struct flow *f)
+{
+	struct flow_sizes z;
+
+	if (!mem_budget_on())
+		return 0;
+	full_sizes(f->cfg, f->dir, f->use_splice, &z);
+	return SOCKBUF_KERNEL_FACTOR * ((uint64_t)z.snd + (uint64_t)z.rcv);
+}
+
+void flow_budget_sockmap_sockets(struct flow *f)
+{
+	struct flow_sizes z;
+	int snd, rcv;
+
+	if (!mem_budget_on())
+		return;
+	full_sizes(f->cfg, f->dir, f->use_splice, &z);
+	snd = (int)z.snd;
+	rcv = (int)z.rcv;
+	if (snd && f->dst->fd >= 0 && snd != f->sndbuf_set &&
+	    setsockopt(f->dst->fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd)) < 0)
+		log_debug("SO_SNDBUF of fd %d: %m", f->dst->fd);
+	if (rcv && f->src->fd >= 0 && rcv > f->rcvbuf_set)
+		(void)raise_rcvbuf(f->src->fd, rcv);
+}
