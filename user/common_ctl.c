@@ -99,6 +99,8 @@ static const struct kctl_policy stats_attrs[] = {
 };
 
 const struct kctl_set kctl_stats = SET("stats", stats_attrs);
+/* The largest set, and growing with every counter: kfwdctl's tb[] must hold it. */
+_Static_assert(ARRAY_LEN(stats_attrs) <= KCTL_SET_TYPES_MAX, "raise KCTL_SET_TYPES_MAX");
 
 static const struct kctl_policy route_attrs[] = {
 	[KFWD_ROUTE_INDEX] = { .name = "index", .type = KCTL_U32 },

@@ -36,9 +36,12 @@ struct kctl_policy {
 	const struct kctl_set *nest;
 };
 
+/* Every set's highest type is below this: the size of a tb[] that fits any set. */
+#define KCTL_SET_TYPES_MAX 128
+
 struct kctl_set {
 	const char *name;
-	unsigned int max; /* highest type in attrs[]; below 64 */
+	unsigned int max; /* highest type in attrs[]; below KCTL_SET_TYPES_MAX */
 	const struct kctl_policy *attrs;
 };
 

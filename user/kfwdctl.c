@@ -233,7 +233,7 @@ static void json_attr(const char *key, const struct nlattr *a, const struct kctl
  */
 static void json_members(const struct nlattr *nest, const struct kctl_set *set, unsigned int skip)
 {
-	const struct nlattr *tb[64];
+	const struct nlattr *tb[KCTL_SET_TYPES_MAX];
 	const char *group = NULL;
 	char name[64];
 

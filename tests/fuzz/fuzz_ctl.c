@@ -47,7 +47,7 @@ static void use(const struct nlattr *a, const struct kctl_policy *pol, int depth
 
 static void walk(const struct nlattr *nest, const struct kctl_set *set, int depth)
 {
-	const struct nlattr *tb[64], *a;
+	const struct nlattr *tb[KCTL_SET_TYPES_MAX], *a;
 
 	if (depth > KFWD_CTL_MAX_DEPTH)
 		abort(); /* the parser must have refused this */
