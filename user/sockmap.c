@@ -240,7 +240,6 @@ static struct {
 	bool attached;
 	bool pins_released; /* sockmap_release_pins(): the pin dir is another process's now */
 	uint8_t tag; /* this worker's, in its flow ids; 0 without workers */
-	char pin_dir[PATH_MAX];
 	/* Unpinning goes through this fd: after `user` the bpffs root above the pin dir is not
 	 * searchable, the pin dir itself is the user's (user/privdrop.c). */
 	int pin_dir_fd;
@@ -259,6 +258,8 @@ static struct {
 	.prog_fd = -1,
 	.pin_dir_fd = -1,
 };
+/* Apart from sm, so that its -1 fds do not put 4 KiB of path in the initialised data. */
+static char sm_pin_dir[PATH_MAX];
 
 bool sockmap_ready(void)
 {
@@ -267,7 +268,7 @@ bool sockmap_ready(void)
 
 const char *sockmap_pin_dir(void)
 {
-	return sm.skel ? sm.pin_dir : NULL;
+	return sm.skel ? sm_pin_dir : NULL;
 }
 
 static void unpin_all(void);
@@ -512,7 +513,7 @@ static int pin_all(char *why, size_t whylen)
 	int err;
 
 	for (i = 0; i < sizeof(maps) / sizeof(maps[0]); i++) {
-		if (pin_path(path, sizeof(path), sm.pin_dir, bpf_map__name(maps[i])) < 0)
+		if (pin_path(path, sizeof(path), sm_pin_dir, bpf_map__name(maps[i])) < 0)
 			goto fail_errno;
 		err = bpf_map__pin(maps[i], path);
 		if (err) {
@@ -520,7 +521,7 @@ static int pin_all(char *why, size_t whylen)
 			goto fail_errno;
 		}
 	}
-	if (pin_path(path, sizeof(path), sm.pin_dir, "kfwd_verdict") < 0)
+	if (pin_path(path, sizeof(path), sm_pin_dir, "kfwd_verdict") < 0)
 		goto fail_errno;
 	err = bpf_program__pin(sm.skel->progs.kfwd_verdict, path);
 	if (err) {
@@ -588,7 +589,7 @@ int sockmap_init(const char *pin_dir, char *why, size_t whylen)
 	}
 	if (!pin_dir)
 		pin_dir = KFWD_PIN_DIR_DEFAULT;
-	if (strlen(pin_dir) >= sizeof(sm.pin_dir)) {
+	if (strlen(pin_dir) >= sizeof(sm_pin_dir)) {
 		set_why(why, whylen, "pin dir too long");
 		errno = ENAMETOOLONG;
 		return -1;
@@ -601,7 +602,7 @@ int sockmap_init(const char *pin_dir, char *why, size_t whylen)
 		return -1;
 	if (cleanup_stale(pin_dir, why, whylen) < 0)
 		return -1;
-	strcpy(sm.pin_dir, pin_dir);
+	strcpy(sm_pin_dir, pin_dir);
 	sm.pin_dir_fd = open(pin_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (sm.pin_dir_fd < 0) {
 		set_why(why, whylen, "open %s: %s", pin_dir, strerror(errno));
@@ -703,7 +704,7 @@ void sockmap_shutdown(void)
 	sm.attached = false;
 	if (!sm.pins_released) {
 		unpin_all();
-		rmdir(sm.pin_dir);
+		rmdir(sm_pin_dir);
 	}
 	sm.pins_released = false;
 	ring_buffer__free(sm.rb);

@@ -54,13 +54,14 @@ static struct {
 	void (*on_handover)(void);
 } srv = { .listen_fd = -1, .conn_fd = -1 };
 
-/* The new kfwd's side */
+/* The new kfwd's side: the connection to the old one, and the listeners received from it
+ * (apart, so that the fd's -1 does not put the arrays in the binary's initialised data). */
 static struct {
 	int fd;
-	int fds[UPGRADE_MAX_FDS];
-	struct sockaddr_any addrs[UPGRADE_MAX_FDS];
 	size_t n;
 } cli = { .fd = -1 };
+static int cli_fds[UPGRADE_MAX_FDS];
+static struct sockaddr_any cli_addrs[UPGRADE_MAX_FDS];
 
 static void conn_close(void)
 {
@@ -352,7 +353,7 @@ int upgrade_takeover(const char *path, const struct config *cfg)
 		goto fail;
 	}
 	if (send_text(cli.fd, UPGRADE_HELLO, NULL, 0) < 0 ||
-	    recv_msg(buf, sizeof(buf), cli.fds, &cli.n) < 0) {
+	    recv_msg(buf, sizeof(buf), cli_fds, &cli.n) < 0) {
 		log_err("-x %s: the running kfwd (pid %d) did not answer: %m", path, (int)cred.pid);
 		goto fail;
 	}
@@ -361,10 +362,10 @@ int upgrade_takeover(const char *path, const struct config *cfg)
 		goto fail;
 	}
 	for (size_t i = 0; i < cli.n; i++) {
-		cli.addrs[i].len = sizeof(cli.addrs[i].ss);
-		if (getsockname(cli.fds[i], (struct sockaddr *)&cli.addrs[i].ss,
-				&cli.addrs[i].len) < 0)
-			cli.addrs[i].len = 0;
+		cli_addrs[i].len = sizeof(cli_addrs[i].ss);
+		if (getsockname(cli_fds[i], (struct sockaddr *)&cli_addrs[i].ss,
+				&cli_addrs[i].len) < 0)
+			cli_addrs[i].len = 0;
 	}
 	log_info("upgrade: took %zu listening sockets from pid %d", cli.n, (int)cred.pid);
 	return 0;
@@ -376,11 +377,11 @@ fail:
 int upgrade_take_listener(const struct sockaddr_any *addr)
 {
 	for (size_t i = 0; i < cli.n; i++) {
-		int fd = cli.fds[i];
+		int fd = cli_fds[i];
 
-		if (fd < 0 || !cli.addrs[i].len || !sockaddr_equal(&cli.addrs[i], addr))
+		if (fd < 0 || !cli_addrs[i].len || !sockaddr_equal(&cli_addrs[i], addr))
 			continue;
-		cli.fds[i] = -1;
+		cli_fds[i] = -1;
 		return fd;
 	}
 	return -1;
@@ -404,8 +405,8 @@ int upgrade_ready(void)
 void upgrade_takeover_done(void)
 {
 	for (size_t i = 0; i < cli.n; i++)
-		if (cli.fds[i] >= 0)
-			close(cli.fds[i]);
+		if (cli_fds[i] >= 0)
+			close(cli_fds[i]);
 	cli.n = 0;
 	if (cli.fd >= 0)
 		close(cli.fd);

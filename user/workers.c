@@ -120,7 +120,6 @@ struct worker {
 
 static struct {
 	unsigned int n; /* 0: no workers (workers 1) */
-	struct worker w[CONFIG_WORKERS_MAX];
 	bool stopping;
 	uint32_t seq;
 	char *text; /* MAP_SHARED: configuration text for W_CONFIG */
@@ -130,6 +129,8 @@ static struct {
 	int fd;
 	struct loop_handler h;
 } wk = { .fd = -1 };
+/* Apart from wk, so that its -1 fd does not put the table in the initialised data. */
+static struct worker workers_tab[CONFIG_WORKERS_MAX];
 
 /* Answers are built here: the records of W_CONNS are the largest. */
 static uint64_t reply_buf[(CTL_CONN_RECORDS_MAX + WORKER_ERR_MAX) / sizeof(uint64_t)];
@@ -235,8 +236,8 @@ static ssize_t call(struct worker *w, uint32_t type, uint64_t arg, const void *p
 	e = send_msg(w->fd, &q, payload, 0);
 	n = e < 0 ? e : recv_answer(w->fd, q.seq, rh, buf, size, WORKER_RPC_TIMEOUT_MS);
 	if (n < 0)
-		log_warn("worker %u (pid %d) did not answer: %s", (unsigned int)(w - wk.w) + 1,
-			 (int)w->pid, strerror((int)-n));
+		log_warn("worker %u (pid %d) did not answer: %s",
+			 (unsigned int)(w - workers_tab) + 1, (int)w->pid, strerror((int)-n));
 	return n;
 }
 
@@ -248,7 +249,7 @@ static void add_stats(uint64_t v[KFWD_STAT_MAX + 1])
 	struct wmsg rh;
 
 	for (unsigned int i = 0; i < wk.n; i++) {
-		if (call(&wk.w[i], W_STATS, 0, NULL, 0, &rh, wv, sizeof(wv)) != sizeof(wv))
+		if (call(&workers_tab[i], W_STATS, 0, NULL, 0, &rh, wv, sizeof(wv)) != sizeof(wv))
 			continue;
 		for (unsigned int j = KFWD_STAT_UNSPEC + 1; j <= KFWD_STAT_MAX; j++)
 			v[j] += wv[j];
@@ -262,7 +263,7 @@ static unsigned int peer_sessions(void)
 	struct wmsg rh;
 
 	for (unsigned int i = 0; i < wk.n; i++)
-		if (call(&wk.w[i], W_STATS, 0, NULL, 0, &rh, wv, sizeof(wv)) >= 0)
+		if (call(&workers_tab[i], W_STATS, 0, NULL, 0, &rh, wv, sizeof(wv)) >= 0)
 			sum += (unsigned int)rh.arg;
 	return sum;
 }
@@ -276,7 +277,7 @@ static size_t peer_conns(uint64_t below, void *buf, size_t size)
 
 		if (first_id(i, 0) >= below)
 			continue;
-		n = call(&wk.w[i], W_CONNS, below, NULL, 0, &rh, buf, size);
+		n = call(&workers_tab[i], W_CONNS, below, NULL, 0, &rh, buf, size);
 		if (n > 0)
 			return (size_t)n;
 	}
@@ -290,7 +291,8 @@ static int peer_conn_kill(uint64_t id)
 
 	if (slot < 1 || slot > wk.n)
 		return -ENOENT;
-	if (call(&wk.w[slot - 1], W_KILL, id, NULL, 0, &rh, reply_buf, sizeof(reply_buf)) < 0)
+	if (call(&workers_tab[slot - 1], W_KILL, id, NULL, 0, &rh, reply_buf, sizeof(reply_buf)) <
+	    0)
 		return -ENOENT;
 	return rh.rc;
 }
@@ -304,7 +306,7 @@ static void peer_upstream_admin(const char *name, const char *server, bool drain
 	if (len < 0 || (size_t)len >= sizeof(names))
 		return;
 	for (unsigned int i = 0; i < wk.n; i++)
-		(void)call(&wk.w[i], W_UPSTREAM, (uint64_t)drain | (server ? 2 : 0), names,
+		(void)call(&workers_tab[i], W_UPSTREAM, (uint64_t)drain | (server ? 2 : 0), names,
 			   (size_t)len + 1, &rh, reply_buf, sizeof(reply_buf));
 }
 
@@ -315,8 +317,8 @@ static void peer_server_info(const char *name, size_t index, struct upstream_ser
 		struct wserver ws;
 		struct wmsg rh;
 
-		if (call(&wk.w[i], W_SERVER, index, name, strlen(name) + 1, &rh, &ws, sizeof(ws)) !=
-			    sizeof(ws) ||
+		if (call(&workers_tab[i], W_SERVER, index, name, strlen(name) + 1, &rh, &ws,
+			 sizeof(ws)) != sizeof(ws) ||
 		    rh.rc < 0)
 			continue;
 		info->conns += ws.info.conns;
@@ -343,13 +345,14 @@ static int peer_config_changed(const struct config *cfg, char *err, size_t errle
 	for (unsigned int i = 0; i < wk.n; i++) {
 		char *why = (char *)reply_buf;
 		struct wmsg rh;
-		ssize_t n = call(&wk.w[i], W_CONFIG, len, NULL, 0, &rh, why, WORKER_ERR_MAX - 1);
+		ssize_t n =
+			call(&workers_tab[i], W_CONFIG, len, NULL, 0, &rh, why, WORKER_ERR_MAX - 1);
 
 		if (n == -ESRCH || (n >= 0 && rh.rc == 0))
 			continue; /* one restarting is forked with this configuration */
 		why[n > 0 ? n : 0] = '\0';
-		log_warn("worker %u (pid %d) kept its configuration: %s", i + 1, (int)wk.w[i].pid,
-			 n < 0 ? strerror((int)-n) : why);
+		log_warn("worker %u (pid %d) kept its configuration: %s", i + 1,
+			 (int)workers_tab[i].pid, n < 0 ? strerror((int)-n) : why);
 		if (used < errlen)
 			used += (size_t)snprintf(err + used, errlen - used,
 						 "%sworker %u kept its configuration: %s",
@@ -367,13 +370,13 @@ static void tell_monitor(struct worker *w, bool on)
 
 	if (w->pid && w->fd >= 0 && send_msg(w->fd, &m, NULL, MSG_DONTWAIT) < 0)
 		log_warn("worker %u (pid %d): monitor %s not passed on: %m",
-			 (unsigned int)(w - wk.w) + 1, (int)w->pid, on ? "start" : "stop");
+			 (unsigned int)(w - workers_tab) + 1, (int)w->pid, on ? "start" : "stop");
 }
 
 static void monitor_changed(bool on)
 {
 	for (unsigned int i = 0; i < wk.n; i++)
-		tell_monitor(&wk.w[i], on);
+		tell_monitor(&workers_tab[i], on);
 }
 
 /* Between questions a worker's socket brings its monitor events (answers too late are dropped). */
@@ -405,7 +408,7 @@ static void route_event(void *ctx, uint64_t flow_id)
 	unsigned int tag = flow_id == SOCKMAP_FLOW_ALL ? 0 : sockmap_flow_tag(flow_id);
 
 	for (unsigned int i = 0; i < wk.n; i++) {
-		struct worker *w = &wk.w[i];
+		struct worker *w = &workers_tab[i];
 		int e;
 
 		if ((tag && tag != i + 1) || !w->pid || w->fd < 0)
@@ -569,8 +572,8 @@ static void __attribute__((noreturn)) become_worker(unsigned int slot, pid_t mas
 	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != master)
 		_exit(1);
 	for (unsigned int i = 0; i < wk.n; i++)
-		if (wk.w[i].fd >= 0)
-			close(wk.w[i].fd);
+		if (workers_tab[i].fd >= 0)
+			close(workers_tab[i].fd);
 	wk.n = 0;
 	if (loop_reset_after_fork() < 0)
 		_exit(1);
@@ -582,7 +585,7 @@ static void __attribute__((noreturn)) become_worker(unsigned int slot, pid_t mas
 	sd_notify_fini();
 	resolve_fini();
 	memset(&stats, 0, sizeof(stats)); /* the master's stay the master's */
-	session_set_worker(wk.self, first_id(slot, wk.w[slot].gen));
+	session_set_worker(wk.self, first_id(slot, workers_tab[slot].gen));
 	config_apply_sockets(true, false);
 	listen_set_reuseport(true);
 	if (resolve_init() < 0 || listeners_open(cfg) < 0) {
@@ -604,7 +607,7 @@ static void __attribute__((noreturn)) become_worker(unsigned int slot, pid_t mas
 
 static int spawn(unsigned int slot)
 {
-	struct worker *w = &wk.w[slot];
+	struct worker *w = &workers_tab[slot];
 	struct timeval tmo = { .tv_sec = WORKER_RPC_TIMEOUT_MS / 1000 };
 	pid_t master = getpid();
 	struct wmsg rh;
@@ -655,7 +658,7 @@ static void on_restart(struct timer *t)
 	struct worker *w = (struct worker *)((char *)t - offsetof(struct worker, restart));
 
 	if (!wk.stopping && !w->pid)
-		(void)spawn((unsigned int)(w - wk.w));
+		(void)spawn((unsigned int)(w - workers_tab));
 }
 
 int workers_start(const struct config *cfg, int (*child_main)(void))
@@ -670,8 +673,8 @@ int workers_start(const struct config *cfg, int (*child_main)(void))
 	wk.child_main = child_main;
 	wk.n = cfg->workers;
 	for (unsigned int i = 0; i < wk.n; i++) {
-		wk.w[i].fd = -1;
-		wk.w[i].restart.on_expire = on_restart;
+		workers_tab[i].fd = -1;
+		workers_tab[i].restart.on_expire = on_restart;
 	}
 	for (unsigned int i = 0; i < wk.n; i++)
 		if (spawn(i) < 0)
@@ -687,22 +690,22 @@ int workers_start(const struct config *cfg, int (*child_main)(void))
 static struct worker *find_pid(pid_t pid)
 {
 	for (unsigned int i = 0; i < wk.n; i++)
-		if (wk.w[i].pid == pid)
-			return &wk.w[i];
+		if (workers_tab[i].pid == pid)
+			return &workers_tab[i];
 	return NULL;
 }
 
 static bool any_running(void)
 {
 	for (unsigned int i = 0; i < wk.n; i++)
-		if (wk.w[i].pid)
+		if (workers_tab[i].pid)
 			return true;
 	return false;
 }
 
 static void reaped(struct worker *w, int status)
 {
-	unsigned int slot = (unsigned int)(w - wk.w);
+	unsigned int slot = (unsigned int)(w - workers_tab);
 	bool quick = now_ms() - w->started_ms < WORKER_RESTART_DELAY_MS;
 
 	if (w->fd >= 0)
@@ -742,8 +745,8 @@ void workers_drain(void)
 {
 	wk.stopping = true;
 	for (unsigned int i = 0; i < wk.n; i++) {
-		timer_cancel(&wk.w[i].restart);
-		if (wk.w[i].pid && kill(wk.w[i].pid, SIGTERM) < 0)
+		timer_cancel(&workers_tab[i].restart);
+		if (workers_tab[i].pid && kill(workers_tab[i].pid, SIGTERM) < 0)
 			log_warn("worker %u: SIGTERM: %m", i + 1);
 	}
 	if (!any_running())
@@ -753,7 +756,7 @@ void workers_drain(void)
 void workers_signal(int sig)
 {
 	for (unsigned int i = 0; i < wk.n; i++)
-		if (wk.w[i].pid && kill(wk.w[i].pid, sig) < 0)
+		if (workers_tab[i].pid && kill(workers_tab[i].pid, sig) < 0)
 			log_warn("worker %u: signal %d: %m", i + 1, sig);
 }
 
