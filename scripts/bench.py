@@ -51,6 +51,7 @@ import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -492,10 +493,10 @@ class Peer:
     def start(self):
         raise NotImplementedError
 
-    def launch(self, argv, workdir, port, metrics_port=None):
+    def launch(self, argv, workdir, port, metrics_port=None, env=None):
         logf = workdir / "stderr.log"
         with open(logf, "wb") as lf:
-            proc = PROCS.start(argv, self.key, stdout=lf, stderr=subprocess.STDOUT, cwd=str(workdir))
+            proc = PROCS.start(argv, self.key, stdout=lf, stderr=subprocess.STDOUT, cwd=str(workdir), env=env)
         inst = Instance(self, port, proc, workdir, metrics_port, logf)
         err = wait_ready(inst)
         if err:
@@ -664,6 +665,9 @@ class Kfwd(Peer):
             # HAProxy's and nginx's, these connections have no TCP_USER_TIMEOUT
             "tcp-user-timeout off",
             "metrics-listen 127.0.0.1:%d" % mport,
+            # idle upstream connections kept, as nginx's `keepalive 64` (HAProxy keeps all):
+            # the default 32 would close and reopen some under wrk's 50 connections
+            "upstream-max-idle 64",
             "workers %d" % self.workers,
         ]
         if self.tunnel_only:
@@ -715,7 +719,12 @@ class Kfwd(Peer):
         d = Path(tempfile.mkdtemp(prefix=self.key + "-", dir=self.ctx.tmp))
         port, mport = free_port(), free_port()
         cfg = self.config(d, port, mport)
-        return self.launch([str(KFWD), "-c", str(cfg)], d, port, metrics_port=mport)
+        env = None
+        if self.ctx.malloc_count:
+            # allocations per request: counted by scripts/malloc_count.c into a shared file
+            env = dict(os.environ, LD_PRELOAD=str(self.ctx.malloc_count),
+                       KFWD_MALLOC_COUNT_FILE=str(d / "malloc_count"))
+        return self.launch([str(KFWD), "-c", str(cfg)], d, port, metrics_port=mport, env=env)
 
 
 # --------------------------------------------------------------------------
@@ -953,6 +962,7 @@ def run_wrk(ctx, res, live):
         P["wrk_threads"], P["wrk_conns"], P["wrk_secs"], P["wrk_runs"])
     res.define("wrk.rps", sec, "requests/s", "req/s")
     res.define("wrk.p99", sec, "p99 latency, ms", "ms")
+    res.define("wrk.cpu_us", sec, "proxy CPU per request, us (utime+stime)", "us", ratios=("haproxy",))
     for key, inst in live.items():
         if P["wrk_warm_secs"]:
             wrk(inst.port, P["wrk_warm_secs"])       # warm-up: keep-alive pools, caches
@@ -976,10 +986,65 @@ def run_wrk(ctx, res, live):
             res.add("wrk.rps", key, rps, c["foreign_pct"])
             res.add("wrk.p99", key, p99, c["foreign_pct"])
             proxy = c["sid"].get(inst.sid) if inst.sid else None
+            if proxy and reqs:
+                res.add("wrk.cpu_us", key, proxy * 1e6 / reqs, c["foreign_pct"])
             res.rawrun("wrk", key, {"rps": rps, "p99_ms": p99, "requests": reqs, "errors": errs,
                                     "system_busy_s": c["busy"], "wall": c["wall"], "proxy_cpu_s": proxy,
                                     "proxy_cpu_us_per_req": (proxy * 1e6 / reqs) if proxy and reqs else None,
                                     "foreign_pct": c["foreign_pct"]})
+    count_wrk(ctx, res, live)
+
+
+def malloc_counts(inst):
+    """(malloc, calloc, realloc, free) calls of a kfwd started with the counter, or None."""
+    path = inst.workdir / "malloc_count" if inst.workdir else None
+    try:
+        return struct.unpack("<4Q", path.read_bytes()[:32]) if path else None
+    except (OSError, struct.error):
+        return None
+
+
+def count_wrk(ctx, res, live):
+    """One more wrk run per peer, not timed: syscalls per request of the proxy's processes
+    (perf's raw_syscalls:sys_enter tracepoint, which slows every syscall a little, hence the
+    separate run) and allocations per request of kfwd (LD_PRELOAD counter)."""
+    sec = res.figures["wrk.rps"]["section"]
+    res.define("wrk.syscalls", sec, "syscalls per request, proxy processes (perf, one extra run)", "",
+               ratios=("haproxy",))
+    res.define("wrk.allocs", sec, "allocations per request (malloc+calloc+realloc, one extra run)", "",
+               ratios=())
+    for key, inst in live.items():
+        if inst.peer.kind == "direct" or dead(res, key, inst):
+            continue
+        m0 = malloc_counts(inst)
+        perf = None
+        if ctx.perf:
+            perf = PROCS.start([ctx.perf, "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p",
+                                ",".join(str(p) for p in inst.pids())], "perf",
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            time.sleep(0.3)
+        out, err = wrk(inst.port, P["wrk_secs"])
+        syscalls = None
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            try:
+                _, perr = perf.communicate(timeout=10)
+                m = re.search(r"^(\d+),[^,]*,raw_syscalls:sys_enter", perr.decode(errors="replace"), re.M)
+                syscalls = int(m.group(1)) if m else None
+            except subprocess.TimeoutExpired:
+                pass
+            PROCS.stop(perf)
+        m1 = malloc_counts(inst)
+        reqs = parse_wrk(out)[2] if out else None
+        if err or not reqs:
+            res.errors.append("%s counting run: %s" % (key, err or "no requests"))
+            continue
+        if syscalls is not None:
+            res.add("wrk.syscalls", key, syscalls / reqs)
+        if m0 and m1:
+            res.add("wrk.allocs", key, sum(b - a for a, b in zip(m0[:3], m1[:3])) / reqs)
+        res.rawrun("wrk_counts", key, {"requests": reqs, "syscalls": syscalls,
+                                       "malloc_calls": [b - a for a, b in zip(m0, m1)] if m0 and m1 else None})
 
 
 def stream_counters(inst, before):
@@ -1255,6 +1320,8 @@ class Ctx:
         self.pressure = set()
         self.up_port = None
         self.meta = {}
+        self.perf = shutil.which("perf")
+        self.malloc_count = None
 
     def collect_meta(self):
         model = "unknown"
@@ -1309,6 +1376,20 @@ def ensure_tools():
     if missing:
         log("missing %s: running scripts/install-deps.sh" % " ".join(missing))
         subprocess.run([str(SCRIPTS / "install-deps.sh")], check=True)
+
+
+def build_malloc_counter(ctx):
+    """scripts/malloc_count.c as an LD_PRELOAD library for kfwd's allocations per request."""
+    so = BENCH_DIR / "malloc_count.so"
+    r = subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(so), str(SCRIPTS / "malloc_count.c")],
+                       capture_output=True, text=True)
+    if r.returncode == 0:
+        ctx.malloc_count = so
+    else:
+        ctx.notes.append("no allocation counts: building scripts/malloc_count.c failed: %s"
+                         % (r.stderr.strip().splitlines() or ["?"])[-1])
+    if not ctx.perf:
+        ctx.notes.append("no syscall counts: perf not found")
 
 
 def ensure_files():
@@ -1378,6 +1459,7 @@ def main():
         raise_nofile()
         ensure_tools()
         ensure_files()
+        build_malloc_counter(ctx)
         ctx.collect_meta()
         log("mode %s; %s" % (ctx.meta["mode"], ", ".join("%s=%s" % kv for kv in P.items())))
         ctx.meta["background_pct"] = measure_background()

@@ -7,6 +7,26 @@
 
 #include "buf.h"
 
+/*
+ * Empty buffers of the first size are kept for reuse, up to a cap: every request reads its
+ * head, builds the forwarded heads and queues small bodies in buffers of this size, and would
+ * otherwise malloc and free several of them (glibc then trims and regrows its heap top under
+ * that churn). The cap bounds what the pool holds when the load goes away; the static array
+ * keeps the pooled buffers reachable, so leak checkers do not count them at exit.
+ */
+#define BUF_FIRST_SIZE 4096
+#define BUF_POOL_MAX 64
+
+static char *pool[BUF_POOL_MAX];
+static unsigned int pool_len;
+
+static char *first_alloc(void)
+{
+	if (pool_len)
+		return pool[--pool_len];
+	return malloc(BUF_FIRST_SIZE);
+}
+
 int buf_reserve(struct buf *b, size_t want, size_t limit)
 {
 	size_t live = buf_len(b);
@@ -27,12 +47,12 @@ int buf_reserve(struct buf *b, size_t want, size_t limit)
 		errno = ENOBUFS;
 		return -1;
 	}
-	newsize = b->size ? b->size : 4096;
+	newsize = b->size ? b->size : BUF_FIRST_SIZE;
 	while (newsize < live + want)
 		newsize *= 2;
 	if (newsize > limit)
 		newsize = limit;
-	p = realloc(b->data, newsize);
+	p = !b->data && newsize == BUF_FIRST_SIZE ? first_alloc() : realloc(b->data, newsize);
 	if (!p)
 		return -1;
 	b->data = p;
@@ -66,9 +86,18 @@ void buf_release(struct buf *b)
 		buf_free(b);
 }
 
+void buf_release_small(struct buf *b)
+{
+	if (buf_len(b) == 0 && b->size == BUF_FIRST_SIZE)
+		buf_free(b);
+}
+
 void buf_free(struct buf *b)
 {
-	free(b->data);
+	if (b->data && b->size == BUF_FIRST_SIZE && pool_len < BUF_POOL_MAX)
+		pool[pool_len++] = b->data;
+	else
+		free(b->data);
 	b->data = NULL;
 	b->size = b->head = b->tail = 0;
 }

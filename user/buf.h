@@ -8,7 +8,8 @@
 
 /*
  * A byte buffer whose live bytes are data[head, tail). Memory is allocated on first use and
- * released by buf_release() once empty, so idle connections hold no buffer memory.
+ * released by buf_release() once empty, so idle connections hold no buffer memory. Released
+ * buffers of the first size (4 KiB) go to a small shared pool (at most 256 KiB) for the next.
  */
 struct buf {
 	char *data;
@@ -38,6 +39,8 @@ int buf_append(struct buf *b, const void *data, size_t len);
 void buf_consume(struct buf *b, size_t len);
 /* Free the memory if the buffer is empty. */
 void buf_release(struct buf *b);
+/* Free the memory if the buffer is empty and of the pooled size (cheap to take again). */
+void buf_release_small(struct buf *b);
 void buf_free(struct buf *b);
 /* recv() into the tail room, at most @max bytes. Returns recv()'s result. */
 ssize_t buf_recv(struct buf *b, int fd, size_t max);

@@ -36,8 +36,11 @@ enum fill_result copy_fill(struct flow *f, struct buf *into, size_t want, size_t
 /* Returns 1 when @from is empty, 0 when dst would block, -1 on a dst error. */
 int copy_drain(struct flow *f, struct buf *from)
 {
+	/* A head followed by spliced body bytes: one segment for both (MSG_MORE). */
+	bool more = from == &f->out && f->pipe_level > 0;
+
 	while (buf_len(from) > 0) {
-		ssize_t n = f->dst->xprt->send(f->dst, buf_start(from), buf_len(from), false);
+		ssize_t n = f->dst->xprt->send(f->dst, buf_start(from), buf_len(from), more);
 
 		if (n > 0) {
 			buf_consume(from, (size_t)n);
@@ -53,7 +56,9 @@ int copy_drain(struct flow *f, struct buf *from)
 		log_debug("send to fd %d: %m", f->dst->fd);
 		return -1;
 	}
-	/* The buffer stays allocated while the body moves (flow_finish frees it): a copy-path
-	 * transfer would otherwise mmap and munmap 256 KiB on every round. */
+	/* A large buffer stays allocated while the body moves (flow_finish frees it): a copy-path
+	 * transfer would otherwise mmap and munmap 256 KiB on every round. A small one (a head)
+	 * goes back to the pool now, so a connection awaiting its response holds none. */
+	buf_release_small(from);
 	return 1;
 }

@@ -303,8 +303,8 @@ static void fill_conn(struct mb *b, const void *arg)
 	put_str(b, KFWD_CONN_CLIENT, text);
 	if (s->up_addr_text[0])
 		put_str(b, KFWD_CONN_UPSTREAM, s->up_addr_text);
-	if (s->target.route)
-		put_str(b, KFWD_CONN_ROUTE, s->target.route->prefix);
+	if (s->route)
+		put_str(b, KFWD_CONN_ROUTE, s->route->prefix);
 	put_str(b, KFWD_CONN_STATE, session_state_name(s->state));
 	put_u64(b, KFWD_CONN_AGE_MS, now_ms() - s->created_ms);
 	put_u64(b, KFWD_CONN_REQUESTS, s->requests);

@@ -18,11 +18,20 @@ struct endpoint {
 	struct session *s;
 	int fd; /* -1 when closed */
 	uint32_t registered; /* epoll mask in force; meaningful while in_epoll */
+	uint32_t wanted; /* the mask the session asked for last (registered may hold more) */
 	bool in_epoll;
-	bool force_mod; /* registered with another handler (taken from the pool): MOD it */
+	/* An event came for interest the session no longer wants: drop it now. */
+	bool unwanted_event;
 	/*
-	 * Readiness hints: set by epoll events, cleared when a syscall returns EAGAIN, so the data
-	 * path only tries syscalls that can make progress.
+	 * The epoll target of a pooled upstream connection (upstream_pool.c), which forwards the
+	 * events here while this endpoint owns the socket, or NULL: registered with &h itself.
+	 * The socket keeps one registration for its whole life, whoever owns it.
+	 */
+	struct loop_handler *via;
+	/*
+	 * Readiness hints: set by epoll events, cleared when a syscall returns EAGAIN (or a raw
+	 * read returns less than asked: the queue was empty), so the data path only tries
+	 * syscalls that can make progress.
 	 */
 	bool readable;
 	bool writable;

@@ -230,6 +230,23 @@ static int take_buffered(struct flow *f, size_t room)
 }
 
 /*
+ * Bodies (or chunks) known to be shorter than this are copied: below a few KiB, recv() and
+ * send() cost less than two splice() calls through a pipe, and the bytes can leave with the
+ * head in one send (HAProxy forwards such data without splicing too).
+ */
+#define SPLICE_MIN_BYTES 4096
+
+/* What is left of the body (or of its current chunk), when the framing says. */
+static uint64_t body_left(const struct flow *f)
+{
+	if (f->framing == FRAMING_LENGTH)
+		return f->remaining;
+	if (f->framing == FRAMING_CHUNKED)
+		return f->chunk.remaining;
+	return UINT64_MAX;
+}
+
+/*
  * One step of src -> FIFO. Returns 1 on progress, 0 when nothing more can move now, or a
  * negative flow_status.
  */
@@ -271,7 +288,8 @@ static int fill_step(struct flow *f)
 	}
 	/* The transports decide too: TLS records cannot be spliced. */
 	if (f->use_splice && !f->splice_failed && !buf_len(&f->pending) &&
-	    endpoint_can_splice(f->src) && endpoint_can_splice(f->dst)) {
+	    body_left(f) >= SPLICE_MIN_BYTES && endpoint_can_splice(f->src) &&
+	    endpoint_can_splice(f->dst)) {
 		r = splice_fill(f, (size_t)want, &moved);
 		if (r == FILL_UNSUPPORTED) {
 			/* No pipe, or a socket splice refuses: copy the rest of this body. */

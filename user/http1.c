@@ -126,10 +126,8 @@ static void http1_start_exchange(struct session *s)
 		return;
 	}
 	flow_start_body(&s->req, s->req_framing, s->req_length);
-	if (!session_head_start(&s->rs, false)) {
-		session_reply_error(s, 500);
-		return;
-	}
+	/* A retry's response starts afresh; the parse state is taken at its first byte. */
+	session_head_free(&s->rs);
 	s->final_response = false;
 	s->req_failed = false;
 	s->req_sent = false;
@@ -150,15 +148,20 @@ static void handle_connect(struct session *s)
 		session_reply_error(s, 501);
 		return;
 	}
-	route_target_free(&s->target);
-	if (route_target_connect(url, h->url.len, &s->target) < 0 || h->has_content_length ||
+	if (!session_target_start(s)) {
+		session_reply_error(s, 500);
+		return;
+	}
+	s->route = NULL;
+	if (route_target_connect(url, h->url.len, s->target) < 0 || h->has_content_length ||
 	    h->has_transfer_encoding) {
 		session_reply_error(s, 400);
 		return;
 	}
-	if (s->target.host_is_literal &&
-	    !route_destination_allowed(cfg, s->target.host, &s->target.addr)) {
-		log_info("session %lu: CONNECT to %s denied", (unsigned long)s->id, s->target.host);
+	if (s->target->host_is_literal &&
+	    !route_destination_allowed(cfg, s->target->host, &s->target->addr)) {
+		log_info("session %lu: CONNECT to %s denied", (unsigned long)s->id,
+			 s->target->host);
 		session_reply_error(s, 403);
 		return;
 	}
@@ -194,28 +197,31 @@ static int request_target(struct session *s, const struct route *r, const struct
 			  const char *path, size_t path_len, const char *route_host,
 			  size_t route_host_len)
 {
-	route_target_free(&s->target);
+	if (!session_target_start(s)) {
+		session_reply_error(s, 500);
+		return -1;
+	}
 	if (form->form == HTTP_TARGET_ASTERISK) {
 		/* "*" is forwarded as it is: no prefix to strip. */
-		memset(&s->target, 0, sizeof(s->target));
-		s->target.route = r;
-		s->target.target = strdup("*");
-		if (!s->target.target) {
+		s->target->route = r;
+		s->target->target = strdup("*");
+		if (!s->target->target) {
 			session_reply_error(s, 500);
 			return -1;
 		}
-		s->target.target_len = 1;
-	} else if (route_target_build(r, path, path_len, &s->target) < 0) {
+		s->target->target_len = 1;
+	} else if (route_target_build(r, path, path_len, s->target) < 0) {
 		session_reply_error(s, 400);
 		return -1;
 	}
-	if (form->form == HTTP_TARGET_ABSOLUTE && !s->target.host_header[0] && !r->host_rewrite) {
-		if (route_host_len >= sizeof(s->target.host_header)) {
+	s->route = r;
+	if (form->form == HTTP_TARGET_ABSOLUTE && !s->target->host_header[0] && !r->host_rewrite) {
+		if (route_host_len >= sizeof(s->target->host_header)) {
 			session_reply_error(s, 400);
 			return -1;
 		}
-		memcpy(s->target.host_header, route_host, route_host_len);
-		s->target.host_header[route_host_len] = '\0';
+		memcpy(s->target->host_header, route_host, route_host_len);
+		s->target->host_header[route_host_len] = '\0';
 	}
 	return 0;
 }
@@ -267,10 +273,10 @@ static bool request_route(struct session *s, const struct http_head *h, const ch
 	}
 	if (request_target(s, r, &form, path, path_len, route_host, route_host_len) < 0)
 		return false;
-	if (r->kind == ROUTE_URL_EMBEDDED && s->target.host_is_literal &&
-	    !route_destination_allowed(s->cfg, s->target.host, &s->target.addr)) {
+	if (r->kind == ROUTE_URL_EMBEDDED && s->target->host_is_literal &&
+	    !route_destination_allowed(s->cfg, s->target->host, &s->target->addr)) {
 		log_info("session %lu: destination %s denied", (unsigned long)s->id,
-			 s->target.host);
+			 s->target->host);
 		session_reply_error(s, 403);
 		return false;
 	}
@@ -284,10 +290,10 @@ static int request_forward_head(struct session *s, const struct route *r, const 
 {
 	struct request_rewrite rw = { 0 };
 
-	rw.target = s->target.target;
-	rw.target_len = s->target.target_len;
-	if (s->target.host_header[0])
-		rw.host = s->target.host_header;
+	rw.target = s->target->target;
+	rw.target_len = s->target->target_len;
+	if (s->target->host_header[0])
+		rw.host = s->target->host_header;
 	else if (r->host_rewrite)
 		rw.host = r->host_rewrite;
 	rw.client_addr = s->client_addr;
@@ -334,7 +340,7 @@ static void handle_request(struct session *s)
 		s->req_is_head = h->parser.method == HTTP_HEAD;
 		s->client_http10 = h->http_minor == 0;
 		buf_consume(&s->client.in, h->head_len);
-		rtsp_gateway_start(s, r, s->target.target, s->target.target_len);
+		rtsp_gateway_start(s, r, s->target->target, s->target->target_len);
 		return;
 	}
 	s->req_framing = h->chunked	       ? FRAMING_CHUNKED :
@@ -351,6 +357,8 @@ static void handle_request(struct session *s)
 		return;
 	}
 	buf_consume(&s->client.in, h->head_len);
+	/* Nothing pipelined behind the head: no buffer held while the response is awaited. */
+	buf_release(&s->client.in);
 	if (r->kind == ROUTE_UPSTREAM)
 		upstream_conn_choose_server(s);
 	else
@@ -502,13 +510,13 @@ static int handle_interim_head(struct session *s, struct http_head *h, const cha
 static const struct location_rewrite *location_for(const struct session *s,
 						   struct location_rewrite *loc)
 {
-	const struct route *r = s->target.route;
+	const struct route *r = s->target->route;
 
 	if (r->kind != ROUTE_URL_EMBEDDED)
 		return NULL;
 	loc->prefix = r->prefix;
-	loc->authority = s->target.host_header;
-	loc->req_path = s->target.target;
+	loc->authority = s->target->host_header;
+	loc->req_path = s->target->target;
 	loc->tls = r->tls.on;
 	loc->other_prefix = route_embedded_prefix(s->cfg, !loc->tls);
 	loc->rtsp_prefix = route_rtsp_prefix(s->cfg);
@@ -519,9 +527,9 @@ static const struct location_rewrite *location_for(const struct session *s,
 static bool playlist_wanted(struct session *s, const struct http_head *h, const char *base,
 			    enum body_framing framing)
 {
-	if (s->target.route->kind != ROUTE_URL_EMBEDDED || !s->cfg->playlist_max_size ||
+	if (s->target->route->kind != ROUTE_URL_EMBEDDED || !s->cfg->playlist_max_size ||
 	    framing == FRAMING_NONE ||
-	    !playlist_response(h, base, s->target.target, s->target.target_len))
+	    !playlist_response(h, base, s->target->target, s->target->target_len))
 		return false;
 	if (framing == FRAMING_LENGTH && h->content_length > s->cfg->playlist_max_size) {
 		stats.playlists_unmodified++;
@@ -666,9 +674,14 @@ static int read_response_head(struct session *s)
 		enum upstream_read rd;
 
 		if (buf_len(&u->in)) {
-			enum http_parse_status st =
-				http_head_feed(s->rs, buf_start(&u->in), buf_len(&u->in),
-					       cfg->max_header_size, cfg->max_header_size);
+			enum http_parse_status st;
+
+			if (!s->rs && !session_head_start(&s->rs, false)) {
+				upstream_refused(s, "out of memory");
+				return -1;
+			}
+			st = http_head_feed(s->rs, buf_start(&u->in), buf_len(&u->in),
+					    cfg->max_header_size, cfg->max_header_size);
 
 			if (st == HTTP_PARSE_DONE) {
 				int r = handle_response_head(s);
@@ -811,8 +824,9 @@ static bool upstream_clean(struct session *s)
 	if (!s->upstream_reusable || buf_len(&u->in) || u->rd_eof || u->hup || s->resp.paused ||
 	    u->xprt->pending(u))
 		return false;
-	/* Bytes past the end of the response mean the framing was not what it said. */
-	if (ioctl(u->fd, SIOCINQ, &unread) < 0 || unread > 0)
+	/* Bytes past the end of the response mean the framing was not what it said. A read that
+	 * emptied the queue cleared the readable hint: only otherwise is the queue asked. */
+	if (u->readable && (ioctl(u->fd, SIOCINQ, &unread) < 0 || unread > 0))
 		return false;
 	return true;
 }
@@ -834,14 +848,14 @@ static void http1_finish_transaction(struct session *s)
 
 			buf_free(&s->upstream.in);
 			s->conn_server = NULL;
-			upstream_pool_put(&s->upstream, &s->up_addr, srv, &id);
+			upstream_pool_put(&s->upstream, s->up_addr, srv, &id);
 		} else {
 			session_close_upstream(s);
 		}
 	}
 	flow_finish(&s->req);
 	flow_finish(&s->resp);
-	route_target_free(&s->target);
+	session_target_end(s);
 	buf_free(&s->req_head);
 	if (s->close_after || session_draining()) {
 		session_begin_linger(s);

@@ -183,8 +183,19 @@ void timer_cancel(struct timer *t)
 
 void timer_arm(struct timer *t, uint64_t delay_ms)
 {
-	timer_cancel(t);
-	t->deadline_ms = now_ms() + delay_ms;
+	uint64_t expires = now_ms() + delay_ms;
+
+	t->expires = expires;
+	if (t->heap_index) {
+		/* Later: run_timers() re-keys the entry when the old key comes up. Earlier: the
+		 * entry moves up in place. */
+		if (expires < t->deadline_ms) {
+			t->deadline_ms = expires;
+			heap_up(t->heap_index);
+		}
+		return;
+	}
+	t->deadline_ms = expires;
 	if (heap_len + 1 >= heap_cap) {
 		size_t cap = heap_cap ? heap_cap * 2 : 1024;
 		struct timer **h = realloc(heap, cap * sizeof(*h));
@@ -224,6 +235,12 @@ static void run_timers(void)
 	while (heap_len && heap[1]->deadline_ms <= now) {
 		struct timer *t = heap[1];
 
+		if (t->expires > now) {
+			/* Re-armed later since it was queued: its real deadline becomes the key. */
+			t->deadline_ms = t->expires;
+			heap_down(1);
+			continue;
+		}
 		timer_cancel(t);
 		t->on_expire(t);
 	}

@@ -15,8 +15,14 @@ struct loop_handler {
 	void (*on_event)(struct loop_handler *h, uint32_t events);
 };
 
+/*
+ * Re-arming later is lazy: only @expires moves, and the heap entry, still keyed by the earlier
+ * @deadline_ms, is re-keyed when it comes up. A session re-arms its timer several times per
+ * request (exchange, response, keep-alive); this costs no heap work for any of them.
+ */
 struct timer {
-	uint64_t deadline_ms;
+	uint64_t deadline_ms; /* heap key: <= expires */
+	uint64_t expires; /* when it fires */
 	size_t heap_index; /* 0 when not armed */
 	void (*on_expire)(struct timer *t);
 };

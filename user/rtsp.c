@@ -410,8 +410,13 @@ static enum msg_result start_upstream(struct session *s, struct rtsp_conn *c,
 	c->route = r;
 	memcpy(c->client_prefix, t->nocred_prefix, sizeof(c->client_prefix));
 	s->req_method = (uint8_t)h->http.parser.method;
-	memset(&s->target, 0, sizeof(s->target));
-	s->target.route = r;
+	/* The connection's target for its lifetime: given back when the session closes. */
+	if (!session_target_start(s)) {
+		answer_close(s, c, 500);
+		return MSG_STOP;
+	}
+	s->target->route = r;
+	s->route = r;
 	if (r->auth) {
 		const char *colon = strchr(r->auth, ':');
 
@@ -435,13 +440,13 @@ static enum msg_result start_upstream(struct session *s, struct rtsp_conn *c,
 			memcpy(c->user, d->user, sizeof(c->user));
 			memcpy(c->pass, d->pass, sizeof(c->pass));
 		}
-		snprintf(s->target.host, sizeof(s->target.host), "%s", d->host);
-		s->target.port = d->port;
-		s->target.host_is_literal = d->host_is_literal;
+		snprintf(s->target->host, sizeof(s->target->host), "%s", d->host);
+		s->target->port = d->port;
+		s->target->host_is_literal = d->host_is_literal;
 		snprintf(addr, sizeof(addr), d->ipv6 ? "[%s]:%u" : "%s:%u", d->host, d->port);
 		if (d->host_is_literal &&
-		    (parse_addr_port(addr, &s->target.addr, false) < 0 ||
-		     !route_destination_allowed(s->cfg, d->host, &s->target.addr))) {
+		    (parse_addr_port(addr, &s->target->addr, false) < 0 ||
+		     !route_destination_allowed(s->cfg, d->host, &s->target->addr))) {
 			log_info("session %lu: destination %s denied", (unsigned long)s->id, addr);
 			answer_close(s, c, 403);
 			return MSG_STOP;

@@ -400,8 +400,9 @@ static int set_url(struct gateway *g, const char *text, size_t len, bool embedde
 static void gw_connect(struct session *s)
 {
 	struct gateway *g = gw_of(s);
-	struct route_target *t = &s->target;
-
+	/* The HTTP request's target (its route), held until the session closes: the gateway
+	 * never ends the transaction that started it. */
+	struct route_target *t = s->target;
 	snprintf(t->host, sizeof(t->host), "%s", g->url.host);
 	t->port = g->url.port;
 	t->host_is_literal = false;

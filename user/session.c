@@ -2,7 +2,8 @@
 /*
  * The session proper: one client connection's lifecycle. The registry of sessions, the two
  * endpoints and their epoll interest, the timer and its dispatch, kfwd's own error replies and
- * the linger before close; the access log record and the monitor events of the connection.
+ * the linger before close; the access log record and the monitor events of the connection;
+ * the free lists of per-request records (parse states, targets), so idle connections hold none.
  * Everything that depends on what the connection speaks goes through s->proto (struct
  * proto_ops, chosen by the listener); the upstream connection is upstream_conn.c's.
  */
@@ -27,6 +28,7 @@
 #include "session.h"
 #include "stats.h"
 #include "upstream.h"
+#include "upstream_pool.h"
 #include "util.h"
 #include "xprt_tls.h"
 
@@ -65,10 +67,39 @@ struct session *session_first(void)
 	return sessions;
 }
 
-static void endpoint_watch(struct endpoint *e, uint32_t mask)
+/*
+ * Interest kept registered while the session does not want it, until an event for it comes:
+ * between a request and its response the client sends nothing (but a pipelined request or a
+ * FIN), so leaving EPOLLIN on saves two epoll_ctl per request for one rare extra wake-up.
+ */
+#define LAZY_OFF_MASK (EPOLLIN | EPOLLRDHUP)
+
+static struct loop_handler *endpoint_target(struct endpoint *e)
+{
+	return e->via ? e->via : &e->h;
+}
+
+/*
+ * The registration may keep more than @mask: only lazily-dropped bits, and none has fired.
+ * @exact: the sockmap module's masks (edge-triggered, or none while the kernel moves the
+ * bytes) are applied as they are.
+ */
+static bool keep_registration(const struct endpoint *e, uint32_t mask, bool exact)
+{
+	uint32_t extra = e->registered & ~mask;
+
+	if (exact || (mask & ~e->registered))
+		return false;
+	if (extra & ~LAZY_OFF_MASK)
+		return false;
+	return !e->unwanted_event;
+}
+
+static void endpoint_watch(struct endpoint *e, uint32_t mask, bool exact)
 {
 	if (e->fd < 0)
 		return;
+	e->wanted = mask;
 	/* HUP/ERR are reported whatever the mask: keep a hung-up fd we cannot act on out. */
 	if (e->hup && !(mask & (EPOLLIN | EPOLLOUT))) {
 		if (e->in_epoll) {
@@ -78,15 +109,18 @@ static void endpoint_watch(struct endpoint *e, uint32_t mask)
 		return;
 	}
 	if (!e->in_epoll) {
-		if (loop_add(e->fd, mask, &e->h) == 0) {
+		if (loop_add(e->fd, mask, endpoint_target(e)) == 0) {
 			e->in_epoll = true;
 			e->registered = mask;
+			e->unwanted_event = false;
 		}
 		return;
 	}
-	if ((mask != e->registered || e->force_mod) && loop_mod(e->fd, mask, &e->h) == 0) {
+	if (keep_registration(e, mask, exact))
+		return;
+	if (loop_mod(e->fd, mask, endpoint_target(e)) == 0) {
 		e->registered = mask;
-		e->force_mod = false;
+		e->unwanted_event = false;
 	}
 }
 
@@ -99,8 +133,11 @@ static void endpoint_close(struct endpoint *e)
 		e->xprt_ctx = NULL;
 		e->xprt_want = 0;
 		close(e->fd);
+		if (e->via)
+			upstream_pool_link_drop(e->via);
 	}
 	e->fd = -1;
+	e->via = NULL;
 	e->in_epoll = false;
 	e->registered = 0;
 	buf_free(&e->in);
@@ -115,16 +152,58 @@ void session_endpoint_attach(struct endpoint *e, int fd)
 	e->writable = true;
 	e->rd_eof = false;
 	e->hup = false;
-	e->force_mod = false;
+	e->unwanted_event = false;
+	e->wanted = 0;
+	e->via = NULL;
 	e->xprt = &xprt_raw;
 	e->xprt_ctx = NULL;
 	e->xprt_want = 0;
 }
 
+/*
+ * Per-request records given back are kept for the next request, up to a cap: every request
+ * parses two heads (2.2 KiB each) and has a target (0.7 KiB), and an idle connection holds none.
+ * A head is held only while it is parsed, a target for the whole exchange: the cap of targets
+ * covers a few dozen requests in flight (at most 36 KiB of heads and 44 KiB of targets kept).
+ */
+#define HEAD_POOL_MAX 16
+#define TARGET_POOL_MAX 64
+
+struct record_pool {
+	size_t size;
+	unsigned int len, max;
+	void **items;
+};
+
+/* What a request routes to and connects to: one record, s->target and s->up_addr point in. */
+struct request_record {
+	struct route_target target;
+	struct sockaddr_any up_addr;
+};
+
+static void *head_items[HEAD_POOL_MAX], *target_items[TARGET_POOL_MAX];
+static struct record_pool head_pool = { sizeof(struct http_head), 0, HEAD_POOL_MAX, head_items };
+static struct record_pool target_pool = { sizeof(struct request_record), 0, TARGET_POOL_MAX,
+					  target_items };
+static const char no_upstream[] = "";
+
+static void *record_get(struct record_pool *p)
+{
+	return p->len ? p->items[--p->len] : malloc(p->size);
+}
+
+static void record_put(struct record_pool *p, void *rec)
+{
+	if (rec && p->len < p->max)
+		p->items[p->len++] = rec;
+	else
+		free(rec);
+}
+
 struct http_head *session_head_start(struct http_head **slot, bool is_request)
 {
 	if (!*slot) {
-		*slot = malloc(sizeof(**slot));
+		*slot = record_get(&head_pool);
 		if (!*slot)
 			return NULL;
 	}
@@ -134,8 +213,49 @@ struct http_head *session_head_start(struct http_head **slot, bool is_request)
 
 void session_head_free(struct http_head **slot)
 {
-	free(*slot);
+	record_put(&head_pool, *slot);
 	*slot = NULL;
+}
+
+struct route_target *session_target_start(struct session *s)
+{
+	struct request_record *rec = (struct request_record *)s->target;
+
+	if (!rec) {
+		rec = record_get(&target_pool);
+		if (!rec)
+			return NULL;
+	} else {
+		route_target_free(&rec->target);
+	}
+	memset(rec, 0, sizeof(*rec));
+	s->target = &rec->target;
+	s->up_addr = &rec->up_addr;
+	return s->target;
+}
+
+void session_target_end(struct session *s)
+{
+	if (!s->target)
+		return;
+	route_target_free(s->target);
+	record_put(&target_pool, s->target);
+	s->target = NULL;
+	s->up_addr = NULL;
+}
+
+void session_set_upstream_text(struct session *s, const char *text)
+{
+	char *copy;
+
+	if (!strcmp(s->up_addr_text, text))
+		return;
+	copy = strdup(text);
+	if (!copy)
+		return; /* keeps the previous text: only logs and conn list show it */
+	if (s->up_addr_text != no_upstream)
+		free((char *)s->up_addr_text);
+	s->up_addr_text = copy;
 }
 
 bool session_interim_backlogged(const struct session *s)
@@ -186,8 +306,8 @@ static void update_events(struct session *s)
 			cmask |= EPOLLOUT;
 		break;
 	}
-	endpoint_watch(&s->client, cmask | s->client.xprt_want);
-	endpoint_watch(&s->upstream, umask | s->upstream.xprt_want);
+	endpoint_watch(&s->client, cmask | s->client.xprt_want, s->sockmap);
+	endpoint_watch(&s->upstream, umask | s->upstream.xprt_want, s->sockmap);
 }
 
 void session_close_upstream(struct session *s)
@@ -204,21 +324,21 @@ void session_close_upstream(struct session *s)
 
 uint64_t session_connect_timeout(const struct session *s)
 {
-	const struct route *r = s->target.route;
+	const struct route *r = s->route;
 
 	return r && r->connect_timeout_ms ? r->connect_timeout_ms : s->cfg->connect_timeout_ms;
 }
 
 uint64_t session_response_timeout(const struct session *s)
 {
-	const struct route *r = s->target.route;
+	const struct route *r = s->route;
 
 	return r && r->response_timeout_ms ? r->response_timeout_ms : s->cfg->response_timeout_ms;
 }
 
 uint64_t session_idle_timeout(const struct session *s)
 {
-	const struct route *r = s->target.route;
+	const struct route *r = s->route;
 
 	if (s->tunnel)
 		return s->cfg->tunnel_timeout_ms;
@@ -231,6 +351,8 @@ static void session_free(void *p)
 {
 	struct session *s = p;
 
+	if (s->up_addr_text != no_upstream)
+		free((char *)s->up_addr_text);
 	config_put(s->cfg);
 	free(s);
 }
@@ -363,7 +485,7 @@ void session_close(struct session *s)
 	endpoint_close(&s->client);
 	if (closed_hook)
 		closed_hook();
-	route_target_free(&s->target);
+	session_target_end(s);
 	buf_free(&s->req_head);
 	session_head_free(&s->rq);
 	session_head_free(&s->rs);
@@ -560,6 +682,8 @@ void session_endpoint_event(struct loop_handler *h, uint32_t events)
 
 	if (e->fd < 0 || s->client.fd < 0)
 		return; /* closed earlier in this batch */
+	if ((events & (EPOLLIN | EPOLLRDHUP)) && !(e->wanted & EPOLLIN))
+		e->unwanted_event = true;
 	if (events & EPOLLIN)
 		e->readable = true;
 	if (events & EPOLLOUT)
@@ -637,6 +761,7 @@ struct session *session_create(int fd, const struct config *cfg, const struct pr
 	s->cfg = config_get(cfg); /* dropped in session_free() */
 	s->created_ms = now_ms();
 	s->timer.on_expire = on_session_timer;
+	s->up_addr_text = no_upstream;
 	/* X-Forwarded-For carries the address without the port. */
 	if (getpeername(fd, (struct sockaddr *)&peer.ss, &peer.len) == 0)
 		addr_host_text(&peer.ss, s->client_addr, sizeof(s->client_addr));

@@ -81,7 +81,9 @@ struct session {
 	struct http_head *rq;
 	struct http_head *rs;
 	uint8_t req_method; /* llhttp method of the current request */
-	struct route_target target;
+	/* The request in progress only (0.7 KiB): taken at its head, given back at its end. */
+	struct route_target *target;
+	const struct route *route; /* of the request in progress, or of the last one */
 	/* A playlist response read whole before its URIs are rewritten (user/http1.c), or NULL */
 	struct playlist_fetch *playlist;
 	struct upstream_server *server; /* chosen for this attempt (NULL: url-embedded) */
@@ -89,8 +91,10 @@ struct session {
 	struct upstream_waiter wait; /* S_QUEUED: in the server's FIFO */
 	unsigned int attempts; /* retries done for this request */
 	int last_failure_status; /* what the last failed attempt would have answered */
-	struct sockaddr_any up_addr;
-	char up_addr_text[ROUTE_HOST_MAX + 16];
+	struct sockaddr_any *up_addr; /* with s->target: the request in progress only */
+	/* ADDR:PORT or HOST:PORT of the current or last upstream ("" before any); set it with
+	 * session_set_upstream_text(), which allocates only when it changes. */
+	const char *up_addr_text;
 	struct resolve_req *resolve;
 	struct buf req_head; /* forwarded request head, kept for one retry */
 	enum body_framing req_framing;
@@ -185,6 +189,11 @@ void session_dead_peer_options(int fd, const struct config *cfg);
 uint64_t session_connect_timeout(const struct session *s);
 uint64_t session_response_timeout(const struct session *s);
 uint64_t session_idle_timeout(const struct session *s);
+
+void session_set_upstream_text(struct session *s, const char *text);
+/* s->target (and s->up_addr) for a new request, emptied, or NULL. */
+struct route_target *session_target_start(struct session *s);
+void session_target_end(struct session *s);
 
 /* Heads being parsed: allocated while one is read, freed when done. */
 struct http_head *session_head_start(struct http_head **slot, bool is_request);

@@ -101,7 +101,7 @@ const char *sockmap_path_reason(void)
 
 static enum data_path route_data_path(const struct session *s)
 {
-	const struct route *r = s->target.route;
+	const struct route *r = s->target->route;
 
 	return r && r->mode >= 0 ? (enum data_path)r->mode : s->cfg->data_path;
 }

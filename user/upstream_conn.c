@@ -43,13 +43,13 @@ bool upstream_conn_can_retry(const struct session *s, enum retry_trigger trigger
 		.draining = session_draining(),
 	};
 
-	return retry_allowed(s->target.route, trigger, &a);
+	return retry_allowed(s->target->route, trigger, &a);
 }
 
 /* Full jitter (uniform in [0, min(cap, base * 2^attempt)]): retries from many clients spread. */
 static uint64_t backoff_ms(const struct session *s)
 {
-	return retry_backoff_pick(retry_backoff_ceiling(s->target.route, s->attempts),
+	return retry_backoff_pick(retry_backoff_ceiling(s->target->route, s->attempts),
 				  (uint64_t)random());
 }
 
@@ -63,7 +63,7 @@ void upstream_conn_schedule_retry(struct session *s)
 	flow_reset(&s->req);
 	delay = backoff_ms(s);
 	log_info("session %lu: retry %u of %s %s in %lu ms", (unsigned long)s->id, s->attempts,
-		 llhttp_method_name((llhttp_method_t)s->req_method), s->target.target,
+		 llhttp_method_name((llhttp_method_t)s->req_method), s->target->target,
 		 (unsigned long)delay);
 	s->state = S_BACKOFF;
 	timer_arm(&s->timer, delay);
@@ -123,7 +123,7 @@ static int server_host(const char *text, char *out, size_t len)
 int upstream_conn_tls_target(const struct session *s, const struct upstream_server *srv,
 			     struct tls_client **tc, char *host, size_t len)
 {
-	const struct route *r = s->target.route;
+	const struct route *r = s->target ? s->target->route : NULL;
 	struct tls_set *set = tls_current();
 
 	*tc = NULL;
@@ -133,7 +133,7 @@ int upstream_conn_tls_target(const struct session *s, const struct upstream_serv
 		if (!r->tls.on)
 			return 0;
 		*tc = tls_set_route_prefixed(set, r->prefix);
-		snprintf(host, len, "%s", s->target.host);
+		snprintf(host, len, "%s", s->target->host);
 		return 1;
 	}
 	if (!r->upstream || !r->upstream->tls.on)
@@ -153,8 +153,7 @@ static int take_pooled(struct session *s, struct upstream_server **srv)
 	struct pool_identity id = { 0 };
 	struct tls_client *tc;
 	char host[ROUTE_HOST_MAX];
-	const struct xprt_ops *xprt;
-	void *xprt_ctx;
+	struct pool_taken t;
 	int fd, tls = upstream_conn_tls_target(s, s->server, &tc, host, sizeof(host));
 
 	if (tls < 0 || (tls > 0 && !tc))
@@ -163,19 +162,21 @@ static int take_pooled(struct session *s, struct upstream_server **srv)
 		id.tls = tc;
 		id.name = tc->sni ? tc->sni : host;
 	}
-	fd = upstream_pool_take(&s->up_addr, &id, srv, &xprt, &xprt_ctx);
+	fd = upstream_pool_take(s->up_addr, &id, &s->upstream.h, &t);
 	if (fd < 0)
 		return -1;
 	session_endpoint_attach(&s->upstream, fd);
-	s->upstream.xprt = xprt;
-	s->upstream.xprt_ctx = xprt_ctx;
+	s->upstream.via = t.via;
+	s->upstream.xprt = t.xprt;
+	s->upstream.xprt_ctx = t.xprt_ctx;
+	*srv = t.srv;
 	return fd;
 }
 
 void upstream_conn_open(struct session *s, bool allow_pool)
 {
 	const struct config *cfg = s->cfg;
-	const struct sockaddr *sa = (const struct sockaddr *)&s->up_addr.ss;
+	const struct sockaddr *sa = (const struct sockaddr *)&s->up_addr->ss;
 	struct upstream_server *pooled_srv = NULL;
 	int fd = allow_pool && s->proto->pooled_upstream ? take_pooled(s, &pooled_srv) : -1;
 	int one = 1;
@@ -184,10 +185,9 @@ void upstream_conn_open(struct session *s, bool allow_pool)
 	if (fd >= 0) {
 		s->upstream_reused = true;
 		stats.upstream_reuses++;
-		/* Still registered, with the pool's handler: update_events re-points it. */
+		/* Still registered, through its pool record, which forwards the events here. */
 		s->upstream.in_epoll = true;
 		s->upstream.registered = EPOLLIN | EPOLLRDHUP;
-		s->upstream.force_mod = true;
 		s->conn_server = pooled_srv;
 		s->proto->connected(s);
 		return;
@@ -218,7 +218,7 @@ void upstream_conn_open(struct session *s, bool allow_pool)
 	session_endpoint_attach(&s->upstream, fd);
 	s->conn_server = s->server;
 	upstream_conn_opened(s->server);
-	if (connect(fd, sa, s->up_addr.len) == 0) {
+	if (connect(fd, sa, s->up_addr->len) == 0) {
 		s->proto->connected(s);
 		return;
 	}
@@ -235,7 +235,7 @@ void upstream_conn_open(struct session *s, bool allow_pool)
 /* Pick a server of the route's upstream (round-robin, healthy ones) and connect. */
 void upstream_conn_choose_server(struct session *s)
 {
-	struct upstream *u = s->target.route->upstream;
+	struct upstream *u = s->target->route->upstream;
 	/* A retry goes elsewhere: a server that failed may fail again before it is marked down. */
 	struct upstream_server *srv = upstream_pick(u, s->attempts ? s->server : NULL);
 
@@ -249,8 +249,8 @@ void upstream_conn_choose_server(struct session *s)
 		return;
 	}
 	s->server = srv;
-	s->up_addr = srv->addr;
-	snprintf(s->up_addr_text, sizeof(s->up_addr_text), "%s", srv->text);
+	*s->up_addr = srv->addr;
+	session_set_upstream_text(s, srv->text);
 	upstream_conn_open(s, true);
 }
 
@@ -268,7 +268,7 @@ static void on_slot_available(struct upstream_waiter *w)
 
 static void retry_now(struct session *s)
 {
-	if (s->target.route->kind == ROUTE_UPSTREAM)
+	if (s->target->route->kind == ROUTE_UPSTREAM)
 		upstream_conn_choose_server(s);
 	else
 		upstream_conn_open(s, false);
@@ -290,21 +290,30 @@ static void upstream_conn_finish(struct session *s)
 	s->proto->connected(s);
 }
 
+/* The upstream text of a destination by address: ADDR:PORT. */
+static void upstream_text_numeric(struct session *s)
+{
+	char text[ADDR_TEXT_MAX];
+
+	addr_text(&s->up_addr->ss, text, sizeof(text));
+	session_set_upstream_text(s, text);
+}
+
 static void on_resolved(void *arg, int status, const struct sockaddr_any *addr)
 {
 	struct session *s = arg;
 
 	if (!addr) {
-		log_info("session %lu: resolve %s: %s", (unsigned long)s->id, s->target.host,
+		log_info("session %lu: resolve %s: %s", (unsigned long)s->id, s->target->host,
 			 resolve_strerror(status));
 		s->proto->connect_failed(s, 502);
-	} else if (!route_destination_allowed(s->cfg, s->target.host, addr)) {
+	} else if (!route_destination_allowed(s->cfg, s->target->host, addr)) {
 		log_info("session %lu: destination %s denied", (unsigned long)s->id,
-			 s->target.host);
+			 s->target->host);
 		s->proto->connect_failed(s, 403);
 	} else {
-		s->up_addr = *addr;
-		addr_text(&s->up_addr.ss, s->up_addr_text, sizeof(s->up_addr_text));
+		*s->up_addr = *addr;
+		upstream_text_numeric(s);
 		upstream_conn_open(s, !s->connect_tunnel);
 	}
 	/* May run inside resolve_start() (names from /etc/hosts): session_run updates events. */
@@ -318,18 +327,21 @@ static void on_resolved(void *arg, int status, const struct sockaddr_any *addr)
  */
 void upstream_conn_to_destination(struct session *s)
 {
+	char text[ROUTE_HOST_MAX + 16];
+
 	s->server = NULL;
-	if (s->target.host_is_literal) {
-		s->up_addr = s->target.addr;
-		addr_text(&s->up_addr.ss, s->up_addr_text, sizeof(s->up_addr_text));
+	if (s->target->host_is_literal) {
+		*s->up_addr = s->target->addr;
+		upstream_text_numeric(s);
 		/* A tunnel owns its connection: never a pooled one. */
 		upstream_conn_open(s, !s->connect_tunnel);
 		return;
 	}
 	s->state = S_RESOLVING;
-	snprintf(s->up_addr_text, sizeof(s->up_addr_text), "%s:%u", s->target.host, s->target.port);
+	snprintf(text, sizeof(text), "%s:%u", s->target->host, s->target->port);
+	session_set_upstream_text(s, text);
 	timer_arm(&s->timer, session_connect_timeout(s));
-	if (resolve_start(&s->resolve, s->target.host, s->target.port, on_resolved, s) < 0)
+	if (resolve_start(&s->resolve, s->target->host, s->target->port, on_resolved, s) < 0)
 		s->proto->connect_failed(s, 502);
 }
 

@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * The keep-alive pool of idle upstream connections (see upstream_pool.h): each entry owns its
- * socket and its transport state (a TLS connection's SSL) until it is taken or discarded.
+ * The keep-alive pool of idle upstream connections (see upstream_pool.h): each record owns its
+ * socket and its transport state (a TLS connection's SSL) while idle, and relays the socket's
+ * epoll events to whichever session owns it otherwise.
  */
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -15,11 +17,22 @@
 #include "upstream.h"
 #include "upstream_pool.h"
 
+/* What a pooled connection is watched for while idle. */
+#define POOL_EVENTS (EPOLLIN | EPOLLRDHUP)
+
+/*
+ * A pooled upstream connection, from its first return to the pool until its socket closes. It
+ * is the socket's epoll target all that time: while a session owns the socket, events are
+ * forwarded to the session's endpoint; while idle, they discard it. So moving the socket
+ * between the pool and sessions changes no registration and allocates nothing.
+ */
 struct idle_conn {
-	struct loop_handler h;
+	struct loop_handler h; /* first: the endpoint's via points here */
+	struct loop_handler *owner; /* the owning endpoint's handler; NULL while idle */
 	struct timer timer;
 	int fd;
-	struct endpoint ep; /* fd, xprt and xprt_ctx: the transport's release and recv need it */
+	/* While idle: fd, xprt and xprt_ctx (the transport's release and recv need them). */
+	struct endpoint ep;
 	const void *tls; /* struct pool_identity */
 	char *name;
 	struct sockaddr_any addr;
@@ -67,6 +80,7 @@ static void unlink_conn(struct idle_conn *c)
 		idle_head = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
 	idle_count--;
 	timer_cancel(&c->timer);
 }
@@ -97,26 +111,51 @@ static bool identity_equal(const struct idle_conn *c, const struct pool_identity
 	return !c->tls || (c->name && id->name && !strcmp(c->name, id->name));
 }
 
+/* The record takes @id (a copy of its name): nothing is allocated when it has it already. */
+static int identity_set(struct idle_conn *c, const struct pool_identity *id)
+{
+	char *name = NULL;
+
+	if (identity_equal(c, id))
+		return 0;
+	if (id->tls && !(name = strdup(id->name)))
+		return -1;
+	free(c->name);
+	c->name = name;
+	c->tls = id->tls;
+	return 0;
+}
+
 /*
- * A readable idle TLS connection may only have received records without application data
- * (TLS 1.3 session tickets, a key update): the transport consumes them and says EAGAIN.
+ * An idle server sends nothing: a byte, a close or an error discards the connection. An event
+ * that epoll reported while a session still owned the socket may arrive after it came back in
+ * the same batch (the session read those bytes meanwhile): a peek tells. A readable idle TLS
+ * connection may only have received records without application data (TLS 1.3 session
+ * tickets, a key update): the transport consumes them and says EAGAIN.
  */
-static bool only_handshake_records(struct idle_conn *c, uint32_t events)
+static bool idle_event_real(struct idle_conn *c, uint32_t events)
 {
 	char byte;
 
-	if (c->ep.xprt == &xprt_raw || events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP))
+	if (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP))
+		return true;
+	if (!(events & EPOLLIN))
 		return false;
-	return c->ep.xprt->recv(&c->ep, &byte, 1) < 0 && errno == EAGAIN &&
-	       c->ep.xprt_want != EPOLLOUT;
+	if (c->ep.xprt == &xprt_raw)
+		return recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) >= 0 || errno != EAGAIN;
+	return c->ep.xprt->recv(&c->ep, &byte, 1) >= 0 || errno != EAGAIN ||
+	       c->ep.xprt_want == EPOLLOUT;
 }
 
-static void on_idle_event(struct loop_handler *h, uint32_t events)
+static void on_conn_event(struct loop_handler *h, uint32_t events)
 {
 	struct idle_conn *c = (struct idle_conn *)h;
 
-	/* An idle server sends nothing: any event is a close, an error or a protocol violation. */
-	if (c->fd >= 0 && !only_handshake_records(c, events)) {
+	if (c->owner) {
+		c->owner->on_event(c->owner, events);
+		return;
+	}
+	if (c->fd >= 0 && idle_event_real(c, events)) {
 		log_debug("pooled upstream fd %d closed by server", c->fd);
 		discard(c);
 	}
@@ -130,11 +169,62 @@ static void on_idle_timeout(struct timer *t)
 }
 
 /* Give up a connection that could not be pooled: its transport state, socket and slot. */
-static void drop(struct endpoint *e, int fd, struct upstream_server *srv)
+static void drop(struct endpoint *e, struct upstream_server *srv)
 {
 	e->xprt->release(e);
-	close(fd);
+	close(e->fd);
 	upstream_conn_closed(srv);
+}
+
+/* The pool's record for a socket returning for the first time, registered through it. */
+static struct idle_conn *conn_new(int fd, bool in_epoll)
+{
+	struct idle_conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->h.on_event = on_conn_event;
+	c->timer.on_expire = on_idle_timeout;
+	if ((in_epoll ? loop_mod(fd, POOL_EVENTS, &c->h) : loop_add(fd, POOL_EVENTS, &c->h)) < 0) {
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+/*
+ * The record of a socket coming back from @e's registration: its own (via) re-registered only
+ * if the mask in force is not POOL_EVENTS, or a new one. NULL: the socket cannot be pooled.
+ */
+static struct idle_conn *conn_for(const struct endpoint *e)
+{
+	struct idle_conn *c = (struct idle_conn *)e->via;
+
+	if (!c)
+		return conn_new(e->fd, e->in_epoll);
+	/* Its registration points at the record already: only another mask changes. */
+	c->owner = NULL;
+	if ((!e->in_epoll && loop_add(e->fd, POOL_EVENTS, &c->h) < 0) ||
+	    (e->in_epoll && e->registered != POOL_EVENTS &&
+	     loop_mod(e->fd, POOL_EVENTS, &c->h) < 0)) {
+		upstream_pool_link_drop(&c->h);
+		return NULL;
+	}
+	return c;
+}
+
+/* Move @e's socket and transport out of the endpoint, which is left closed. */
+static struct endpoint endpoint_take(struct endpoint *e)
+{
+	struct endpoint ep = { .fd = e->fd, .xprt = e->xprt, .xprt_ctx = e->xprt_ctx };
+
+	e->fd = -1;
+	e->in_epoll = false;
+	e->via = NULL;
+	e->xprt = &xprt_raw;
+	e->xprt_ctx = NULL;
+	e->xprt_want = 0;
+	return ep;
 }
 
 void upstream_pool_put(struct endpoint *e, const struct sockaddr_any *addr,
@@ -142,46 +232,38 @@ void upstream_pool_put(struct endpoint *e, const struct sockaddr_any *addr,
 {
 	unsigned int same = 0;
 	struct idle_conn *c, *oldest = NULL;
-	struct endpoint ep = { .fd = e->fd, .xprt = e->xprt, .xprt_ctx = e->xprt_ctx };
-	bool in_epoll = e->in_epoll;
-	int fd = e->fd;
+	struct endpoint ep;
 
-	e->fd = -1;
-	e->in_epoll = false;
-	e->xprt = &xprt_raw;
-	e->xprt_ctx = NULL;
-	e->xprt_want = 0;
-	for (c = idle_head; c; c = c->next) {
+	/* Fewer idle connections in all than the cap: no address can be at it. */
+	for (c = idle_count >= max_idle ? idle_head : NULL; c; c = c->next) {
 		if (sockaddr_equal(&c->addr, addr)) {
 			same++;
 			oldest = c;
 		}
 	}
 	if (max_idle == 0) {
-		drop(&ep, fd, srv);
+		if (e->via)
+			upstream_pool_link_drop(e->via);
+		ep = endpoint_take(e);
+		drop(&ep, srv);
 		return;
 	}
 	if (same >= max_idle)
 		discard(oldest);
-	c = calloc(1, sizeof(*c));
-	if (!c || (id->tls && !(c->name = strdup(id->name)))) {
-		free(c);
-		drop(&ep, fd, srv);
+	c = conn_for(e);
+	ep = endpoint_take(e);
+	if (c && identity_set(c, id) < 0) {
+		upstream_pool_link_drop(&c->h);
+		c = NULL;
+	}
+	if (!c) {
+		drop(&ep, srv);
 		return;
 	}
 	c->srv = srv;
-	c->h.on_event = on_idle_event;
-	c->timer.on_expire = on_idle_timeout;
-	c->fd = fd;
+	c->fd = ep.fd;
 	c->ep = ep;
-	c->tls = id->tls;
 	c->addr = *addr;
-	if ((in_epoll ? loop_mod(fd, EPOLLIN | EPOLLRDHUP, &c->h) :
-			loop_add(fd, EPOLLIN | EPOLLRDHUP, &c->h)) < 0) {
-		conn_free(c);
-		drop(&ep, fd, srv);
-		return;
-	}
 	c->next = idle_head;
 	if (idle_head)
 		idle_head->prev = c;
@@ -192,22 +274,33 @@ void upstream_pool_put(struct endpoint *e, const struct sockaddr_any *addr,
 }
 
 int upstream_pool_take(const struct sockaddr_any *addr, const struct pool_identity *id,
-		       struct upstream_server **srv, const struct xprt_ops **xprt, void **xprt_ctx)
+		       struct loop_handler *owner, struct pool_taken *t)
 {
 	for (struct idle_conn *c = idle_head; c; c = c->next) {
-		int fd = c->fd;
-
 		if (!sockaddr_equal(&c->addr, addr) || !identity_equal(c, id))
 			continue;
 		unlink_conn(c);
-		c->fd = -1; /* an event already queued for it in this batch is ignored */
-		*srv = c->srv;
-		*xprt = c->ep.xprt;
-		*xprt_ctx = c->ep.xprt_ctx;
-		loop_defer_free(c, conn_free);
-		return fd;
+		c->owner = owner;
+		t->srv = c->srv;
+		t->via = &c->h;
+		t->xprt = c->ep.xprt;
+		t->xprt_ctx = c->ep.xprt_ctx;
+		/* The transport state is the owner's now; the pool gets it back at the next put. */
+		c->ep.xprt = &xprt_raw;
+		c->ep.xprt_ctx = NULL;
+		return c->fd;
 	}
 	return -1;
+}
+
+void upstream_pool_link_drop(struct loop_handler *via)
+{
+	struct idle_conn *c = (struct idle_conn *)via;
+
+	/* The owner closed the socket: events already queued in this batch are ignored. */
+	c->owner = NULL;
+	c->fd = -1;
+	loop_defer_free(c, conn_free);
 }
 
 void upstream_pool_flush(void)

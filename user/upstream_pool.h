@@ -2,8 +2,12 @@
 #ifndef KFWD_UPSTREAM_POOL_H
 #define KFWD_UPSTREAM_POOL_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "config.h"
 #include "endpoint.h"
+#include "loop.h"
 
 /*
  * Idle keep-alive connections to upstream servers, keyed by address and identity. Only a
@@ -26,18 +30,30 @@ struct pool_identity {
 
 /*
  * Pool @e's connection, its transport state included; @e is left closed (fd -1, raw
- * transport). @srv (may be NULL) is the server whose connection count it holds. A registered
- * fd is re-pointed with EPOLL_CTL_MOD (one syscall, not two).
+ * transport, no via). @srv (may be NULL) is the server whose connection count it holds. A
+ * socket that was pooled before (@e->via) keeps its registration (no syscall); a new one is
+ * re-pointed at its pool record once.
  */
 void upstream_pool_put(struct endpoint *e, const struct sockaddr_any *addr,
 		       struct upstream_server *srv, const struct pool_identity *id);
+
+/* A connection taken from the pool: what the taker puts in its endpoint. */
+struct pool_taken {
+	struct upstream_server *srv; /* whose connection slot the caller now holds */
+	struct loop_handler *via; /* the socket's pool record: endpoint.h's via */
+	const struct xprt_ops *xprt;
+	void *xprt_ctx;
+};
+
 /*
  * An idle connection to @addr with identity @id, or -1. The caller owns the fd, its transport
- * (*@xprt, *@xprt_ctx: put them in the endpoint) and the connection slot of *@srv; the fd stays
- * registered in epoll (its handler must be re-pointed with EPOLL_CTL_MOD).
+ * (@t->xprt, @t->xprt_ctx) and the connection slot of @t->srv; the fd stays registered in epoll
+ * for EPOLLIN|EPOLLRDHUP through @t->via, which forwards its events to @owner from now on.
+ * Whoever closes the fd calls upstream_pool_link_drop(@t->via).
  */
 int upstream_pool_take(const struct sockaddr_any *addr, const struct pool_identity *id,
-		       struct upstream_server **srv, const struct xprt_ops **xprt, void **xprt_ctx);
+		       struct loop_handler *owner, struct pool_taken *t);
+void upstream_pool_link_drop(struct loop_handler *via);
 void upstream_pool_flush(void);
 unsigned int upstream_pool_idle_count(void);
 

@@ -5,9 +5,18 @@
 #include "endpoint.h"
 #include "xprt.h"
 
+/*
+ * A TCP read that returns less than asked emptied the receive queue (tcp_recvmsg copies until
+ * the queue is empty or @len is reached): the readable hint drops now, saving the recv() that
+ * would only return EAGAIN. Level-triggered epoll reports any byte that arrives later.
+ */
 static ssize_t raw_recv(struct endpoint *e, void *buf, size_t len)
 {
-	return recv(e->fd, buf, len, 0);
+	ssize_t n = recv(e->fd, buf, len, 0);
+
+	if (n > 0 && (size_t)n < len)
+		e->readable = false;
+	return n;
 }
 
 static ssize_t raw_send(struct endpoint *e, const void *buf, size_t len, bool more)

@@ -26,6 +26,8 @@ void test_flow_hold(void);
 
 /* unit_rtsp.c: the RTSP parser, framer, rewriter, authentication and URLs */
 void unit_rtsp(void);
+/* unit_loop.c: timers and the small-buffer pool */
+void unit_loop(void);
 /* unit_rtsp_client.c: reference resolution and RTP payloads, for the RTSP client side */
 void unit_rtsp_client(void);
 /* unit_playlist.c: HLS/M3U detection and rewriting, chunked decoding */

@@ -578,6 +578,7 @@ int main(void)
 	test_config_edit();
 	test_flow_budget();
 	test_flow_hold();
+	unit_loop();
 	unit_rtsp();
 	unit_rtsp_client();
 	unit_playlist();
