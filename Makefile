@@ -47,7 +47,11 @@ LLHTTP_SRC := /usr/share/llhttp
 LLHTTP_INC := /usr/share/include/llhttp
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter
-CFLAGS   ?= -O2 -g
+# Cross builds are router builds: optimised for size as OpenWrt builds its packages (-Os: the
+# arm64 binary is 334 KB instead of 399 KB; its text is 10 % smaller and its 64 KiB-aligned data
+# segment no longer lands just past a page), native builds for speed.
+OPT      ?= $(if $(CROSS_COMPILE),-Os,-O2)
+CFLAGS   ?= $(OPT) -g
 # Unwind tables serve C++ exceptions and debuggers only: the stripped router binary goes without
 # them (40 of its 415 KB); -g keeps .debug_frame for gdb and perf on unstripped builds, and
 # sanitizer builds keep them for their stack traces.
@@ -55,7 +59,7 @@ NO_UNWIND := $(if $(SAN_FLAGS),,-fno-asynchronous-unwind-tables -fno-unwind-tabl
 ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) $(NO_UNWIND) $(SAN_FLAGS) -D_GNU_SOURCE -Iinclude -Iuser -I$(BUILD) -I$(LLHTTP_INC) \
 	-MMD -MP
 # Third-party llhttp is compiled as Debian ships it, in strict mode, without our -Werror.
-LLHTTP_CFLAGS := -std=gnu11 -O2 -g $(NO_UNWIND) -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -w $(SAN_FLAGS)
+LLHTTP_CFLAGS := -std=gnu11 $(OPT) -g $(NO_UNWIND) -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -w $(SAN_FLAGS)
 LDLIBS   := -lbpf -lelf -lz -lmnl -lcares -lssl -lcrypto
 
 # BPF: CO-RE object from bpf/kfwd.bpf.c against the committed vmlinux.h, embedded in the daemon
