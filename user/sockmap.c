@@ -1003,6 +1003,7 @@ int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
 	struct kfwd_dir kd;
 	struct sm_flow *f;
 	int inserted_dirs = 0, inserted_socks = 0;
+	bool give_back = false;
 	uint64_t fdval;
 	uint32_t slot;
 	int i, err;
@@ -1109,8 +1110,20 @@ int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
 		struct sm_dir *d = &f->dir[i];
 
 		fdval = (uint64_t)d->src;
-		if (bpf_map_update_elem(sm.socks_fd, &d->src_cookie, &fdval, BPF_NOEXIST) < 0)
+		if (bpf_map_update_elem(sm.socks_fd, &d->src_cookie, &fdval, BPF_NOEXIST) < 0) {
+			/* 6.18 takes only ESTABLISHED sockets: a FIN that arrived after the
+			 * caller's check. What is ours is in the buffers or, for a socket
+			 * already inserted, in its psock queue: read it before the removal
+			 * purges that queue, then hand it all back. */
+			if (errno == EOPNOTSUPP && args->spill) {
+				give_back = true;
+				for (int j = 0; j < inserted_socks; j++)
+					if (f->dir[j].active && read_leftover(&f->dir[j]) < 0)
+						give_back = false;
+				errno = EOPNOTSUPP;
+			}
 			goto err_unmap;
+		}
 		inserted_socks++;
 	}
 	for (i = 0; i < 2; i++) {
@@ -1154,6 +1167,8 @@ err_unmap:
 		}
 	}
 	errno = err;
+	if (give_back)
+		errno = spill_drained(f, args, 1) < 0 ? ENOMEM : EAGAIN;
 err_free:
 	err = errno;
 	flow_free(f);
