@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Header rewriting between client and upstream (RFC 9110 §7.6.1: hop-by-hop fields). */
-#include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "http_rewrite.h"
+#include "uri.h"
 
 static const char *const hop_by_hop[] = {
 	"Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Upgrade",
@@ -177,71 +178,17 @@ static bool is_redirect(int status)
 	return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
 }
 
-/* Does @v start with a URI scheme ("name:")? */
-static bool has_scheme(const char *v, size_t len)
-{
-	for (size_t i = 0; i < len; i++) {
-		char c = v[i];
-
-		if (c == ':')
-			return i > 0;
-		if (!isalnum((unsigned char)c) && c != '+' && c != '-' && c != '.')
-			return false;
-	}
-	return false;
-}
-
-/* Drop the last segment of the path appended since @mark (RFC 3986 §5.2.4 step 2C). */
-static void drop_last_segment(struct buf *out, size_t mark)
-{
-	while (out->tail > mark && out->data[out->tail - 1] != '/')
-		out->tail--;
-	if (out->tail > mark)
-		out->tail--;
-}
-
 /*
  * @path (a path, no query) with its "." and ".." segments removed (RFC 3986 §5.2.4), appended:
  * a reference never climbs above the root of the destination it names.
  */
-static int append_path(struct buf *out, const char *in, size_t len)
+static int append_path(struct buf *out, const char *path, size_t len)
 {
-	size_t mark = out->tail, i = 0;
-
-	while (i < len) {
-		const char *p = in + i;
-		size_t left = len - i, seg;
-
-		if (left >= 3 && !memcmp(p, "../", 3)) {
-			i += 3;
-		} else if (left >= 2 && !memcmp(p, "./", 2)) {
-			i += 2;
-		} else if (left >= 3 && !memcmp(p, "/./", 3)) {
-			i += 2;
-		} else if (left == 2 && !memcmp(p, "/.", 2)) {
-			i += 1;
-			if (append_str(out, "/") < 0)
-				return -1;
-			break;
-		} else if (left >= 4 && !memcmp(p, "/../", 4)) {
-			i += 3;
-			drop_last_segment(out, mark);
-		} else if (left == 3 && !memcmp(p, "/..", 3)) {
-			drop_last_segment(out, mark);
-			if (append_str(out, "/") < 0)
-				return -1;
-			break;
-		} else if ((left == 1 && p[0] == '.') || (left == 2 && !memcmp(p, "..", 2))) {
-			break;
-		} else {
-			seg = 1;
-			while (seg < left && p[seg] != '/')
-				seg++;
-			if (buf_append(out, p, seg) < 0)
-				return -1;
-			i += seg;
-		}
-	}
+	if (len == 0)
+		return 0;
+	if (buf_reserve(out, len, (size_t)-1) < 0)
+		return -1;
+	out->tail += uri_remove_dot_segments(path, len, out->data + out->tail);
 	return 0;
 }
 
@@ -266,29 +213,17 @@ static int append_embedded(struct buf *out, const char *prefix, const char *auth
 	return buf_append(out, path + end, path_len - end);
 }
 
-/*
- * A relative reference (RFC 3986 §5.2.2) against the request's path @rp: "?q" keeps its path,
- * "#f" its path and query; anything else replaces the last segment of its path.
- */
+/* A relative reference (RFC 3986 §5.2.2) against the request's path @rp. */
 static int append_relative(struct buf *out, const char *prefix, const char *auth, const char *rp,
 			   const char *v, size_t len)
 {
-	const char *q = strchr(rp, '?');
-	size_t rlen = q ? (size_t)(q - rp) : strlen(rp);
-	struct buf merged = { 0 };
-	int r;
+	size_t rlen = strlen(rp), cap = rlen + len + 2; /* uri_resolve()'s bound and the NUL */
+	char *resolved = malloc(cap);
+	int r = -1;
 
-	if (len && v[0] == '#')
-		rlen = strlen(rp);
-	else if (!len || v[0] != '?')
-		while (rlen && rp[rlen - 1] != '/')
-			rlen--;
-	if (buf_append(&merged, rp, rlen) < 0 || buf_append(&merged, v, len) < 0) {
-		buf_free(&merged);
-		return -1;
-	}
-	r = append_embedded(out, prefix, auth, strlen(auth), buf_start(&merged), buf_len(&merged));
-	buf_free(&merged);
+	if (resolved && uri_resolve(rp, rlen, v, len, resolved, cap) == 0)
+		r = append_embedded(out, prefix, auth, strlen(auth), resolved, strlen(resolved));
+	free(resolved);
 	return r;
 }
 
@@ -315,7 +250,7 @@ int http_rewrite_location(struct buf *out, const char *v, size_t len,
 		/* Network-path reference: the request's scheme. */
 		v += 2;
 		len -= 2;
-	} else if (has_scheme(v, len)) {
+	} else if (uri_has_scheme(v, len)) {
 		return 1; /* every other scheme stays as it is */
 	} else if (len && v[0] == '/') {
 		return append_embedded(out, prefix, loc->authority, strlen(loc->authority), v, len);

@@ -14,6 +14,7 @@
 #include "route.h"
 #include "rtsp_parse.h"
 #include "rtsp_url.h"
+#include "uri.h"
 
 #define RTSP_SCHEME "rtsp:"
 #define PORT_DIGITS_MAX 5
@@ -175,103 +176,14 @@ int rtsp_url_parse_embedded(const char *s, size_t len, struct rtsp_url *u)
 	return parse_authority_path(s + skip, len - (size_t)skip, u);
 }
 
-static size_t authority_end(const char *url)
-{
-	const char *p = strstr(url, "://");
-	size_t i = p ? (size_t)(p - url) + 3 : 0;
-
-	while (url[i] && url[i] != '/' && url[i] != '?')
-		i++;
-	return i;
-}
-
-/* RFC 3986 §5.2.4 on the path of @url (from @from up to '?' or the end), in place. 0, or -1. */
-static int remove_dot_segments(char *url, size_t from)
-{
-	char in[RTSP_URL_RESOLVE_MAX], out[RTSP_URL_RESOLVE_MAX], *tail;
-	const char *q = strchr(url + from, '?');
-	size_t n = q ? (size_t)(q - url) - from : strlen(url + from), i = 0, o = 0;
-
-	if (n >= sizeof(in))
-		return -1;
-	memcpy(in, url + from, n);
-	in[n] = '\0';
-	while (i < n) {
-		const char *p = in + i;
-
-		if (!strncmp(p, "../", 3)) {
-			i += 3;
-		} else if (!strncmp(p, "./", 2) || !strncmp(p, "/./", 3)) {
-			i += 2;
-		} else if (!strcmp(p, "/.")) {
-			in[++i] = '/';
-		} else if (!strncmp(p, "/../", 4) || !strcmp(p, "/..")) {
-			/* "/../x" -> "/x", "/.." -> "/" */
-			i += 2;
-			if (p[3] == '/')
-				i++;
-			else
-				in[i] = '/';
-			while (o > 0 && out[o - 1] != '/')
-				o--;
-			if (o > 0)
-				o--;
-		} else if (!strcmp(p, ".") || !strcmp(p, "..")) {
-			i = n;
-		} else {
-			do
-				out[o++] = in[i++];
-			while (i < n && in[i] != '/');
-		}
-	}
-	tail = url + from + n;
-	memmove(url + from + o, tail, strlen(tail) + 1);
-	memcpy(url + from, out, o);
-	return 0;
-}
-
 bool rtsp_url_has_scheme(const char *ref, size_t len)
 {
-	size_t i = 0;
-
-	if (!len || !isalpha((unsigned char)ref[0]))
-		return false;
-	while (i < len && (isalnum((unsigned char)ref[i]) || strchr("+-.", ref[i])))
-		i++;
-	return i < len && ref[i] == ':';
+	return uri_has_scheme(ref, len);
 }
 
 int rtsp_url_resolve(const char *base, const char *ref, size_t len, char *out, size_t cap)
 {
-	size_t auth = authority_end(base), keep;
-	const char *q;
-
-	if (rtsp_url_has_scheme(ref, len))
-		return (size_t)snprintf(out, cap, "%.*s", (int)len, ref) < cap ? 0 : -1;
-	if (!len)
-		return (size_t)snprintf(out, cap, "%s", base) < cap ? 0 : -1;
-	if (ref[0] == '/' && len > 1 && ref[1] == '/')
-		keep = (q = strstr(base, "//")) ? (size_t)(q - base) : 0;
-	else if (ref[0] == '/')
-		keep = auth;
-	else if (ref[0] == '?')
-		keep = (q = strchr(base + auth, '?')) ? (size_t)(q - base) : strlen(base);
-	else {
-		const char *end = (q = strchr(base + auth, '?')) ? q : base + strlen(base);
-
-		while (end > base + auth && end[-1] != '/')
-			end--;
-		keep = (size_t)(end - base);
-		if (keep == auth) { /* an empty base path merges as "/" */
-			if ((size_t)snprintf(out, cap, "%.*s/%.*s", (int)keep, base, (int)len,
-					     ref) >= cap)
-				return -1;
-			return remove_dot_segments(out, auth);
-		}
-	}
-	if ((size_t)snprintf(out, cap, "%.*s%.*s", (int)keep, base, (int)len, ref) >= cap)
-		return -1;
-	return ref[0] != '?' ? remove_dot_segments(out, auth) : 0;
+	return uri_resolve(base, strlen(base), ref, len, out, cap);
 }
 
 int rtsp_url_format(const struct rtsp_url *u, char *out, size_t cap)

@@ -35,13 +35,14 @@ int rtsp_url_parse_embedded(const char *s, size_t len, struct rtsp_url *u);
  * the length, or -1 when it does not fit in @cap (NUL included).
  */
 int rtsp_url_format(const struct rtsp_url *u, char *out, size_t cap);
-/* Does @ref (@len bytes) start with a URI scheme ("rtsp:", "http:")? */
+/* Does @ref (@len bytes) start with a URI scheme ("rtsp:", "http:")? uri_has_scheme(). */
 bool rtsp_url_has_scheme(const char *ref, size_t len);
+/* The size of a resolved URL the RTSP client keeps (a SETUP target, a redirect). */
 #define RTSP_URL_RESOLVE_MAX 2048
 /*
  * The reference @ref (@len bytes, e.g. an SDP a=control) resolved against the absolute URL
- * @base per RFC 3986 §5.2 (merge, dot segments removed) into @out. 0, or -1 when it does not
- * fit in @cap (NUL included) or exceeds RTSP_URL_RESOLVE_MAX.
+ * @base per RFC 3986 §5.2 (merge, dot segments removed) into @out: uri_resolve(). 0, or -1
+ * when it does not fit in @cap (NUL included).
  */
 int rtsp_url_resolve(const char *base, const char *ref, size_t len, char *out, size_t cap);
 

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * libFuzzer target for what the RTSP client side (the HTTP->RTSP gateway) adds to the RTSP
- * modules: rtsp_url_resolve() of an SDP control against a base URL, and rtsp_rtp_payload().
- * The input is "BASE-PATH\nREFERENCE"; the base is made absolute with "rtsp://h". Oracles: a
- * resolved URL fits, keeps the base's scheme and authority unless the reference names its own,
- * and its path has no dot segments left (the base's path is taken as it is for an empty or
- * "?query" reference, RFC 3986 §5.2.2); an RTP payload lies inside the packet.
+ * modules: rtsp_url_resolve() (user/uri.c's uri_resolve()) of an SDP control against a base
+ * URL, and rtsp_rtp_payload(). The input is "BASE-PATH\nREFERENCE"; the base is made absolute
+ * with "rtsp://h". Oracles: a resolved URL fits, keeps the base's scheme and authority unless
+ * the reference names its own, and its path has no dot segments left (the base's path is taken
+ * as it is for an empty or "?query" reference, RFC 3986 §5.2.2), so that it resolves to itself
+ * against the base; an RTP payload lies inside the packet.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -19,12 +20,12 @@
 static void check_path(const char *url)
 {
 	const char *path = strchr(url + strlen(BASE_PREFIX), '/');
-	const char *q = strchr(url, '?');
+	const char *q = url + strcspn(url, "?#"); /* the path ends at a query or fragment */
 	size_t n;
 
-	if (!path || (q && q < path))
+	if (!path || q < path)
 		return;
-	n = q ? (size_t)(q - path) : strlen(path);
+	n = (size_t)(q - path);
 	for (size_t i = 0; i < n; i++) {
 		/* A segment "." or "..": after a '/', up to the next '/' or the end of the path. */
 		if (path[i] != '/' || i + 1 >= n || path[i + 1] != '.')
@@ -33,6 +34,17 @@ static void check_path(const char *url)
 		    (path[i + 2] == '.' && (i + 3 == n || path[i + 3] == '/')))
 			abort();
 	}
+}
+
+/* An absolute URL without dot segments is its own resolution. */
+static void check_resolves_to_itself(const char *base, const char *url)
+{
+	char again[RTSP_URL_RESOLVE_MAX];
+
+	check_path(url);
+	if (rtsp_url_resolve(base, url, strlen(url), again, sizeof(again)) < 0 ||
+	    strcmp(url, again))
+		abort();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -61,8 +73,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    !(ref_len >= 2 && !memcmp(ref, "//", 2))) {
 			if (strncmp(out, BASE_PREFIX, strlen(BASE_PREFIX)))
 				abort();
-			if (ref_len && ref[0] != '?')
-				check_path(out);
+			if (ref_len && ref[0] != '?' && ref[0] != '#')
+				check_resolves_to_itself(base, out);
 		}
 	}
 	if (rtsp_rtp_payload(data, size, &off, &end) == 0 && (off > end || end > size))

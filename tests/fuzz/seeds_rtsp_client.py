@@ -8,7 +8,8 @@ import sys
 
 BASES = ["/b/c/d;p", "/live/ch1/", "", "/a/b/"]
 REFS = ["g", "./g", "../g", "../../../g", "/./g", "g/../h", "?y", "g?y/./x", "trackID=0", "*",
-        "rtsp://other/x", "//g", ".", "..", "g;x=1/../y", ""]
+        "rtsp://other/x", "//g", ".", "..", "g;x=1/../y", "",
+        "#s", "g#s/../x", "g?y#s"]
 
 
 def main():

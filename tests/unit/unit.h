@@ -30,6 +30,10 @@ void unit_rtsp(void);
 void unit_loop(void);
 /* unit_rtsp_client.c: reference resolution and RTP payloads, for the RTSP client side */
 void unit_rtsp_client(void);
+/* unit_uri.c: RFC 3986 reference resolution and dot segments */
+void unit_uri(void);
+/* Does uri_resolve(@base, @ref) give @want? Says what it gave when not. */
+int unit_resolves(const char *base, const char *ref, const char *want);
 /* unit_playlist.c: HLS/M3U detection and rewriting, chunked decoding */
 void unit_playlist(void);
 /* unit_tls.c: TLS contexts and the TLS transport over socketpairs */

@@ -581,6 +581,7 @@ int main(void)
 	unit_loop();
 	unit_rtsp();
 	unit_rtsp_client();
+	unit_uri();
 	unit_playlist();
 	unit_tls();
 	printf("%d passed, %d failed\n", passed, failed);
