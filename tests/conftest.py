@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -288,18 +287,7 @@ class Kfwd:
     # ---- lifecycle
     def wait_ready(self, timeout=10.0):
         ports = list(self.listen_ports) + ([self.metrics_port] if self.metrics_port else [])
-        deadline = time.monotonic() + timeout
-        pending = list(ports)
-        while pending:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"kfwd exited with {self.proc.returncode} during start-up:\n{self.stderr}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"kfwd not accepting on {pending} after {timeout} s:\n{self.stderr}")
-            try:
-                socket.create_connection(("127.0.0.1", pending[0]), timeout=0.5).close()
-                pending.pop(0)
-            except OSError:
-                time.sleep(0.02)
+        peers.wait_accepting(self.proc, ports, timeout, "kfwd", lambda: self.stderr, AssertionError)
         return self
 
     def send_signal(self, sig):
@@ -482,34 +470,19 @@ def upload_file(tmp_path_factory):
     return FileInfo("upload", p, 100 * MiB, make_file(p, 100 * MiB))
 
 
-class Nginx:
+class Nginx(peers.NginxProcess):
+    """The suite's nginx origin: files_dir under /files/, /204, /304 and /ok, on two ports (the
+    second with sndbuf=256k on accepted sockets)."""
+
     def __init__(self, prefix, files):
-        self.prefix = Path(prefix)
         self.files = files
         self.port = peers.free_port()
         self.port_small_sndbuf = peers.free_port()  # same content, sndbuf=256k on accepted sockets
         self.addr = f"127.0.0.1:{self.port}"
         self.addr_small_sndbuf = f"127.0.0.1:{self.port_small_sndbuf}"
-        for sub in ("logs", "tmp"):
-            (self.prefix / sub).mkdir(parents=True, exist_ok=True)
         root = files["1k"].path.parent
-        conf = f"""
-daemon off;
-master_process off;
-worker_processes 1;
-pid {self.prefix}/nginx.pid;
-error_log {self.prefix}/logs/error.log warn;
-worker_rlimit_nofile 16384;
-events {{ worker_connections 8192; }}
-http {{
+        http = f"""
     access_log off;
-    client_body_temp_path {self.prefix}/tmp/body;
-    proxy_temp_path {self.prefix}/tmp/proxy;
-    fastcgi_temp_path {self.prefix}/tmp/fastcgi;
-    uwsgi_temp_path {self.prefix}/tmp/uwsgi;
-    scgi_temp_path {self.prefix}/tmp/scgi;
-    types {{ }}
-    default_type application/octet-stream;
     sendfile on;
     keepalive_requests 1000000;
     keepalive_timeout 300s;
@@ -520,39 +493,9 @@ http {{
         location = /204 {{ return 204; }}
         location = /304 {{ return 304; }}
         location = /ok {{ return 200 "ok\\n"; }}
-    }}
-}}
-"""
-        self.conf_path = self.prefix / "nginx.conf"
-        self.conf_path.write_text(conf)
-        self.log = open(self.prefix / "logs" / "stderr.log", "wb")
-        self.proc = subprocess.Popen(
-            ["/usr/sbin/nginx", "-p", str(self.prefix), "-c", str(self.conf_path)],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        self.pid = self.proc.pid
-        deadline = time.monotonic() + 10
-        for p in (self.port, self.port_small_sndbuf):
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"nginx exited {self.proc.returncode}: {(self.prefix / 'logs' / 'stderr.log').read_text()}")
-                try:
-                    socket.create_connection(("127.0.0.1", p), timeout=0.5).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("nginx did not start")
-                    time.sleep(0.02)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)  # graceful
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
+    }}"""
+        super().__init__(prefix, http, (self.port, self.port_small_sndbuf), worker_connections=8192,
+                         main="worker_rlimit_nofile 16384;")
 
 
 @pytest.fixture(scope="session")

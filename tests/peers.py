@@ -14,6 +14,7 @@ import os
 import random
 import re
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -22,6 +23,7 @@ import termios
 import threading
 import time
 import weakref
+from pathlib import Path
 
 LOCAL = "127.0.0.1"
 MiB = 1 << 20
@@ -37,6 +39,23 @@ def free_port(host=LOCAL):
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def wait_accepting(proc, ports, timeout, what, details=lambda: "", error=RuntimeError):
+    """Wait until every one of ports on 127.0.0.1 accepts a connection while proc (a Popen)
+    runs; raises error naming what (and details()) when proc exits or timeout passes first."""
+    deadline = time.monotonic() + timeout
+    pending = list(ports)
+    while pending:
+        if proc.poll() is not None:
+            raise error(f"{what} exited with {proc.returncode} during start-up:\n{details()}")
+        if time.monotonic() > deadline:
+            raise error(f"{what} not accepting on {pending} after {timeout} s:\n{details()}")
+        try:
+            socket.create_connection((LOCAL, pending[0]), timeout=0.5).close()
+            pending.pop(0)
+        except OSError:
+            time.sleep(0.02)
 
 
 def hostport(host, port):
@@ -1050,3 +1069,71 @@ def pipe_bytes(pid):
         finally:
             os.close(f)
     return total, len(seen)
+
+
+# --------------------------------------------------------------------------- nginx
+
+NGINX_BIN = "/usr/sbin/nginx"
+NGINX_START_TIMEOUT = 10.0
+NGINX_STOP_TIMEOUT = 10.0
+
+
+class NginxProcess:
+    """One nginx process in the foreground (master_process off: the PID is the server) with its
+    configuration, pid, logs and temp files under prefix. http: the http block's own directives
+    and servers; ports: those its servers listen on, waited for. stop() sends stop_signal
+    (SIGQUIT: graceful) and kills by PID when nginx outlives NGINX_STOP_TIMEOUT."""
+
+    stop_signal = signal.SIGQUIT
+
+    def __init__(self, prefix, http, ports, *, worker_connections=1024, main="",
+                 default_type="application/octet-stream"):
+        self.prefix = Path(prefix)
+        for sub in ("logs", "tmp"):
+            (self.prefix / sub).mkdir(parents=True, exist_ok=True)
+        p = self.prefix
+        self.conf_path = p / "nginx.conf"
+        self.conf_path.write_text(f"""
+daemon off;
+master_process off;
+worker_processes 1;
+pid {p}/nginx.pid;
+error_log {p}/logs/error.log warn;
+{main}
+events {{ worker_connections {worker_connections}; }}
+http {{
+    client_body_temp_path {p}/tmp/body;
+    proxy_temp_path {p}/tmp/proxy;
+    fastcgi_temp_path {p}/tmp/fastcgi;
+    uwsgi_temp_path {p}/tmp/uwsgi;
+    scgi_temp_path {p}/tmp/scgi;
+    types {{ }}
+    default_type {default_type};
+{http}
+}}
+""")
+        self.stderr_path = p / "logs" / "stderr.log"
+        self.log = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen([NGINX_BIN, "-p", str(p), "-c", str(self.conf_path)],
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
+        try:
+            wait_accepting(self.proc, ports, NGINX_START_TIMEOUT, "nginx", self.stderr_path.read_text)
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def kill(self):
+        """SIGKILL by PID: sockets die with the process, as in a crash."""
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.proc.wait(NGINX_STOP_TIMEOUT)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(self.stop_signal)
+            try:
+                self.proc.wait(NGINX_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()

@@ -10,11 +10,8 @@ a private nginx process that a test may SIGKILL (the mini_nginx fixture of conft
 """
 
 import json
-import os
-import signal
 import socket
 import struct
-import subprocess
 import time
 
 import peers
@@ -304,73 +301,23 @@ def nreq(p):
         return len(p.requests)
 
 
-class MiniNginx:
+class MiniNginx(peers.NginxProcess):
     """One nginx-light process (master_process off: the PID is the server) answering
     `location / { return 200 "<ident>\\n"; }` on its own port."""
 
     def __init__(self, prefix, ident):
-        self.prefix = prefix
         self.ident = ident
         self.port = peers.free_port()
         self.addr = f"127.0.0.1:{self.port}"
-        (prefix / "tmp").mkdir(parents=True, exist_ok=True)
-        conf = f"""
-daemon off;
-master_process off;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
+        http = f"""
     access_log off;
-    client_body_temp_path {prefix}/tmp/body;
-    proxy_temp_path {prefix}/tmp/proxy;
-    fastcgi_temp_path {prefix}/tmp/fastcgi;
-    uwsgi_temp_path {prefix}/tmp/uwsgi;
-    scgi_temp_path {prefix}/tmp/scgi;
-    default_type text/plain;
     keepalive_requests 1000000;
     keepalive_timeout 300s;
     server {{
         listen 127.0.0.1:{self.port} backlog=1024;
         location / {{ return 200 "{ident}\\n"; }}
-    }}
-}}
-"""
-        (prefix / "nginx.conf").write_text(conf)
-        self.log = open(prefix / "stderr.log", "wb")
-        self.proc = subprocess.Popen(
-            ["/usr/sbin/nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        self.pid = self.proc.pid
-        deadline = time.monotonic() + 10
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nginx exited {self.proc.returncode}: {(prefix / 'stderr.log').read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("nginx did not start")
-                time.sleep(0.02)
-
-    def kill(self):
-        """SIGKILL by PID: sockets die with the process, as in a crash."""
-        if self.proc.poll() is None:
-            os.kill(self.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        self.log.close()
+    }}"""
+        super().__init__(prefix, http, (self.port,), default_type="text/plain")
 
 
 class Files(Peer):

@@ -14,10 +14,10 @@ tls_listen (a listener's config line).
 """
 
 import os
+import signal
 import socket
 import ssl
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -148,35 +148,19 @@ def tls_certs(tmp_path_factory):
     return certs
 
 
-class NginxTls:
+class NginxTls(peers.NginxProcess):
     """An HTTPS origin: nginx with `ssl` serving @root under /files/, with @cert/@key.
     keepalive_timeout: how long nginx keeps an idle connection. .requests() reads the access
     log: one (connection serial, request number on it, SNI or "-", URI) per request."""
 
+    stop_signal = signal.SIGTERM  # fast: connections mid-transfer do not hold the stop
+
     def __init__(self, prefix, root, cert, key, keepalive_timeout="300s"):
-        self.prefix = Path(prefix)
-        (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
-        (self.prefix / "tmp").mkdir(parents=True, exist_ok=True)
         self.port = peers.free_port()
         self.addr = f"127.0.0.1:{self.port}"
-        conf = self.prefix / "nginx.conf"
-        conf.write_text(f"""
-daemon off;
-master_process off;
-worker_processes 1;
-pid {self.prefix}/nginx.pid;
-error_log {self.prefix}/logs/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
+        http = f"""
     log_format conns '$connection $connection_requests $ssl_server_name $request_uri';
-    access_log {self.prefix}/logs/access.log conns;
-    client_body_temp_path {self.prefix}/tmp/body;
-    proxy_temp_path {self.prefix}/tmp/proxy;
-    fastcgi_temp_path {self.prefix}/tmp/fastcgi;
-    uwsgi_temp_path {self.prefix}/tmp/uwsgi;
-    scgi_temp_path {self.prefix}/tmp/scgi;
-    types {{ }}
-    default_type application/octet-stream;
+    access_log {prefix}/logs/access.log conns;
     keepalive_timeout {keepalive_timeout};
     server {{
         listen 127.0.0.1:{self.port} ssl;
@@ -185,23 +169,8 @@ http {{
         ssl_protocols TLSv1.2 TLSv1.3;
         location /files/ {{ alias {root}/; }}
         location = /ok {{ return 200 "ok\\n"; }}
-    }}
-}}
-""")
-        self.log = open(self.prefix / "logs" / "stderr.log", "wb")
-        self.proc = subprocess.Popen(["/usr/sbin/nginx", "-p", str(self.prefix), "-c", str(conf)],
-                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nginx ssl exited {self.proc.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("nginx ssl did not start")
-                time.sleep(0.02)
+    }}"""
+        super().__init__(prefix, http, (self.port,))
 
     def requests(self):
         """[(connection, request number, server name, uri)] from the access log (nginx writes
@@ -214,13 +183,3 @@ http {{
             conn, n, name, uri = line.split(" ", 3)
             out.append((int(conn), int(n), name, uri))
         return out
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
