@@ -345,7 +345,23 @@ class Response:
         )
 
 
-class HttpConn:
+class SocketClient:
+    """close() and the context manager of a client owning self.sock."""
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+
+class HttpConn(SocketClient):
     """One client TCP connection speaking HTTP/1.x by hand."""
 
     def __init__(self, port, host=LOCAL, *, rcvbuf=None, sndbuf=None, timeout=30.0):
@@ -362,18 +378,6 @@ class HttpConn:
         self.host = host
         self.port = port
         _clients.add(self)
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.close()
 
     def settimeout(self, t):
         self.sock.settimeout(t)

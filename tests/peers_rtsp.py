@@ -30,7 +30,8 @@ import tempfile
 import threading
 import time
 
-LOCAL = "127.0.0.1"
+from peers import LOCAL, SocketClient, parse_head
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PYTHON = "/usr/bin/python3"
 CRLF = b"\r\n"
@@ -208,23 +209,7 @@ def ts_packets(n, seed=0):
     return bytes(out)
 
 
-class _SocketClient:
-    """close() and the context manager of a client owning self.sock."""
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.close()
-
-
-class HttpStream(_SocketClient):
+class HttpStream(SocketClient):
     """A raw HTTP/1.x client for the gateway: sends a GET or HEAD, parses the answer head and
     reads the endless body on demand."""
 
@@ -247,10 +232,9 @@ class HttpStream(_SocketClient):
                 raise EOFError(f"closed before the head: {self.buf!r}")
             self.buf += data
         head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        self.status = int(lines[0].split()[1])
-        self.headers = {k.strip().lower(): v.strip()
-                        for k, _, v in (ln.partition(":") for ln in lines[1:])}
+        status_line, headers = parse_head(head)
+        self.status = int(status_line.split()[1])
+        self.headers = {k.lower(): v for k, v in headers.items}
         return self.status
 
     def read(self, n):
@@ -276,7 +260,7 @@ class HttpStream(_SocketClient):
 # --------------------------------------------------------------------------- client
 
 
-class RtspConn(_SocketClient):
+class RtspConn(SocketClient):
     """A raw RTSP client connection: send requests, read responses, frames and server requests."""
 
     def __init__(self, port, host=LOCAL, timeout=10.0):
