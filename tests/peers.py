@@ -58,6 +58,66 @@ def wait_accepting(proc, ports, timeout, what, details=lambda: "", error=Runtime
             time.sleep(0.02)
 
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is the state (field 3 of stat); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def idle_cpu(pid, seconds=1.0):
+    """CPU seconds a process used over the next @seconds (a spin shows as ~@seconds)."""
+    before = cpu_seconds(pid)
+    time.sleep(seconds)
+    return cpu_seconds(pid) - before
+
+
+def exchange(port, raw, *, timeout=5.0, shut_wr=False, close_early=False):
+    """Send @raw on a fresh connection and read until kfwd closes it (or @timeout).
+    Returns (bytes received, closed): closed is True when kfwd ended the connection (FIN or
+    reset) within the timeout. close_early: close right after sending (the client gives up)."""
+    s = socket.create_connection((LOCAL, port), timeout=timeout)
+    got = bytearray()
+    closed = False
+    try:
+        try:
+            s.sendall(raw)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        if close_early:
+            return b"", True
+        if shut_wr:
+            s.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                d = s.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                closed = True
+                break
+            if not d:
+                closed = True
+                break
+            got += d
+    finally:
+        s.close()
+    return bytes(got), closed
+
+
+def status_of(data):
+    """Status code of the first response in @data, or None."""
+    if not data.startswith(b"HTTP/1."):
+        return None
+    return int(data.split(b" ", 2)[1])
+
+
 def hostport(host, port):
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -684,6 +744,27 @@ class Peer:
     def handle(self, conn):
         raise NotImplementedError
 
+    def next_request(self, conn):
+        """The next request head on conn, recorded in .requests; None at a clean EOF."""
+        req = conn.read_request()
+        if req is not None:
+            with self.lock:
+                self.requests.append(req)
+        return req
+
+    def each_request(self, conn, *, body=False):
+        """Each request of a keep-alive connection until a clean EOF, recorded in .requests
+        (after its body is read, when body)."""
+        while True:
+            req = conn.read_request()
+            if req is None:
+                return
+            if body:
+                conn.read_body(req)
+            with self.lock:
+                self.requests.append(req)
+            yield req
+
     def stop(self):
         self.stopping.set()
         try:
@@ -719,12 +800,7 @@ class EchoUpload(Peer):
         self.close_after = close_after  # answer every request with Connection: close
 
     def handle(self, conn):
-        while True:
-            req = conn.read_request()
-            if req is None:
-                return
-            with self.lock:
-                self.requests.append(req)
+        for req in self.each_request(conn):
             if req.headers.get("expect", "").lower() == "100-continue":
                 conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
                 req.sent_100 = True
@@ -756,10 +832,9 @@ class CloseMidBody(Peer):
         self.closed = threading.Event()
 
     def handle(self, conn):
-        req = conn.read_request()
+        req = self.next_request(conn)
         if req is None:
             return
-        self.requests.append(req)
         half = self.payload.size // 2
         if self.mode == "length":
             conn.send(f"HTTP/1.1 200 OK\r\nContent-Length: {self.payload.size}\r\n\r\n".encode())
@@ -799,10 +874,9 @@ class CloseDelimited(Peer):
         self.closed_at = None
 
     def handle(self, conn):
-        req = conn.read_request()
+        req = self.next_request(conn)
         if req is None:
             return
-        self.requests.append(req)
         conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n")
         for p in self.payload.pieces(self.piece):
             conn.send(p)
@@ -841,11 +915,7 @@ class ChunkedTrailers(Peer):
         self.chunk_count = len(chunks)
 
     def handle(self, conn):
-        while True:
-            req = conn.read_request()
-            if req is None:
-                return
-            self.requests.append(req)
+        for req in self.each_request(conn):
             conn.send(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
                 b"Transfer-Encoding: chunked\r\nTrailer: X-Payload-Sha256, X-Trailer-Test\r\n\r\n"
@@ -864,10 +934,9 @@ class NeverResponds(Peer):
     name = "never-responds"
 
     def handle(self, conn):
-        req = conn.read_request()
+        req = self.next_request(conn)
         if req is None:
             return
-        self.requests.append(req)
         conn.sock.settimeout(0.2)
         while not self.stopping.is_set():
             try:
@@ -884,10 +953,9 @@ class Garbage(Peer):
     RESPONSE = b"SSH-2.0-OpenSSH_9.2\r\nthis is not an HTTP response\r\n\r\n"
 
     def handle(self, conn):
-        req = conn.read_request()
+        req = self.next_request(conn)
         if req is None:
             return
-        self.requests.append(req)
         conn.send(self.RESPONSE)
         graceful_close(conn.sock)
 
@@ -903,10 +971,9 @@ class CloseBeforeHead(Peer):
         self.mode = mode
 
     def handle(self, conn):
-        req = conn.read_request()
+        req = self.next_request(conn)
         if req is None:
             return
-        self.requests.append(req)
         if self.mode == "partial":
             conn.send(b"HTTP/1.1 200 OK\r\nContent-Len")
         graceful_close(conn.sock)
@@ -932,11 +999,7 @@ class CountingSender(Peer):
         return self.payload
 
     def handle(self, conn):
-        while True:
-            req = conn.read_request()
-            if req is None:
-                return
-            self.requests.append(req)
+        for req in self.each_request(conn):
             conn.read_body(req)
             payload = self.payload_for(req.target)
             with self.lock:

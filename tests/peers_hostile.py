@@ -7,76 +7,16 @@ tests/peers.py's Peer base (threaded, 127.0.0.1 only, stopped with .stop()).
   RawResponder      reads one request, answers with scripted raw bytes, then records whether
                     kfwd closed the upstream connection (a message kfwd refused must never
                     leave it pooled).
-  cpu_seconds(pid)  kfwd's user+system CPU time, from /proc/PID/stat.
-  exchange(...)     send raw bytes to kfwd, read its whole answer until it closes.
+(cpu_seconds, idle_cpu, exchange and status_of, which the suite uses too, are in peers.py.)
 """
 
-import os
 import socket
 import threading
 import time
 
-from peers import LOCAL, Headers, Peer, ProtocolError
+from peers import Headers, Peer, ProtocolError
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 SPLIT_PAUSE = 0.2  # seconds between the parts of a RawResponder response given as a tuple
-
-
-def cpu_seconds(pid):
-    """User + system CPU time of a process, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # fields[0] is the state (field 3 of stat); utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
-def idle_cpu(pid, seconds=1.0):
-    """CPU seconds a process used over the next @seconds (a spin shows as ~@seconds)."""
-    before = cpu_seconds(pid)
-    time.sleep(seconds)
-    return cpu_seconds(pid) - before
-
-
-def exchange(port, raw, *, timeout=5.0, shut_wr=False, close_early=False):
-    """Send @raw on a fresh connection and read until kfwd closes it (or @timeout).
-    Returns (bytes received, closed): closed is True when kfwd ended the connection (FIN or
-    reset) within the timeout. close_early: close right after sending (the client gives up)."""
-    s = socket.create_connection((LOCAL, port), timeout=timeout)
-    got = bytearray()
-    closed = False
-    try:
-        try:
-            s.sendall(raw)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        if close_early:
-            return b"", True
-        if shut_wr:
-            s.shutdown(socket.SHUT_WR)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            s.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                d = s.recv(65536)
-            except socket.timeout:
-                break
-            except ConnectionResetError:
-                closed = True
-                break
-            if not d:
-                closed = True
-                break
-            got += d
-    finally:
-        s.close()
-    return bytes(got), closed
-
-
-def status_of(data):
-    """Status code of the first response in @data, or None."""
-    if not data.startswith(b"HTTP/1."):
-        return None
-    return int(data.split(b" ", 2)[1])
 
 
 class ParsedRequest:

@@ -48,18 +48,6 @@ def _hold_open(peer, conn):
             return
 
 
-def _requests(peer, conn):
-    """Each request of a keep-alive connection, its body read, recorded in peer.requests."""
-    while True:
-        req = conn.read_request()
-        if req is None:
-            return
-        conn.read_body(req)
-        with peer.lock:
-            peer.requests.append(req)
-        yield req
-
-
 class Scripted(Peer):
     """Keep-alive server whose answer the request chooses through its own headers:
       X-Status: N            status code (default 200)
@@ -69,7 +57,7 @@ class Scripted(Peer):
     name = "scripted"
 
     def handle(self, conn):
-        for req in _requests(self, conn):
+        for req in self.each_request(conn, body=True):
             status = int(req.headers.get("x-status", "200"))
             hdrs = [("Content-Type", "application/json")]
             loc = req.headers.get_all("x-location")
@@ -91,12 +79,7 @@ class EarlyResponder(Peer):
         self.early_conns = 0
 
     def handle(self, conn):
-        while True:
-            req = conn.read_request()
-            if req is None:
-                return
-            with self.lock:
-                self.requests.append(req)
+        for req in self.each_request(conn):
             if req.method in ("POST", "PUT") and int(req.headers.get("content-length", "0")) > 0:
                 with self.lock:
                     self.early_conns += 1
@@ -334,7 +317,7 @@ class Files(Peer):
         self.files = dict(files)
 
     def handle(self, conn):
-        for req in _requests(self, conn):
+        for req in self.each_request(conn, body=True):
             path = req.target.split("?", 1)[0]
             if path not in self.files:
                 _send_response(conn, 404, "Not Found", b"no such file\n")

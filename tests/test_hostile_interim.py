@@ -6,7 +6,6 @@ capped in count and bytes, relayed under backpressure), keep serving other clien
 flooded client 502 (or close it), close the flooding upstream, and exit promptly on SIGTERM.
 """
 
-import os
 import signal
 import socket
 import threading
@@ -20,13 +19,6 @@ from peers import mget
 
 INTERIM = b"HTTP/1.1 100 Continue\r\n\r\n"
 INTERIM_MAX_COUNT = 16  # user/session.c
-
-
-def cpu_seconds(pid):
-    """utime + stime of a process, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class InterimFlood(peers.Peer):
@@ -77,7 +69,7 @@ def test_interim_flood_bounded(kfwd, peer):
     victim.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     victim.connect(("127.0.0.1", k.port))
     t0 = time.monotonic()
-    cpu0 = cpu_seconds(k.pid)
+    cpu0 = peers.cpu_seconds(k.pid)
     victim.sendall(b"GET /flood HTTP/1.1\r\nHost: x\r\n\r\n")
     assert flood.flooding.wait(5), "the flooding upstream never got the request"
 
@@ -92,7 +84,7 @@ def test_interim_flood_bounded(kfwd, peer):
         assert r.status == 200, r
         time.sleep(0.2)
     elapsed = time.monotonic() - t0
-    cpu = cpu_seconds(k.pid) - cpu0
+    cpu = peers.cpu_seconds(k.pid) - cpu0
     rss_growth = k.rss_kb() - rss0
     print(f"interim flood: {elapsed:.1f} s, RSS +{rss_growth} KiB, kfwd CPU {cpu:.2f} s ({100 * cpu / elapsed:.1f} %), "
           f"slowest other request {worst * 1000:.1f} ms")
@@ -141,26 +133,12 @@ class ManyInterims(peers.Peer):
         self.count = count
 
     def handle(self, conn):
-        while True:
-            req = conn.read_request()
-            if req is None:
-                return
-            self.requests.append(req)
+        for req in self.each_request(conn):
             out = b""
             for i in range(self.count):
                 out += INTERIM if i % 2 == 0 else b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
             out += b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
             conn.send(out)
-
-
-def exchange(port, raw):
-    """Send raw bytes on a fresh connection; everything kfwd sent until it closed."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
-        c.sendall(raw)
-        got = b""
-        while d := c.recv(65536):
-            got += d
-    return got
 
 
 @pytest.mark.timeout(30)
@@ -170,10 +148,10 @@ def test_interim_cap_boundary(kfwd, peer):
     at_cap = peer(ManyInterims(INTERIM_MAX_COUNT))
     over = peer(ManyInterims(INTERIM_MAX_COUNT + 1))
     k = kfwd(f"upstream a {at_cap.addr}\nupstream b {over.addr}\nroute /a/ a\nroute /b/ b\n")
-    got = exchange(k.port, b"GET /a/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    got = peers.exchange(k.port, b"GET /a/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[0]
     assert got.count(b"HTTP/1.1 1") == INTERIM_MAX_COUNT, got[:400]
     assert b"HTTP/1.1 200 OK" in got and got.endswith(b"ok"), got[-200:]
-    got = exchange(k.port, b"GET /b/x HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = peers.exchange(k.port, b"GET /b/x HTTP/1.1\r\nHost: x\r\n\r\n")[0]
     assert got.count(b"HTTP/1.1 1") == INTERIM_MAX_COUNT, got[:400]
     assert b"HTTP/1.1 502 " in got and b"200 OK" not in got, got[-300:]
     assert mget(k.metrics(), "kfwd_interim_floods_total") == 1

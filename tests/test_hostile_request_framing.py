@@ -10,6 +10,7 @@ import hashlib
 
 import pytest
 
+import peers
 import peers_hostile as H
 
 SMUG = b"GET /admin HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -79,8 +80,8 @@ HEAD_REJECTS = [
 @pytest.mark.parametrize("raw", [r for _, r in HEAD_REJECTS], ids=[i for i, _ in HEAD_REJECTS])
 def test_head_rejected(setup, raw):
     k, origin = setup
-    data, closed = H.exchange(k.port, raw)
-    assert H.status_of(data) == 400, data[:200]
+    data, closed = peers.exchange(k.port, raw)
+    assert peers.status_of(data) == 400, data[:200]
     assert closed, "kfwd kept a connection whose framing it refused"
     assert data.count(b"HTTP/1.1 ") == 1, "a request after the refused one was answered"
     assert origin.accepted == 0 and not origin.all_bytes(), "a refused request reached the origin"
@@ -109,15 +110,15 @@ BODY_REJECTS = [
 
 
 def check_body_rejected(k, origin, raw):
-    data, closed = H.exchange(k.port, raw)
-    assert H.status_of(data) == 400, data[:200]
+    data, closed = peers.exchange(k.port, raw)
+    assert peers.status_of(data) == 400, data[:200]
     assert closed
     assert data.count(b"HTTP/1.1 ") == 1
     assert not origin.parsed, f"the origin read a complete request: {origin.parsed}"
     assert b"/admin" not in b"".join(r.target.encode() for r in origin.parsed)
     # kfwd closed its upstream connection: the origin's handler saw EOF and ended.
     assert peers_wait(lambda: not origin.conns), "the upstream connection stayed open"
-    assert H.idle_cpu(k.pid) < MAX_IDLE_CPU
+    assert peers.idle_cpu(k.pid) < MAX_IDLE_CPU
 
 
 def peers_wait(pred, timeout=5.0):
@@ -139,8 +140,8 @@ def test_chunk_error_then_client_gone_no_spin(setup, close_how):
     k, origin = setup
     raw = chunked(b"5\r\nhelloXX0\r\n\r\n")
     for _ in range(5):
-        H.exchange(k.port, raw, close_early=close_how == "close", shut_wr=close_how == "shutdown")
-    assert H.idle_cpu(k.pid, 1.5) < MAX_IDLE_CPU * 1.5
+        peers.exchange(k.port, raw, close_early=close_how == "close", shut_wr=close_how == "shutdown")
+    assert peers.idle_cpu(k.pid, 1.5) < MAX_IDLE_CPU * 1.5
     assert k.metric("kfwd_connections_active", 0) == 0 or peers_wait(
         lambda: k.metric("kfwd_connections_active", 0) == 0
     )
@@ -162,7 +163,7 @@ def test_connection_naming_content_length_smuggling(setup):
         b"GET /public/a HTTP/1.1\r\n" + HOST + b"Content-Length: %d\r\nConnection: Content-Length\r\n"
         b"\r\n" % len(SMUG)
     ) + SMUG
-    data, _ = H.exchange(k.port, raw + b"GET /public/b HTTP/1.1\r\n" + HOST + b"Connection: close\r\n\r\n")
+    data, _ = peers.exchange(k.port, raw + b"GET /public/b HTTP/1.1\r\n" + HOST + b"Connection: close\r\n\r\n")
     assert data.count(b"HTTP/1.1 200 ") == 2, data
     assert peers_wait(lambda: len(origin.parsed) == 2)
     assert origin.targets() == ["/public/a", "/public/b"]
@@ -176,8 +177,8 @@ def test_connection_naming_transfer_encoding(setup):
     k, origin = setup
     body = b"5\r\nhello\r\n0\r\n\r\n"
     raw = post(b"Transfer-Encoding: chunked\r\nConnection: close, Transfer-Encoding\r\n", body)
-    data, _ = H.exchange(k.port, raw + SMUG)
-    assert H.status_of(data) == 200
+    data, _ = peers.exchange(k.port, raw + SMUG)
+    assert peers.status_of(data) == 200
     req = forwarded_one(origin, "/up/a")
     assert req.headers.tokens("transfer-encoding") == ["chunked"]
     assert req.body == b"hello"
@@ -186,8 +187,8 @@ def test_connection_naming_transfer_encoding(setup):
 def test_connection_naming_host_keeps_host(setup):
     k, origin = setup
     raw = b"GET /public/a HTTP/1.1\r\n" + HOST + b"Connection: close, Host, X-Drop\r\nX-Drop: 1\r\n\r\n"
-    data, _ = H.exchange(k.port, raw)
-    assert H.status_of(data) == 200
+    data, _ = peers.exchange(k.port, raw)
+    assert peers.status_of(data) == 200
     req = forwarded_one(origin, "/public/a")
     assert req.headers.get("host") == "kfwd.test"
     assert "x-drop" not in req.headers  # an ordinary field named there still goes
@@ -208,8 +209,8 @@ ACCEPTS = [
 @pytest.mark.parametrize("raw,body", [a[1:] for a in ACCEPTS], ids=[a[0] for a in ACCEPTS])
 def test_accepted_framing(setup, raw, body):
     k, origin = setup
-    data, _ = H.exchange(k.port, raw[: raw.index(b"\r\n\r\n")] + b"\r\nConnection: close" + raw[raw.index(b"\r\n\r\n") :])
-    assert H.status_of(data) == 200, data[:200]
+    data, _ = peers.exchange(k.port, raw[: raw.index(b"\r\n\r\n")] + b"\r\nConnection: close" + raw[raw.index(b"\r\n\r\n") :])
+    assert peers.status_of(data) == 200, data[:200]
     req = forwarded_one(origin, "/up/a")
     assert hashlib.sha256(req.body).digest() == hashlib.sha256(body).digest()
 
@@ -219,7 +220,7 @@ def test_pipelined_request_after_wrong_body(setup):
     routes it itself (no /admin route: 404), never the origin."""
     k, origin = setup
     raw = post(b"Content-Length: 5\r\n", b"hello" + SMUG)
-    data, closed = H.exchange(k.port, raw)
+    data, closed = peers.exchange(k.port, raw)
     assert data.startswith(b"HTTP/1.1 200 "), data[:200]
     assert b"HTTP/1.1 404 " in data
     assert closed
@@ -231,8 +232,8 @@ def test_absolute_form_routes_on_path_host_from_authority(setup):
     """RFC 9112 §3.2.2: a server must accept absolute-form; its authority replaces Host."""
     k, origin = setup
     raw = b"GET http://Origin.Example:81/public/a?q=1 HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n"
-    data, _ = H.exchange(k.port, raw)
-    assert H.status_of(data) == 200, data[:200]
+    data, _ = peers.exchange(k.port, raw)
+    assert peers.status_of(data) == 200, data[:200]
     req = forwarded_one(origin, "/public/a?q=1")
     assert req.headers.get_all("host") == ["Origin.Example:81"]
 
@@ -240,24 +241,24 @@ def test_absolute_form_routes_on_path_host_from_authority(setup):
 def test_absolute_form_without_path(setup, kfwd, peer):
     origin = peer(H.RecordingOrigin())
     k = kfwd(f"upstream origin {origin.addr}\nroute / origin")
-    data, _ = H.exchange(k.port, b"GET http://a.test HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
-    assert H.status_of(data) == 200, data[:200]
+    data, _ = peers.exchange(k.port, b"GET http://a.test HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+    assert peers.status_of(data) == 200, data[:200]
     assert forwarded_one(origin, "/").headers.get("host") == "a.test"
 
 
 def test_options_asterisk_forwarded(kfwd, peer):
     origin = peer(H.RecordingOrigin())
     k = kfwd(f"upstream origin {origin.addr}\nroute / origin")
-    data, _ = H.exchange(k.port, b"OPTIONS * HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
-    assert H.status_of(data) == 200, data[:200]
+    data, _ = peers.exchange(k.port, b"OPTIONS * HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+    assert peers.status_of(data) == 200, data[:200]
     req = forwarded_one(origin, "*")
     assert req.method == "OPTIONS"
 
 
 def test_options_asterisk_needs_a_route_for_slash(setup):
     k, origin = setup
-    data, _ = H.exchange(k.port, b"OPTIONS * HTTP/1.1\r\n" + HOST + b"\r\n")
-    assert H.status_of(data) == 404
+    data, _ = peers.exchange(k.port, b"OPTIONS * HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert peers.status_of(data) == 404
     assert origin.accepted == 0
 
 
@@ -265,9 +266,9 @@ def test_after_the_corpus_kfwd_is_idle_and_small(setup):
     """Every scenario above, one after another on one kfwd: still serving, no CPU, bounded RSS."""
     k, origin = setup
     for _, raw in HEAD_REJECTS + BODY_REJECTS:
-        H.exchange(k.port, raw, timeout=3)
-    data, _ = H.exchange(k.port, b"GET /public/ok HTTP/1.1\r\n" + HOST + b"Connection: close\r\n\r\n")
-    assert H.status_of(data) == 200
+        peers.exchange(k.port, raw, timeout=3)
+    data, _ = peers.exchange(k.port, b"GET /public/ok HTTP/1.1\r\n" + HOST + b"Connection: close\r\n\r\n")
+    assert peers.status_of(data) == 200
     assert "/admin" not in origin.targets()
-    assert H.idle_cpu(k.pid) < MAX_IDLE_CPU
+    assert peers.idle_cpu(k.pid) < MAX_IDLE_CPU
     assert k.rss_kb() < MAX_RSS_KB

@@ -8,7 +8,6 @@
 """
 
 import json
-import os
 import re
 import resource
 import signal
@@ -26,12 +25,6 @@ from peers import mdelta, mget
 CONNECT_ERRORS = "kfwd_upstream_connect_errors_total"
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def get(port, target, timeout=10):
     with peers.HttpConn(port, timeout=timeout) as c:
         c.request("GET", target)
@@ -45,12 +38,7 @@ class Misbehaving(peers.Peer):
     name = "misbehaving"
 
     def handle(self, conn):
-        while True:
-            req = conn.read_request()
-            if req is None:
-                return
-            with self.lock:
-                self.requests.append(req)
+        for req in self.each_request(conn):
             if req.target.startswith("/reset/"):
                 conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 conn.sock.close()
@@ -129,9 +117,9 @@ def test_emfile_pauses_listeners(kfwd, peer):
             clients.append(socket.create_connection(("127.0.0.1", k.port), timeout=10))
         assert peers.wait_for(lambda: k.fd_count() >= limit, 5), k.fd_count()
         time.sleep(0.5)
-        cpu0, t0 = cpu_seconds(k.pid), time.monotonic()
+        cpu0, t0 = peers.cpu_seconds(k.pid), time.monotonic()
         time.sleep(3)
-        cpu = cpu_seconds(k.pid) - cpu0
+        cpu = peers.cpu_seconds(k.pid) - cpu0
         elapsed = time.monotonic() - t0
         print(f"at the fd limit: kfwd CPU {cpu:.3f} s in {elapsed:.1f} s ({100 * cpu / elapsed:.1f} %)")
         assert cpu < 0.05 * elapsed * SAN_CPU, f"kfwd used {cpu:.2f} s CPU in {elapsed:.1f} s at the fd limit"
@@ -191,7 +179,7 @@ def test_connection_flood_over_max_connections(kfwd, peer):
     k = kfwd(f"upstream echo {echo.addr}\nroute / echo\nmax-connections 50")
     assert get(k.port, "/warm").status == 200
     assert peers.wait_for(lambda: mget(k.metrics(), "kfwd_connections_active") == 0, 5)
-    fds0, rss0, cpu0 = k.fd_count(), k.rss_kb(), cpu_seconds(k.pid)
+    fds0, rss0, cpu0 = k.fd_count(), k.rss_kb(), peers.cpu_seconds(k.pid)
     conns = []
     try:
         for _ in range(400):
@@ -222,7 +210,7 @@ def test_connection_flood_over_max_connections(kfwd, peer):
     assert get(k.port, "/after").status == 200
     assert peers.wait_for(lambda: k.fd_count() <= fds0 + 2, 5), (k.fd_count(), fds0)
     rss_growth = k.rss_kb() - rss0
-    cpu = cpu_seconds(k.pid) - cpu0
+    cpu = peers.cpu_seconds(k.pid) - cpu0
     print(f"400-connection flood: RSS +{rss_growth} KiB, kfwd CPU {cpu:.2f} s")
     assert rss_growth < 16 * 1024 * SAN, f"RSS grew {rss_growth} KiB"
     assert cpu < 2.0 * SAN_CPU, f"kfwd used {cpu:.2f} s CPU for 400 connections"

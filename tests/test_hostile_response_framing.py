@@ -54,8 +54,8 @@ HEAD_REJECTS = [
 @pytest.mark.parametrize("resp", [r for _, r in HEAD_REJECTS], ids=[i for i, _ in HEAD_REJECTS])
 def test_response_head_rejected(upstream, resp):
     k, up = upstream(resp)
-    data, closed = H.exchange(k.port, GET)
-    assert H.status_of(data) == 502, data[:300]
+    data, closed = peers.exchange(k.port, GET)
+    assert peers.status_of(data) == 502, data[:300]
     assert closed
     assert up.closed.wait(5), "kfwd kept the upstream connection of a refused response"
     assert up.requests_seen == 1
@@ -92,17 +92,17 @@ def test_chunked_body_error_before_any_byte_sent_is_502(upstream, body):
     (A long broken line arrives in several reads: its valid start may go out first, and then
     the client connection is cut instead.)"""
     k, up = upstream(ok(b"Transfer-Encoding: chunked\r\n", body))
-    data, closed = H.exchange(k.port, GET)
+    data, closed = peers.exchange(k.port, GET)
     if len(body) > SHORT_BODY:
-        assert H.status_of(data) in (200, 502), data[:300]
+        assert peers.status_of(data) in (200, 502), data[:300]
     else:
-        assert H.status_of(data) == 502, data[:300]
-    if H.status_of(data) == 200:
+        assert peers.status_of(data) == 502, data[:300]
+    if peers.status_of(data) == 200:
         assert not client_body_complete(data)
     assert closed
     assert up.closed.wait(5), "the upstream connection stayed open (or was pooled)"
     assert up.requests_seen == 1
-    assert H.idle_cpu(k.pid) < MAX_IDLE_CPU
+    assert peers.idle_cpu(k.pid) < MAX_IDLE_CPU
 
 
 @pytest.mark.parametrize("body", [b for _, b in BODY_ABORTS], ids=[i for i, _ in BODY_ABORTS])
@@ -111,24 +111,24 @@ def test_chunked_body_error_aborts_client(upstream, body):
     short response; the upstream connection is closed, never pooled."""
     k, up = upstream((ok(b"Transfer-Encoding: chunked\r\n"), body))
     m0 = k.metrics()
-    data, closed = H.exchange(k.port, GET)
-    assert H.status_of(data) == 200, data[:300]
+    data, closed = peers.exchange(k.port, GET)
+    assert peers.status_of(data) == 200, data[:300]
     assert closed, "kfwd kept the client connection after a broken response body"
     assert not client_body_complete(data), "the client got a well-formed (short) response"
     assert up.closed.wait(5), "the upstream connection stayed open (or was pooled)"
     assert up.requests_seen == 1
     assert peers.mdelta(k.metrics(), m0, "kfwd_aborted_transfers_total") == 1
-    assert H.idle_cpu(k.pid) < MAX_IDLE_CPU
+    assert peers.idle_cpu(k.pid) < MAX_IDLE_CPU
 
 
 def test_chunked_body_error_on_a_kept_alive_connection_is_502(upstream):
     """The second response on a client connection: nothing of it went out, so 502 too."""
     good = ok(b"Content-Length: 2\r\n", b"ok")
     k, up = upstream([good, ok(b"Transfer-Encoding: chunked\r\n", b"5\r\nhelloXX0\r\n\r\n")])
-    data, closed = H.exchange(k.port, GET + GET)
+    data, closed = peers.exchange(k.port, GET + GET)
     assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data[:200]
     second = data[data.index(b"\r\n\r\nok") + 6 :]
-    assert H.status_of(second) == 502, data
+    assert peers.status_of(second) == 502, data
     assert closed
     assert up.closed.wait(5)
 
@@ -157,7 +157,7 @@ def test_connection_naming_transfer_encoding_keeps_framing(upstream):
 def test_obs_fold_replaced_by_spaces(upstream):
     """RFC 9112 §5.2: a gateway replaces each obs-fold with SP before forwarding."""
     k, up = upstream(ok(b"X-A: a\r\n b\r\nX-B: c\r\n\t\td\r\nContent-Length: 2\r\n", b"ok"))
-    data, _ = H.exchange(k.port, GET_CLOSE)
+    data, _ = peers.exchange(k.port, GET_CLOSE)
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     assert lines[0] == b"HTTP/1.1 200 OK"
@@ -171,7 +171,7 @@ def test_status_line_bare_lf_normalised(upstream):
     """llhttp ends a status line at a bare LF; the forwarded one ends with CRLF (found by
     fuzz_response: the LF used to stay inside the forwarded status line)."""
     k, up = upstream(b"HTTP/1.1 200 OK\nContent-Length: 2\r\n\r\nok")
-    data, _ = H.exchange(k.port, GET_CLOSE)
+    data, _ = peers.exchange(k.port, GET_CLOSE)
     assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data[:100]
     assert data.endswith(b"\r\n\r\nok")
 
@@ -182,12 +182,12 @@ def test_after_the_corpus_kfwd_is_idle_and_small(upstream):
     bodies = [b for _, b in BODY_ABORTS] + [b"2\r\nok\r\n0\r\n\r\n"]
     k, up = upstream([(ok(b"Transfer-Encoding: chunked\r\n"), b) for b in bodies])
     for _ in BODY_ABORTS:
-        H.exchange(k.port, GET, timeout=3)
-    data, _ = H.exchange(k.port, GET_CLOSE)
+        peers.exchange(k.port, GET, timeout=3)
+    data, _ = peers.exchange(k.port, GET_CLOSE)
     assert data.endswith(b"\r\n\r\n2\r\nok\r\n0\r\n\r\n"), data[-100:]
     # Every broken one closed; the good last one may stay pooled.
     assert peers.wait_for(lambda: up.closed_by_kfwd >= len(BODY_ABORTS), 5), up.closed_by_kfwd
     assert up.requests_seen == len(bodies)
     assert peers.wait_for(lambda: k.metric("kfwd_connections_active", 0) == 0, 5)
-    assert H.idle_cpu(k.pid) < MAX_IDLE_CPU
+    assert peers.idle_cpu(k.pid) < MAX_IDLE_CPU
     assert k.rss_kb() < MAX_RSS_KB

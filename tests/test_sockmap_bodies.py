@@ -48,10 +48,9 @@ class LengthThenExtra(Peer):
         self.closed_by_kfwd = threading.Event()
 
     def handle(self, conn):
-        req = conn.read_request()
+        req = self.next_request(conn)
         if req is None:
             return
-        self.requests.append(req)
         conn.send(f"HTTP/1.1 200 OK\r\nContent-Length: {self.payload.size}\r\n\r\n".encode())
         for p in self.payload.pieces(256 * KiB):
             conn.send(p)
@@ -79,10 +78,9 @@ class HeadThenBlast(Peer):
         self.total = 0
 
     def handle(self, conn):
-        req = conn.read_request()
+        req = self.next_request(conn)
         if req is None:
             return
-        self.requests.append(req)
         conn.send(f"HTTP/1.1 200 OK\r\nContent-Length: {self.payload.size}\r\n\r\n".encode())
         time.sleep(self.head_delay)
         left = self.payload.size if self.cut_at is None else self.cut_at

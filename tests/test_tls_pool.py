@@ -98,10 +98,9 @@ class ClosesSecondRequest(peers.EchoUpload):
         self.notify = notify
 
     def handle(self, conn):
-        req = conn.read_request()
+        req = self.next_request(conn)
         if req is None:
             return
-        self.requests.append(req)
         conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         if conn.read_request() is None:
             return
