@@ -454,19 +454,20 @@ class Instance:
         return out
 
 
-def wait_ready(inst, timeout=10.0):
-    """Until the instance answers GET /1k with the right 1 KB body."""
+def wait_ready(inst, timeout=10.0, get=None):
+    """Until the instance answers GET /1k with the right 1 KB body; get(port, path) -> (status,
+    body) asks (http_get by default). None, or what went wrong."""
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
         if not inst.alive():
             return "exited with status %s: %s" % (inst.proc.returncode, tail(inst.logf))
         try:
-            st, body = http_get(inst.port, "/1k", timeout=2)
+            st, body = get(inst.port, "/1k") if get else http_get(inst.port, "/1k", timeout=2)
             if st == 200 and len(body) == 1024:
                 return None
             last = "GET /1k -> %d, %d bytes" % (st, len(body))
-        except OSError as e:
+        except (OSError, ValueError, IndexError) as e:
             last = "GET /1k: %s" % e
         time.sleep(0.05)
     return "not ready after %.0fs (%s): %s" % (timeout, last, tail(inst.logf))
@@ -493,16 +494,63 @@ class Peer:
     def start(self):
         raise NotImplementedError
 
-    def launch(self, argv, workdir, port, metrics_port=None, env=None):
+    def launch(self, argv, workdir, port, metrics_port=None, env=None, get=None):
+        """Start argv in workdir and wait until it serves port (wait_ready() with get)."""
         logf = workdir / "stderr.log"
         with open(logf, "wb") as lf:
             proc = PROCS.start(argv, self.key, stdout=lf, stderr=subprocess.STDOUT, cwd=str(workdir), env=env)
         inst = Instance(self, port, proc, workdir, metrics_port, logf)
-        err = wait_ready(inst)
+        err = wait_ready(inst, get=get)
         if err:
             inst.stop()
             raise RuntimeError(err)
         return inst
+
+
+NGINX_PROXY = """
+    # proxy_buffering stays on (default); no spooling to disk, else each stalled
+    # client would make nginx write up to 1 GiB into a temp file.
+    proxy_max_temp_file_size 0;
+    proxy_read_timeout 600s;
+    proxy_send_timeout 600s;
+    send_timeout 600s;
+    upstream origin {{
+        server 127.0.0.1:{up_port};
+        keepalive 64;
+        keepalive_requests 1000000;
+        keepalive_timeout 600s;
+    }}"""
+NGINX_PROXY_LOCATION = """
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }"""
+
+
+def launch_nginx(peer, d, port, workers, worker_connections, http):
+    """nginx with a master and @workers workers in @d; @http: the http block's own directives
+    and servers. Returns the Instance once it serves @port."""
+    (d / "nginx.conf").write_text(f"""
+worker_processes {workers};
+worker_rlimit_nofile {NOFILE};
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections {worker_connections}; use epoll; }}
+http {{
+    access_log off;
+    default_type application/octet-stream;
+    keepalive_timeout 600s;
+    keepalive_requests 1000000;
+    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+{http}
+}}
+""")
+    return peer.launch([peer.ctx.nginx, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")],
+                       d, port)
 
 
 class Direct(Peer):
@@ -518,33 +566,15 @@ class Origin(Peer):
     def start(self):
         d = Path(tempfile.mkdtemp(prefix="origin-", dir=self.ctx.tmp))
         port = free_port()
-        (d / "nginx.conf").write_text(f"""
-worker_processes 1;
-worker_rlimit_nofile {NOFILE};
-daemon off;
-master_process on;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections {2 * P['limit'] + 4096}; use epoll; }}
-http {{
-    access_log off;
-    default_type application/octet-stream;
+        return launch_nginx(self, d, port, 1, 2 * P['limit'] + 4096, f"""
     sendfile on;
     tcp_nopush on;
-    keepalive_timeout 600s;
-    keepalive_requests 1000000;
     open_file_cache max=64 inactive=600s;
-    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         root {WWW};
         location / {{ }}
-    }}
-}}
-""")
-        return self.launch([self.ctx.nginx, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")],
-                           d, port)
+    }}""")
 
 
 class Nginx(Peer):
@@ -553,45 +583,10 @@ class Nginx(Peer):
     def start(self):
         d = Path(tempfile.mkdtemp(prefix="nginx-", dir=self.ctx.tmp))
         port = free_port()
-        (d / "nginx.conf").write_text(f"""
-worker_processes {P['workers']};
-worker_rlimit_nofile {NOFILE};
-daemon off;
-master_process on;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections {P['limit']}; use epoll; }}
-http {{
-    access_log off;
-    default_type application/octet-stream;
-    keepalive_timeout 600s;
-    keepalive_requests 1000000;
-    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-    # proxy_buffering stays on (default); no spooling to disk, else each stalled
-    # client would make nginx write up to 1 GiB into a temp file.
-    proxy_max_temp_file_size 0;
-    proxy_read_timeout 600s;
-    proxy_send_timeout 600s;
-    send_timeout 600s;
-    upstream origin {{
-        server 127.0.0.1:{self.ctx.up_port};
-        keepalive 64;
-        keepalive_requests 1000000;
-        keepalive_timeout 600s;
-    }}
+        return launch_nginx(self, d, port, P['workers'], P['limit'], NGINX_PROXY.format(up_port=self.ctx.up_port) + f"""
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        location / {{
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-}}
-""")
-        return self.launch([self.ctx.nginx, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")],
-                           d, port)
+        listen 127.0.0.1:{port} backlog=4096;{NGINX_PROXY_LOCATION}
+    }}""")
 
 
 class Haproxy(Peer):

@@ -89,31 +89,13 @@ class TlsPeer(bench.Peer):
         super().__init__(ctx)
         self.ca, self.cert, self.keyfile, self.both = certs
 
-    def launch(self, argv, workdir, port, metrics_port=None):
-        logf = workdir / "stderr.log"
-        with open(logf, "wb") as lf:
-            proc = PROCS.start(argv, self.key_name, stdout=lf, stderr=subprocess.STDOUT, cwd=str(workdir))
-        inst = bench.Instance(self, port, proc, workdir, metrics_port, logf)
-        deadline = time.monotonic() + 10
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if not inst.alive():
-                inst.stop()
-                raise RuntimeError("exited: %s" % bench.tail(logf))
-            try:
-                st, body = tls_get(port, "/1k", self.ca)
-                if st == 200 and len(body) == 1024:
-                    return inst
-                last = "GET /1k -> %d" % st
-            except (OSError, ValueError, IndexError) as e:
-                last = str(e)
-            time.sleep(0.05)
-        inst.stop()
-        raise RuntimeError("not serving TLS after 10 s (%s): %s" % (last, bench.tail(logf)))
+    def launch(self, argv, workdir, port, metrics_port=None, env=None, get=None):
+        return super().launch(argv, workdir, port, metrics_port, env,
+                              get=lambda port, path: tls_get(port, path, self.ca))
 
 
 class KfwdTls(TlsPeer):
-    key = key_name = "kfwd-tls"
+    key = "kfwd-tls"
     label = "kfwd tls"
 
     def start(self):
@@ -132,7 +114,7 @@ class KfwdTls(TlsPeer):
 
 
 class HaproxyTls(TlsPeer):
-    key = key_name = "haproxy-tls"
+    key = "haproxy-tls"
     label = "haproxy ssl"
 
     def start(self):
@@ -163,46 +145,21 @@ backend be
 
 
 class NginxTls(TlsPeer):
-    key = key_name = "nginx-tls"
+    key = "nginx-tls"
     label = "nginx ssl"
 
     def start(self):
         d = Path(tempfile.mkdtemp(prefix="nginx-tls-", dir=self.ctx.tmp))
         port = bench.free_port()
-        (d / "nginx.conf").write_text(f"""
-worker_processes {P['workers']};
-worker_rlimit_nofile {bench.NOFILE};
-daemon off;
-master_process on;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections {IDLE_N + 2048}; use epoll; }}
-http {{
-    access_log off;
-    keepalive_timeout 600s;
-    keepalive_requests 1000000;
-    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-    proxy_max_temp_file_size 0;
-    proxy_read_timeout 600s;
-    send_timeout 600s;
-    upstream origin {{ server 127.0.0.1:{self.ctx.up_port}; keepalive 64; }}
+        return bench.launch_nginx(self, d, port, P['workers'], IDLE_N + 2048,
+                                  bench.NGINX_PROXY.format(up_port=self.ctx.up_port) + f"""
     server {{
         listen 127.0.0.1:{port} ssl backlog=4096;
         ssl_certificate {self.cert};
         ssl_certificate_key {self.keyfile};
         # nginx 1.22's default leaves TLS 1.3 out.
-        ssl_protocols TLSv1.2 TLSv1.3;
-        location / {{
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-}}
-""")
-        return self.launch([self.ctx.nginx, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")],
-                           d, port)
+        ssl_protocols TLSv1.2 TLSv1.3;{bench.NGINX_PROXY_LOCATION}
+    }}""")
 
 
 def run_download(ctx, inst, ca, out):
