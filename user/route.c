@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Route selection: longest path prefix wins; url-embedded routes name their destination. */
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +10,7 @@
 #include <llhttp.h>
 
 #include "route.h"
+#include "uri.h"
 
 static size_t path_len(const char *url, size_t len)
 {
@@ -140,76 +140,13 @@ static int set_target(struct route_target *t, const char *rest, size_t len)
 	return 0;
 }
 
-static bool valid_hostname(const char *h, size_t len)
-{
-	if (len == 0 || len >= ROUTE_HOST_MAX)
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if (!isalnum((unsigned char)h[i]) && h[i] != '-' && h[i] != '.' && h[i] != '_')
-			return false;
-	return true;
-}
-
 #define HTTP_DEFAULT_PORT 80
 #define HTTPS_DEFAULT_PORT 443
 
-/*
- * "<host>[:<port>]/<path>[?query]" after the route prefix; IPv6 literals in brackets. The port
- * defaults to @default_port (80, or 443 on a tls route), which the Host header then omits.
- * Long: the url-embedded forms parsed in one pass, each branch a form of the grammar.
- */
-static int parse_embedded(struct route_target *t, const char *s, size_t len, uint16_t default_port)
+/* @t's address when its host (@host_len bytes) is an IP literal (@bracketed: IPv6); a name
+ * must be valid. */
+static int set_literal_address(struct route_target *t, bool bracketed, size_t host_len)
 {
-	size_t auth_len = 0, host_len;
-	const char *host = s, *port_text = NULL;
-	size_t port_len = 0;
-	bool bracketed = false;
-
-	while (auth_len < len && s[auth_len] != '/' && s[auth_len] != '?')
-		auth_len++;
-	if (auth_len && s[0] == '[') {
-		const char *close = memchr(s, ']', auth_len);
-
-		if (!close)
-			return -1;
-		bracketed = true;
-		host = s + 1;
-		host_len = (size_t)(close - host);
-		if (close + 1 < s + auth_len) {
-			if (close[1] != ':')
-				return -1;
-			port_text = close + 2;
-			port_len = (size_t)(s + auth_len - port_text);
-		}
-	} else {
-		const char *colon = memchr(s, ':', auth_len);
-
-		host_len = colon ? (size_t)(colon - s) : auth_len;
-		if (colon) {
-			port_text = colon + 1;
-			port_len = (size_t)(s + auth_len - port_text);
-		}
-	}
-	if (host_len == 0 || host_len >= ROUTE_HOST_MAX)
-		return -1;
-	memcpy(t->host, host, host_len);
-	t->host[host_len] = '\0';
-	t->port = default_port;
-	if (port_text) {
-		unsigned long port = 0;
-
-		if (port_len == 0 || port_len > 5)
-			return -1;
-		for (size_t i = 0; i < port_len; i++) {
-			if (!isdigit((unsigned char)port_text[i]))
-				return -1;
-			port = port * 10 + (unsigned long)(port_text[i] - '0');
-		}
-		if (port == 0 || port > 65535)
-			return -1;
-		t->port = (uint16_t)port;
-	}
-
 	memset(&t->addr, 0, sizeof(t->addr));
 	if (bracketed) {
 		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&t->addr.ss;
@@ -228,12 +165,36 @@ static int parse_embedded(struct route_target *t, const char *s, size_t len, uin
 			sin->sin_port = htons(t->port);
 			t->addr.len = sizeof(*sin);
 			t->host_is_literal = true;
-		} else if (!valid_hostname(t->host, host_len)) {
+		} else if (!uri_valid_hostname(t->host, host_len)) {
 			return -1;
 		}
 	}
-	snprintf(t->host_header, sizeof(t->host_header), "%s%s%s", bracketed ? "[" : "", t->host,
-		 bracketed ? "]" : "");
+	return 0;
+}
+
+/*
+ * "<host>[:<port>]/<path>[?query]" after the route prefix; IPv6 literals in brackets. The port
+ * defaults to @default_port (80, or 443 on a tls route), which the Host header then omits.
+ */
+static int parse_embedded(struct route_target *t, const char *s, size_t len, uint16_t default_port)
+{
+	size_t auth_len = 0;
+	struct uri_hostport hp;
+
+	while (auth_len < len && s[auth_len] != '/' && s[auth_len] != '?')
+		auth_len++;
+	if (uri_split_hostport(s, auth_len, &hp) < 0 || hp.host_len == 0 ||
+	    hp.host_len >= ROUTE_HOST_MAX)
+		return -1;
+	memcpy(t->host, hp.host, hp.host_len);
+	t->host[hp.host_len] = '\0';
+	t->port = default_port;
+	if (hp.port && uri_parse_port(hp.port, hp.port_len, &t->port) < 0)
+		return -1;
+	if (set_literal_address(t, hp.bracketed, hp.host_len) < 0)
+		return -1;
+	snprintf(t->host_header, sizeof(t->host_header), "%s%s%s", hp.bracketed ? "[" : "", t->host,
+		 hp.bracketed ? "]" : "");
 	if (t->port != default_port) {
 		size_t n = strlen(t->host_header);
 

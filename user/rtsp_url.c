@@ -2,7 +2,8 @@
 /*
  * RTSP URLs (RFC 2326 §3.2) and their url-embedded form "/rtsp/HOST[:PORT]/PATH", with
  * credentials split off so that they are used by kfwd and never forwarded. Separate from
- * route.c's url-embedded parser, which fills a route_target for HTTP (port 80, no userinfo).
+ * route.c's url-embedded parser, which fills a route_target for HTTP (port 80, no userinfo);
+ * both split host and port with uri.c.
  * Owns no memory: the path points into the parsed text.
  */
 #include <arpa/inet.h>
@@ -17,8 +18,6 @@
 #include "uri.h"
 
 #define RTSP_SCHEME "rtsp:"
-#define PORT_DIGITS_MAX 5
-#define PORT_MAX 65535
 
 static int hex_value(char c)
 {
@@ -53,31 +52,6 @@ static int pct_decode(const char *s, size_t len, char *dst, size_t cap)
 	return 0;
 }
 
-static bool valid_hostname(const char *h, size_t len)
-{
-	for (size_t i = 0; i < len; i++)
-		if (!isalnum((unsigned char)h[i]) && h[i] != '-' && h[i] != '.' && h[i] != '_')
-			return false;
-	return len > 0;
-}
-
-static int parse_port(const char *p, size_t len, uint16_t *port)
-{
-	unsigned long v = 0;
-
-	if (len == 0 || len > PORT_DIGITS_MAX)
-		return -1;
-	for (size_t i = 0; i < len; i++) {
-		if (!isdigit((unsigned char)p[i]))
-			return -1;
-		v = v * 10 + (unsigned long)(p[i] - '0');
-	}
-	if (v == 0 || v > PORT_MAX)
-		return -1;
-	*port = (uint16_t)v;
-	return 0;
-}
-
 static int parse_credentials(struct rtsp_url *u, const char *s, size_t len)
 {
 	const char *colon = memchr(s, ':', len);
@@ -94,9 +68,9 @@ static int parse_credentials(struct rtsp_url *u, const char *s, size_t len)
 /* "[user[:pass]@]host[:port]" then the path; @s has no scheme. */
 static int parse_authority_path(const char *s, size_t len, struct rtsp_url *u)
 {
-	size_t auth_len = 0, host_len;
-	const char *at, *host, *port_text = NULL;
-	size_t port_len = 0;
+	size_t auth_len = 0;
+	struct uri_hostport hp;
+	const char *at;
 
 	memset(u, 0, sizeof(*u));
 	u->port = RTSP_DEFAULT_PORT;
@@ -111,35 +85,13 @@ static int parse_authority_path(const char *s, size_t len, struct rtsp_url *u)
 		auth_len -= (size_t)(at + 1 - s);
 		s = at + 1;
 	}
-	if (auth_len && s[0] == '[') {
-		const char *close = memchr(s, ']', auth_len);
-
-		if (!close)
-			return -1;
-		host = s + 1;
-		host_len = (size_t)(close - host);
-		u->ipv6 = true;
-		if (close + 1 < s + auth_len) {
-			if (close[1] != ':')
-				return -1;
-			port_text = close + 2;
-			port_len = (size_t)(s + auth_len - port_text);
-		}
-	} else {
-		const char *colon = memchr(s, ':', auth_len);
-
-		host = s;
-		host_len = colon ? (size_t)(colon - s) : auth_len;
-		if (colon) {
-			port_text = colon + 1;
-			port_len = (size_t)(s + auth_len - port_text);
-		}
-	}
-	if (host_len == 0 || host_len >= sizeof(u->host))
+	if (uri_split_hostport(s, auth_len, &hp) < 0 || hp.host_len == 0 ||
+	    hp.host_len >= sizeof(u->host))
 		return -1;
-	memcpy(u->host, host, host_len);
-	u->host[host_len] = '\0';
-	if (port_text && parse_port(port_text, port_len, &u->port) < 0)
+	memcpy(u->host, hp.host, hp.host_len);
+	u->host[hp.host_len] = '\0';
+	u->ipv6 = hp.bracketed;
+	if (hp.port && uri_parse_port(hp.port, hp.port_len, &u->port) < 0)
 		return -1;
 	if (u->ipv6) {
 		struct in6_addr a6;
@@ -151,7 +103,7 @@ static int parse_authority_path(const char *s, size_t len, struct rtsp_url *u)
 		struct in_addr a4;
 
 		u->host_is_literal = inet_pton(AF_INET, u->host, &a4) == 1;
-		if (!u->host_is_literal && !valid_hostname(u->host, host_len))
+		if (!u->host_is_literal && !uri_valid_hostname(u->host, hp.host_len))
 			return -1;
 	}
 	return 0;

@@ -2,11 +2,15 @@
 /*
  * URI references (RFC 3986): the scheme test, dot-segment removal and reference resolution
  * that Location rewriting (http_rewrite.c) and the RTSP client's Content-Base, Location and
- * SDP controls (rtsp_url.c) share. Pure: no I/O, no memory of its own; spans point into the
- * caller's text.
+ * SDP controls (rtsp_url.c) share, and the host and port of an authority that the
+ * url-embedded destinations of both (route.c, rtsp_url.c) parse. Pure: no I/O, no memory of
+ * its own; spans point into the caller's text.
  */
 #include <ctype.h>
 #include <string.h>
+
+#define PORT_DIGITS_MAX 5
+#define PORT_MAX 65535
 
 #include "uri.h"
 
@@ -197,4 +201,57 @@ int uri_resolve(const char *base, size_t base_len, const char *ref, size_t ref_l
 	o = put(out, o, t.t.frag, t.t.frag_len);
 	out[o] = '\0';
 	return 0;
+}
+
+int uri_split_hostport(const char *s, size_t len, struct uri_hostport *hp)
+{
+	const char *end = s + len, *sep;
+
+	memset(hp, 0, sizeof(*hp));
+	if (len && s[0] == '[') {
+		sep = memchr(s, ']', len);
+		if (!sep)
+			return -1;
+		hp->bracketed = true;
+		hp->host = s + 1;
+		hp->host_len = (size_t)(sep - hp->host);
+		if (++sep == end)
+			return 0;
+		if (*sep != ':')
+			return -1;
+	} else {
+		sep = memchr(s, ':', len);
+		hp->host = s;
+		hp->host_len = sep ? (size_t)(sep - s) : len;
+		if (!sep)
+			return 0;
+	}
+	hp->port = sep + 1;
+	hp->port_len = (size_t)(end - hp->port);
+	return 0;
+}
+
+int uri_parse_port(const char *s, size_t len, uint16_t *port)
+{
+	unsigned long v = 0;
+
+	if (len == 0 || len > PORT_DIGITS_MAX)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		if (!isdigit((unsigned char)s[i]))
+			return -1;
+		v = v * 10 + (unsigned long)(s[i] - '0');
+	}
+	if (v == 0 || v > PORT_MAX)
+		return -1;
+	*port = (uint16_t)v;
+	return 0;
+}
+
+bool uri_valid_hostname(const char *h, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)h[i]) && h[i] != '-' && h[i] != '.' && h[i] != '_')
+			return false;
+	return len > 0;
 }

@@ -2,8 +2,11 @@
 /*
  * C unit tests for user/uri.c: reference resolution with RFC 3986 §5.4's normal and abnormal
  * examples, resolution against a bare path (how Location rewriting uses it), §5.2.4's dot
- * segment examples in place, the scheme test and the room check. unit_main.c calls unit_uri().
+ * segment examples in place, the scheme test, the room check, and an authority's host and port.
+ * unit_main.c calls unit_uri().
  */
+#include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "unit.h"
@@ -135,10 +138,43 @@ static void test_scheme_and_room(void)
 	      !strcmp(out, "rtsp://host/a/t"));
 }
 
+static int splits(const char *s, const char *host, const char *port, bool bracketed)
+{
+	struct uri_hostport hp;
+
+	if (uri_split_hostport(s, strlen(s), &hp) < 0)
+		return 0;
+	return hp.host_len == strlen(host) && !memcmp(hp.host, host, hp.host_len) &&
+	       hp.bracketed == bracketed &&
+	       (port ? hp.port && hp.port_len == strlen(port) &&
+				!memcmp(hp.port, port, hp.port_len) :
+		       !hp.port);
+}
+
+static void test_host_and_port(void)
+{
+	struct uri_hostport hp;
+	uint16_t port = 0;
+
+	CHECK(splits("h", "h", NULL, false) && splits("h:81", "h", "81", false));
+	CHECK(splits("[::1]", "::1", NULL, true) && splits("[::1]:8554", "::1", "8554", true));
+	CHECK(splits("h:", "h", "", false) && splits("", "", NULL, false));
+	CHECK(uri_split_hostport("[::1", 4, &hp) == -1 &&
+	      uri_split_hostport("[::1]x", 6, &hp) == -1);
+	CHECK(uri_parse_port("65535", 5, &port) == 0 && port == 65535);
+	CHECK(uri_parse_port("1", 1, &port) == 0 && port == 1);
+	CHECK(uri_parse_port("0", 1, &port) == -1 && uri_parse_port("65536", 5, &port) == -1);
+	CHECK(uri_parse_port("008080", 6, &port) == -1 && uri_parse_port("", 0, &port) == -1);
+	CHECK(uri_parse_port("8a", 2, &port) == -1 && uri_parse_port("-1", 2, &port) == -1);
+	CHECK(uri_valid_hostname("a-b.c_d", 7) && !uri_valid_hostname("", 0));
+	CHECK(!uri_valid_hostname("a b", 3) && !uri_valid_hostname("a\0b", 3));
+}
+
 void unit_uri(void)
 {
 	test_rfc_examples();
 	test_other_bases();
 	test_dot_segments();
 	test_scheme_and_room();
+	test_host_and_port();
 }
