@@ -181,15 +181,47 @@ void ctl_monitor_add(const struct ctl_req *r)
 
 /* ------------------------------------------------------------------ commands */
 
-/* Long: one attribute a line, and the three data paths with why one is not available. */
+/* One data path of the status: whether it can be used, whether it is the default, why not. */
+static void put_datapath(struct mb *b, const char *name, bool available, bool is_default,
+			 const char *reason)
+{
+	struct nlattr *dp = nest_start(b, KFWD_ST_DATAPATH);
+
+	put_str(b, KFWD_DP_NAME, name);
+	put_u8(b, KFWD_DP_AVAILABLE, available);
+	put_u8(b, KFWD_DP_DEFAULT, is_default);
+	if (reason)
+		put_str(b, KFWD_DP_REASON, reason);
+	nest_end(b, dp);
+}
+
+/* splice: can a pipe of pipe-size be had right now? Else why not, in @why. */
+static bool splice_available(const struct config *cfg, char *why, size_t cap)
+{
+	bool ok = true;
+	int fds[2];
+
+	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+		snprintf(why, cap, "no pipe: %s", strerror(errno));
+		return false;
+	}
+	if (fcntl(fds[1], F_SETPIPE_SZ, (int)cfg->pipe_size) < 0) {
+		ok = false;
+		snprintf(why, cap, "pipe of %zu bytes refused: %s", cfg->pipe_size,
+			 strerror(errno));
+	}
+	close(fds[0]);
+	close(fds[1]);
+	return ok;
+}
+
 static void fill_status(struct mb *b, const void *arg)
 {
 	const struct ctl_run *run = arg;
 	const struct config *cfg = run->cfg;
-	struct nlattr *st = nest_start(b, KFWD_A_STATUS), *dp;
+	struct nlattr *st = nest_start(b, KFWD_A_STATUS);
 	char why[160];
-	bool splice_ok = true;
-	int fds[2];
+	bool splice_ok = splice_available(cfg, why, sizeof(why));
 
 	put_str(b, KFWD_ST_VERSION, KFWD_VERSION);
 	put_u32(b, KFWD_ST_PID, (uint32_t)getpid());
@@ -202,47 +234,16 @@ static void fill_status(struct mb *b, const void *arg)
 		put_str(b, KFWD_ST_LISTEN, cfg->listens[i].text);
 	if (cfg->has_metrics)
 		put_str(b, KFWD_ST_METRICS, cfg->metrics.text);
-
-	/* splice: can a pipe of pipe-size be had right now? */
-	why[0] = '\0';
-	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
-		splice_ok = false;
-		snprintf(why, sizeof(why), "no pipe: %s", strerror(errno));
-	} else {
-		if (fcntl(fds[1], F_SETPIPE_SZ, (int)cfg->pipe_size) < 0) {
-			splice_ok = false;
-			snprintf(why, sizeof(why), "pipe of %zu bytes refused: %s", cfg->pipe_size,
-				 strerror(errno));
-		}
-		close(fds[0]);
-		close(fds[1]);
-	}
-	dp = nest_start(b, KFWD_ST_DATAPATH);
-	put_str(b, KFWD_DP_NAME, "splice");
-	put_u8(b, KFWD_DP_AVAILABLE, splice_ok);
-	put_u8(b, KFWD_DP_DEFAULT, cfg->data_path == DATA_PATH_SPLICE);
-	if (why[0])
-		put_str(b, KFWD_DP_REASON, why);
-	nest_end(b, dp);
-
-	dp = nest_start(b, KFWD_ST_DATAPATH);
-	put_str(b, KFWD_DP_NAME, "sockmap");
-	put_u8(b, KFWD_DP_AVAILABLE, !sockmap_path_reason());
-	put_u8(b, KFWD_DP_DEFAULT,
-	       cfg->data_path == DATA_PATH_SOCKMAP ||
-		       cfg->data_path == DATA_PATH_SOCKMAP_UNBOUNDED);
-	if (sockmap_path_reason())
-		put_str(b, KFWD_DP_REASON, sockmap_path_reason());
-	nest_end(b, dp);
-
-	dp = nest_start(b, KFWD_ST_DATAPATH);
-	put_str(b, KFWD_DP_NAME, "copy");
-	put_u8(b, KFWD_DP_AVAILABLE, 1);
-	put_u8(b, KFWD_DP_DEFAULT, cfg->data_path == DATA_PATH_COPY);
-	if (cfg->data_path != DATA_PATH_COPY)
-		put_str(b, KFWD_DP_REASON,
-			"fallback when a pipe cannot be had or splice is refused");
-	nest_end(b, dp);
+	put_datapath(b, "splice", splice_ok, cfg->data_path == DATA_PATH_SPLICE,
+		     splice_ok ? NULL : why);
+	put_datapath(b, "sockmap", !sockmap_path_reason(),
+		     cfg->data_path == DATA_PATH_SOCKMAP ||
+			     cfg->data_path == DATA_PATH_SOCKMAP_UNBOUNDED,
+		     sockmap_path_reason());
+	put_datapath(b, "copy", true, cfg->data_path == DATA_PATH_COPY,
+		     cfg->data_path != DATA_PATH_COPY ?
+			     "fallback when a pipe cannot be had or splice is refused" :
+			     NULL);
 
 	put_str(b, KFWD_ST_DATA_PATH, data_path_name(cfg->data_path));
 	put_u64(b, KFWD_ST_PIPE_SIZE, cfg->pipe_size);
