@@ -264,19 +264,15 @@ static bool listener_kept(const struct listener *nl, size_t n, int fd)
 }
 
 /*
- * Long: the new listeners opened (each one undone on failure), then the switch-over in one
- * go, with the old array kept valid for events still queued in this batch.
+ * @nl[i] for each listen line of @cfg: the socket of an old listener on the same address
+ * (marked in @kept), else a new one registered with the loop. 0, or -1 with @err set; the
+ * caller closes what was opened (entries whose cfg is @cfg and whose fd is not kept).
  */
-int listeners_update(const struct config *cfg, char *err, size_t errlen)
+static int listeners_take(const struct config *cfg, struct listener *nl, bool *kept, char *err,
+			  size_t errlen)
 {
-	struct listener *nl = calloc(cfg->n_listens, sizeof(*nl));
-	bool *kept = calloc(n_listeners + 1, sizeof(*kept));
 	size_t i, j;
 
-	if (!nl || !kept) {
-		snprintf(err, errlen, "out of memory");
-		goto fail;
-	}
 	for (i = 0; i < cfg->n_listens; i++) {
 		nl[i].h.on_event = on_accept;
 		nl[i].cfg = cfg;
@@ -295,16 +291,27 @@ int listeners_update(const struct config *cfg, char *err, size_t errlen)
 		if (nl[i].fd < 0) {
 			snprintf(err, errlen, "listen %s: %s", cfg->listens[i].text,
 				 strerror(errno));
-			goto fail;
+			return -1;
 		}
 		if (loop_add(nl[i].fd, fd_limit.paused ? 0 : EPOLLIN, &nl[i].h) < 0) {
 			snprintf(err, errlen, "listen %s: epoll: %s", cfg->listens[i].text,
 				 strerror(errno));
 			close(nl[i].fd);
 			nl[i].fd = -1;
-			goto fail;
+			return -1;
 		}
 	}
+	return 0;
+}
+
+/*
+ * The switch-over to @nl in one go: kept sockets get their new handler, the others close, and
+ * the old array stays valid for events still queued in this batch.
+ */
+static void listeners_switch(const struct config *cfg, struct listener *nl, const bool *kept)
+{
+	size_t i, j;
+
 	/* Kept sockets: same fd, new handler. EPOLL_CTL_MOD of a registered fd does not fail
 	 * short of a bug; if it did, the old handler would still serve (old configuration). */
 	for (i = 0; i < cfg->n_listens; i++)
@@ -336,10 +343,24 @@ int listeners_update(const struct config *cfg, char *err, size_t errlen)
 	loop_defer_free(listeners, free);
 	listeners = nl;
 	n_listeners = cfg->n_listens;
+}
+
+int listeners_update(const struct config *cfg, char *err, size_t errlen)
+{
+	struct listener *nl = calloc(cfg->n_listens, sizeof(*nl));
+	bool *kept = calloc(n_listeners + 1, sizeof(*kept));
+
+	if (!nl || !kept) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	if (listeners_take(cfg, nl, kept, err, errlen) < 0)
+		goto fail;
+	listeners_switch(cfg, nl, kept);
 	free(kept);
 	return 0;
 fail:
-	for (i = 0; nl && i < cfg->n_listens; i++) {
+	for (size_t i = 0; nl && i < cfg->n_listens; i++) {
 		if (nl[i].fd < 0 || nl[i].cfg != cfg ||
 		    listener_kept(listeners, n_listeners, nl[i].fd))
 			continue;
