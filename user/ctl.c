@@ -488,7 +488,56 @@ void ctl_reload_signal(void)
 
 /* ------------------------------------------------------------------ requests */
 
-/* Long: the validation pipeline of one request, every step an early exit counted as it fails. */
+/* A validated request @r to the function of its command @cmd, which answers it. */
+static void dispatch(struct ctl_req *r, unsigned int cmd)
+{
+	switch (cmd) {
+	case KFWD_CMD_STATUS:
+		ctl_show_status(r, &ctl.run);
+		break;
+	case KFWD_CMD_STATS:
+		ctl_show_stats(r);
+		break;
+	case KFWD_CMD_CONN_LIST:
+		ctl_show_conns(r, &ctl.run);
+		break;
+	case KFWD_CMD_CONN_KILL:
+		cmd_conn_kill(r);
+		break;
+	case KFWD_CMD_ROUTE_LIST:
+		ctl_show_routes(r, &ctl.run);
+		break;
+	case KFWD_CMD_ROUTE_ADD:
+		cmd_route_add(r);
+		break;
+	case KFWD_CMD_ROUTE_DEL:
+		cmd_route_del(r);
+		break;
+	case KFWD_CMD_UPSTREAM_LIST:
+		ctl_show_upstreams(r, &ctl.run);
+		break;
+	case KFWD_CMD_UPSTREAM_DRAIN:
+		cmd_upstream_admin(r, true);
+		break;
+	case KFWD_CMD_UPSTREAM_ENABLE:
+		cmd_upstream_admin(r, false);
+		break;
+	case KFWD_CMD_SET:
+		cmd_set(r);
+		break;
+	case KFWD_CMD_RELOAD:
+		cmd_reload(r);
+		break;
+	case KFWD_CMD_MONITOR:
+		ctl_monitor_add(r);
+		break;
+	default:
+		ctl_reply_ack(r, -EOPNOTSUPP, -1, "unknown command %u", cmd);
+		break;
+	}
+}
+
+/* The validation pipeline of one request, every step an early exit counted as it fails. */
 static void handle_msg(const struct nlmsghdr *nlh, const struct ucred *cred, uint32_t portid)
 {
 	struct ctl_req r = { .nlh = nlh, .portid = portid };
@@ -545,50 +594,7 @@ static void handle_msg(const struct nlmsghdr *nlh, const struct ucred *cred, uin
 		ctl_reply_ack(&r, -EBUSY, -1, "kfwd is shutting down: no configuration changes");
 		return;
 	}
-	switch (cmd) {
-	case KFWD_CMD_STATUS:
-		ctl_show_status(&r, &ctl.run);
-		break;
-	case KFWD_CMD_STATS:
-		ctl_show_stats(&r);
-		break;
-	case KFWD_CMD_CONN_LIST:
-		ctl_show_conns(&r, &ctl.run);
-		break;
-	case KFWD_CMD_CONN_KILL:
-		cmd_conn_kill(&r);
-		break;
-	case KFWD_CMD_ROUTE_LIST:
-		ctl_show_routes(&r, &ctl.run);
-		break;
-	case KFWD_CMD_ROUTE_ADD:
-		cmd_route_add(&r);
-		break;
-	case KFWD_CMD_ROUTE_DEL:
-		cmd_route_del(&r);
-		break;
-	case KFWD_CMD_UPSTREAM_LIST:
-		ctl_show_upstreams(&r, &ctl.run);
-		break;
-	case KFWD_CMD_UPSTREAM_DRAIN:
-		cmd_upstream_admin(&r, true);
-		break;
-	case KFWD_CMD_UPSTREAM_ENABLE:
-		cmd_upstream_admin(&r, false);
-		break;
-	case KFWD_CMD_SET:
-		cmd_set(&r);
-		break;
-	case KFWD_CMD_RELOAD:
-		cmd_reload(&r);
-		break;
-	case KFWD_CMD_MONITOR:
-		ctl_monitor_add(&r);
-		break;
-	default:
-		ctl_reply_ack(&r, -EOPNOTSUPP, -1, "unknown command %u", cmd);
-		break;
-	}
+	dispatch(&r, cmd);
 }
 
 static void handle_datagram(size_t len, bool truncated, uint32_t portid, const struct ucred *cred)
