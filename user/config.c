@@ -518,12 +518,62 @@ static int parse_header_override(struct parse_ctx *ctx, struct route *r, char **
 	return 0;
 }
 
-/* Long: one branch per route option, each with its own check and FILE:LINE message. */
+/* *@dst = a copy of @v, the previous value freed: of a repeated option the last one counts. */
+static int replace_string(struct parse_ctx *ctx, char **dst, const char *v)
+{
+	char *copy = strdup(v);
+
+	if (!copy)
+		return fail(ctx, "out of memory");
+	free(*dst);
+	*dst = copy;
+	return 0;
+}
+
+/*
+ * The retry and timeout options of a route (@o, its value @v after the '='): 1 when @o is one
+ * of them, 0 when not, -1 on a bad value.
+ */
+static int parse_route_timing(struct parse_ctx *ctx, struct route *r, const char *o, const char *v)
+{
+	unsigned long n;
+
+	if (!strncmp(o, "retries=", 8)) {
+		if (parse_uint(v, 10, &n) < 0)
+			return fail(ctx, "retries must be 0..10");
+		r->retries = (unsigned int)n;
+	} else if (!strncmp(o, "retry-on=", 9)) {
+		if (parse_retry_on(v, &r->retry_on) < 0)
+			return fail(ctx, "bad retry-on '%s' (connect,5xx,timeout or none)", v);
+	} else if (!strcmp(o, "retry-non-idempotent")) {
+		r->retry_non_idempotent = true;
+	} else if (!strncmp(o, "retry-backoff=", 14)) {
+		if (parse_duration_ms(v, &r->retry_backoff_ms) < 0)
+			return fail(ctx, "bad retry-backoff '%s'", v);
+	} else if (!strncmp(o, "retry-backoff-max=", 18)) {
+		if (parse_duration_ms(v, &r->retry_backoff_max_ms) < 0)
+			return fail(ctx, "bad retry-backoff-max '%s'", v);
+	} else if (!strncmp(o, "connect-timeout=", 16)) {
+		if (parse_duration_ms(v, &r->connect_timeout_ms) < 0 || !r->connect_timeout_ms)
+			return fail(ctx, "bad connect-timeout '%s'", v);
+	} else if (!strncmp(o, "response-timeout=", 17)) {
+		if (parse_duration_ms(v, &r->response_timeout_ms) < 0 || !r->response_timeout_ms)
+			return fail(ctx, "bad response-timeout '%s'", v);
+	} else if (!strncmp(o, "idle-timeout=", 13)) {
+		if (parse_duration_ms(v, &r->idle_timeout_ms) < 0 || !r->idle_timeout_ms)
+			return fail(ctx, "bad idle-timeout '%s'", v);
+	} else {
+		return 0;
+	}
+	return 1;
+}
+
+/* One branch per route option, each with its own check and FILE:LINE message. */
 static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **opt, int nopt)
 {
 	for (int i = 0; i < nopt; i++) {
 		const char *o = opt[i], *v = strchr(o, '=');
-		unsigned long n;
+		int rc;
 
 		v = v ? v + 1 : NULL;
 		if (!strcmp(o, "set-header") || !strcmp(o, "remove-header")) {
@@ -532,22 +582,24 @@ static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **op
 			continue;
 		}
 		if (r->kind == ROUTE_URL_EMBEDDED) {
-			int rc = parse_tls_origin_option(ctx, &r->tls, o, false);
-
+			rc = parse_tls_origin_option(ctx, &r->tls, o, false);
 			if (rc < 0)
 				return -1;
 			if (rc > 0)
 				continue;
 		}
+		rc = parse_route_timing(ctx, r, o, v);
+		if (rc < 0)
+			return -1;
+		if (rc > 0)
+			continue;
 		if (!strcmp(o, "strip-prefix")) {
 			r->strip_prefix = true;
 		} else if (!strncmp(o, "host=", 5)) {
 			if (!valid_host_pattern(v))
 				return fail(ctx, "bad host pattern '%s' (name or *.suffix)", v);
-			free(r->host); /* a repeated option: the last one counts */
-			r->host = strdup(v);
-			if (!r->host)
-				return fail(ctx, "out of memory");
+			if (replace_string(ctx, &r->host, v) < 0)
+				return -1;
 		} else if (!strncmp(o, "methods=", 8)) {
 			if (parse_methods(v, &r->methods) < 0)
 				return fail(ctx, "bad method list '%s' (e.g. GET,HEAD)", v);
@@ -557,28 +609,10 @@ static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **op
 					    "host-rewrite does not apply to url-embedded routes");
 			if (!*v || strpbrk(v, "\r\n"))
 				return fail(ctx, "host-rewrite needs a value");
-			free(r->host_rewrite);
-			r->host_rewrite = strdup(v);
-			if (!r->host_rewrite)
-				return fail(ctx, "out of memory");
+			if (replace_string(ctx, &r->host_rewrite, v) < 0)
+				return -1;
 		} else if (!strcmp(o, "forwarded")) {
 			r->forwarded = true;
-		} else if (!strncmp(o, "retries=", 8)) {
-			if (parse_uint(v, 10, &n) < 0)
-				return fail(ctx, "retries must be 0..10");
-			r->retries = (unsigned int)n;
-		} else if (!strncmp(o, "retry-on=", 9)) {
-			if (parse_retry_on(v, &r->retry_on) < 0)
-				return fail(ctx, "bad retry-on '%s' (connect,5xx,timeout or none)",
-					    v);
-		} else if (!strcmp(o, "retry-non-idempotent")) {
-			r->retry_non_idempotent = true;
-		} else if (!strncmp(o, "retry-backoff=", 14)) {
-			if (parse_duration_ms(v, &r->retry_backoff_ms) < 0)
-				return fail(ctx, "bad retry-backoff '%s'", v);
-		} else if (!strncmp(o, "retry-backoff-max=", 18)) {
-			if (parse_duration_ms(v, &r->retry_backoff_max_ms) < 0)
-				return fail(ctx, "bad retry-backoff-max '%s'", v);
 		} else if (!strncmp(o, "mode=", 5)) {
 			r->mode = data_path_parse(v);
 			if (r->mode < 0)
@@ -586,17 +620,6 @@ static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **op
 					ctx,
 					"bad mode '%s' (splice|copy|sockmap|sockmap-unbounded|auto)",
 					v);
-		} else if (!strncmp(o, "connect-timeout=", 16)) {
-			if (parse_duration_ms(v, &r->connect_timeout_ms) < 0 ||
-			    !r->connect_timeout_ms)
-				return fail(ctx, "bad connect-timeout '%s'", v);
-		} else if (!strncmp(o, "response-timeout=", 17)) {
-			if (parse_duration_ms(v, &r->response_timeout_ms) < 0 ||
-			    !r->response_timeout_ms)
-				return fail(ctx, "bad response-timeout '%s'", v);
-		} else if (!strncmp(o, "idle-timeout=", 13)) {
-			if (parse_duration_ms(v, &r->idle_timeout_ms) < 0 || !r->idle_timeout_ms)
-				return fail(ctx, "bad idle-timeout '%s'", v);
 		} else if (!strncmp(o, "on-slow=", 8)) {
 			if (strcmp(v, "pause") && strcmp(v, "drop-frames"))
 				return fail(ctx, "bad on-slow '%s' (pause or drop-frames)", v);
@@ -607,17 +630,13 @@ static int parse_route_options(struct parse_ctx *ctx, struct route *r, char **op
 			if (!colon || colon == v || strlen(v) >= ROUTE_AUTH_MAX)
 				return fail(ctx, "bad auth (USER:PASS, at most %d bytes)",
 					    ROUTE_AUTH_MAX - 1);
-			free(r->auth);
-			r->auth = strdup(v);
-			if (!r->auth)
-				return fail(ctx, "out of memory");
+			if (replace_string(ctx, &r->auth, v) < 0)
+				return -1;
 		} else if (!strncmp(o, "user-agent=", 11) && r->kind == ROUTE_RTSP_GATEWAY) {
 			if (!*v || strpbrk(v, "\r\n"))
 				return fail(ctx, "user-agent needs a value");
-			free(r->user_agent);
-			r->user_agent = strdup(v);
-			if (!r->user_agent)
-				return fail(ctx, "out of memory");
+			if (replace_string(ctx, &r->user_agent, v) < 0)
+				return -1;
 		} else {
 			return fail(ctx, "unknown route option '%s'", o);
 		}
@@ -814,9 +833,7 @@ static int parse_tls_directive(struct parse_ctx *ctx, char **tok, int ntok)
 	/* The list is checked by OpenSSL when the contexts are built (user/tls.c). */
 	if (ntok != 2)
 		return fail(ctx, "usage: %s OPENSSL-CIPHER-STRING (one word)", d);
-	free(*text);
-	*text = strdup(tok[1]);
-	return *text ? 0 : fail(ctx, "out of memory");
+	return replace_string(ctx, text, tok[1]);
 }
 
 /* rtsp-user-agent TEXT...: the words joined by one blank (a User-Agent has blanks). */
