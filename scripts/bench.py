@@ -589,37 +589,42 @@ class Nginx(Peer):
     }}""")
 
 
-class Haproxy(Peer):
-    key, label = "haproxy", "haproxy"
-
-    def start(self):
-        d = Path(tempfile.mkdtemp(prefix="haproxy-", dir=self.ctx.tmp))
-        port = free_port()
-        (d / "haproxy.cfg").write_text(f"""
+def launch_haproxy(peer, d, port, maxconn, *, bind="", global_extra="", defaults_extra="", server_extra=""):
+    """HAProxy in @d, maxconn @maxconn, in front of the origin; the extras end their sections'
+    lines (each starts with a newline, bind and server_extra with a blank)."""
+    (d / "haproxy.cfg").write_text(f"""
 global
-    maxconn {P['limit']}
+    maxconn {maxconn}
     nbthread {P['workers']}
     # RLIMIT_NOFILE may be capped below 2 x maxconn here (no CAP_SYS_RESOURCE):
     # warn instead of refusing to start; idle clients need one fd each.
-    no strict-limits
+    no strict-limits{global_extra}
 defaults
     mode http
     timeout connect 5s
     timeout client 600s
     timeout server 600s
     timeout http-request 600s
-    timeout http-keep-alive 600s
-    option splice-request
-    option splice-response
-    maxconn {P['limit']}
+    timeout http-keep-alive 600s{defaults_extra}
+    maxconn {maxconn}
 frontend fe
-    bind 127.0.0.1:{port}
+    bind 127.0.0.1:{port}{bind}
     default_backend be
 backend be
     http-reuse safe
-    server origin 127.0.0.1:{self.ctx.up_port} maxconn {P['limit']}
+    server origin 127.0.0.1:{peer.ctx.up_port}{server_extra}
 """)
-        return self.launch([self.ctx.haproxy, "-db", "-f", str(d / "haproxy.cfg")], d, port)
+    return peer.launch([peer.ctx.haproxy, "-db", "-f", str(d / "haproxy.cfg")], d, port)
+
+
+class Haproxy(Peer):
+    key, label = "haproxy", "haproxy"
+
+    def start(self):
+        d = Path(tempfile.mkdtemp(prefix="haproxy-", dir=self.ctx.tmp))
+        return launch_haproxy(self, d, free_port(), P['limit'],
+                              defaults_extra="\n    option splice-request\n    option splice-response",
+                              server_extra=" maxconn %d" % P['limit'])
 
 
 def runs(peer, workload):

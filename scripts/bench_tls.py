@@ -119,29 +119,9 @@ class HaproxyTls(TlsPeer):
 
     def start(self):
         d = Path(tempfile.mkdtemp(prefix="haproxy-tls-", dir=self.ctx.tmp))
-        port = bench.free_port()
-        (d / "haproxy.cfg").write_text(f"""
-global
-    maxconn {IDLE_N + 2048}
-    nbthread {P['workers']}
-    no strict-limits
-    tune.ssl.default-dh-param 2048
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 600s
-    timeout server 600s
-    timeout http-request 600s
-    timeout http-keep-alive 600s
-    maxconn {IDLE_N + 2048}
-frontend fe
-    bind 127.0.0.1:{port} ssl crt {self.both} alpn http/1.1
-    default_backend be
-backend be
-    http-reuse safe
-    server origin 127.0.0.1:{self.ctx.up_port}
-""")
-        return self.launch([self.ctx.haproxy, "-db", "-f", str(d / "haproxy.cfg")], d, port)
+        return bench.launch_haproxy(self, d, bench.free_port(), IDLE_N + 2048,
+                                    bind=" ssl crt %s alpn http/1.1" % self.both,
+                                    global_extra="\n    tune.ssl.default-dh-param 2048")
 
 
 class NginxTls(TlsPeer):
