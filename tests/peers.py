@@ -752,6 +752,17 @@ class Peer:
                 self.requests.append(req)
         return req
 
+    def drain_until_closed(self, conn):
+        """Read and drop whatever comes on conn, answering nothing, until the other side
+        closes it or the peer stops."""
+        conn.sock.settimeout(0.2)
+        while not self.stopping.is_set():
+            try:
+                if not conn.sock.recv(65536):
+                    return
+            except socket.timeout:
+                continue
+
     def each_request(self, conn, *, body=False):
         """Each request of a keep-alive connection until a clean EOF, recorded in .requests
         (after its body is read, when body)."""
@@ -937,13 +948,7 @@ class NeverResponds(Peer):
         req = self.next_request(conn)
         if req is None:
             return
-        conn.sock.settimeout(0.2)
-        while not self.stopping.is_set():
-            try:
-                if not conn.sock.recv(65536):
-                    return
-            except socket.timeout:
-                continue
+        self.drain_until_closed(conn)
 
 
 class Garbage(Peer):

@@ -44,13 +44,7 @@ class Misbehaving(peers.Peer):
                 conn.sock.close()
                 return
             if req.target.startswith("/slow/"):
-                conn.sock.settimeout(0.2)
-                while not self.stopping.is_set():
-                    try:
-                        if not conn.sock.recv(65536):
-                            return
-                    except socket.timeout:
-                        continue
+                self.drain_until_closed(conn)
                 return
             conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
