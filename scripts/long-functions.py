@@ -55,6 +55,9 @@ def noted(lines, start):
 
 
 def main(argv):
+    if "-h" in argv or "--help" in argv:
+        print(__doc__.strip())
+        return 0
     show_all = "--all" in argv
     argv = [a for a in argv if a != "--all"]
     limit = 80

@@ -3,7 +3,12 @@ nginx can't (echo an upload's sha256, die mid-body, never answer, answer garbage
 far a fast sender got), and a raw-socket HTTP client that checks framing itself.
 
 Standard library only. Every server listens on 127.0.0.1 (or ::1) on a free port, runs its
-accept loop and each connection in daemon threads, and is stopped with .stop().
+accept loop and each connection in daemon threads, and is stopped with .stop(); a Peer
+subclass reads requests with each_request()/next_request() (recorded in .requests).
+
+Also shared by the other peers_*.py and the tests: NginxProcess (an nginx in the foreground
+under a prefix, for the origin, MiniNginx and NginxTls), wait_accepting(), SocketClient,
+cpu_seconds()/idle_cpu(), exchange() (raw bytes in, everything until close out), status_of().
 """
 
 import errno
