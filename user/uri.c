@@ -9,10 +9,10 @@
 #include <ctype.h>
 #include <string.h>
 
+#include "uri.h"
+
 #define PORT_DIGITS_MAX 5
 #define PORT_MAX 65535
-
-#include "uri.h"
 
 /* The five components of RFC 3986 §3, each span with its delimiters ("s:", "//a", "?q", "#f")
  * so that a component is defined exactly when its length is not 0 (the path has none). */
@@ -33,12 +33,12 @@ bool uri_has_scheme(const char *s, size_t len)
 	return i < len && s[i] == ':';
 }
 
-/* Length of the span of @s (@len bytes) before the first of @stop. */
+/* Length of the span of @s (@len bytes) before the first byte of @stop (never a NUL). */
 static size_t span_until(const char *s, size_t len, const char *stop)
 {
 	size_t n = 0;
 
-	while (n < len && !strchr(stop, s[n]))
+	while (n < len && (!s[n] || !strchr(stop, s[n])))
 		n++;
 	return n;
 }
@@ -74,11 +74,13 @@ static size_t drop_last_segment(const char *out, size_t o)
 	return o > 0 ? o - 1 : 0;
 }
 
+/* Are the @left bytes at @p exactly @s? */
 static bool is(const char *p, size_t left, const char *s)
 {
 	return left == strlen(s) && !memcmp(p, s, left);
 }
 
+/* Do the @left bytes at @p start with @s? */
 static bool starts(const char *p, size_t left, const char *s)
 {
 	return left >= strlen(s) && !memcmp(p, s, strlen(s));
@@ -141,6 +143,7 @@ static void merge(struct uri_target *t, const struct uri_parts *b)
 		t->dir_len--;
 }
 
+/* RFC 3986 §5.2.2: each component of the target, from the base @b or the reference @r. */
 static void target(struct uri_target *t, const struct uri_parts *b, const struct uri_parts *r)
 {
 	t->t = *r;
@@ -180,15 +183,15 @@ int uri_resolve(const char *base, size_t base_len, const char *ref, size_t ref_l
 {
 	struct uri_parts b, r;
 	struct uri_target t;
-	size_t o, path;
+	size_t o, path, merged;
 
 	uri_split(base, base_len, &b);
 	uri_split(ref, ref_len, &r);
 	target(&t, &b, &r);
 	/* The room for the merged reference, before its dot segments go. */
-	if (t.t.scheme_len + t.t.auth_len + t.dir_len + t.t.path_len + t.t.query_len +
-		    t.t.frag_len >=
-	    cap)
+	merged = t.t.scheme_len + t.t.auth_len + t.dir_len + t.t.path_len + t.t.query_len +
+		 t.t.frag_len;
+	if (merged >= cap)
 		return -1;
 	o = put(out, 0, t.t.scheme, t.t.scheme_len);
 	o = put(out, o, t.t.auth, t.t.auth_len);
