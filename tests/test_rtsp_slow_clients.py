@@ -185,3 +185,30 @@ def test_rtsp_drain_tears_down_and_ends_at_a_frame_boundary(kfwd, tmp_path):
         assert srv.stop_media.is_set()
         c.close()
 
+
+@pytest.mark.timeout(60)
+def test_rtsp_paused_player_outlives_tcp_user_timeout(kfwd, tmp_path):
+    """A player that stops reading keeps its window shut and answers the zero-window probes:
+    since Linux 5.11 TCP_USER_TIMEOUT alone would end it after 2 s. kfwd suspends the option
+    while the window is shut: after 3 timeouts the client is still served, byte for byte."""
+    user_timeout = 2
+    with MediaServer(PAUSE_FRAMES) as srv:
+        port = peers.free_port()
+        ctl = tmp_path / "ctl"
+        k = kfwd(R.kfwd_rtsp_config(port, ctl, f"upstream m 127.0.0.1:{srv.port}\nroute /cam m strip-prefix",
+                                    f"tcp-user-timeout {user_timeout}s"))
+        base = f"rtsp://127.0.0.1:{port}/cam"
+        c = R.RtspConn(port, timeout=30)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_RCVBUF)
+        c.call("SETUP", base + "/s/trackID=0", [TCP])
+        c.call("PLAY", base + "/s", [("Session", "12345678")])
+        assert peers.wait_for(lambda: R.conns(ctl)[0]["response"]["paused"], 20)
+        assert not peers.wait_for(lambda: not R.conns(ctl), 3 * user_timeout, interval=0.2), \
+            f"a paused player was cut by tcp-user-timeout:\n{k.stderr[-2000:]}"
+        got = hashlib.sha256()
+        for i in range(PAUSE_FRAMES):
+            item = c.next()
+            assert isinstance(item, tuple) and item[1] == 0
+            got.update(item[2])
+        assert got.hexdigest() == hashlib.sha256(b"".join(payload(i) for i in range(PAUSE_FRAMES))).hexdigest()
+        c.close()

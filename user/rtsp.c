@@ -27,6 +27,7 @@
 #include "rtsp_rewrite.h"
 #include "rtsp_url.h"
 #include "stats.h"
+#include "tcp_window.h"
 #include "upstream.h"
 #include "upstream_conn.h"
 
@@ -118,6 +119,7 @@ struct rtsp_conn {
 	bool draining; /* SIGTERM: TEARDOWN, answers awaited until drain_deadline_ms */
 	bool drain_closing; /* no new item from the server: close at its next frame boundary */
 	uint64_t drain_deadline_ms;
+	struct tcp_window win; /* tcp-user-timeout held back while a paused client is there */
 	uint64_t requests, requests_timed_out;
 	uint64_t frames[DIR_COUNT], frame_bytes[DIR_COUNT];
 	uint64_t frames_dropped, bytes_dropped;
@@ -338,7 +340,7 @@ static bool answers_awaited(const struct rtsp_conn *c)
 }
 
 /* A connected session's timer: the transfer's idle bound, the oldest unanswered request's
- * response-timeout or the drain's wait, whichever comes first. */
+ * response-timeout, the drain's wait or the client's window check, whichever comes first. */
 static void arm_exchange_timer(struct session *s, struct rtsp_conn *c)
 {
 	uint64_t now = now_ms(), answer_at = answer_deadline(s, c);
@@ -351,6 +353,8 @@ static void arm_exchange_timer(struct session *s, struct rtsp_conn *c)
 		at = answer_at;
 	if (c->draining && !c->drain_closing && c->drain_deadline_ms < at)
 		at = c->drain_deadline_ms;
+	if (s->cfg->user_timeout_ms && c->win.next_check_ms < at)
+		at = c->win.next_check_ms;
 	timer_arm(&s->timer, at > now ? at - now : 0);
 }
 
@@ -577,6 +581,7 @@ static void rtsp_connected(struct session *s)
 	flow_start_body(&s->req, FRAMING_CLOSE, 0);
 	flow_start_body(&s->resp, FRAMING_CLOSE, 0);
 	s->final_response = s->response_started = true;
+	tcp_window_check(&c->win, s->client.fd, s->cfg->user_timeout_ms, s->resp.bytes_out);
 	arm_exchange_timer(s, c);
 }
 
@@ -1376,6 +1381,9 @@ static void rtsp_step(struct session *s)
 		if (!progress && !r)
 			break;
 	}
+	if (c->connected)
+		tcp_window_progress(&c->win, s->client.fd, s->cfg->user_timeout_ms,
+				    s->resp.bytes_out);
 	if (s->client.rd_eof)
 		client_gone(s, c);
 	else if (c->connected && s->upstream.rd_eof)
@@ -1393,7 +1401,6 @@ static void rtsp_timeout(struct session *s)
 		upstream_conn_timeout(s);
 		return;
 	}
-
 	if (!c || !c->connected) {
 		/* No request (or none routed) within client-timeout. */
 		session_close(s);
@@ -1403,6 +1410,9 @@ static void rtsp_timeout(struct session *s)
 		session_close(s);
 		return;
 	}
+	/* A player that paused its reading is not a dead peer (tcp_window.c). */
+	if (s->cfg->user_timeout_ms && now >= c->win.next_check_ms)
+		tcp_window_check(&c->win, s->client.fd, s->cfg->user_timeout_ms, s->resp.bytes_out);
 	last = s->req.last_progress_ms > s->resp.last_progress_ms ? s->req.last_progress_ms :
 								    s->resp.last_progress_ms;
 	if (now - last >= session_idle_timeout(s))
