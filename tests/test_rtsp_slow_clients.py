@@ -27,6 +27,16 @@ def payload(i):
     return i.to_bytes(4, "big") * (FRAME_PAYLOAD // 4)
 
 
+def assert_all_frames(conn, n):
+    """The next n items on conn are the frames payload(0..n-1) of channel 0, byte for byte."""
+    got = hashlib.sha256()
+    for _ in range(n):
+        item = conn.next()
+        assert isinstance(item, tuple) and item[1] == 0
+        got.update(item[2])
+    assert got.hexdigest() == hashlib.sha256(b"".join(payload(i) for i in range(n))).hexdigest()
+
+
 class MediaServer(R.ScriptedRtspServer):
     """The scripted server, whose PLAY starts a thread sending `frames` numbered frames, so its
     connection thread goes on reading (and logging) the client's requests meanwhile. TEARDOWN
@@ -88,12 +98,7 @@ def test_rtsp_stalled_client_pauses_the_server(kfwd, tmp_path):
         assert peers.wait_for(lambda: srv.client_frames == [("$", 1, rtcp)] * 2, 5)
         assert k.rss_kb() - rss0 < RSS_GROWTH_MAX_KB
         # Reading again: every frame, in order, byte for byte.
-        got = hashlib.sha256()
-        for i in range(PAUSE_FRAMES):
-            item = c.next()
-            assert isinstance(item, tuple) and item[1] == 0
-            got.update(item[2])
-        assert got.hexdigest() == hashlib.sha256(b"".join(payload(i) for i in range(PAUSE_FRAMES))).hexdigest()
+        assert_all_frames(c, PAUSE_FRAMES)
         d = R.conns(ctl)[0]
         assert d["response"]["pauses"] >= 1 and d["details"]["frames_dropped"] == 0
         c.close()
@@ -205,10 +210,5 @@ def test_rtsp_paused_player_outlives_tcp_user_timeout(kfwd, tmp_path):
         assert peers.wait_for(lambda: R.conns(ctl)[0]["response"]["paused"], 20)
         assert not peers.wait_for(lambda: not R.conns(ctl), 3 * user_timeout, interval=0.2), \
             f"a paused player was cut by tcp-user-timeout:\n{k.stderr[-2000:]}"
-        got = hashlib.sha256()
-        for i in range(PAUSE_FRAMES):
-            item = c.next()
-            assert isinstance(item, tuple) and item[1] == 0
-            got.update(item[2])
-        assert got.hexdigest() == hashlib.sha256(b"".join(payload(i) for i in range(PAUSE_FRAMES))).hexdigest()
+        assert_all_frames(c, PAUSE_FRAMES)
         c.close()
