@@ -24,6 +24,7 @@
 #include "rtsp_parse.h"
 #include "rtsp_url.h"
 #include "stats.h"
+#include "tcp_window.h"
 #include "upstream_conn.h"
 #include "util.h"
 
@@ -106,6 +107,7 @@ struct gateway {
 	struct rtsp_head head;
 	uint64_t hs_deadline_ms, media_deadline_ms, ka_next_ms, flush_ms, td_deadline_ms;
 	uint64_t last_rx_ms;
+	struct tcp_window win; /* tcp-user-timeout held back while a paused player is there */
 	uint64_t keepalives_sent, keepalives_answered;
 	uint64_t frames_forwarded, frames_dropped;
 };
@@ -958,6 +960,8 @@ static void gw_step(struct session *s)
 			begin_teardown(s);
 			return;
 		}
+		tcp_window_progress(&g->win, s->client.fd, s->cfg->user_timeout_ms,
+				    s->resp.bytes_out);
 		if (g->upstream_done && flow_drained(&s->resp)) {
 			session_begin_linger(s);
 			return;
@@ -1032,6 +1036,10 @@ static void gw_timeout(struct session *s)
 			begin_teardown(s);
 			return;
 		}
+		/* A player that paused its reading is not a dead peer (tcp_window.c). */
+		if (s->cfg->user_timeout_ms && now >= g->win.next_check_ms)
+			tcp_window_check(&g->win, s->client.fd, s->cfg->user_timeout_ms,
+					 s->resp.bytes_out);
 		/* The flush tick: bytes below SO_RCVLOWAT wake nobody. */
 		if (s->upstream.fd >= 0 && !g->paused)
 			s->upstream.readable = true;

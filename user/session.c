@@ -800,12 +800,14 @@ struct session *session_create(int fd, const struct config *cfg, const struct pr
 		session_close(s);
 		return NULL;
 	}
+	s->state = S_REQUEST_HEAD;
+	timer_arm(&s->timer, cfg->client_timeout_ms);
 	if (reject) {
 		stats.connections_rejected++;
-		session_reply_error(s, 503);
-	} else {
-		s->state = S_REQUEST_HEAD;
-		timer_arm(&s->timer, cfg->client_timeout_ms);
+		if (proto->reject)
+			proto->reject(s);
+		else
+			session_reply_error(s, 503);
 	}
 	session_run(s);
 	return s;
@@ -818,6 +820,10 @@ void session_drain_all(void)
 	draining = true;
 	for (s = sessions; s; s = next) {
 		next = s->next;
+		if (s->proto->drain) {
+			s->proto->drain(s);
+			continue;
+		}
 		/* A connection accepted a moment ago has its first request on the way: closing it
 		 * would reset that request (a binary upgrade drains under full load). It is answered,
 		 * then closed; client-timeout bounds a client that never sends. */

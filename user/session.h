@@ -57,6 +57,12 @@ struct proto_ops {
 	/* S_EXCHANGE: the epoll interest of both endpoints, for a protocol that does not move
 	 * its bytes through the two flows as HTTP does. NULL: the flows decide. */
 	void (*interest)(const struct session *s, uint32_t *client, uint32_t *upstream);
+	/* Over max-connections: answer in the protocol (its 503, then close) from the state
+	 * session_create left, S_REQUEST_HEAD. NULL: kfwd's HTTP 503 at once. */
+	void (*reject)(struct session *s);
+	/* SIGTERM: end the connection at a clean point of the protocol. NULL: close when idle,
+	 * else after the transaction in progress (close_after). */
+	void (*drain)(struct session *s);
 };
 
 struct session {
