@@ -290,6 +290,7 @@ static int request_forward_head(struct session *s, const struct route *r, const 
 				const char *base)
 {
 	struct request_rewrite rw = { 0 };
+	char client[INET6_ADDRSTRLEN];
 
 	rw.target = s->x->target->target;
 	rw.target_len = s->x->target->target_len;
@@ -297,7 +298,8 @@ static int request_forward_head(struct session *s, const struct route *r, const 
 		rw.host = s->x->target->host_header;
 	else if (r->host_rewrite)
 		rw.host = r->host_rewrite;
-	rw.client_addr = s->client_addr;
+	session_client_host(s, client);
+	rw.client_addr = client;
 	rw.client_tls = s->client.xprt == &xprt_tls_ops;
 	rw.forwarded = r->forwarded;
 	rw.overrides = r->header_overrides;

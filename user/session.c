@@ -359,18 +359,78 @@ static uint64_t session_bytes(const struct session *s, enum flow_dir dir)
 	return s->tally[dir].bytes_out;
 }
 
+/*
+ * Upstream address texts are shared, counted by their holders: the thousands of idle
+ * connections that went to one server hold one copy of its text, not one each.
+ */
+#define SHARED_TEXT_BUCKETS 64
+
+struct shared_text {
+	struct shared_text *next;
+	unsigned int refs;
+	char text[];
+};
+
+static struct shared_text *shared_texts[SHARED_TEXT_BUCKETS];
+
+static struct shared_text **text_bucket(const char *text)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+
+	for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return &shared_texts[h % SHARED_TEXT_BUCKETS];
+}
+
+/* @text, shared with whoever holds it already; NULL when out of memory. */
+static const char *text_get(const char *text)
+{
+	struct shared_text **bucket = text_bucket(text), *e;
+	size_t len;
+
+	for (e = *bucket; e; e = e->next) {
+		if (!strcmp(e->text, text)) {
+			e->refs++;
+			return e->text;
+		}
+	}
+	len = strlen(text) + 1;
+	e = malloc(sizeof(*e) + len);
+	if (!e)
+		return NULL;
+	memcpy(e->text, text, len);
+	e->refs = 1;
+	e->next = *bucket;
+	*bucket = e;
+	return e->text;
+}
+
+static void text_put(const char *text)
+{
+	struct shared_text *e, **pp;
+
+	if (text == no_upstream)
+		return;
+	e = container_of(text, struct shared_text, text);
+	if (--e->refs)
+		return;
+	for (pp = text_bucket(text); *pp != e; pp = &(*pp)->next)
+		;
+	*pp = e->next;
+	free(e);
+}
+
 void session_set_upstream_text(struct session *s, const char *text)
 {
-	char *copy;
+	const char *shared;
 
 	if (!strcmp(s->up_addr_text, text))
 		return;
-	copy = strdup(text);
-	if (!copy)
+	shared = text_get(text);
+	if (!shared)
 		return; /* keeps the previous text: only logs and conn list show it */
-	if (s->up_addr_text != no_upstream)
-		free((char *)s->up_addr_text);
-	s->up_addr_text = copy;
+	text_put(s->up_addr_text);
+	s->up_addr_text = shared;
 }
 
 bool session_interim_backlogged(const struct session *s)
@@ -471,8 +531,7 @@ static void session_free(void *p)
 {
 	struct session *s = p;
 
-	if (s->up_addr_text != no_upstream)
-		free((char *)s->up_addr_text);
+	text_put(s->up_addr_text);
 	if (s->x)
 		record_put(&exchange_pool, s->x);
 	config_put(s->cfg);
@@ -500,8 +559,34 @@ static void session_event(const struct session *s, enum kev_type type)
 
 void session_peer_text(const struct session *s, char *out, size_t len)
 {
-	if (addr_peer_text(s->client.fd, out, len) < 0)
-		snprintf(out, len, "%s", s->client_addr);
+	char host[INET6_ADDRSTRLEN];
+
+	if (addr_peer_text(s->client.fd, out, len) == 0)
+		return;
+	session_client_host(s, host);
+	snprintf(out, len, "%s", host);
+}
+
+/* Kept in binary: an idle connection holds 18 bytes for it, not 62 of text. */
+static void client_ip_set(struct session *s, const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+
+		memcpy(s->client_ip, &in->sin_addr, sizeof(in->sin_addr));
+		s->client_family = AF_INET;
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+
+		memcpy(s->client_ip, &in6->sin6_addr, sizeof(in6->sin6_addr));
+		s->client_family = AF_INET6;
+	}
+}
+
+void session_client_host(const struct session *s, char out[INET6_ADDRSTRLEN])
+{
+	if (!s->client_family || !inet_ntop(s->client_family, s->client_ip, out, INET6_ADDRSTRLEN))
+		snprintf(out, INET6_ADDRSTRLEN, "unknown");
 }
 
 void session_set_worker(unsigned int worker, uint64_t first_id)
@@ -566,10 +651,12 @@ void session_access_begin(struct session *s, const char *target, size_t len)
 /* The request in progress is over, answered or not: its access log line. */
 void session_access_end(struct session *s)
 {
-	struct access_entry e = { .conn = s->id, .client = s->client_addr };
+	char host[INET6_ADDRSTRLEN];
+	struct access_entry e = { .conn = s->id, .client = host };
 
 	if (!s->x || !s->x->log_pending)
 		return;
+	session_client_host(s, host);
 	s->x->log_pending = false;
 	if (s->x->log_has_method) {
 		e.method = llhttp_method_name((llhttp_method_t)s->x->req_method);
@@ -880,11 +967,8 @@ struct session *session_create(int fd, const struct config *cfg, const struct pr
 	s->created_ms = now_ms();
 	s->timer.on_expire = on_session_timer;
 	s->up_addr_text = no_upstream;
-	/* X-Forwarded-For carries the address without the port. */
 	if (getpeername(fd, (struct sockaddr *)&peer.ss, &peer.len) == 0)
-		addr_host_text(&peer.ss, s->client_addr, sizeof(s->client_addr));
-	else
-		snprintf(s->client_addr, sizeof(s->client_addr), "unknown");
+		client_ip_set(s, &peer.ss);
 	/* Bounds what a slow client lets pile up in kernel memory on our side. */
 	if (cfg->client_sndbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cfg->client_sndbuf,
 						 sizeof(cfg->client_sndbuf)) < 0)

@@ -171,7 +171,9 @@ struct session {
 	enum session_state state;
 	int last_status;
 	bool close_after;
-	char client_addr[INET6_ADDRSTRLEN + 16];
+	/* The client's IP address in binary (text: session_client_host()); family 0: unknown. */
+	sa_family_t client_family;
+	uint8_t client_ip[16];
 };
 
 /* Take over an accepted client socket speaking @proto. @reject: answer 503 and close (over the
@@ -188,6 +190,8 @@ void session_set_worker(unsigned int worker, uint64_t first_id);
 struct session *session_first(void);
 void session_kill(struct session *s);
 const char *session_state_name(enum session_state st);
+/* The client's address alone (X-Forwarded-For), "unknown" when getpeername() failed. */
+void session_client_host(const struct session *s, char out[INET6_ADDRSTRLEN]);
 /* The client's ADDR:PORT (its address alone once the socket is gone). */
 void session_peer_text(const struct session *s, char *out, size_t len);
 /* The details of `kfwdctl conn list`: the protocol's, then each endpoint transport's. */
