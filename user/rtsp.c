@@ -120,7 +120,7 @@ static const char *const play_names[] = { "init", "described", "setup", "playing
 
 static struct rtsp_conn *conn_of(const struct session *s)
 {
-	return s->proto_data;
+	return s->x->proto_data;
 }
 
 static bool side_mid_frame(const struct rtsp_side *sd)
@@ -137,7 +137,7 @@ static struct rtsp_conn *conn_create(struct session *s)
 		return NULL;
 	rtsp_framer_init(&c->c2s.fr, cfg->max_request_line, cfg->max_header_size, RTSP_BODY_MAX);
 	rtsp_framer_init(&c->s2c.fr, cfg->max_header_size, cfg->max_header_size, RTSP_BODY_MAX);
-	s->proto_data = c;
+	s->x->proto_data = c;
 	return c;
 }
 
@@ -160,7 +160,7 @@ static void rtsp_release(struct session *s)
 	buf_free(&c->to_client);
 	buf_free(&c->to_upstream);
 	free(c);
-	s->proto_data = NULL;
+	s->x->proto_data = NULL;
 }
 
 /* ---- queues toward the peers */

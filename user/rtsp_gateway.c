@@ -5,7 +5,7 @@
  * (OPTIONS, DESCRIBE, SETUP with TCP-interleaved transports, PLAY; 401 answered once with
  * Basic or Digest, 3xx followed a few times) and answers the HTTP client with an endless
  * video/mp2t body: the media channel's frames with their RTP headers stripped. This file owns
- * the gateway's per-connection state (s->proto_data), its handshake, the de-framing, the
+ * the gateway's per-connection state (s->x->proto_data), its handshake, the de-framing, the
  * keepalives and the TEARDOWN; the session proper and upstream_conn.c own the sockets.
  */
 #include <ctype.h>
@@ -136,7 +136,7 @@ static void arm_timer(struct session *s);
 
 static struct gateway *gw_of(const struct session *s)
 {
-	return s->proto_data;
+	return s->x->proto_data;
 }
 
 static void count_outcome(struct gateway *g, enum gateway_outcome o)
@@ -1071,7 +1071,7 @@ static void gw_release(struct session *s)
 	count_outcome(g, GATEWAY_ABORTED);
 	buf_free(&g->in);
 	free(g);
-	s->proto_data = NULL;
+	s->x->proto_data = NULL;
 }
 
 static void gw_describe(const struct session *s, struct conn_details *d)
@@ -1138,7 +1138,7 @@ void rtsp_gateway_start(struct session *s, const struct route *r, const char *ta
 	g->is_head = s->x->req_method == HTTP_HEAD;
 	g->http10 = s->x->client_http10;
 	s->proto = &rtsp_gateway_ops;
-	s->proto_data = g;
+	s->x->proto_data = g;
 	s->close_after = true;
 	if (s->x->req_method != HTTP_GET && s->x->req_method != HTTP_HEAD) {
 		snprintf(g->url_fmt, sizeof(g->url_fmt), "(none)");

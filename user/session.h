@@ -88,6 +88,7 @@ struct flow_tally {
  * its struct session.
  */
 struct exchange {
+	void *proto_data; /* the protocol's own state (RTSP, the gateway), freed by its release */
 	struct endpoint upstream;
 	struct flow req; /* client -> upstream */
 	struct flow resp; /* upstream -> client */
@@ -156,7 +157,6 @@ struct session {
 	uint64_t id;
 	struct session *prev, *next;
 	const struct proto_ops *proto; /* chosen by the listener (a request may switch it) */
-	void *proto_data; /* the protocol's own state (RTSP, the gateway), freed by its release */
 	const struct config *cfg;
 	struct exchange *x; /* NULL while an HTTP keep-alive connection is idle */
 	struct timer timer;
