@@ -167,7 +167,7 @@ struct session {
 	/* ADDR:PORT or HOST:PORT of the current or last upstream ("" before any); set it with
 	 * session_set_upstream_text(), which allocates only when it changes. */
 	const char *up_addr_text;
-	struct flow_tally tally[2]; /* by enum flow_dir */
+	struct flow_tally tally[DIR_COUNT];
 	enum session_state state;
 	int last_status;
 	bool close_after;
