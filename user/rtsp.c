@@ -135,7 +135,7 @@ static const char *const play_names[] = { "init", "described", "setup", "playing
 
 static struct rtsp_conn *conn_of(const struct session *s)
 {
-	return s->proto_data;
+	return s->x->proto_data;
 }
 
 static bool side_mid_frame(const struct rtsp_side *sd)
@@ -152,12 +152,12 @@ static struct rtsp_conn *conn_create(struct session *s)
 		return NULL;
 	rtsp_framer_init(&c->c2s.fr, cfg->max_request_line, cfg->max_header_size, RTSP_BODY_MAX);
 	rtsp_framer_init(&c->s2c.fr, cfg->max_header_size, cfg->max_header_size, RTSP_BODY_MAX);
-	s->proto_data = c;
+	s->x->proto_data = c;
 	/* Until the first request is routed only the client is read. */
 	s->state = S_EXCHANGE;
-	s->req.use_splice = s->resp.use_splice = false;
-	flow_start_body(&s->req, FRAMING_CLOSE, 0);
-	flow_start_body(&s->resp, FRAMING_CLOSE, 0);
+	s->x->req.use_splice = s->x->resp.use_splice = false;
+	flow_start_body(&s->x->req, FRAMING_CLOSE, 0);
+	flow_start_body(&s->x->resp, FRAMING_CLOSE, 0);
 	return c;
 }
 
@@ -180,7 +180,7 @@ static void rtsp_release(struct session *s)
 	buf_free(&c->to_client);
 	buf_free(&c->to_upstream);
 	free(c);
-	s->proto_data = NULL;
+	s->x->proto_data = NULL;
 }
 
 /* ---- queues toward the peers */
@@ -199,14 +199,14 @@ static int flush_queue(struct flow *f, struct buf *q)
 /* Queued messages join the flow when the stream toward that peer is between frames. */
 static int flush_to_client(struct session *s, struct rtsp_conn *c)
 {
-	return side_mid_frame(&c->s2c) ? 0 : flush_queue(&s->resp, &c->to_client);
+	return side_mid_frame(&c->s2c) ? 0 : flush_queue(&s->x->resp, &c->to_client);
 }
 
 static int flush_to_upstream(struct session *s, struct rtsp_conn *c)
 {
 	if (!c->connected || side_mid_frame(&c->c2s))
 		return 0;
-	return flush_queue(&s->req, &c->to_upstream);
+	return flush_queue(&s->x->req, &c->to_upstream);
 }
 
 /* ---- kfwd's own answers */
@@ -257,7 +257,8 @@ static void send_teardowns(struct session *s, struct rtsp_conn *c, const char *w
 {
 	char msg[RTSP_URL_MAX + RTSP_ID_MAX + RTSP_AUTH_LINE_MAX + 128];
 
-	if (!c->connected || s->upstream.fd < 0 || side_mid_frame(&c->c2s) || !c->teardown_url[0])
+	if (!c->connected || s->x->upstream.fd < 0 || side_mid_frame(&c->c2s) ||
+	    !c->teardown_url[0])
 		return;
 	for (unsigned int i = 0; i < c->n_sessions; i++) {
 		struct rtsp_sent e = { .method_name = "TEARDOWN", .uri = c->teardown_url };
@@ -285,26 +286,26 @@ static void send_teardowns(struct session *s, struct rtsp_conn *c, const char *w
 	}
 	c->n_sessions = 0;
 	if (flush_to_upstream(s, c) == 0)
-		flow_flush(&s->req);
+		flow_flush(&s->x->req);
 }
 
 /* kfwd's answer, then the connection closes (framing lost, or no upstream to be had). */
 static void answer_close(struct session *s, struct rtsp_conn *c, int status)
 {
 	send_teardowns(s, c, "closing");
-	resolve_cancel(&s->resolve);
-	upstream_unwait(&s->wait);
+	resolve_cancel(&s->x->resolve);
+	upstream_unwait(&s->x->wait);
 	session_close_upstream(s);
-	flow_reset(&s->req);
+	flow_reset(&s->x->req);
 	session_count_error(status);
 	session_final_status(s, status);
 	/* Inside a frame toward the client an answer would be taken for payload. */
 	if (side_mid_frame(&c->s2c) || build_answer(c, &c->to_client, status, NULL) < 0 ||
-	    flush_queue(&s->resp, &c->to_client) < 0) {
+	    flush_queue(&s->x->resp, &c->to_client) < 0) {
 		session_close(s);
 		return;
 	}
-	s->resp.active = false;
+	s->x->resp.active = false;
 	s->state = S_REPLYING;
 	timer_arm(&s->timer, s->cfg->client_timeout_ms);
 }
@@ -344,9 +345,9 @@ static bool answers_awaited(const struct rtsp_conn *c)
 static void arm_exchange_timer(struct session *s, struct rtsp_conn *c)
 {
 	uint64_t now = now_ms(), answer_at = answer_deadline(s, c);
-	uint64_t last = s->req.last_progress_ms > s->resp.last_progress_ms ?
-				s->req.last_progress_ms :
-				s->resp.last_progress_ms;
+	uint64_t last = s->x->req.last_progress_ms > s->x->resp.last_progress_ms ?
+				s->x->req.last_progress_ms :
+				s->x->resp.last_progress_ms;
 	uint64_t at = last + session_idle_timeout(s);
 
 	if (answer_at && answer_at < at)
@@ -382,7 +383,7 @@ static int expire_requests(struct session *s, struct rtsp_conn *c)
 			 s->up_addr_text, (unsigned long)(now - e->sent_ms));
 		snprintf(c->cseq, sizeof(c->cseq), "%u", e->cseq);
 		session_count_error(RTSP_GATEWAY_TIMEOUT);
-		if (s->log_pending && c->log_cseq == e->cseq) {
+		if (s->x->log_pending && c->log_cseq == e->cseq) {
 			session_final_status(s, RTSP_GATEWAY_TIMEOUT);
 			session_access_end(s);
 		} else {
@@ -519,13 +520,13 @@ static enum msg_result start_upstream(struct session *s, struct rtsp_conn *c,
 
 	c->route = r;
 	memcpy(c->client_prefix, t->nocred_prefix, sizeof(c->client_prefix));
-	s->req_method = (uint8_t)h->http.parser.method;
+	s->x->req_method = (uint8_t)h->http.parser.method;
 	/* The connection's target for its lifetime: given back when the session closes. */
 	if (!session_target_start(s)) {
 		answer_close(s, c, 500);
 		return MSG_STOP;
 	}
-	s->target->route = r;
+	s->x->target->route = r;
 	s->route = r;
 	if (r->auth) {
 		const char *colon = strchr(r->auth, ':');
@@ -550,13 +551,13 @@ static enum msg_result start_upstream(struct session *s, struct rtsp_conn *c,
 			memcpy(c->user, d->user, sizeof(c->user));
 			memcpy(c->pass, d->pass, sizeof(c->pass));
 		}
-		snprintf(s->target->host, sizeof(s->target->host), "%s", d->host);
-		s->target->port = d->port;
-		s->target->host_is_literal = d->host_is_literal;
+		snprintf(s->x->target->host, sizeof(s->x->target->host), "%s", d->host);
+		s->x->target->port = d->port;
+		s->x->target->host_is_literal = d->host_is_literal;
 		snprintf(addr, sizeof(addr), d->ipv6 ? "[%s]:%u" : "%s:%u", d->host, d->port);
 		if (d->host_is_literal &&
-		    (parse_addr_port(addr, &s->target->addr, false) < 0 ||
-		     !route_destination_allowed(s->cfg, d->host, &s->target->addr))) {
+		    (parse_addr_port(addr, &s->x->target->addr, false) < 0 ||
+		     !route_destination_allowed(s->cfg, d->host, &s->x->target->addr))) {
 			log_info("session %lu: destination %s denied", (unsigned long)s->id, addr);
 			answer_close(s, c, 403);
 			return MSG_STOP;
@@ -577,11 +578,11 @@ static void rtsp_connected(struct session *s)
 		snprintf(c->upstream_prefix, sizeof(c->upstream_prefix), "rtsp://%s",
 			 s->up_addr_text);
 	/* Both flows carry the framed streams until the end; this file fills them. */
-	s->req.use_splice = s->resp.use_splice = false;
-	flow_start_body(&s->req, FRAMING_CLOSE, 0);
-	flow_start_body(&s->resp, FRAMING_CLOSE, 0);
-	s->final_response = s->response_started = true;
-	tcp_window_check(&c->win, s->client.fd, s->cfg->user_timeout_ms, s->resp.bytes_out);
+	s->x->req.use_splice = s->x->resp.use_splice = false;
+	flow_start_body(&s->x->req, FRAMING_CLOSE, 0);
+	flow_start_body(&s->x->resp, FRAMING_CLOSE, 0);
+	s->x->final_response = s->x->response_started = true;
+	tcp_window_check(&c->win, s->client.fd, s->cfg->user_timeout_ms, s->x->resp.bytes_out);
 	arm_exchange_timer(s, c);
 }
 
@@ -820,10 +821,10 @@ static enum msg_result method_not_allowed(struct session *s, struct rtsp_conn *c
 static void log_begin(struct session *s, struct rtsp_conn *c, const struct rtsp_head *h,
 		      const char *base)
 {
-	if (s->log_pending && h->has_cseq && c->log_cseq == h->cseq)
+	if (s->x->log_pending && h->has_cseq && c->log_cseq == h->cseq)
 		return;
 	session_access_end(s);
-	s->req_method = (uint8_t)h->http.parser.method;
+	s->x->req_method = (uint8_t)h->http.parser.method;
 	session_access_begin(s, base + h->http.url.off, h->http.url.len);
 	c->log_cseq = h->cseq;
 }
@@ -1027,7 +1028,7 @@ static enum msg_result server_message(struct session *s, struct rtsp_conn *c, co
 			note_response(c, c->sent[i].method, h, base);
 			sent_remove(c, (unsigned int)i, true);
 		}
-		if (s->log_pending && h->has_cseq && h->cseq == c->log_cseq) {
+		if (s->x->log_pending && h->has_cseq && h->cseq == c->log_cseq) {
 			session_final_status(s, h->status);
 			session_access_end(s);
 		} else {
@@ -1053,12 +1054,12 @@ static enum msg_result server_message(struct session *s, struct rtsp_conn *c, co
 
 static struct endpoint *side_src(struct session *s, bool from_client)
 {
-	return from_client ? &s->client : &s->upstream;
+	return from_client ? &s->client : &s->x->upstream;
 }
 
 static struct flow *side_dst(struct session *s, bool from_client)
 {
-	return from_client ? &s->req : &s->resp;
+	return from_client ? &s->x->req : &s->x->resp;
 }
 
 /* A head is buffered: handle its message once the body is there too. As side_consume(). */
@@ -1192,7 +1193,7 @@ static int side_consume(struct session *s, struct rtsp_conn *c, bool from_client
 /* Discard the rest of a dropped frame in the kernel: MSG_TRUNC copies nothing (TCP). */
 static int discard_payload(struct session *s, struct rtsp_side *sd, size_t want)
 {
-	ssize_t n = recv(s->upstream.fd, NULL, want, MSG_TRUNC | MSG_DONTWAIT);
+	ssize_t n = recv(s->x->upstream.fd, NULL, want, MSG_TRUNC | MSG_DONTWAIT);
 
 	if (n > 0) {
 		rtsp_frame_moved(&sd->fr, (uint64_t)n);
@@ -1201,14 +1202,14 @@ static int discard_payload(struct session *s, struct rtsp_side *sd, size_t want)
 		return 1;
 	}
 	if (n == 0) {
-		s->upstream.rd_eof = true;
+		s->x->upstream.rd_eof = true;
 		return 1;
 	}
 	if (errno == EAGAIN || errno == EINTR) {
-		s->upstream.readable = false;
+		s->x->upstream.readable = false;
 		return 0;
 	}
-	s->upstream.rd_eof = true;
+	s->x->upstream.rd_eof = true;
 	return 1;
 }
 
@@ -1304,12 +1305,12 @@ static void client_gone(struct session *s, struct rtsp_conn *c)
 /* The server is done with: what it sent still reaches the client, then the client is closed. */
 static void finish_to_client(struct session *s, struct rtsp_conn *c)
 {
-	if (flush_queue(&s->resp, &c->to_client) < 0) {
+	if (flush_queue(&s->x->resp, &c->to_client) < 0) {
 		session_close(s);
 		return;
 	}
 	session_close_upstream(s);
-	s->resp.active = false;
+	s->x->resp.active = false;
 	s->state = S_REPLYING;
 	timer_arm(&s->timer, s->cfg->client_timeout_ms);
 }
@@ -1341,17 +1342,17 @@ static void drain_step(struct session *s, struct rtsp_conn *c)
 /* Deliver what both flows hold. 1 when bytes moved, 0 when none, -1 when a peer failed. */
 static int flush_flows(struct session *s, struct rtsp_conn *c)
 {
-	uint64_t before = s->req.bytes_out + s->resp.bytes_out;
+	uint64_t before = s->x->req.bytes_out + s->x->resp.bytes_out;
 
-	if (flow_flush(&s->resp) != FLOW_OK) {
+	if (flow_flush(&s->x->resp) != FLOW_OK) {
 		client_gone(s, c);
 		return -1;
 	}
-	if (c->connected && flow_flush(&s->req) != FLOW_OK) {
+	if (c->connected && flow_flush(&s->x->req) != FLOW_OK) {
 		upstream_gone(s, c);
 		return -1;
 	}
-	return s->req.bytes_out + s->resp.bytes_out != before;
+	return s->x->req.bytes_out + s->x->resp.bytes_out != before;
 }
 
 static void rtsp_step(struct session *s)
@@ -1383,10 +1384,10 @@ static void rtsp_step(struct session *s)
 	}
 	if (c->connected)
 		tcp_window_progress(&c->win, s->client.fd, s->cfg->user_timeout_ms,
-				    s->resp.bytes_out);
+				    s->x->resp.bytes_out);
 	if (s->client.rd_eof)
 		client_gone(s, c);
-	else if (c->connected && s->upstream.rd_eof)
+	else if (c->connected && s->x->upstream.rd_eof)
 		upstream_gone(s, c);
 	else if (c->draining && c->connected && s->state == S_EXCHANGE)
 		drain_step(s, c);
@@ -1412,9 +1413,9 @@ static void rtsp_timeout(struct session *s)
 	}
 	/* A player that paused its reading is not a dead peer (tcp_window.c). */
 	if (s->cfg->user_timeout_ms && now >= c->win.next_check_ms)
-		tcp_window_check(&c->win, s->client.fd, s->cfg->user_timeout_ms, s->resp.bytes_out);
-	last = s->req.last_progress_ms > s->resp.last_progress_ms ? s->req.last_progress_ms :
-								    s->resp.last_progress_ms;
+		tcp_window_check(&c->win, s->client.fd, s->cfg->user_timeout_ms, s->x->resp.bytes_out);
+	last = s->x->req.last_progress_ms > s->x->resp.last_progress_ms ? s->x->req.last_progress_ms :
+								    s->x->resp.last_progress_ms;
 	if (now - last >= session_idle_timeout(s))
 		session_exchange_idle(s); /* closes */
 	else
@@ -1473,7 +1474,7 @@ static void rtsp_describe(const struct session *s, struct conn_details *d)
 	conn_details_add(d, "frames-from-client", "%lu", (unsigned long)c->frames[DIR_REQUEST]);
 	conn_details_add(d, "frames-dropped", "%lu", (unsigned long)c->frames_dropped);
 	conn_details_add(d, "bytes-dropped", "%lu", (unsigned long)c->bytes_dropped);
-	conn_details_add(d, "pauses", "%lu", (unsigned long)s->resp.pauses);
+	conn_details_add(d, "pauses", "%lu", (unsigned long)s->x->resp.pauses);
 	if (c->route)
 		conn_details_add(d, "on-slow", "%s",
 				 c->route->drop_frames ? "drop-frames" : "pause");
