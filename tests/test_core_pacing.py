@@ -16,14 +16,6 @@ READ = 16 * KiB
 MAX_WAKEUPS_PER_S = 40
 
 
-def voluntary_switches(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("voluntary_ctxt_switches:"):
-                return int(line.split()[1])
-    raise AssertionError("no voluntary_ctxt_switches in /proc/PID/status")
-
-
 def test_steady_readers_paced_byte_exact(kfwd, nginx):
     f = nginx.files["8m"]
     # A client socket that holds little, so kfwd's send buffer is what paces the stream; its
@@ -51,9 +43,9 @@ def test_steady_readers_paced_byte_exact(kfwd, nginx):
     # the middle of the transfer: every stream steady, none finishing
     expected = f.size / RATE
     time.sleep(expected * 0.25)
-    v0, w0 = voluntary_switches(k.pid), time.monotonic()
+    v0, w0 = k.voluntary_switches(), time.monotonic()
     time.sleep(expected * 0.5)
-    v1, w1 = voluntary_switches(k.pid), time.monotonic()
+    v1, w1 = k.voluntary_switches(), time.monotonic()
     for t in threads:
         t.join(timeout=expected * 3 + 30)
     took = time.monotonic() - t0
