@@ -6,17 +6,17 @@
  * send buffer is free (sk_stream_is_writeable(), 6.18), so a flow whose send buffer is bounded
  * (client-sndbuf, max-memory's share) wakes kfwd every sndbuf/3 bytes, and 100 streams at
  * 1 MB/s woke it about 100 times a second; on the grid, every paced flow due in the same slot
- * is served in one wake-up. Bytes held and backpressure are unchanged: a paced flow holds what
- * it held, its source stays paused at the high-water mark, and the timer only replaces the
- * EPOLLOUT wake-up. A flow that cannot show a steady rate (first block, a destination that
- * took nothing, one fast enough to empty its socket within a grid slot) waits for EPOLLOUT.
+ * is served in one wake-up. Its source's EPOLLIN is off meanwhile too (the source is read at
+ * the same wake-up, not on each arrival). Bytes held and backpressure are unchanged: a paced
+ * flow holds what it held and its watermarks apply as before. A flow that cannot show a steady
+ * rate (first block, a destination that took nothing, one fast enough to empty its socket
+ * within a grid slot) waits for EPOLLOUT.
  */
 #include <linux/sockios.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 
 #include "flow.h"
-#include "log.h"
 #include "util.h"
 
 /* The grid: paced flows wake on multiples of this, so their wake-ups coincide. */
