@@ -230,12 +230,19 @@ class Kfwd:
     def alive(self):
         return self.proc.poll() is None
 
-    def rss_kb(self):
+    def _status(self, field):
         with open(f"/proc/{self.pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
+        raise RuntimeError(f"no {field}")
+
+    def rss_kb(self):
+        return self._status("VmRSS")
+
+    def voluntary_switches(self):
+        """Times kfwd slept (waited in epoll_wait, mostly): its wake-ups."""
+        return self._status("voluntary_ctxt_switches")
 
     def fd_count(self):
         return len(os.listdir(f"/proc/{self.pid}/fd"))

@@ -18,6 +18,7 @@ import json
 import os
 import random
 import re
+import resource
 import select
 import signal
 import socket
@@ -44,6 +45,13 @@ def free_port(host=LOCAL):
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def raise_nofile(n):
+    """Let this process (and the kfwd it starts) hold n descriptors, within the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(n, hard), hard))
 
 
 def wait_accepting(proc, ports, timeout, what, details=lambda: "", error=RuntimeError):

@@ -6,7 +6,8 @@ import time
 import pytest
 
 import peers
-from peers import MiB, mdelta
+from conftest import SAN
+from peers import KiB, MiB, mdelta
 
 CONNECTS = "kfwd_upstream_connects_total"
 REUSES = "kfwd_upstream_reuses_total"
@@ -51,6 +52,37 @@ def test_1000_keepalive_requests_8m_with_stalls(kfwd, nginx):
     assert connects <= 4, f"{connects} upstream connects for 1000 keep-alive requests"
     assert reuses >= 1000 - connects, f"only {reuses} upstream reuses"
     assert mdelta(m1, m0, "kfwd_requests_total") == 1000
+
+
+def test_idle_keepalive_clients_hold_only_a_small_record(kfwd, nginx):
+    """Between requests a keep-alive client holds its connection record only, not the
+    exchange (flows, upstream endpoint, request state: README "Small requests and idle
+    connections"): 2000 idle clients, each after one 1 KB request, grow kfwd's RSS by less
+    than 768 bytes each (the record is a third of that; holding the exchange cost 1.3 KiB)."""
+    n = 2000
+    peers.raise_nofile(n + 256)
+    f = nginx.files["1k"]
+    k = kfwd(origin(nginx.addr) + "\nclient-timeout 120s")
+    with peers.HttpConn(k.port) as c:  # the free lists and pools in use once
+        c.request("GET", f.url)
+        assert c.read_response().status == 200
+    assert peers.wait_for(lambda: k.metric("kfwd_connections_active") == 0, 5)
+    rss0 = k.rss_kb()
+    clients = []
+    try:
+        for i in range(n):
+            c = peers.HttpConn(k.port, timeout=10)
+            clients.append(c)
+            c.request("GET", f.url)
+            r = c.read_response()
+            assert r.status == 200 and r.body_len == f.size and r.complete, f"client {i}: {r}"
+        assert k.metric("kfwd_connections_active") == n
+        per_client = (k.rss_kb() - rss0) * KiB / n
+    finally:
+        for c in clients:
+            c.close()
+    print(f"{n} idle keep-alive clients: RSS growth {per_client:.0f} bytes per client")
+    assert per_client < 768 * SAN, f"RSS grew {per_client:.0f} bytes per idle client"
 
 
 def test_upstream_reused_across_client_connections(kfwd, nginx):

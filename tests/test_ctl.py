@@ -9,7 +9,6 @@ messages; dumps split over many messages.
 import json
 import os
 import random
-import resource
 import signal
 import socket
 import struct
@@ -102,12 +101,6 @@ def get(port, target, **kw):
 def upstream_config(*peers_, extra=""):
     servers = " ".join(p.addr for p in peers_)
     return f"upstream up {servers}\nroute /a/ up\n{extra}"
-
-
-def raise_nofile(n):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < n:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(n, hard), hard))
 
 
 def wait_exit(proc, timeout):
@@ -245,6 +238,42 @@ def test_conn_list_and_kill(ckfwd, peer):
     finally:
         for s in socks:
             s.close()
+
+
+def test_idle_keepalive_connection_listed_with_its_totals(ckfwd, peer):
+    """Between requests a keep-alive connection holds no exchange: conn list still shows it
+    (request-head, its upstream and route, its requests) with the byte counts of every exchange
+    it carried, which go on growing with the next request instead of starting over."""
+    up = peer(peers.EchoUpload())
+    k, c = ckfwd(upstream_config(up))
+    body = os.urandom(100 * KiB)
+    with peers.HttpConn(k.port) as h:
+        port = h.sock.getsockname()[1]
+
+        def idle_conn(requests):
+            return peers.wait_for(lambda: [x for x in c.json("conn", "list") if x["client"].endswith(f":{port}")
+                                           and x["requests"] == requests and x["state"] == "request-head"], 5)
+
+        h.request("POST", "/a/up", body=body)
+        r1 = h.read_response(keep_body=True)
+        assert r1.status == 200 and json.loads(r1.body)["bytes"] == len(body)
+        first = idle_conn(1)
+        assert first, c.json("conn", "list")
+        x = first[0]
+        assert x["upstream"] == up.addr and x["route"] == "/a/" and x["last_status"] == 200, x
+        assert x["request"]["bytes"] >= len(body) and x["response"]["bytes"] >= r1.body_len, x
+        for d in ("request", "response"):
+            assert x[d]["queued"] == 0 and x[d]["paused"] is False, x
+        h.request("GET", "/a/again")
+        r2 = h.read_response()
+        assert r2.status == 200
+        second = idle_conn(2)
+        assert second, c.json("conn", "list")
+        y = second[0]
+        assert y["id"] == x["id"]
+        assert y["response"]["bytes"] >= x["response"]["bytes"] + r2.body_len, (x, y)
+        assert x["request"]["bytes"] < y["request"]["bytes"] < x["request"]["bytes"] + 1024, (x, y)
+        assert y["request"]["spliced"] + y["request"]["copied"] >= len(body), y
 
 
 # --------------------------------------------------------------------------- routes
@@ -780,7 +809,7 @@ def test_dump_split_over_many_messages(ckfwd, peer):
     a = peer(peers.EchoUpload())
     k, c = ckfwd(upstream_config(a))
     n = 1500
-    raise_nofile(n + 200)
+    peers.raise_nofile(n + 200)
     socks = []
     try:
         for _ in range(n):

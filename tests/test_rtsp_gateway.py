@@ -385,3 +385,18 @@ def test_gateway_trickle_below_the_wakeup_threshold_is_delivered(kfwd):
             t0 = time.monotonic()
             assert c.read(len(ts)) == ts
             assert time.monotonic() - t0 < 11 * 0.1 + 0.8
+
+
+@pytest.mark.timeout(60)
+def test_gateway_paused_player_outlives_tcp_user_timeout(kfwd):
+    """A player that stops reading keeps its window shut and answers the kernel's probes: it
+    is not cut by tcp-user-timeout (2 s here), and gets every TS byte once it reads again."""
+    script, ts = media_script(1000)
+    with ScriptedRtspServer(media="ts", script=script) as srv:
+        k = kfwd(gateway_config("tcp-user-timeout 2s"))
+        with HttpStream(k.port, f"/rtsp/127.0.0.1:{srv.port}/live", timeout=30, rcvbuf=16 << 10) as c:
+            assert c.read_head() == 200
+            assert not peers.wait_for(lambda: "TEARDOWN" in methods(srv), 6, interval=0.2), \
+                f"a paused player was cut by tcp-user-timeout:\n{k.stderr[-2000:]}"
+            body = c.read(len(ts))
+            assert hashlib.sha256(body).hexdigest() == hashlib.sha256(ts).hexdigest()

@@ -6,6 +6,7 @@ own errors with CSeq, upstream credentials (Basic, Digest), TEARDOWN for a vanis
 import hashlib
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -389,3 +390,51 @@ def test_rtsp_never_takes_a_pooled_http_connection(rtsp):
         assert len(srv.carried) == 2 and all(len(p) == 1 for p in srv.carried), srv.carried
     finally:
         srv.close()
+
+
+def test_rtsp_unanswered_request_gets_504_and_the_stream_goes_on(rtsp):
+    """response-timeout bounds a request the server never answers: kfwd answers 504 with its
+    CSeq, frames of every channel keep flowing, the late answer is dropped, later requests work."""
+    def handler(server, index, msg):
+        return b"" if msg.method == "GET_PARAMETER" and msg.cseq == "3" else None
+
+    with R.ScriptedRtspServer(handler=handler) as srv:
+        k, base, ctl = rtsp(srv, extra="response-timeout 1s")
+        with R.RtspConn(k.port) as c:
+            c.call("SETUP", base + "/s/trackID=0", [TCP])
+            c.call("PLAY", base + "/s", [("Session", "12345678")])
+            t0 = time.monotonic()
+            cseq = c.request("GET_PARAMETER", base + "/s", [("Session", "12345678")])
+            assert peers.wait_for(lambda: len(srv.requests) == 3, 5)
+            before = [("$", 0, b"a" * 1000), ("$", 1, b"b" * 60)]
+            srv.send_script(0, before)
+            frames = []
+            r = c.response(frames=frames)
+            assert (r.status, r.cseq) == (504, str(cseq)) and r.start_line == "RTSP/1.0 504 Gateway Time-out"
+            assert 0.9 <= time.monotonic() - t0 < 5
+            assert frames == before
+            # The late answer never reaches the client; the media and the next request go on.
+            after = [("$", 0, b"c" * 1332), ("$", 1, b"d" * 28)]
+            srv.send_script(0, [R.message("RTSP/1.0 200 OK", [("CSeq", str(cseq))])] + after)
+            frames = []
+            r = c.call("GET_PARAMETER", base + "/s", [("Session", "12345678")], frames=frames)
+            assert (r.status, r.cseq) == (200, str(cseq + 1))
+            assert frames == after
+            assert R.conn_details(ctl)[0]["requests_timed_out"] == 1
+        assert k.metric("kfwd_timeouts_total") >= 1
+
+
+def test_rtsp_over_max_connections_answers_in_rtsp(rtsp):
+    with R.ScriptedRtspServer() as srv:
+        k, base, ctl = rtsp(srv, extra="max-connections 1")
+        assert peers.wait_for(lambda: k.metric("kfwd_connections_active") == 0, 5)
+        with R.RtspConn(k.port) as held:
+            assert held.call("OPTIONS", base + "/s").status == 200
+            with R.RtspConn(k.port) as c:
+                c.cseq = 41
+                r = c.call("OPTIONS", base + "/s")
+                assert (r.start_line, r.cseq) == ("RTSP/1.0 503 Service Unavailable", "42")
+                with pytest.raises((EOFError, ConnectionResetError)):
+                    c.next()
+        assert k.metric("kfwd_connections_rejected_total") == 1
+        assert [q.method for q in srv.requests] == ["OPTIONS"]

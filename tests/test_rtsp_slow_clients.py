@@ -1,9 +1,11 @@
 """RTSP media and slow clients (user/rtsp.c): with on-slow=pause a stalled client pauses the
 server (kfwd's memory bounded, nothing lost, the client's keepalives still reach the server);
 with on-slow=drop-frames a stalled viewer loses whole frames while another viewer of the same
-gst-rtsp-server stream keeps its rate, and resumes at a frame boundary."""
+gst-rtsp-server stream keeps its rate, and resumes at a frame boundary. A drain (SIGTERM) tears
+the sessions down and ends the client's stream at a frame boundary."""
 
 import hashlib
+import signal
 import socket
 import threading
 import time
@@ -25,20 +27,37 @@ def payload(i):
     return i.to_bytes(4, "big") * (FRAME_PAYLOAD // 4)
 
 
+def assert_all_frames(conn, n):
+    """The next n items on conn are the frames payload(0..n-1) of channel 0, byte for byte."""
+    got = hashlib.sha256()
+    for _ in range(n):
+        item = conn.next()
+        assert isinstance(item, tuple) and item[1] == 0
+        got.update(item[2])
+    assert got.hexdigest() == hashlib.sha256(b"".join(payload(i) for i in range(n))).hexdigest()
+
+
 class MediaServer(R.ScriptedRtspServer):
     """The scripted server, whose PLAY starts a thread sending `frames` numbered frames, so its
-    connection thread goes on reading (and logging) the client's requests meanwhile."""
+    connection thread goes on reading (and logging) the client's requests meanwhile. TEARDOWN
+    stops the media before it is answered."""
 
     def __init__(self, frames, **kw):
         self.frames, self.sent = frames, 0
+        self.stop_media, self.media = threading.Event(), None
         super().__init__(handler=self._handle, **kw)
 
     def _handle(self, server, index, msg):
         if msg.method == "PLAY":
             sock = self.conns[index]
             sock.sendall(R.message("RTSP/1.0 200 OK", [("CSeq", msg.cseq), ("Session", "12345678")]))
-            threading.Thread(target=self._send, args=(sock,), daemon=True).start()
+            self.media = threading.Thread(target=self._send, args=(sock,), daemon=True)
+            self.media.start()
             return b""
+        if msg.method == "TEARDOWN" and self.media:
+            self.stop_media.set()
+            self.media.join(10)
+            return None
         if msg.method == "GET_PARAMETER":
             return b""  # logged; an answer would race the media thread on the socket
         return None
@@ -46,6 +65,8 @@ class MediaServer(R.ScriptedRtspServer):
     def _send(self, sock):
         try:
             for i in range(self.frames):
+                if self.stop_media.is_set():
+                    return
                 sock.sendall(R.frame(0, payload(i)))
                 self.sent = i + 1
         except OSError:
@@ -77,12 +98,7 @@ def test_rtsp_stalled_client_pauses_the_server(kfwd, tmp_path):
         assert peers.wait_for(lambda: srv.client_frames == [("$", 1, rtcp)] * 2, 5)
         assert k.rss_kb() - rss0 < RSS_GROWTH_MAX_KB
         # Reading again: every frame, in order, byte for byte.
-        got = hashlib.sha256()
-        for i in range(PAUSE_FRAMES):
-            item = c.next()
-            assert isinstance(item, tuple) and item[1] == 0
-            got.update(item[2])
-        assert got.hexdigest() == hashlib.sha256(b"".join(payload(i) for i in range(PAUSE_FRAMES))).hexdigest()
+        assert_all_frames(c, PAUSE_FRAMES)
         d = R.conns(ctl)[0]
         assert d["response"]["pauses"] >= 1 and d["details"]["frames_dropped"] == 0
         c.close()
@@ -144,3 +160,55 @@ def test_rtsp_drop_frames_keeps_the_other_viewer_at_full_rate(kfwd, tmp_path):
                 frames += 1
         fast.close()
         slow.close()
+
+
+def test_rtsp_drain_tears_down_and_ends_at_a_frame_boundary(kfwd, tmp_path):
+    with MediaServer(1 << 20) as srv:
+        port = peers.free_port()
+        ctl = tmp_path / "ctl"
+        k = kfwd(R.kfwd_rtsp_config(port, ctl, f"upstream m 127.0.0.1:{srv.port}\nroute /cam m strip-prefix",
+                                    "drain-timeout 30s"))
+        base = f"rtsp://127.0.0.1:{port}/cam"
+        c = R.RtspConn(port)
+        c.call("SETUP", base + "/s/trackID=0", [TCP])
+        c.call("PLAY", base + "/s", [("Session", "12345678")])
+        n = 0
+        for n in range(100):
+            assert c.next() == ("$", 0, payload(n))
+        t0 = time.monotonic()
+        k.send_signal(signal.SIGTERM)
+        # Every byte up to the end parses: whole frames in order, then EOF between two frames.
+        with pytest.raises(EOFError):
+            while True:
+                n += 1
+                assert c.next() == ("$", 0, payload(n))
+        assert c.reader.buf == b"", "the stream ended inside a frame"
+        assert time.monotonic() - t0 < 5 * SAN
+        assert k.wait(10) == 0
+        t = [q for q in srv.requests if q.method == "TEARDOWN"]
+        assert [(q.url, q.header("Session"), q.cseq) for q in t] == [(srv.url("/s"), "12345678", "3")]
+        assert srv.stop_media.is_set()
+        c.close()
+
+
+@pytest.mark.timeout(60)
+def test_rtsp_paused_player_outlives_tcp_user_timeout(kfwd, tmp_path):
+    """A player that stops reading keeps its window shut and answers the zero-window probes:
+    since Linux 5.11 TCP_USER_TIMEOUT alone would end it after 2 s. kfwd suspends the option
+    while the window is shut: after 3 timeouts the client is still served, byte for byte."""
+    user_timeout = 2
+    with MediaServer(PAUSE_FRAMES) as srv:
+        port = peers.free_port()
+        ctl = tmp_path / "ctl"
+        k = kfwd(R.kfwd_rtsp_config(port, ctl, f"upstream m 127.0.0.1:{srv.port}\nroute /cam m strip-prefix",
+                                    f"tcp-user-timeout {user_timeout}s"))
+        base = f"rtsp://127.0.0.1:{port}/cam"
+        c = R.RtspConn(port, timeout=30)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_RCVBUF)
+        c.call("SETUP", base + "/s/trackID=0", [TCP])
+        c.call("PLAY", base + "/s", [("Session", "12345678")])
+        assert peers.wait_for(lambda: R.conns(ctl)[0]["response"]["paused"], 20)
+        assert not peers.wait_for(lambda: not R.conns(ctl), 3 * user_timeout, interval=0.2), \
+            f"a paused player was cut by tcp-user-timeout:\n{k.stderr[-2000:]}"
+        assert_all_frames(c, PAUSE_FRAMES)
+        c.close()

@@ -8,6 +8,7 @@ upstream one within tcp-user-timeout (and, with it off, does not within the same
 idle keep-alive connection, within the keepalive bound (and not without keepalive)."""
 
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -19,14 +20,16 @@ import netns
 from conftest import KFWD_BIN, Kfwd
 from peers import MiB, wait_for
 
+RTSP_FRAMES = b"".join(b"$\x00\x05\x30" + os.urandom(1328) for _ in range(48))
 KFWD_PORT = 8080  # inside the test's own namespace: nothing else listens there
 UP_PORT = 9000
 
 
 class StreamUpstream:
     """In namespace `ns` on 127.0.0.1:UP_PORT. GET /stream: an endless body, written while the
-    socket takes it; GET /small: 5 bytes, keep-alive. .closed_at: when kfwd closed or reset the
-    connection (monotonic), .closed: set then."""
+    socket takes it; GET /small: 5 bytes, keep-alive; RTSP SETUP answered, PLAY answered then
+    endless '$' frames. .closed_at: when kfwd closed or reset the connection (monotonic),
+    .closed: set then."""
 
     def __init__(self, pair, ns):
         self.sock = pair.socket(ns, socket.AF_INET, socket.SOCK_STREAM)
@@ -76,10 +79,18 @@ class StreamUpstream:
                     if b" /small " in head:
                         c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nsmall")
                         continue
-                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (1 << 40))
+                    if head.endswith(b"RTSP/1.0") or b"RTSP/1.0\r\n" in head:
+                        cseq = re.search(rb"(?i)cseq: *(\d+)", head).group(1)
+                        c.sendall(b"RTSP/1.0 200 OK\r\nCSeq: %s\r\nSession: 1\r\n\r\n" % cseq)
+                        if not head.startswith(b"PLAY "):
+                            continue
+                        block = RTSP_FRAMES
+                    else:
+                        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (1 << 40))
+                    pos = 0  # the stream repeats block: frames stay whole across short sends
                     while not self.stopping.is_set():
                         try:
-                            c.send(block)
+                            pos = (pos + c.send(block[pos:])) % len(block)
                         except socket.timeout:
                             continue
                     return
@@ -110,7 +121,7 @@ def lab(tmp_path):
     pair.close()
 
 
-def start(lab, tmp_path, extra):
+def start(lab, tmp_path, extra, protocol=""):
     pair = lab["pair"]
     up = StreamUpstream(pair, pair.a)
     lab["ups"].append(up)
@@ -118,7 +129,7 @@ def start(lab, tmp_path, extra):
     conf.write_text(
         "\n".join(
             [
-                f"listen {pair.ADDR_A}:{KFWD_PORT}",
+                f"listen {pair.ADDR_A}:{KFWD_PORT} {protocol}",
                 f"upstream up 127.0.0.1:{UP_PORT}",
                 "route / up",
                 f"ctl-socket-file {tmp_path}/ctl{len(lab['procs'])}",
@@ -191,6 +202,32 @@ def test_client_vanishes_mid_stream(lab, tmp_path, user_timeout):
     assert 1.5 <= took <= 5.0, f"upstream freed {took:.2f} s after the client vanished (tcp-user-timeout 2s)"
     assert wait_for(lambda: not kfwd_conns(lab), 2), kfwd_conns(lab)
     assert not upstream_conns(lab)
+    assert k.alive()
+
+
+@pytest.mark.timeout(60)
+def test_rtsp_client_vanishes_mid_stream(lab, tmp_path):
+    """RTSP suspends tcp-user-timeout only while the client's window is shut (a paused player,
+    tests/test_rtsp_slow_clients.py): a client that vanishes with media in flight is still
+    found after tcp-user-timeout, and both connections are closed."""
+    k, up = start(lab, tmp_path, ["tcp-keepalive off", "tcp-user-timeout 2s"], "rtsp")
+    s = client(lab)
+    url = f"rtsp://{lab['pair'].ADDR_A}:{KFWD_PORT}/s"
+    s.sendall(f"SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n"
+              f"PLAY {url} RTSP/1.0\r\nCSeq: 2\r\nSession: 1\r\n\r\n".encode())
+    got = 0
+    while got < 2 * MiB:
+        d = s.recv(1 << 20)
+        assert d, "closed before the media"
+        got += len(d)
+    assert len(kfwd_conns(lab)) == 1 and len(upstream_conns(lab)) == 1
+    t0 = time.monotonic()
+    lab["pair"].vanish(lab["pair"].b)
+    assert up.closed.wait(10), f"upstream connection still open 10 s after the client vanished:\n{k.stderr}"
+    took = up.closed_at - t0
+    print(f"RTSP upstream freed {took:.2f} s after the client vanished (tcp-user-timeout 2s)")
+    assert 1.5 <= took <= 5.0, f"upstream freed {took:.2f} s after the client vanished (tcp-user-timeout 2s)"
+    assert wait_for(lambda: not kfwd_conns(lab), 2), kfwd_conns(lab)
     assert k.alive()
 
 

@@ -298,6 +298,7 @@ static void fill_conn(struct mb *b, const void *arg)
 	struct nlattr *n = nest_start(b, KFWD_A_CONN);
 	char text[INET6_ADDRSTRLEN + 16];
 	struct conn_details details;
+	struct flow idle;
 
 	put_u64(b, KFWD_CONN_ID, s->id);
 	session_peer_text(s, text, sizeof(text));
@@ -310,8 +311,8 @@ static void fill_conn(struct mb *b, const void *arg)
 	put_u64(b, KFWD_CONN_AGE_MS, now_ms() - s->created_ms);
 	put_u64(b, KFWD_CONN_REQUESTS, s->requests);
 	put_u32(b, KFWD_CONN_LAST_STATUS, (uint32_t)(s->last_status > 0 ? s->last_status : 0));
-	fill_flow(b, KFWD_CONN_REQ, &s->req);
-	fill_flow(b, KFWD_CONN_RESP, &s->resp);
+	fill_flow(b, KFWD_CONN_REQ, session_flow_view(s, DIR_REQUEST, &idle));
+	fill_flow(b, KFWD_CONN_RESP, session_flow_view(s, DIR_RESPONSE, &idle));
 	put_str(b, KFWD_CONN_PROTO, s->proto->name);
 	session_describe(s, &details);
 	for (unsigned int i = 0; i < details.n; i++)

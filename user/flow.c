@@ -22,6 +22,7 @@ void flow_init(struct flow *f, enum flow_dir dir, struct endpoint *src, struct e
 	f->cfg = cfg;
 	f->pipe.rd = f->pipe.wr = -1;
 	f->use_splice = cfg->data_path != DATA_PATH_COPY;
+	flow_pace_init(f);
 }
 
 size_t flow_level(const struct flow *f)
@@ -131,14 +132,16 @@ static void resume_flow(struct flow *f)
 	flow_event(f, KEV_FLOW_RESUME);
 }
 
+/* A paced flow reads when its timer brings it back (flow_pace.c), not on each arrival. */
 bool flow_wants_read(const struct flow *f)
 {
-	return f->active && !f->body_done && !f->paused && !f->src->rd_eof && f->src->fd >= 0;
+	return f->active && !f->body_done && !f->paused && !f->src->rd_eof && f->src->fd >= 0 &&
+	       !timer_armed(&f->pace_timer);
 }
 
 bool flow_wants_write(const struct flow *f)
 {
-	return flow_level(f) > 0 && !f->dst->writable;
+	return flow_level(f) > 0 && !f->dst->writable && !timer_armed(&f->pace_timer);
 }
 
 /* Returns 1 when everything held went to dst, 0 if dst would block, -1 on a dst error. */
@@ -150,10 +153,14 @@ static int drain(struct flow *f)
 		return flow_level(f) ? -1 : 1;
 	for (;;) {
 		r = copy_drain(f, &f->out);
+		if (r == 0)
+			flow_pace_blocked(f);
 		if (r <= 0)
 			return r;
 		if (f->pipe_level) {
 			r = splice_drain(f);
+			if (r == 0)
+				flow_pace_blocked(f);
 			if (r <= 0)
 				return r;
 		}
@@ -416,6 +423,7 @@ enum flow_status flow_flush(struct flow *f)
 
 static void release(struct flow *f, bool empty)
 {
+	flow_pace_cancel(f);
 	flow_budget_end(f);
 	if (f->paused) {
 		f->paused = false;

@@ -68,6 +68,12 @@ struct flow {
 	size_t earned; /* the allowance the last body ended with: the next one on this
 			* connection starts there (its client has shown it reads) */
 
+	/* Pacing (flow_pace.c): a steady, slow dst is served on a timer grid, not on EPOLLOUT. */
+	struct timer pace_timer; /* armed: the flow waits for it instead of EPOLLOUT */
+	uint64_t pace_ms; /* when dst's rate was last measured, 0: not yet */
+	uint64_t pace_out; /* bytes_out then */
+	uint64_t pace_rate; /* what dst took per ms, last measured; 0: unknown or stalled */
+
 	/* Counters */
 	uint64_t bytes_spliced;
 	uint64_t bytes_copied;
@@ -125,6 +131,11 @@ size_t flow_budget_low_water(const struct flow *f);
 /* SO_RCVBUF for a new upstream socket: the receive buffer's share of MEM_BUDGET_FLOOR under
  * max-memory (it grows with its flow, see struct flow), else upstream-rcvbuf. */
 int flow_upstream_rcvbuf(const struct config *cfg);
+
+/* flow_pace.c: dst refused bytes (EAGAIN); pace the flow or leave it to EPOLLOUT. */
+void flow_pace_init(struct flow *f);
+void flow_pace_blocked(struct flow *f);
+void flow_pace_cancel(struct flow *f);
 
 static inline bool flow_drained(const struct flow *f)
 {

@@ -80,12 +80,12 @@ static int origin_tls(struct session *s)
 	char host[ROUTE_HOST_MAX];
 	int tls;
 
-	if (s->upstream.xprt != &xprt_raw || s->connect_tunnel)
+	if (s->x->upstream.xprt != &xprt_raw || s->x->connect_tunnel)
 		return 0;
-	tls = upstream_conn_tls_target(s, s->conn_server, &c, host, sizeof(host));
+	tls = upstream_conn_tls_target(s, s->x->conn_server, &c, host, sizeof(host));
 	if (tls <= 0)
 		return tls;
-	if (!c || xprt_tls_client(&s->upstream, tls_current(), c, host) < 0) {
+	if (!c || xprt_tls_client(&s->x->upstream, tls_current(), c, host) < 0) {
 		log_warn("session %lu: TLS towards %s: %s", (unsigned long)s->id, host,
 			 c ? strerror(errno) : "no TLS context (reloaded without tls?)");
 		return -1;
@@ -95,11 +95,11 @@ static int origin_tls(struct session *s)
 
 static void playlist_free(struct session *s)
 {
-	if (!s->playlist)
+	if (!s->x->playlist)
 		return;
-	buf_free(&s->playlist->head);
-	free(s->playlist);
-	s->playlist = NULL;
+	buf_free(&s->x->playlist->head);
+	free(s->x->playlist);
+	s->x->playlist = NULL;
 }
 
 static void http1_start_exchange(struct session *s)
@@ -112,8 +112,8 @@ static void http1_start_exchange(struct session *s)
 		session_reply_error(s, 502);
 		return;
 	}
-	if (s->connect_tunnel) {
-		if (flow_push(&s->resp, established, sizeof(established) - 1) < 0) {
+	if (s->x->connect_tunnel) {
+		if (flow_push(&s->x->resp, established, sizeof(established) - 1) < 0) {
 			session_reply_error(s, 500);
 			return;
 		}
@@ -121,16 +121,16 @@ static void http1_start_exchange(struct session *s)
 		tunnel_start(s);
 		return;
 	}
-	if (flow_push(&s->req, buf_start(&s->req_head), buf_len(&s->req_head)) < 0) {
+	if (flow_push(&s->x->req, buf_start(&s->x->req_head), buf_len(&s->x->req_head)) < 0) {
 		session_reply_error(s, 500);
 		return;
 	}
-	flow_start_body(&s->req, s->req_framing, s->req_length);
+	flow_start_body(&s->x->req, s->x->req_framing, s->x->req_length);
 	/* A retry's response starts afresh; the parse state is taken at its first byte. */
-	session_head_free(&s->rs);
-	s->final_response = false;
-	s->req_failed = false;
-	s->req_sent = false;
+	session_head_free(&s->x->rs);
+	s->x->final_response = false;
+	s->x->req_failed = false;
+	s->x->req_sent = false;
 	/* Until the request is sent, the idle timeout bounds inactivity. */
 	timer_arm(&s->timer, session_idle_timeout(s) < session_response_timeout(s) ?
 				     session_idle_timeout(s) :
@@ -141,7 +141,7 @@ static void http1_start_exchange(struct session *s)
 static void handle_connect(struct session *s)
 {
 	const struct config *cfg = s->cfg;
-	struct http_head *h = s->rq;
+	struct http_head *h = s->x->rq;
 	const char *url = buf_start(&s->client.in) + h->url.off;
 
 	if (!cfg->connect_enabled) {
@@ -153,25 +153,25 @@ static void handle_connect(struct session *s)
 		return;
 	}
 	s->route = NULL;
-	if (route_target_connect(url, h->url.len, s->target) < 0 || h->has_content_length ||
+	if (route_target_connect(url, h->url.len, s->x->target) < 0 || h->has_content_length ||
 	    h->has_transfer_encoding) {
 		session_reply_error(s, 400);
 		return;
 	}
-	if (s->target->host_is_literal &&
-	    !route_destination_allowed(cfg, s->target->host, &s->target->addr)) {
+	if (s->x->target->host_is_literal &&
+	    !route_destination_allowed(cfg, s->x->target->host, &s->x->target->addr)) {
 		log_info("session %lu: CONNECT to %s denied", (unsigned long)s->id,
-			 s->target->host);
+			 s->x->target->host);
 		session_reply_error(s, 403);
 		return;
 	}
-	s->connect_tunnel = true;
-	s->req_framing = FRAMING_NONE;
-	s->req_length = 0;
-	s->req_is_head = false;
-	s->req_keep_alive = false;
-	s->client_http10 = h->http_minor == 0;
-	buf_free(&s->req_head);
+	s->x->connect_tunnel = true;
+	s->x->req_framing = FRAMING_NONE;
+	s->x->req_length = 0;
+	s->x->req_is_head = false;
+	s->x->req_keep_alive = false;
+	s->x->client_http10 = h->http_minor == 0;
+	buf_free(&s->x->req_head);
 	buf_consume(&s->client.in, h->head_len);
 	upstream_conn_to_destination(s);
 }
@@ -192,7 +192,7 @@ static int request_host(const struct http_head *h, const char *base,
 	return h->http_major != 1 || (h->http_minor >= 1 && hosts != 1) || hosts > 1 ? -1 : 0;
 }
 
-/* s->target for route @r; -1 after answering (400, 500). */
+/* s->x->target for route @r; -1 after answering (400, 500). */
 static int request_target(struct session *s, const struct route *r, const struct http_target *form,
 			  const char *path, size_t path_len, const char *route_host,
 			  size_t route_host_len)
@@ -203,25 +203,26 @@ static int request_target(struct session *s, const struct route *r, const struct
 	}
 	if (form->form == HTTP_TARGET_ASTERISK) {
 		/* "*" is forwarded as it is: no prefix to strip. */
-		s->target->route = r;
-		s->target->target = strdup("*");
-		if (!s->target->target) {
+		s->x->target->route = r;
+		s->x->target->target = strdup("*");
+		if (!s->x->target->target) {
 			session_reply_error(s, 500);
 			return -1;
 		}
-		s->target->target_len = 1;
-	} else if (route_target_build(r, path, path_len, s->target) < 0) {
+		s->x->target->target_len = 1;
+	} else if (route_target_build(r, path, path_len, s->x->target) < 0) {
 		session_reply_error(s, 400);
 		return -1;
 	}
 	s->route = r;
-	if (form->form == HTTP_TARGET_ABSOLUTE && !s->target->host_header[0] && !r->host_rewrite) {
-		if (route_host_len >= sizeof(s->target->host_header)) {
+	if (form->form == HTTP_TARGET_ABSOLUTE && !s->x->target->host_header[0] &&
+	    !r->host_rewrite) {
+		if (route_host_len >= sizeof(s->x->target->host_header)) {
 			session_reply_error(s, 400);
 			return -1;
 		}
-		memcpy(s->target->host_header, route_host, route_host_len);
-		s->target->host_header[route_host_len] = '\0';
+		memcpy(s->x->target->host_header, route_host, route_host_len);
+		s->x->target->host_header[route_host_len] = '\0';
 	}
 	return 0;
 }
@@ -273,10 +274,10 @@ static bool request_route(struct session *s, const struct http_head *h, const ch
 	}
 	if (request_target(s, r, &form, path, path_len, route_host, route_host_len) < 0)
 		return false;
-	if (r->kind == ROUTE_URL_EMBEDDED && s->target->host_is_literal &&
-	    !route_destination_allowed(s->cfg, s->target->host, &s->target->addr)) {
+	if (r->kind == ROUTE_URL_EMBEDDED && s->x->target->host_is_literal &&
+	    !route_destination_allowed(s->cfg, s->x->target->host, &s->x->target->addr)) {
 		log_info("session %lu: destination %s denied", (unsigned long)s->id,
-			 s->target->host);
+			 s->x->target->host);
 		session_reply_error(s, 403);
 		return false;
 	}
@@ -284,32 +285,34 @@ static bool request_route(struct session *s, const struct http_head *h, const ch
 	return true;
 }
 
-/* The head sent upstream (kept in s->req_head for a retry); -1 when out of memory. */
+/* The head sent upstream (kept in s->x->req_head for a retry); -1 when out of memory. */
 static int request_forward_head(struct session *s, const struct route *r, const struct http_head *h,
 				const char *base)
 {
 	struct request_rewrite rw = { 0 };
+	char client[INET6_ADDRSTRLEN];
 
-	rw.target = s->target->target;
-	rw.target_len = s->target->target_len;
-	if (s->target->host_header[0])
-		rw.host = s->target->host_header;
+	rw.target = s->x->target->target;
+	rw.target_len = s->x->target->target_len;
+	if (s->x->target->host_header[0])
+		rw.host = s->x->target->host_header;
 	else if (r->host_rewrite)
 		rw.host = r->host_rewrite;
-	rw.client_addr = s->client_addr;
+	session_client_host(s, client);
+	rw.client_addr = client;
 	rw.client_tls = s->client.xprt == &xprt_tls_ops;
 	rw.forwarded = r->forwarded;
 	rw.overrides = r->header_overrides;
 	rw.n_overrides = r->n_header_overrides;
 	rw.upgrade = http_upgrade_header(h, base);
-	s->req_upgrade = rw.upgrade >= 0;
-	buf_free(&s->req_head);
-	return http_build_request(&s->req_head, h, base, &rw);
+	s->x->req_upgrade = rw.upgrade >= 0;
+	buf_free(&s->x->req_head);
+	return http_build_request(&s->x->req_head, h, base, &rw);
 }
 
 static void handle_request(struct session *s)
 {
-	struct http_head *h = s->rq;
+	struct http_head *h = s->x->rq;
 	const char *base = buf_start(&s->client.in);
 	const char *url = base + h->url.off;
 	const struct http_header *host;
@@ -318,17 +321,17 @@ static void handle_request(struct session *s)
 	stats.requests++;
 	s->requests++;
 	session_access_begin(s, url, h->url.len);
-	s->interim_sent = s->response_started = s->final_response = false;
-	s->interim_count = 0;
-	s->interim_bytes = 0;
-	s->retried = false;
+	s->x->interim_sent = s->x->response_started = s->x->final_response = false;
+	s->x->interim_count = 0;
+	s->x->interim_bytes = 0;
+	s->x->retried = false;
 	s->close_after = false;
-	s->attempts = 0;
+	s->x->attempts = 0;
 	if (request_host(h, base, &host) < 0) {
 		session_reply_error(s, 400);
 		return;
 	}
-	s->req_upgrade = s->connect_tunnel = s->tunnel = false;
+	s->x->req_upgrade = s->x->connect_tunnel = s->x->tunnel = false;
 	if (h->parser.method == HTTP_CONNECT) {
 		handle_connect(s);
 		return;
@@ -337,21 +340,21 @@ static void handle_request(struct session *s)
 		return;
 	if (r->kind == ROUTE_RTSP_GATEWAY) {
 		/* The gateway takes the session over: it answers from an RTSP server. */
-		s->req_is_head = h->parser.method == HTTP_HEAD;
-		s->client_http10 = h->http_minor == 0;
+		s->x->req_is_head = h->parser.method == HTTP_HEAD;
+		s->x->client_http10 = h->http_minor == 0;
 		buf_consume(&s->client.in, h->head_len);
-		rtsp_gateway_start(s, r, s->target->target, s->target->target_len);
+		rtsp_gateway_start(s, r, s->x->target->target, s->x->target->target_len);
 		return;
 	}
-	s->req_framing = h->chunked	       ? FRAMING_CHUNKED :
-			 h->has_content_length ? FRAMING_LENGTH :
-						 FRAMING_NONE;
-	s->req_length = h->content_length;
-	s->req_is_head = h->parser.method == HTTP_HEAD;
-	s->req_keep_alive = h->keep_alive && !session_draining();
-	s->client_http10 = h->http_minor == 0;
+	s->x->req_framing = h->chunked		  ? FRAMING_CHUNKED :
+			    h->has_content_length ? FRAMING_LENGTH :
+						    FRAMING_NONE;
+	s->x->req_length = h->content_length;
+	s->x->req_is_head = h->parser.method == HTTP_HEAD;
+	s->x->req_keep_alive = h->keep_alive && !session_draining();
+	s->x->client_http10 = h->http_minor == 0;
 	if (r->mode >= 0)
-		s->req.use_splice = s->resp.use_splice = r->mode != DATA_PATH_COPY;
+		s->x->req.use_splice = s->x->resp.use_splice = r->mode != DATA_PATH_COPY;
 	if (request_forward_head(s, r, h, base) < 0) {
 		session_reply_error(s, 500);
 		return;
@@ -377,23 +380,26 @@ static void step_request_head(struct session *s)
 		if (buf_len(&c->in)) {
 			enum http_parse_status st;
 
-			if (!s->rq && !session_head_start(&s->rq, true)) {
+			/* The first byte of a request: the exchange starts. */
+			if (!session_exchange_take(s) ||
+			    (!s->x->rq && !session_head_start(&s->x->rq, true))) {
 				session_reply_error(s, 500);
 				return;
 			}
-			st = http_head_feed(s->rq, buf_start(&c->in), buf_len(&c->in),
+			st = http_head_feed(s->x->rq, buf_start(&c->in), buf_len(&c->in),
 					    cfg->max_request_line, cfg->max_header_size);
 			if (st == HTTP_PARSE_DONE) {
-				s->req_method = s->rq->parser.method;
+				s->x->req_method = s->x->rq->parser.method;
 				handle_request(s);
-				session_head_free(&s->rq);
+				session_head_free(&s->x->rq);
 				return;
 			}
 			if (st == HTTP_PARSE_ERROR) {
 				log_debug("session %lu: bad request: %s", (unsigned long)s->id,
-					  s->rq->error_reason ? s->rq->error_reason : "limits");
-				session_reply_error(s, status_for_parse_error(s->rq->error));
-				session_head_free(&s->rq);
+					  s->x->rq->error_reason ? s->x->rq->error_reason :
+								   "limits");
+				session_reply_error(s, status_for_parse_error(s->x->rq->error));
+				session_head_free(&s->x->rq);
 				return;
 			}
 		}
@@ -426,9 +432,10 @@ static bool may_replace_pooled(struct session *s)
 {
 	/* A pooled connection the server had already closed: resend once on a fresh one, when
 	 * no byte of a body was consumed and nothing of a response arrived. */
-	return s->upstream_reused && !s->retried && s->req_framing == FRAMING_NONE &&
-	       http_method_idempotent(s->req_method) && !s->interim_sent && !s->response_started &&
-	       buf_len(&s->req_head) > 0 && buf_len(&s->upstream.in) == 0;
+	return s->x->upstream_reused && !s->x->retried && s->x->req_framing == FRAMING_NONE &&
+	       http_method_idempotent(s->x->req_method) && !s->x->interim_sent &&
+	       !s->x->response_started && buf_len(&s->x->req_head) > 0 &&
+	       buf_len(&s->x->upstream.in) == 0;
 }
 
 /* The upstream closed, reset or misbehaved before a final response head. */
@@ -436,15 +443,15 @@ static void upstream_failed(struct session *s, int status, const char *why)
 {
 	log_info("session %lu: upstream %s: %s", (unsigned long)s->id, s->up_addr_text, why);
 	if (may_replace_pooled(s)) {
-		s->retried = true;
+		s->x->retried = true;
 		stats.upstream_retries++;
 		session_close_upstream(s);
-		flow_reset(&s->req);
+		flow_reset(&s->x->req);
 		upstream_conn_open(s, false);
 		return;
 	}
-	if (!s->upstream_reused)
-		upstream_request_failed(s->server);
+	if (!s->x->upstream_reused)
+		upstream_request_failed(s->x->server);
 	session_close_upstream(s);
 	upstream_conn_retry_or_fail(s, TRIGGER_EMPTY, status);
 }
@@ -472,37 +479,37 @@ static int handle_interim_head(struct session *s, struct http_head *h, const cha
 	struct buf head = { 0 };
 
 	if (h->status == 101) {
-		if (!s->req_upgrade || !flow_complete(&s->req)) {
+		if (!s->x->req_upgrade || !flow_complete(&s->x->req)) {
 			upstream_refused(s, "101 without an upgrade request");
 			return -1;
 		}
 		if (http_build_switch(&head, h, base) < 0 ||
-		    flow_push(&s->resp, buf_start(&head), buf_len(&head)) < 0) {
+		    flow_push(&s->x->resp, buf_start(&head), buf_len(&head)) < 0) {
 			buf_free(&head);
 			upstream_failed(s, 502, "out of memory");
 			return -1;
 		}
 		buf_free(&head);
 		session_final_status(s, 101);
-		buf_consume(&s->upstream.in, h->head_len);
+		buf_consume(&s->x->upstream.in, h->head_len);
 		tunnel_start(s);
 		return 1;
 	}
-	s->interim_count++;
-	s->interim_bytes += h->head_len;
-	if (s->interim_count > INTERIM_MAX_COUNT || s->interim_bytes > INTERIM_MAX_BYTES) {
+	s->x->interim_count++;
+	s->x->interim_bytes += h->head_len;
+	if (s->x->interim_count > INTERIM_MAX_COUNT || s->x->interim_bytes > INTERIM_MAX_BYTES) {
 		stats.interim_floods++;
 		upstream_refused(s, "too many interim responses");
 		return -1;
 	}
-	if (flow_push(&s->resp, base, h->head_len) < 0) {
+	if (flow_push(&s->x->resp, base, h->head_len) < 0) {
 		upstream_failed(s, 502, "out of memory");
 		return -1;
 	}
 	session_count_status(h->status);
-	s->interim_sent = true;
-	buf_consume(&s->upstream.in, h->head_len);
-	http_head_init(s->rs, false);
+	s->x->interim_sent = true;
+	buf_consume(&s->x->upstream.in, h->head_len);
+	http_head_init(s->x->rs, false);
 	return 0;
 }
 
@@ -510,13 +517,13 @@ static int handle_interim_head(struct session *s, struct http_head *h, const cha
 static const struct location_rewrite *location_for(const struct session *s,
 						   struct location_rewrite *loc)
 {
-	const struct route *r = s->target->route;
+	const struct route *r = s->x->target->route;
 
 	if (r->kind != ROUTE_URL_EMBEDDED)
 		return NULL;
 	loc->prefix = r->prefix;
-	loc->authority = s->target->host_header;
-	loc->req_path = s->target->target;
+	loc->authority = s->x->target->host_header;
+	loc->req_path = s->x->target->target;
 	loc->tls = r->tls.on;
 	loc->other_prefix = route_embedded_prefix(s->cfg, !loc->tls);
 	loc->rtsp_prefix = route_rtsp_prefix(s->cfg);
@@ -527,9 +534,9 @@ static const struct location_rewrite *location_for(const struct session *s,
 static bool playlist_wanted(struct session *s, const struct http_head *h, const char *base,
 			    enum body_framing framing)
 {
-	if (s->target->route->kind != ROUTE_URL_EMBEDDED || !s->cfg->playlist_max_size ||
+	if (s->x->target->route->kind != ROUTE_URL_EMBEDDED || !s->cfg->playlist_max_size ||
 	    framing == FRAMING_NONE ||
-	    !playlist_response(h, base, s->target->target, s->target->target_len))
+	    !playlist_response(h, base, s->x->target->target, s->x->target->target_len))
 		return false;
 	if (framing == FRAMING_LENGTH && h->content_length > s->cfg->playlist_max_size) {
 		stats.playlists_unmodified++;
@@ -550,9 +557,9 @@ static int playlist_begin(struct session *s, const struct http_head *h, enum bod
 	memset(head, 0, sizeof(*head));
 	p->status = h->status;
 	playlist_body_init(&p->body, framing, h->content_length);
-	s->playlist = p;
-	buf_free(&s->req_head);
-	buf_consume(&s->upstream.in, h->head_len);
+	s->x->playlist = p;
+	buf_free(&s->x->req_head);
+	buf_consume(&s->x->upstream.in, h->head_len);
 	timer_arm(&s->timer, session_idle_timeout(s));
 	return 0;
 }
@@ -560,8 +567,8 @@ static int playlist_begin(struct session *s, const struct http_head *h, enum bod
 /* Returns 1 when a final response head was taken, 0 when more is needed, -1 on failure. */
 static int handle_response_head(struct session *s)
 {
-	struct http_head *h = s->rs;
-	const char *base = buf_start(&s->upstream.in);
+	struct http_head *h = s->x->rs;
+	const char *base = buf_start(&s->x->upstream.in);
 	struct location_rewrite loc = { 0 };
 	enum body_framing framing;
 	struct buf head = { 0 };
@@ -574,14 +581,14 @@ static int handle_response_head(struct session *s)
 	}
 	if (h->status < 200)
 		return handle_interim_head(s, h, base);
-	upstream_mark_ok(s->server);
+	upstream_mark_ok(s->x->server);
 	if (h->status >= 500 && upstream_conn_can_retry(s, TRIGGER_5XX)) {
 		log_info("session %lu: upstream %s answered %d", (unsigned long)s->id,
 			 s->up_addr_text, h->status);
 		upstream_conn_schedule_retry(s);
 		return -1;
 	}
-	if (s->req_is_head || h->status == 204 || h->status == 304)
+	if (s->x->req_is_head || h->status == 204 || h->status == 304)
 		framing = FRAMING_NONE;
 	else if (h->has_transfer_encoding)
 		framing = h->chunked ? FRAMING_CHUNKED : FRAMING_CLOSE;
@@ -592,18 +599,18 @@ static int handle_response_head(struct session *s)
 
 	playlist = playlist_wanted(s, h, base, framing);
 	sockmap_body = !playlist && sockmap_session_wants_response(s, framing, h->content_length);
-	s->upstream_reusable = h->keep_alive && framing != FRAMING_CLOSE && !s->req_failed &&
-			       !sockmap_body;
+	s->x->upstream_reusable = h->keep_alive && framing != FRAMING_CLOSE && !s->x->req_failed &&
+				  !sockmap_body;
 	/* An answer before the request body was fully sent poisons the upstream connection, and
 	 * the client connection cannot find its next request: both close after this response. */
-	if (!flow_complete(&s->req) || s->req_failed) {
-		s->upstream_reusable = false;
+	if (!flow_complete(&s->x->req) || s->x->req_failed) {
+		s->x->upstream_reusable = false;
 		s->close_after = true;
 	}
-	if (!s->req_keep_alive || framing == FRAMING_CLOSE || sockmap_body || session_draining())
+	if (!s->x->req_keep_alive || framing == FRAMING_CLOSE || sockmap_body || session_draining())
 		s->close_after = true;
 
-	rc = http_build_response(&head, h, base, s->close_after, s->client_http10,
+	rc = http_build_response(&head, h, base, s->close_after, s->x->client_http10,
 				 location_for(s, &loc));
 	if (rc == 0 && playlist) {
 		rc = playlist_begin(s, h, framing, &head);
@@ -611,18 +618,18 @@ static int handle_response_head(struct session *s)
 			return 1;
 	}
 	if (rc == 0)
-		rc = flow_push(&s->resp, buf_start(&head), buf_len(&head));
+		rc = flow_push(&s->x->resp, buf_start(&head), buf_len(&head));
 	buf_free(&head);
 	if (rc < 0) {
 		upstream_failed(s, 502, "out of memory");
 		return -1;
 	}
 	session_final_status(s, h->status);
-	s->final_response = true;
-	s->response_started = true;
-	buf_free(&s->req_head);
-	buf_consume(&s->upstream.in, h->head_len);
-	flow_start_body(&s->resp, framing, h->content_length);
+	s->x->final_response = true;
+	s->x->response_started = true;
+	buf_free(&s->x->req_head);
+	buf_consume(&s->x->upstream.in, h->head_len);
+	flow_start_body(&s->x->resp, framing, h->content_length);
 	timer_arm(&s->timer, session_idle_timeout(s));
 	if (sockmap_body) {
 		if (sockmap_session_start_response(s) == SOCKMAP_STEP_RESPONSE_DONE)
@@ -643,7 +650,7 @@ enum upstream_read {
 /* One read from the upstream into upstream.in, at most @max bytes. */
 static enum upstream_read upstream_read(struct session *s, size_t max)
 {
-	struct endpoint *u = &s->upstream;
+	struct endpoint *u = &s->x->upstream;
 	ssize_t n = endpoint_recv_buf(u, &u->in, max);
 
 	if (n > 0)
@@ -667,7 +674,7 @@ static enum upstream_read upstream_read(struct session *s, size_t max)
 static int read_response_head(struct session *s)
 {
 	const struct config *cfg = s->cfg;
-	struct endpoint *u = &s->upstream;
+	struct endpoint *u = &s->x->upstream;
 	unsigned int reads = 0;
 
 	for (;;) {
@@ -676,18 +683,19 @@ static int read_response_head(struct session *s)
 		if (buf_len(&u->in)) {
 			enum http_parse_status st;
 
-			if (!s->rs && !session_head_start(&s->rs, false)) {
+			if (!s->x->rs && !session_head_start(&s->x->rs, false)) {
 				upstream_refused(s, "out of memory");
 				return -1;
 			}
-			st = http_head_feed(s->rs, buf_start(&u->in), buf_len(&u->in),
+			st = http_head_feed(s->x->rs, buf_start(&u->in), buf_len(&u->in),
 					    cfg->max_header_size, cfg->max_header_size);
 
 			if (st == HTTP_PARSE_DONE) {
 				int r = handle_response_head(s);
 
-				if (r > 0)
-					session_head_free(&s->rs);
+				/* A response body the sockmap took whole ended the exchange. */
+				if (r > 0 && s->x)
+					session_head_free(&s->x->rs);
 				if (r != 0)
 					return r;
 				continue;
@@ -721,10 +729,10 @@ static int read_response_head(struct session *s)
 /* The playlist went to the flow (rewritten, or as it is from where it is): the response is on. */
 static int playlist_started(struct session *s, enum body_framing framing, uint64_t length)
 {
-	session_final_status(s, s->playlist->status);
-	s->final_response = true;
-	s->response_started = true;
-	flow_start_body(&s->resp, framing, length);
+	session_final_status(s, s->x->playlist->status);
+	s->x->final_response = true;
+	s->x->response_started = true;
+	flow_start_body(&s->x->resp, framing, length);
 	timer_arm(&s->timer, session_idle_timeout(s));
 	playlist_free(s);
 	return 1;
@@ -741,9 +749,9 @@ static int playlist_fail(struct session *s, int status, const char *why)
 /* Over playlist-max-size: the head as built, then the body from where it is, unmodified. */
 static int playlist_pass(struct session *s)
 {
-	struct playlist_fetch *p = s->playlist;
+	struct playlist_fetch *p = s->x->playlist;
 
-	if (flow_push(&s->resp, buf_start(&p->head), buf_len(&p->head)) < 0)
+	if (flow_push(&s->x->resp, buf_start(&p->head), buf_len(&p->head)) < 0)
 		return playlist_fail(s, 502, "out of memory");
 	stats.playlists_unmodified++;
 	return playlist_started(s, p->body.framing, p->body.length);
@@ -752,13 +760,13 @@ static int playlist_pass(struct session *s)
 /* The bytes read from the upstream; an empty buffer has no memory (and NULL + 0 is undefined). */
 static const char *upstream_bytes(const struct session *s)
 {
-	return buf_len(&s->upstream.in) ? buf_start(&s->upstream.in) : "";
+	return buf_len(&s->x->upstream.in) ? buf_start(&s->x->upstream.in) : "";
 }
 
 /* The whole playlist, rewritten, with a Content-Length of its new size. */
 static int playlist_send(struct session *s)
 {
-	struct playlist_fetch *p = s->playlist;
+	struct playlist_fetch *p = s->x->playlist;
 	struct buf body = { 0 }, head = { 0 };
 	struct location_rewrite loc = { 0 };
 	int rc;
@@ -766,14 +774,14 @@ static int playlist_send(struct session *s)
 	rc = playlist_body_rewrite(&p->body, upstream_bytes(s), buf_start(&p->head),
 				   buf_len(&p->head), location_for(s, &loc), &head, &body);
 	if (rc == 0)
-		rc = flow_push(&s->resp, buf_start(&head), buf_len(&head));
+		rc = flow_push(&s->x->resp, buf_start(&head), buf_len(&head));
 	if (rc == 0)
-		rc = flow_push(&s->resp, buf_start(&body), buf_len(&body));
+		rc = flow_push(&s->x->resp, buf_start(&body), buf_len(&body));
 	buf_free(&body);
 	buf_free(&head);
 	if (rc < 0)
 		return playlist_fail(s, 502, "out of memory");
-	buf_consume(&s->upstream.in, p->body.len);
+	buf_consume(&s->x->upstream.in, p->body.len);
 	stats.playlists_rewritten++;
 	return playlist_started(s, FRAMING_LENGTH, 0);
 }
@@ -786,11 +794,11 @@ static int playlist_send(struct session *s)
 static int read_playlist(struct session *s)
 {
 	size_t max = s->cfg->playlist_max_size;
-	struct endpoint *u = &s->upstream;
+	struct endpoint *u = &s->x->upstream;
 	unsigned int reads = 0;
 
 	for (;;) {
-		int whole = playlist_body_whole(&s->playlist->body, upstream_bytes(s),
+		int whole = playlist_body_whole(&s->x->playlist->body, upstream_bytes(s),
 						buf_len(&u->in), u->rd_eof);
 		enum upstream_read rd;
 
@@ -818,11 +826,11 @@ static int read_playlist(struct session *s)
 
 static bool upstream_clean(struct session *s)
 {
-	struct endpoint *u = &s->upstream;
+	struct endpoint *u = &s->x->upstream;
 	int unread = 0;
 
-	if (!s->upstream_reusable || buf_len(&u->in) || u->rd_eof || u->hup || s->resp.paused ||
-	    u->xprt->pending(u))
+	if (!s->x->upstream_reusable || buf_len(&u->in) || u->rd_eof || u->hup ||
+	    s->x->resp.paused || u->xprt->pending(u))
 		return false;
 	/* Bytes past the end of the response mean the framing was not what it said. A read that
 	 * emptied the queue cleared the readable hint: only otherwise is the queue asked. */
@@ -834,35 +842,36 @@ static bool upstream_clean(struct session *s)
 static void http1_finish_transaction(struct session *s)
 {
 	session_access_end(s);
-	if (!flow_complete(&s->req) || s->req_failed) {
+	if (!flow_complete(&s->x->req) || s->x->req_failed) {
 		s->close_after = true;
-		s->upstream_reusable = false;
+		s->x->upstream_reusable = false;
 	}
-	if (s->upstream.fd >= 0) {
+	if (s->x->upstream.fd >= 0) {
 		struct pool_identity id = { 0 };
 
 		/* A TLS origin connection is pooled with its TLS state, for its settings and name. */
-		if (upstream_clean(s) && (s->upstream.xprt == &xprt_raw ||
-					  xprt_tls_origin(&s->upstream, &id.tls, &id.name))) {
-			struct upstream_server *srv = s->conn_server;
+		if (upstream_clean(s) && (s->x->upstream.xprt == &xprt_raw ||
+					  xprt_tls_origin(&s->x->upstream, &id.tls, &id.name))) {
+			struct upstream_server *srv = s->x->conn_server;
 
-			buf_free(&s->upstream.in);
-			s->conn_server = NULL;
-			upstream_pool_put(&s->upstream, s->up_addr, srv, &id);
+			buf_free(&s->x->upstream.in);
+			s->x->conn_server = NULL;
+			upstream_pool_put(&s->x->upstream, s->x->up_addr, srv, &id);
 		} else {
 			session_close_upstream(s);
 		}
 	}
-	flow_finish(&s->req);
-	flow_finish(&s->resp);
+	flow_finish(&s->x->req);
+	flow_finish(&s->x->resp);
 	session_target_end(s);
-	buf_free(&s->req_head);
+	buf_free(&s->x->req_head);
 	if (s->close_after || session_draining()) {
 		session_begin_linger(s);
 		return;
 	}
 	s->state = S_REQUEST_HEAD;
-	session_head_free(&s->rs);
+	session_head_free(&s->x->rs);
+	session_exchange_put(s);
 	buf_release(&s->client.in);
 	timer_arm(&s->timer, s->cfg->client_timeout_ms);
 }
@@ -886,31 +895,31 @@ static void reset_client(struct session *s)
  */
 static bool exchange_pump_request(struct session *s)
 {
-	enum flow_status st = flow_pump(&s->req);
+	enum flow_status st = flow_pump(&s->x->req);
 
 	if (st == FLOW_SRC_ERROR) {
 		/* The client's body ended early or was malformed: the upstream connection holds
 		 * part of a message and closes; the client hears 400 unless a final response has
 		 * begun. */
 		log_info("session %lu: request body from client failed", (unsigned long)s->id);
-		if (s->final_response)
+		if (s->x->final_response)
 			session_close(s);
 		else
 			session_reply_error(s, 400);
 		return false;
 	}
 	if (st == FLOW_DST_ERROR) {
-		s->req_failed = true;
-		flow_reset(&s->req);
+		s->x->req_failed = true;
+		flow_reset(&s->x->req);
 		if (may_replace_pooled(s)) {
 			upstream_failed(s, 502, "request refused by a pooled connection");
 			return false;
 		}
 		/* The server may still have answered (e.g. 413): read on. */
 	}
-	if (!s->req_sent && flow_complete(&s->req)) {
-		s->req_sent = true;
-		if (!s->final_response)
+	if (!s->x->req_sent && flow_complete(&s->x->req)) {
+		s->x->req_sent = true;
+		if (!s->x->final_response)
 			timer_arm(&s->timer, session_response_timeout(s));
 	}
 	return true;
@@ -919,63 +928,66 @@ static bool exchange_pump_request(struct session *s)
 /* The response body towards the client; the transaction ends with its last byte. */
 static void exchange_pump_response(struct session *s)
 {
-	enum flow_status st = flow_pump(&s->resp);
+	enum flow_status st = flow_pump(&s->x->resp);
 
 	if (st == FLOW_SRC_ERROR) {
 		log_info("session %lu: upstream %s failed inside the response body",
 			 (unsigned long)s->id, s->up_addr_text);
 		/* Nothing of the response reached the client yet: it can still hear 502. Else
 		 * the connection is cut, so the client never takes a short body as whole. */
-		if (s->resp.bytes_out == s->resp.bytes_out_at_start && !s->interim_sent) {
+		if (s->x->resp.bytes_out == s->x->resp.bytes_out_at_start && !s->x->interim_sent) {
 			session_reply_error(s, 502);
 			return;
 		}
 		stats.aborted_transfers++;
-		if (s->resp.framing == FRAMING_CLOSE)
+		if (s->x->resp.framing == FRAMING_CLOSE)
 			reset_client(s);
 		session_close(s);
 		return;
 	}
 	if (st == FLOW_DST_ERROR) {
-		if (!flow_complete(&s->resp))
+		if (!flow_complete(&s->x->resp))
 			stats.aborted_transfers++;
 		session_close(s);
 		return;
 	}
-	if (s->final_response && flow_complete(&s->resp))
+	if (s->x->final_response && flow_complete(&s->x->resp))
 		http1_finish_transaction(s);
 }
 
 static void step_exchange(struct session *s)
 {
-	if (s->sockmap) {
+	if (s->x->sockmap) {
 		if (sockmap_session_step(s) == SOCKMAP_STEP_RESPONSE_DONE)
 			http1_finish_transaction(s);
 		return;
 	}
-	if (s->tunnel) {
+	if (s->x->tunnel) {
 		tunnel_step(s);
 		return;
 	}
 	if (s->client.hup) {
 		/* Client gone: the upstream connection is closed, not reused; pipes discarded. */
 		log_debug("session %lu: client gone", (unsigned long)s->id);
-		if (s->final_response && !flow_complete(&s->resp))
+		if (s->x->final_response && !flow_complete(&s->x->resp))
 			stats.aborted_transfers++;
 		session_close(s);
 		return;
 	}
-	if (!s->req_failed && s->upstream.fd >= 0 && !exchange_pump_request(s))
+	if (!s->x->req_failed && s->x->upstream.fd >= 0 && !exchange_pump_request(s))
 		return;
-	if (!s->final_response && !s->playlist && s->upstream.fd >= 0 && read_response_head(s) < 0)
+	if (!s->x->final_response && !s->x->playlist && s->x->upstream.fd >= 0 &&
+	    read_response_head(s) < 0)
 		return;
-	if (s->playlist && read_playlist(s) < 0)
+	if (s->state != S_EXCHANGE)
+		return; /* the response ended (its exchange given back) or failed */
+	if (s->x->playlist && read_playlist(s) < 0)
 		return;
 	if (s->state != S_EXCHANGE)
 		return;
-	if (s->sockmap)
+	if (s->x->sockmap)
 		return;
-	if (s->tunnel) {
+	if (s->x->tunnel) {
 		tunnel_step(s);
 		return;
 	}
@@ -1001,18 +1013,18 @@ static void http1_timeout(struct session *s)
 			session_close(s);
 		break;
 	case S_EXCHANGE:
-		if (s->sockmap) {
+		if (s->x->sockmap) {
 			sockmap_session_timeout(s);
 			break;
 		}
-		if (s->playlist) {
+		if (s->x->playlist) {
 			playlist_fail(s, 504, "not whole in time");
 			break;
 		}
-		if (s->req_sent && !s->final_response) {
+		if (s->x->req_sent && !s->x->final_response) {
 			log_info("session %lu: no response from %s in time", (unsigned long)s->id,
 				 s->up_addr_text);
-			upstream_request_failed(s->server);
+			upstream_request_failed(s->x->server);
 			session_close_upstream(s);
 			upstream_conn_retry_or_fail(s, TRIGGER_TIMEOUT, 504);
 			break;
@@ -1028,12 +1040,13 @@ static void http1_timeout(struct session *s)
 static void http1_release(struct session *s)
 {
 	playlist_free(s);
-	if (s->sockmap)
+	if (s->x->sockmap)
 		sockmap_session_finish(s);
 }
 
 const struct proto_ops http1_ops = {
 	.name = "http",
+	.exchange_per_request = true,
 	.pooled_upstream = true,
 	.step = http1_step,
 	.timeout = http1_timeout,

@@ -183,8 +183,11 @@ void timer_cancel(struct timer *t)
 
 void timer_arm(struct timer *t, uint64_t delay_ms)
 {
-	uint64_t expires = now_ms() + delay_ms;
+	timer_arm_at(t, now_ms() + delay_ms);
+}
 
+void timer_arm_at(struct timer *t, uint64_t expires)
+{
 	t->expires = expires;
 	if (t->heap_index) {
 		/* Later: run_timers() re-keys the entry when the old key comes up. Earlier: the

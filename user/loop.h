@@ -45,6 +45,8 @@ void loop_stop(void);
 
 uint64_t now_ms(void);
 void timer_arm(struct timer *t, uint64_t delay_ms);
+/* At @expires (now_ms() time): timers armed for the same instant fire in one wake-up. */
+void timer_arm_at(struct timer *t, uint64_t expires);
 void timer_cancel(struct timer *t);
 static inline bool timer_armed(const struct timer *t)
 {

@@ -27,6 +27,7 @@
 #include "rtsp_rewrite.h"
 #include "rtsp_url.h"
 #include "stats.h"
+#include "tcp_window.h"
 #include "upstream.h"
 #include "upstream_conn.h"
 
@@ -50,6 +51,11 @@
 #define RTSP_DROP_HOLD_FACTOR 4
 #define RTSP_READ_BUDGET 32 /* reads per side and wake-up; epoll brings us back for more */
 #define RTSP_VIA_NAME "kfwd"
+/* SIGTERM: how long a connection waits for the answers to the requests in flight and to
+ * kfwd's TEARDOWNs before it ends at the next frame boundary (as the gateway's TEARDOWN). */
+#define RTSP_DRAIN_WAIT_MS 1000
+#define RTSP_GATEWAY_TIMEOUT 504
+#define RTSP_SERVICE_UNAVAILABLE 503
 /* rewrite_message() out of memory: apart from every enum rtsp_rw_result */
 #define RTSP_REWRITE_NOMEM (-100)
 
@@ -72,7 +78,11 @@ struct rtsp_side {
 struct rtsp_sent {
 	uint32_t cseq;
 	uint8_t method;
+	bool has_cseq; /* without one no answer can be matched: no 504 either */
 	bool auth_retried;
+	bool timed_out; /* the client got kfwd's 504: a late answer is dropped */
+	bool own; /* kfwd's TEARDOWN (drain): its answer is not the client's */
+	uint64_t sent_ms;
 	char *msg; /* with credentials only: the message without Authorization, for a 401 */
 	size_t head_len, msg_len;
 	char *method_name;
@@ -105,7 +115,12 @@ struct rtsp_conn {
 	uint32_t log_cseq; /* the request the access log's pending record is for */
 	char cseq[RTSP_CSEQ_MAX]; /* the request being answered */
 	enum rtsp_play_state play;
-	uint64_t requests;
+	bool rejecting; /* over max-connections: the first request is answered 503 */
+	bool draining; /* SIGTERM: TEARDOWN, answers awaited until drain_deadline_ms */
+	bool drain_closing; /* no new item from the server: close at its next frame boundary */
+	uint64_t drain_deadline_ms;
+	struct tcp_window win; /* tcp-user-timeout held back while a paused client is there */
+	uint64_t requests, requests_timed_out;
 	uint64_t frames[DIR_COUNT], frame_bytes[DIR_COUNT];
 	uint64_t frames_dropped, bytes_dropped;
 };
@@ -120,7 +135,7 @@ static const char *const play_names[] = { "init", "described", "setup", "playing
 
 static struct rtsp_conn *conn_of(const struct session *s)
 {
-	return s->proto_data;
+	return s->x->proto_data;
 }
 
 static bool side_mid_frame(const struct rtsp_side *sd)
@@ -137,7 +152,12 @@ static struct rtsp_conn *conn_create(struct session *s)
 		return NULL;
 	rtsp_framer_init(&c->c2s.fr, cfg->max_request_line, cfg->max_header_size, RTSP_BODY_MAX);
 	rtsp_framer_init(&c->s2c.fr, cfg->max_header_size, cfg->max_header_size, RTSP_BODY_MAX);
-	s->proto_data = c;
+	s->x->proto_data = c;
+	/* Until the first request is routed only the client is read. */
+	s->state = S_EXCHANGE;
+	s->x->req.use_splice = s->x->resp.use_splice = false;
+	flow_start_body(&s->x->req, FRAMING_CLOSE, 0);
+	flow_start_body(&s->x->resp, FRAMING_CLOSE, 0);
 	return c;
 }
 
@@ -160,7 +180,7 @@ static void rtsp_release(struct session *s)
 	buf_free(&c->to_client);
 	buf_free(&c->to_upstream);
 	free(c);
-	s->proto_data = NULL;
+	s->x->proto_data = NULL;
 }
 
 /* ---- queues toward the peers */
@@ -179,14 +199,14 @@ static int flush_queue(struct flow *f, struct buf *q)
 /* Queued messages join the flow when the stream toward that peer is between frames. */
 static int flush_to_client(struct session *s, struct rtsp_conn *c)
 {
-	return side_mid_frame(&c->s2c) ? 0 : flush_queue(&s->resp, &c->to_client);
+	return side_mid_frame(&c->s2c) ? 0 : flush_queue(&s->x->resp, &c->to_client);
 }
 
 static int flush_to_upstream(struct session *s, struct rtsp_conn *c)
 {
 	if (!c->connected || side_mid_frame(&c->c2s))
 		return 0;
-	return flush_queue(&s->req, &c->to_upstream);
+	return flush_queue(&s->x->req, &c->to_upstream);
 }
 
 /* ---- kfwd's own answers */
@@ -229,12 +249,16 @@ static int auth_line(struct rtsp_conn *c, const struct rtsp_sent *e, char *out, 
 	return 0;
 }
 
-/* TEARDOWN for every session the client set up and did not tear down (it is gone). */
-static void send_teardowns(struct session *s, struct rtsp_conn *c)
+/*
+ * TEARDOWN for every session the client set up and did not tear down (it is gone, or kfwd
+ * drains: @why). Each is tracked as kfwd's own request, so its answer never reaches a client.
+ */
+static void send_teardowns(struct session *s, struct rtsp_conn *c, const char *why)
 {
 	char msg[RTSP_URL_MAX + RTSP_ID_MAX + RTSP_AUTH_LINE_MAX + 128];
 
-	if (!c->connected || s->upstream.fd < 0 || side_mid_frame(&c->c2s) || !c->teardown_url[0])
+	if (!c->connected || s->x->upstream.fd < 0 || side_mid_frame(&c->c2s) ||
+	    !c->teardown_url[0])
 		return;
 	for (unsigned int i = 0; i < c->n_sessions; i++) {
 		struct rtsp_sent e = { .method_name = "TEARDOWN", .uri = c->teardown_url };
@@ -251,31 +275,37 @@ static void send_teardowns(struct session *s, struct rtsp_conn *c)
 		if (n < 0 || (size_t)n >= sizeof(msg) ||
 		    buf_append(&c->to_upstream, msg, (size_t)n))
 			break;
-		log_info("session %lu: client gone, TEARDOWN of session %s sent to %s",
-			 (unsigned long)s->id, c->sessions[i], s->up_addr_text);
+		if (c->n_sent < RTSP_SENT_MAX)
+			c->sent[c->n_sent++] = (struct rtsp_sent){ .cseq = c->last_cseq,
+								   .method = HTTP_TEARDOWN,
+								   .has_cseq = true,
+								   .own = true,
+								   .sent_ms = now_ms() };
+		log_info("session %lu: %s, TEARDOWN of session %s sent to %s", (unsigned long)s->id,
+			 why, c->sessions[i], s->up_addr_text);
 	}
 	c->n_sessions = 0;
 	if (flush_to_upstream(s, c) == 0)
-		flow_flush(&s->req);
+		flow_flush(&s->x->req);
 }
 
 /* kfwd's answer, then the connection closes (framing lost, or no upstream to be had). */
 static void answer_close(struct session *s, struct rtsp_conn *c, int status)
 {
-	send_teardowns(s, c);
-	resolve_cancel(&s->resolve);
-	upstream_unwait(&s->wait);
+	send_teardowns(s, c, "closing");
+	resolve_cancel(&s->x->resolve);
+	upstream_unwait(&s->x->wait);
 	session_close_upstream(s);
-	flow_reset(&s->req);
+	flow_reset(&s->x->req);
 	session_count_error(status);
 	session_final_status(s, status);
 	/* Inside a frame toward the client an answer would be taken for payload. */
 	if (side_mid_frame(&c->s2c) || build_answer(c, &c->to_client, status, NULL) < 0 ||
-	    flush_queue(&s->resp, &c->to_client) < 0) {
+	    flush_queue(&s->x->resp, &c->to_client) < 0) {
 		session_close(s);
 		return;
 	}
-	s->resp.active = false;
+	s->x->resp.active = false;
 	s->state = S_REPLYING;
 	timer_arm(&s->timer, s->cfg->client_timeout_ms);
 }
@@ -283,6 +313,87 @@ static void answer_close(struct session *s, struct rtsp_conn *c, int status)
 static void rtsp_connect_failed(struct session *s, int status)
 {
 	answer_close(s, conn_of(s), status);
+}
+
+/* ---- requests the server does not answer, and the session timer */
+
+/* When the oldest request of the client awaiting its answer reaches response-timeout; 0: none. */
+static uint64_t answer_deadline(const struct session *s, const struct rtsp_conn *c)
+{
+	uint64_t rt = session_response_timeout(s), first = 0;
+
+	for (unsigned int i = 0; i < c->n_sent; i++) {
+		const struct rtsp_sent *e = &c->sent[i];
+
+		if (e->has_cseq && !e->timed_out && !e->own && (!first || e->sent_ms + rt < first))
+			first = e->sent_ms + rt;
+	}
+	return first;
+}
+
+/* Answers the connection still waits for: the client's requests (not yet 504) and kfwd's own. */
+static bool answers_awaited(const struct rtsp_conn *c)
+{
+	for (unsigned int i = 0; i < c->n_sent; i++)
+		if (c->sent[i].has_cseq && !c->sent[i].timed_out)
+			return true;
+	return false;
+}
+
+/* A connected session's timer: the transfer's idle bound, the oldest unanswered request's
+ * response-timeout, the drain's wait or the client's window check, whichever comes first. */
+static void arm_exchange_timer(struct session *s, struct rtsp_conn *c)
+{
+	uint64_t now = now_ms(), answer_at = answer_deadline(s, c);
+	uint64_t last = s->x->req.last_progress_ms > s->x->resp.last_progress_ms ?
+				s->x->req.last_progress_ms :
+				s->x->resp.last_progress_ms;
+	uint64_t at = last + session_idle_timeout(s);
+
+	if (answer_at && answer_at < at)
+		at = answer_at;
+	if (c->draining && !c->drain_closing && c->drain_deadline_ms < at)
+		at = c->drain_deadline_ms;
+	if (s->cfg->user_timeout_ms && c->win.next_check_ms < at)
+		at = c->win.next_check_ms;
+	timer_arm(&s->timer, at > now ? at - now : 0);
+}
+
+/*
+ * The client's requests unanswered for response-timeout get kfwd's 504 with their CSeq. The
+ * connection goes on, as RFC 2326 has a 504 end a request, not the connection: the media
+ * already set up keeps flowing (cameras that ignore GET_PARAMETER keepalives exist, and
+ * must not cost the stream), and a late answer is dropped, its CSeq already answered.
+ */
+static int expire_requests(struct session *s, struct rtsp_conn *c)
+{
+	uint64_t now = now_ms(), rt = session_response_timeout(s);
+
+	for (unsigned int i = 0; i < c->n_sent; i++) {
+		struct rtsp_sent *e = &c->sent[i];
+
+		if (!e->has_cseq || e->timed_out || e->own || now - e->sent_ms < rt)
+			continue;
+		e->timed_out = true;
+		free(e->msg); /* no 401 to answer any more */
+		e->msg = NULL;
+		c->requests_timed_out++;
+		log_info("session %lu: %s (CSeq %u) unanswered by %s for %lu ms: 504",
+			 (unsigned long)s->id, e->method_name ? e->method_name : "request", e->cseq,
+			 s->up_addr_text, (unsigned long)(now - e->sent_ms));
+		snprintf(c->cseq, sizeof(c->cseq), "%u", e->cseq);
+		session_count_error(RTSP_GATEWAY_TIMEOUT);
+		if (s->x->log_pending && c->log_cseq == e->cseq) {
+			session_final_status(s, RTSP_GATEWAY_TIMEOUT);
+			session_access_end(s);
+		} else {
+			session_count_status(RTSP_GATEWAY_TIMEOUT);
+		}
+		if (build_answer(c, &c->to_client, RTSP_GATEWAY_TIMEOUT, NULL) < 0 ||
+		    flush_to_client(s, c) < 0)
+			return -1;
+	}
+	return 0;
 }
 
 /* ---- routing */
@@ -409,13 +520,13 @@ static enum msg_result start_upstream(struct session *s, struct rtsp_conn *c,
 
 	c->route = r;
 	memcpy(c->client_prefix, t->nocred_prefix, sizeof(c->client_prefix));
-	s->req_method = (uint8_t)h->http.parser.method;
+	s->x->req_method = (uint8_t)h->http.parser.method;
 	/* The connection's target for its lifetime: given back when the session closes. */
 	if (!session_target_start(s)) {
 		answer_close(s, c, 500);
 		return MSG_STOP;
 	}
-	s->target->route = r;
+	s->x->target->route = r;
 	s->route = r;
 	if (r->auth) {
 		const char *colon = strchr(r->auth, ':');
@@ -440,13 +551,13 @@ static enum msg_result start_upstream(struct session *s, struct rtsp_conn *c,
 			memcpy(c->user, d->user, sizeof(c->user));
 			memcpy(c->pass, d->pass, sizeof(c->pass));
 		}
-		snprintf(s->target->host, sizeof(s->target->host), "%s", d->host);
-		s->target->port = d->port;
-		s->target->host_is_literal = d->host_is_literal;
+		snprintf(s->x->target->host, sizeof(s->x->target->host), "%s", d->host);
+		s->x->target->port = d->port;
+		s->x->target->host_is_literal = d->host_is_literal;
 		snprintf(addr, sizeof(addr), d->ipv6 ? "[%s]:%u" : "%s:%u", d->host, d->port);
 		if (d->host_is_literal &&
-		    (parse_addr_port(addr, &s->target->addr, false) < 0 ||
-		     !route_destination_allowed(s->cfg, d->host, &s->target->addr))) {
+		    (parse_addr_port(addr, &s->x->target->addr, false) < 0 ||
+		     !route_destination_allowed(s->cfg, d->host, &s->x->target->addr))) {
 			log_info("session %lu: destination %s denied", (unsigned long)s->id, addr);
 			answer_close(s, c, 403);
 			return MSG_STOP;
@@ -467,11 +578,12 @@ static void rtsp_connected(struct session *s)
 		snprintf(c->upstream_prefix, sizeof(c->upstream_prefix), "rtsp://%s",
 			 s->up_addr_text);
 	/* Both flows carry the framed streams until the end; this file fills them. */
-	s->req.use_splice = s->resp.use_splice = false;
-	flow_start_body(&s->req, FRAMING_CLOSE, 0);
-	flow_start_body(&s->resp, FRAMING_CLOSE, 0);
-	s->final_response = s->response_started = true;
-	timer_arm(&s->timer, session_idle_timeout(s));
+	s->x->req.use_splice = s->x->resp.use_splice = false;
+	flow_start_body(&s->x->req, FRAMING_CLOSE, 0);
+	flow_start_body(&s->x->resp, FRAMING_CLOSE, 0);
+	s->x->final_response = s->x->response_started = true;
+	tcp_window_check(&c->win, s->client.fd, s->cfg->user_timeout_ms, s->x->resp.bytes_out);
+	arm_exchange_timer(s, c);
 }
 
 /* ---- rewriting */
@@ -598,6 +710,12 @@ static int queue_request(struct session *s, struct rtsp_conn *c, struct rtsp_sen
 		free(e->msg);
 		e->msg = NULL;
 	}
+	/* The oldest request was answered 504 and its late answer never came: it gives way. */
+	if (c->n_sent == RTSP_SENT_MAX && c->sent[0].timed_out) {
+		sent_free(&c->sent[0]);
+		memmove(&c->sent[0], &c->sent[1], (c->n_sent - 1) * sizeof(c->sent[0]));
+		c->n_sent--;
+	}
 	if (c->n_sent < RTSP_SENT_MAX)
 		c->sent[c->n_sent++] = *e;
 	else
@@ -646,7 +764,10 @@ static enum msg_result forward_request(struct session *s, struct rtsp_conn *c,
 				   h->http.parser.method == HTTP_SETUP, -1 };
 	char uri[RTSP_URL_MAX];
 	struct rtsp_out o = { uri, sizeof(uri) - 1, 0, false };
-	struct rtsp_sent e = { .cseq = h->cseq, .method = (uint8_t)h->http.parser.method };
+	struct rtsp_sent e = { .cseq = h->cseq,
+			       .method = (uint8_t)h->http.parser.method,
+			       .has_cseq = h->has_cseq,
+			       .sent_ms = now_ms() };
 	struct buf msg = { 0 };
 	int r;
 
@@ -677,6 +798,7 @@ static enum msg_result forward_request(struct session *s, struct rtsp_conn *c,
 	}
 	note_request(c, h, base, uri);
 	s->requests++;
+	arm_exchange_timer(s, c);
 	return MSG_DONE;
 }
 
@@ -699,10 +821,10 @@ static enum msg_result method_not_allowed(struct session *s, struct rtsp_conn *c
 static void log_begin(struct session *s, struct rtsp_conn *c, const struct rtsp_head *h,
 		      const char *base)
 {
-	if (s->log_pending && h->has_cseq && c->log_cseq == h->cseq)
+	if (s->x->log_pending && h->has_cseq && c->log_cseq == h->cseq)
 		return;
 	session_access_end(s);
-	s->req_method = (uint8_t)h->http.parser.method;
+	s->x->req_method = (uint8_t)h->http.parser.method;
 	session_access_begin(s, base + h->http.url.off, h->http.url.len);
 	c->log_cseq = h->cseq;
 }
@@ -716,6 +838,10 @@ static enum msg_result client_request(struct session *s, struct rtsp_conn *c, co
 
 	cseq_text(c, h, base);
 	log_begin(s, c, h, base);
+	if (c->rejecting) {
+		answer_close(s, c, RTSP_SERVICE_UNAVAILABLE);
+		return MSG_STOP;
+	}
 	if (h->proxy_require.len) {
 		char extra[RTSP_REPLY_MAX / 2];
 
@@ -823,6 +949,7 @@ static bool answer_challenge(struct session *s, struct rtsp_conn *c, unsigned in
 	c->has_challenge = true;
 	sent_remove(c, i, false);
 	e.auth_retried = true;
+	e.sent_ms = now_ms();
 	if (queue_request(s, c, &e, true) < 0) {
 		session_close(s);
 		return true;
@@ -889,11 +1016,19 @@ static enum msg_result server_message(struct session *s, struct rtsp_conn *c, co
 		i = sent_find(c, h);
 		if (i >= 0 && h->status == 401 && answer_challenge(s, c, (unsigned int)i, h, base))
 			return s->client.fd >= 0 ? MSG_DONE : MSG_STOP;
+		if (i >= 0 && (c->sent[i].timed_out || c->sent[i].own)) {
+			/* The client's CSeq was answered 504, or the request was kfwd's. */
+			log_debug("session %lu: answer to CSeq %u of %s not forwarded",
+				  (unsigned long)s->id, h->cseq, s->up_addr_text);
+			note_response(c, c->sent[i].method, h, base);
+			sent_remove(c, (unsigned int)i, true);
+			return MSG_DONE;
+		}
 		if (i >= 0) {
 			note_response(c, c->sent[i].method, h, base);
 			sent_remove(c, (unsigned int)i, true);
 		}
-		if (s->log_pending && h->has_cseq && h->cseq == c->log_cseq) {
+		if (s->x->log_pending && h->has_cseq && h->cseq == c->log_cseq) {
 			session_final_status(s, h->status);
 			session_access_end(s);
 		} else {
@@ -919,12 +1054,12 @@ static enum msg_result server_message(struct session *s, struct rtsp_conn *c, co
 
 static struct endpoint *side_src(struct session *s, bool from_client)
 {
-	return from_client ? &s->client : &s->upstream;
+	return from_client ? &s->client : &s->x->upstream;
 }
 
 static struct flow *side_dst(struct session *s, bool from_client)
 {
-	return from_client ? &s->req : &s->resp;
+	return from_client ? &s->x->req : &s->x->resp;
 }
 
 /* A head is buffered: handle its message once the body is there too. As side_consume(). */
@@ -1028,6 +1163,9 @@ static int side_consume(struct session *s, struct rtsp_conn *c, bool from_client
 
 	if (sd->fr.state == RTSP_FR_PAYLOAD)
 		return payload_bytes(s, sd, from_client);
+	/* Draining: the client's stream ends here, at a boundary (no message of it queued yet). */
+	if (!from_client && c->drain_closing)
+		return 0;
 	if (sd->head_ready)
 		return message_ready(s, c, sd, from_client);
 	if (!buf_len(in))
@@ -1055,7 +1193,7 @@ static int side_consume(struct session *s, struct rtsp_conn *c, bool from_client
 /* Discard the rest of a dropped frame in the kernel: MSG_TRUNC copies nothing (TCP). */
 static int discard_payload(struct session *s, struct rtsp_side *sd, size_t want)
 {
-	ssize_t n = recv(s->upstream.fd, NULL, want, MSG_TRUNC | MSG_DONTWAIT);
+	ssize_t n = recv(s->x->upstream.fd, NULL, want, MSG_TRUNC | MSG_DONTWAIT);
 
 	if (n > 0) {
 		rtsp_frame_moved(&sd->fr, (uint64_t)n);
@@ -1064,14 +1202,14 @@ static int discard_payload(struct session *s, struct rtsp_side *sd, size_t want)
 		return 1;
 	}
 	if (n == 0) {
-		s->upstream.rd_eof = true;
+		s->x->upstream.rd_eof = true;
 		return 1;
 	}
 	if (errno == EAGAIN || errno == EINTR) {
-		s->upstream.readable = false;
+		s->x->upstream.readable = false;
 		return 0;
 	}
-	s->upstream.rd_eof = true;
+	s->x->upstream.rd_eof = true;
 	return 1;
 }
 
@@ -1088,6 +1226,10 @@ static size_t read_allowance(struct session *s, struct rtsp_conn *c, struct rtsp
 	uint64_t pending = rtsp_frame_pending(&sd->fr);
 	bool in_frame = sd->fr.state == RTSP_FR_PAYLOAD;
 
+	if (!from_client && c->drain_closing) /* the rest of the frame in progress, no more */
+		return in_frame && !sd->dropping ?
+			       (pending < RTSP_READ_BATCH ? (size_t)pending : RTSP_READ_BATCH) :
+			       0;
 	if (!dst->paused && level < high)
 		return RTSP_READ_BATCH;
 	if (in_frame)
@@ -1156,39 +1298,61 @@ static int side_run(struct session *s, struct rtsp_conn *c, bool from_client, bo
 static void client_gone(struct session *s, struct rtsp_conn *c)
 {
 	log_debug("session %lu: client gone", (unsigned long)s->id);
-	send_teardowns(s, c);
+	send_teardowns(s, c, "client gone");
 	session_close(s);
 }
 
-/* The server closed: what it sent still reaches the client, then the client is closed. */
-static void upstream_gone(struct session *s, struct rtsp_conn *c)
+/* The server is done with: what it sent still reaches the client, then the client is closed. */
+static void finish_to_client(struct session *s, struct rtsp_conn *c)
 {
-	log_info("session %lu: upstream %s closed the connection", (unsigned long)s->id,
-		 s->up_addr_text);
-	if (flush_queue(&s->resp, &c->to_client) < 0) {
+	if (flush_queue(&s->x->resp, &c->to_client) < 0) {
 		session_close(s);
 		return;
 	}
 	session_close_upstream(s);
-	s->resp.active = false;
+	s->x->resp.active = false;
 	s->state = S_REPLYING;
 	timer_arm(&s->timer, s->cfg->client_timeout_ms);
+}
+
+static void upstream_gone(struct session *s, struct rtsp_conn *c)
+{
+	log_info("session %lu: upstream %s closed the connection", (unsigned long)s->id,
+		 s->up_addr_text);
+	finish_to_client(s, c);
+}
+
+/*
+ * Draining: TEARDOWN for the client's sessions (once its stream toward the server is between
+ * frames), then, with no answer awaited or after RTSP_DRAIN_WAIT_MS, the end at the next frame
+ * boundary of the server's stream: the client reads whole messages and frames, then EOF.
+ */
+static void drain_step(struct session *s, struct rtsp_conn *c)
+{
+	if (c->n_sessions)
+		send_teardowns(s, c, "draining");
+	if (!c->drain_closing && (!answers_awaited(c) || now_ms() >= c->drain_deadline_ms))
+		c->drain_closing = true;
+	if (!c->drain_closing || side_mid_frame(&c->s2c))
+		return;
+	log_info("session %lu: draining, closed at a frame boundary", (unsigned long)s->id);
+	finish_to_client(s, c);
 }
 
 /* Deliver what both flows hold. 1 when bytes moved, 0 when none, -1 when a peer failed. */
 static int flush_flows(struct session *s, struct rtsp_conn *c)
 {
-	uint64_t before = s->req.bytes_out + s->resp.bytes_out;
+	uint64_t before = s->x->req.bytes_out + s->x->resp.bytes_out;
 
-	if (flow_flush(&s->resp) != FLOW_OK) {
+	if (flow_flush(&s->x->resp) != FLOW_OK) {
 		client_gone(s, c);
 		return -1;
 	}
-	if (c->connected && flow_flush(&s->req) != FLOW_OK) {
+	if (c->connected && flow_flush(&s->x->req) != FLOW_OK) {
 		upstream_gone(s, c);
 		return -1;
 	}
-	return s->req.bytes_out + s->resp.bytes_out != before;
+	return s->x->req.bytes_out + s->x->resp.bytes_out != before;
 }
 
 static void rtsp_step(struct session *s)
@@ -1201,11 +1365,6 @@ static void rtsp_step(struct session *s)
 			session_close(s);
 			return;
 		}
-		/* Until the first request is routed only the client is read. */
-		s->state = S_EXCHANGE;
-		s->req.use_splice = s->resp.use_splice = false;
-		flow_start_body(&s->req, FRAMING_CLOSE, 0);
-		flow_start_body(&s->resp, FRAMING_CLOSE, 0);
 	}
 	for (int round = 0; round < RTSP_READ_BUDGET; round++) {
 		bool progress = false;
@@ -1223,15 +1382,21 @@ static void rtsp_step(struct session *s)
 		if (!progress && !r)
 			break;
 	}
+	if (c->connected)
+		tcp_window_progress(&c->win, s->client.fd, s->cfg->user_timeout_ms,
+				    s->x->resp.bytes_out);
 	if (s->client.rd_eof)
 		client_gone(s, c);
-	else if (c->connected && s->upstream.rd_eof)
+	else if (c->connected && s->x->upstream.rd_eof)
 		upstream_gone(s, c);
+	else if (c->draining && c->connected && s->state == S_EXCHANGE)
+		drain_step(s, c);
 }
 
 static void rtsp_timeout(struct session *s)
 {
 	struct rtsp_conn *c = conn_of(s);
+	uint64_t now = now_ms(), last;
 
 	if (s->state != S_EXCHANGE) {
 		upstream_conn_timeout(s);
@@ -1242,7 +1407,55 @@ static void rtsp_timeout(struct session *s)
 		session_close(s);
 		return;
 	}
-	session_exchange_idle(s);
+	if (expire_requests(s, c) < 0) {
+		session_close(s);
+		return;
+	}
+	/* A player that paused its reading is not a dead peer (tcp_window.c). */
+	if (s->cfg->user_timeout_ms && now >= c->win.next_check_ms)
+		tcp_window_check(&c->win, s->client.fd, s->cfg->user_timeout_ms, s->x->resp.bytes_out);
+	last = s->x->req.last_progress_ms > s->x->resp.last_progress_ms ? s->x->req.last_progress_ms :
+								    s->x->resp.last_progress_ms;
+	if (now - last >= session_idle_timeout(s))
+		session_exchange_idle(s); /* closes */
+	else
+		arm_exchange_timer(s, c); /* the drain, if any, goes on in rtsp_step */
+}
+
+/* Over max-connections: the first request is read for its CSeq and answered 503, then the
+ * connection closes (client-timeout bounds a client that sends nothing). */
+static void rtsp_reject(struct session *s)
+{
+	struct rtsp_conn *c = conn_create(s);
+
+	if (!c) {
+		session_close(s);
+		return;
+	}
+	c->rejecting = true;
+}
+
+/*
+ * SIGTERM: rather than lasting until drain-timeout and being cut there (mid-frame, the
+ * server's session left to its timeout), a connection ends at a clean point (drain_step). One
+ * with nothing routed yet closes now.
+ */
+static void rtsp_drain(struct session *s)
+{
+	struct rtsp_conn *c = conn_of(s);
+
+	if (s->state == S_REPLYING || s->state == S_LINGER)
+		return; /* ending already */
+	if (!c || !c->route || c->rejecting) {
+		session_close(s);
+		return;
+	}
+	c->draining = true;
+	c->drain_deadline_ms = now_ms() + RTSP_DRAIN_WAIT_MS;
+	if (s->state == S_EXCHANGE && c->connected) {
+		arm_exchange_timer(s, c);
+		session_run(s);
+	}
 }
 
 static void rtsp_describe(const struct session *s, struct conn_details *d)
@@ -1255,12 +1468,13 @@ static void rtsp_describe(const struct session *s, struct conn_details *d)
 	if (c->n_sessions)
 		conn_details_add(d, "rtsp-session", "%s", c->sessions[c->n_sessions - 1]);
 	conn_details_add(d, "rtsp-requests", "%lu", (unsigned long)c->requests);
+	conn_details_add(d, "requests-timed-out", "%lu", (unsigned long)c->requests_timed_out);
 	conn_details_add(d, "frames-forwarded", "%lu", (unsigned long)c->frames[DIR_RESPONSE]);
 	conn_details_add(d, "bytes-forwarded", "%lu", (unsigned long)c->frame_bytes[DIR_RESPONSE]);
 	conn_details_add(d, "frames-from-client", "%lu", (unsigned long)c->frames[DIR_REQUEST]);
 	conn_details_add(d, "frames-dropped", "%lu", (unsigned long)c->frames_dropped);
 	conn_details_add(d, "bytes-dropped", "%lu", (unsigned long)c->bytes_dropped);
-	conn_details_add(d, "pauses", "%lu", (unsigned long)s->resp.pauses);
+	conn_details_add(d, "pauses", "%lu", (unsigned long)s->x->resp.pauses);
 	if (c->route)
 		conn_details_add(d, "on-slow", "%s",
 				 c->route->drop_frames ? "drop-frames" : "pause");
@@ -1274,4 +1488,6 @@ const struct proto_ops rtsp_ops = {
 	.connect_failed = rtsp_connect_failed,
 	.release = rtsp_release,
 	.describe = rtsp_describe,
+	.reject = rtsp_reject,
+	.drain = rtsp_drain,
 };

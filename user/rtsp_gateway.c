@@ -5,7 +5,7 @@
  * (OPTIONS, DESCRIBE, SETUP with TCP-interleaved transports, PLAY; 401 answered once with
  * Basic or Digest, 3xx followed a few times) and answers the HTTP client with an endless
  * video/mp2t body: the media channel's frames with their RTP headers stripped. This file owns
- * the gateway's per-connection state (s->proto_data), its handshake, the de-framing, the
+ * the gateway's per-connection state (s->x->proto_data), its handshake, the de-framing, the
  * keepalives and the TEARDOWN; the session proper and upstream_conn.c own the sockets.
  */
 #include <ctype.h>
@@ -24,6 +24,7 @@
 #include "rtsp_parse.h"
 #include "rtsp_url.h"
 #include "stats.h"
+#include "tcp_window.h"
 #include "upstream_conn.h"
 #include "util.h"
 
@@ -106,6 +107,7 @@ struct gateway {
 	struct rtsp_head head;
 	uint64_t hs_deadline_ms, media_deadline_ms, ka_next_ms, flush_ms, td_deadline_ms;
 	uint64_t last_rx_ms;
+	struct tcp_window win; /* tcp-user-timeout held back while a paused player is there */
 	uint64_t keepalives_sent, keepalives_answered;
 	uint64_t frames_forwarded, frames_dropped;
 };
@@ -136,7 +138,7 @@ static void arm_timer(struct session *s);
 
 static struct gateway *gw_of(const struct session *s)
 {
-	return s->proto_data;
+	return s->x->proto_data;
 }
 
 static void count_outcome(struct gateway *g, enum gateway_outcome o)
@@ -188,7 +190,7 @@ static int send_request(struct session *s, const char *method, const char *uri, 
 	n = snprintf(text, sizeof(text),
 		     "%s %s RTSP/1.0\r\nCSeq: %u\r\nUser-Agent: %s\r\n%s%s%s\r\n", method, uri,
 		     g->cseq + 1, user_agent(s), sess, auth, extra ? extra : "");
-	if (n < 0 || (size_t)n >= sizeof(text) || flow_push(&s->req, text, (size_t)n) < 0)
+	if (n < 0 || (size_t)n >= sizeof(text) || flow_push(&s->x->req, text, (size_t)n) < 0)
 		return -1;
 	g->cseq++;
 	return 0;
@@ -226,14 +228,14 @@ static void teardown_quick(struct session *s)
 	struct gateway *g = gw_of(s);
 	char sink[4096];
 
-	if (s->upstream.fd < 0 || !g->session[0])
+	if (s->x->upstream.fd < 0 || !g->session[0])
 		return;
-	if (send_request(s, "TEARDOWN", g->url_fmt, NULL) < 0 || flow_pump(&s->req) != FLOW_OK)
+	if (send_request(s, "TEARDOWN", g->url_fmt, NULL) < 0 || flow_pump(&s->x->req) != FLOW_OK)
 		return;
-	if (shutdown(s->upstream.fd, SHUT_WR) < 0)
+	if (shutdown(s->x->upstream.fd, SHUT_WR) < 0)
 		return;
 	for (int i = 0; i < GW_READ_BUDGET; i++)
-		if (recv(s->upstream.fd, sink, sizeof(sink), MSG_DONTWAIT | MSG_TRUNC) <= 0)
+		if (recv(s->x->upstream.fd, sink, sizeof(sink), MSG_DONTWAIT | MSG_TRUNC) <= 0)
 			break;
 }
 
@@ -246,7 +248,7 @@ static void gw_fail(struct session *s, int status, enum gateway_outcome o, const
 	log_info("session %lu: rtsp-gateway %s: %s", (unsigned long)s->id, g->url_fmt, why);
 	count_outcome(g, o);
 	teardown_quick(s);
-	if (s->response_started) {
+	if (s->x->response_started) {
 		session_close(s);
 		return;
 	}
@@ -266,10 +268,10 @@ static int push_answer_head(struct session *s)
 		"Connection: close\r\n\r\n",
 		g->http10 ? 0 : 1);
 
-	if (flow_push(&s->resp, head, (size_t)n) < 0)
+	if (flow_push(&s->x->resp, head, (size_t)n) < 0)
 		return -1;
 	session_final_status(s, 200);
-	s->final_response = s->response_started = true;
+	s->x->final_response = s->x->response_started = true;
 	s->close_after = true;
 	return 0;
 }
@@ -302,7 +304,7 @@ static int start_streaming(struct session *s)
 	}
 	count_outcome(g, GATEWAY_OK);
 	g->state = GW_STREAMING;
-	if (setsockopt(s->upstream.fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)) < 0)
+	if (setsockopt(s->x->upstream.fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)) < 0)
 		log_debug("SO_RCVLOWAT: %m");
 	arm_timer(s);
 	return 0;
@@ -402,7 +404,7 @@ static void gw_connect(struct session *s)
 	struct gateway *g = gw_of(s);
 	/* The HTTP request's target (its route), held until the session closes: the gateway
 	 * never ends the transaction that started it. */
-	struct route_target *t = s->target;
+	struct route_target *t = s->x->target;
 	snprintf(t->host, sizeof(t->host), "%s", g->url.host);
 	t->port = g->url.port;
 	t->host_is_literal = false;
@@ -451,7 +453,7 @@ static void follow_redirect(struct session *s, const struct rtsp_head *h, const 
 	log_info("session %lu: rtsp-gateway redirected to %s", (unsigned long)s->id, g->url_fmt);
 	g->conn_gen++;
 	session_close_upstream(s);
-	flow_reset(&s->req);
+	flow_reset(&s->x->req);
 	buf_free(&g->in);
 	g->head_state = GW_HEAD_NONE;
 	g->session[0] = '\0';
@@ -630,7 +632,7 @@ static int server_request(struct session *s, const struct rtsp_head *h, const ch
 
 	if (n < 0 || (size_t)n >= sizeof(text))
 		return 0; /* a CSeq too long to echo: not answered */
-	return flow_push(&s->req, text, (size_t)n);
+	return flow_push(&s->x->req, text, (size_t)n);
 }
 
 /* One whole message at @base (head @h, @blen body bytes after it). -1: the session moved on. */
@@ -688,7 +690,7 @@ static int take_message(struct session *s, char *p, size_t avail, size_t *used)
 	if (st == RTSP_PARSE_MORE)
 		return 0;
 	if (st == RTSP_PARSE_ERROR) {
-		if (g->state >= GW_FIRST_MEDIA && s->response_started) {
+		if (g->state >= GW_FIRST_MEDIA && s->x->response_started) {
 			log_info("session %lu: rtsp-gateway: garbage from the server",
 				 (unsigned long)s->id);
 			session_close(s);
@@ -731,7 +733,7 @@ static int on_frame(struct session *s, uint8_t channel, uint8_t *payload, size_t
 		if (start_streaming(s) < 0)
 			return -1;
 	}
-	if (g->route->drop_frames && flow_level(&s->resp) + *w >= flow_high_water(&s->resp)) {
+	if (g->route->drop_frames && flow_level(&s->x->resp) + *w >= flow_high_water(&s->x->resp)) {
 		g->frames_dropped++;
 		stats.gateway_frames_dropped++;
 		return 0;
@@ -776,7 +778,7 @@ static int process_input(struct session *s)
 			break;
 		r += used;
 	}
-	if (w && flow_push(&s->resp, p, w) < 0) {
+	if (w && flow_push(&s->x->resp, p, w) < 0) {
 		session_close(s);
 		return -1;
 	}
@@ -790,17 +792,17 @@ static int process_input(struct session *s)
 static bool update_pause(struct session *s)
 {
 	struct gateway *g = gw_of(s);
-	size_t level = flow_level(&s->resp), high = flow_high_water(&s->resp);
+	size_t level = flow_level(&s->x->resp), high = flow_high_water(&s->x->resp);
 
 	if (g->route->drop_frames)
 		return false;
 	if (!g->paused && level >= high) {
 		g->paused = true;
-		s->resp.pauses++;
+		s->x->resp.pauses++;
 		stats.pauses++;
 	} else if (g->paused && level <= high / 4) {
 		g->paused = false;
-		s->resp.resumes++;
+		s->x->resp.resumes++;
 		stats.resumes++;
 	}
 	return g->paused;
@@ -815,7 +817,7 @@ static int upstream_ended(struct session *s, const char *why)
 		session_close(s);
 		return -1;
 	}
-	if (!s->response_started) {
+	if (!s->x->response_started) {
 		gw_fail(s, 502, GATEWAY_BAD_ANSWER, why);
 		return -1;
 	}
@@ -828,7 +830,7 @@ static int upstream_ended(struct session *s, const char *why)
 static int read_upstream(struct session *s)
 {
 	struct gateway *g = gw_of(s);
-	struct endpoint *u = &s->upstream;
+	struct endpoint *u = &s->x->upstream;
 
 	for (int i = 0; i < GW_READ_BUDGET && u->fd >= 0; i++) {
 		ssize_t n;
@@ -862,8 +864,8 @@ static void begin_teardown(struct session *s)
 	int lowat = 1;
 
 	count_outcome(g, GATEWAY_ABORTED);
-	flow_reset(&s->resp);
-	if (s->upstream.fd < 0 || !g->session[0] ||
+	flow_reset(&s->x->resp);
+	if (s->x->upstream.fd < 0 || !g->session[0] ||
 	    send_request(s, "TEARDOWN", g->url_fmt, NULL) < 0) {
 		session_close(s);
 		return;
@@ -871,7 +873,7 @@ static void begin_teardown(struct session *s)
 	g->teardown_cseq = g->cseq;
 	g->state = GW_TEARDOWN;
 	g->paused = false;
-	if (setsockopt(s->upstream.fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)) < 0)
+	if (setsockopt(s->x->upstream.fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)) < 0)
 		log_debug("SO_RCVLOWAT: %m");
 	g->td_deadline_ms = now_ms() + GW_TEARDOWN_MS;
 	timer_arm(&s->timer, GW_TEARDOWN_MS);
@@ -937,7 +939,7 @@ static void gw_step(struct session *s)
 		if (s->client.fd < 0)
 			return;
 	}
-	if (s->upstream.fd >= 0 && flow_pump(&s->req) != FLOW_OK) {
+	if (s->x->upstream.fd >= 0 && flow_pump(&s->x->req) != FLOW_OK) {
 		upstream_ended(s, "server refused a request");
 		if (s->state != S_EXCHANGE)
 			return;
@@ -947,18 +949,20 @@ static void gw_step(struct session *s)
 
 		if (read_upstream(s) < 0 || s->state != S_EXCHANGE)
 			return;
-		if (s->upstream.fd >= 0 && flow_pump(&s->req) != FLOW_OK) {
+		if (s->x->upstream.fd >= 0 && flow_pump(&s->x->req) != FLOW_OK) {
 			upstream_ended(s, "server refused a request");
 			if (s->state != S_EXCHANGE)
 				return;
 		}
-		if (g->state == GW_TEARDOWN || !s->response_started)
+		if (g->state == GW_TEARDOWN || !s->x->response_started)
 			return;
-		if (flow_pump(&s->resp) != FLOW_OK) {
+		if (flow_pump(&s->x->resp) != FLOW_OK) {
 			begin_teardown(s);
 			return;
 		}
-		if (g->upstream_done && flow_drained(&s->resp)) {
+		tcp_window_progress(&g->win, s->client.fd, s->cfg->user_timeout_ms,
+				    s->x->resp.bytes_out);
+		if (g->upstream_done && flow_drained(&s->x->resp)) {
 			session_begin_linger(s);
 			return;
 		}
@@ -977,7 +981,7 @@ static void send_keepalive(struct session *s)
 	g->keepalives_sent++;
 	stats.gateway_keepalives++;
 	/* Sent even while the flow is paused: the answer is read when reading resumes. */
-	if (flow_pump(&s->req) != FLOW_OK)
+	if (flow_pump(&s->x->req) != FLOW_OK)
 		upstream_ended(s, "keepalive refused");
 }
 
@@ -1016,15 +1020,16 @@ static void gw_timeout(struct session *s)
 		break;
 	}
 	if ((g->state == GW_FIRST_MEDIA || g->state == GW_STREAMING) && now >= g->ka_next_ms &&
-	    s->upstream.fd >= 0) {
+	    s->x->upstream.fd >= 0) {
 		send_keepalive(s);
 		g->ka_next_ms = now + keepalive_interval_ms(g);
 		if (s->state != S_EXCHANGE)
 			return;
 	}
 	if (g->state == GW_STREAMING) {
-		uint64_t last = g->last_rx_ms > s->resp.last_progress_ms ? g->last_rx_ms :
-									   s->resp.last_progress_ms;
+		uint64_t last = g->last_rx_ms > s->x->resp.last_progress_ms ?
+					g->last_rx_ms :
+					s->x->resp.last_progress_ms;
 
 		if (now - last >= session_idle_timeout(s)) {
 			log_info("session %lu: rtsp-gateway idle, closing", (unsigned long)s->id);
@@ -1032,9 +1037,13 @@ static void gw_timeout(struct session *s)
 			begin_teardown(s);
 			return;
 		}
+		/* A player that paused its reading is not a dead peer (tcp_window.c). */
+		if (s->cfg->user_timeout_ms && now >= g->win.next_check_ms)
+			tcp_window_check(&g->win, s->client.fd, s->cfg->user_timeout_ms,
+					 s->x->resp.bytes_out);
 		/* The flush tick: bytes below SO_RCVLOWAT wake nobody. */
-		if (s->upstream.fd >= 0 && !g->paused)
-			s->upstream.readable = true;
+		if (s->x->upstream.fd >= 0 && !g->paused)
+			s->x->upstream.readable = true;
 	}
 	arm_timer(s);
 }
@@ -1044,7 +1053,7 @@ static void gw_connected(struct session *s)
 	struct gateway *g = gw_of(s);
 
 	s->state = S_EXCHANGE;
-	s->req.use_splice = s->resp.use_splice = false;
+	s->x->req.use_splice = s->x->resp.use_splice = false;
 	g->state = GW_OPTIONS;
 	if (send_step(s, "OPTIONS", g->url_fmt) < 0) {
 		gw_fail(s, 500, GATEWAY_BAD_ANSWER, "cannot build the request");
@@ -1070,7 +1079,7 @@ static void gw_release(struct session *s)
 	count_outcome(g, GATEWAY_ABORTED);
 	buf_free(&g->in);
 	free(g);
-	s->proto_data = NULL;
+	s->x->proto_data = NULL;
 }
 
 static void gw_describe(const struct session *s, struct conn_details *d)
@@ -1099,13 +1108,13 @@ static void gw_interest(const struct session *s, uint32_t *client, uint32_t *ups
 		return;
 	if (g->state != GW_TEARDOWN) {
 		*client = EPOLLIN | EPOLLRDHUP;
-		if (flow_wants_write(&s->resp))
+		if (flow_wants_write(&s->x->resp))
 			*client |= EPOLLOUT;
 	}
-	if (s->upstream.fd >= 0) {
-		if (!g->paused && !s->upstream.rd_eof)
+	if (s->x->upstream.fd >= 0) {
+		if (!g->paused && !s->x->upstream.rd_eof)
 			*upstream |= EPOLLIN | EPOLLRDHUP;
-		if (flow_wants_write(&s->req))
+		if (flow_wants_write(&s->x->req))
 			*upstream |= EPOLLOUT;
 	}
 }
@@ -1134,12 +1143,12 @@ void rtsp_gateway_start(struct session *s, const struct route *r, const char *ta
 	if (skip < len && target[skip] == '/' && r->prefix[r->prefix_len - 1] != '/')
 		skip++;
 	g->route = r;
-	g->is_head = s->req_method == HTTP_HEAD;
-	g->http10 = s->client_http10;
+	g->is_head = s->x->req_method == HTTP_HEAD;
+	g->http10 = s->x->client_http10;
 	s->proto = &rtsp_gateway_ops;
-	s->proto_data = g;
+	s->x->proto_data = g;
 	s->close_after = true;
-	if (s->req_method != HTTP_GET && s->req_method != HTTP_HEAD) {
+	if (s->x->req_method != HTTP_GET && s->x->req_method != HTTP_HEAD) {
 		snprintf(g->url_fmt, sizeof(g->url_fmt), "(none)");
 		g->outcome_counted = true; /* no handshake */
 		session_reply_error_headers(s, 405, "Allow: GET, HEAD\r\n");

@@ -3,7 +3,8 @@
  * The session proper: one client connection's lifecycle. The registry of sessions, the two
  * endpoints and their epoll interest, the timer and its dispatch, kfwd's own error replies and
  * the linger before close; the access log record and the monitor events of the connection;
- * the free lists of per-request records (parse states, targets), so idle connections hold none.
+ * the free lists of per-request records (exchanges, parse states, targets), so idle connections
+ * hold none.
  * Everything that depends on what the connection speaks goes through s->proto (struct
  * proto_ops, chosen by the listener); the upstream connection is upstream_conn.c's.
  */
@@ -162,12 +163,14 @@ void session_endpoint_attach(struct endpoint *e, int fd)
 
 /*
  * Per-request records given back are kept for the next request, up to a cap: every request
- * parses two heads (2.2 KiB each) and has a target (0.7 KiB), and an idle connection holds none.
- * A head is held only while it is parsed, a target for the whole exchange: the cap of targets
- * covers a few dozen requests in flight (at most 36 KiB of heads and 44 KiB of targets kept).
+ * has an exchange (1 KiB), parses two heads (2.2 KiB each) and has a target (0.8 KiB), and an
+ * idle connection holds none. A head is held only while it is parsed, an exchange and a target
+ * for the whole exchange: their cap covers a few dozen requests in flight (at most 36 KiB of
+ * heads, 53 KiB of targets and 67 KiB of exchanges kept).
  */
 #define HEAD_POOL_MAX 16
 #define TARGET_POOL_MAX 64
+#define EXCHANGE_POOL_MAX 64
 
 struct record_pool {
 	size_t size;
@@ -175,13 +178,16 @@ struct record_pool {
 	void **items;
 };
 
-/* What a request routes to and connects to: one record, s->target and s->up_addr point in. */
+/* What a request routes to and connects to: one record, s->x->target and s->x->up_addr point in. */
 struct request_record {
 	struct route_target target;
 	struct sockaddr_any up_addr;
 };
 
 static void *head_items[HEAD_POOL_MAX], *target_items[TARGET_POOL_MAX];
+static void *exchange_items[EXCHANGE_POOL_MAX];
+static struct record_pool exchange_pool = { sizeof(struct exchange), 0, EXCHANGE_POOL_MAX,
+					    exchange_items };
 static struct record_pool head_pool = { sizeof(struct http_head), 0, HEAD_POOL_MAX, head_items };
 static struct record_pool target_pool = { sizeof(struct request_record), 0, TARGET_POOL_MAX,
 					  target_items };
@@ -219,7 +225,7 @@ void session_head_free(struct http_head **slot)
 
 struct route_target *session_target_start(struct session *s)
 {
-	struct request_record *rec = (struct request_record *)s->target;
+	struct request_record *rec = (struct request_record *)s->x->target;
 
 	if (!rec) {
 		rec = record_get(&target_pool);
@@ -229,38 +235,200 @@ struct route_target *session_target_start(struct session *s)
 		route_target_free(&rec->target);
 	}
 	memset(rec, 0, sizeof(*rec));
-	s->target = &rec->target;
-	s->up_addr = &rec->up_addr;
-	return s->target;
+	s->x->target = &rec->target;
+	s->x->up_addr = &rec->up_addr;
+	return s->x->target;
 }
 
 void session_target_end(struct session *s)
 {
-	if (!s->target)
+	if (!s->x->target)
 		return;
-	route_target_free(s->target);
-	record_put(&target_pool, s->target);
-	s->target = NULL;
-	s->up_addr = NULL;
+	route_target_free(s->x->target);
+	record_put(&target_pool, s->x->target);
+	s->x->target = NULL;
+	s->x->up_addr = NULL;
+}
+
+/* A flow of @s's exchange, carrying on the connection's totals. */
+static void flow_from_tally(struct flow *f, enum flow_dir dir, struct endpoint *src,
+			    struct endpoint *dst, const struct session *s)
+{
+	const struct flow_tally *t = &s->tally[dir];
+
+	flow_init(f, dir, src, dst, s->cfg);
+	f->conn_id = s->id;
+	f->bytes_spliced = t->bytes_spliced;
+	f->bytes_copied = t->bytes_copied;
+	f->bytes_out = t->bytes_out;
+	f->pauses = t->pauses;
+	f->resumes = t->resumes;
+	f->earned = t->earned;
+}
+
+static void flow_to_tally(const struct flow *f, struct flow_tally *t)
+{
+	t->bytes_spliced = f->bytes_spliced;
+	t->bytes_copied = f->bytes_copied;
+	t->bytes_out = f->bytes_out;
+	t->pauses = (uint32_t)f->pauses;
+	t->resumes = (uint32_t)f->resumes;
+	/* An allowance is at most a flow's full sizes (flow_budget.c), far below 4 GiB. */
+	t->earned = f->earned > UINT32_MAX ? UINT32_MAX : (uint32_t)f->earned;
+}
+
+/* A closed upstream endpoint: the other end of an idle connection's flows in `conn list`. */
+static struct endpoint no_endpoint = { .fd = -1, .xprt = &xprt_raw };
+
+const struct flow *session_flow_view(const struct session *s, enum flow_dir dir, struct flow *idle)
+{
+	struct endpoint *c = (struct endpoint *)&s->client;
+
+	if (s->x)
+		return dir == DIR_REQUEST ? &s->x->req : &s->x->resp;
+	if (dir == DIR_REQUEST)
+		flow_from_tally(idle, dir, c, &no_endpoint, s);
+	else
+		flow_from_tally(idle, dir, &no_endpoint, c, s);
+	return idle;
+}
+
+struct exchange *session_exchange_take(struct session *s)
+{
+	struct exchange *x = s->x;
+
+	if (x)
+		return x;
+	x = record_get(&exchange_pool);
+	if (!x)
+		return NULL;
+	memset(x, 0, sizeof(*x));
+	x->upstream.h.on_event = session_endpoint_event;
+	x->upstream.s = s;
+	x->upstream.fd = -1;
+	x->upstream.xprt = &xprt_raw;
+	flow_from_tally(&x->req, DIR_REQUEST, &s->client, &x->upstream, s);
+	flow_from_tally(&x->resp, DIR_RESPONSE, &x->upstream, &s->client, s);
+	s->x = x;
+	return x;
+}
+
+static void exchange_recycle(void *p)
+{
+	record_put(&exchange_pool, p);
+}
+
+void session_exchange_put(struct session *s)
+{
+	struct exchange *x = s->x;
+
+	if (!x)
+		return;
+	flow_to_tally(&x->req, &s->tally[DIR_REQUEST]);
+	flow_to_tally(&x->resp, &s->tally[DIR_RESPONSE]);
+	s->x = NULL;
+	loop_defer_free(x, exchange_recycle);
+}
+
+/*
+ * Everything the exchange holds (the session closes). The record stays in s->x until
+ * session_free(): code that closed the session may still look at it in this batch.
+ */
+static void exchange_close(struct session *s)
+{
+	struct exchange *x = s->x;
+
+	if (!x)
+		return;
+	session_access_end(s);
+	resolve_cancel(&x->resolve);
+	upstream_unwait(&x->wait);
+	flow_reset(&x->req);
+	flow_reset(&x->resp);
+	session_close_upstream(s);
+	session_target_end(s);
+	buf_free(&x->req_head);
+	session_head_free(&x->rq);
+	session_head_free(&x->rs);
+}
+
+/*
+ * Upstream address texts are shared, counted by their holders: the thousands of idle
+ * connections that went to one server hold one copy of its text, not one each.
+ */
+#define SHARED_TEXT_BUCKETS 64
+
+struct shared_text {
+	struct shared_text *next;
+	unsigned int refs;
+	char text[];
+};
+
+static struct shared_text *shared_texts[SHARED_TEXT_BUCKETS];
+
+static struct shared_text **text_bucket(const char *text)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+
+	for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return &shared_texts[h % SHARED_TEXT_BUCKETS];
+}
+
+/* @text, shared with whoever holds it already; NULL when out of memory. */
+static const char *text_get(const char *text)
+{
+	struct shared_text **bucket = text_bucket(text), *e;
+	size_t len;
+
+	for (e = *bucket; e; e = e->next) {
+		if (!strcmp(e->text, text)) {
+			e->refs++;
+			return e->text;
+		}
+	}
+	len = strlen(text) + 1;
+	e = malloc(sizeof(*e) + len);
+	if (!e)
+		return NULL;
+	memcpy(e->text, text, len);
+	e->refs = 1;
+	e->next = *bucket;
+	*bucket = e;
+	return e->text;
+}
+
+static void text_put(const char *text)
+{
+	struct shared_text *e, **pp;
+
+	if (text == no_upstream)
+		return;
+	e = container_of(text, struct shared_text, text);
+	if (--e->refs)
+		return;
+	for (pp = text_bucket(text); *pp != e; pp = &(*pp)->next)
+		;
+	*pp = e->next;
+	free(e);
 }
 
 void session_set_upstream_text(struct session *s, const char *text)
 {
-	char *copy;
+	const char *shared;
 
 	if (!strcmp(s->up_addr_text, text))
 		return;
-	copy = strdup(text);
-	if (!copy)
+	shared = text_get(text);
+	if (!shared)
 		return; /* keeps the previous text: only logs and conn list show it */
-	if (s->up_addr_text != no_upstream)
-		free((char *)s->up_addr_text);
-	s->up_addr_text = copy;
+	text_put(s->up_addr_text);
+	s->up_addr_text = shared;
 }
 
 bool session_interim_backlogged(const struct session *s)
 {
-	return !s->final_response && flow_level(&s->resp) >= INTERIM_BACKLOG_MAX;
+	return !s->x->final_response && flow_level(&s->x->resp) >= INTERIM_BACKLOG_MAX;
 }
 
 static void update_events(struct session *s)
@@ -284,40 +452,45 @@ static void update_events(struct session *s)
 			s->proto->interest(s, &cmask, &umask);
 			break;
 		}
-		if (s->sockmap) {
+		if (s->x->sockmap) {
 			/* Edge-triggered, as the module asks: HUP cannot be masked, and the last
 			 * bytes drain after both FINs. */
-			cmask = s->sm_events_client ? s->sm_events_client | EPOLLET : 0;
-			umask = s->sm_events_upstream ? s->sm_events_upstream | EPOLLET : 0;
+			cmask = s->x->sm_events_client ? s->x->sm_events_client | EPOLLET : 0;
+			umask = s->x->sm_events_upstream ? s->x->sm_events_upstream | EPOLLET : 0;
 			break;
 		}
-		if (flow_wants_read(&s->req))
+		if (flow_wants_read(&s->x->req))
 			cmask |= EPOLLIN | EPOLLRDHUP;
-		if (flow_wants_write(&s->resp))
+		if (flow_wants_write(&s->x->resp))
 			cmask |= EPOLLOUT;
-		if ((!s->final_response && !session_interim_backlogged(s)) ||
-		    flow_wants_read(&s->resp))
+		if ((!s->x->final_response && !session_interim_backlogged(s)) ||
+		    flow_wants_read(&s->x->resp))
 			umask |= EPOLLIN | EPOLLRDHUP;
-		if (flow_wants_write(&s->req))
+		if (flow_wants_write(&s->x->req))
 			umask |= EPOLLOUT;
 		break;
 	case S_REPLYING:
-		if (flow_wants_write(&s->resp))
+		if (flow_wants_write(&s->x->resp))
 			cmask |= EPOLLOUT;
 		break;
 	}
-	endpoint_watch(&s->client, cmask | s->client.xprt_want, s->sockmap);
-	endpoint_watch(&s->upstream, umask | s->upstream.xprt_want, s->sockmap);
+	if (!s->x) {
+		endpoint_watch(&s->client, cmask | s->client.xprt_want, false);
+		return;
+	}
+	endpoint_watch(&s->client, cmask | s->client.xprt_want, s->x->sockmap);
+	endpoint_watch(&s->x->upstream, umask | s->x->upstream.xprt_want, s->x->sockmap);
 }
 
 void session_close_upstream(struct session *s)
 {
-	struct upstream_server *srv = s->conn_server;
+	struct upstream_server *srv;
 
-	if (s->upstream.fd < 0)
+	if (!s->x || s->x->upstream.fd < 0)
 		return;
-	endpoint_close(&s->upstream);
-	s->conn_server = NULL;
+	srv = s->x->conn_server;
+	endpoint_close(&s->x->upstream);
+	s->x->conn_server = NULL;
 	/* Last: it may hand the freed slot to a queued session. */
 	upstream_conn_closed(srv);
 }
@@ -340,7 +513,7 @@ uint64_t session_idle_timeout(const struct session *s)
 {
 	const struct route *r = s->route;
 
-	if (s->tunnel)
+	if (s->x && s->x->tunnel)
 		return s->cfg->tunnel_timeout_ms;
 
 	return r && r->idle_timeout_ms ? r->idle_timeout_ms : s->cfg->transfer_timeout_ms;
@@ -351,8 +524,9 @@ static void session_free(void *p)
 {
 	struct session *s = p;
 
-	if (s->up_addr_text != no_upstream)
-		free((char *)s->up_addr_text);
+	text_put(s->up_addr_text);
+	if (s->x)
+		record_put(&exchange_pool, s->x);
 	config_put(s->cfg);
 	free(s);
 }
@@ -362,14 +536,15 @@ static void session_event(const struct session *s, enum kev_type type)
 {
 	char client[ADDR_TEXT_MAX];
 	struct kev ev = { .type = type, .conn_id = s->id, .client = client };
+	struct flow idle;
 
 	if (!kev_listening())
 		return;
 	session_peer_text(s, client, sizeof(client));
 	if (type == KEV_CONN_CLOSE) {
 		ev.upstream = s->up_addr_text;
-		ev.bytes_up = s->req.bytes_out;
-		ev.bytes_down = s->resp.bytes_out;
+		ev.bytes_up = session_flow_view(s, DIR_REQUEST, &idle)->bytes_out;
+		ev.bytes_down = session_flow_view(s, DIR_RESPONSE, &idle)->bytes_out;
 		ev.duration_ms = now_ms() - s->created_ms;
 		ev.status = (uint32_t)(s->last_status > 0 ? s->last_status : 0);
 	}
@@ -378,8 +553,34 @@ static void session_event(const struct session *s, enum kev_type type)
 
 void session_peer_text(const struct session *s, char *out, size_t len)
 {
-	if (addr_peer_text(s->client.fd, out, len) < 0)
-		snprintf(out, len, "%s", s->client_addr);
+	char host[INET6_ADDRSTRLEN];
+
+	if (addr_peer_text(s->client.fd, out, len) == 0)
+		return;
+	session_client_host(s, host);
+	snprintf(out, len, "%s", host);
+}
+
+/* Kept in binary: an idle connection holds 18 bytes for it, not 62 of text. */
+static void client_ip_set(struct session *s, const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+
+		memcpy(s->client_ip, &in->sin_addr, sizeof(in->sin_addr));
+		s->client_family = AF_INET;
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+
+		memcpy(s->client_ip, &in6->sin6_addr, sizeof(in6->sin6_addr));
+		s->client_family = AF_INET6;
+	}
+}
+
+void session_client_host(const struct session *s, char out[INET6_ADDRSTRLEN])
+{
+	if (!s->client_family || !inet_ntop(s->client_family, s->client_ip, out, INET6_ADDRSTRLEN))
+		snprintf(out, INET6_ADDRSTRLEN, "unknown");
 }
 
 void session_set_worker(unsigned int worker, uint64_t first_id)
@@ -399,8 +600,8 @@ void session_describe(const struct session *s, struct conn_details *d)
 		s->proto->describe(s, d);
 	if (s->client.fd >= 0 && s->client.xprt->describe)
 		s->client.xprt->describe(&s->client, "client", d);
-	if (s->upstream.fd >= 0 && s->upstream.xprt->describe)
-		s->upstream.xprt->describe(&s->upstream, "upstream", d);
+	if (s->x && s->x->upstream.fd >= 0 && s->x->upstream.xprt->describe)
+		s->x->upstream.xprt->describe(&s->x->upstream, "upstream", d);
 }
 
 /*
@@ -429,43 +630,45 @@ void session_access_begin(struct session *s, const char *target, size_t len)
 {
 	if (!access_log_enabled())
 		return;
-	free(s->log_target);
-	s->log_target = target ? strndup(target, len) : NULL;
-	s->log_has_method = target != NULL;
-	s->log_pending = true;
-	s->log_start_ms = now_ms();
-	s->log_in0 = s->req.bytes_out;
-	s->log_out0 = s->resp.bytes_out;
-	s->log_spliced0 = s->req.bytes_spliced + s->resp.bytes_spliced;
-	s->log_status = 0;
-	s->log_sockmap = false;
+	free(s->x->log_target);
+	s->x->log_target = target ? strndup(target, len) : NULL;
+	s->x->log_has_method = target != NULL;
+	s->x->log_pending = true;
+	s->x->log_start_ms = now_ms();
+	s->x->log_in0 = s->x->req.bytes_out;
+	s->x->log_out0 = s->x->resp.bytes_out;
+	s->x->log_spliced0 = s->x->req.bytes_spliced + s->x->resp.bytes_spliced;
+	s->x->log_status = 0;
+	s->x->log_sockmap = false;
 }
 
 /* The request in progress is over, answered or not: its access log line. */
 void session_access_end(struct session *s)
 {
-	struct access_entry e = { .conn = s->id, .client = s->client_addr };
+	char host[INET6_ADDRSTRLEN];
+	struct access_entry e = { .conn = s->id, .client = host };
 
-	if (!s->log_pending)
+	if (!s->x || !s->x->log_pending)
 		return;
-	s->log_pending = false;
-	if (s->log_has_method) {
-		e.method = llhttp_method_name((llhttp_method_t)s->req_method);
-		e.target = s->log_target ? s->log_target : "?";
+	session_client_host(s, host);
+	s->x->log_pending = false;
+	if (s->x->log_has_method) {
+		e.method = llhttp_method_name((llhttp_method_t)s->x->req_method);
+		e.target = s->x->log_target ? s->x->log_target : "?";
 	}
-	e.status = s->log_status;
-	e.bytes_in = s->req.bytes_out - s->log_in0;
-	e.bytes_out = s->resp.bytes_out - s->log_out0;
-	e.duration_ms = now_ms() - s->log_start_ms;
-	if (s->sockmap || s->log_sockmap)
+	e.status = s->x->log_status;
+	e.bytes_in = s->x->req.bytes_out - s->x->log_in0;
+	e.bytes_out = s->x->resp.bytes_out - s->x->log_out0;
+	e.duration_ms = now_ms() - s->x->log_start_ms;
+	if (s->x->sockmap || s->x->log_sockmap)
 		e.data_path = "sockmap";
-	else if (s->req.bytes_spliced + s->resp.bytes_spliced > s->log_spliced0)
+	else if (s->x->req.bytes_spliced + s->x->resp.bytes_spliced > s->x->log_spliced0)
 		e.data_path = "splice";
 	else
 		e.data_path = "copy";
 	access_log_write(&e);
-	free(s->log_target);
-	s->log_target = NULL;
+	free(s->x->log_target);
+	s->x->log_target = NULL;
 }
 
 void session_close(struct session *s)
@@ -473,22 +676,14 @@ void session_close(struct session *s)
 	if (s->client.fd < 0)
 		return;
 	session_event(s, KEV_CONN_CLOSE);
-	if (s->proto->release)
+	/* What a protocol holds lives with an exchange (an idle HTTP connection holds none). */
+	if (s->proto->release && s->x)
 		s->proto->release(s);
-	session_access_end(s);
 	timer_cancel(&s->timer);
-	resolve_cancel(&s->resolve);
-	upstream_unwait(&s->wait);
-	flow_reset(&s->req);
-	flow_reset(&s->resp);
-	session_close_upstream(s);
+	exchange_close(s);
 	endpoint_close(&s->client);
 	if (closed_hook)
 		closed_hook();
-	session_target_end(s);
-	buf_free(&s->req_head);
-	session_head_free(&s->rq);
-	session_head_free(&s->rs);
 	if (s->prev)
 		s->prev->next = s->next;
 	else
@@ -528,7 +723,7 @@ void session_final_status(struct session *s, int status)
 {
 	session_count_status(status);
 	s->last_status = status;
-	s->log_status = status;
+	s->x->log_status = status;
 }
 
 void session_count_error(int status)
@@ -546,24 +741,28 @@ void session_reply_error_headers(struct session *s, int status, const char *extr
 {
 	struct buf text = { 0 };
 
-	if (!s->log_pending)
+	if (!session_exchange_take(s)) {
+		session_close(s);
+		return;
+	}
+	if (!s->x->log_pending)
 		session_access_begin(s, NULL, 0);
-	resolve_cancel(&s->resolve);
-	upstream_unwait(&s->wait);
+	resolve_cancel(&s->x->resolve);
+	upstream_unwait(&s->x->wait);
 	session_close_upstream(s);
-	flow_reset(&s->req);
-	if (s->resp.active)
-		flow_reset(&s->resp);
+	flow_reset(&s->x->req);
+	if (s->x->resp.active)
+		flow_reset(&s->x->resp);
 	session_count_error(status);
 	session_final_status(s, status);
 	if (http_build_error(&text, status, extra_headers) < 0 ||
-	    flow_push(&s->resp, buf_start(&text), buf_len(&text)) < 0) {
+	    flow_push(&s->x->resp, buf_start(&text), buf_len(&text)) < 0) {
 		buf_free(&text);
 		session_close(s);
 		return;
 	}
 	buf_free(&text);
-	s->resp.active = false;
+	s->x->resp.active = false;
 	s->close_after = true;
 	s->state = S_REPLYING;
 	timer_arm(&s->timer, s->cfg->client_timeout_ms);
@@ -589,11 +788,11 @@ void session_begin_linger(struct session *s)
 
 static void step_replying(struct session *s)
 {
-	if (s->client.hup || flow_pump(&s->resp) != FLOW_OK) {
+	if (s->client.hup || flow_pump(&s->x->resp) != FLOW_OK) {
 		session_close(s);
 		return;
 	}
-	if (flow_drained(&s->resp))
+	if (flow_drained(&s->x->resp))
 		session_begin_linger(s);
 }
 
@@ -630,8 +829,8 @@ static bool transports_ready(struct session *s)
 		session_reply_error(s, 400);
 		return false;
 	}
-	if (r > 0 && s->upstream.fd >= 0 && s->state == S_EXCHANGE) {
-		r = s->upstream.xprt->handshake(&s->upstream);
+	if (r > 0 && s->state == S_EXCHANGE && s->x->upstream.fd >= 0) {
+		r = s->x->upstream.xprt->handshake(&s->x->upstream);
 		/* A TLS origin that fails its handshake (its certificate, say): nothing was sent yet. */
 		if (r < 0) {
 			session_reply_error(s, 502);
@@ -698,9 +897,9 @@ void session_endpoint_event(struct loop_handler *h, uint32_t events)
 
 void session_exchange_idle(struct session *s)
 {
-	uint64_t last = s->req.last_progress_ms > s->resp.last_progress_ms ?
-				s->req.last_progress_ms :
-				s->resp.last_progress_ms;
+	uint64_t last = s->x->req.last_progress_ms > s->x->resp.last_progress_ms ?
+				s->x->req.last_progress_ms :
+				s->x->resp.last_progress_ms;
 	uint64_t now = now_ms();
 
 	if (now - last < session_idle_timeout(s)) {
@@ -710,7 +909,7 @@ void session_exchange_idle(struct session *s)
 	log_info("session %lu: transfer idle for %lu ms, closing", (unsigned long)s->id,
 		 (unsigned long)(now - last));
 	stats.timeouts++;
-	if (!s->response_started) {
+	if (!s->x->response_started) {
 		session_reply_error(s, 504);
 		return;
 	}
@@ -762,11 +961,8 @@ struct session *session_create(int fd, const struct config *cfg, const struct pr
 	s->created_ms = now_ms();
 	s->timer.on_expire = on_session_timer;
 	s->up_addr_text = no_upstream;
-	/* X-Forwarded-For carries the address without the port. */
 	if (getpeername(fd, (struct sockaddr *)&peer.ss, &peer.len) == 0)
-		addr_host_text(&peer.ss, s->client_addr, sizeof(s->client_addr));
-	else
-		snprintf(s->client_addr, sizeof(s->client_addr), "unknown");
+		client_ip_set(s, &peer.ss);
 	/* Bounds what a slow client lets pile up in kernel memory on our side. */
 	if (cfg->client_sndbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cfg->client_sndbuf,
 						 sizeof(cfg->client_sndbuf)) < 0)
@@ -778,14 +974,6 @@ struct session *session_create(int fd, const struct config *cfg, const struct pr
 	s->client.h.on_event = session_endpoint_event;
 	s->client.s = s;
 	session_endpoint_attach(&s->client, fd);
-	s->upstream.h.on_event = session_endpoint_event;
-	s->upstream.s = s;
-	s->upstream.fd = -1;
-	s->upstream.xprt = &xprt_raw;
-	flow_init(&s->req, DIR_REQUEST, &s->client, &s->upstream, cfg);
-	flow_init(&s->resp, DIR_RESPONSE, &s->upstream, &s->client, cfg);
-	s->req.conn_id = s->id;
-	s->resp.conn_id = s->id;
 
 	s->next = sessions;
 	if (sessions)
@@ -794,18 +982,24 @@ struct session *session_create(int fd, const struct config *cfg, const struct pr
 	n_sessions++;
 	stats.connections_active++;
 	session_event(s, KEV_CONN_OPEN);
+	if (!proto->exchange_per_request && !session_exchange_take(s)) {
+		session_close(s);
+		return NULL;
+	}
 
 	if (tls && xprt_tls_server(&s->client, tls_current(), tls) < 0) {
 		log_warn("session %lu: TLS: %m", (unsigned long)s->id);
 		session_close(s);
 		return NULL;
 	}
+	s->state = S_REQUEST_HEAD;
+	timer_arm(&s->timer, cfg->client_timeout_ms);
 	if (reject) {
 		stats.connections_rejected++;
-		session_reply_error(s, 503);
-	} else {
-		s->state = S_REQUEST_HEAD;
-		timer_arm(&s->timer, cfg->client_timeout_ms);
+		if (proto->reject)
+			proto->reject(s);
+		else
+			session_reply_error(s, 503);
 	}
 	session_run(s);
 	return s;
@@ -818,6 +1012,10 @@ void session_drain_all(void)
 	draining = true;
 	for (s = sessions; s; s = next) {
 		next = s->next;
+		if (s->proto->drain) {
+			s->proto->drain(s);
+			continue;
+		}
 		/* A connection accepted a moment ago has its first request on the way: closing it
 		 * would reset that request (a binary upgrade drains under full load). It is answered,
 		 * then closed; client-timeout bounds a client that never sends. */

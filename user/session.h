@@ -36,6 +36,12 @@ struct session;
 struct proto_ops {
 	const char *name; /* the listen keyword */
 	/*
+	 * Its exchange record (struct exchange) is taken at a request's first byte and given back
+	 * at the request's end, so an idle connection holds only its struct session. False: taken
+	 * with the connection for its whole life (RTSP, the gateway).
+	 */
+	bool exchange_per_request;
+	/*
 	 * Its upstream connections are plain HTTP/1.1 keep-alive ones that may be taken from and
 	 * given back to the idle pool (keyed by address only). A protocol that owns its upstream
 	 * connection for the client's lifetime (RTSP, the gateway) leaves it false: a pooled HTTP
@@ -50,40 +56,55 @@ struct proto_ops {
 	void (*connected)(struct session *s);
 	/* No upstream could serve the request (after retries): answer @status, or close. */
 	void (*connect_failed)(struct session *s, int status);
-	/* The session closes: release what the protocol holds (a sockmap flow...). May be NULL. */
+	/* The session closes while it holds an exchange: release what the protocol holds (a
+	 * sockmap flow...). May be NULL. */
 	void (*release)(struct session *s);
 	/* Add the protocol's own `kfwdctl conn list` details (RTSP session...). May be NULL. */
 	void (*describe)(const struct session *s, struct conn_details *d);
 	/* S_EXCHANGE: the epoll interest of both endpoints, for a protocol that does not move
 	 * its bytes through the two flows as HTTP does. NULL: the flows decide. */
 	void (*interest)(const struct session *s, uint32_t *client, uint32_t *upstream);
+	/* Over max-connections: answer in the protocol (its 503, then close) from the state
+	 * session_create left, S_REQUEST_HEAD. NULL: kfwd's HTTP 503 at once. */
+	void (*reject)(struct session *s);
+	/* SIGTERM: end the connection at a clean point of the protocol. NULL: close when idle,
+	 * else after the transaction in progress (close_after). */
+	void (*drain)(struct session *s);
 };
 
-struct session {
-	uint64_t id;
-	struct session *prev, *next;
-	const struct proto_ops *proto; /* chosen by the listener (a request may switch it) */
-	void *proto_data; /* the protocol's own state (RTSP, the gateway), freed by its release */
-	const struct config *cfg;
-	enum session_state state;
-	struct timer timer;
-	uint64_t created_ms;
-	char client_addr[INET6_ADDRSTRLEN + 16];
+/*
+ * What one direction of a connection carried over all its exchanges: each exchange's flow
+ * starts from it and leaves its counters here when it ends, so `conn list`, the close event
+ * and the access log see the connection's totals whether an exchange is held or not.
+ */
+struct flow_tally {
+	uint64_t bytes_spliced;
+	uint64_t bytes_copied;
+	uint64_t bytes_out;
+	uint32_t pauses;
+	uint32_t resumes;
+	uint32_t earned; /* struct flow's: where the next body's allowance starts */
+};
 
-	struct endpoint client;
+/*
+ * The state of one exchange: a request, its upstream connection and its response (for HTTP),
+ * or the connection's whole life for a protocol that holds its upstream (a tunnel after CONNECT
+ * or Upgrade keeps it to the end too). Taken from a capped free list at the first byte of a
+ * request and given back when the exchange ends, so an idle keep-alive connection holds only
+ * its struct session.
+ */
+struct exchange {
+	void *proto_data; /* the protocol's own state (RTSP, the gateway), freed by its release */
 	struct endpoint upstream;
 	struct flow req; /* client -> upstream */
 	struct flow resp; /* upstream -> client */
 
-	/* The transaction in progress */
-	/* Parse state exists only while a head is being read: an idle keep-alive connection
-	 * holds none of it (2.2 KB each). */
+	/* Parse state exists only while a head is being read (2.2 KB each). */
 	struct http_head *rq;
 	struct http_head *rs;
 	uint8_t req_method; /* llhttp method of the current request */
 	/* The request in progress only (0.7 KiB): taken at its head, given back at its end. */
 	struct route_target *target;
-	const struct route *route; /* of the request in progress, or of the last one */
 	/* A playlist response read whole before its URIs are rewritten (user/http1.c), or NULL */
 	struct playlist_fetch *playlist;
 	struct upstream_server *server; /* chosen for this attempt (NULL: url-embedded) */
@@ -91,10 +112,7 @@ struct session {
 	struct upstream_waiter wait; /* S_QUEUED: in the server's FIFO */
 	unsigned int attempts; /* retries done for this request */
 	int last_failure_status; /* what the last failed attempt would have answered */
-	struct sockaddr_any *up_addr; /* with s->target: the request in progress only */
-	/* ADDR:PORT or HOST:PORT of the current or last upstream ("" before any); set it with
-	 * session_set_upstream_text(), which allocates only when it changes. */
-	const char *up_addr_text;
+	struct sockaddr_any *up_addr; /* with target: the request in progress only */
 	struct resolve_req *resolve;
 	struct buf req_head; /* forwarded request head, kept for one retry */
 	enum body_framing req_framing;
@@ -125,9 +143,6 @@ struct session {
 	uint64_t sm_last_change_ms;
 	bool final_response; /* final response head parsed */
 	bool upstream_reusable;
-	bool close_after;
-	uint64_t requests;
-	int last_status;
 
 	/* The access log's record of the request in progress (user/access_log.c) */
 	bool log_pending;
@@ -138,6 +153,33 @@ struct session {
 	uint64_t log_in0, log_out0; /* the flows' bytes_out when the request began */
 	uint64_t log_spliced0;
 	char *log_target; /* only while an access log is configured */
+};
+
+/*
+ * One client connection: what it holds while idle between requests (its socket, transport,
+ * timer, the registry links and what `conn list` shows), and its exchange while one runs.
+ */
+struct session {
+	uint64_t id;
+	struct session *prev, *next;
+	const struct proto_ops *proto; /* chosen by the listener (a request may switch it) */
+	const struct config *cfg;
+	struct exchange *x; /* NULL while an HTTP keep-alive connection is idle */
+	struct timer timer;
+	uint64_t created_ms;
+	uint64_t requests;
+	struct endpoint client;
+	const struct route *route; /* of the request in progress, or of the last one */
+	/* ADDR:PORT or HOST:PORT of the current or last upstream ("" before any); set it with
+	 * session_set_upstream_text(), which allocates only when it changes. */
+	const char *up_addr_text;
+	struct flow_tally tally[DIR_COUNT];
+	enum session_state state;
+	int last_status;
+	bool close_after;
+	/* The client's IP address in binary (text: session_client_host()); family 0: unknown. */
+	sa_family_t client_family;
+	uint8_t client_ip[16];
 };
 
 /* Take over an accepted client socket speaking @proto. @reject: answer 503 and close (over the
@@ -154,6 +196,8 @@ void session_set_worker(unsigned int worker, uint64_t first_id);
 struct session *session_first(void);
 void session_kill(struct session *s);
 const char *session_state_name(enum session_state st);
+/* The client's address alone (X-Forwarded-For), "unknown" when getpeername() failed. */
+void session_client_host(const struct session *s, char out[INET6_ADDRSTRLEN]);
 /* The client's ADDR:PORT (its address alone once the socket is gone). */
 void session_peer_text(const struct session *s, char *out, size_t len);
 /* The details of `kfwdctl conn list`: the protocol's, then each endpoint transport's. */
@@ -191,6 +235,15 @@ uint64_t session_response_timeout(const struct session *s);
 uint64_t session_idle_timeout(const struct session *s);
 
 void session_set_upstream_text(struct session *s, const char *text);
+/* s->x for a request's first byte (an HTTP keep-alive connection), or NULL (no memory); a
+ * held one is kept. */
+struct exchange *session_exchange_take(struct session *s);
+/* The exchange is over and its upstream endpoint closed or pooled: s->x goes back to the free
+ * list (after this loop batch: events already read may still name its upstream endpoint). */
+void session_exchange_put(struct session *s);
+/* A flow of @s for `conn list`: the exchange's, or one holding the connection's totals in
+ * @idle (an idle connection holds no flow). */
+const struct flow *session_flow_view(const struct session *s, enum flow_dir dir, struct flow *idle);
 /* s->target (and s->up_addr) for a new request, emptied, or NULL. */
 struct route_target *session_target_start(struct session *s);
 void session_target_end(struct session *s);

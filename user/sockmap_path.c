@@ -101,7 +101,7 @@ const char *sockmap_path_reason(void)
 
 static enum data_path route_data_path(const struct session *s)
 {
-	const struct route *r = s->target->route;
+	const struct route *r = s->x->target->route;
 
 	return r && r->mode >= 0 ? (enum data_path)r->mode : s->cfg->data_path;
 }
@@ -123,27 +123,27 @@ void sockmap_session_finish(struct session *s)
 {
 	struct sockmap_stats st;
 
-	if (sockmap_flow_stats(s->sockmap_flow, &st) == 0) {
+	if (sockmap_flow_stats(s->x->sockmap_flow, &st) == 0) {
 		const struct sockmap_dir_stats *a = &st.dir[SOCKMAP_A_TO_B];
 		const struct sockmap_dir_stats *b = &st.dir[SOCKMAP_B_TO_A];
 
 		stats.bytes_copied[DIR_REQUEST] += a->user_written;
 		stats.bytes_copied[DIR_RESPONSE] += b->user_written;
-		s->req.pauses += a->pause_count;
-		s->resp.pauses += b->pause_count;
-		s->req.bytes_out += a->redirected + a->user_written;
-		s->resp.bytes_out += b->redirected + b->user_written;
+		s->x->req.pauses += a->pause_count;
+		s->x->resp.pauses += b->pause_count;
+		s->x->req.bytes_out += a->redirected + a->user_written;
+		s->x->resp.bytes_out += b->redirected + b->user_written;
 	}
-	sockmap_flow_del(s->sockmap_flow);
-	s->sockmap = false;
-	s->sockmap_response = false;
+	sockmap_flow_del(s->x->sockmap_flow);
+	s->x->sockmap = false;
+	s->x->sockmap_response = false;
 }
 
 static uint64_t sockmap_bytes(const struct session *s)
 {
 	struct sockmap_stats st;
 
-	if (sockmap_flow_stats(s->sockmap_flow, &st) < 0)
+	if (sockmap_flow_stats(s->x->sockmap_flow, &st) < 0)
 		return 0;
 	return st.dir[0].redirected + st.dir[0].user_written + st.dir[1].redirected +
 	       st.dir[1].user_written;
@@ -160,8 +160,8 @@ static void sockmap_abort(struct session *s)
 
 	if (s->client.fd >= 0)
 		(void)setsockopt(s->client.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-	if (s->upstream.fd >= 0)
-		(void)setsockopt(s->upstream.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	if (s->x->upstream.fd >= 0)
+		(void)setsockopt(s->x->upstream.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	stats.aborted_transfers++;
 	session_close(s);
 }
@@ -182,23 +182,23 @@ enum sockmap_step_result sockmap_session_step(struct session *s)
 	struct sockmap_want want;
 	int r;
 
-	if (socket_failed(&s->client) || socket_failed(&s->upstream)) {
+	if (socket_failed(&s->client) || socket_failed(&s->x->upstream)) {
 		log_info("session %lu: sockmap flow peer reset, closing", (unsigned long)s->id);
 		sockmap_abort(s);
 		return SOCKMAP_STEP_CLOSED;
 	}
-	r = sockmap_flow_pump(s->sockmap_flow, &want);
+	r = sockmap_flow_pump(s->x->sockmap_flow, &want);
 	if (r != SOCKMAP_RUNNING) {
 		if (r < 0) {
 			log_info("session %lu: sockmap flow failed: %m", (unsigned long)s->id);
 			sockmap_abort(s);
 			return SOCKMAP_STEP_CLOSED;
 		}
-		if (s->sockmap_response) {
+		if (s->x->sockmap_response) {
 			/* Every body byte is in the client's send queue and SHUT_WR went out. */
 			struct sockmap_stats st;
 
-			if (sockmap_flow_stats(s->sockmap_flow, &st) == 0 &&
+			if (sockmap_flow_stats(s->x->sockmap_flow, &st) == 0 &&
 			    st.dir[SOCKMAP_B_TO_A].cut) {
 				log_info("session %lu: upstream %s closed inside the response body",
 					 (unsigned long)s->id, s->up_addr_text);
@@ -210,13 +210,13 @@ enum sockmap_step_result sockmap_session_step(struct session *s)
 		session_close(s);
 		return SOCKMAP_STEP_CLOSED;
 	}
-	s->sm_events_client = want.events_a;
-	s->sm_events_upstream = want.events_b;
+	s->x->sm_events_client = want.events_a;
+	s->x->sm_events_upstream = want.events_b;
 	if (want.timeout_ms >= 0) {
-		s->sm_timer = true;
+		s->x->sm_timer = true;
 		timer_arm(&s->timer, (uint64_t)want.timeout_ms);
-	} else if (s->sm_timer || !timer_armed(&s->timer)) {
-		s->sm_timer = false;
+	} else if (s->x->sm_timer || !timer_armed(&s->timer)) {
+		s->x->sm_timer = false;
 		timer_arm(&s->timer, session_idle_timeout(s));
 	}
 	return SOCKMAP_STEP_RUNNING;
@@ -229,7 +229,7 @@ enum sockmap_step_result sockmap_session_step(struct session *s)
 static int sockmap_spill(void *owner, int dir, const void *data, size_t len)
 {
 	struct session *s = owner;
-	struct endpoint *src = dir == SOCKMAP_A_TO_B ? &s->client : &s->upstream;
+	struct endpoint *src = dir == SOCKMAP_A_TO_B ? &s->client : &s->x->upstream;
 
 	return buf_append(&src->in, data, len);
 }
@@ -239,7 +239,7 @@ static void sockmap_on_event(void *owner)
 {
 	struct session *s = owner;
 
-	if (s->sockmap && s->client.fd >= 0)
+	if (s->x->sockmap && s->client.fd >= 0)
 		session_run(s);
 }
 
@@ -248,7 +248,7 @@ static void sockmap_args_init(struct sockmap_flow_args *args, struct session *s)
 {
 	memset(args, 0, sizeof(*args));
 	args->fd_a = s->client.fd;
-	args->fd_b = s->upstream.fd;
+	args->fd_b = s->x->upstream.fd;
 	args->cap_bytes = s->cfg->sockmap_cap;
 	if (mem_budget_on()) {
 		/* A cap is granted like a flow's allowance: all of it while the budget has
@@ -273,17 +273,18 @@ static void sockmap_args_charge(struct sockmap_flow_args *args, struct session *
 {
 	if (!mem_budget_on())
 		return;
-	args->mem_charge = args->cap_bytes * (uint64_t)dirs + flow_budget_sockmap_charge(&s->resp);
+	args->mem_charge =
+		args->cap_bytes * (uint64_t)dirs + flow_budget_sockmap_charge(&s->x->resp);
 }
 
 /* The flow is in the sockmap: the daemon leaves its sockets alone; its idle clock starts. */
 static void sockmap_entered(struct session *s)
 {
-	s->sockmap = true;
-	s->log_sockmap = true;
-	s->sm_timer = false;
-	s->sm_last_bytes = 0;
-	s->sm_last_change_ms = now_ms();
+	s->x->sockmap = true;
+	s->x->log_sockmap = true;
+	s->x->sm_timer = false;
+	s->x->sm_last_bytes = 0;
+	s->x->sm_last_change_ms = now_ms();
 	stats.sockmap_flows++;
 }
 
@@ -330,21 +331,21 @@ void sockmap_session_start_tunnel(struct session *s)
 	if (dp != DATA_PATH_SOCKMAP && dp != DATA_PATH_SOCKMAP_UNBOUNDED)
 		return;
 	/* The kernel forwards only what a transport leaves as plain TCP bytes. */
-	if (!endpoint_can_splice(&s->client) || !endpoint_can_splice(&s->upstream))
+	if (!endpoint_can_splice(&s->client) || !endpoint_can_splice(&s->x->upstream))
 		return;
-	if (!sockmap_ready() || s->req.pipe_level || s->resp.pipe_level) {
+	if (!sockmap_ready() || s->x->req.pipe_level || s->x->resp.pipe_level) {
 		log_debug("session %lu: tunnel stays on splice (%s)", (unsigned long)s->id,
 			  sockmap_ready() ? "pipe not empty" : sockmap_path_reason());
 		return;
 	}
-	if (!tcp_established(s->client.fd) || !tcp_established(s->upstream.fd)) {
+	if (!tcp_established(s->client.fd) || !tcp_established(s->x->upstream.fd)) {
 		log_debug("session %lu: tunnel stays on splice (a peer already closed)",
 			  (unsigned long)s->id);
 		stats.sockmap_start_fallbacks++;
 		return;
 	}
-	if (collect_pending(&to_up, &s->req, SIZE_MAX) < 0 ||
-	    collect_pending(&to_client, &s->resp, SIZE_MAX) < 0) {
+	if (collect_pending(&to_up, &s->x->req, SIZE_MAX) < 0 ||
+	    collect_pending(&to_client, &s->x->resp, SIZE_MAX) < 0) {
 		buf_free(&to_up);
 		buf_free(&to_client);
 		session_close(s);
@@ -356,7 +357,7 @@ void sockmap_session_start_tunnel(struct session *s)
 	args.pending_a_to_b_len = buf_len(&to_up);
 	args.pending_b_to_a = buf_start(&to_client);
 	args.pending_b_to_a_len = buf_len(&to_client);
-	rc = sockmap_flow_add_ex(&args, &s->sockmap_flow);
+	rc = sockmap_flow_add_ex(&args, &s->x->sockmap_flow);
 	buf_free(&to_up);
 	buf_free(&to_client);
 	if (rc < 0) {
@@ -366,11 +367,11 @@ void sockmap_session_start_tunnel(struct session *s)
 			session_close(s);
 		return;
 	}
-	flow_budget_sockmap_sockets(&s->resp);
-	flow_reset(&s->req);
-	flow_reset(&s->resp);
+	flow_budget_sockmap_sockets(&s->x->resp);
+	flow_reset(&s->x->req);
+	flow_reset(&s->x->resp);
 	buf_free(&s->client.in);
-	buf_free(&s->upstream.in);
+	buf_free(&s->x->upstream.in);
 	sockmap_entered(s);
 	(void)sockmap_session_step(s);
 }
@@ -389,9 +390,10 @@ bool sockmap_session_wants_response(const struct session *s, enum body_framing f
 
 	if (dp != DATA_PATH_SOCKMAP && dp != DATA_PATH_SOCKMAP_UNBOUNDED)
 		return false;
-	if (!sockmap_ready() || !flow_complete(&s->req) || s->req_failed || s->req.pipe_level)
+	if (!sockmap_ready() || !flow_complete(&s->x->req) || s->x->req_failed ||
+	    s->x->req.pipe_level)
 		return false;
-	if (!endpoint_can_splice(&s->client) || !endpoint_can_splice(&s->upstream))
+	if (!endpoint_can_splice(&s->client) || !endpoint_can_splice(&s->x->upstream))
 		return false;
 	if (framing == FRAMING_CLOSE)
 		return true;
@@ -408,9 +410,9 @@ bool sockmap_session_wants_response(const struct session *s, enum body_framing f
 enum sockmap_step_result sockmap_session_start_response(struct session *s)
 {
 	struct sockmap_flow_args args;
-	struct flow *f = &s->resp;
+	struct flow *f = &s->x->resp;
 	struct buf to_client = { 0 };
-	size_t body_held = buf_len(&s->upstream.in);
+	size_t body_held = buf_len(&s->x->upstream.in);
 	int rc;
 
 	if (f->framing == FRAMING_LENGTH && body_held > f->remaining)
@@ -429,7 +431,7 @@ enum sockmap_step_result sockmap_session_start_response(struct session *s)
 	}
 	args.pending_b_to_a = buf_start(&to_client);
 	args.pending_b_to_a_len = buf_len(&to_client);
-	rc = sockmap_flow_add_ex(&args, &s->sockmap_flow);
+	rc = sockmap_flow_add_ex(&args, &s->x->sockmap_flow);
 	buf_free(&to_client);
 	if (rc < 0) {
 		if (sockmap_add_failed(s)) {
@@ -440,12 +442,12 @@ enum sockmap_step_result sockmap_session_start_response(struct session *s)
 		}
 		return SOCKMAP_STEP_RUNNING; /* on the splice path */
 	}
-	flow_budget_sockmap_sockets(&s->resp);
-	flow_reset(&s->resp);
-	s->resp.body_done = true;
-	buf_free(&s->upstream.in);
+	flow_budget_sockmap_sockets(&s->x->resp);
+	flow_reset(&s->x->resp);
+	s->x->resp.body_done = true;
+	buf_free(&s->x->upstream.in);
 	sockmap_entered(s);
-	s->sockmap_response = true;
+	s->x->sockmap_response = true;
 	stats.sockmap_responses++;
 	return sockmap_session_step(s);
 }
@@ -454,17 +456,18 @@ void sockmap_session_timeout(struct session *s)
 {
 	uint64_t moved = sockmap_bytes(s);
 
-	if (moved != s->sm_last_bytes) {
-		s->sm_last_bytes = moved;
-		s->sm_last_change_ms = now_ms();
-	} else if (!s->sm_timer && now_ms() - s->sm_last_change_ms >= session_idle_timeout(s)) {
+	if (moved != s->x->sm_last_bytes) {
+		s->x->sm_last_bytes = moved;
+		s->x->sm_last_change_ms = now_ms();
+	} else if (!s->x->sm_timer &&
+		   now_ms() - s->x->sm_last_change_ms >= session_idle_timeout(s)) {
 		log_info("session %lu: sockmap flow idle, closing", (unsigned long)s->id);
 		stats.timeouts++;
-		if (s->sockmap_response)
+		if (s->x->sockmap_response)
 			stats.aborted_transfers++;
 		session_close(s);
 		return;
 	}
 	/* The session runs next: sockmap_session_step() pumps and re-arms. */
-	s->sm_timer = false;
+	s->x->sm_timer = false;
 }

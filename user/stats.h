@@ -75,6 +75,7 @@ struct kfwd_stats {
 	uint64_t gateway_keepalives; /* GET_PARAMETER/OPTIONS keepalives sent */
 	uint64_t playlists_rewritten; /* HLS/M3U playlists sent with their URIs rewritten */
 	uint64_t playlists_unmodified; /* playlists over playlist-max-size, forwarded as they are */
+	uint64_t paced_wakeups; /* flows served on their pace timer, not EPOLLOUT (flow_pace.c) */
 };
 
 extern struct kfwd_stats stats;

@@ -15,14 +15,14 @@
 /* After a 101 or a CONNECT: bytes flow both ways, each direction until its source's EOF. */
 void tunnel_start(struct session *s)
 {
-	s->tunnel = true;
-	s->final_response = true;
-	s->response_started = true;
+	s->x->tunnel = true;
+	s->x->final_response = true;
+	s->x->response_started = true;
 	s->close_after = true;
-	s->upstream_reusable = false;
-	buf_free(&s->req_head);
-	flow_start_body(&s->req, FRAMING_CLOSE, 0);
-	flow_start_body(&s->resp, FRAMING_CLOSE, 0);
+	s->x->upstream_reusable = false;
+	buf_free(&s->x->req_head);
+	flow_start_body(&s->x->req, FRAMING_CLOSE, 0);
+	flow_start_body(&s->x->resp, FRAMING_CLOSE, 0);
 	stats.tunnels++;
 	timer_arm(&s->timer, s->cfg->tunnel_timeout_ms);
 	sockmap_session_start_tunnel(s);
@@ -35,7 +35,7 @@ void tunnel_start(struct session *s)
  */
 void tunnel_step(struct session *s)
 {
-	struct flow *flows[2] = { &s->req, &s->resp };
+	struct flow *flows[2] = { &s->x->req, &s->x->resp };
 
 	for (int i = 0; i < 2; i++) {
 		struct flow *f = flows[i];
@@ -55,6 +55,6 @@ void tunnel_step(struct session *s)
 			f->active = false;
 		}
 	}
-	if (!s->req.active && !s->resp.active)
+	if (!s->x->req.active && !s->x->resp.active)
 		session_close(s);
 }

@@ -36,20 +36,20 @@ static void on_connecting_event(struct loop_handler *h, uint32_t events);
 bool upstream_conn_can_retry(const struct session *s, enum retry_trigger trigger)
 {
 	struct retry_attempt a = {
-		.attempts = s->attempts,
-		.method = s->req_method,
-		.has_body = s->req_framing != FRAMING_NONE,
-		.response_started = s->response_started || s->interim_sent,
+		.attempts = s->x->attempts,
+		.method = s->x->req_method,
+		.has_body = s->x->req_framing != FRAMING_NONE,
+		.response_started = s->x->response_started || s->x->interim_sent,
 		.draining = session_draining(),
 	};
 
-	return retry_allowed(s->target->route, trigger, &a);
+	return retry_allowed(s->x->target->route, trigger, &a);
 }
 
 /* Full jitter (uniform in [0, min(cap, base * 2^attempt)]): retries from many clients spread. */
 static uint64_t backoff_ms(const struct session *s)
 {
-	return retry_backoff_pick(retry_backoff_ceiling(s->target->route, s->attempts),
+	return retry_backoff_pick(retry_backoff_ceiling(s->x->target->route, s->x->attempts),
 				  (uint64_t)random());
 }
 
@@ -57,13 +57,13 @@ void upstream_conn_schedule_retry(struct session *s)
 {
 	uint64_t delay;
 
-	s->attempts++;
+	s->x->attempts++;
 	stats.upstream_retries++;
 	session_close_upstream(s);
-	flow_reset(&s->req);
+	flow_reset(&s->x->req);
 	delay = backoff_ms(s);
-	log_info("session %lu: retry %u of %s %s in %lu ms", (unsigned long)s->id, s->attempts,
-		 llhttp_method_name((llhttp_method_t)s->req_method), s->target->target,
+	log_info("session %lu: retry %u of %s %s in %lu ms", (unsigned long)s->id, s->x->attempts,
+		 llhttp_method_name((llhttp_method_t)s->x->req_method), s->x->target->target,
 		 (unsigned long)delay);
 	s->state = S_BACKOFF;
 	timer_arm(&s->timer, delay);
@@ -72,8 +72,8 @@ void upstream_conn_schedule_retry(struct session *s)
 /* No retry: the client gets @status, or, once a response went out, its connection is cut. */
 void upstream_conn_give_up(struct session *s, int status)
 {
-	s->last_failure_status = status;
-	if (!s->response_started) {
+	s->x->last_failure_status = status;
+	if (!s->x->response_started) {
 		s->proto->connect_failed(s, status);
 		return;
 	}
@@ -84,7 +84,7 @@ void upstream_conn_give_up(struct session *s, int status)
 /* A failure before any final response byte: retry if allowed, else answer @status. */
 void upstream_conn_retry_or_fail(struct session *s, enum retry_trigger trigger, int status)
 {
-	s->last_failure_status = status;
+	s->x->last_failure_status = status;
 	if (upstream_conn_can_retry(s, trigger)) {
 		upstream_conn_schedule_retry(s);
 		return;
@@ -97,7 +97,7 @@ static void connect_failed(struct session *s, int err)
 	log_info("session %lu: upstream %s: %s", (unsigned long)s->id, s->up_addr_text,
 		 strerror(err));
 	stats.upstream_connect_errors++;
-	upstream_connect_failed(s->server, s->cfg);
+	upstream_connect_failed(s->x->server, s->cfg);
 	session_close_upstream(s);
 	upstream_conn_retry_or_fail(s, TRIGGER_CONNECT, err == ETIMEDOUT ? 504 : 502);
 }
@@ -123,7 +123,7 @@ static int server_host(const char *text, char *out, size_t len)
 int upstream_conn_tls_target(const struct session *s, const struct upstream_server *srv,
 			     struct tls_client **tc, char *host, size_t len)
 {
-	const struct route *r = s->target ? s->target->route : NULL;
+	const struct route *r = s->x->target ? s->x->target->route : NULL;
 	struct tls_set *set = tls_current();
 
 	*tc = NULL;
@@ -133,7 +133,7 @@ int upstream_conn_tls_target(const struct session *s, const struct upstream_serv
 		if (!r->tls.on)
 			return 0;
 		*tc = tls_set_route_prefixed(set, r->prefix);
-		snprintf(host, len, "%s", s->target->host);
+		snprintf(host, len, "%s", s->x->target->host);
 		return 1;
 	}
 	if (!r->upstream || !r->upstream->tls.on)
@@ -146,7 +146,7 @@ int upstream_conn_tls_target(const struct session *s, const struct upstream_serv
 /*
  * An idle connection from the pool for this request: same address, and for a TLS origin the
  * same origin settings and server name (a connection verified for one name never serves
- * another). Attached to s->upstream with its transport; -1 when there is none.
+ * another). Attached to s->x->upstream with its transport; -1 when there is none.
  */
 static int take_pooled(struct session *s, struct upstream_server **srv)
 {
@@ -154,7 +154,7 @@ static int take_pooled(struct session *s, struct upstream_server **srv)
 	struct tls_client *tc;
 	char host[ROUTE_HOST_MAX];
 	struct pool_taken t;
-	int fd, tls = upstream_conn_tls_target(s, s->server, &tc, host, sizeof(host));
+	int fd, tls = upstream_conn_tls_target(s, s->x->server, &tc, host, sizeof(host));
 
 	if (tls < 0 || (tls > 0 && !tc))
 		return -1;
@@ -162,13 +162,13 @@ static int take_pooled(struct session *s, struct upstream_server **srv)
 		id.tls = tc;
 		id.name = tc->sni ? tc->sni : host;
 	}
-	fd = upstream_pool_take(s->up_addr, &id, &s->upstream.h, &t);
+	fd = upstream_pool_take(s->x->up_addr, &id, &s->x->upstream.h, &t);
 	if (fd < 0)
 		return -1;
-	session_endpoint_attach(&s->upstream, fd);
-	s->upstream.via = t.via;
-	s->upstream.xprt = t.xprt;
-	s->upstream.xprt_ctx = t.xprt_ctx;
+	session_endpoint_attach(&s->x->upstream, fd);
+	s->x->upstream.via = t.via;
+	s->x->upstream.xprt = t.xprt;
+	s->x->upstream.xprt_ctx = t.xprt_ctx;
 	*srv = t.srv;
 	return fd;
 }
@@ -176,31 +176,31 @@ static int take_pooled(struct session *s, struct upstream_server **srv)
 void upstream_conn_open(struct session *s, bool allow_pool)
 {
 	const struct config *cfg = s->cfg;
-	const struct sockaddr *sa = (const struct sockaddr *)&s->up_addr->ss;
+	const struct sockaddr *sa = (const struct sockaddr *)&s->x->up_addr->ss;
 	struct upstream_server *pooled_srv = NULL;
 	int fd = allow_pool && s->proto->pooled_upstream ? take_pooled(s, &pooled_srv) : -1;
 	int one = 1;
 	int rcvbuf = flow_upstream_rcvbuf(cfg);
 
 	if (fd >= 0) {
-		s->upstream_reused = true;
+		s->x->upstream_reused = true;
 		stats.upstream_reuses++;
 		/* Still registered, through its pool record, which forwards the events here. */
-		s->upstream.in_epoll = true;
-		s->upstream.registered = EPOLLIN | EPOLLRDHUP;
-		s->conn_server = pooled_srv;
+		s->x->upstream.in_epoll = true;
+		s->x->upstream.registered = EPOLLIN | EPOLLRDHUP;
+		s->x->conn_server = pooled_srv;
 		s->proto->connected(s);
 		return;
 	}
-	if (!upstream_slot_free(s->server, cfg->upstream_max_conns)) {
+	if (!upstream_slot_free(s->x->server, cfg->upstream_max_conns)) {
 		/* Wait for a connection to this server to close or become idle. */
 		s->state = S_QUEUED;
-		s->wait.wake = on_slot_available;
-		upstream_wait(s->server, &s->wait);
+		s->x->wait.wake = on_slot_available;
+		upstream_wait(s->x->server, &s->x->wait);
 		timer_arm(&s->timer, session_connect_timeout(s));
 		return;
 	}
-	s->upstream_reused = false;
+	s->x->upstream_reused = false;
 	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		log_warn("upstream socket: %m");
@@ -215,10 +215,10 @@ void upstream_conn_open(struct session *s, bool allow_pool)
 		log_debug("TCP_NODELAY: %m");
 	session_dead_peer_options(fd, cfg);
 	stats.upstream_connects++;
-	session_endpoint_attach(&s->upstream, fd);
-	s->conn_server = s->server;
-	upstream_conn_opened(s->server);
-	if (connect(fd, sa, s->up_addr->len) == 0) {
+	session_endpoint_attach(&s->x->upstream, fd);
+	s->x->conn_server = s->x->server;
+	upstream_conn_opened(s->x->server);
+	if (connect(fd, sa, s->x->up_addr->len) == 0) {
 		s->proto->connected(s);
 		return;
 	}
@@ -226,8 +226,8 @@ void upstream_conn_open(struct session *s, bool allow_pool)
 		connect_failed(s, errno);
 		return;
 	}
-	s->upstream.writable = false;
-	s->upstream.h.on_event = on_connecting_event;
+	s->x->upstream.writable = false;
+	s->x->upstream.h.on_event = on_connecting_event;
 	s->state = S_CONNECTING;
 	timer_arm(&s->timer, session_connect_timeout(s));
 }
@@ -235,21 +235,22 @@ void upstream_conn_open(struct session *s, bool allow_pool)
 /* Pick a server of the route's upstream (round-robin, healthy ones) and connect. */
 void upstream_conn_choose_server(struct session *s)
 {
-	struct upstream *u = s->target->route->upstream;
+	struct upstream *u = s->x->target->route->upstream;
 	/* A retry goes elsewhere: a server that failed may fail again before it is marked down. */
-	struct upstream_server *srv = upstream_pick(u, s->attempts ? s->server : NULL);
+	struct upstream_server *srv = upstream_pick(u, s->x->attempts ? s->x->server : NULL);
 
 	if (!srv) {
 		/* Fast: no connect attempt, no backoff. During a retry the answer is the one the
 		 * last failure earned (504 after a timeout), not a generic 502. */
 		log_info("session %lu: every server of upstream %s is down", (unsigned long)s->id,
 			 u->name);
-		s->proto->connect_failed(
-			s, s->attempts && s->last_failure_status ? s->last_failure_status : 502);
+		s->proto->connect_failed(s, s->x->attempts && s->x->last_failure_status ?
+						    s->x->last_failure_status :
+						    502);
 		return;
 	}
-	s->server = srv;
-	*s->up_addr = srv->addr;
+	s->x->server = srv;
+	*s->x->up_addr = srv->addr;
 	session_set_upstream_text(s, srv->text);
 	upstream_conn_open(s, true);
 }
@@ -257,7 +258,7 @@ void upstream_conn_choose_server(struct session *s)
 /* A slot or a pooled connection on the server this session queued for may be had. */
 static void on_slot_available(struct upstream_waiter *w)
 {
-	struct session *s = container_of(w, struct session, wait);
+	struct session *s = container_of(w, struct exchange, wait)->upstream.s;
 
 	if (s->state != S_QUEUED || s->client.fd < 0)
 		return;
@@ -268,7 +269,7 @@ static void on_slot_available(struct upstream_waiter *w)
 
 static void retry_now(struct session *s)
 {
-	if (s->target->route->kind == ROUTE_UPSTREAM)
+	if (s->x->target->route->kind == ROUTE_UPSTREAM)
 		upstream_conn_choose_server(s);
 	else
 		upstream_conn_open(s, false);
@@ -279,14 +280,14 @@ static void upstream_conn_finish(struct session *s)
 	int err = 0;
 	socklen_t len = sizeof(err);
 
-	if (getsockopt(s->upstream.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+	if (getsockopt(s->x->upstream.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
 		err = errno;
 	if (err) {
 		connect_failed(s, err);
 		return;
 	}
-	s->upstream.writable = true;
-	upstream_mark_ok(s->server);
+	s->x->upstream.writable = true;
+	upstream_mark_ok(s->x->server);
 	s->proto->connected(s);
 }
 
@@ -295,7 +296,7 @@ static void upstream_text_numeric(struct session *s)
 {
 	char text[ADDR_TEXT_MAX];
 
-	addr_text(&s->up_addr->ss, text, sizeof(text));
+	addr_text(&s->x->up_addr->ss, text, sizeof(text));
 	session_set_upstream_text(s, text);
 }
 
@@ -304,17 +305,17 @@ static void on_resolved(void *arg, int status, const struct sockaddr_any *addr)
 	struct session *s = arg;
 
 	if (!addr) {
-		log_info("session %lu: resolve %s: %s", (unsigned long)s->id, s->target->host,
+		log_info("session %lu: resolve %s: %s", (unsigned long)s->id, s->x->target->host,
 			 resolve_strerror(status));
 		s->proto->connect_failed(s, 502);
-	} else if (!route_destination_allowed(s->cfg, s->target->host, addr)) {
+	} else if (!route_destination_allowed(s->cfg, s->x->target->host, addr)) {
 		log_info("session %lu: destination %s denied", (unsigned long)s->id,
-			 s->target->host);
+			 s->x->target->host);
 		s->proto->connect_failed(s, 403);
 	} else {
-		*s->up_addr = *addr;
+		*s->x->up_addr = *addr;
 		upstream_text_numeric(s);
-		upstream_conn_open(s, !s->connect_tunnel);
+		upstream_conn_open(s, !s->x->connect_tunnel);
 	}
 	/* May run inside resolve_start() (names from /etc/hosts): session_run updates events. */
 	if (s->client.fd >= 0 && s->state != S_RESOLVING)
@@ -329,19 +330,20 @@ void upstream_conn_to_destination(struct session *s)
 {
 	char text[ROUTE_HOST_MAX + 16];
 
-	s->server = NULL;
-	if (s->target->host_is_literal) {
-		*s->up_addr = s->target->addr;
+	s->x->server = NULL;
+	if (s->x->target->host_is_literal) {
+		*s->x->up_addr = s->x->target->addr;
 		upstream_text_numeric(s);
 		/* A tunnel owns its connection: never a pooled one. */
-		upstream_conn_open(s, !s->connect_tunnel);
+		upstream_conn_open(s, !s->x->connect_tunnel);
 		return;
 	}
 	s->state = S_RESOLVING;
-	snprintf(text, sizeof(text), "%s:%u", s->target->host, s->target->port);
+	snprintf(text, sizeof(text), "%s:%u", s->x->target->host, s->x->target->port);
 	session_set_upstream_text(s, text);
 	timer_arm(&s->timer, session_connect_timeout(s));
-	if (resolve_start(&s->resolve, s->target->host, s->target->port, on_resolved, s) < 0)
+	if (resolve_start(&s->x->resolve, s->x->target->host, s->x->target->port, on_resolved, s) <
+	    0)
 		s->proto->connect_failed(s, 502);
 }
 
@@ -389,7 +391,7 @@ void upstream_conn_timeout(struct session *s)
 		log_info("session %lu: connect to %s timed out", (unsigned long)s->id,
 			 s->up_addr_text);
 		stats.upstream_connect_errors++;
-		upstream_connect_failed(s->server, s->cfg);
+		upstream_connect_failed(s->x->server, s->cfg);
 		session_close_upstream(s);
 		upstream_conn_retry_or_fail(s, TRIGGER_CONNECT, 504);
 		break;

@@ -20,6 +20,13 @@
 /* What a pooled connection is watched for while idle. */
 #define POOL_EVENTS (EPOLLIN | EPOLLRDHUP)
 
+/* A server address as the pool keys it (IPv4 or IPv6 and port): 28 bytes, not 132. */
+union pool_addr {
+	struct sockaddr sa;
+	struct sockaddr_in in;
+	struct sockaddr_in6 in6;
+};
+
 /*
  * A pooled upstream connection, from its first return to the pool until its socket closes. It
  * is the socket's epoll target all that time: while a session owns the socket, events are
@@ -31,11 +38,14 @@ struct idle_conn {
 	struct loop_handler *owner; /* the owning endpoint's handler; NULL while idle */
 	struct timer timer;
 	int fd;
-	/* While idle: fd, xprt and xprt_ctx (the transport's release and recv need them). */
-	struct endpoint ep;
+	/* While idle: the transport and its state. Its release and recv get an endpoint made of
+	 * these and fd (idle_endpoint()), which is all a transport uses. */
+	const struct xprt_ops *xprt;
+	void *xprt_ctx;
+	uint32_t xprt_want;
 	const void *tls; /* struct pool_identity */
 	char *name;
-	struct sockaddr_any addr;
+	union pool_addr addr;
 	struct upstream_server *srv;
 	struct idle_conn *prev, *next;
 };
@@ -45,11 +55,8 @@ static unsigned int idle_count;
 static unsigned int max_idle = 32;
 static uint64_t idle_timeout_ms = 60000;
 
-bool sockaddr_equal(const struct sockaddr_any *a, const struct sockaddr_any *b)
+static bool sa_equal(const struct sockaddr *sa, const struct sockaddr *sb)
 {
-	const struct sockaddr *sa = (const struct sockaddr *)&a->ss;
-	const struct sockaddr *sb = (const struct sockaddr *)&b->ss;
-
 	if (sa->sa_family != sb->sa_family)
 		return false;
 	if (sa->sa_family == AF_INET) {
@@ -64,6 +71,23 @@ bool sockaddr_equal(const struct sockaddr_any *a, const struct sockaddr_any *b)
 		       !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr));
 	}
 	return false;
+}
+
+bool sockaddr_equal(const struct sockaddr_any *a, const struct sockaddr_any *b)
+{
+	return sa_equal((const struct sockaddr *)&a->ss, (const struct sockaddr *)&b->ss);
+}
+
+static bool addr_is(const struct idle_conn *c, const struct sockaddr_any *addr)
+{
+	return sa_equal(&c->addr.sa, (const struct sockaddr *)&addr->ss);
+}
+
+static struct endpoint idle_endpoint(const struct idle_conn *c)
+{
+	return (struct endpoint){
+		.fd = c->fd, .xprt = c->xprt, .xprt_ctx = c->xprt_ctx, .xprt_want = c->xprt_want
+	};
 }
 
 void upstream_pool_configure(unsigned int max_idle_per_server, uint64_t timeout_ms)
@@ -95,9 +119,11 @@ static void conn_free(void *p)
 
 static void discard(struct idle_conn *c)
 {
+	struct endpoint ep = idle_endpoint(c);
+
 	unlink_conn(c);
 	loop_del(c->fd);
-	c->ep.xprt->release(&c->ep);
+	ep.xprt->release(&ep);
 	close(c->fd);
 	c->fd = -1;
 	loop_defer_free(c, conn_free);
@@ -135,16 +161,21 @@ static int identity_set(struct idle_conn *c, const struct pool_identity *id)
  */
 static bool idle_event_real(struct idle_conn *c, uint32_t events)
 {
+	struct endpoint ep;
+	bool real;
 	char byte;
 
 	if (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP))
 		return true;
 	if (!(events & EPOLLIN))
 		return false;
-	if (c->ep.xprt == &xprt_raw)
+	if (c->xprt == &xprt_raw)
 		return recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) >= 0 || errno != EAGAIN;
-	return c->ep.xprt->recv(&c->ep, &byte, 1) >= 0 || errno != EAGAIN ||
-	       c->ep.xprt_want == EPOLLOUT;
+	ep = idle_endpoint(c);
+	real = ep.xprt->recv(&ep, &byte, 1) >= 0 || errno != EAGAIN || ep.xprt_want == EPOLLOUT;
+	c->xprt_ctx = ep.xprt_ctx;
+	c->xprt_want = ep.xprt_want;
+	return real;
 }
 
 static void on_conn_event(struct loop_handler *h, uint32_t events)
@@ -236,7 +267,7 @@ void upstream_pool_put(struct endpoint *e, const struct sockaddr_any *addr,
 
 	/* Fewer idle connections in all than the cap: no address can be at it. */
 	for (c = idle_count >= max_idle ? idle_head : NULL; c; c = c->next) {
-		if (sockaddr_equal(&c->addr, addr)) {
+		if (addr_is(c, addr)) {
 			same++;
 			oldest = c;
 		}
@@ -262,8 +293,11 @@ void upstream_pool_put(struct endpoint *e, const struct sockaddr_any *addr,
 	}
 	c->srv = srv;
 	c->fd = ep.fd;
-	c->ep = ep;
-	c->addr = *addr;
+	c->xprt = ep.xprt;
+	c->xprt_ctx = ep.xprt_ctx;
+	c->xprt_want = ep.xprt_want;
+	memset(&c->addr, 0, sizeof(c->addr));
+	memcpy(&c->addr, &addr->ss, addr->len < sizeof(c->addr) ? addr->len : sizeof(c->addr));
 	c->next = idle_head;
 	if (idle_head)
 		idle_head->prev = c;
@@ -277,17 +311,17 @@ int upstream_pool_take(const struct sockaddr_any *addr, const struct pool_identi
 		       struct loop_handler *owner, struct pool_taken *t)
 {
 	for (struct idle_conn *c = idle_head; c; c = c->next) {
-		if (!sockaddr_equal(&c->addr, addr) || !identity_equal(c, id))
+		if (!addr_is(c, addr) || !identity_equal(c, id))
 			continue;
 		unlink_conn(c);
 		c->owner = owner;
 		t->srv = c->srv;
 		t->via = &c->h;
-		t->xprt = c->ep.xprt;
-		t->xprt_ctx = c->ep.xprt_ctx;
+		t->xprt = c->xprt;
+		t->xprt_ctx = c->xprt_ctx;
 		/* The transport state is the owner's now; the pool gets it back at the next put. */
-		c->ep.xprt = &xprt_raw;
-		c->ep.xprt_ctx = NULL;
+		c->xprt = &xprt_raw;
+		c->xprt_ctx = NULL;
 		return c->fd;
 	}
 	return -1;

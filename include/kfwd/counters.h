@@ -170,6 +170,9 @@
 	X(MEMORY_FLOWS, "memory_flows", NULL, GAUGE, "Flows charged to the budget.",             \
 	  mem_budget.flows)                                                                      \
 	X(MEMORY_FAIR_SHARE, "memory_fair_share_bytes", NULL, GAUGE,                             \
-	  "max-memory / charged flows, at least the 64 KiB floor.", mem_budget_fair_share())
+	  "max-memory / charged flows, at least the 64 KiB floor.", mem_budget_fair_share())     \
+	X(PACED_WAKEUPS, "paced_wakeups_total", NULL, COUNTER,                                   \
+	  "Flows to a slow, steady reader served on the pace timer instead of EPOLLOUT.",        \
+	  stats.paced_wakeups)
 
 #endif
