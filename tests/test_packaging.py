@@ -196,8 +196,10 @@ def config_directives():
 
 def route_options():
     src = (ROOT / "user" / "config.c").read_text()
-    body = src[src.index("static int parse_route_options"):]
-    body = body[: body.index("\n}\n")]
+    body = ""
+    for fn in ("static int parse_route_timing", "static int parse_route_options"):
+        part = src[src.index(fn):]
+        body += part[: part.index("\n}\n")]
     return set(re.findall(r'strn?cmp\(o, "([a-z-]+=?)"', body))
 
 

@@ -147,6 +147,7 @@ static void merge(struct uri_target *t, const struct uri_parts *b)
 static void target(struct uri_target *t, const struct uri_parts *b, const struct uri_parts *r)
 {
 	t->t = *r;
+	t->dir = "";
 	t->dir_len = 0;
 	t->dots = true;
 	if (r->scheme_len)
