@@ -34,6 +34,7 @@
 
 #include "kfwd/sockmap.h"
 #include "kfwd.skel.h"
+#include "loop.h"
 #include "mem_budget.h"
 #else
 #define SOCKMAP_HAVE_SKEL 0
@@ -178,6 +179,10 @@ void sockmap_bytes_redirected(uint64_t out[2])
 #define SM_READ_MAX (1024 * 1024) /* one pass-mode read, at most */
 /* Most bytes a resume round (src_peek()) copies out of src's psock queue */
 #define SM_PEEK_MAX SM_READ_MAX
+#define SM_DRAIN_WAIT_MAX_MS 500 /* longest wait for dst to take redirected bytes */
+/* drain_wait() waits for this many bytes more: a client reading in bursts
+ * would otherwise be looked at again and again for the last few */
+#define SM_DRAIN_SLACK (64 * 1024)
 #define SM_RCVBUF_DIV 8 /* src's SO_RCVBUF: cap / this (see src_rcvbuf_fit()) */
 #define SM_START_GEN 1 /* pause_count of a new direction: it starts paused */
 /* A flow id: tag (sockmap_share_after_fork) << 56 | slot generation << 32 | slot. */
@@ -205,6 +210,10 @@ struct sm_dir {
 	uint64_t user_read; /* recv()d from src since add */
 	uint64_t user_written; /* written to dst since add */
 	uint64_t peeked; /* front of src's psock queue already in buf or written */
+	uint64_t drain_tx; /* drain_wait(): dst's bytes written when the wait began */
+	uint64_t drain_ms; /* drain_wait(): when it began (now_ms()), 0: not waiting */
+	uint64_t drain_rate; /* drain_wait(): bytes per ms dst took, 0: unknown */
+	uint32_t drain_wait_ms; /* drain_wait(): the last wait */
 	uint64_t rx_base; /* src data bytes consumed before add */
 	uint64_t dst_base; /* dst bytes_acked + outq at add */
 	char *buf;
@@ -996,17 +1005,20 @@ static int spill_drained(struct sm_flow *f, const struct sockmap_flow_args *args
 }
 
 /*
- * Size src's receive buffer to the cap (the kernel doubles SO_RCVBUF for its
- * overhead): the bytes the program passes at the cap then close src's
- * window after about one cap, so a paused producer waits quietly for the
- * resume round (src_peek()) instead of filling a queue autotuned to
- * tcp_rmem's maximum, and the round can copy that whole queue at once.
+ * Size src's receive buffer, and its window clamp with it (raising
+ * SO_RCVBUF alone leaves the clamp the connect set, 6.18), to a fraction of
+ * the cap: the bytes the program passes at the cap then close src's window
+ * after about that many, so a paused producer waits quietly for the resume
+ * round (src_peek()) instead of filling a queue autotuned up to tcp_rmem's
+ * maximum, and the round copies that whole queue at once.
  */
 static int src_rcvbuf_fit(int fd, uint64_t cap)
 {
 	int val = (int)(cap / SM_RCVBUF_DIV);
 
-	return setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &val, sizeof(val));
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &val, sizeof(val)) < 0)
+		return -1;
+	return setsockopt(fd, IPPROTO_TCP, TCP_WINDOW_CLAMP, &val, sizeof(val));
 }
 
 /*
@@ -1402,6 +1414,38 @@ static int src_read(struct sm_dir *d, uint64_t ahead, int *tmo)
 enum { SM_PEEK_WAIT = 0, SM_PEEK_READ = 1, SM_PEEK_COPY = 2 };
 
 /*
+ * Milliseconds to wait before looking again whether dst took the redirected
+ * bytes still queued for it (@left of them, @tx written now): the time dst
+ * needs for them at the rate it took bytes since this wait began (at the
+ * direction's last such rate on the first look; doubling the last wait
+ * while dst took nothing), between SM_RETRY_MS and SM_DRAIN_WAIT_MAX_MS.
+ * A paced client takes a queue at the cap in about a second: looking
+ * every SM_RETRY_MS woke kfwd a thousand times a second per stream.
+ */
+static int drain_wait(struct sm_dir *d, uint64_t tx, uint64_t left)
+{
+	uint64_t now = now_ms(), ms;
+
+	if (!d->drain_ms) {
+		d->drain_ms = now;
+		d->drain_tx = tx;
+		ms = d->drain_rate ? (left + SM_DRAIN_SLACK) / d->drain_rate : SM_RETRY_MS;
+	} else if (now > d->drain_ms && tx > d->drain_tx) {
+		/* bytes per ms, never 0: dst took bytes */
+		d->drain_rate = (tx - d->drain_tx) / (now - d->drain_ms) + 1;
+		ms = (left + SM_DRAIN_SLACK) / d->drain_rate;
+	} else {
+		ms = (uint64_t)d->drain_wait_ms * 2;
+	}
+	if (ms < SM_RETRY_MS)
+		ms = SM_RETRY_MS;
+	if (ms > SM_DRAIN_WAIT_MAX_MS)
+		ms = SM_DRAIN_WAIT_MAX_MS;
+	d->drain_wait_ms = (uint32_t)ms;
+	return (int)ms;
+}
+
+/*
  * Copy src's psock queue, up to @want bytes, into our buffer with MSG_PEEK.
  * The first d->peeked bytes are already written: the buffer holds the rest.
  * Returns the bytes peeked, 0 at src's FIN, -1 with errno.
@@ -1480,9 +1524,12 @@ static int src_peek(struct sm_dir *d, uint64_t ahead, int *tmo)
 		return -1;
 	if (tx - d->dst_base != d->kd.redirected + d->user_written) {
 		/* the psock worker still moves redirected bytes into dst */
-		set_timeout(tmo, SM_RETRY_MS);
+		set_timeout(tmo,
+			    drain_wait(d, tx,
+				       d->kd.redirected + d->user_written - (tx - d->dst_base)));
 		return SM_PEEK_WAIT;
 	}
+	d->drain_ms = 0;
 	d->synced_gen = d->kd.pause_count;
 	/* more may have come since the snapshot: take all there is */
 	d->peeked = 0;
