@@ -183,6 +183,8 @@ void sockmap_bytes_redirected(uint64_t out[2])
 /* drain_wait() waits for this many bytes more: a client reading in bursts
  * would otherwise be looked at again and again for the last few */
 #define SM_DRAIN_SLACK (64 * 1024)
+/* drain_wait(): bytes per ms from which a client counts as fast (10 MB/s) */
+#define SM_DRAIN_FAST_RATE 10000
 #define SM_RCVBUF_DIV 8 /* src's SO_RCVBUF: cap / this (see src_rcvbuf_fit()) */
 #define SM_START_GEN 1 /* pause_count of a new direction: it starts paused */
 /* A flow id: tag (sockmap_share_after_fork) << 56 | slot generation << 32 | slot. */
@@ -213,7 +215,6 @@ struct sm_dir {
 	uint64_t drain_tx; /* drain_wait(): dst's bytes written when the wait began */
 	uint64_t drain_ms; /* drain_wait(): when it began (now_ms()), 0: not waiting */
 	uint64_t drain_rate; /* drain_wait(): bytes per ms dst took, 0: unknown */
-	uint32_t drain_wait_ms; /* drain_wait(): the last wait */
 	uint64_t rx_base; /* src data bytes consumed before add */
 	uint64_t dst_base; /* dst bytes_acked + outq at add */
 	char *buf;
@@ -1415,12 +1416,13 @@ enum { SM_PEEK_WAIT = 0, SM_PEEK_READ = 1, SM_PEEK_COPY = 2 };
 
 /*
  * Milliseconds to wait before looking again whether dst took the redirected
- * bytes still queued for it (@left of them, @tx written now): the time dst
- * needs for them at the rate it took bytes since this wait began (at the
- * direction's last such rate on the first look; doubling the last wait
- * while dst took nothing), between SM_RETRY_MS and SM_DRAIN_WAIT_MAX_MS.
- * A paced client takes a queue at the cap in about a second: looking
- * every SM_RETRY_MS woke kfwd a thousand times a second per stream.
+ * bytes still queued for it (@left of them, @tx written now).  A client
+ * slower than SM_DRAIN_FAST_RATE (a paced stream takes a queue at the cap
+ * in about a second) is looked at after half the time it needs at the rate
+ * it took bytes so far, at most SM_DRAIN_WAIT_MAX_MS: looking every
+ * SM_RETRY_MS woke kfwd a thousand times a second per stream.  A fast or
+ * not yet measured one every SM_RETRY_MS: each millisecond past its drain
+ * is throughput lost, the producer being paused meanwhile.
  */
 static int drain_wait(struct sm_dir *d, uint64_t tx, uint64_t left)
 {
@@ -1429,19 +1431,17 @@ static int drain_wait(struct sm_dir *d, uint64_t tx, uint64_t left)
 	if (!d->drain_ms) {
 		d->drain_ms = now;
 		d->drain_tx = tx;
-		ms = d->drain_rate ? (left + SM_DRAIN_SLACK) / d->drain_rate : SM_RETRY_MS;
 	} else if (now > d->drain_ms && tx > d->drain_tx) {
 		/* bytes per ms, never 0: dst took bytes */
 		d->drain_rate = (tx - d->drain_tx) / (now - d->drain_ms) + 1;
-		ms = (left + SM_DRAIN_SLACK) / d->drain_rate;
-	} else {
-		ms = (uint64_t)d->drain_wait_ms * 2;
 	}
+	if (!d->drain_rate || d->drain_rate >= SM_DRAIN_FAST_RATE)
+		return SM_RETRY_MS;
+	ms = (left + SM_DRAIN_SLACK) / d->drain_rate / 2;
 	if (ms < SM_RETRY_MS)
 		ms = SM_RETRY_MS;
 	if (ms > SM_DRAIN_WAIT_MAX_MS)
 		ms = SM_DRAIN_WAIT_MAX_MS;
-	d->drain_wait_ms = (uint32_t)ms;
 	return (int)ms;
 }
 
@@ -1518,8 +1518,10 @@ static int src_peek(struct sm_dir *d, uint64_t ahead, int *tmo)
 	uint64_t tx;
 	ssize_t n;
 
-	if (!ahead || ahead > SM_PEEK_MAX)
+	if (!ahead || ahead > SM_PEEK_MAX) {
+		d->drain_ms = 0;
 		return SM_PEEK_COPY;
+	}
 	if (tx_written(d->dst, &tx) < 0)
 		return -1;
 	if (tx - d->dst_base != d->kd.redirected + d->user_written) {
@@ -1634,8 +1636,10 @@ static int dir_pump(struct sm_dir *d, uint32_t *ev_src, uint32_t *ev_dst, int *t
 			}
 			continue;
 		}
-		if (d->kd.state != KFWD_PASS || d->eof || !src_left(d))
+		if (d->kd.state != KFWD_PASS || d->eof || !src_left(d)) {
+			d->drain_ms = 0; /* no wait of drain_wait() goes on */
 			break;
+		}
 		/* buffer empty: a fresh look at what the program passed */
 		if (bpf_map_lookup_elem(sm.dirs_fd, &d->src_cookie, &d->kd) < 0)
 			return -1;
