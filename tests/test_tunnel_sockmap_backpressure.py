@@ -177,6 +177,18 @@ def test_sockmap_50_random_stalls_256m(env, nginx):
     assert not log_problems(k.stderr), k.stderr
 
 
+def fast_tunnel_download(env, peer, size):
+    """GET `size` bytes from a fast CountingSender through a data-path sockmap CONNECT tunnel, read
+    at full speed and checked byte-exact. Returns (kfwd, the connection, the kfwd_dirs entries)."""
+    p = peer(peers.CountingSender(size=size))
+    k = env.start("sockmap")
+    c = pt.TunnelHttpConn(k.port, p.port, timeout=30)
+    c.request("GET", "/fast")
+    r = c.read_response(read_size=MiB)
+    assert r.status == 200 and r.complete and r.body_len == size and r.sha256 == p.payload.sha256, r
+    return k, c, dirs_dump(k.pin)
+
+
 @pytest.mark.timeout(60)
 def test_sockmap_redirects_again_after_a_cap_pause(env, peer):
     """A fast upstream and a client reading at full speed: the in-flight cap pauses the flow
@@ -188,13 +200,7 @@ def test_sockmap_redirects_again_after_a_cap_pause(env, peer):
     bytes), so the test asserts the requests and byte-exactness; the redirected fraction and the
     resumes are recorded (MEASURE) and the bench shows them."""
     SIZE = 64 * MiB
-    p = peer(peers.CountingSender(size=SIZE))
-    k = env.start("sockmap")
-    c = pt.TunnelHttpConn(k.port, p.port, timeout=30)
-    c.request("GET", "/fast")
-    r = c.read_response(read_size=MiB)
-    assert r.status == 200 and r.complete and r.body_len == SIZE and r.sha256 == p.payload.sha256, r
-    d = dirs_dump(k.pin)
+    k, c, d = fast_tunnel_download(env, peer, SIZE)
     assert len(d) == 2, d
     down = max(d.values(), key=lambda v: v["redirected"] + v["passed"])
     print(f"download direction after {SIZE} bytes: {down}")
@@ -222,13 +228,7 @@ def test_sockmap_resumes_after_each_cap_pause_without_a_race(env, peer):
     race to any producer faster than the client: most of the body then crossed user space
     (4-12 % in the kernel)."""
     SIZE = 64 * MiB
-    p = peer(peers.CountingSender(size=SIZE))
-    k = env.start("sockmap")
-    c = pt.TunnelHttpConn(k.port, p.port, timeout=30)
-    c.request("GET", "/fast")
-    r = c.read_response(read_size=MiB)
-    assert r.status == 200 and r.complete and r.body_len == SIZE and r.sha256 == p.payload.sha256, r
-    d = dirs_dump(k.pin)
+    k, c, d = fast_tunnel_download(env, peer, SIZE)
     down = max(d.values(), key=lambda v: v["redirected"] + v["passed"])
     MEASURE["fast_upstream_64m_resume_rounds_fraction_in_kernel"] = round(down["redirected"] / SIZE, 3)
     assert down["gaps"] == 0 and down["errors"] == 0, down
