@@ -1575,6 +1575,33 @@ static int peek_consume(struct sm_dir *d)
 	return 0;
 }
 
+/*
+ * The buffer is written: shrink it back, and end a resume round unless the
+ * producer added bytes behind the peeked ones, which are then in the
+ * buffer to write first.  0, or -1: error.
+ */
+static int buf_written(struct sm_dir *d)
+{
+	int r;
+
+	d->head = 0;
+	d->tail = 0;
+	if (d->bufsize > SM_BUF_SIZE) {
+		char *nb = realloc(d->buf, SM_BUF_SIZE);
+
+		if (nb) {
+			d->buf = nb;
+			d->bufsize = SM_BUF_SIZE;
+		}
+	}
+	if (!d->peeked)
+		return 0;
+	r = peek_more(d);
+	if (r)
+		return r < 0 ? -1 : 0;
+	return peek_consume(d);
+}
+
 static int dir_pump(struct sm_dir *d, uint32_t *ev_src, uint32_t *ev_dst, int *tmo)
 {
 	bool waiting = false;
@@ -1613,27 +1640,8 @@ static int dir_pump(struct sm_dir *d, uint32_t *ev_src, uint32_t *ev_dst, int *t
 			}
 			d->head += (size_t)n;
 			d->user_written += (uint64_t)n;
-			if (d->head == d->tail) {
-				d->head = 0;
-				d->tail = 0;
-				if (d->bufsize > SM_BUF_SIZE) {
-					char *nb = realloc(d->buf, SM_BUF_SIZE);
-
-					if (nb) {
-						d->buf = nb;
-						d->bufsize = SM_BUF_SIZE;
-					}
-				}
-				if (d->peeked) {
-					r = peek_more(d);
-					if (r < 0)
-						return -1;
-					if (r)
-						continue;
-					if (peek_consume(d) < 0)
-						return -1;
-				}
-			}
+			if (d->head == d->tail && buf_written(d) < 0)
+				return -1;
 			continue;
 		}
 		if (d->kd.state != KFWD_PASS || d->eof || !src_left(d)) {
