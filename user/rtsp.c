@@ -1413,9 +1413,11 @@ static void rtsp_timeout(struct session *s)
 	}
 	/* A player that paused its reading is not a dead peer (tcp_window.c). */
 	if (s->cfg->user_timeout_ms && now >= c->win.next_check_ms)
-		tcp_window_check(&c->win, s->client.fd, s->cfg->user_timeout_ms, s->x->resp.bytes_out);
-	last = s->x->req.last_progress_ms > s->x->resp.last_progress_ms ? s->x->req.last_progress_ms :
-								    s->x->resp.last_progress_ms;
+		tcp_window_check(&c->win, s->client.fd, s->cfg->user_timeout_ms,
+				 s->x->resp.bytes_out);
+	last = s->x->req.last_progress_ms > s->x->resp.last_progress_ms ?
+		       s->x->req.last_progress_ms :
+		       s->x->resp.last_progress_ms;
 	if (now - last >= session_idle_timeout(s))
 		session_exchange_idle(s); /* closes */
 	else
