@@ -1113,6 +1113,22 @@ def sockstat_tcp_pages():
     raise RuntimeError("no TCP line in /proc/net/sockstat")
 
 
+def socket_buffers(pid, peer_port):
+    """(rb, tb) — the receive and send buffer sizes (ss skmem) of process pid's TCP socket
+    connected to 127.0.0.1:peer_port, or None when it has none."""
+    out = subprocess.run(["ss", "-tnmpH", "dst", f"127.0.0.1:{peer_port}"], capture_output=True,
+                         text=True, check=True).stdout
+    lines = out.splitlines()
+    for i, line in enumerate(lines):
+        if f"pid={pid}," not in line:
+            continue
+        mem = line if "skmem:" in line else (lines[i + 1] if i + 1 < len(lines) else "")
+        m = re.search(r"skmem:\(r\d+,rb(\d+),t\d+,tb(\d+)", mem)
+        if m:
+            return int(m.group(1)), int(m.group(2))
+    return None
+
+
 def kfwd_socket_mem(pid):
     """Sum over kfwd's TCP sockets of rmem_alloc + wmem_queued (ss -tmp skmem r and w), bytes."""
     out = subprocess.run(["ss", "-tanmpH"], capture_output=True, text=True, check=True).stdout

@@ -263,8 +263,15 @@ class HttpStream(SocketClient):
 class RtspConn(SocketClient):
     """A raw RTSP client connection: send requests, read responses, frames and server requests."""
 
-    def __init__(self, port, host=LOCAL, timeout=10.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port, host=LOCAL, timeout=10.0, rcvbuf=None):
+        """rcvbuf: SO_RCVBUF, set before the connect. Shrinking a receive buffer on a connected
+        socket shrinks its window below the MSS the sender chose from the larger one: the sender
+        then moves only a window per zero-window probe (about 150 KB/s on loopback, 6.18)."""
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect((host, port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.reader = Reader(self.sock)
         self.cseq = 0
@@ -662,6 +669,50 @@ def gst_main(argv):
     print("READY", flush=True)
     GLib.MainLoop().run()
     return 0
+
+
+FRAME_PAYLOAD = 1328
+
+
+def payload(i):
+    """Frame i's payload: its number repeated, FRAME_PAYLOAD bytes."""
+    return i.to_bytes(4, "big") * (FRAME_PAYLOAD // 4)
+
+
+class MediaServer(ScriptedRtspServer):
+    """The scripted server, whose PLAY starts a thread sending `frames` numbered frames, so its
+    connection thread goes on reading (and logging) the client's requests meanwhile. TEARDOWN
+    stops the media before it is answered."""
+
+    def __init__(self, frames, **kw):
+        self.frames, self.sent = frames, 0
+        self.stop_media, self.media = threading.Event(), None
+        super().__init__(handler=self._handle, **kw)
+
+    def _handle(self, server, index, msg):
+        if msg.method == "PLAY":
+            sock = self.conns[index]
+            sock.sendall(message("RTSP/1.0 200 OK", [("CSeq", msg.cseq), ("Session", "12345678")]))
+            self.media = threading.Thread(target=self._send, args=(sock,), daemon=True)
+            self.media.start()
+            return b""
+        if msg.method == "TEARDOWN" and self.media:
+            self.stop_media.set()
+            self.media.join(10)
+            return None
+        if msg.method == "GET_PARAMETER":
+            return b""  # logged; an answer would race the media thread on the socket
+        return None
+
+    def _send(self, sock):
+        try:
+            for i in range(self.frames):
+                if self.stop_media.is_set():
+                    return
+                sock.sendall(frame(0, payload(i)))
+                self.sent = i + 1
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":

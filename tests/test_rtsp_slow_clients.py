@@ -6,25 +6,19 @@ the sessions down and ends the client's stream at a frame boundary."""
 
 import hashlib
 import signal
-import socket
-import threading
 import time
 
 import pytest
 
 import peers
 import peers_rtsp as R
+from peers_rtsp import MediaServer, payload
 from conftest import SAN
 
 TCP = ("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")
-FRAME_PAYLOAD = 1328
 PAUSE_FRAMES = 6000  # ~8 MB: far more than kfwd, the kernel and the client can hold
 SMALL_RCVBUF = 16 << 10
 RSS_GROWTH_MAX_KB = 16 * 1024 * SAN
-
-
-def payload(i):
-    return i.to_bytes(4, "big") * (FRAME_PAYLOAD // 4)
 
 
 def assert_all_frames(conn, n):
@@ -37,50 +31,13 @@ def assert_all_frames(conn, n):
     assert got.hexdigest() == hashlib.sha256(b"".join(payload(i) for i in range(n))).hexdigest()
 
 
-class MediaServer(R.ScriptedRtspServer):
-    """The scripted server, whose PLAY starts a thread sending `frames` numbered frames, so its
-    connection thread goes on reading (and logging) the client's requests meanwhile. TEARDOWN
-    stops the media before it is answered."""
-
-    def __init__(self, frames, **kw):
-        self.frames, self.sent = frames, 0
-        self.stop_media, self.media = threading.Event(), None
-        super().__init__(handler=self._handle, **kw)
-
-    def _handle(self, server, index, msg):
-        if msg.method == "PLAY":
-            sock = self.conns[index]
-            sock.sendall(R.message("RTSP/1.0 200 OK", [("CSeq", msg.cseq), ("Session", "12345678")]))
-            self.media = threading.Thread(target=self._send, args=(sock,), daemon=True)
-            self.media.start()
-            return b""
-        if msg.method == "TEARDOWN" and self.media:
-            self.stop_media.set()
-            self.media.join(10)
-            return None
-        if msg.method == "GET_PARAMETER":
-            return b""  # logged; an answer would race the media thread on the socket
-        return None
-
-    def _send(self, sock):
-        try:
-            for i in range(self.frames):
-                if self.stop_media.is_set():
-                    return
-                sock.sendall(R.frame(0, payload(i)))
-                self.sent = i + 1
-        except OSError:
-            pass
-
-
 def test_rtsp_stalled_client_pauses_the_server(kfwd, tmp_path):
     with MediaServer(PAUSE_FRAMES) as srv:
         port = peers.free_port()
         ctl = tmp_path / "ctl"
         k = kfwd(R.kfwd_rtsp_config(port, ctl, f"upstream m 127.0.0.1:{srv.port}\nroute /cam m strip-prefix"))
         base = f"rtsp://127.0.0.1:{port}/cam"
-        c = R.RtspConn(port)
-        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_RCVBUF)
+        c = R.RtspConn(port, rcvbuf=SMALL_RCVBUF)
         rss0 = k.rss_kb()
         c.call("SETUP", base + "/s/trackID=0", [TCP])
         c.call("PLAY", base + "/s", [("Session", "12345678")])
@@ -133,12 +90,7 @@ def test_rtsp_drop_frames_keeps_the_other_viewer_at_full_rate(kfwd, tmp_path):
             port, ctl, f"upstream g 127.0.0.1:{gst.port}\nroute /cam g strip-prefix on-slow=drop-frames",
             "copy-buffer-size 64k\nclient-sndbuf 64k"))
         base = f"rtsp://127.0.0.1:{port}/cam"
-        slow = R.RtspConn.__new__(R.RtspConn)
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_RCVBUF)
-        sock.connect(("127.0.0.1", port))
-        slow.sock, slow.reader, slow.cseq = sock, R.Reader(sock), 0
-        sock.settimeout(10)
+        slow = R.RtspConn(port, rcvbuf=SMALL_RCVBUF)
         d = slow.call("DESCRIBE", base + "/ts")
         s = slow.call("SETUP", d.header("Content-Base").rstrip("/") + "/stream=0", [TCP])
         slow.call("PLAY", base + "/ts", [("Session", s.header("Session").split(";")[0])])
@@ -203,8 +155,7 @@ def test_rtsp_paused_player_outlives_tcp_user_timeout(kfwd, tmp_path):
         k = kfwd(R.kfwd_rtsp_config(port, ctl, f"upstream m 127.0.0.1:{srv.port}\nroute /cam m strip-prefix",
                                     f"tcp-user-timeout {user_timeout}s"))
         base = f"rtsp://127.0.0.1:{port}/cam"
-        c = R.RtspConn(port, timeout=30)
-        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_RCVBUF)
+        c = R.RtspConn(port, timeout=30, rcvbuf=SMALL_RCVBUF)
         c.call("SETUP", base + "/s/trackID=0", [TCP])
         c.call("PLAY", base + "/s", [("Session", "12345678")])
         assert peers.wait_for(lambda: R.conns(ctl)[0]["response"]["paused"], 20)

@@ -408,6 +408,7 @@ bool flow_hold_full(struct flow *f)
 
 enum flow_status flow_flush(struct flow *f)
 {
+	flow_budget_check(f);
 	if (flow_level(f) > 0 && f->dst->writable) {
 		uint64_t before = f->bytes_out;
 
@@ -418,6 +419,7 @@ enum flow_status flow_flush(struct flow *f)
 	}
 	if (f->paused && flow_level(f) <= f->resume_level)
 		resume_flow(f);
+	flow_budget_after_pump(f);
 	return FLOW_OK;
 }
 

@@ -273,6 +273,12 @@ static int push_answer_head(struct session *s)
 	session_final_status(s, 200);
 	s->x->final_response = s->x->response_started = true;
 	s->close_after = true;
+	/*
+	 * The stream is charged to max-memory like a close-delimited body: its allowance grows
+	 * the client's SO_SNDBUF and the RTSP server's SO_RCVBUF (created at the floor's size)
+	 * as the player proves it keeps up.
+	 */
+	flow_budget_start(&s->x->resp, FRAMING_CLOSE, 0);
 	return 0;
 }
 
