@@ -30,7 +30,8 @@ VmRSS summed over the proxy's processes, /proc/net/sockstat TCP mem pages,
 on the proxy's pipes reopened through /proc/PID/fd.  Runs of all peers are
 interleaved so slow drifts in background load hit every peer alike.
 Knobs: BENCH_QUICK=1, BENCH_STREAM_RUNS=N (independent 20 s stream runs),
-BENCH_PROXY_WORKERS=N, BENCH_KFWD_PIPE_SIZE=1m, BENCH_IDLE_N=N, and for
+BENCH_PROXY_WORKERS=N, BENCH_KFWD_PIPE_SIZE=1m, BENCH_KFWD_CONFIG="max-memory 0;..."
+(more kfwd configuration lines), BENCH_IDLE_N=N, and for
 development BENCH_PEERS=direct,haproxy BENCH_WORKLOADS=download,wrk,streams,memory.
 
 Every process started is tracked and killed at the end (also on Ctrl-C or an
@@ -674,6 +675,8 @@ class Kfwd(Peer):
             lines += ["connect on", "allow 127.0.0.0/8", "bpf-pin-dir /sys/fs/bpf/kfwd-bench"]
         if os.environ.get("BENCH_KFWD_PIPE_SIZE"):
             lines.append("pipe-size %s" % os.environ["BENCH_KFWD_PIPE_SIZE"])
+        # more configuration lines for an A/B run, `;`-separated (e.g. "max-memory 0")
+        lines += [x.strip() for x in os.environ.get("BENCH_KFWD_CONFIG", "").split(";") if x.strip()]
         cfg.write_text("\n".join(lines) + "\n")
         return cfg
 
