@@ -32,12 +32,23 @@ struct flow_sizes {
 	size_t rcv; /* src's SO_RCVBUF (a response's upstream socket) */
 };
 
-static void full_sizes(const struct config *cfg, enum flow_dir dir, bool splice,
+static void full_sizes(const struct config *cfg, enum flow_dir dir, size_t high,
 		       struct flow_sizes *z)
 {
-	z->high = splice ? cfg->pipe_high_water : cfg->copy_buffer_size;
+	z->high = high;
 	z->snd = dir == DIR_RESPONSE && cfg->client_sndbuf > 0 ? (size_t)cfg->client_sndbuf : 0;
 	z->rcv = dir == DIR_RESPONSE && cfg->upstream_rcvbuf > 0 ? (size_t)cfg->upstream_rcvbuf : 0;
+}
+
+/*
+ * The mark a flow has at its configured sizes: a TLS endpoint's flow is bound by
+ * tls-copy-buffer-size (flow.c), which its allowance scales like any other mark.
+ */
+static size_t full_high(const struct flow *f)
+{
+	if (!endpoint_can_splice(f->src) || !endpoint_can_splice(f->dst))
+		return f->cfg->tls_copy_buffer_size;
+	return f->use_splice ? f->cfg->pipe_high_water : f->cfg->copy_buffer_size;
 }
 
 static size_t full_total(const struct flow_sizes *z)
@@ -57,7 +68,9 @@ int flow_upstream_rcvbuf(const struct config *cfg)
 
 	if (!mem_budget_on() || cfg->upstream_rcvbuf <= 0)
 		return cfg->upstream_rcvbuf;
-	full_sizes(cfg, DIR_RESPONSE, cfg->data_path != DATA_PATH_COPY, &z);
+	full_sizes(cfg, DIR_RESPONSE,
+		   cfg->data_path != DATA_PATH_COPY ? cfg->pipe_high_water : cfg->copy_buffer_size,
+		   &z);
 	if (full_total(&z) <= MEM_BUDGET_FLOOR)
 		return cfg->upstream_rcvbuf;
 	return (int)scaled(z.rcv, MEM_BUDGET_FLOOR, full_total(&z));
@@ -93,7 +106,7 @@ static void apply(struct flow *f, size_t allow)
 	struct flow_sizes z;
 	size_t full;
 
-	full_sizes(f->cfg, f->dir, f->use_splice, &z);
+	full_sizes(f->cfg, f->dir, full_high(f), &z);
 	full = full_total(&z);
 	if (allow > full)
 		allow = full;
@@ -127,10 +140,7 @@ void flow_budget_start(struct flow *f, enum body_framing framing, uint64_t lengt
 	if (!mem_budget_on() || f->charge.on || framing == FRAMING_NONE ||
 	    (framing == FRAMING_LENGTH && length < SHORT_BODY))
 		return;
-	/* A TLS endpoint bounds the flow by tls-copy-buffer-size (flow.c): not charged. */
-	if (!endpoint_can_splice(f->src) || !endpoint_can_splice(f->dst))
-		return;
-	full_sizes(f->cfg, f->dir, f->use_splice, &z);
+	full_sizes(f->cfg, f->dir, full_high(f), &z);
 	if (full_total(&z) <= MEM_BUDGET_FLOOR)
 		return;
 	f->sndbuf_set = 0;
@@ -164,7 +174,7 @@ void flow_budget_after_pump(struct flow *f)
 	if (!f->charge.on)
 		return;
 	if (f->bytes_out - f->budget_out >= (uint64_t)GROW_PROOF * f->allow) {
-		full_sizes(f->cfg, f->dir, f->use_splice, &z);
+		full_sizes(f->cfg, f->dir, full_high(f), &z);
 		full = full_total(&z);
 		want = f->allow * 2 < full ? f->allow * 2 : full;
 		got = (size_t)mem_budget_grant(&f->charge, f->allow, want);
@@ -200,7 +210,7 @@ uint64_t flow_budget_sockmap_charge(const struct flow *f)
 
 	if (!mem_budget_on())
 		return 0;
-	full_sizes(f->cfg, f->dir, f->use_splice, &z);
+	full_sizes(f->cfg, f->dir, full_high(f), &z);
 	return SOCKBUF_KERNEL_FACTOR * ((uint64_t)z.snd + (uint64_t)z.rcv);
 }
 
@@ -211,7 +221,7 @@ void flow_budget_sockmap_sockets(struct flow *f)
 
 	if (!mem_budget_on())
 		return;
-	full_sizes(f->cfg, f->dir, f->use_splice, &z);
+	full_sizes(f->cfg, f->dir, full_high(f), &z);
 	snd = (int)z.snd;
 	rcv = (int)z.rcv;
 	if (snd && f->dst->fd >= 0 && snd != f->sndbuf_set &&

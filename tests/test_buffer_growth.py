@@ -1,8 +1,9 @@
-"""Media streams under max-memory (user/flow_budget.c): an RTSP stream and an HTTP->RTSP gateway
-stream are charged like long bodies, so when the player keeps up their sockets grow from the
-budget floor's sizes to `upstream-rcvbuf` (the server's TCP window with it) and `client-sndbuf`.
-A stream held at the floor's buffers for its whole life ran at a tenth of the speed for twelve
-times the CPU (a ~25 KiB window toward the server)."""
+"""Buffers that grow under max-memory (user/flow_budget.c): an RTSP stream, an HTTP->RTSP
+gateway stream and a body with a TLS endpoint are charged like any long body, so when the client
+keeps up their sockets grow from the budget floor's sizes to `upstream-rcvbuf` (the server's TCP
+window with it) and `client-sndbuf`. Held at the floor's buffers for its whole life, one RTSP
+stream ran at a tenth of the speed for twelve times the CPU, a TLS download at a fifth for five
+times the CPU (a ~16 KiB receive buffer toward the server)."""
 
 import hashlib
 
@@ -11,8 +12,9 @@ import pytest
 import peers
 import peers_rtsp as R
 from peers_rtsp import HttpStream, MediaServer, ScriptedRtspServer, payload, rtp, ts_packets
+from peers_tls import TlsHttpConn, tls_certs, tls_listen  # noqa: F401 (fixture)
 
-KiB = 1024
+from peers import KiB, MiB
 RCVBUF = 256 * KiB
 SNDBUF = 256 * KiB
 BUFFERS = f"max-memory 64m\nupstream-rcvbuf {RCVBUF // KiB}k\nclient-sndbuf {SNDBUF // KiB}k"
@@ -67,3 +69,18 @@ def test_gateway_stream_that_keeps_up_grows_its_socket_buffers(kfwd):
             head = len(ts) - 100 * 7 * 188
             assert hashlib.sha256(c.read(head)).digest() == hashlib.sha256(ts[:head]).digest()
             assert_grown(k, srv.port, c.sock.getsockname()[1])
+
+
+@pytest.mark.timeout(60)
+def test_tls_download_that_keeps_up_grows_its_socket_buffers(kfwd, peer, tls_certs):
+    p = peer(peers.CountingSender(size=64 * MiB))
+    port = peers.free_port()
+    k = kfwd(f"{tls_listen(tls_certs, port)}\nupstream o {p.addr}\nroute / o\n{BUFFERS}")
+    with TlsHttpConn(tls_certs, port, timeout=30) as c:
+        c.request("GET", "/body")
+        got = 0
+        while got < 32 * MiB:
+            data = c.sock.recv(MiB)
+            assert data, f"the body ended after {got} bytes"
+            got += len(data)
+        assert_grown(k, p.port, c.sock.getsockname()[1])
