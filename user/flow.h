@@ -64,6 +64,7 @@ struct flow {
 	size_t budget_high; /* the high-water mark the allowance leaves */
 	int sndbuf_set; /* SO_SNDBUF this flow gave dst, 0: not sized */
 	int rcvbuf_set; /* SO_RCVBUF src has now, 0: not sized */
+	uint64_t snd_queued; /* after SO_SNDBUF shrank: what dst's queue still holds (SIOCOUTQ) */
 	uint64_t budget_out; /* bytes_out at the last grant */
 	size_t earned; /* the allowance the last body ended with: the next one on this
 			* connection starts there (its client has shown it reads) */

@@ -3,14 +3,20 @@
  * max-memory for one flow: the allowance of a long body, and the high-water mark and socket
  * buffers it gives (user/mem_budget.c keeps the global sum). An allowance starts at
  * MEM_BUDGET_FLOOR, so a client that never reads holds little (the next body of a keep-alive
- * connection starts where the last one ended); it doubles each time dst has taken twice the
- * allowance since the last grant, up to the configured sizes, while the budget
- * has room (else up to the fair share); when the budget is exceeded, an allowance above the fair
- * share shrinks back to it at the flow's next pump. A shrink lowers the mark and SO_SNDBUF: bytes
- * already held stay (the flow stays paused until dst drains them below the low mark).
+ * connection asks for where the last one ended); it doubles each time dst has taken twice the
+ * allowance since the last grant, up to the configured sizes. A grant never takes the sum past
+ * the budget: the charge grows by no more than the allowance does, and the allowance by no more
+ * than the budget has left. So only flows starting at the floor can take the sum over (more
+ * than budget / floor of them, or arriving after others took the room); then an allowance above
+ * the fair share shrinks back to it at the flow's next pump. A shrink lowers the mark and
+ * SO_SNDBUF: bytes already held stay, in order and charged (the pipe at its level, dst's send
+ * queue at what SIOCOUTQ reports until it is back under the new size); the flow stays paused
+ * until dst drains them below the low mark.
  */
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include "flow.h"
@@ -87,13 +93,75 @@ static int raise_rcvbuf(int fd, int size)
 	return 0;
 }
 
-static void charge(struct flow *f)
+/* The sizes @allow gives (capped at the full sizes); returns the allowance so capped. */
+static size_t sizes_for(const struct flow *f, size_t allow, struct flow_sizes *s)
+{
+	struct flow_sizes z;
+	size_t full;
+
+	full_sizes(f->cfg, f->dir, full_high(f), &z);
+	full = full_total(&z);
+	if (allow > full)
+		allow = full;
+	s->high = scaled(z.high, allow, full);
+	if (s->high < MIN_HIGH)
+		s->high = MIN_HIGH;
+	s->snd = scaled(z.snd, allow, full);
+	s->rcv = scaled(z.rcv, allow, full);
+	return allow;
+}
+
+/*
+ * What a flow with mark @high and sockets of @snd and @rcv may hold: the mark (or the level,
+ * if more), the sockets as the kernel doubles them, and what dst's send queue still holds from
+ * a larger SO_SNDBUF. Grows by no more than an allowance that gives these sizes.
+ */
+static uint64_t charge_of(const struct flow *f, size_t high, size_t snd, size_t rcv)
 {
 	size_t level = flow_level(f);
-	uint64_t bytes = (level > f->budget_high ? level : f->budget_high) +
-			 SOCKBUF_KERNEL_FACTOR * (uint64_t)(f->sndbuf_set + f->rcvbuf_set);
+	uint64_t sndq = SOCKBUF_KERNEL_FACTOR * (uint64_t)snd;
 
-	mem_budget_update(&f->charge, bytes);
+	if (f->snd_queued > sndq)
+		sndq = f->snd_queued;
+	return (level > high ? level : high) + sndq + SOCKBUF_KERNEL_FACTOR * (uint64_t)rcv;
+}
+
+static void charge(struct flow *f)
+{
+	int queued;
+
+	/*
+	 * After a shrink: dst's queue counts at its real length until back under SO_SNDBUF, never
+	 * above what the old size was charged (one skb past a limit is the kernel's granularity,
+	 * not a grant: counting it would take the sum over with no grant made).
+	 */
+	if (f->snd_queued > SOCKBUF_KERNEL_FACTOR * (uint64_t)f->sndbuf_set && f->dst->fd >= 0 &&
+	    ioctl(f->dst->fd, SIOCOUTQ, &queued) == 0 && (uint64_t)queued < f->snd_queued)
+		f->snd_queued = queued > 0 ? (uint64_t)queued : 0;
+	mem_budget_update(&f->charge, charge_of(f, f->budget_high, (size_t)f->sndbuf_set,
+						(size_t)f->rcvbuf_set));
+}
+
+/*
+ * The allowance between @cur and @want the budget has room for: what mem_budget_grant() gives,
+ * less the bytes by which the charge would pass it (the sizes round down separately, and a
+ * level above the mark or a receive buffer an earlier body grew do not scale).
+ */
+static size_t fit(const struct flow *f, size_t cur, size_t want)
+{
+	uint64_t room = mem_budget_free() + f->charge.bytes, bytes;
+	size_t got = (size_t)mem_budget_grant(cur, want);
+	struct flow_sizes s;
+
+	while (got > cur) {
+		sizes_for(f, got, &s);
+		bytes = charge_of(f, s.high, s.snd,
+				  s.rcv > (size_t)f->rcvbuf_set ? s.rcv : (size_t)f->rcvbuf_set);
+		if (bytes <= room)
+			break;
+		got = bytes - room < got - cur ? got - (size_t)(bytes - room) : cur;
+	}
+	return got;
 }
 
 /*
@@ -103,30 +171,24 @@ static void charge(struct flow *f)
  */
 static void apply(struct flow *f, size_t allow)
 {
-	struct flow_sizes z;
-	size_t full;
+	struct flow_sizes s;
 
-	full_sizes(f->cfg, f->dir, full_high(f), &z);
-	full = full_total(&z);
-	if (allow > full)
-		allow = full;
-	f->allow = allow;
-	f->budget_high = scaled(z.high, allow, full);
-	if (f->budget_high < MIN_HIGH)
-		f->budget_high = MIN_HIGH;
-	if (z.snd && f->dst->fd >= 0) {
-		int snd = (int)scaled(z.snd, allow, full);
+	f->allow = sizes_for(f, allow, &s);
+	f->budget_high = s.high;
+	if (s.snd && f->dst->fd >= 0 && (int)s.snd != f->sndbuf_set) {
+		int snd = (int)s.snd;
+		uint64_t was = SOCKBUF_KERNEL_FACTOR * (uint64_t)f->sndbuf_set;
 
-		if (snd != f->sndbuf_set &&
-		    setsockopt(f->dst->fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd)) == 0)
+		if (setsockopt(f->dst->fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd)) == 0) {
+			/* What the old size let the kernel queue stays until dst takes it. */
+			if (snd < f->sndbuf_set && was > f->snd_queued)
+				f->snd_queued = was;
 			f->sndbuf_set = snd;
+		}
 	}
-	if (z.rcv && f->src->fd >= 0) {
-		int rcv = (int)scaled(z.rcv, allow, full);
-
-		if (rcv > f->rcvbuf_set && raise_rcvbuf(f->src->fd, rcv) == 0)
-			f->rcvbuf_set = rcv;
-	}
+	if (s.rcv && f->src->fd >= 0 && (int)s.rcv > f->rcvbuf_set &&
+	    raise_rcvbuf(f->src->fd, (int)s.rcv) == 0)
+		f->rcvbuf_set = (int)s.rcv;
 	f->budget_out = f->bytes_out;
 	charge(f);
 }
@@ -143,16 +205,22 @@ void flow_budget_start(struct flow *f, enum body_framing framing, uint64_t lengt
 	full_sizes(f->cfg, f->dir, full_high(f), &z);
 	if (full_total(&z) <= MEM_BUDGET_FLOOR)
 		return;
-	f->sndbuf_set = 0;
+	/* dst's SO_SNDBUF is client-sndbuf (set at accept) or what an earlier body left, less:
+	 * once apply() sets the new size, SIOCOUTQ tells what its queue still holds. */
+	f->sndbuf_set = z.snd ? (int)z.snd : 0;
+	f->snd_queued = 0;
 	f->rcvbuf_set = 0;
 	/* A pooled connection keeps the receive buffer an earlier body grew. */
 	if (z.rcv && f->src->fd >= 0 &&
 	    getsockopt(f->src->fd, SOL_SOCKET, SO_RCVBUF, &rcv, &len) == 0)
 		f->rcvbuf_set = rcv / SOCKBUF_KERNEL_FACTOR;
-	mem_budget_join(&f->charge, 0);
-	apply(f, (size_t)mem_budget_grant(&f->charge, MEM_BUDGET_FLOOR,
-					  f->earned > MEM_BUDGET_FLOOR ? f->earned :
-									 MEM_BUDGET_FLOOR));
+	/* The floor is every flow's; what it grows beyond comes out of what the budget has left. */
+	sizes_for(f, MEM_BUDGET_FLOOR, &z);
+	mem_budget_join(&f->charge,
+			charge_of(f, z.high, z.snd,
+				  z.rcv > (size_t)f->rcvbuf_set ? z.rcv : (size_t)f->rcvbuf_set));
+	apply(f, fit(f, MEM_BUDGET_FLOOR,
+		     f->earned > MEM_BUDGET_FLOOR ? f->earned : MEM_BUDGET_FLOOR));
 }
 
 void flow_budget_check(struct flow *f)
@@ -177,7 +245,9 @@ void flow_budget_after_pump(struct flow *f)
 		full_sizes(f->cfg, f->dir, full_high(f), &z);
 		full = full_total(&z);
 		want = f->allow * 2 < full ? f->allow * 2 : full;
-		got = (size_t)mem_budget_grant(&f->charge, f->allow, want);
+		/* The charge at the level this pump left, before the budget's room is read. */
+		charge(f);
+		got = fit(f, f->allow, want);
 		if (got > f->allow) {
 			apply(f, got);
 			return;
@@ -193,6 +263,7 @@ void flow_budget_end(struct flow *f)
 		f->earned = f->allow;
 	mem_budget_leave(&f->charge);
 	f->allow = 0;
+	f->snd_queued = 0;
 }
 
 size_t flow_budget_low_water(const struct flow *f)

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * The max-memory budget: the global sum of the charges of flows and sockmap directions, and
- * the fair share they shrink to when the sum reaches the budget. Pure accounting, no I/O:
- * each owner sizes its own buffers from what it is granted.
+ * The max-memory budget: the global sum of the charges of flows and sockmap directions, what a
+ * grant may add to it (never more than the budget has left), and the fair share allowances shrink
+ * to when the budget runs short. Pure accounting, no I/O: each owner sizes its own buffers from
+ * what it is granted.
  */
 #include "mem_budget.h"
 
@@ -49,22 +50,37 @@ void mem_budget_leave(struct mem_charge *c)
 		return;
 	mem_budget.held -= c->bytes;
 	mem_budget.flows--;
+	mem_budget.squeeze = false;
 	c->bytes = 0;
 	c->on = false;
 }
 
-uint64_t mem_budget_grant(const struct mem_charge *c, uint64_t cur, uint64_t want)
+uint64_t mem_budget_free(void)
 {
-	uint64_t others = mem_budget.held - (c->on ? c->bytes : 0);
-	uint64_t room = mem_budget.budget > others ? mem_budget.budget - others : 0;
-	uint64_t limit = room > mem_budget_fair_share() ? room : mem_budget_fair_share();
+	return mem_budget.held < mem_budget.budget ? mem_budget.budget - mem_budget.held : 0;
+}
 
-	if (want > limit)
-		want = limit;
-	return want > cur ? want : cur;
+uint64_t mem_budget_grant(uint64_t cur, uint64_t want)
+{
+	uint64_t free = mem_budget_free();
+
+	if (want <= cur)
+		return cur;
+	if (want - cur <= free) {
+		if (cur < mem_budget_fair_share())
+			mem_budget.squeeze = false;
+		return want;
+	}
+	/* Below its share and refused: flows above theirs give back at their next step. */
+	if (cur < mem_budget_fair_share())
+		mem_budget.squeeze = true;
+	return cur + free;
 }
 
 bool mem_budget_over(void)
 {
-	return mem_budget_on() && mem_budget.held > mem_budget.budget;
+	if (!mem_budget_on())
+		return false;
+	return mem_budget.held > mem_budget.budget ||
+	       (mem_budget.squeeze && mem_budget_free() < MEM_BUDGET_FLOOR);
 }

@@ -23,6 +23,7 @@ struct mem_budget {
 	uint64_t budget; /* max-memory; 0: no budget */
 	uint64_t held; /* the sum of the charges */
 	uint64_t flows; /* the charges */
+	bool squeeze; /* a flow below the fair share was refused room: those above it shrink */
 };
 
 extern struct mem_budget mem_budget;
@@ -42,13 +43,20 @@ void mem_budget_join(struct mem_charge *c, uint64_t bytes);
 void mem_budget_update(struct mem_charge *c, uint64_t bytes);
 void mem_budget_leave(struct mem_charge *c);
 
-/*
- * The allowance a charge of @cur may grow to on its way to @want: all of it while the budget
- * has room, else up to the fair share; never less than @cur (shrinking is the owner's choice).
- */
-uint64_t mem_budget_grant(const struct mem_charge *c, uint64_t cur, uint64_t want);
+/* What the budget has left: budget - held, 0 once held reaches it. */
+uint64_t mem_budget_free(void);
 
-/* Is the budget exceeded, so that allowances above the fair share should shrink? */
+/*
+ * The allowance a charge of @cur may grow to on its way to @want: @cur plus what the budget has
+ * left at most, so a grant never takes the sum past the budget (the owner's charge must grow by
+ * no more than its allowance does). Never less than @cur: shrinking is the owner's choice.
+ */
+uint64_t mem_budget_grant(uint64_t cur, uint64_t want);
+
+/*
+ * Should allowances above the fair share shrink? When the budget is exceeded (flows at the
+ * floor), or nearly spent while a flow below its share was refused room.
+ */
 bool mem_budget_over(void);
 
 #endif

@@ -250,13 +250,6 @@ static void sockmap_args_init(struct sockmap_flow_args *args, struct session *s)
 	args->fd_a = s->client.fd;
 	args->fd_b = s->x->upstream.fd;
 	args->cap_bytes = s->cfg->sockmap_cap;
-	if (mem_budget_on()) {
-		/* A cap is granted like a flow's allowance: all of it while the budget has
-		 * room, else the fair share (at least MEM_BUDGET_FLOOR, sockmap-cap's minimum). */
-		struct mem_charge none = { 0 };
-
-		args->cap_bytes = mem_budget_grant(&none, MEM_BUDGET_FLOOR, args->cap_bytes);
-	}
 	if (route_data_path(s) == DATA_PATH_SOCKMAP_UNBOUNDED)
 		args->flags = SOCKMAP_UNBOUNDED;
 	args->owner = s;
@@ -267,14 +260,24 @@ static void sockmap_args_init(struct sockmap_flow_args *args, struct session *s)
 /*
  * max-memory: the flow is charged its caps, and the sockets' buffers at their configured sizes
  * (passed bytes wait in the upstream's receive queue, redirected ones in the client's send
- * queue), which they get back once in the sockmap.
+ * queue), which they get back once in the sockmap. A cap is granted like a flow's allowance:
+ * MEM_BUDGET_FLOOR (sockmap-cap's minimum), and what it asks beyond as far as the budget has
+ * room once the sockets are counted (the session's flows give their charges back with the
+ * hand-over).
  */
 static void sockmap_args_charge(struct sockmap_flow_args *args, struct session *s, int dirs)
 {
+	uint64_t sockets, room, fixed;
+
 	if (!mem_budget_on())
 		return;
-	args->mem_charge =
-		args->cap_bytes * (uint64_t)dirs + flow_budget_sockmap_charge(&s->x->resp);
+	sockets = flow_budget_sockmap_charge(&s->x->resp);
+	room = mem_budget_free() + s->x->req.charge.bytes + s->x->resp.charge.bytes;
+	fixed = MEM_BUDGET_FLOOR * (uint64_t)dirs + sockets;
+	room = MEM_BUDGET_FLOOR + (room > fixed ? (room - fixed) / (uint64_t)dirs : 0);
+	if (args->cap_bytes > room)
+		args->cap_bytes = room;
+	args->mem_charge = args->cap_bytes * (uint64_t)dirs + sockets;
 }
 
 /* The flow is in the sockmap: the daemon leaves its sockets alone; its idle clock starts. */

@@ -210,6 +210,8 @@ static void flow_fifo_over(const struct xprt_ops *x, bool spliced, struct budget
 		fifo_round(&r, head, head_len);
 		budget_round(b, &r);
 		CHECK(flow_level(&r.f) <= flow_high_water(&r.f) || (b && b->squeezed));
+		/* Growing alone, the flow never takes the sum past the budget. */
+		CHECK(!b || b->other.on || mem_budget.held <= mem_budget.budget);
 		if (r.read < head_len + FIFO_BODY)
 			(void)poll(&p, 1, FIFO_POLL_MS);
 	}
@@ -255,6 +257,15 @@ void test_flow_budget(void)
 	CHECK(mem_budget.flows == 1 && mem_budget.held == b.other.bytes);
 	mem_budget_leave(&b.other);
 	CHECK(mem_budget.flows == 0 && mem_budget.held == 0);
+	/* A grant adds no more than what the budget has left, and never takes anything away. */
+	mem_budget_join(&b.other, budget - 4096);
+	CHECK(mem_budget_grant(MEM_BUDGET_FLOOR, 4 * MEM_BUDGET_FLOOR) == MEM_BUDGET_FLOOR + 4096);
+	CHECK(mem_budget_grant(MEM_BUDGET_FLOOR, MEM_BUDGET_FLOOR + 100) == MEM_BUDGET_FLOOR + 100);
+	mem_budget_update(&b.other, budget + 1);
+	CHECK(mem_budget_free() == 0);
+	CHECK(mem_budget_grant(MEM_BUDGET_FLOOR, 4 * MEM_BUDGET_FLOOR) == MEM_BUDGET_FLOOR);
+	CHECK(mem_budget_grant(2 * MEM_BUDGET_FLOOR, MEM_BUDGET_FLOOR) == 2 * MEM_BUDGET_FLOOR);
+	mem_budget_leave(&b.other);
 	mem_budget_configure(0);
 }
 
