@@ -32,7 +32,8 @@ interleaved so slow drifts in background load hit every peer alike.
 Knobs: BENCH_QUICK=1, BENCH_STREAM_RUNS=N (independent 20 s stream runs),
 BENCH_PROXY_WORKERS=N, BENCH_KFWD_PIPE_SIZE=1m, BENCH_KFWD_CONFIG="max-memory 0;..."
 (more kfwd configuration lines), BENCH_IDLE_N=N, and for
-development BENCH_PEERS=direct,haproxy BENCH_WORKLOADS=download,wrk,streams,memory.
+development BENCH_PEERS=direct,haproxy BENCH_WORKLOADS=download,wrk,streams,memory
+(memory = idle,stalled: rows [4] and [5], which can also be asked for alone).
 
 Every process started is tracked and killed at the end (also on Ctrl-C or an
 exception); configs and logs live in a temp dir (/tmp/kfwd-bench-*) that is
@@ -118,6 +119,8 @@ if env_int("BENCH_IDLE_N", 0):
 ONLY_PEERS = [x for x in os.environ.get("BENCH_PEERS", "").replace(" ", "").split(",") if x]
 WORKLOADS = [x for x in os.environ.get("BENCH_WORKLOADS", "download,wrk,streams,memory").replace(" ", "").split(",")
              if x]
+# the memory cases to run: "memory" is both rows, [4] idle and [5] stalled
+MEMORY_MODES = [m for m, w in (("idle", "idle"), ("stall", "stalled")) if "memory" in WORKLOADS or w in WORKLOADS]
 NOFILE = 262144
 
 
@@ -793,6 +796,8 @@ def render(ctx, res, peers):
     cur = None
     for fig in res.order:
         f = res.figures[fig]
+        if not any(v is not None for vals in f["peers"].values() for v in vals):
+            continue  # a workload not run (BENCH_WORKLOADS), or a figure no peer has
         if f["section"] != cur:
             cur = f["section"]
             rows.append((cur, None))
@@ -1243,12 +1248,16 @@ def run_memory(ctx, res, peers):
     res.define("stall.rss", sec_s, "proxy RSS, MiB (all its processes)", "MiB", ratios=("haproxy",))
     res.define("stall.sockq", sec_s, "proxy's socket queues, MiB (ss r+w)", "MiB", ratios=("haproxy",))
     res.define("stall.pipe", sec_s, "proxy's pipes, MiB buffered (FIONREAD)", "MiB", ratios=())
+    res.define("stall.total", sec_s, "proxy total: RSS + socket queues + pipes, MiB", "MiB", ratios=("haproxy",))
     res.define("stall.held", sec_s, "kfwd max-memory accounting: bytes held, MiB", "MiB", ratios=())
+    res.define("stall.budget", sec_s, "kfwd total / max-memory (goal <= 1)", "", ratios=())
     res.define("stall.tcp", sec_s, "kernel TCP memory, MiB (sockstat delta)", "MiB")
     res.define("stall.tcp_ss", sec_s, "kernel TCP memory, MiB, test's sockets (ss r+w+f)", "MiB")
     for run in range(P["mem_runs"]):
         for peer in peers:
             for mode, n, path in (("idle", P["idle_n"], "/1k"), ("stall", P["stall_n"], "/1gib")):
+                if mode not in MEMORY_MODES:
+                    continue
                 try:
                     r = mem_case(ctx, res, peer, mode, n, path)
                 except (RuntimeError, OSError) as e:
@@ -1273,9 +1282,13 @@ def run_memory(ctx, res, peers):
                         ctx.pressure.add(peer.label)
                     res.add("stall.sockq", peer.key, r["proxy_sock_queued"] / MIB if proxy else None)
                     res.add("stall.pipe", peer.key, r["pipe_buffered"] / MIB if proxy else None)
+                    total = r["rss"] + r["proxy_sock_queued"] + r["pipe_buffered"] if proxy else None
+                    res.add("stall.total", peer.key, total / MIB if proxy else None)
                     km = r.get("kfwd_memory") or {}
                     if "held_bytes" in km:
                         res.add("stall.held", peer.key, km["held_bytes"] / MIB)
+                        if km.get("budget_bytes"):
+                            res.add("stall.budget", peer.key, total / km["budget_bytes"])
                         note = "stalled clients: max-memory %.0f MiB, fair share %.0f KiB over %d flows" % (
                             km.get("budget_bytes", 0) / MIB, km.get("fair_share_bytes", 0) / 1024, km.get("flows", 0))
                         if note not in peer.notes:
@@ -1501,7 +1514,7 @@ def main():
         for inst in live.values():
             inst.stop()
         live.clear()
-        if "memory" in WORKLOADS:
+        if MEMORY_MODES:
             t = time.monotonic()
             log("memory ...")
             run_memory(ctx, res, [p for p in active if runs(p, "memory")])
