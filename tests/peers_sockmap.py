@@ -22,7 +22,7 @@ from pathlib import Path
 
 import peers
 import peers_tunnel as pt
-from peers import KiB, Payload, Peer, graceful_close, mdelta, outq
+from peers import KiB, MiB, Payload, Peer, graceful_close, mdelta, outq
 
 
 MB = 1000 * 1000
@@ -291,6 +291,19 @@ def settled(samples, i):
     transient allocation by another process on this shared machine."""
     vals = sorted(s[i] for s in samples[len(samples) // 2:])
     return vals[len(vals) // 2]
+
+
+def least(samples, i):
+    """Least of field i over the second half of the stall: a host-wide figure (MemAvailable) that
+    another job on the machine raises only by holding its memory for that whole half. A coarse
+    sanity bound only: what kfwd holds is measured exactly by the upstream's plateau (sockmap's
+    queues are not in ss's skmem)."""
+    return min(s[i] for s in samples[len(samples) // 2:])
+
+
+# Host-wide MemAvailable may move by hundreds of MiB with other jobs on the machine: the coarse
+# bound on its drop during a stall is the 256 MiB body itself (held whole, it would pass it).
+HOST_DROP_SANITY = 256 * MiB
 
 
 # --------------------------------------------------------------------------- origins

@@ -19,13 +19,14 @@ import peers
 from peers import KiB, MiB, Payload, Peer, graceful_close, mdelta
 from peers_sockmap import (
     FLOWS,
+    HOST_DROP_SANITY,
     MEASURE,
     SM_RESP,
     SPL_RESP,
     PacedCloseDelimited,
+    least,
     log_problems,
     mem_available,
-    settled,
     tunnel_diagnostics,
     url,
     wait_idle,
@@ -226,8 +227,9 @@ def test_cut_length_body_is_reported_cut(env, peer):
 @pytest.mark.timeout(120)
 def test_stalled_client_bounded_on_a_sockmap_body(env, peer):
     """A client stalls 4 s on a fast 256 MiB Content-Length body carried by the sockmap: the
-    upstream's progress plateaus near cap + socket buffers and MemAvailable barely moves; then
-    the client reads every byte."""
+    upstream's progress plateaus near cap + socket buffers (what is held, exactly) and
+    MemAvailable stays within a coarse bound other jobs on the machine cannot trip; then the
+    client reads every byte."""
     SIZE = 256 * MiB
     p = peer(HeadThenBlast(SIZE))
     k = start(env)
@@ -242,13 +244,13 @@ def test_stalled_client_bounded_on_a_sockmap_body(env, peer):
         samples.append((round(time.monotonic() - t0, 2), p.total, mem0 - mem_available()))
     at_2 = [s[1] for s in samples if s[0] <= 2.0][-1]
     at_4 = samples[-1][1]
-    mem_drop = settled(samples, 2)
+    mem_drop = least(samples, 2)
     MEASURE["response_stall_upstream_plateau_MiB"] = round(at_4 / MiB, 2)
     MEASURE["response_stall_memavailable_drop_MiB"] = round(mem_drop / MiB, 1)
     assert mdelta(k.metrics(), m0, RESPONSES) == 1, "the body did not go to the sockmap"
     assert at_4 < 32 * MiB, f"upstream wrote {at_4} bytes to a client stalled 4 s: {samples}"
     assert at_4 - at_2 <= MiB, f"upstream still progressing during the stall: {samples}"
-    assert mem_drop < 128 * MiB, f"MemAvailable dropped {mem_drop / MiB:.1f} MiB: {samples}"
+    assert mem_drop < HOST_DROP_SANITY, f"MemAvailable dropped {mem_drop / MiB:.1f} MiB: {samples}"
     r = c.read_response(read_size=MiB)
     assert r.status == 200 and r.complete and r.body_len == SIZE and r.sha256 == p.payload.sha256, r
     c.close()
