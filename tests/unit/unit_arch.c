@@ -246,6 +246,7 @@ void test_flow_fifo(void)
 void test_flow_budget(void)
 {
 	struct budget_probe b = { 0 };
+	struct mem_charge small = { 0 };
 	const size_t budget = 1 << 20;
 
 	mem_budget_configure(budget);
@@ -265,6 +266,17 @@ void test_flow_budget(void)
 	CHECK(mem_budget_free() == 0);
 	CHECK(mem_budget_grant(MEM_BUDGET_FLOOR, 4 * MEM_BUDGET_FLOOR) == MEM_BUDGET_FLOOR);
 	CHECK(mem_budget_grant(2 * MEM_BUDGET_FLOOR, MEM_BUDGET_FLOOR) == 2 * MEM_BUDGET_FLOOR);
+	mem_budget_leave(&b.other);
+	/* A flow below its share refused room: those above theirs shrink once less than the
+	 * floor is left, and stop when a flow ends. */
+	mem_budget_join(&b.other, budget - 100 * 1024);
+	mem_budget_join(&small, MEM_BUDGET_FLOOR);
+	CHECK(!mem_budget_over());
+	CHECK(mem_budget_grant(MEM_BUDGET_FLOOR, 2 * MEM_BUDGET_FLOOR) ==
+	      MEM_BUDGET_FLOOR + 36 * 1024);
+	CHECK(mem_budget_over());
+	mem_budget_leave(&small);
+	CHECK(!mem_budget_over());
 	mem_budget_leave(&b.other);
 	mem_budget_configure(0);
 }
