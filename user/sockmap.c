@@ -1393,6 +1393,7 @@ static int src_read(struct sm_dir *d, uint64_t ahead, int *tmo)
 	}
 	if (n > 0) {
 		d->user_read += (uint64_t)n;
+		d->head = 0;
 		d->tail = (size_t)n;
 		return src_read_resync(d);
 	}
@@ -1447,7 +1448,15 @@ static int drain_wait(struct sm_dir *d, uint64_t tx, uint64_t left)
 
 /*
  * Copy src's psock queue, up to @want bytes, into our buffer with MSG_PEEK.
- * The first d->peeked bytes are already written: the buffer holds the rest.
+ * The first d->peeked bytes are already written: the buffer holds the rest,
+ * and is left empty (head == tail == 0) when the peek found nothing behind
+ * them.  That case is real: the program counts an skb as passed before it
+ * reaches the psock queue (it may wait in the psock backlog behind skbs
+ * redirected to the same socket), so peek_more() can expect bytes that the
+ * peek does not see yet.  An empty buffer must be at 0, as the next read
+ * into it (src_read()) starts there: with head left at d->peeked it would
+ * skip that many of the bytes it read (counted read, never written, and the
+ * EOF check would find every count consistent), or send past tail.
  * Returns the bytes peeked, 0 at src's FIN, -1 with errno.
  */
 static ssize_t peek_queue(struct sm_dir *d, uint64_t want)
@@ -1465,10 +1474,14 @@ static ssize_t peek_queue(struct sm_dir *d, uint64_t want)
 	while (n < 0 && errno == EINTR);
 	if (n <= 0)
 		return n;
-	d->head = (size_t)d->peeked < (size_t)n ? (size_t)d->peeked : (size_t)n;
+	if ((uint64_t)n <= d->peeked) {
+		d->head = 0;
+		d->tail = 0;
+		return n;
+	}
+	d->head = (size_t)d->peeked;
 	d->tail = (size_t)n;
-	if ((uint64_t)n > d->peeked)
-		d->peeked = (uint64_t)n;
+	d->peeked = (uint64_t)n;
 	return n;
 }
 
