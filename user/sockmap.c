@@ -34,6 +34,7 @@
 
 #include "kfwd/sockmap.h"
 #include "kfwd.skel.h"
+#include "loop.h"
 #include "mem_budget.h"
 #else
 #define SOCKMAP_HAVE_SKEL 0
@@ -176,6 +177,15 @@ void sockmap_bytes_redirected(uint64_t out[2])
 #define SM_STABLE_TRIES 64
 #define SM_RETRY_MS 1 /* dst still has redirected bytes queued */
 #define SM_READ_MAX (1024 * 1024) /* one pass-mode read, at most */
+/* Most bytes a resume round (src_peek()) copies out of src's psock queue */
+#define SM_PEEK_MAX SM_READ_MAX
+#define SM_DRAIN_WAIT_MAX_MS 500 /* longest wait for dst to take redirected bytes */
+/* drain_wait() waits for this many bytes more: a client reading in bursts
+ * would otherwise be looked at again and again for the last few */
+#define SM_DRAIN_SLACK (64 * 1024)
+/* drain_wait(): bytes per ms from which a client counts as fast (10 MB/s) */
+#define SM_DRAIN_FAST_RATE 10000
+#define SM_RCVBUF_DIV 8 /* src's SO_RCVBUF: cap / this (see src_rcvbuf_fit()) */
 #define SM_START_GEN 1 /* pause_count of a new direction: it starts paused */
 /* A flow id: tag (sockmap_share_after_fork) << 56 | slot generation << 32 | slot. */
 #define SM_TAG_SHIFT 56
@@ -201,6 +211,10 @@ struct sm_dir {
 	uint64_t dst_cookie;
 	uint64_t user_read; /* recv()d from src since add */
 	uint64_t user_written; /* written to dst since add */
+	uint64_t peeked; /* front of src's psock queue already in buf or written */
+	uint64_t drain_tx; /* drain_wait(): dst's bytes written when the wait began */
+	uint64_t drain_ms; /* drain_wait(): when it began (now_ms()), 0: not waiting */
+	uint64_t drain_rate; /* drain_wait(): bytes per ms dst took, 0: unknown */
 	uint64_t rx_base; /* src data bytes consumed before add */
 	uint64_t dst_base; /* dst bytes_acked + outq at add */
 	char *buf;
@@ -992,6 +1006,23 @@ static int spill_drained(struct sm_flow *f, const struct sockmap_flow_args *args
 }
 
 /*
+ * Size src's receive buffer, and its window clamp with it (raising
+ * SO_RCVBUF alone leaves the clamp the connect set, 6.18), to a fraction of
+ * the cap: the bytes the program passes at the cap then close src's window
+ * after about that many, so a paused producer waits quietly for the resume
+ * round (src_peek()) instead of filling a queue autotuned up to tcp_rmem's
+ * maximum, and the round copies that whole queue at once.
+ */
+static int src_rcvbuf_fit(int fd, uint64_t cap)
+{
+	int val = (int)(cap / SM_RCVBUF_DIV);
+
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &val, sizeof(val)) < 0)
+		return -1;
+	return setsockopt(fd, IPPROTO_TCP, TCP_WINDOW_CLAMP, &val, sizeof(val));
+}
+
+/*
  * Long: one ordered hand-over (drain both sources, insert the directions then the sockets,
  * read what arrived in between, request the redirect) with one unwinding path; the order of
  * these steps is what keeps bytes in sequence (see the comments at each).
@@ -1101,6 +1132,8 @@ int sockmap_flow_add_ex(const struct sockmap_flow_args *args, uint64_t *flow_id)
 			kd.flags |= KFWD_F_LIMIT;
 			kd.end_pos = d->end_pos;
 		}
+		if (!(kd.flags & KFWD_F_UNBOUNDED) && src_rcvbuf_fit(d->src, kd.cap) < 0)
+			goto err_unmap;
 		bpf_map_delete_elem(sm.ctl_fd, &d->src_cookie);
 		if (bpf_map_update_elem(sm.dirs_fd, &d->src_cookie, &kd, BPF_NOEXIST) < 0)
 			goto err_unmap;
@@ -1360,6 +1393,7 @@ static int src_read(struct sm_dir *d, uint64_t ahead, int *tmo)
 	}
 	if (n > 0) {
 		d->user_read += (uint64_t)n;
+		d->head = 0;
 		d->tail = (size_t)n;
 		return src_read_resync(d);
 	}
@@ -1379,9 +1413,212 @@ static int src_read(struct sm_dir *d, uint64_t ahead, int *tmo)
 	return 0;
 }
 
-static int dir_pump(struct sm_dir *d, uint32_t *ev_src, uint32_t *ev_dst, int *tmo)
+enum { SM_PEEK_WAIT = 0, SM_PEEK_READ = 1, SM_PEEK_COPY = 2 };
+
+/*
+ * Milliseconds to wait before looking again whether dst took the redirected
+ * bytes still queued for it (@left of them, @tx written now).  A client
+ * slower than SM_DRAIN_FAST_RATE (a paced stream takes a queue at the cap
+ * in about a second) is looked at after half the time it needs at the rate
+ * it took bytes so far, at most SM_DRAIN_WAIT_MAX_MS: looking every
+ * SM_RETRY_MS woke kfwd a thousand times a second per stream.  A fast or
+ * not yet measured one every SM_RETRY_MS: each millisecond past its drain
+ * is throughput lost, the producer being paused meanwhile.
+ */
+static int drain_wait(struct sm_dir *d, uint64_t tx, uint64_t left)
+{
+	uint64_t now = now_ms(), ms;
+
+	if (!d->drain_ms) {
+		d->drain_ms = now;
+		d->drain_tx = tx;
+	} else if (now > d->drain_ms && tx > d->drain_tx) {
+		/* bytes per ms, never 0: dst took bytes */
+		d->drain_rate = (tx - d->drain_tx) / (now - d->drain_ms) + 1;
+	}
+	if (!d->drain_rate || d->drain_rate >= SM_DRAIN_FAST_RATE)
+		return SM_RETRY_MS;
+	ms = (left + SM_DRAIN_SLACK) / d->drain_rate / 2;
+	if (ms < SM_RETRY_MS)
+		ms = SM_RETRY_MS;
+	if (ms > SM_DRAIN_WAIT_MAX_MS)
+		ms = SM_DRAIN_WAIT_MAX_MS;
+	return (int)ms;
+}
+
+/*
+ * Copy src's psock queue, up to @want bytes, into our buffer with MSG_PEEK.
+ * The first d->peeked bytes are already written: the buffer holds the rest,
+ * and is left empty (head == tail == 0) when the peek found nothing behind
+ * them.  That case is real: the program counts an skb as passed before it
+ * reaches the psock queue (it may wait in the psock backlog behind skbs
+ * redirected to the same socket), so peek_more() can expect bytes that the
+ * peek does not see yet.  An empty buffer must be at 0, as the next read
+ * into it (src_read()) starts there: with head left at d->peeked it would
+ * skip that many of the bytes it read (counted read, never written, and the
+ * EOF check would find every count consistent), or send past tail.
+ * Returns the bytes peeked, 0 at src's FIN, -1 with errno.
+ */
+static ssize_t peek_queue(struct sm_dir *d, uint64_t want)
+{
+	ssize_t n;
+
+	if (want > SM_PEEK_MAX)
+		want = SM_PEEK_MAX;
+	if (want > src_left(d))
+		want = src_left(d);
+	if (buf_reserve(d, (size_t)want) < 0)
+		return -1;
+	do
+		n = recv(d->src, d->buf, (size_t)want, MSG_DONTWAIT | MSG_PEEK);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		return n;
+	if ((uint64_t)n <= d->peeked) {
+		d->head = 0;
+		d->tail = 0;
+		return n;
+	}
+	d->head = (size_t)d->peeked;
+	d->tail = (size_t)n;
+	d->peeked = (uint64_t)n;
+	return n;
+}
+
+/*
+ * Every peeked byte is in dst: did the producer, whose window the queue had
+ * not quite closed yet, add bytes behind them meanwhile?  Then the skb after
+ * our promise would have been passed already: peek those too and write them
+ * first (the queue still holds the window shut).  1: more bytes in the
+ * buffer; 0: quiet, promise now; -1: error.
+ */
+static int peek_more(struct sm_dir *d)
+{
+	ssize_t n;
+
+	if (bpf_map_lookup_elem(sm.dirs_fd, &d->src_cookie, &d->kd) < 0)
+		return -1;
+	if (passed_unread(d) <= d->peeked || d->peeked >= SM_PEEK_MAX)
+		return 0;
+	n = peek_queue(d, passed_unread(d));
+	if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+		return -1;
+	return d->head != d->tail;
+}
+
+/*
+ * Start a resume round, our buffer empty and @ahead bytes (known from the
+ * program's stream position) waiting in src's psock queue.  Those bytes
+ * keep src's receive window closed: as long as they stay queued, TCP flow
+ * control holds the producer.  So copy them out with MSG_PEEK, write them
+ * to dst (dir_pump()), promise them, and only then take them off the
+ * queue (peek_consume()).  The skb the reopened window lets in (on
+ * loopback it reaches the program before our recv() even returns) finds
+ * every byte before it in dst's send queue and resumes the redirect: no
+ * race against the producer to win, which the read-then-write copy path
+ * (src_read()) loses to any producer faster than the client.
+ *
+ * The round starts once dst took every redirected byte (until then the
+ * queue stays untouched); a client slower than the producer then only
+ * makes the write wait for EPOLLOUT, the window still shut.  A queue larger
+ * than SM_PEEK_MAX (src's receive buffer is sized well below it, see
+ * src_rcvbuf_fit()) takes the copy path.  SM_PEEK_READ: bytes in the
+ * buffer; SM_PEEK_WAIT: retry after @tmo; SM_PEEK_COPY: use src_read();
+ * -1: error.
+ */
+static int src_peek(struct sm_dir *d, uint64_t ahead, int *tmo)
 {
 	uint64_t tx;
+	ssize_t n;
+
+	if (!ahead || ahead > SM_PEEK_MAX) {
+		d->drain_ms = 0;
+		return SM_PEEK_COPY;
+	}
+	if (tx_written(d->dst, &tx) < 0)
+		return -1;
+	if (tx - d->dst_base != d->kd.redirected + d->user_written) {
+		/* the psock worker still moves redirected bytes into dst */
+		set_timeout(tmo,
+			    drain_wait(d, tx,
+				       d->kd.redirected + d->user_written - (tx - d->dst_base)));
+		return SM_PEEK_WAIT;
+	}
+	d->drain_ms = 0;
+	d->synced_gen = d->kd.pause_count;
+	/* more may have come since the snapshot: take all there is */
+	d->peeked = 0;
+	n = peek_queue(d, SM_PEEK_MAX);
+	if (n < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK ? SM_PEEK_COPY : -1;
+	if (!n)
+		return SM_PEEK_COPY; /* src's FIN first: the copy path ends it */
+	return SM_PEEK_READ;
+}
+
+/*
+ * End a resume round: every peeked byte is in dst.  Promise them, then take
+ * them off src's queue; the program may resume during that recv(), and
+ * whatever it passes after pausing again queues behind them.
+ */
+static int peek_consume(struct sm_dir *d)
+{
+	uint64_t left = d->peeked;
+	ssize_t n;
+
+	if (ctl_write(d, d->user_read + d->peeked, d->user_written) < 0)
+		return -1;
+	if (buf_reserve(d, SM_BUF_SIZE) < 0)
+		return -1;
+	while (left) {
+		n = recv(d->src, d->buf, left < d->bufsize ? (size_t)left : d->bufsize,
+			 MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			/* the peeked bytes cannot leave the queue but by our recv() */
+			if (n == 0)
+				errno = EIO;
+			return -1;
+		}
+		left -= (uint64_t)n;
+		d->user_read += (uint64_t)n;
+	}
+	d->peeked = 0;
+	return 0;
+}
+
+/*
+ * The buffer is written: shrink it back, and end a resume round unless the
+ * producer added bytes behind the peeked ones, which are then in the
+ * buffer to write first.  0, or -1: error.
+ */
+static int buf_written(struct sm_dir *d)
+{
+	int r;
+
+	d->head = 0;
+	d->tail = 0;
+	if (d->bufsize > SM_BUF_SIZE) {
+		char *nb = realloc(d->buf, SM_BUF_SIZE);
+
+		if (nb) {
+			d->buf = nb;
+			d->bufsize = SM_BUF_SIZE;
+		}
+	}
+	if (!d->peeked)
+		return 0;
+	r = peek_more(d);
+	if (r)
+		return r < 0 ? -1 : 0;
+	return peek_consume(d);
+}
+
+static int dir_pump(struct sm_dir *d, uint32_t *ev_src, uint32_t *ev_dst, int *tmo)
+{
+	bool waiting = false;
+	uint64_t tx, ahead;
 	ssize_t n;
 	int r;
 
@@ -1416,28 +1653,30 @@ static int dir_pump(struct sm_dir *d, uint32_t *ev_src, uint32_t *ev_dst, int *t
 			}
 			d->head += (size_t)n;
 			d->user_written += (uint64_t)n;
-			if (d->head == d->tail) {
-				d->head = 0;
-				d->tail = 0;
-				if (d->bufsize > SM_BUF_SIZE) {
-					char *nb = realloc(d->buf, SM_BUF_SIZE);
-
-					if (nb) {
-						d->buf = nb;
-						d->bufsize = SM_BUF_SIZE;
-					}
-				}
-			}
+			if (d->head == d->tail && buf_written(d) < 0)
+				return -1;
 			continue;
 		}
-		if (d->kd.state != KFWD_PASS || d->eof || !src_left(d))
+		if (d->kd.state != KFWD_PASS || d->eof || !src_left(d)) {
+			d->drain_ms = 0; /* no wait of drain_wait() goes on */
 			break;
+		}
 		/* buffer empty: a fresh look at what the program passed */
 		if (bpf_map_lookup_elem(sm.dirs_fd, &d->src_cookie, &d->kd) < 0)
 			return -1;
 		if (d->kd.state != KFWD_PASS || !src_left(d))
 			break;
-		r = src_read(d, passed_unread(d), tmo);
+		ahead = passed_unread(d);
+		if (ahead > src_left(d))
+			ahead = src_left(d);
+		r = src_peek(d, ahead, tmo);
+		if (r == SM_PEEK_WAIT) {
+			/* src stays readable: EPOLLIN would spin */
+			waiting = true;
+			break;
+		}
+		if (r == SM_PEEK_COPY)
+			r = src_read(d, ahead, tmo);
 		if (r < 0)
 			return -1;
 		if (!r)
@@ -1445,7 +1684,7 @@ static int dir_pump(struct sm_dir *d, uint32_t *ev_src, uint32_t *ev_dst, int *t
 	}
 
 	*ev_src |= EPOLLRDHUP;
-	if (d->kd.state == KFWD_PASS && !d->eof && d->head == d->tail && src_left(d))
+	if (d->kd.state == KFWD_PASS && !d->eof && d->head == d->tail && src_left(d) && !waiting)
 		*ev_src |= EPOLLIN;
 	return try_finish(d, tmo);
 }
