@@ -1113,37 +1113,34 @@ def sockstat_tcp_pages():
     raise RuntimeError("no TCP line in /proc/net/sockstat")
 
 
-def socket_buffers(pid, peer_port):
-    """(rb, tb) — the receive and send buffer sizes (ss skmem) of process pid's TCP socket
-    connected to 127.0.0.1:peer_port, or None when it has none."""
-    out = subprocess.run(["ss", "-tnmpH", "dst", f"127.0.0.1:{peer_port}"], capture_output=True,
-                         text=True, check=True).stdout
-    lines = out.splitlines()
+def socket_skmem(pid, *filters):
+    """The `ss -tm` skmem fields (r, rb, t, tb, f, w, ...) of each TCP socket of process pid,
+    as dicts; filters: an ss filter expression (e.g. "dst", "127.0.0.1:PORT")."""
+    out = subprocess.run(["ss", "-tanmpH", *filters], capture_output=True, text=True, check=True).stdout
+    lines, found = out.splitlines(), []
     for i, line in enumerate(lines):
         if f"pid={pid}," not in line:
             continue
         mem = line if "skmem:" in line else (lines[i + 1] if i + 1 < len(lines) else "")
-        m = re.search(r"skmem:\(r\d+,rb(\d+),t\d+,tb(\d+)", mem)
+        m = re.search(r"skmem:\(([^)]*)\)", mem)
         if m:
-            return int(m.group(1)), int(m.group(2))
+            found.append({k: int(v) for k, v in re.findall(r"([a-z]+)(\d+)", m.group(1))})
+    return found
+
+
+def socket_buffers(pid, peer_port):
+    """(rb, tb) — the receive and send buffer sizes of process pid's TCP socket connected to
+    127.0.0.1:peer_port, or None when it has none."""
+    for mem in socket_skmem(pid, "dst", f"127.0.0.1:{peer_port}"):
+        return mem["rb"], mem["tb"]
     return None
 
 
 def kfwd_socket_mem(pid):
-    """Sum over kfwd's TCP sockets of rmem_alloc + wmem_queued (ss -tmp skmem r and w), bytes."""
-    out = subprocess.run(["ss", "-tanmpH"], capture_output=True, text=True, check=True).stdout
-    total = 0
-    count = 0
-    lines = out.splitlines()
-    for i, line in enumerate(lines):
-        if f"pid={pid}," not in line:
-            continue
-        mem = line if "skmem:" in line else (lines[i + 1] if i + 1 < len(lines) else "")
-        m = re.search(r"skmem:\(r(\d+),rb\d+,t\d+,tb\d+,f\d+,w(\d+)", mem)
-        if m:
-            total += int(m.group(1)) + int(m.group(2))
-            count += 1
-    return total, count
+    """Sum over kfwd's TCP sockets of rmem_alloc + wmem_queued (ss -tmp skmem r and w), bytes,
+    and how many sockets."""
+    mems = socket_skmem(pid)
+    return sum(m["r"] + m["w"] for m in mems), len(mems)
 
 
 def pipe_bytes(pid):
