@@ -1447,6 +1447,25 @@ static int drain_wait(struct sm_dir *d, uint64_t tx, uint64_t left)
 }
 
 /*
+ * dst took every redirected byte (@tx written now). What it took over the
+ * wait is a lower bound of its rate: it may have finished long before the
+ * look. So the rate only grows from it; taken as the rate, one measured
+ * across a stall kept a fast client waiting SM_DRAIN_WAIT_MAX_MS at every
+ * pause (each wait outlasting its drain measured the same low rate again).
+ */
+static void drain_done(struct sm_dir *d, uint64_t tx)
+{
+	uint64_t now = now_ms(), at_least;
+
+	if (d->drain_ms && now > d->drain_ms && tx > d->drain_tx) {
+		at_least = (tx - d->drain_tx) / (now - d->drain_ms) + 1;
+		if (at_least > d->drain_rate)
+			d->drain_rate = at_least;
+	}
+	d->drain_ms = 0;
+}
+
+/*
  * Copy src's psock queue, up to @want bytes, into our buffer with MSG_PEEK.
  * The first d->peeked bytes are already written: the buffer holds the rest,
  * and is left empty (head == tail == 0) when the peek found nothing behind
@@ -1544,7 +1563,7 @@ static int src_peek(struct sm_dir *d, uint64_t ahead, int *tmo)
 				       d->kd.redirected + d->user_written - (tx - d->dst_base)));
 		return SM_PEEK_WAIT;
 	}
-	d->drain_ms = 0;
+	drain_done(d, tx);
 	d->synced_gen = d->kd.pause_count;
 	/* more may have come since the snapshot: take all there is */
 	d->peeked = 0;
