@@ -115,14 +115,16 @@ def test_connect_both_half_closed_before_client_reads(env, peer, mode):
     """Deterministic form of the race above: the peer sends 640 KiB and half-closes; the client,
     not reading yet, sends 1 MiB and half-closes; the peer reads to EOF and closes. Only then
     does the client read: it must get every byte, then EOF. Both FINs have crossed kfwd while
-    the bytes still wait inside it (small client buffers; the pipe holds them for splice, the
-    kernel's redirect queue within a 1 MiB cap for the sockmap: at a smaller cap the sockmap
-    closes the peer's window instead, and the peer's FIN cannot cross before the client reads)."""
+    the bytes still wait inside it (small client buffers; the pipe holds them for splice; for the
+    sockmap, an 8 MiB cap, whose source window in pass mode (an eighth of the cap, 1 MiB) holds
+    the 640 KiB even while a resume round waits for a client that reads nothing: at a 1 MiB cap
+    the window is 128 KiB, and whether the peer's FIN crosses depended on the round's timing —
+    it did not under ASan)."""
     down = 640 * KiB + 999
     up = Payload(MiB, seed=49)
     p = peer(pt.SendThenRead(down, seed=51, wait_acked=10))
     # kfwd holds the 640 KiB for a client that reads nothing: no max-memory floor allowance
-    k = env.start(mode, extra=["sockmap-cap 1m", "client-sndbuf 64k", "max-memory 0"])
+    k = env.start(mode, extra=["sockmap-cap 8m", "client-sndbuf 64k", "max-memory 0"])
     s, rest = env.tunnel(k, p.port, rcvbuf=16 * KiB)
     assert p.sent_all.wait(15) and p.acked, "setup: kfwd did not take the peer's bytes and FIN"
     for piece in up.pieces():
